@@ -1,0 +1,429 @@
+"""HailuoClient: submit jobs, poll them, wait for them; one connection pool per client."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Literal
+from urllib.parse import urlsplit
+
+import anyio
+
+from ._decoding import DecodeError, decode_json, decode_submission, decode_task_result
+from ._exceptions import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    InternalServerError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    SubmissionUnknownError,
+    TaskFailedError,
+    WaitTimeoutError,
+)
+from ._limits import RequestKind, RequestLimiter
+from ._models import TaskResult, TaskStatus, VideoRequest
+from ._polling import DurationStats, PollPolicy, PollSchedule
+from ._retry import RetryPolicy, parse_retry_after, poll_retrying, submit_retrying
+from ._transport import Response, Timeouts, Transport
+
+__all__ = ["DEFAULT_BASE_URL", "HailuoClient", "ProgressCallback", "UnknownSubmissionPolicy"]
+
+DEFAULT_BASE_URL = "https://api.highwayapi.ai"
+SUBMIT_PATH = "/v3/async/minimax-hailuo-02"
+TASK_RESULT_PATH = "/v3/async/task-result"
+
+ProgressCallback = Callable[[TaskResult], "Awaitable[None] | None"]
+UnknownSubmissionPolicy = Literal["raise", "resubmit"]
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+
+class HailuoClient:
+    """An asyncio client for the Hailuo-02 API.
+
+    Use it as an async context manager, or call :meth:`aclose` when done. The key comes from
+    ``api_key`` or the ``HAILUO_API_KEY`` variable; the base URL from ``base_url``, the
+    ``HAILUO_BASE_URL`` variable, or the public gateway.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float | Timeouts = 60.0,
+        max_retries: int = 5,
+        retry_policy: RetryPolicy | None = None,
+        poll_policy: PollPolicy | None = None,
+        max_concurrency: int = 64,
+        requests_per_minute: float | None = None,
+        adaptive_rate: bool = False,
+        on_unknown_submission: UnknownSubmissionPolicy = "raise",
+        allow_insecure: bool = False,
+        max_response_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        self._api_key = _check_api_key(api_key or os.environ.get("HAILUO_API_KEY"))
+        self._base_url = _check_base_url(
+            base_url or os.environ.get("HAILUO_BASE_URL") or DEFAULT_BASE_URL,
+            allow_insecure=allow_insecure,
+        )
+        if max_retries < 0:
+            raise InvalidRequestError("max_retries", "must be 0 or more")
+        if max_concurrency < 1:
+            raise InvalidRequestError("max_concurrency", "must be 1 or more")
+        if on_unknown_submission not in ("raise", "resubmit"):
+            raise InvalidRequestError("on_unknown_submission", "must be 'raise' or 'resubmit'")
+        timeouts = timeout if isinstance(timeout, Timeouts) else Timeouts(total=timeout)
+        self.max_retries = max_retries
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.poll_policy = poll_policy or PollPolicy()
+        self.on_unknown_submission: UnknownSubmissionPolicy = on_unknown_submission
+        self.limiter = RequestLimiter(
+            max_in_flight=max_concurrency,
+            requests_per_minute=requests_per_minute,
+            adaptive_rate=adaptive_rate,
+        )
+        self.durations = DurationStats()
+        self._transport = Transport(
+            timeouts=timeouts,
+            max_connections=max_concurrency,
+            max_response_bytes=max_response_bytes,
+        )
+        # Submission times of recent tasks: a 404 for one of them is the service catching up.
+        self._recent_submissions: OrderedDict[str, float] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"<HailuoClient base_url={self._base_url!r}>"
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, without a trailing slash."""
+        return self._base_url
+
+    async def __aenter__(self) -> HailuoClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool. The client can be used again; it then opens a new one."""
+        await self._transport.aclose()
+
+    # -- one request -----------------------------------------------------------------------
+
+    async def _call_api(
+        self,
+        method: str,
+        path: str,
+        *,
+        kind: RequestKind,
+        attempt: int,
+        body: bytes | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Response:
+        """Send one request to the API (never elsewhere: only here is the key attached)."""
+        url = self._base_url + path
+        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        async with self.limiter.slot(kind):
+            response = await self._transport.send(
+                method,
+                url,
+                headers=headers,
+                body=body,
+                params=params,
+                log_path=path,
+                attempt=attempt,
+            )
+        if response.status == 429:
+            retry_after = parse_retry_after(response.headers)
+            self.limiter.on_rate_limited(kind, retry_after)
+            raise _status_error(response, method=method, url=url, retry_after=retry_after)
+        if response.status >= 400:
+            raise _status_error(response, method=method, url=url)
+        self.limiter.on_success(kind)
+        return response
+
+    # -- submit ----------------------------------------------------------------------------
+
+    async def submit(self, request: VideoRequest) -> str:
+        """Start a paid generation job and return its task id.
+
+        Retried only where the job certainly did not start. When the request left but no
+        readable answer came back, raises :class:`SubmissionUnknownError`, unless the client
+        was made with ``on_unknown_submission="resubmit"``.
+        """
+        if not isinstance(request, VideoRequest):
+            raise TypeError(f"submit() takes a VideoRequest, not {type(request).__name__}")
+        body = json.dumps(request.to_payload(), ensure_ascii=False).encode("utf-8")
+        resubmit = self.on_unknown_submission == "resubmit"
+        try:
+            async for attempt in submit_retrying(
+                self.retry_policy, max_retries=self.max_retries, resubmit_unknown=resubmit
+            ):
+                with attempt:
+                    task_id = await self._submit_once(
+                        request,
+                        body,
+                        attempt=attempt.retry_state.attempt_number,
+                        raise_unknown=not resubmit,
+                    )
+        except (APIConnectionError, APIResponseValidationError) as exc:
+            if isinstance(exc, APIConnectionError) and not exc.request_sent:
+                raise
+            raise SubmissionUnknownError(request, reason=exc.message) from exc
+        self._remember_submission(task_id)
+        return task_id
+
+    async def _submit_once(
+        self, request: VideoRequest, body: bytes, *, attempt: int, raise_unknown: bool
+    ) -> str:
+        try:
+            response = await self._call_api(
+                "POST", SUBMIT_PATH, kind="submit", attempt=attempt, body=body
+            )
+            try:
+                return decode_submission(decode_json(response.body))
+            except DecodeError as exc:
+                raise APIResponseValidationError(
+                    f"the submission's answer cannot be read: {exc}",
+                    status_code=response.status,
+                    body=response.body[:2000].decode("utf-8", "replace"),
+                    method="POST",
+                    url=self._base_url + SUBMIT_PATH,
+                ) from exc
+        except (APIConnectionError, APIResponseValidationError) as exc:
+            ambiguous = not isinstance(exc, APIConnectionError) or exc.request_sent
+            if ambiguous and raise_unknown:
+                raise SubmissionUnknownError(request, reason=exc.message) from exc
+            raise
+
+    def _remember_submission(self, task_id: str) -> None:
+        now = time.monotonic()
+        self._recent_submissions[task_id] = now
+        horizon = now - self.retry_policy.not_found_grace
+        while self._recent_submissions:
+            oldest_id, submitted = next(iter(self._recent_submissions.items()))
+            if submitted >= horizon:
+                break
+            del self._recent_submissions[oldest_id]
+
+    def _in_not_found_grace(self, task_id: str) -> bool:
+        submitted = self._recent_submissions.get(task_id)
+        return (
+            submitted is not None
+            and time.monotonic() - submitted < self.retry_policy.not_found_grace
+        )
+
+    # -- poll ------------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> TaskResult:
+        """Poll a task once (retrying transient failures) and return what the service says."""
+        _check_task_id(task_id)
+        async for attempt in poll_retrying(
+            self.retry_policy,
+            max_retries=self.max_retries,
+            retry_not_found=lambda: self._in_not_found_grace(task_id),
+        ):
+            with attempt:
+                return await self._poll_once(task_id, attempt=attempt.retry_state.attempt_number)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _poll_once(self, task_id: str, *, attempt: int) -> TaskResult:
+        response = await self._call_api(
+            "GET", TASK_RESULT_PATH, kind="poll", attempt=attempt, params={"task_id": task_id}
+        )
+        received_at = datetime.now(timezone.utc)
+        try:
+            return decode_task_result(
+                decode_json(response.body), task_id=task_id, received_at=received_at
+            )
+        except DecodeError as exc:
+            raise APIResponseValidationError(
+                f"the task result for {task_id} cannot be read: {exc}",
+                status_code=response.status,
+                body=response.body[:2000].decode("utf-8", "replace"),
+                method="GET",
+                url=self._base_url + TASK_RESULT_PATH,
+            ) from exc
+
+    async def wait(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> TaskResult:
+        """Poll until the task ends and return its result.
+
+        Raises :class:`TaskFailedError` if it failed and :class:`WaitTimeoutError` if it has
+        not ended after ``timeout`` seconds (the job goes on at the service).
+        ``on_progress`` is called (or awaited) with each answer whose status or progress moved.
+        """
+        return await self._wait(
+            task_id, timeout=timeout, on_progress=on_progress, submitted_at=None
+        )
+
+    async def generate(
+        self,
+        request: VideoRequest,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> TaskResult:
+        """Submit a job and wait for it to end; see :meth:`submit` and :meth:`wait`."""
+        task_id = await self.submit(request)
+        return await self._wait(
+            task_id, timeout=timeout, on_progress=on_progress, submitted_at=time.monotonic()
+        )
+
+    async def _wait(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None,
+        on_progress: ProgressCallback | None,
+        submitted_at: float | None,
+    ) -> TaskResult:
+        _check_task_id(task_id)
+        last: TaskResult | None = None
+        with anyio.move_on_after(timeout) as scope:
+            last = await self._poll_until_done(task_id, on_progress, submitted_at)
+        if scope.cancelled_caught or last is None or not last.is_done:
+            assert timeout is not None
+            raise WaitTimeoutError(task_id, last, timeout)
+        if last.status is TaskStatus.FAILED:
+            raise TaskFailedError(last)
+        return last
+
+    async def _poll_until_done(
+        self,
+        task_id: str,
+        on_progress: ProgressCallback | None,
+        submitted_at: float | None,
+    ) -> TaskResult:
+        schedule = PollSchedule(self.poll_policy, history=self.durations)
+        started = submitted_at if submitted_at is not None else time.monotonic()
+        if submitted_at is not None:
+            await anyio.sleep(schedule.first_delay())
+        previous: TaskResult | None = None
+        while True:
+            result = await self.get_task(task_id)
+            if on_progress is not None and _moved(previous, result):
+                outcome = on_progress(result)
+                if outcome is not None:
+                    await outcome
+            previous = result
+            if result.is_done:
+                if submitted_at is not None:
+                    self.durations.observe(time.monotonic() - started)
+                return result
+            await anyio.sleep(schedule.next_delay(result, elapsed=time.monotonic() - started))
+
+
+def _moved(previous: TaskResult | None, result: TaskResult) -> bool:
+    return (
+        previous is None
+        or previous.status is not result.status
+        or previous.progress_percent != result.progress_percent
+    )
+
+
+def _status_error(
+    response: Response, *, method: str, url: str, retry_after: float | None = None
+) -> APIStatusError:
+    text = response.body.decode("utf-8", "replace")
+    body: object = text
+    message = ""
+    with contextlib.suppress(ValueError, RecursionError):
+        body = json.loads(text)
+    if isinstance(body, dict):
+        for key in ("message", "reason", "error", "detail", "msg"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                message = value
+                break
+    summary = f"{response.status} from {method} {urlsplit(url).path}"
+    if message:
+        summary = f"{summary}: {message[:500]}"
+    kwargs = {
+        "status_code": response.status,
+        "body": body,
+        "headers": response.headers,
+        "method": method,
+        "url": url,
+    }
+    if response.status == 429:
+        return RateLimitError(summary, retry_after=retry_after, **kwargs)
+    if response.status >= 500:
+        return InternalServerError(summary, **kwargs)  # type: ignore[arg-type]
+    error_class = _STATUS_ERRORS.get(response.status, APIStatusError)
+    return error_class(summary, **kwargs)  # type: ignore[arg-type]
+
+
+def _check_api_key(api_key: str | None) -> str:
+    if not api_key:
+        raise InvalidRequestError(
+            "api_key", "no API key: pass api_key=... or set the HAILUO_API_KEY variable"
+        )
+    if not isinstance(api_key, str) or any(ch.isspace() or not ch.isprintable() for ch in api_key):
+        # Never echo the value: it is a secret even when malformed.
+        raise InvalidRequestError(
+            "api_key", "must be a string without spaces or control characters"
+        )
+    return api_key
+
+
+def _check_base_url(base_url: str, *, allow_insecure: bool) -> str:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequestError("base_url", f"must be an http(s) URL, not {base_url!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise InvalidRequestError("base_url", "must not carry credentials, a query or a fragment")
+    if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
+        raise InvalidRequestError(
+            "base_url",
+            "plain http would send the API key unencrypted; use https, or pass allow_insecure=True",
+        )
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_task_id(task_id: object) -> None:
+    if not isinstance(task_id, str) or not task_id.strip():
+        raise InvalidRequestError("task_id", "must be a non-empty string")
+    if len(task_id) > 256 or any(not ch.isprintable() for ch in task_id):
+        raise InvalidRequestError("task_id", "must be at most 256 printable characters")

@@ -1,0 +1,176 @@
+"""Read the service's answers: lenient where the service is loose, strict where it matters.
+
+The project keeps its own cattrs converter rather than the global one, so nothing a caller
+registers on ``cattrs.global_converter`` can change how answers are read, and vice versa.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+from cattrs.v import transform_error
+
+from ._models import TaskResult, TaskStatus, Video
+
+__all__ = ["DecodeError", "decode_json", "decode_submission", "decode_task_result"]
+
+
+class DecodeError(ValueError):
+    """An answer does not have the shape the API documents; the message names the field."""
+
+
+@attrs.frozen
+class _WireTask:
+    task_id: str = ""
+    status: str = ""
+    reason: str = ""
+    eta: float | None = None
+    progress_percent: float | None = None
+
+
+@attrs.frozen
+class _WireVideo:
+    video_url: str
+    video_url_ttl: float | None = None
+    video_type: str | None = None
+
+
+@attrs.frozen
+class _WireTaskResult:
+    task: _WireTask
+    videos: list[_WireVideo] = attrs.Factory(list)
+    extra: dict[str, Any] = attrs.Factory(dict)
+
+
+@attrs.frozen
+class _WireSubmission:
+    task_id: str
+
+
+def _lenient_float(value: object, _: object) -> float | None:
+    # The gateway sends some numbers as strings, and empty strings for "not known".
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise TypeError("expected a number, not a boolean")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        number = float(value.strip())
+    else:
+        raise TypeError(f"expected a number, not {type(value).__name__}")
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
+
+
+def _lenient_str(value: object, _: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"expected a string, not {type(value).__name__}")
+
+
+def _null_as_empty_list(value: object, _: object) -> list[_WireVideo]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, not {type(value).__name__}")
+    return [_converter.structure(item, _WireVideo) for item in value]
+
+
+def _null_as_empty_dict(value: object, _: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, not {type(value).__name__}")
+    return value
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=False)
+    converter.register_structure_hook(float | None, _lenient_float)
+    converter.register_structure_hook(str, _lenient_str)
+    converter.register_structure_hook(list[_WireVideo], _null_as_empty_list)
+    converter.register_structure_hook(dict[str, Any], _null_as_empty_dict)
+    return converter
+
+
+_converter = _make_converter()
+
+
+def decode_json(body: bytes) -> object:
+    """Parse a JSON body; raise DecodeError when it is not JSON."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(f"the body is not valid JSON ({type(exc).__name__})") from exc
+
+
+def _structure(payload: object, cls: type[Any]) -> Any:
+    if not isinstance(payload, dict):
+        raise DecodeError(f"expected a JSON object, not {type(payload).__name__}")
+    try:
+        return _converter.structure(payload, cls)
+    except (ClassValidationError, ForbiddenExtraKeysError) as exc:
+        raise DecodeError("; ".join(transform_error(exc, path="$"))) from exc
+    except (TypeError, ValueError, KeyError, RecursionError) as exc:
+        raise DecodeError(f"$: {exc}") from exc
+
+
+def decode_submission(payload: object) -> str:
+    """The task id from a submission's answer."""
+    wire: _WireSubmission = _structure(payload, _WireSubmission)
+    if not wire.task_id:
+        raise DecodeError("$.task_id: is empty")
+    return wire.task_id
+
+
+def decode_task_result(
+    payload: object, *, task_id: str, received_at: datetime | None = None
+) -> TaskResult:
+    """A TaskResult from the task-result endpoint's answer to a poll of ``task_id``."""
+    wire: _WireTaskResult = _structure(payload, _WireTaskResult)
+    received_at = received_at or datetime.now(timezone.utc)
+    videos = tuple(
+        Video(
+            url=video.video_url,
+            ttl=video.video_url_ttl,
+            video_type=video.video_type or None,
+            expires_at=(
+                received_at + timedelta(seconds=video.video_url_ttl)
+                if video.video_url_ttl is not None
+                else None
+            ),
+        )
+        for video in wire.videos
+        if video.video_url
+    )
+    task = wire.task
+    if task.task_id and task.task_id != task_id:
+        raise DecodeError(f"$.task.task_id: answer is for {task.task_id!r}, not {task_id!r}")
+    status = TaskStatus.parse(task.status)
+    if status is TaskStatus.SUCCEED and not videos:
+        raise DecodeError("$.videos: a succeeded task came without a video")
+    return TaskResult(
+        task_id=task_id,
+        status=status,
+        raw_status=task.status,
+        reason=task.reason,
+        eta=task.eta if task.eta is None or task.eta >= 0 else None,
+        progress_percent=(
+            None if task.progress_percent is None else min(100.0, max(0.0, task.progress_percent))
+        ),
+        videos=videos,
+        extra=wire.extra,
+        received_at=received_at,
+    )

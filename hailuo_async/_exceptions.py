@@ -1,0 +1,223 @@
+"""Every error this library raises.
+
+Catch :class:`HailuoError` to handle them all. The hierarchy::
+
+    HailuoError
+    ├── InvalidRequestError          (also a ValueError) bad input, caught before anything is sent
+    ├── APIError                     something went wrong talking to the service
+    │   ├── APIStatusError           the service answered with an error status
+    │   │   ├── BadRequestError          400
+    │   │   ├── AuthenticationError      401
+    │   │   ├── PermissionDeniedError    403
+    │   │   ├── NotFoundError            404
+    │   │   ├── RateLimitError           429
+    │   │   └── InternalServerError      5xx
+    │   ├── APIConnectionError       no usable answer: refused, reset, DNS, TLS ...
+    │   │   └── APITimeoutError          ... or no answer in time
+    │   └── APIResponseValidationError  an answer that is not what the API documents
+    ├── SubmissionUnknownError       a submission may or may not have started a paid job
+    ├── TaskFailedError              the job ended with TASK_STATUS_FAILED
+    ├── WaitTimeoutError             the job did not end within the caller's timeout
+    └── DownloadError                a video could not be downloaded completely
+
+No message, repr or attribute of these errors ever holds the API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._models import TaskResult, VideoRequest
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "DownloadError",
+    "HailuoError",
+    "InternalServerError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "SubmissionUnknownError",
+    "TaskFailedError",
+    "WaitTimeoutError",
+]
+
+# Response headers that may carry credentials or session state; never kept on an error.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+# Error bodies are untrusted and may be huge HTML pages: keep enough to debug, no more.
+_MAX_KEPT_BODY_CHARS = 2_000
+
+
+class HailuoError(Exception):
+    """Base class of every error raised by hailuo_async."""
+
+
+class InvalidRequestError(HailuoError, ValueError):
+    """A request breaks the API's rules; raised before anything is sent."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class APIError(HailuoError):
+    """Talking to the service went wrong."""
+
+    def __init__(self, message: str, *, method: str | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.url = url
+
+
+class APIStatusError(APIError):
+    """The service answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: object = None,
+        headers: Mapping[str, str] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, url=url)
+        self.status_code = status_code
+        self.body = _truncate_body(body)
+        self.headers: dict[str, str] = {
+            name: value
+            for name, value in (headers or {}).items()
+            if name.lower() not in _SECRET_HEADERS
+        }
+
+
+class BadRequestError(APIStatusError):
+    """400: the service refused the request's parameters."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or wrong."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this model (or a presigned URL has expired)."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the service does not know this task id."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests or too many active jobs."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the service or a gateway in front of it failed."""
+
+
+class APIConnectionError(APIError):
+    """No usable answer came back: the connection failed, was reset, or was cut short.
+
+    ``request_sent`` is False only when the request certainly never left this machine
+    (for example the connection could not be opened), so a paid job cannot have started.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_sent: bool = True,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, url=url)
+        self.request_sent = request_sent
+
+
+class APITimeoutError(APIConnectionError):
+    """No answer came back in time."""
+
+
+class APIResponseValidationError(APIError):
+    """The service answered 2xx with something the API does not document (bad JSON, wrong shape)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: object = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, url=url)
+        self.status_code = status_code
+        self.body = _truncate_body(body)
+
+
+class SubmissionUnknownError(HailuoError):
+    """A submission's outcome cannot be known: the service may have started (and billed) a job.
+
+    Raised when the request left this machine but no answer came back (a reset, a timeout,
+    an unreadable answer). The API has no idempotency key, so sending it again might pay twice;
+    that only happens when the caller chose ``on_unknown_submission="resubmit"``.
+    """
+
+    def __init__(self, request: VideoRequest, *, reason: str) -> None:
+        super().__init__(
+            f"the submission may or may not have started a paid job ({reason}); "
+            "it was not sent again"
+        )
+        self.request = request
+        self.reason = reason
+
+
+class TaskFailedError(HailuoError):
+    """The job ended with status FAILED; ``result`` holds the service's answer and reason."""
+
+    def __init__(self, result: TaskResult) -> None:
+        reason = result.reason or "no reason given"
+        super().__init__(f"task {result.task_id} failed: {reason}")
+        self.result = result
+        self.task_id = result.task_id
+
+
+class WaitTimeoutError(HailuoError, TimeoutError):
+    """The job did not end within the caller's timeout; the job itself goes on at the service."""
+
+    def __init__(self, task_id: str, last_result: TaskResult | None, timeout: float) -> None:
+        super().__init__(f"task {task_id} did not finish within {timeout:g} s; it is still running")
+        self.task_id = task_id
+        self.last_result = last_result
+        self.timeout = timeout
+
+
+class DownloadError(HailuoError):
+    """A video could not be downloaded completely; no partial file was left at the destination."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.url = url
+
+
+def _truncate_body(body: object) -> object:
+    if isinstance(body, str) and len(body) > _MAX_KEPT_BODY_CHARS:
+        return body[:_MAX_KEPT_BODY_CHARS] + "…"
+    return body

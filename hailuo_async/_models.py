@@ -1,0 +1,221 @@
+"""The library's data: what a caller asks for and what the service answers."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import attrs
+
+from ._exceptions import HailuoError, InvalidRequestError
+from ._images import ImageInput, image_reference
+
+__all__ = [
+    "DURATIONS",
+    "MAX_PROMPT_CHARS",
+    "RESOLUTIONS",
+    "JobOutcome",
+    "TaskResult",
+    "TaskStatus",
+    "Video",
+    "VideoRequest",
+]
+
+MAX_PROMPT_CHARS = 2000
+DURATIONS = (6, 10)
+RESOLUTIONS = ("768P", "1080P")
+
+Duration = Literal[6, 10]
+Resolution = Literal["768P", "1080P"]
+
+
+def _check_prompt(_: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str):
+        raise InvalidRequestError("prompt", f"must be a string, not {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_PROMPT_CHARS:
+        raise InvalidRequestError(
+            "prompt", f"must be 1 to {MAX_PROMPT_CHARS} characters long, not {len(value)}"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            "prompt", "must be valid Unicode (it holds a lone surrogate)"
+        ) from exc
+
+
+def _check_duration(_: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in DURATIONS:
+        raise InvalidRequestError("duration", f"must be the integer 6 or 10, not {value!r}")
+
+
+def _check_resolution(_: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if value not in RESOLUTIONS:
+        raise InvalidRequestError("resolution", f"must be '768P' or '1080P', not {value!r}")
+
+
+def _check_bool(_: object, attribute: attrs.Attribute[bool], value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidRequestError(attribute.name, f"must be True or False, not {value!r}")
+
+
+def _check_webhook_url(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise InvalidRequestError("webhook_url", f"must be an http(s) URL, not {value!r}")
+
+
+def _to_image(value: ImageInput | None) -> str | None:
+    return None if value is None else image_reference(value, "image")
+
+
+def _to_end_image(value: ImageInput | None) -> str | None:
+    return None if value is None else image_reference(value, "end_image")
+
+
+def _short(value: str | None) -> str:
+    if value is None:
+        return "None"
+    return repr(value if len(value) <= 60 else value[:57] + "...")
+
+
+@attrs.frozen(kw_only=True)
+class VideoRequest:
+    """One Hailuo-02 generation job, checked against the API's rules when it is made.
+
+    ``image`` and ``end_image`` take an http(s) URL, a ``data:image/...;base64,`` URI, a
+    :class:`pathlib.Path` or raw ``bytes`` (JPEG, PNG or WebP, at most 20 MB), which become a
+    data URI. Breaking a rule raises :class:`InvalidRequestError` naming the field.
+    """
+
+    prompt: str = attrs.field(validator=_check_prompt, repr=lambda p: repr(p[:60]))
+    image: str | None = attrs.field(default=None, converter=_to_image, repr=_short)
+    end_image: str | None = attrs.field(default=None, converter=_to_end_image, repr=_short)
+    duration: Duration = attrs.field(default=6, validator=_check_duration)
+    resolution: Resolution = attrs.field(default="768P", validator=_check_resolution)
+    enable_prompt_expansion: bool = attrs.field(default=True, validator=_check_bool)
+    fast_pretreatment: bool = attrs.field(default=False, validator=_check_bool)
+    webhook_url: str | None = attrs.field(default=None, validator=_check_webhook_url)
+
+    def __attrs_post_init__(self) -> None:
+        if self.duration == 10 and self.resolution != "768P":
+            raise InvalidRequestError("resolution", "10-second videos are only made at 768P")
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON body the API takes for this request."""
+        payload: dict[str, Any] = {"prompt": self.prompt}
+        if self.image is not None:
+            payload["image"] = self.image
+        if self.end_image is not None:
+            payload["end_image"] = self.end_image
+        payload["duration"] = self.duration
+        payload["resolution"] = self.resolution
+        payload["enable_prompt_expansion"] = self.enable_prompt_expansion
+        payload["fast_pretreatment"] = self.fast_pretreatment
+        if self.webhook_url is not None:
+            payload["extra"] = {"webhook": {"url": self.webhook_url}}
+        return payload
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable hash of the request body: the same job asked twice has the same fingerprint."""
+        body = json.dumps(self.to_payload(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a job is. ``UNKNOWN`` stands for any status this library does not know yet."""
+
+    QUEUED = "TASK_STATUS_QUEUED"
+    PROCESSING = "TASK_STATUS_PROCESSING"
+    SUCCEED = "TASK_STATUS_SUCCEED"
+    FAILED = "TASK_STATUS_FAILED"
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def parse(cls, raw: str) -> TaskStatus:
+        """Map the service's status string (with or without its prefix) to a member."""
+        name = raw.strip().upper().removeprefix("TASK_STATUS_")
+        member = cls.__members__.get(name)
+        return member if member is not None else cls.UNKNOWN
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for SUCCEED and FAILED."""
+        return self in (TaskStatus.SUCCEED, TaskStatus.FAILED)
+
+
+@attrs.frozen(kw_only=True)
+class Video:
+    """A finished video: a presigned URL on the storage host that stops working after ``ttl``."""
+
+    url: str = attrs.field(repr=lambda u: repr(u.split("?", 1)[0]))
+    ttl: float | None = None
+    video_type: str | None = None
+    expires_at: datetime | None = None
+
+    def is_expired(self, *, margin: float = 0.0, now: datetime | None = None) -> bool:
+        """True when the URL has expired, or will within ``margin`` seconds."""
+        if self.expires_at is None:
+            return False
+        now = now or datetime.now(timezone.utc)
+        return (self.expires_at - now).total_seconds() <= margin
+
+
+@attrs.frozen(kw_only=True)
+class TaskResult:
+    """One answer of the task-result endpoint.
+
+    ``status`` is UNKNOWN for statuses this library does not know; ``raw_status`` keeps the
+    service's own string. ``extra`` is the service's ``extra`` object, as sent.
+    """
+
+    task_id: str
+    status: TaskStatus
+    raw_status: str = ""
+    reason: str = ""
+    eta: float | None = None
+    progress_percent: float | None = None
+    videos: tuple[Video, ...] = ()
+    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    received_at: datetime = attrs.field(
+        factory=lambda: datetime.now(timezone.utc), repr=False, eq=False
+    )
+
+    @property
+    def is_done(self) -> bool:
+        """True once the job has ended, well or badly."""
+        return self.status.is_terminal
+
+    @property
+    def ok(self) -> bool:
+        """True when the job succeeded."""
+        return self.status is TaskStatus.SUCCEED
+
+    @property
+    def video(self) -> Video | None:
+        """The first video, if any."""
+        return self.videos[0] if self.videos else None
+
+
+@attrs.frozen(kw_only=True)
+class JobOutcome:
+    """What became of one request of a batch; ``index`` is its place in the input."""
+
+    index: int
+    request: VideoRequest
+    task_id: str | None = None
+    result: TaskResult | None = None
+    error: HailuoError | None = None
+    key: str | None = None
+    path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the job succeeded (and, if asked, its video was downloaded)."""
+        return self.error is None and self.result is not None and self.result.ok

@@ -1,0 +1,189 @@
+"""Send one HTTP request with aiohttp; every aiohttp error becomes one of ours, here alone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import time
+from collections.abc import Mapping
+
+import aiohttp
+import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ._exceptions import APIConnectionError, APIResponseValidationError, APITimeoutError
+from ._version import __version__
+
+__all__ = ["USER_AGENT", "Response", "Timeouts", "Transport", "map_transport_error"]
+
+logger = logging.getLogger("hailuo_async")
+
+USER_AGENT = (
+    f"hailuo-async/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
+)
+
+
+@attrs.frozen
+class Timeouts:
+    """Seconds to wait: for a whole request, and for a connection to open."""
+
+    total: float | None = 60.0
+    connect: float | None = 10.0
+
+
+@attrs.frozen
+class Response:
+    """A complete answer: status, headers and the whole (size-capped) body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    elapsed: float
+
+
+def map_transport_error(exc: BaseException, *, method: str, url: str) -> APIConnectionError:
+    """The library's error for an aiohttp or socket failure.
+
+    ``request_sent`` is False only where the request cannot have reached the service: the
+    connection never opened, or opening it timed out.
+    """
+    where = f"{method} {url}"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return APITimeoutError(
+            f"timed out connecting for {where}", request_sent=False, method=method, url=url
+        )
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return APITimeoutError(f"no answer in time to {where}", method=method, url=url)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return APIConnectionError(
+            f"could not connect for {where}: {exc.os_error.strerror or exc.os_error}",
+            request_sent=False,
+            method=method,
+            url=url,
+        )
+    if isinstance(exc, aiohttp.InvalidURL):
+        return APIConnectionError(
+            f"invalid URL for {where}", request_sent=False, method=method, url=url
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return APIConnectionError(
+            f"the server closed the connection during {where}", method=method, url=url
+        )
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return APIConnectionError(f"the answer to {where} was cut short", method=method, url=url)
+    reason = type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = f"{reason}: {exc.strerror}"
+    return APIConnectionError(
+        f"connection failed during {where} ({reason})", method=method, url=url
+    )
+
+
+class Transport:
+    """One aiohttp ClientSession (one connection pool) and the rules for reading answers."""
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts,
+        max_connections: int,
+        max_response_bytes: int,
+    ) -> None:
+        self._timeouts = timeouts
+        self._max_connections = max_connections
+        self._max_response_bytes = max_response_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared session, opened on first use inside the running event loop."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
+                timeout=aiohttp.ClientTimeout(
+                    total=self._timeouts.total, sock_connect=self._timeouts.connect
+                ),
+                headers={"User-Agent": USER_AGENT},
+                # Credentials are attached per request, never to the session, so nothing
+                # the session sends elsewhere (downloads, redirects) can carry them.
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        log_path: str,
+        attempt: int = 1,
+    ) -> Response:
+        """Send a request and read its whole answer, or raise APIConnectionError."""
+        started = time.monotonic()
+        status: int | str = "error"
+        try:
+            async with self.session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                params=params,
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                payload = await self._read_capped(response, method=method, url=url)
+                return Response(
+                    status=response.status,
+                    headers=CIMultiDictProxy(CIMultiDict(response.headers)),
+                    body=payload,
+                    elapsed=time.monotonic() - started,
+                )
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise map_transport_error(exc, method=method, url=url) from exc
+        finally:
+            logger.debug(
+                "%s %s -> %s (attempt %d, %.3f s)",
+                method,
+                log_path,
+                status,
+                attempt,
+                time.monotonic() - started,
+            )
+
+    async def _read_capped(
+        self, response: aiohttp.ClientResponse, *, method: str, url: str
+    ) -> bytes:
+        limit = self._max_response_bytes
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            response.close()
+            raise APIResponseValidationError(
+                f"the answer to {method} {url} declares {declared} bytes; the limit is {limit}",
+                status_code=response.status,
+                method=method,
+                url=url,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                response.close()
+                raise APIResponseValidationError(
+                    f"the answer to {method} {url} is over the limit of {limit} bytes",
+                    status_code=response.status,
+                    method=method,
+                    url=url,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
