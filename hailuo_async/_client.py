@@ -8,7 +8,7 @@ import json
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Literal
@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from ._batch import JobStream, RequestSource
 from ._decoding import DecodeError, decode_json, decode_submission, decode_task_result
 from ._exceptions import (
     APIConnectionError,
@@ -32,11 +33,12 @@ from ._exceptions import (
     TaskFailedError,
     WaitTimeoutError,
 )
-from ._limits import RequestKind, RequestLimiter
+from ._limits import ActiveJobLimit, RequestKind, RequestLimiter
 from ._models import TaskResult, TaskStatus, VideoRequest
 from ._polling import DurationStats, PollPolicy, PollSchedule
 from ._retry import RetryPolicy, parse_retry_after, poll_retrying, submit_retrying
 from ._transport import Response, Timeouts, Transport
+from ._watcher import EventCallback, TaskWatcher
 
 __all__ = ["DEFAULT_BASE_URL", "HailuoClient", "ProgressCallback", "UnknownSubmissionPolicy"]
 
@@ -62,6 +64,11 @@ class HailuoClient:
     Use it as an async context manager, or call :meth:`aclose` when done. The key comes from
     ``api_key`` or the ``HAILUO_API_KEY`` variable; the base URL from ``base_url``, the
     ``HAILUO_BASE_URL`` variable, or the public gateway.
+
+    Limits: ``max_concurrency`` caps HTTP requests in flight. ``requests_per_minute`` and
+    ``max_active_jobs`` are the account's limits when known; left ``None``, they are
+    discovered from the 429s met (see :mod:`hailuo_async._limits`). ``rate_window`` is the
+    length of a rate-limit "minute" in seconds: only a time-scaled fake service needs another.
     """
 
     def __init__(
@@ -75,7 +82,8 @@ class HailuoClient:
         poll_policy: PollPolicy | None = None,
         max_concurrency: int = 64,
         requests_per_minute: float | None = None,
-        adaptive_rate: bool = False,
+        max_active_jobs: int | None = None,
+        rate_window: float = 60.0,
         on_unknown_submission: UnknownSubmissionPolicy = "raise",
         allow_insecure: bool = False,
         max_response_bytes: int = 8 * 1024 * 1024,
@@ -99,8 +107,9 @@ class HailuoClient:
         self.limiter = RequestLimiter(
             max_in_flight=max_concurrency,
             requests_per_minute=requests_per_minute,
-            adaptive_rate=adaptive_rate,
+            rate_window=rate_window,
         )
+        self.active_jobs = ActiveJobLimit(known=max_active_jobs)
         self.durations = DurationStats()
         self._transport = Transport(
             timeouts=timeouts,
@@ -163,6 +172,8 @@ class HailuoClient:
         if response.status == 429:
             retry_after = parse_retry_after(response.headers)
             self.limiter.on_rate_limited(kind, retry_after)
+            if kind == "submit":
+                self.active_jobs.on_rate_limited()
             raise _status_error(response, method=method, url=url, retry_after=retry_after)
         if response.status >= 400:
             raise _status_error(response, method=method, url=url)
@@ -344,6 +355,43 @@ class HailuoClient:
                     self.durations.observe(time.monotonic() - started)
                 return result
             await anyio.sleep(schedule.next_delay(result, elapsed=time.monotonic() - started))
+
+    # -- many ------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        task_ids: Iterable[str] = (),
+        *,
+        on_event: EventCallback | None = None,
+        keep_open: bool = False,
+        poll_policy: PollPolicy | None = None,
+    ) -> TaskWatcher:
+        """A watcher over ``task_ids`` (more can be added); use it with ``async with``.
+
+        ``async for result in watcher`` yields each task's TaskResult as it ends.
+        """
+        return TaskWatcher(
+            self, task_ids, on_event=on_event, keep_open=keep_open, poll_policy=poll_policy
+        )
+
+    def generate_many(
+        self,
+        requests: RequestSource,
+        *,
+        max_active_jobs: int | None = None,
+        on_event: EventCallback | None = None,
+    ) -> JobStream:
+        """Run a batch: submit each request, poll the jobs, yield each JobOutcome as it ends.
+
+        ``requests`` (an iterable or async iterable of VideoRequest) is read lazily. At most
+        ``max_active_jobs`` jobs are submitted and unfinished at once; without it, the
+        client's limit (given, or discovered from 429s) applies. One failed job never stops
+        the others. Use it as ``async with client.generate_many(...) as outcomes``.
+        """
+        active_jobs = (
+            self.active_jobs if max_active_jobs is None else ActiveJobLimit(known=max_active_jobs)
+        )
+        return JobStream(self, requests, active_jobs=active_jobs, on_event=on_event)
 
 
 def _moved(previous: TaskResult | None, result: TaskResult) -> bool:

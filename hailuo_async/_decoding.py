@@ -98,10 +98,14 @@ def _null_as_empty_dict(value: object, _: object) -> dict[str, Any]:
 
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=False)
-    converter.register_structure_hook(float | None, _lenient_float)
     converter.register_structure_hook(str, _lenient_str)
-    converter.register_structure_hook(list[_WireVideo], _null_as_empty_list)
-    converter.register_structure_hook(dict[str, Any], _null_as_empty_dict)
+    # Generic and union types are matched by equality: functools' dispatch cannot hold them.
+    for type_, hook in (
+        (float | None, _lenient_float),
+        (list[_WireVideo], _null_as_empty_list),
+        (dict[str, Any], _null_as_empty_dict),
+    ):
+        converter.register_structure_hook_func(lambda t, type_=type_: t == type_, hook)
     return converter
 
 

@@ -4,61 +4,85 @@ Each request names its kind (submit, poll or download). Submits and polls draw o
 requests-per-minute budget: a FIFO lock per kind lets at most one of each kind wait at the
 shared pacer, whose own FIFO lock then alternates between them, so neither kind starves the
 other. A 429 pauses the whole client for that kind of call, not only the request that got it.
+
+When the caller does not know the account's limits, they are discovered: the request rate and
+the number of active jobs each follow an AIMD rule (grow slowly while calls succeed, cut on
+a 429), so a long run settles just under the real limit.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
 
 import anyio
 
-__all__ = ["AdaptiveRate", "RequestKind", "RequestLimiter"]
+__all__ = ["ActiveJobLimit", "AdaptiveRate", "RequestKind", "RequestLimiter"]
 
 RequestKind = Literal["submit", "poll", "download"]
 _KINDS: tuple[RequestKind, ...] = ("submit", "poll", "download")
 
 
 class AdaptiveRate:
-    """A requests-per-minute figure that grows while calls succeed and halves on a 429 (AIMD).
+    """Requests allowed per ``window`` seconds: fixed when known, discovered (AIMD) when not.
 
-    With a ``ceiling`` (the caller's known limit) it never goes above it; without one it starts
-    at ``start`` and discovers the account's limit.
+    Unknown, it starts unpaced; the first 429 sets it from the rate actually sent in the last
+    window, after which it grows by ``increase`` of itself per window of success and is cut
+    by ``decrease`` on a 429 (a burst of 429s from one moment counts once).
     """
 
     def __init__(
         self,
         *,
-        start: float,
-        ceiling: float | None,
-        floor: float = 6.0,
-        increase_per_minute: float | None = None,
+        window: float,
+        known: float | None,
+        increase: float = 0.05,
+        decrease: float = 0.75,
+        floor: float = 1.0,
     ) -> None:
-        self.ceiling = ceiling
-        self.floor = floor
-        self.value = min(start, ceiling) if ceiling is not None else start
-        # Additive increase: by default one "start" worth of rate per minute of success.
-        self._increase_per_minute = increase_per_minute or max(start, 1.0)
-        self._last_update = time.monotonic()
-        self._last_decrease = 0.0
+        self.window = window
+        self.adaptive = known is None
+        self.value: float | None = known
+        self._increase = increase
+        self._decrease = decrease
+        self._floor = floor
+        self._sent: deque[float] = deque()
+        self._last_change = time.monotonic()
 
-    def on_success(self) -> None:
-        """Grow the rate in proportion to the time since the last update."""
-        now = time.monotonic()
-        grown = self.value + self._increase_per_minute * (now - self._last_update) / 60.0
-        self._last_update = now
-        self.value = min(grown, self.ceiling) if self.ceiling is not None else grown
-
-    def on_rate_limited(self) -> None:
-        """Halve the rate, at most once per interval of the current rate's pacing."""
-        now = time.monotonic()
-        if now - self._last_decrease < 60.0 / max(self.value, 1e-9):
+    def record_sent(self, now: float) -> None:
+        """Note a request sent at ``now`` (used to size the first cut)."""
+        if not self.adaptive:
             return
-        self._last_decrease = now
-        self._last_update = now
-        self.value = max(self.floor, self.value / 2)
+        self._sent.append(now)
+        horizon = now - self.window
+        while self._sent and self._sent[0] < horizon:
+            self._sent.popleft()
+
+    def on_success(self, now: float) -> None:
+        """Grow an adaptive rate in proportion to the time since it last changed."""
+        if not self.adaptive or self.value is None:
+            return
+        elapsed = now - self._last_change
+        self.value *= 1 + self._increase * min(elapsed, self.window) / self.window
+        self._last_change = now
+
+    def on_rate_limited(self, now: float) -> None:
+        """Cut an adaptive rate; ignore the echoes of a cut already made."""
+        if not self.adaptive:
+            return
+        if self.value is None:
+            self.value = max(self._floor, len(self._sent) * self._decrease)
+        elif now - self._last_change >= self.window / max(self.value, 1.0) * 4:
+            self.value = max(self._floor, self.value * self._decrease)
+        self._last_change = now
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two requests at the current rate (0 when unpaced)."""
+        return 0.0 if self.value is None else self.window / self.value
 
 
 class _Pacer:
@@ -74,38 +98,28 @@ class _Pacer:
         async with self._lock:
             now = time.monotonic()
             start = max(now, self._next_free)
-            self._next_free = start + 60.0 / (self.rate.value * self._utilisation)
+            self._next_free = start + self.rate.interval / self._utilisation
             if start > now:
                 await anyio.sleep(start - now)
+            self.rate.record_sent(time.monotonic())
 
 
 class RequestLimiter:
-    """In-flight cap, optional per-minute budget and 429 pauses, shared by a client's requests."""
+    """In-flight cap, per-window request budget and 429 pauses, shared by a client's requests."""
 
     def __init__(
         self,
         *,
         max_in_flight: int,
         requests_per_minute: float | None = None,
-        adaptive_rate: bool = False,
-        initial_adaptive_rate: float = 60.0,
+        rate_window: float = 60.0,
         utilisation: float = 0.95,
         initial_pause: float = 1.0,
         max_pause: float = 60.0,
     ) -> None:
         self._in_flight = anyio.CapacityLimiter(max_in_flight)
-        self._pacer: _Pacer | None = None
-        # A budget the caller gives is the account's known limit and stays fixed; without one,
-        # an adaptive budget discovers the limit from the 429s it meets.
-        self._adaptive = adaptive_rate and requests_per_minute is None
-        if requests_per_minute is not None:
-            self._pacer = _Pacer(
-                AdaptiveRate(start=requests_per_minute, ceiling=requests_per_minute), utilisation
-            )
-        elif self._adaptive:
-            self._pacer = _Pacer(
-                AdaptiveRate(start=initial_adaptive_rate, ceiling=None), utilisation
-            )
+        self.rate = AdaptiveRate(window=rate_window, known=requests_per_minute)
+        self._pacer = _Pacer(self.rate, utilisation)
         self._turns = {kind: anyio.Lock() for kind in _KINDS}
         self._paused_until = dict.fromkeys(_KINDS, 0.0)
         self._pause_streak = dict.fromkeys(_KINDS, 0)
@@ -119,11 +133,6 @@ class RequestLimiter:
         return int(self._in_flight.total_tokens)
 
     @property
-    def requests_per_minute(self) -> float | None:
-        """The budget now in force (it moves when the rate is adaptive), or None for no budget."""
-        return self._pacer.rate.value if self._pacer is not None else None
-
-    @property
     def in_flight(self) -> int:
         """Requests in flight now."""
         return int(self._in_flight.borrowed_tokens)
@@ -132,7 +141,8 @@ class RequestLimiter:
     async def slot(self, kind: RequestKind) -> AsyncIterator[None]:
         """Hold one request's place: wait out pauses and pacing, then take an in-flight slot."""
         await self._wait_out_pause(kind)
-        if self._pacer is not None and kind != "download":
+        # Downloads go to the storage host, which the API's request budget does not cover.
+        if kind != "download":
             async with self._turns[kind]:
                 await self._pacer.acquire()
         async with self._in_flight:
@@ -141,11 +151,11 @@ class RequestLimiter:
     def on_success(self, kind: RequestKind) -> None:
         """Record an answered request that was not rate limited."""
         self._pause_streak[kind] = 0
-        if self._adaptive and self._pacer is not None:
-            self._pacer.rate.on_success()
+        self.rate.on_success(time.monotonic())
 
     def on_rate_limited(self, kind: RequestKind, retry_after: float | None) -> float:
         """Pause this kind of call for everyone; return the pause in seconds."""
+        now = time.monotonic()
         self.rate_limited[kind] += 1
         if retry_after is None:
             streak = self._pause_streak[kind]
@@ -153,9 +163,8 @@ class RequestLimiter:
             pause = min(self._max_pause, self._initial_pause * 2.0**streak)
         else:
             pause = min(self._max_pause, retry_after)
-        self._paused_until[kind] = max(self._paused_until[kind], time.monotonic() + pause)
-        if self._adaptive and self._pacer is not None:
-            self._pacer.rate.on_rate_limited()
+        self._paused_until[kind] = max(self._paused_until[kind], now + pause)
+        self.rate.on_rate_limited(now)
         return pause
 
     def paused_for(self, kind: RequestKind) -> float:
@@ -166,3 +175,77 @@ class RequestLimiter:
         # A pause can be extended while we sleep, so look again after each one.
         while (wait := self.paused_for(kind)) > 0:  # noqa: ASYNC110
             await anyio.sleep(wait)
+
+
+class ActiveJobLimit:
+    """How many submitted-but-unfinished jobs a batch may hold: fixed, or discovered.
+
+    Discovered, it grows by one per accepted submission until the first 429 on a submit,
+    then sits at the number of jobs the service held at that 429 and probes one higher after
+    ``probe_after`` clean completions, waiting twice as long after each failed probe, so a
+    settled run meets almost no 429s.
+    """
+
+    def __init__(self, *, known: int | None, start: int = 4, ceiling: int = 10_000) -> None:
+        self.adaptive = known is None
+        self.value = known if known is not None else start
+        self._ceiling = ceiling
+        self._slow_start = self.adaptive
+        self._probe_after = 50
+        self._clean_completions = 0
+        self._active = 0
+        self._on_server = 0
+        self._changed = anyio.Event()
+
+    @property
+    def active(self) -> int:
+        """Jobs holding a place now (being submitted, or submitted and unfinished)."""
+        return self._active
+
+    async def acquire(self) -> None:
+        """Wait for a place for one more active job."""
+        while self._active >= self.value:
+            await self._changed.wait()
+        self._active += 1
+
+    def release(self, *, submitted: bool) -> None:
+        """Give back a job's place; ``submitted`` says whether the service had accepted it."""
+        self._active -= 1
+        if submitted:
+            self._on_server -= 1
+        self._notify()
+
+    def on_submitted(self) -> None:
+        """A submission was accepted."""
+        self._on_server += 1
+        if self._slow_start and self.value < self._ceiling:
+            self.value += 1
+            self._notify()
+
+    def on_completed(self) -> None:
+        """A job ended; after enough of them without a 429, probe one place higher."""
+        if not self.adaptive or self._slow_start:
+            return
+        self._clean_completions += 1
+        if self._clean_completions >= self._probe_after and self.value < self._ceiling:
+            self._clean_completions = 0
+            self.value += 1
+            self._notify()
+
+    def on_rate_limited(self) -> None:
+        """A submission met a 429: the account holds no more active jobs than it has now."""
+        if not self.adaptive:
+            return
+        self._clean_completions = 0
+        learned = max(1, self._on_server)
+        if learned >= self.value:
+            return  # an echo of a limit already applied
+        if self._slow_start:
+            self._slow_start = False
+        else:
+            self._probe_after = min(self._probe_after * 2, 1 << 20)
+        self.value = learned
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()

@@ -1,0 +1,247 @@
+"""generate_many: submit a stream of requests under the active-job limit, yield each outcome.
+
+Three tasks share one task group: a producer reads the requests lazily and submits each one
+once a place among the active jobs is free; the client's watcher polls the submitted ones;
+a collector turns each ended task into a JobOutcome. A job's place is given back only once
+its outcome has been taken, so a slow reader slows submissions instead of piling up results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+import attrs
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._exceptions import (
+    AuthenticationError,
+    HailuoError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    TaskFailedError,
+)
+from ._limits import ActiveJobLimit
+from ._models import JobOutcome, TaskResult, VideoRequest
+from ._watcher import EventCallback, TaskWatcher
+
+if TYPE_CHECKING:
+    from ._client import HailuoClient
+
+__all__ = ["BatchCounts", "JobStream", "RequestSource"]
+
+RequestSource = Iterable[VideoRequest] | AsyncIterable[VideoRequest]
+_FATAL = (AuthenticationError, PermissionDeniedError)
+
+
+@attrs.frozen
+class BatchCounts:
+    """A snapshot of a batch: jobs read, being submitted, running, and ended well or badly."""
+
+    read: int
+    submitting: int
+    running: int
+    succeeded: int
+    failed: int
+    active_limit: int
+
+    @property
+    def done(self) -> int:
+        """Jobs that have ended."""
+        return self.succeeded + self.failed
+
+
+@attrs.define
+class _Job:
+    index: int
+    request: VideoRequest
+
+
+class JobStream:
+    """The outcomes of a batch, in completion order; see ``HailuoClient.generate_many``.
+
+    Use it as ``async with client.generate_many(requests) as outcomes: async for outcome in
+    outcomes: ...``. Leaving the ``async with`` (break, exception, cancellation) stops
+    submitting and polling at once.
+    """
+
+    def __init__(
+        self,
+        client: HailuoClient,
+        requests: RequestSource,
+        *,
+        active_jobs: ActiveJobLimit,
+        on_event: EventCallback | None,
+    ) -> None:
+        self._client = client
+        self._requests = requests
+        self._active = active_jobs
+        self._watcher = TaskWatcher(client, keep_open=True, on_event=on_event)
+        send, receive = anyio.create_memory_object_stream[JobOutcome]()
+        self._outcomes_in: MemoryObjectSendStream[JobOutcome] = send
+        self._outcomes_out: MemoryObjectReceiveStream[JobOutcome] = receive
+        self._jobs: dict[str, _Job] = {}
+        self._stack: AsyncExitStack | None = None
+        self._task_group: TaskGroup | None = None
+        self._fatal: Exception | None = None
+        self._read = 0
+        self._submitting = 0
+        self._succeeded = 0
+        self._failed = 0
+        self._all_read = False
+
+    @property
+    def watcher(self) -> TaskWatcher:
+        """The watcher polling this batch's submitted jobs."""
+        return self._watcher
+
+    @property
+    def counts(self) -> BatchCounts:
+        """Where the batch stands now."""
+        return BatchCounts(
+            read=self._read,
+            submitting=self._submitting,
+            running=len(self._jobs),
+            succeeded=self._succeeded,
+            failed=self._failed,
+            active_limit=self._active.value,
+        )
+
+    async def __aenter__(self) -> JobStream:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self._watcher)
+            self._task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(self._task_group.cancel_scope.cancel)
+            self._task_group.start_soon(self._produce)
+            self._task_group.start_soon(self._collect)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    def __aiter__(self) -> JobStream:
+        return self
+
+    async def __anext__(self) -> JobOutcome:
+        if self._stack is None:
+            raise RuntimeError(
+                "use the batch inside `async with client.generate_many(...) as outcomes`"
+            )
+        try:
+            return await self._outcomes_out.receive()
+        except anyio.EndOfStream:
+            if self._fatal is not None:
+                raise self._fatal from None
+            raise StopAsyncIteration from None
+
+    # -- producing -------------------------------------------------------------------------
+
+    async def _produce(self) -> None:
+        # A source that fails (a bad item, or an error raised while making one) stops the
+        # reading only: the jobs already submitted run on and are yielded, then the error is
+        # raised, so no paid job's outcome is lost to a bad line further down.
+        try:
+            await self._submit_each()
+        except Exception as exc:  # the caller's source may raise anything
+            self._fatal = self._fatal or exc
+        self._all_read = True
+        self._close_if_finished()
+
+    async def _submit_each(self) -> None:
+        assert self._task_group is not None
+        index = 0
+        async for item in _lazily(self._requests):
+            if self._fatal is not None:
+                return
+            if not isinstance(item, VideoRequest):
+                raise InvalidRequestError(
+                    "requests", f"item {index} is a {type(item).__name__}, not a VideoRequest"
+                )
+            await self._active.acquire()
+            self._read += 1
+            self._submitting += 1
+            self._task_group.start_soon(self._submit, _Job(index, item))
+            index += 1
+
+    async def _submit(self, job: _Job) -> None:
+        try:
+            task_id = await self._client.submit(job.request)
+        except HailuoError as exc:
+            self._submitting -= 1
+            if isinstance(exc, _FATAL):
+                self._fatal = exc
+            await self._emit(JobOutcome(index=job.index, request=job.request, error=exc))
+            self._active.release(submitted=False)
+            self._close_if_finished()
+            return
+        self._active.on_submitted()
+        self._submitting -= 1
+        self._jobs[task_id] = job
+        self._watcher.add(task_id, submitted_at=time.monotonic())
+
+    # -- collecting ------------------------------------------------------------------------
+
+    async def _collect(self) -> None:
+        while True:
+            task_id, outcome = await self._watcher.next_outcome()
+            job = self._jobs.pop(task_id)
+            if isinstance(outcome, TaskResult):
+                error: HailuoError | None = None if outcome.ok else TaskFailedError(outcome)
+                result: TaskResult | None = outcome
+            else:
+                error, result = outcome, None
+            if isinstance(error, _FATAL):
+                self._fatal = error
+            await self._emit(
+                JobOutcome(
+                    index=job.index,
+                    request=job.request,
+                    task_id=task_id,
+                    result=result,
+                    error=error,
+                )
+            )
+            self._active.release(submitted=True)
+            self._active.on_completed()
+            self._close_if_finished()
+
+    async def _emit(self, outcome: JobOutcome) -> None:
+        if outcome.ok:
+            self._succeeded += 1
+        else:
+            self._failed += 1
+        # After a fatal error the stream is closed and later outcomes are no longer read.
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await self._outcomes_in.send(outcome)
+
+    def _close_if_finished(self) -> None:
+        if self._all_read and not self._submitting and not self._jobs:
+            self._outcomes_in.close()
+
+
+async def _lazily(requests: RequestSource) -> AsyncIterator[object]:
+    # Typed as object: callers' iterables are checked item by item, not trusted.
+    if isinstance(requests, AsyncIterable):
+        async for request in requests:
+            yield request
+    else:
+        for request in requests:
+            yield request
+            # Let the batch's other tasks run between items of a long synchronous source.
+            await anyio.lowlevel.checkpoint()

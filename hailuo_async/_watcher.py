@@ -1,0 +1,307 @@
+"""TaskWatcher: one scheduler polls many task ids and yields each result the moment it ends.
+
+The watcher keeps a heap of next-poll deadlines, not a sleeping task per id: one scheduler
+task pops the due ids and starts a short poll for each, at most ``max_concurrent_polls`` at a
+time, and every poll passes through the client's shared limiter. The watcher is an async
+context manager that owns its task group; nothing runs after the ``async with`` is left.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._exceptions import (
+    AuthenticationError,
+    BadRequestError,
+    HailuoError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from ._models import TaskResult
+from ._polling import PollPolicy, PollSchedule
+
+if TYPE_CHECKING:
+    from ._client import HailuoClient
+
+__all__ = ["EventCallback", "TaskEvent", "TaskWatcher"]
+
+EventKind = Literal["status", "progress", "done", "error"]
+
+
+@attrs.frozen
+class TaskEvent:
+    """A change seen on a watched task: a new status, more progress, its end, or an error."""
+
+    task_id: str
+    kind: EventKind
+    result: TaskResult | None = None
+    error: HailuoError | None = None
+
+
+EventCallback = Callable[[TaskEvent], "Awaitable[None] | None"]
+Outcome = tuple[str, "TaskResult | HailuoError"]
+
+# Errors after which polling this task again cannot help.
+_PERMANENT = (NotFoundError, BadRequestError, InvalidRequestError)
+# Errors after which polling any task cannot help.
+_FATAL = (AuthenticationError, PermissionDeniedError)
+
+
+class _Watched:
+    __slots__ = ("failures", "last", "schedule", "started")
+
+    def __init__(self, schedule: PollSchedule, started: float) -> None:
+        self.schedule = schedule
+        self.started = started
+        self.last: TaskResult | None = None
+        self.failures = 0
+
+
+class _Drained:
+    """Put on the results stream when the last watched task ends."""
+
+
+class TaskWatcher:
+    """Watches task ids and yields each one's TaskResult when it ends (see ``client.watch``).
+
+    ``async for result in watcher`` yields terminal results in completion order. It ends when
+    no watched task is left, unless the watcher was opened with ``keep_open=True``; then it
+    ends after :meth:`finish`. A task that cannot be polled (an unknown id) is dropped, noted
+    in :attr:`errors` and reported as an ``"error"`` event; an authentication failure is
+    raised from the iteration.
+    """
+
+    def __init__(
+        self,
+        client: HailuoClient,
+        task_ids: Iterable[str] = (),
+        *,
+        poll_policy: PollPolicy | None = None,
+        on_event: EventCallback | None = None,
+        keep_open: bool = False,
+        max_concurrent_polls: int | None = None,
+    ) -> None:
+        self._client = client
+        self._policy = poll_policy or client.poll_policy
+        self._on_event = on_event
+        self._keep_open = keep_open
+        self._poll_slots = anyio.Semaphore(max_concurrent_polls or client.limiter.max_in_flight)
+        self._watched: dict[str, _Watched] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._sequence = itertools.count()
+        self._wake = anyio.Event()
+        send, receive = anyio.create_memory_object_stream[Outcome | _Drained](math.inf)
+        self._results_in: MemoryObjectSendStream[Outcome | _Drained] = send
+        self._results_out: MemoryObjectReceiveStream[Outcome | _Drained] = receive
+        self._subscribers: list[MemoryObjectSendStream[TaskEvent]] = []
+        self._stack: AsyncExitStack | None = None
+        self._task_group: TaskGroup | None = None
+        self.errors: dict[str, HailuoError] = {}
+        self.polls = 0
+        self.events_dropped = 0
+        for task_id in task_ids:
+            self.add(task_id)
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> TaskWatcher:
+        async with AsyncExitStack() as stack:
+            self._task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(self._task_group.cancel_scope.cancel)
+            self._task_group.start_soon(self._schedule_polls)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        for subscriber in self._subscribers:
+            subscriber.close()
+        if stack is None:
+            return None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    # -- what is watched -------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """How many watched tasks have not ended yet."""
+        return len(self._watched)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._watched
+
+    def add(self, task_id: str, *, submitted_at: float | None = None) -> None:
+        """Watch ``task_id`` (again adding one already watched does nothing).
+
+        ``submitted_at`` (a :func:`time.monotonic` time) places the first poll near the
+        expected finish; without it the task is polled at once.
+        """
+        if not isinstance(task_id, str) or not task_id:
+            raise InvalidRequestError("task_id", "must be a non-empty string")
+        if task_id in self._watched:
+            return
+        schedule = PollSchedule(self._policy, history=self._client.durations)
+        now = time.monotonic()
+        if submitted_at is None:
+            self._watched[task_id] = _Watched(schedule, now)
+            self._schedule(task_id, now)
+        else:
+            self._watched[task_id] = _Watched(schedule, submitted_at)
+            self._schedule(task_id, submitted_at + schedule.first_delay())
+
+    def finish(self) -> None:
+        """Take no more ids: the iteration ends once the watched tasks have ended."""
+        self._keep_open = False
+        if not self._watched:
+            self._results_in.send_nowait(_Drained())
+
+    def deliver(self, result: TaskResult) -> bool:
+        """Take a result pushed from elsewhere (a webhook); True if it ended a watched task."""
+        if result.task_id not in self._watched or not result.is_done:
+            return False
+        self._end(result.task_id, result)
+        return True
+
+    def events(self, *, max_buffer: int = 1024) -> MemoryObjectReceiveStream[TaskEvent]:
+        """A stream of events from now on; when the reader lags ``max_buffer`` behind, new
+        events are dropped (counted in :attr:`events_dropped`) rather than slowing the polls."""
+        send, receive = anyio.create_memory_object_stream[TaskEvent](max_buffer)
+        self._subscribers.append(send)
+        return receive
+
+    # -- results ---------------------------------------------------------------------------
+
+    def __aiter__(self) -> TaskWatcher:
+        return self
+
+    async def __anext__(self) -> TaskResult:
+        while True:
+            _, outcome = await self.next_outcome()
+            if isinstance(outcome, TaskResult):
+                return outcome
+            if isinstance(outcome, _FATAL):
+                raise outcome
+
+    async def next_outcome(self) -> Outcome:
+        """The next task to end, with its result or the error that ended its watch."""
+        if self._stack is None:
+            raise RuntimeError("use the watcher inside `async with client.watch(...) as watcher`")
+        while True:
+            if not self._watched and not self._keep_open and self._nothing_queued():
+                raise StopAsyncIteration
+            try:
+                item = await self._results_out.receive()
+            except anyio.EndOfStream:
+                raise StopAsyncIteration from None
+            if not isinstance(item, _Drained):
+                return item
+
+    def _nothing_queued(self) -> bool:
+        return self._results_out.statistics().current_buffer_used == 0
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _schedule(self, task_id: str, deadline: float) -> None:
+        first = not self._heap or deadline < self._heap[0][0]
+        heapq.heappush(self._heap, (deadline, next(self._sequence), task_id))
+        if first:
+            self._wake.set()
+
+    async def _schedule_polls(self) -> None:
+        assert self._task_group is not None
+        while True:
+            if not self._heap:
+                await self._sleep_until_woken(None)
+                continue
+            deadline, _, task_id = self._heap[0]
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                await self._sleep_until_woken(delay)
+                continue
+            heapq.heappop(self._heap)
+            watched = self._watched.get(task_id)
+            if watched is None:
+                continue  # ended (by a push) since it was scheduled
+            await self._poll_slots.acquire()
+            self._task_group.start_soon(self._poll, task_id, watched)
+
+    async def _sleep_until_woken(self, timeout: float | None) -> None:
+        with anyio.move_on_after(timeout):
+            await self._wake.wait()
+        if self._wake.is_set():
+            self._wake = anyio.Event()
+
+    async def _poll(self, task_id: str, watched: _Watched) -> None:
+        try:
+            self.polls += 1
+            result = await self._client.get_task(task_id)
+        except _PERMANENT + _FATAL as exc:
+            await self._emit(TaskEvent(task_id, "error", watched.last, exc))
+            self._end(task_id, exc)
+            return
+        except HailuoError:
+            # The client already retried; keep the task and try again later.
+            watched.failures += 1
+            delay = min(self._policy.max_interval, self._policy.min_interval * 2**watched.failures)
+            self._schedule(task_id, time.monotonic() + delay)
+            return
+        finally:
+            self._poll_slots.release()
+        if task_id not in self._watched:
+            return  # a pushed result ended it while this poll was in flight
+        watched.failures = 0
+        previous, watched.last = watched.last, result
+        if previous is None or previous.status is not result.status:
+            await self._emit(TaskEvent(task_id, "done" if result.is_done else "status", result))
+        elif previous.progress_percent != result.progress_percent:
+            await self._emit(TaskEvent(task_id, "progress", result))
+        if result.is_done:
+            self._client.durations.observe(time.monotonic() - watched.started)
+            self._end(task_id, result)
+            return
+        elapsed = time.monotonic() - watched.started
+        self._schedule(
+            task_id, time.monotonic() + watched.schedule.next_delay(result, elapsed=elapsed)
+        )
+
+    def _end(self, task_id: str, outcome: TaskResult | HailuoError) -> None:
+        del self._watched[task_id]
+        if isinstance(outcome, HailuoError):
+            self.errors[task_id] = outcome
+        self._results_in.send_nowait((task_id, outcome))
+        if not self._watched and not self._keep_open:
+            self._results_in.send_nowait(_Drained())
+
+    def _offer(self, subscriber: MemoryObjectSendStream[TaskEvent], event: TaskEvent) -> None:
+        try:
+            subscriber.send_nowait(event)
+        except anyio.WouldBlock:
+            self.events_dropped += 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._subscribers.remove(subscriber)
+
+    async def _emit(self, event: TaskEvent) -> None:
+        for subscriber in list(self._subscribers):
+            self._offer(subscriber, event)
+        if self._on_event is not None:
+            outcome = self._on_event(event)
+            if outcome is not None:
+                await outcome
