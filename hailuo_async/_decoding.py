@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -96,16 +97,21 @@ def _null_as_empty_dict(value: object, _: object) -> dict[str, Any]:
     return value
 
 
+def _is(expected: object) -> Callable[[object], bool]:
+    return lambda candidate: candidate == expected
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=False)
     converter.register_structure_hook(str, _lenient_str)
     # Generic and union types are matched by equality: functools' dispatch cannot hold them.
-    for type_, hook in (
+    hooks: list[tuple[object, Callable[[object, object], object]]] = [
         (float | None, _lenient_float),
         (list[_WireVideo], _null_as_empty_list),
         (dict[str, Any], _null_as_empty_dict),
-    ):
-        converter.register_structure_hook_func(lambda t, type_=type_: t == type_, hook)
+    ]
+    for type_, hook in hooks:
+        converter.register_structure_hook_func(_is(type_), hook)
     return converter
 
 
