@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchCounts", "JobStream", "RequestSource"]
 
-RequestSource = Iterable[VideoRequest] | AsyncIterable[VideoRequest]
+BatchItem = VideoRequest | tuple[str, VideoRequest]
+RequestSource = Iterable[BatchItem] | AsyncIterable[BatchItem]
 _FATAL = (AuthenticationError, PermissionDeniedError)
 
 
@@ -62,6 +63,23 @@ class BatchCounts:
 class _Job:
     index: int
     request: VideoRequest
+    key: str | None
+
+    def outcome(
+        self,
+        *,
+        task_id: str | None = None,
+        result: TaskResult | None = None,
+        error: HailuoError | None = None,
+    ) -> JobOutcome:
+        return JobOutcome(
+            index=self.index,
+            request=self.request,
+            key=self.key,
+            task_id=task_id,
+            result=result,
+            error=error,
+        )
 
 
 class JobStream:
@@ -84,9 +102,9 @@ class JobStream:
         self._requests = requests
         self._active = active_jobs
         self._watcher = TaskWatcher(client, keep_open=True, on_event=on_event)
-        send, receive = anyio.create_memory_object_stream[JobOutcome]()
-        self._outcomes_in: MemoryObjectSendStream[JobOutcome] = send
-        self._outcomes_out: MemoryObjectReceiveStream[JobOutcome] = receive
+        # Made on entry, so a batch that is never entered leaves no stream to close.
+        self._outcomes_in: MemoryObjectSendStream[JobOutcome] | None = None
+        self._outcomes_out: MemoryObjectReceiveStream[JobOutcome] | None = None
         self._jobs: dict[str, _Job] = {}
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
@@ -115,7 +133,10 @@ class JobStream:
         )
 
     async def __aenter__(self) -> JobStream:
+        self._outcomes_in, self._outcomes_out = anyio.create_memory_object_stream[JobOutcome]()
         async with AsyncExitStack() as stack:
+            stack.enter_context(self._outcomes_in)
+            stack.enter_context(self._outcomes_out)
             await stack.enter_async_context(self._watcher)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._task_group.cancel_scope.cancel)
@@ -129,17 +150,18 @@ class JobStream:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> None:
+        # The caller's own exception is not handed to the task group: it would come back
+        # wrapped in an ExceptionGroup. Cancel, wait for the tasks, let it propagate as is.
         stack, self._stack = self._stack, None
-        if stack is None:
-            return None
-        return await stack.__aexit__(exc_type, exc, tb)
+        if stack is not None:
+            await stack.aclose()
 
     def __aiter__(self) -> JobStream:
         return self
 
     async def __anext__(self) -> JobOutcome:
-        if self._stack is None:
+        if self._stack is None or self._outcomes_out is None:
             raise RuntimeError(
                 "use the batch inside `async with client.generate_many(...) as outcomes`"
             )
@@ -169,14 +191,11 @@ class JobStream:
         async for item in _lazily(self._requests):
             if self._fatal is not None:
                 return
-            if not isinstance(item, VideoRequest):
-                raise InvalidRequestError(
-                    "requests", f"item {index} is a {type(item).__name__}, not a VideoRequest"
-                )
+            job = _as_job(index, item)
             await self._active.acquire()
             self._read += 1
             self._submitting += 1
-            self._task_group.start_soon(self._submit, _Job(index, item))
+            self._task_group.start_soon(self._submit, job)
             index += 1
 
     async def _submit(self, job: _Job) -> None:
@@ -186,7 +205,7 @@ class JobStream:
             self._submitting -= 1
             if isinstance(exc, _FATAL):
                 self._fatal = exc
-            await self._emit(JobOutcome(index=job.index, request=job.request, error=exc))
+            await self._emit(job.outcome(error=exc))
             self._active.release(submitted=False)
             self._close_if_finished()
             return
@@ -208,15 +227,7 @@ class JobStream:
                 error, result = outcome, None
             if isinstance(error, _FATAL):
                 self._fatal = error
-            await self._emit(
-                JobOutcome(
-                    index=job.index,
-                    request=job.request,
-                    task_id=task_id,
-                    result=result,
-                    error=error,
-                )
-            )
+            await self._emit(job.outcome(task_id=task_id, result=result, error=error))
             self._active.release(submitted=True)
             self._active.on_completed()
             self._close_if_finished()
@@ -227,12 +238,29 @@ class JobStream:
         else:
             self._failed += 1
         # After a fatal error the stream is closed and later outcomes are no longer read.
+        assert self._outcomes_in is not None
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             await self._outcomes_in.send(outcome)
 
     def _close_if_finished(self) -> None:
-        if self._all_read and not self._submitting and not self._jobs:
+        if self._all_read and not self._submitting and not self._jobs and self._outcomes_in:
             self._outcomes_in.close()
+
+
+def _as_job(index: int, item: object) -> _Job:
+    if isinstance(item, VideoRequest):
+        return _Job(index, item, None)
+    if (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], VideoRequest)
+    ):
+        return _Job(index, item[1], item[0])
+    raise InvalidRequestError(
+        "requests",
+        f"item {index} is a {type(item).__name__}, not a VideoRequest or a (key, VideoRequest)",
+    )
 
 
 async def _lazily(requests: RequestSource) -> AsyncIterator[object]:

@@ -108,6 +108,8 @@ class HailuoClient:
             max_in_flight=max_concurrency,
             requests_per_minute=requests_per_minute,
             rate_window=rate_window,
+            initial_pause=self.retry_policy.initial_delay,
+            max_pause=self.retry_policy.max_retry_after,
         )
         self.active_jobs = ActiveJobLimit(known=max_active_jobs)
         self.durations = DurationStats()
@@ -171,9 +173,9 @@ class HailuoClient:
             )
         if response.status == 429:
             retry_after = parse_retry_after(response.headers)
-            self.limiter.on_rate_limited(kind, retry_after)
-            if kind == "submit":
-                self.active_jobs.on_rate_limited()
+            # A 429 on a submit that reveals the cap on active jobs says nothing of the rate.
+            active_cap = kind == "submit" and self.active_jobs.on_rate_limited()
+            self.limiter.on_rate_limited(kind, retry_after, rate_exceeded=not active_cap)
             raise _status_error(response, method=method, url=url, retry_after=retry_after)
         if response.status >= 400:
             raise _status_error(response, method=method, url=url)
@@ -322,9 +324,10 @@ class HailuoClient:
         submitted_at: float | None,
     ) -> TaskResult:
         _check_task_id(task_id)
-        last: TaskResult | None = None
+        latest: list[TaskResult] = []  # the last answer, still there when the timeout strikes
         with anyio.move_on_after(timeout) as scope:
-            last = await self._poll_until_done(task_id, on_progress, submitted_at)
+            await self._poll_until_done(task_id, on_progress, submitted_at, latest)
+        last = latest[0] if latest else None
         if scope.cancelled_caught or last is None or not last.is_done:
             assert timeout is not None
             raise WaitTimeoutError(task_id, last, timeout)
@@ -337,6 +340,7 @@ class HailuoClient:
         task_id: str,
         on_progress: ProgressCallback | None,
         submitted_at: float | None,
+        latest: list[TaskResult],
     ) -> TaskResult:
         schedule = PollSchedule(self.poll_policy, history=self.durations)
         started = submitted_at if submitted_at is not None else time.monotonic()
@@ -345,6 +349,7 @@ class HailuoClient:
         previous: TaskResult | None = None
         while True:
             result = await self.get_task(task_id)
+            latest[:] = [result]
             if on_progress is not None and _moved(previous, result):
                 outcome = on_progress(result)
                 if outcome is not None:

@@ -82,9 +82,13 @@ def _check_data_uri(value: str, field: str) -> None:
     if not payload:
         raise InvalidRequestError(field, "the data URI holds no data")
     try:
-        base64.b64decode(payload, validate=True)
+        decoded = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidRequestError(field, "the data URI does not hold valid base64") from exc
+    if len(decoded) > MAX_IMAGE_BYTES:
+        raise InvalidRequestError(
+            field, f"image is {len(decoded)} bytes; the limit is {MAX_IMAGE_BYTES}"
+        )
 
 
 def _check_url(value: str, field: str) -> None:

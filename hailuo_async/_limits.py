@@ -153,8 +153,14 @@ class RequestLimiter:
         self._pause_streak[kind] = 0
         self.rate.on_success(time.monotonic())
 
-    def on_rate_limited(self, kind: RequestKind, retry_after: float | None) -> float:
-        """Pause this kind of call for everyone; return the pause in seconds."""
+    def on_rate_limited(
+        self, kind: RequestKind, retry_after: float | None, *, rate_exceeded: bool = True
+    ) -> float:
+        """Pause this kind of call for everyone; return the pause in seconds.
+
+        ``rate_exceeded`` False says the 429 had another cause (the cap on active jobs), so
+        the request rate is not cut.
+        """
         now = time.monotonic()
         self.rate_limited[kind] += 1
         if retry_after is None:
@@ -164,7 +170,8 @@ class RequestLimiter:
         else:
             pause = min(self._max_pause, retry_after)
         self._paused_until[kind] = max(self._paused_until[kind], now + pause)
-        self.rate.on_rate_limited(now)
+        if rate_exceeded:
+            self.rate.on_rate_limited(now)
         return pause
 
     def paused_for(self, kind: RequestKind) -> float:
@@ -232,19 +239,25 @@ class ActiveJobLimit:
             self.value += 1
             self._notify()
 
-    def on_rate_limited(self) -> None:
-        """A submission met a 429: the account holds no more active jobs than it has now."""
+    def on_rate_limited(self) -> bool:
+        """A submission met a 429: take it as a sign of the cap on active jobs.
+
+        Returns True when the limit is being discovered, so the 429 is put down to it (the
+        many polls show a request-rate limit soon enough); False when the limit was given,
+        so the request rate must be the cause.
+        """
         if not self.adaptive:
-            return
+            return False
         self._clean_completions = 0
         learned = max(1, self._on_server)
         if learned >= self.value:
-            return  # an echo of a limit already applied
+            return True  # an echo of a cap already learned
         if self._slow_start:
             self._slow_start = False
         else:
             self._probe_after = min(self._probe_after * 2, 1 << 20)
         self.value = learned
+        return True
 
     def _notify(self) -> None:
         self._changed.set()

@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -66,8 +67,14 @@ def _check_bool(_: object, attribute: attrs.Attribute[bool], value: object) -> N
 def _check_webhook_url(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
     if value is None:
         return
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise InvalidRequestError("webhook_url", f"must be an http(s) URL, not {value!r}")
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequestError(
+            "webhook_url", f"must be an http(s) URL with a host, not {value!r}"
+        )
 
 
 def _to_image(value: ImageInput | None) -> str | None:

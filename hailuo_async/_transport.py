@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import platform
 import time
@@ -136,7 +137,8 @@ class Transport:
                 method,
                 url,
                 headers=headers,
-                data=body,
+                # A BytesIO is sent in chunks; large raw bytes make aiohttp warn (and block).
+                data=io.BytesIO(body) if body is not None else None,
                 params=params,
                 allow_redirects=False,
             ) as response:
@@ -165,7 +167,9 @@ class Transport:
     ) -> bytes:
         limit = self._max_response_bytes
         declared = response.content_length
-        if declared is not None and declared > limit:
+        # An error status says what went wrong by itself: its oversized body is cut, not refused.
+        is_error = response.status >= 400
+        if declared is not None and declared > limit and not is_error:
             response.close()
             raise APIResponseValidationError(
                 f"the answer to {method} {url} declares {declared} bytes; the limit is {limit}",
@@ -179,6 +183,9 @@ class Transport:
             size += len(chunk)
             if size > limit:
                 response.close()
+                if is_error:
+                    chunks.append(chunk[: len(chunk) - (size - limit)])
+                    break
                 raise APIResponseValidationError(
                     f"the answer to {method} {url} is over the limit of {limit} bytes",
                     status_code=response.status,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -70,10 +70,6 @@ class _Watched:
         self.failures = 0
 
 
-class _Drained:
-    """Put on the results stream when the last watched task ends."""
-
-
 class TaskWatcher:
     """Watches task ids and yields each one's TaskResult when it ends (see ``client.watch``).
 
@@ -103,9 +99,9 @@ class TaskWatcher:
         self._heap: list[tuple[float, int, str]] = []
         self._sequence = itertools.count()
         self._wake = anyio.Event()
-        send, receive = anyio.create_memory_object_stream[Outcome | _Drained](math.inf)
-        self._results_in: MemoryObjectSendStream[Outcome | _Drained] = send
-        self._results_out: MemoryObjectReceiveStream[Outcome | _Drained] = receive
+        # Ended tasks wait here for the reader; unbounded because each is a paid result.
+        self._ended: deque[Outcome] = deque()
+        self._ended_signal = anyio.Event()
         self._subscribers: list[MemoryObjectSendStream[TaskEvent]] = []
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
@@ -130,13 +126,14 @@ class TaskWatcher:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> None:
+        # The caller's own exception is not handed to the task group: it would come back
+        # wrapped in an ExceptionGroup. Cancel, wait for the tasks, let it propagate as is.
         stack, self._stack = self._stack, None
         for subscriber in self._subscribers:
             subscriber.close()
-        if stack is None:
-            return None
-        return await stack.__aexit__(exc_type, exc, tb)
+        if stack is not None:
+            await stack.aclose()
 
     # -- what is watched -------------------------------------------------------------------
 
@@ -170,8 +167,7 @@ class TaskWatcher:
     def finish(self) -> None:
         """Take no more ids: the iteration ends once the watched tasks have ended."""
         self._keep_open = False
-        if not self._watched:
-            self._results_in.send_nowait(_Drained())
+        self._ended_signal.set()
 
     def deliver(self, result: TaskResult) -> bool:
         """Take a result pushed from elsewhere (a webhook); True if it ended a watched task."""
@@ -181,8 +177,11 @@ class TaskWatcher:
         return True
 
     def events(self, *, max_buffer: int = 1024) -> MemoryObjectReceiveStream[TaskEvent]:
-        """A stream of events from now on; when the reader lags ``max_buffer`` behind, new
-        events are dropped (counted in :attr:`events_dropped`) rather than slowing the polls."""
+        """A stream of the events from now on; use it as ``with watcher.events() as events:``.
+
+        When the reader lags ``max_buffer`` events behind, new ones are dropped (counted in
+        :attr:`events_dropped`) rather than slowing the polls. It ends with the watcher.
+        """
         send, receive = anyio.create_memory_object_stream[TaskEvent](max_buffer)
         self._subscribers.append(send)
         return receive
@@ -204,18 +203,12 @@ class TaskWatcher:
         """The next task to end, with its result or the error that ended its watch."""
         if self._stack is None:
             raise RuntimeError("use the watcher inside `async with client.watch(...) as watcher`")
-        while True:
-            if not self._watched and not self._keep_open and self._nothing_queued():
+        while not self._ended:
+            if not self._watched and not self._keep_open:
                 raise StopAsyncIteration
-            try:
-                item = await self._results_out.receive()
-            except anyio.EndOfStream:
-                raise StopAsyncIteration from None
-            if not isinstance(item, _Drained):
-                return item
-
-    def _nothing_queued(self) -> bool:
-        return self._results_out.statistics().current_buffer_used == 0
+            await self._ended_signal.wait()
+            self._ended_signal = anyio.Event()
+        return self._ended.popleft()
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -286,9 +279,8 @@ class TaskWatcher:
         del self._watched[task_id]
         if isinstance(outcome, HailuoError):
             self.errors[task_id] = outcome
-        self._results_in.send_nowait((task_id, outcome))
-        if not self._watched and not self._keep_open:
-            self._results_in.send_nowait(_Drained())
+        self._ended.append((task_id, outcome))
+        self._ended_signal.set()
 
     def _offer(self, subscriber: MemoryObjectSendStream[TaskEvent], event: TaskEvent) -> None:
         try:

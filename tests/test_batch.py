@@ -1,0 +1,267 @@
+"""generate_many: limits kept, outcomes in completion order, early exit, lazy sources."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import pytest
+
+from hailuo_async import (
+    AuthenticationError,
+    HailuoClient,
+    InvalidRequestError,
+    PollPolicy,
+    RetryPolicy,
+    TaskFailedError,
+    VideoRequest,
+)
+from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
+
+pytestmark = pytest.mark.anyio
+
+SCALE = 0.01
+
+
+def make_client(server: FakeHailuoServer, **kwargs: object) -> HailuoClient:
+    """A client tuned to the fake's time scale."""
+    return HailuoClient(
+        server.api_key,
+        base_url=server.url,
+        poll_policy=PollPolicy().scaled(SCALE),
+        retry_policy=RetryPolicy(initial_delay=0.01, max_delay=0.05),
+        rate_window=60 * SCALE,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def prompts(count: int) -> Iterator[VideoRequest]:
+    """``count`` distinct requests, made lazily."""
+    return (VideoRequest(prompt=f"prompt {i}") for i in range(count))
+
+
+def peak_active(server: FakeHailuoServer) -> int:
+    """The most tasks the fake held unfinished at any moment."""
+    changes = sorted(
+        [(task.created_at, 1) for task in server.tasks.values()]
+        + [(task.finished_at, -1) for task in server.tasks.values()]
+    )
+    return max(itertools.accumulate(step for _, step in changes))
+
+
+def client_tasks() -> set[asyncio.Task[object]]:
+    """Tasks on the loop, less the fake server's own connection handlers."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if "RequestHandler" not in getattr(task.get_coro(), "__qualname__", "")
+    }
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeHailuoServer]:
+    """A fake whose jobs take 30 to 90 service seconds (0.3 to 0.9 s)."""
+    async with FakeHailuoServer(time_scale=SCALE, seed=3, job_duration=Uniform(30, 90)) as fake:
+        yield fake
+
+
+async def test_every_request_gets_one_outcome(server: FakeHailuoServer) -> None:
+    """Each request is submitted once and yields one successful outcome with its index."""
+    async with make_client(server) as client:
+        async with client.generate_many(prompts(40), max_active_jobs=15) as outcomes:
+            results = [outcome async for outcome in outcomes]
+    assert sorted(o.index for o in results) == list(range(40))
+    assert all(o.ok and o.task_id and o.result and o.result.video for o in results)
+    assert server.stats.submissions_accepted == 40
+    assert server.stats.duplicate_submissions == 0
+
+
+async def test_outcomes_come_in_completion_order(server: FakeHailuoServer) -> None:
+    """Outcomes are yielded in the order the jobs finished on the service."""
+    async with make_client(server) as client:
+        async with client.generate_many(prompts(20), max_active_jobs=20) as outcomes:
+            order = [outcome.task_id async for outcome in outcomes]
+    finished = [server.finished_at(task_id) for task_id in order if task_id]
+    assert len(finished) == 20
+    ends = [end for end in finished if end is not None]
+    # Polls land near each job's end; allow overtaking only within one poll's slack.
+    overtaken = sum(1 for earlier, later in itertools.pairwise(ends) if later + 0.1 < earlier)
+    assert overtaken == 0
+
+
+async def test_active_job_limit_is_never_exceeded(server: FakeHailuoServer) -> None:
+    """The service never holds more unfinished jobs than max_active_jobs."""
+    async with make_client(server) as client:
+        async with client.generate_many(prompts(30), max_active_jobs=7) as outcomes:
+            async for _ in outcomes:
+                assert outcomes.counts.running + outcomes.counts.submitting <= 7
+    assert peak_active(server) <= 7
+    assert server.stats.rate_limited_total == 0
+
+
+async def test_given_limits_meet_no_429() -> None:
+    """With the account's limits given, a batch never meets a 429."""
+    async with FakeHailuoServer(
+        time_scale=SCALE,
+        seed=5,
+        job_duration=Uniform(20, 40),
+        max_active_tasks=5,
+        requests_per_minute=120,
+    ) as server:
+        async with make_client(server, max_active_jobs=5, requests_per_minute=120) as client:
+            async with client.generate_many(prompts(40)) as outcomes:
+                results = [o async for o in outcomes]
+    assert all(o.ok for o in results)
+    assert server.stats.rate_limited_total == 0
+
+
+async def test_discovered_active_limit_settles() -> None:
+    """Without the limit given, the batch finds the service's cap and stays under it."""
+    async with FakeHailuoServer(
+        time_scale=SCALE,
+        seed=5,
+        job_duration=Uniform(20, 40),
+        max_active_tasks=6,
+        retry_after=False,
+    ) as server:
+        async with make_client(server) as client:
+            async with client.generate_many(prompts(120)) as outcomes:
+                results = [o async for o in outcomes]
+    assert all(o.ok for o in results)
+    assert server.stats.duplicate_submissions == 0
+    assert server.stats.rate_limited.get("active_cap", 0) <= 12
+
+
+async def test_a_429_pauses_the_whole_client() -> None:
+    """After a 429 with Retry-After, no request of that kind goes out until the pause ends."""
+    async with FakeHailuoServer(
+        time_scale=SCALE,
+        seed=2,
+        job_duration=Fixed(30),
+        requests_per_minute=30,
+        retry_after=True,
+    ) as server:
+        async with make_client(server) as client:
+            async with client.generate_many(prompts(30), max_active_jobs=30) as outcomes:
+                results = [o async for o in outcomes]
+    assert all(o.ok for o in results)
+    # Without a shared pause each of the 30 jobs would meet 429s on its own.
+    assert server.stats.rate_limited_total < 10
+
+
+async def test_a_failed_job_does_not_stop_the_batch() -> None:
+    """Failed jobs come out as outcomes with TaskFailedError and the rest carry on."""
+    async with FakeHailuoServer(
+        time_scale=SCALE, seed=11, job_duration=Uniform(20, 40), failure_rate=0.3
+    ) as server:
+        async with make_client(server) as client:
+            async with client.generate_many(prompts(30), max_active_jobs=10) as outcomes:
+                results = [o async for o in outcomes]
+    failed = [o for o in results if not o.ok]
+    assert len(results) == 30
+    assert failed
+    assert all(isinstance(o.error, TaskFailedError) and o.result for o in failed)
+    assert any(o.ok for o in results)
+
+
+async def test_an_endless_source_is_read_lazily(server: FakeHailuoServer) -> None:
+    """An endless generator is read only as far as the active-job limit allows."""
+    pulled = 0
+
+    def endless() -> Iterator[VideoRequest]:
+        nonlocal pulled
+        for i in itertools.count():
+            pulled += 1
+            yield VideoRequest(prompt=f"endless {i}")
+
+    async with make_client(server) as client:
+        async with client.generate_many(endless(), max_active_jobs=4) as outcomes:
+            taken = 0
+            async for _ in outcomes:
+                taken += 1
+                if taken == 6:
+                    break
+    assert pulled <= 6 + 4 + 1
+
+
+async def test_leaving_early_stops_everything(server: FakeHailuoServer) -> None:
+    """Breaking out stops submitting and polling at once and leaves no task behind."""
+    async with make_client(server) as client:
+        before = client_tasks()
+        async with client.generate_many(prompts(200), max_active_jobs=20) as outcomes:
+            async for _ in outcomes:
+                break
+        assert client_tasks() == before
+        submitted, polled = server.stats.submission_attempts, server.stats.polls_total
+        await anyio.sleep(0.5)
+        assert server.stats.submission_attempts == submitted
+        assert server.stats.polls_total == polled
+
+
+async def test_cancellation_stops_everything(server: FakeHailuoServer) -> None:
+    """Cancelling the consumer from outside leaves no task behind."""
+    async with make_client(server) as client:
+        before = client_tasks()
+        with anyio.move_on_after(0.3):
+            async with client.generate_many(prompts(100), max_active_jobs=20) as outcomes:
+                async for _ in outcomes:
+                    pass
+        assert client_tasks() == before
+        submitted = server.stats.submission_attempts
+        await anyio.sleep(0.3)
+        assert server.stats.submission_attempts == submitted
+
+
+async def test_the_callers_exception_propagates_unwrapped(server: FakeHailuoServer) -> None:
+    """An exception raised in the loop body comes out as itself, not as an ExceptionGroup."""
+    async with make_client(server) as client:
+        with pytest.raises(KeyError):
+            async with client.generate_many(prompts(10), max_active_jobs=5) as outcomes:
+                async for _ in outcomes:
+                    raise KeyError("mine")
+
+
+async def test_a_bad_item_stops_reading_but_not_running_jobs(server: FakeHailuoServer) -> None:
+    """A bad item ends the reading; jobs already submitted are yielded, then the error raised."""
+
+    def source() -> Iterator[object]:
+        yield VideoRequest(prompt="one")
+        yield VideoRequest(prompt="two")
+        yield "three"
+
+    async with make_client(server) as client:
+        seen = []
+        with pytest.raises(InvalidRequestError, match="item 2"):
+            async with client.generate_many(source(), max_active_jobs=5) as outcomes:  # type: ignore[arg-type]
+                async for outcome in outcomes:
+                    seen.append(outcome)
+    assert sorted(o.index for o in seen) == [0, 1]
+    assert all(o.ok for o in seen)
+
+
+async def test_async_sources_and_keys_are_accepted(server: FakeHailuoServer) -> None:
+    """An async iterable of (key, request) pairs runs, and each outcome carries its key."""
+
+    async def source() -> AsyncIterator[tuple[str, VideoRequest]]:
+        for i in range(5):
+            yield f"key-{i}", VideoRequest(prompt=f"keyed {i}")
+
+    async with make_client(server) as client:
+        async with client.generate_many(source(), max_active_jobs=5) as outcomes:
+            keys = sorted([o.key async for o in outcomes if o.key])
+    assert keys == [f"key-{i}" for i in range(5)]
+
+
+async def test_a_wrong_key_ends_the_batch_with_authentication_error(
+    server: FakeHailuoServer,
+) -> None:
+    """A wrong API key stops the batch after the first refusals and raises."""
+    async with HailuoClient("wrong", base_url=server.url, max_retries=0) as client:
+        with pytest.raises(AuthenticationError):
+            async with client.generate_many(prompts(100), max_active_jobs=4) as outcomes:
+                async for outcome in outcomes:
+                    assert isinstance(outcome.error, AuthenticationError)
+    assert server.stats.submissions_accepted == 0
+    assert server.stats.submission_attempts <= 5
