@@ -194,6 +194,7 @@ async def test_leaving_early_stops_everything(server: FakeHailuoServer) -> None:
             async for _ in outcomes:
                 break
         assert client_tasks() == before
+        await anyio.sleep(0.05)  # requests already on the wire when we left still land
         submitted, polled = server.stats.submission_attempts, server.stats.polls_total
         await anyio.sleep(0.5)
         assert server.stats.submission_attempts == submitted
@@ -209,6 +210,7 @@ async def test_cancellation_stops_everything(server: FakeHailuoServer) -> None:
                 async for _ in outcomes:
                     pass
         assert client_tasks() == before
+        await anyio.sleep(0.05)  # requests already on the wire when we left still land
         submitted = server.stats.submission_attempts
         await anyio.sleep(0.3)
         assert server.stats.submission_attempts == submitted

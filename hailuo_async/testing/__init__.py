@@ -1,0 +1,48 @@
+"""A faithful fake of the Hailuo-02 service, over real HTTP, for testing apps offline.
+
+``FakeHailuoServer`` runs the API and a separate storage host on local ports, with seeded job
+timing, a time scale, rate limits and injected faults, and counts what its clients did in
+``server.stats``. The pytest fixtures ``fake_hailuo`` and ``fake_hailuo_factory`` are
+registered automatically (entry point ``hailuo_async.testing.pytest_plugin``), and
+``python -m hailuo_async.testing`` runs the fake from the command line.
+"""
+
+from ._config import (
+    DEFAULT_API_KEY,
+    DurationModel,
+    FakeHailuoConfig,
+    Faults,
+    Fixed,
+    LogNormal,
+    StorageFaults,
+    Uniform,
+    parse_duration_model,
+)
+from ._server import RESULT_PATH, SUBMIT_PATH, FakeHailuoServer
+from ._stats import Stats
+from ._storage import sample_video
+from ._tasks import FAILED, PROCESSING, QUEUED, SUCCEED, FakeTask
+from ._validation import SubmitRequest
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "FAILED",
+    "PROCESSING",
+    "QUEUED",
+    "RESULT_PATH",
+    "SUBMIT_PATH",
+    "SUCCEED",
+    "DurationModel",
+    "FakeHailuoConfig",
+    "FakeHailuoServer",
+    "FakeTask",
+    "Faults",
+    "Fixed",
+    "LogNormal",
+    "Stats",
+    "StorageFaults",
+    "SubmitRequest",
+    "Uniform",
+    "parse_duration_model",
+    "sample_video",
+]

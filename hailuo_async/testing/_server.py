@@ -1,0 +1,480 @@
+"""FakeHailuoServer: the API and the storage host, each on its own local port."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import heapq
+import hmac
+import logging
+import math
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from ._config import (
+    DEFAULT_API_KEY,
+    MIB,
+    DurationModel,
+    FakeHailuoConfig,
+    Faults,
+    StorageFaults,
+    Uniform,
+)
+from ._faults import DROPPED, draw_fault, drop_connection, malformed_json, server_error
+from ._stats import Stats, bump
+from ._storage import VideoStore
+from ._tasks import FakeTask, eta_factor, new_task_id, result_body, schedule_task
+from ._validation import RequestError, SubmitRequest, parse_submit_body
+
+__all__ = ["RESULT_PATH", "SUBMIT_PATH", "FakeHailuoServer"]
+
+SUBMIT_PATH = "/v3/async/minimax-hailuo-02"
+RESULT_PATH = "/v3/async/task-result"
+
+_DEFAULT_JOB_DURATION = Uniform(30.0, 180.0)
+_NO_FAULTS = Faults()
+_NO_STORAGE_FAULTS = StorageFaults()
+# An injected 429 asks the client to wait this long, in service seconds.
+_INJECTED_RETRY_AFTER = (1.0, 5.0)
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class FakeHailuoServer:
+    """A local, faithful fake of the Hailuo-02 API, over real HTTP.
+
+    Use it as ``async with FakeHailuoServer(time_scale=0.01) as server:`` and point a client
+    at ``server.url`` with ``server.api_key``. Video URLs point at ``server.storage_url``, a
+    second port standing in for the storage host. Everything the fake reports (eta, TTLs,
+    Retry-After) is in real seconds; ``time_scale`` only stretches or squeezes the service.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        time_scale: float = 1.0,
+        seed: int | None = None,
+        job_duration: DurationModel = _DEFAULT_JOB_DURATION,
+        queued_fraction: float = 0.2,
+        failure_rate: float = 0.0,
+        eta_error: float = 0.2,
+        video_url_ttl: float = 3600.0,
+        max_body_bytes: int = 30 * MIB,
+        max_image_bytes: int = 20 * MIB,
+        requests_per_minute: int | None = None,
+        max_active_tasks: int | None = None,
+        retry_after: bool = False,
+        faults: Faults = _NO_FAULTS,
+        storage_faults: StorageFaults = _NO_STORAGE_FAULTS,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        storage_port: int = 0,
+        access_log: bool = False,
+    ) -> None:
+        config = FakeHailuoConfig(
+            api_key=api_key,
+            time_scale=time_scale,
+            seed=seed,
+            job_duration=job_duration,
+            queued_fraction=queued_fraction,
+            failure_rate=failure_rate,
+            eta_error=eta_error,
+            video_url_ttl=video_url_ttl,
+            max_body_bytes=max_body_bytes,
+            max_image_bytes=max_image_bytes,
+            requests_per_minute=requests_per_minute,
+            max_active_tasks=max_active_tasks,
+            retry_after=retry_after,
+            faults=faults,
+            storage_faults=storage_faults,
+        )
+        self._init(config, host=host, port=port, storage_port=storage_port, access_log=access_log)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: FakeHailuoConfig,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        storage_port: int = 0,
+        access_log: bool = False,
+    ) -> FakeHailuoServer:
+        """A server built from a ready-made config."""
+        server = cls.__new__(cls)
+        server._init(config, host=host, port=port, storage_port=storage_port, access_log=access_log)
+        return server
+
+    def _init(
+        self,
+        config: FakeHailuoConfig,
+        *,
+        host: str,
+        port: int,
+        storage_port: int,
+        access_log: bool,
+    ) -> None:
+        self.config = config
+        self.seed: int = config.seed if config.seed is not None else secrets.randbits(63)
+        """The seed in use: pass it back as `seed=` to replay a run."""
+        self.stats = Stats()
+        self._host = host
+        self._port = port
+        self._storage_port = storage_port
+        self._access_log = access_log
+        self._tasks: dict[str, FakeTask] = {}
+        self._id_rng = random.Random(f"{self.seed}:ids")
+        self._fault_rng = random.Random(f"{self.seed}:faults")
+        self._eta_rng = random.Random(f"{self.seed}:eta")
+        self._windows: dict[str, collections.deque[float]] = {}
+        self._active: dict[str, list[float]] = {}
+        self._terminal_timers: dict[str, asyncio.TimerHandle] = {}
+        self._wall_offset = time.time() - time.monotonic()
+        self._storage = VideoStore(
+            stats=self.stats,
+            faults=config.storage_faults,
+            rng=random.Random(f"{self.seed}:storage"),
+            ttl_real=config.video_url_ttl * config.time_scale,
+            time_scale=config.time_scale,
+            wall_offset=self._wall_offset,
+        )
+        self._runners: list[web.AppRunner] = []
+        self._closing: asyncio.Event | None = None
+        self._url: str | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind both ports and start serving."""
+        if self._runners:
+            raise RuntimeError("FakeHailuoServer is already started")
+        self._closing = asyncio.Event()
+        api = web.Application(middlewares=[self._api_middleware])
+        api.router.add_post(SUBMIT_PATH, self._submit)
+        api.router.add_get(RESULT_PATH, self._result)
+        storage = web.Application()
+        storage.router.add_get("/videos/{name}", self._storage.handle)
+        try:
+            api_port = await self._serve(api, self._port)
+            storage_port = await self._serve(storage, self._storage_port)
+        except BaseException:
+            await self.close()
+            raise
+        self._url = f"http://{self._url_host()}:{api_port}"
+        self._storage.base_url = f"http://{self._url_host()}:{storage_port}"
+
+    async def _serve(self, app: web.Application, port: int) -> int:
+        # A short shutdown timeout: a test's `async with` should not wait on a hung client.
+        logger = logging.getLogger("aiohttp.access") if self._access_log else None
+        runner = web.AppRunner(app, access_log=logger, shutdown_timeout=1.0)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, self._host, port)
+        await site.start()
+        bound: int = runner.addresses[0][1]
+        return bound
+
+    async def close(self) -> None:
+        """Stop serving and release both ports; safe to call twice."""
+        if self._closing is not None:
+            self._closing.set()
+        for timer in self._terminal_timers.values():
+            timer.cancel()
+        self._terminal_timers.clear()
+        runners, self._runners = self._runners, []
+        for runner in runners:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> FakeHailuoServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- public inspection ----------------------------------------------------------------
+
+    @property
+    def api_key(self) -> str:
+        """The bearer key the fake accepts."""
+        return self.config.api_key
+
+    @property
+    def url(self) -> str:
+        """The API base URL, without a trailing slash."""
+        if self._url is None:
+            raise RuntimeError("FakeHailuoServer is not started")
+        return self._url
+
+    @property
+    def storage_url(self) -> str:
+        """The storage host's base URL (video URLs live under it)."""
+        if not self._storage.base_url:
+            raise RuntimeError("FakeHailuoServer is not started")
+        return self._storage.base_url
+
+    @property
+    def tasks(self) -> Mapping[str, FakeTask]:
+        """Every task created, by id, lost ones included (a read-only live view)."""
+        return MappingProxyType(self._tasks)
+
+    @property
+    def task_ids(self) -> list[str]:
+        """The ids of every task created, in order."""
+        return list(self.stats.task_ids)
+
+    @property
+    def lost_task_ids(self) -> list[str]:
+        """Tasks created whose id the client never received."""
+        return list(self.stats.lost_task_ids)
+
+    def task_status(self, task_id: str) -> str:
+        """The task's status now; KeyError for an unknown id."""
+        return self._tasks[task_id].status_at(time.monotonic())
+
+    def finished_at(self, task_id: str) -> float | None:
+        """The `time.monotonic()` instant the task became terminal, None while it is not."""
+        task = self._tasks[task_id]
+        return task.finished_at if time.monotonic() >= task.finished_at else None
+
+    # -- request plumbing -----------------------------------------------------------------
+
+    @web.middleware
+    async def _api_middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except RequestError as error:
+            if error.status in (400, 413):
+                bump(self.stats.rejected_by_field, error.field)
+            response = web.json_response(error.body(), status=error.status)
+            if error.status == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+        except web.HTTPException as error:
+            # Unknown paths and methods still answer in the gateway's JSON style.
+            reason = error.reason.upper().replace(" ", "_")
+            body = {"code": error.status, "reason": reason, "message": error.text or ""}
+            response = web.json_response(body, status=error.status)
+            if "Allow" in error.headers:
+                response.headers["Allow"] = error.headers["Allow"]
+        if response.status != DROPPED:
+            bump(self.stats.responses_by_status, response.status)
+        return response
+
+    def _url_host(self) -> str:
+        return f"[{self._host}]" if ":" in self._host else self._host
+
+    def _authenticate(self, request: web.Request) -> str:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        expected = self.config.api_key.encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+            raise RequestError(
+                401, "Authorization", "missing or invalid API key", "UNAUTHENTICATED"
+            )
+        return self.config.api_key
+
+    def _too_many(self, cause: str, message: str, wait_real: float) -> web.Response:
+        bump(self.stats.rate_limited, cause)
+        body = {"code": 429, "reason": "RATE_LIMIT_EXCEEDED", "message": message, "metadata": {}}
+        response = web.json_response(body, status=429)
+        if self.config.retry_after:
+            response.headers["Retry-After"] = self._retry_after_value(wait_real)
+        return response
+
+    def _retry_after_value(self, wait_real: float) -> str:
+        if self.config.time_scale == 1.0:
+            return str(max(1, math.ceil(wait_real)))
+        # A scaled service waits fractions of a second; say so to the millisecond.
+        return f"{max(0.001, math.ceil(wait_real * 1000.0) / 1000.0):.3f}"
+
+    def _admit(self, key: str, now: float) -> web.Response | None:
+        """Count the request against the key's sliding window, or answer 429."""
+        limit = self.config.requests_per_minute
+        if limit is None:
+            return None
+        window = 60.0 * self.config.time_scale
+        admitted = self._windows.setdefault(key, collections.deque())
+        while admitted and admitted[0] <= now - window:
+            admitted.popleft()
+        if len(admitted) >= limit:
+            return self._too_many(
+                "rate_window",
+                f"rate limit exceeded: {limit} requests per minute",
+                admitted[0] + window - now,
+            )
+        admitted.append(now)
+        return None
+
+    def _check_active_cap(self, key: str, now: float) -> web.Response | None:
+        cap = self.config.max_active_tasks
+        if cap is None:
+            return None
+        ends = self._active.setdefault(key, [])
+        while ends and ends[0] <= now:
+            heapq.heappop(ends)
+        if len(ends) >= cap:
+            return self._too_many(
+                "active_cap",
+                f"too many active tasks: at most {cap} may be queued or processing",
+                ends[0] - now,
+            )
+        return None
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        if request.content_type != "application/json":
+            raise RequestError(400, "Content-Type", "must be application/json")
+        limit = self.config.max_body_bytes
+        too_large = RequestError(413, "body", f"larger than {limit} bytes", "PAYLOAD_TOO_LARGE")
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+        return bytes(body)
+
+    async def _pause(self, seconds: float) -> None:
+        # Wakes early when the server closes, so a slow fault never holds up shutdown.
+        assert self._closing is not None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+
+    def _inject_early(self, fault: str | None, request: web.Request) -> web.Response | None:
+        """The faults that strike before the request has any effect."""
+        if fault is None or fault not in ("reset", "server_error", "rate_limit"):
+            return None
+        bump(self.stats.faults_injected, fault)
+        if fault == "reset":
+            return drop_connection(request)
+        if fault == "server_error":
+            return server_error(self._fault_rng)
+        wait = self._fault_rng.uniform(*_INJECTED_RETRY_AFTER) * self.config.time_scale
+        return self._too_many("injected", "rate limit exceeded, please slow down", wait)
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    async def _submit(self, request: web.Request) -> web.StreamResponse:
+        self.stats.submission_attempts += 1
+        key = self._authenticate(request)
+        refusal = self._admit(key, time.monotonic())
+        if refusal is not None:
+            return refusal
+        submission = parse_submit_body(
+            await self._read_body(request), max_image_bytes=self.config.max_image_bytes
+        )
+        refusal = self._check_active_cap(key, time.monotonic())
+        if refusal is not None:
+            return refusal
+        fault = draw_fault(self._fault_rng, self.config.faults, submit=True)
+        early = self._inject_early(fault, request)
+        if early is not None:
+            return early
+
+        task = self._create_task(key, submission)
+        if fault == "accepted_but_lost":
+            bump(self.stats.faults_injected, fault)
+            self.stats.lost_task_ids.append(task.task_id)
+            return drop_connection(request)
+        body = {"task_id": task.task_id}
+        if fault == "malformed_json":
+            bump(self.stats.faults_injected, fault)
+            self.stats.lost_task_ids.append(task.task_id)
+            return malformed_json(body, self._fault_rng)
+        if fault == "slow":
+            bump(self.stats.faults_injected, fault)
+            await self._pause(self.config.faults.slow_seconds)
+        if request.transport is None or request.transport.is_closing():
+            # The client gave up (a timeout, say) after the job was accepted.
+            self.stats.lost_task_ids.append(task.task_id)
+        return web.json_response(body)
+
+    async def _result(self, request: web.Request) -> web.StreamResponse:
+        self.stats.polls_total += 1
+        key = self._authenticate(request)
+        refusal = self._admit(key, time.monotonic())
+        if refusal is not None:
+            return refusal
+        task_id = request.query.get("task_id", "")
+        if not task_id:
+            raise RequestError(400, "task_id", "is required")
+        task = self._tasks.get(task_id)
+        if task is None or task.api_key != key:
+            raise RequestError(404, "task_id", "task not found", "NOT_FOUND")
+        bump(self.stats.polls_by_task, task_id)
+        fault = draw_fault(self._fault_rng, self.config.faults, submit=False)
+        early = self._inject_early(fault, request)
+        if early is not None:
+            return early
+
+        now = time.monotonic()
+        body = self._result_body(task, now)
+        if fault == "malformed_json":
+            bump(self.stats.faults_injected, fault)
+            return malformed_json(body, self._fault_rng)
+        if fault == "slow":
+            bump(self.stats.faults_injected, fault)
+            await self._pause(self.config.faults.slow_seconds)
+        return web.json_response(body)
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def _create_task(self, key: str, submission: SubmitRequest) -> FakeTask:
+        now = time.monotonic()
+        index = len(self._tasks)
+        task = schedule_task(
+            task_id=new_task_id(self._id_rng),
+            api_key=key,
+            request=submission,
+            created_at=now,
+            config=self.config,
+            rng=random.Random(f"{self.seed}:task:{index}"),
+        )
+        self._tasks[task.task_id] = task
+        stats = self.stats
+        stats.submissions_accepted += 1
+        stats.task_ids.append(task.task_id)
+        digest = hashlib.sha256(submission.canonical.encode("utf-8", "surrogatepass")).hexdigest()
+        stats.task_ids_by_body.setdefault(digest, []).append(task.task_id)
+        if self.config.max_active_tasks is not None:
+            heapq.heappush(self._active.setdefault(key, []), task.finished_at)
+        timer = asyncio.get_running_loop().call_later(
+            max(0.0, task.finished_at - now), self._task_terminal, task.task_id
+        )
+        self._terminal_timers[task.task_id] = timer
+        return task
+
+    def _task_terminal(self, task_id: str) -> None:
+        """Runs once per task, at the moment its schedule makes it SUCCEED or FAILED."""
+        self._terminal_timers.pop(task_id, None)
+        self.stats.tasks_terminal += 1
+        # Webhook delivery (API.md section 3) belongs here: the task's `request.extra`
+        # keeps {"webhook": {"url": ...}}, and the payload is `self._result_body(task, now)`.
+
+    def _result_body(self, task: FakeTask, now: float) -> dict[str, Any]:
+        succeeded = now >= task.finished_at and not task.fails
+        return result_body(
+            task,
+            now,
+            eta_noise=eta_factor(self._eta_rng, self.config.eta_error),
+            wall_offset=self._wall_offset,
+            time_scale=self.config.time_scale,
+            videos=[self._storage.mint(task.task_id, now)] if succeeded else [],
+        )
+
+    def __repr__(self) -> str:
+        where = self._url or "not started"
+        return f"<FakeHailuoServer {where} tasks={len(self._tasks)} seed={self.seed}>"

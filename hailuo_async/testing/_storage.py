@@ -1,0 +1,123 @@
+"""The storage host: presigned, expiring video URLs served from a second origin."""
+
+from __future__ import annotations
+
+import math
+import random
+import secrets
+import time
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from ._config import StorageFaults
+from ._stats import Stats, bump
+from ._tasks import report_seconds
+
+__all__ = ["VideoStore", "sample_video"]
+
+_SWEEP_EVERY = 1024
+
+
+def sample_video() -> bytes:
+    """The real MP4 (a one-second clip) that every succeeded task "produced"."""
+    return resources.files("hailuo_async.testing").joinpath("sample.mp4").read_bytes()
+
+
+def _s3_error(code: str, message: str) -> web.Response:
+    # Object stores answer in XML, not in the API gateway's JSON.
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    )
+    return web.Response(status=403, text=xml, content_type="application/xml")
+
+
+class VideoStore:
+    """Mints presigned URLs and serves them until they expire."""
+
+    def __init__(
+        self,
+        *,
+        stats: Stats,
+        faults: StorageFaults,
+        rng: random.Random,
+        ttl_real: float,
+        time_scale: float,
+        wall_offset: float,
+    ) -> None:
+        self._stats = stats
+        self._faults = faults
+        self._rng = rng
+        self._ttl_real = ttl_real
+        self._time_scale = time_scale
+        self._wall_offset = wall_offset
+        self._video = sample_video()
+        # token -> (task id, monotonic expiry)
+        self._urls: dict[str, tuple[str, float]] = {}
+        self._minted = 0
+        self.base_url = ""
+
+    def mint(self, task_id: str, now: float) -> dict[str, Any]:
+        """A fresh `videos[]` entry for a succeeded task, valid for the TTL from `now`."""
+        self._minted += 1
+        if self._minted % _SWEEP_EVERY == 0:
+            self._urls = {t: v for t, v in self._urls.items() if v[1] > now}
+        token = secrets.token_urlsafe(24)
+        expires_at = now + self._ttl_real
+        self._urls[token] = (task_id, expires_at)
+        expires_wall = math.ceil(expires_at + self._wall_offset)
+        return {
+            "video_url": f"{self.base_url}/videos/{token}.mp4?expires={expires_wall}",
+            "video_url_ttl": report_seconds(self._ttl_real, self._time_scale),
+            "video_type": "mp4",
+        }
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """GET/HEAD /videos/{token}.mp4"""
+        stats = self._stats
+        stats.storage_requests += 1
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            stats.storage_authorization_headers.append(authorization)
+            if self._faults.reject_authorization:
+                stats.storage_denied += 1
+                return _s3_error("AccessDenied", "Only one auth mechanism allowed")
+        name = request.match_info["name"]
+        entry = self._urls.get(name.removesuffix(".mp4")) if name.endswith(".mp4") else None
+        if entry is None:
+            stats.storage_denied += 1
+            return _s3_error("SignatureDoesNotMatch", "The request signature is invalid")
+        if time.monotonic() >= entry[1]:
+            stats.storage_denied += 1
+            return _s3_error("AccessDenied", "Request has expired")
+        if request.method == "HEAD":
+            return web.Response(body=self._video, content_type="video/mp4")
+        stats.storage_downloads += 1
+        return await self._serve(request)
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        video = self._video
+        faults = self._faults
+        point = self._rng.random()
+        if point < faults.truncate:
+            bump(self._stats.storage_faults_injected, "truncate")
+            response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+            response.content_length = len(video)
+            await response.prepare(request)
+            await response.write(video[: len(video) // 2])
+            # close() flushes what was written, then the client sees the stream end early.
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        if point < faults.truncate + faults.wrong_content_length:
+            bump(self._stats.storage_faults_injected, "wrong_content_length")
+            response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+            response.content_length = len(video) + len(video) // 4
+            await response.prepare(request)
+            await response.write(video)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        return web.Response(body=video, content_type="video/mp4")

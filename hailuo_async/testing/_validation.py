@@ -1,0 +1,239 @@
+"""The submit endpoint's request rules, written from API.md and independent of the client."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+__all__ = ["RequestError", "SubmitRequest", "parse_submit_body"]
+
+PROMPT_MAX_CHARS = 2000
+DURATIONS = (6, 10)
+RESOLUTIONS = ("768P", "1080P")
+_KNOWN_FIELDS = frozenset(
+    {
+        "prompt",
+        "image",
+        "end_image",
+        "duration",
+        "resolution",
+        "enable_prompt_expansion",
+        "fast_pretreatment",
+        "extra",
+    }
+)
+_DATA_URI = re.compile(
+    r"data:image/([a-z0-9][a-z0-9.+-]{0,63});base64,(.*)", re.DOTALL | re.IGNORECASE
+)
+_WHITESPACE = re.compile(r"\s")
+# Field names and URLs from the request end up in error messages: keep those readable.
+_ECHO_LIMIT = 80
+
+
+class RequestError(Exception):
+    """A request the gateway refuses, with the field it names."""
+
+    def __init__(
+        self, status: int, field: str, message: str, reason: str = "INVALID_ARGUMENT"
+    ) -> None:
+        super().__init__(f"{field}: {message}")
+        self.status = status
+        self.field = field
+        self.message = message
+        self.reason = reason
+
+    def body(self) -> dict[str, Any]:
+        """The gateway-style JSON error body."""
+        return {
+            "code": self.status,
+            "reason": self.reason,
+            "message": f"{self.field}: {self.message}",
+            "metadata": {"field": self.field},
+        }
+
+
+@attrs.frozen
+class SubmitRequest:
+    """A validated submission, with the documented defaults filled in."""
+
+    prompt: str
+    duration: int
+    resolution: str
+    enable_prompt_expansion: bool
+    fast_pretreatment: bool
+    image: str | None
+    end_image: str | None
+    extra: dict[str, Any] | None
+    """The raw `extra` object, kept for webhook delivery."""
+    canonical: str
+    """The body re-serialised with sorted keys, to spot identical submissions."""
+
+
+def _echo(value: str) -> str:
+    return value if len(value) <= _ECHO_LIMIT else value[:_ECHO_LIMIT] + "..."
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _invalid(field: str, message: str) -> RequestError:
+    return RequestError(400, field, message)
+
+
+def _check_image(field: str, value: object, max_image_bytes: int) -> str:
+    if not isinstance(value, str):
+        raise _invalid(field, f"must be a string (URL or data URI), not {_type_name(value)}")
+    if value[:5].lower() == "data:":
+        match = _DATA_URI.fullmatch(value)
+        if match is None:
+            raise _invalid(field, "data URI must look like data:image/<type>;base64,<data>")
+        payload = match.group(2)
+        # A cheap bound before decoding: 4 base64 characters carry 3 bytes.
+        if len(payload) // 4 * 3 > max_image_bytes + 3:
+            raise _invalid(field, f"image is larger than {max_image_bytes} bytes")
+        try:
+            decoded = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise _invalid(field, "data URI payload is not valid base64") from None
+        if not decoded:
+            raise _invalid(field, "data URI payload is empty")
+        if len(decoded) > max_image_bytes:
+            raise _invalid(field, f"image is larger than {max_image_bytes} bytes")
+        return value
+    if _WHITESPACE.search(value):
+        raise _invalid(field, "URL must not contain whitespace")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        _ = parts.port  # raises on a port that is not a number in 0..65535
+    except ValueError:
+        raise _invalid(field, f"not a valid URL: {_echo(value)}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise _invalid(field, "must be an http(s) URL or a data:image/...;base64 URI")
+    if not host:
+        raise _invalid(field, "URL has no host")
+    return value
+
+
+def _check_bool(field: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _invalid(field, f"must be a boolean, not {_type_name(value)}")
+    return value
+
+
+def _check_extra(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _invalid("extra", f"must be an object, not {_type_name(value)}")
+    webhook = value.get("webhook")
+    if "webhook" in value:
+        if not isinstance(webhook, dict):
+            raise _invalid("extra.webhook", f"must be an object, not {_type_name(webhook)}")
+        url = webhook.get("url")
+        if not isinstance(url, str):
+            raise _invalid("extra.webhook.url", "must be a string")
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            raise _invalid("extra.webhook.url", f"not a valid URL: {_echo(url)}") from None
+        if parts.scheme.lower() not in ("http", "https") or not host:
+            raise _invalid("extra.webhook.url", "must be an http(s) URL with a host")
+    return value
+
+
+def _load_object(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise _invalid("body", "JSON is nested too deeply") from None
+    except ValueError:
+        # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
+        raise _invalid("body", "not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _invalid("body", f"must be a JSON object, not {_type_name(data)}")
+    for key in data:
+        if key not in _KNOWN_FIELDS:
+            raise _invalid(_echo(key), "unknown field")
+    return data
+
+
+def _check_prompt(data: dict[str, Any]) -> str:
+    if "prompt" not in data:
+        raise _invalid("prompt", "is required")
+    prompt = data["prompt"]
+    if not isinstance(prompt, str):
+        raise _invalid("prompt", f"must be a string, not {_type_name(prompt)}")
+    if not 1 <= len(prompt) <= PROMPT_MAX_CHARS:
+        raise _invalid("prompt", f"must be 1 to {PROMPT_MAX_CHARS} characters, got {len(prompt)}")
+    return prompt
+
+
+def _check_format(data: dict[str, Any]) -> tuple[int, str]:
+    duration = data.get("duration", 6)
+    if not isinstance(duration, int) or isinstance(duration, bool):
+        raise _invalid("duration", f"must be an integer, not {_type_name(duration)}")
+    if duration not in DURATIONS:
+        raise _invalid("duration", "must be 6 or 10")
+    resolution = data.get("resolution", "768P")
+    if not isinstance(resolution, str):
+        raise _invalid("resolution", f"must be a string, not {_type_name(resolution)}")
+    if resolution not in RESOLUTIONS:
+        raise _invalid("resolution", 'must be "768P" or "1080P"')
+    if duration == 10 and resolution != "768P":
+        raise _invalid("resolution", "10-second videos are only available at 768P")
+    return duration, resolution
+
+
+def parse_submit_body(raw: bytes, *, max_image_bytes: int) -> SubmitRequest:
+    """Decode and validate a submit body, or raise RequestError naming the field."""
+    data = _load_object(raw)
+    prompt = _check_prompt(data)
+    duration, resolution = _check_format(data)
+    image = _check_image("image", data["image"], max_image_bytes) if "image" in data else None
+    end_image = (
+        _check_image("end_image", data["end_image"], max_image_bytes)
+        if "end_image" in data
+        else None
+    )
+    expansion = _check_bool("enable_prompt_expansion", data.get("enable_prompt_expansion", True))
+    fast = _check_bool("fast_pretreatment", data.get("fast_pretreatment", False))
+    extra = _check_extra(data["extra"]) if "extra" in data else None
+
+    return SubmitRequest(
+        prompt=prompt,
+        duration=duration,
+        resolution=resolution,
+        enable_prompt_expansion=expansion,
+        fast_pretreatment=fast,
+        image=image,
+        end_image=end_image,
+        extra=extra,
+        canonical=_canonical(data, raw),
+    )
+
+
+def _canonical(data: dict[str, Any], raw: bytes) -> str:
+    try:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+    except (RecursionError, ValueError):
+        # `extra` is free-form and may nest deeper than the encoder likes.
+        return raw.decode("utf-8", "replace")
