@@ -1,5 +1,6 @@
 """An asyncio-native client for the MiniMax Hailuo-02 video-generation API."""
 
+from ._batch import BatchCounts, JobStream
 from ._client import DEFAULT_BASE_URL, HailuoClient
 from ._exceptions import (
     APIConnectionError,
@@ -25,6 +26,7 @@ from ._polling import PollPolicy
 from ._retry import RetryPolicy
 from ._transport import Timeouts
 from ._version import __version__
+from ._watcher import TaskEvent, TaskWatcher
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -35,21 +37,25 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchCounts",
     "DownloadError",
     "HailuoClient",
     "HailuoError",
     "InternalServerError",
     "InvalidRequestError",
     "JobOutcome",
+    "JobStream",
     "NotFoundError",
     "PermissionDeniedError",
     "PollPolicy",
     "RateLimitError",
     "RetryPolicy",
     "SubmissionUnknownError",
+    "TaskEvent",
     "TaskFailedError",
     "TaskResult",
     "TaskStatus",
+    "TaskWatcher",
     "Timeouts",
     "Video",
     "VideoRequest",

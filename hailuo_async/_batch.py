@@ -1,17 +1,24 @@
 """generate_many: submit a stream of requests under the active-job limit, yield each outcome.
 
-Three tasks share one task group: a producer reads the requests lazily and submits each one
-once a place among the active jobs is free; the client's watcher polls the submitted ones;
-a collector turns each ended task into a JobOutcome. A job's place is given back only once
-its outcome has been taken, so a slow reader slows submissions instead of piling up results.
+Three kinds of task share one task group: a producer reads the requests lazily and submits
+each one once a place among the active jobs is free; the batch's watcher polls the submitted
+ones; a finisher per ended job writes it to the journal, downloads its video if asked, and
+hands its JobOutcome to the reader. A job's place is given back only once its outcome has
+been taken, so a slow reader slows submissions instead of piling up results.
+
+With a journal, each job is recorded before its POST and its task id as soon as it is known;
+a rerun skips finished jobs, re-watches submitted ones and never resends one whose outcome
+is unknown unless the client's ``on_unknown_submission`` says "resubmit".
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import AsyncExitStack
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -26,11 +33,13 @@ from ._exceptions import (
     HailuoError,
     InvalidRequestError,
     PermissionDeniedError,
+    SubmissionUnknownError,
     TaskFailedError,
 )
 from ._limits import ActiveJobLimit
 from ._models import JobOutcome, TaskResult, VideoRequest
 from ._watcher import EventCallback, TaskWatcher
+from .journal import BatchJournal, JobRecord, JobStore, JournalError, ResumeAction
 
 if TYPE_CHECKING:
     from ._client import HailuoClient
@@ -39,6 +48,7 @@ __all__ = ["BatchCounts", "JobStream", "RequestSource"]
 
 BatchItem = VideoRequest | tuple[str, VideoRequest]
 RequestSource = Iterable[BatchItem] | AsyncIterable[BatchItem]
+JournalArg = JobStore | str | os.PathLike[str] | None
 _FATAL = (AuthenticationError, PermissionDeniedError)
 
 
@@ -71,6 +81,7 @@ class _Job:
         task_id: str | None = None,
         result: TaskResult | None = None,
         error: HailuoError | None = None,
+        path: Path | None = None,
     ) -> JobOutcome:
         return JobOutcome(
             index=self.index,
@@ -79,6 +90,7 @@ class _Job:
             task_id=task_id,
             result=result,
             error=error,
+            path=str(path) if path is not None else None,
         )
 
 
@@ -97,11 +109,17 @@ class JobStream:
         *,
         active_jobs: ActiveJobLimit,
         on_event: EventCallback | None,
+        journal: JournalArg = None,
+        download_to: str | os.PathLike[str] | None = None,
+        retry_failed: bool = False,
     ) -> None:
         self._client = client
         self._requests = requests
         self._active = active_jobs
         self._watcher = TaskWatcher(client, keep_open=True, on_event=on_event)
+        self._journal = BatchJournal(journal)
+        self._download_to = Path(download_to) if download_to is not None else None
+        self._retry_failed = retry_failed
         # Made on entry, so a batch that is never entered leaves no stream to close.
         self._outcomes_in: MemoryObjectSendStream[JobOutcome] | None = None
         self._outcomes_out: MemoryObjectReceiveStream[JobOutcome] | None = None
@@ -111,6 +129,7 @@ class JobStream:
         self._fatal: Exception | None = None
         self._read = 0
         self._submitting = 0
+        self._finishing = 0
         self._succeeded = 0
         self._failed = 0
         self._all_read = False
@@ -133,10 +152,17 @@ class JobStream:
         )
 
     async def __aenter__(self) -> JobStream:
+        if self._download_to is not None:
+            self._download_to.mkdir(parents=True, exist_ok=True)
         self._outcomes_in, self._outcomes_out = anyio.create_memory_object_stream[JobOutcome]()
         async with AsyncExitStack() as stack:
             stack.enter_context(self._outcomes_in)
             stack.enter_context(self._outcomes_out)
+            await self._journal.start(
+                retry_failed=self._retry_failed,
+                on_unknown_submission=self._client.on_unknown_submission,
+            )
+            stack.push_async_callback(self._journal.aclose)
             await stack.enter_async_context(self._watcher)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._task_group.cancel_scope.cancel)
@@ -179,58 +205,126 @@ class JobStream:
         # reading only: the jobs already submitted run on and are yielded, then the error is
         # raised, so no paid job's outcome is lost to a bad line further down.
         try:
-            await self._submit_each()
+            await self._start_each()
         except Exception as exc:  # the caller's source may raise anything
             self._fatal = self._fatal or exc
         self._all_read = True
         self._close_if_finished()
 
-    async def _submit_each(self) -> None:
+    async def _start_each(self) -> None:
         assert self._task_group is not None
         index = 0
         async for item in _lazily(self._requests):
             if self._fatal is not None:
                 return
-            job = _as_job(index, item)
-            await self._active.acquire()
-            self._read += 1
-            self._submitting += 1
-            self._task_group.start_soon(self._submit, job)
+            request, key = _as_request(index, item)
+            entry = await self._journal.entry(request, key)
+            job = _Job(index, request, entry.key or None)
             index += 1
+            self._read += 1
+            if entry.action is ResumeAction.SUBMIT:
+                await self._active.acquire()
+                self._submitting += 1
+                self._task_group.start_soon(self._submit, job)
+            elif entry.action is ResumeAction.WATCH:
+                assert entry.record is not None
+                assert entry.record.task_id is not None
+                await self._active.acquire()
+                self._active.on_submitted()
+                self._watch(job, entry.record.task_id, submitted_at=None)
+            else:
+                assert entry.record is not None
+                self._finishing += 1
+                self._task_group.start_soon(self._replay, job, entry.action, entry.record)
 
     async def _submit(self, job: _Job) -> None:
+        assert job.key is not None or not self._journal.enabled
         try:
+            await self._journal.submitting(job.key or "")
             task_id = await self._client.submit(job.request)
         except HailuoError as exc:
-            self._submitting -= 1
-            if isinstance(exc, _FATAL):
+            # A journal that cannot write, or a key the account refuses, stops the batch.
+            if isinstance(exc, (*_FATAL, JournalError)):
                 self._fatal = exc
+            await self._journal.submission_failed(job.key or "", exc)
+            self._submitting -= 1
             await self._emit(job.outcome(error=exc))
             self._active.release(submitted=False)
             self._close_if_finished()
             return
         self._active.on_submitted()
+        await self._journal.submitted(job.key or "", task_id)
         self._submitting -= 1
-        self._jobs[task_id] = job
-        self._watcher.add(task_id, submitted_at=time.monotonic())
+        self._watch(job, task_id, submitted_at=time.monotonic())
 
-    # -- collecting ------------------------------------------------------------------------
+    def _watch(self, job: _Job, task_id: str, *, submitted_at: float | None) -> None:
+        self._jobs[task_id] = job
+        # A job with a webhook ends by push (client.handle_webhook); polls are its backstop.
+        pushed = job.request.webhook_url is not None
+        self._watcher.add(task_id, submitted_at=submitted_at, pushed=pushed)
+
+    async def _replay(self, job: _Job, action: ResumeAction, record: JobRecord) -> None:
+        """Yield what an earlier run of the batch already knows about this job."""
+        error: HailuoError | None
+        if action is ResumeAction.FINISHED and record.result is not None:
+            result: TaskResult | None = record.result
+            path = Path(record.path) if record.path is not None else None
+            error = None
+            if path is None and self._download_to is not None:
+                path, error = await self._download(job, record.result)
+            outcome = job.outcome(task_id=record.task_id, result=result, error=error, path=path)
+        elif action is ResumeAction.UNKNOWN:
+            error = SubmissionUnknownError(
+                job.request, reason=record.error or "an earlier run stopped while submitting"
+            )
+            outcome = job.outcome(error=error)
+        else:
+            error = HailuoError(
+                f"job {job.key} ended in an earlier run: {record.error or action.value}"
+            )
+            outcome = job.outcome(task_id=record.task_id, error=error)
+        await self._emit(outcome)
+        self._finishing -= 1
+        self._close_if_finished()
+
+    # -- finishing -------------------------------------------------------------------------
 
     async def _collect(self) -> None:
+        assert self._task_group is not None
         while True:
             task_id, outcome = await self._watcher.next_outcome()
             job = self._jobs.pop(task_id)
-            if isinstance(outcome, TaskResult):
-                error: HailuoError | None = None if outcome.ok else TaskFailedError(outcome)
-                result: TaskResult | None = outcome
-            else:
-                error, result = outcome, None
-            if isinstance(error, _FATAL):
-                self._fatal = error
-            await self._emit(job.outcome(task_id=task_id, result=result, error=error))
-            self._active.release(submitted=True)
-            self._active.on_completed()
-            self._close_if_finished()
+            self._finishing += 1
+            self._task_group.start_soon(self._finish, job, task_id, outcome)
+
+    async def _finish(self, job: _Job, task_id: str, outcome: TaskResult | HailuoError) -> None:
+        await self._journal.ended(job.key or "", outcome)
+        path: Path | None = None
+        if isinstance(outcome, TaskResult):
+            result: TaskResult | None = outcome
+            error: HailuoError | None = None if outcome.ok else TaskFailedError(outcome)
+            if outcome.ok and self._download_to is not None:
+                path, error = await self._download(job, outcome)
+        else:
+            result, error = None, outcome
+        if isinstance(error, _FATAL):
+            self._fatal = error
+        await self._emit(job.outcome(task_id=task_id, result=result, error=error, path=path))
+        self._active.release(submitted=True)
+        self._active.on_completed()
+        self._finishing -= 1
+        self._close_if_finished()
+
+    async def _download(
+        self, job: _Job, result: TaskResult
+    ) -> tuple[Path | None, HailuoError | None]:
+        assert self._download_to is not None
+        try:
+            path = await self._client.download(result, self._download_to)
+        except HailuoError as exc:
+            return None, exc
+        await self._journal.downloaded(job.key or "", path)
+        return path, None
 
     async def _emit(self, outcome: JobOutcome) -> None:
         if outcome.ok:
@@ -243,20 +337,21 @@ class JobStream:
             await self._outcomes_in.send(outcome)
 
     def _close_if_finished(self) -> None:
-        if self._all_read and not self._submitting and not self._jobs and self._outcomes_in:
+        busy = self._submitting or self._jobs or self._finishing
+        if self._all_read and not busy and self._outcomes_in is not None:
             self._outcomes_in.close()
 
 
-def _as_job(index: int, item: object) -> _Job:
+def _as_request(index: int, item: object) -> tuple[VideoRequest, str | None]:
     if isinstance(item, VideoRequest):
-        return _Job(index, item, None)
+        return item, None
     if (
         isinstance(item, tuple)
         and len(item) == 2
         and isinstance(item[0], str)
         and isinstance(item[1], VideoRequest)
     ):
-        return _Job(index, item[1], item[0])
+        return item[1], item[0]
     raise InvalidRequestError(
         "requests",
         f"item {index} is a {type(item).__name__}, not a VideoRequest or a (key, VideoRequest)",

@@ -8,16 +8,20 @@ import json
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
+from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._batch import JobStream, RequestSource
 from ._decoding import DecodeError, decode_json, decode_submission, decode_task_result
+from ._download import DEFAULT_MAX_BYTES, DownloadProgress, download_video
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
@@ -34,11 +38,19 @@ from ._exceptions import (
     WaitTimeoutError,
 )
 from ._limits import ActiveJobLimit, RequestKind, RequestLimiter
-from ._models import TaskResult, TaskStatus, VideoRequest
+from ._models import TaskResult, TaskStatus, Video, VideoRequest
 from ._polling import DurationStats, PollPolicy, PollSchedule
-from ._retry import RetryPolicy, parse_retry_after, poll_retrying, submit_retrying
+from ._retry import (
+    RetryPolicy,
+    UnknownSubmissionPolicy,
+    parse_retry_after,
+    poll_retrying,
+    submit_retrying,
+)
 from ._transport import Response, Timeouts, Transport
 from ._watcher import EventCallback, TaskWatcher
+from .journal import JobStore
+from .webhooks import WebhookEvent, WebhookInbox
 
 __all__ = ["DEFAULT_BASE_URL", "HailuoClient", "ProgressCallback", "UnknownSubmissionPolicy"]
 
@@ -47,7 +59,6 @@ SUBMIT_PATH = "/v3/async/minimax-hailuo-02"
 TASK_RESULT_PATH = "/v3/async/task-result"
 
 ProgressCallback = Callable[[TaskResult], "Awaitable[None] | None"]
-UnknownSubmissionPolicy = Literal["raise", "resubmit"]
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
@@ -120,6 +131,8 @@ class HailuoClient:
         )
         # Submission times of recent tasks: a 404 for one of them is the service catching up.
         self._recent_submissions: OrderedDict[str, float] = OrderedDict()
+        # The open watchers, and the webhook events being confirmed for them.
+        self._webhooks = WebhookInbox()
 
     def __repr__(self) -> str:
         return f"<HailuoClient base_url={self._base_url!r}>"
@@ -171,13 +184,15 @@ class HailuoClient:
                 log_path=path,
                 attempt=attempt,
             )
+        response = _without_secret(response, self._api_key)
         if response.status == 429:
             retry_after = parse_retry_after(response.headers)
             # A 429 on a submit that reveals the cap on active jobs says nothing of the rate.
             active_cap = kind == "submit" and self.active_jobs.on_rate_limited()
             self.limiter.on_rate_limited(kind, retry_after, rate_exceeded=not active_cap)
             raise _status_error(response, method=method, url=url, retry_after=retry_after)
-        if response.status >= 400:
+        if response.status >= 300:
+            # Redirects are not followed (they could take the key elsewhere): an error too.
             raise _status_error(response, method=method, url=url)
         self.limiter.on_success(kind)
         return response
@@ -209,7 +224,7 @@ class HailuoClient:
         except (APIConnectionError, APIResponseValidationError) as exc:
             if isinstance(exc, APIConnectionError) and not exc.request_sent:
                 raise
-            raise SubmissionUnknownError(request, reason=exc.message) from exc
+            raise SubmissionUnknownError(request, reason=exc.message, resent=resubmit) from exc
         self._remember_submission(task_id)
         return task_id
 
@@ -361,6 +376,23 @@ class HailuoClient:
                 return result
             await anyio.sleep(schedule.next_delay(result, elapsed=time.monotonic() - started))
 
+    # -- push ------------------------------------------------------------------------------
+
+    async def handle_webhook(
+        self, body: bytes | str | Mapping[str, Any] | WebhookEvent
+    ) -> TaskResult | None:
+        """Take a webhook event the gateway pushed; return the result it delivered, if any.
+
+        ``body`` is the request body as received (or already decoded). A body that is not an
+        event of the documented shape raises :class:`~hailuo_async.webhooks.WebhookError`.
+        Events of other types, events that do not claim an end, task ids no open watcher is
+        watching (unknown, or ended already) and duplicates are ignored: None. Otherwise the
+        event is confirmed with one task-result GET (the body is never trusted: no signature
+        is documented) and the confirmed result goes to every open watcher watching the id.
+        A failed confirmation is logged and ignored; the watchers' backstop polls catch up.
+        """
+        return await self._webhooks.handle(self, body)
+
     # -- many ------------------------------------------------------------------------------
 
     def watch(
@@ -385,18 +417,67 @@ class HailuoClient:
         *,
         max_active_jobs: int | None = None,
         on_event: EventCallback | None = None,
+        journal: JobStore | str | os.PathLike[str] | None = None,
+        download_to: str | os.PathLike[str] | None = None,
+        retry_failed: bool = False,
     ) -> JobStream:
         """Run a batch: submit each request, poll the jobs, yield each JobOutcome as it ends.
 
-        ``requests`` (an iterable or async iterable of VideoRequest) is read lazily. At most
-        ``max_active_jobs`` jobs are submitted and unfinished at once; without it, the
-        client's limit (given, or discovered from 429s) applies. One failed job never stops
-        the others. Use it as ``async with client.generate_many(...) as outcomes``.
+        ``requests`` (an iterable or async iterable of VideoRequest, or of ``(key,
+        VideoRequest)`` pairs) is read lazily. At most ``max_active_jobs`` jobs are submitted
+        and unfinished at once; without it, the client's limit (given, or discovered from
+        429s) applies. One failed job never stops the others.
+
+        ``journal`` (a SQLite file path, or an open :class:`~hailuo_async.journal.JobStore`)
+        makes the batch durable and resumable: run it again and finished jobs are skipped,
+        submitted ones watched again, none paid twice; ``retry_failed`` submits failed ones
+        again. ``download_to`` downloads each video into that folder as its job ends.
+        Use it as ``async with client.generate_many(...) as outcomes``.
         """
         active_jobs = (
             self.active_jobs if max_active_jobs is None else ActiveJobLimit(known=max_active_jobs)
         )
-        return JobStream(self, requests, active_jobs=active_jobs, on_event=on_event)
+        return JobStream(
+            self,
+            requests,
+            active_jobs=active_jobs,
+            on_event=on_event,
+            journal=journal,
+            download_to=download_to,
+            retry_failed=retry_failed,
+        )
+
+    # -- downloads -------------------------------------------------------------------------
+
+    async def download(
+        self,
+        source: TaskResult | Video,
+        dest: str | os.PathLike[str],
+        *,
+        task_id: str | None = None,
+        progress: DownloadProgress | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        verify: bool = True,
+    ) -> Path:
+        """Download a finished task's video to ``dest`` (a file, or a folder to name it in).
+
+        The file appears complete or not at all; the storage host never gets the API key;
+        an expired URL is renewed by polling the task again. ``verify`` checks the MP4
+        structure. Raises :class:`DownloadError`.
+        """
+        return await download_video(
+            self._transport.session,
+            source,
+            dest,
+            task_id=task_id,
+            refresh=self.get_task,
+            progress=progress,
+            max_bytes=max_bytes,
+            retry_policy=self.retry_policy,
+            max_retries=self.max_retries,
+            verify=verify,
+            limiter=self.limiter,
+        )
 
 
 def _moved(previous: TaskResult | None, result: TaskResult) -> bool:
@@ -404,6 +485,21 @@ def _moved(previous: TaskResult | None, result: TaskResult) -> bool:
         previous is None
         or previous.status is not result.status
         or previous.progress_percent != result.progress_percent
+    )
+
+
+def _without_secret(response: Response, secret: str) -> Response:
+    """The response with any echo of the API key masked, so no error or log can carry it."""
+    token = secret.encode("utf-8")
+    if token not in response.body and not any(secret in v for v in response.headers.values()):
+        return response
+    headers = CIMultiDict(
+        (name, value.replace(secret, "[redacted]")) for name, value in response.headers.items()
+    )
+    return attrs.evolve(
+        response,
+        headers=CIMultiDictProxy(headers),
+        body=response.body.replace(token, b"[redacted]"),
     )
 
 
@@ -453,9 +549,14 @@ def _check_api_key(api_key: str | None) -> str:
 
 
 def _check_base_url(base_url: str, *, allow_insecure: bool) -> str:
-    parts = urlsplit(base_url)
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 (a port out of range raises here)
+    except ValueError:
+        raise InvalidRequestError("base_url", "is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequestError("base_url", f"must be an http(s) URL, not {base_url!r}")
+        # Not echoed: a malformed URL may still hold credentials.
+        raise InvalidRequestError("base_url", "must be an http(s) URL with a host")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise InvalidRequestError("base_url", "must not carry credentials, a query or a fragment")
     if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):

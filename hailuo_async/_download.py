@@ -64,6 +64,8 @@ _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"} | {f"{kind}{n}" for kind in ("COM", "LPT") for n in range(1, 10)}
 )
 _MP4_TYPES = frozenset({"mp4", "m4v", "mov"})
+_QUERY = re.compile(r"\?[^\s'\")>]*")
+_MAX_CAUSE_CHARS = 200
 
 
 class _Retryable(Exception):
@@ -86,6 +88,15 @@ class _Expired(Exception):
 def _redact(url: str) -> str:
     # A presigned URL's query is its signature: a credential for the object, never logged.
     return url.split("?", 1)[0]
+
+
+def _describe(exc: BaseException) -> str:
+    # aiohttp's messages may quote URLs (with their signatures) and whole chunks of the body.
+    text = _QUERY.sub("?...", str(exc)).strip()
+    first = text.splitlines()[0] if text else ""
+    if len(first) > _MAX_CAUSE_CHARS:
+        first = first[:_MAX_CAUSE_CHARS] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def safe_filename(stem: str, extension: str = "mp4") -> str:
@@ -130,7 +141,9 @@ def _create_temp(final: Path) -> tuple[Path, IO[bytes]]:
     while True:
         temp = final.with_name(f".{base}.{secrets.token_hex(6)}.part")
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0))
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            # 0o666: the umask decides, as for any file the user saves (mkstemp would give 0o600).
+            fd = os.open(temp, flags, 0o666)
         except FileExistsError:
             continue
         return temp, os.fdopen(fd, "wb")
@@ -322,7 +335,7 @@ async def _attempt(
                 finally:
                     response.release()
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
-            raise _Retryable(f"the transfer failed ({type(exc).__name__}: {exc})") from exc
+            raise _Retryable(f"the transfer failed ({_describe(exc)})") from exc
         await anyio.to_thread.run_sync(lambda: _finish(file, temp, final, check_mp4=check_mp4))
     except BaseException:
         file.close()

@@ -179,13 +179,18 @@ class SubmissionUnknownError(HailuoError):
     that only happens when the caller chose ``on_unknown_submission="resubmit"``.
     """
 
-    def __init__(self, request: VideoRequest, *, reason: str) -> None:
+    def __init__(self, request: VideoRequest, *, reason: str, resent: bool = False) -> None:
+        aftermath = (
+            "it was sent again until the retries ran out, so several jobs may have started"
+            if resent
+            else "it was not sent again"
+        )
         super().__init__(
-            f"the submission may or may not have started a paid job ({reason}); "
-            "it was not sent again"
+            f"the submission may or may not have started a paid job ({reason}); {aftermath}"
         )
         self.request = request
         self.reason = reason
+        self.resent = resent
 
 
 class TaskFailedError(HailuoError):

@@ -29,8 +29,9 @@ _KINDS: tuple[RequestKind, ...] = ("submit", "poll", "download")
 class AdaptiveRate:
     """Requests allowed per ``window`` seconds: fixed when known, discovered (AIMD) when not.
 
-    Unknown, it starts unpaced; the first 429 sets it from the rate actually sent in the last
-    window, after which it grows by ``increase`` of itself per window of success and is cut
+    Unknown, it starts unpaced; the first 429 met after a full window of traffic sets it from
+    the rate actually sent in that window (an earlier one says too little, and is left to the
+    pause), after which it grows by ``increase`` of itself per window of success and is cut
     by ``decrease`` on a 429 (a burst of 429s from one moment counts once).
     """
 
@@ -50,12 +51,15 @@ class AdaptiveRate:
         self._decrease = decrease
         self._floor = floor
         self._sent: deque[float] = deque()
+        self._first_sent: float | None = None
         self._last_change = time.monotonic()
 
     def record_sent(self, now: float) -> None:
         """Note a request sent at ``now`` (used to size the first cut)."""
         if not self.adaptive:
             return
+        if self._first_sent is None:
+            self._first_sent = now
         self._sent.append(now)
         horizon = now - self.window
         while self._sent and self._sent[0] < horizon:
@@ -74,6 +78,8 @@ class AdaptiveRate:
         if not self.adaptive:
             return
         if self.value is None:
+            if self._first_sent is None or now - self._first_sent < self.window:
+                return
             self.value = max(self._floor, len(self._sent) * self._decrease)
         elif now - self._last_change >= self.window / max(self.value, 1.0) * 4:
             self.value = max(self._floor, self.value * self._decrease)

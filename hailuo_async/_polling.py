@@ -89,7 +89,7 @@ class PollSchedule:
             typical = self._history.quantile(0.25)
             if typical is not None:
                 delay = typical
-        return self._jittered(min(max(delay, policy.min_interval), policy.max_interval))
+        return self._clamped(self._jittered(delay))
 
     def next_delay(self, result: TaskResult, *, elapsed: float | None = None) -> float:
         """Seconds until the next poll, given the latest answer and the seconds since submission."""
@@ -101,7 +101,7 @@ class PollSchedule:
         else:
             delay = policy.min_interval * policy.backoff**self._unguided
             self._unguided += 1
-        return self._jittered(min(max(delay, policy.min_interval), policy.max_interval))
+        return self._clamped(self._jittered(delay))
 
     def _remaining_estimate(self, result: TaskResult, elapsed: float | None) -> float | None:
         if result.eta is not None and result.eta > 0:
@@ -110,6 +110,9 @@ class PollSchedule:
         if elapsed is not None and progress is not None and 0 < progress < 100:
             return elapsed * (100 - progress) / progress
         return None
+
+    def _clamped(self, delay: float) -> float:
+        return min(max(delay, self._policy.min_interval), self._policy.max_interval)
 
     def _jittered(self, delay: float) -> float:
         spread = self._policy.jitter

@@ -29,6 +29,7 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from typing import Literal
 
 import anyio
 import attrs
@@ -42,7 +43,16 @@ from ._exceptions import (
     RateLimitError,
 )
 
-__all__ = ["RetryPolicy", "parse_retry_after", "poll_retrying", "submit_retrying"]
+__all__ = [
+    "RetryPolicy",
+    "UnknownSubmissionPolicy",
+    "parse_retry_after",
+    "poll_retrying",
+    "submit_retrying",
+]
+
+UnknownSubmissionPolicy = Literal["raise", "resubmit"]
+"""What to do with a submission whose outcome cannot be known: raise, or send it again."""
 
 
 @attrs.frozen(kw_only=True)
@@ -60,7 +70,8 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter wait before retry number ``attempt`` (1 for the first retry)."""
-        ceiling = min(self.max_delay, self.initial_delay * 2 ** (attempt - 1))
+        # A float exponent, capped: 2 ** 1024 and more cannot be made a float at all.
+        ceiling = min(self.max_delay, self.initial_delay * 2.0 ** min(attempt - 1, 1000))
         return random.uniform(0, ceiling)
 
     def wait_for(self, exc: BaseException | None, attempt: int) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -61,13 +62,17 @@ _FATAL = (AuthenticationError, PermissionDeniedError)
 
 
 class _Watched:
-    __slots__ = ("failures", "last", "schedule", "started")
+    __slots__ = ("failures", "last", "pushed", "schedule", "started", "timed")
 
-    def __init__(self, schedule: PollSchedule, started: float) -> None:
+    def __init__(
+        self, schedule: PollSchedule, started: float, *, pushed: bool = False, timed: bool = False
+    ) -> None:
         self.schedule = schedule
         self.started = started
         self.last: TaskResult | None = None
         self.failures = 0
+        self.pushed = pushed  # its end comes by webhook: polls are only a slow backstop
+        self.timed = timed  # `started` is the submission time, so durations can be learnt
 
 
 class TaskWatcher:
@@ -78,6 +83,11 @@ class TaskWatcher:
     ends after :meth:`finish`. A task that cannot be polled (an unknown id) is dropped, noted
     in :attr:`errors` and reported as an ``"error"`` event; an authentication failure is
     raised from the iteration.
+
+    Tasks added with ``pushed=True`` (their request has a ``webhook_url``) end when
+    ``client.handle_webhook`` delivers their confirmed result; they are polled only as a
+    backstop, first well after their expected finish, then every ``backstop_interval``
+    seconds (default: four times the policy's ``max_interval``).
     """
 
     def __init__(
@@ -89,9 +99,14 @@ class TaskWatcher:
         on_event: EventCallback | None = None,
         keep_open: bool = False,
         max_concurrent_polls: int | None = None,
+        backstop_interval: float | None = None,
     ) -> None:
         self._client = client
         self._policy = poll_policy or client.poll_policy
+        if backstop_interval is not None and not backstop_interval > 0:
+            raise InvalidRequestError("backstop_interval", "must be more than 0 seconds")
+        self._backstop = backstop_interval or 4 * self._policy.max_interval
+        self._rng = random.Random()
         self._on_event = on_event
         self._keep_open = keep_open
         self._poll_slots = anyio.Semaphore(max_concurrent_polls or client.limiter.max_in_flight)
@@ -119,6 +134,7 @@ class TaskWatcher:
             stack.callback(self._task_group.cancel_scope.cancel)
             self._task_group.start_soon(self._schedule_polls)
             self._stack = stack.pop_all()
+        self._client._webhooks.watchers.add(self)  # pushed results reach open watchers only
         return self
 
     async def __aexit__(
@@ -130,6 +146,7 @@ class TaskWatcher:
         # The caller's own exception is not handed to the task group: it would come back
         # wrapped in an ExceptionGroup. Cancel, wait for the tasks, let it propagate as is.
         stack, self._stack = self._stack, None
+        self._client._webhooks.watchers.discard(self)
         for subscriber in self._subscribers:
             subscriber.close()
         if stack is not None:
@@ -145,11 +162,12 @@ class TaskWatcher:
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._watched
 
-    def add(self, task_id: str, *, submitted_at: float | None = None) -> None:
+    def add(self, task_id: str, *, submitted_at: float | None = None, pushed: bool = False) -> None:
         """Watch ``task_id`` (again adding one already watched does nothing).
 
         ``submitted_at`` (a :func:`time.monotonic` time) places the first poll near the
-        expected finish; without it the task is polled at once.
+        expected finish; without it the task is polled at once. ``pushed=True`` says a
+        webhook will bring its end: it is then polled only as a slow backstop.
         """
         if not isinstance(task_id, str) or not task_id:
             raise InvalidRequestError("task_id", "must be a non-empty string")
@@ -157,8 +175,12 @@ class TaskWatcher:
             return
         schedule = PollSchedule(self._policy, history=self._client.durations)
         now = time.monotonic()
-        if submitted_at is None:
-            self._watched[task_id] = _Watched(schedule, now)
+        if pushed and submitted_at is not None:
+            self._watched[task_id] = _Watched(schedule, submitted_at, pushed=True, timed=True)
+            self._schedule(task_id, submitted_at + self._backstop_first_delay())
+        elif submitted_at is None:
+            # Its age is unknown (it may have ended already): one poll at once either way.
+            self._watched[task_id] = _Watched(schedule, now, pushed=pushed)
             self._schedule(task_id, now)
         else:
             self._watched[task_id] = _Watched(schedule, submitted_at)
@@ -170,9 +192,20 @@ class TaskWatcher:
         self._ended_signal.set()
 
     def deliver(self, result: TaskResult) -> bool:
-        """Take a result pushed from elsewhere (a webhook); True if it ended a watched task."""
-        if result.task_id not in self._watched or not result.is_done:
+        """Take a result pushed from elsewhere (a webhook); True if it ended a watched task.
+
+        The result is trusted as given: ``client.handle_webhook`` confirms it first.
+        """
+        watched = self._watched.get(result.task_id)
+        if watched is None or not result.is_done:
             return False
+        if watched.timed:
+            self._client.durations.observe(time.monotonic() - watched.started)
+        event = TaskEvent(result.task_id, "done", result)
+        for subscriber in list(self._subscribers):
+            self._offer(subscriber, event)
+        if self._on_event is not None and self._task_group is not None:
+            self._task_group.start_soon(self._call_on_event, event)
         self._end(result.task_id, result)
         return True
 
@@ -267,8 +300,12 @@ class TaskWatcher:
         elif previous.progress_percent != result.progress_percent:
             await self._emit(TaskEvent(task_id, "progress", result))
         if result.is_done:
-            self._client.durations.observe(time.monotonic() - watched.started)
+            if not watched.pushed:  # a backstop poll finds the end late: no duration to learn
+                self._client.durations.observe(time.monotonic() - watched.started)
             self._end(task_id, result)
+            return
+        if watched.pushed:
+            self._schedule(task_id, time.monotonic() + self._jittered(self._backstop))
             return
         elapsed = time.monotonic() - watched.started
         self._schedule(
@@ -289,11 +326,30 @@ class TaskWatcher:
             self.events_dropped += 1
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._subscribers.remove(subscriber)
+            subscriber.close()  # its reader left; an unclosed stream warns when collected
 
     async def _emit(self, event: TaskEvent) -> None:
         for subscriber in list(self._subscribers):
             self._offer(subscriber, event)
         if self._on_event is not None:
-            outcome = self._on_event(event)
-            if outcome is not None:
-                await outcome
+            await self._call_on_event(event)
+
+    async def _call_on_event(self, event: TaskEvent) -> None:
+        assert self._on_event is not None
+        outcome = self._on_event(event)
+        if outcome is not None:
+            await outcome
+
+    # -- the backstop of pushed tasks ------------------------------------------------------
+
+    def _backstop_first_delay(self) -> float:
+        """Seconds from submission to a pushed task's first poll: well after its finish."""
+        delay = self._backstop
+        slow = self._client.durations.quantile(0.95)
+        if slow is not None:
+            delay = max(delay, 1.5 * slow)
+        return self._jittered(delay)
+
+    def _jittered(self, delay: float) -> float:
+        spread = self._policy.jitter
+        return delay * self._rng.uniform(1 - spread, 1 + spread) if spread else delay

@@ -166,6 +166,35 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="403 for downloads that carry an Authorization header",
     )
+
+    hooks = parser.add_argument_group("webhooks (for submissions with extra.webhook.url)")
+    hooks.add_argument(
+        "--webhook-drop", type=_fraction, default=0.0, metavar="F", help="events never sent"
+    )
+    hooks.add_argument(
+        "--webhook-duplicate", type=_fraction, default=0.0, metavar="F", help="events sent twice"
+    )
+    hooks.add_argument(
+        "--webhook-timeout",
+        type=float,
+        default=_DEFAULTS.webhook_timeout,
+        metavar="S",
+        help="the receiver's time to answer 2xx (default %(default)s)",
+    )
+    hooks.add_argument(
+        "--webhook-retries",
+        type=int,
+        default=_DEFAULTS.webhook_retries,
+        metavar="N",
+        help="retries after a failed delivery (default %(default)s)",
+    )
+    hooks.add_argument(
+        "--webhook-retry-delay",
+        type=float,
+        default=_DEFAULTS.webhook_retry_delay,
+        metavar="S",
+        help="wait before the first retry, doubling after (default %(default)s)",
+    )
     return parser
 
 
@@ -199,6 +228,11 @@ def config_from_args(args: argparse.Namespace) -> FakeHailuoConfig:
             wrong_content_length=args.storage_wrong_content_length,
             reject_authorization=args.storage_reject_authorization,
         ),
+        webhook_drop=args.webhook_drop,
+        webhook_duplicate=args.webhook_duplicate,
+        webhook_timeout=args.webhook_timeout,
+        webhook_retries=args.webhook_retries,
+        webhook_retry_delay=args.webhook_retry_delay,
     )
 
 

@@ -198,3 +198,13 @@ class FakeHailuoConfig:
     """Injected API faults."""
     storage_faults: StorageFaults = StorageFaults()
     """Injected download faults."""
+    webhook_drop: float = attrs.field(default=0.0, validator=_fraction)
+    """The share of webhook events silently never sent (the receiver must not rely on them)."""
+    webhook_duplicate: float = attrs.field(default=0.0, validator=_fraction)
+    """The share of webhook events delivered twice (the receiver must be idempotent)."""
+    webhook_timeout: float = attrs.field(default=5.0, validator=_positive)
+    """How long a webhook receiver has to answer 2xx before the attempt counts as failed."""
+    webhook_retries: int = attrs.field(default=5, validator=attrs.validators.ge(0))
+    """Further attempts after a failed webhook delivery (non-2xx, error or timeout)."""
+    webhook_retry_delay: float = attrs.field(default=1.0, validator=_non_negative)
+    """The wait before the first retry of a webhook; it doubles at each further retry."""

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import heapq
 import hmac
+import json
 import logging
 import math
 import random
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from ._config import (
@@ -31,7 +33,7 @@ from ._config import (
 from ._faults import DROPPED, draw_fault, drop_connection, malformed_json, server_error
 from ._stats import Stats, bump
 from ._storage import VideoStore
-from ._tasks import FakeTask, eta_factor, new_task_id, result_body, schedule_task
+from ._tasks import FAILED, SUCCEED, FakeTask, eta_factor, new_task_id, result_body, schedule_task
 from ._validation import RequestError, SubmitRequest, parse_submit_body
 
 __all__ = ["RESULT_PATH", "SUBMIT_PATH", "FakeHailuoServer"]
@@ -46,6 +48,10 @@ _NO_STORAGE_FAULTS = StorageFaults()
 _INJECTED_RETRY_AFTER = (1.0, 5.0)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+WEBHOOK_EVENT_TYPE = "ASYNC_TASK_RESULT"
+# However squeezed the service's time, a loopback receiver gets this long (real seconds).
+_MIN_WEBHOOK_TIMEOUT = 0.05
 
 
 class FakeHailuoServer:
@@ -75,6 +81,11 @@ class FakeHailuoServer:
         retry_after: bool = False,
         faults: Faults = _NO_FAULTS,
         storage_faults: StorageFaults = _NO_STORAGE_FAULTS,
+        webhook_drop: float = 0.0,
+        webhook_duplicate: float = 0.0,
+        webhook_timeout: float = 5.0,
+        webhook_retries: int = 5,
+        webhook_retry_delay: float = 1.0,
         host: str = "127.0.0.1",
         port: int = 0,
         storage_port: int = 0,
@@ -96,6 +107,11 @@ class FakeHailuoServer:
             retry_after=retry_after,
             faults=faults,
             storage_faults=storage_faults,
+            webhook_drop=webhook_drop,
+            webhook_duplicate=webhook_duplicate,
+            webhook_timeout=webhook_timeout,
+            webhook_retries=webhook_retries,
+            webhook_retry_delay=webhook_retry_delay,
         )
         self._init(config, host=host, port=port, storage_port=storage_port, access_log=access_log)
 
@@ -135,6 +151,9 @@ class FakeHailuoServer:
         self._id_rng = random.Random(f"{self.seed}:ids")
         self._fault_rng = random.Random(f"{self.seed}:faults")
         self._eta_rng = random.Random(f"{self.seed}:eta")
+        self._webhook_rng = random.Random(f"{self.seed}:webhooks")
+        self._webhook_tasks: set[asyncio.Task[None]] = set()
+        self._webhook_session: aiohttp.ClientSession | None = None
         self._windows: dict[str, collections.deque[float]] = {}
         self._active: dict[str, list[float]] = {}
         self._terminal_timers: dict[str, asyncio.TimerHandle] = {}
@@ -190,6 +209,7 @@ class FakeHailuoServer:
         for timer in self._terminal_timers.values():
             timer.cancel()
         self._terminal_timers.clear()
+        await self._stop_webhooks()
         runners, self._runners = self._runners, []
         for runner in runners:
             await runner.cleanup()
@@ -455,14 +475,101 @@ class FakeHailuoServer:
             max(0.0, task.finished_at - now), self._task_terminal, task.task_id
         )
         self._terminal_timers[task.task_id] = timer
+        hook = _webhook_of(task)
+        if hook is not None and hook[1] is not None:
+            # test_mode: one simulated event at once, and none when the task really ends.
+            self._send_webhook(hook[0], self._webhook_body(task, now, force_status=hook[1]))
         return task
 
     def _task_terminal(self, task_id: str) -> None:
         """Runs once per task, at the moment its schedule makes it SUCCEED or FAILED."""
         self._terminal_timers.pop(task_id, None)
         self.stats.tasks_terminal += 1
-        # Webhook delivery (API.md section 3) belongs here: the task's `request.extra`
-        # keeps {"webhook": {"url": ...}}, and the payload is `self._result_body(task, now)`.
+        task = self._tasks[task_id]
+        hook = _webhook_of(task)
+        if hook is not None and hook[1] is None:
+            self._send_webhook(hook[0], self._webhook_body(task, time.monotonic()))
+
+    # -- webhooks (API.md section 3) -----------------------------------------------------
+
+    def _webhook_body(
+        self, task: FakeTask, now: float, *, force_status: str | None = None
+    ) -> bytes:
+        """The ASYNC_TASK_RESULT event: the task-result body, its `extra` naming the webhook."""
+        if force_status is None:
+            payload = self._result_body(task, now)
+        else:
+            payload = self._result_body(task, max(now, task.finished_at))
+            payload["task"].update(
+                status=force_status,
+                eta=0,
+                progress_percent=100 if force_status == SUCCEED else 0,
+                reason="" if force_status == SUCCEED else (task.reason or "test mode: simulated"),
+            )
+            payload["videos"] = (
+                [self._storage.mint(task.task_id, now)] if force_status == SUCCEED else []
+            )
+        extra = task.request.extra or {}
+        payload["extra"]["webhook"] = extra.get("webhook")
+        event = {"event_type": WEBHOOK_EVENT_TYPE, "payload": payload}
+        return json.dumps(event, ensure_ascii=False).encode("utf-8")
+
+    def _send_webhook(self, url: str, body: bytes) -> None:
+        """Deliver one event in the background: maybe dropped, maybe twice, with retries."""
+        # Both draws every time, so a run's later draws do not depend on earlier outcomes.
+        dropped = self._webhook_rng.random() < self.config.webhook_drop
+        duplicated = self._webhook_rng.random() < self.config.webhook_duplicate
+        if self._closing is None or self._closing.is_set():
+            return
+        if dropped:
+            self.stats.webhooks_dropped += 1
+            return
+        copies = 1
+        if duplicated:
+            self.stats.webhooks_duplicated += 1
+            copies = 2
+        loop = asyncio.get_running_loop()
+        for _ in range(copies):
+            delivery = loop.create_task(self._deliver_webhook(url, body))
+            self._webhook_tasks.add(delivery)
+            delivery.add_done_callback(self._webhook_tasks.discard)
+
+    async def _deliver_webhook(self, url: str, body: bytes) -> None:
+        config = self.config
+        if self._webhook_session is None:
+            self._webhook_session = aiohttp.ClientSession()
+        session = self._webhook_session
+        timeout = aiohttp.ClientTimeout(
+            total=max(_MIN_WEBHOOK_TIMEOUT, config.webhook_timeout * config.time_scale)
+        )
+        wait = config.webhook_retry_delay * config.time_scale
+        headers = {"Content-Type": "application/json", "User-Agent": "fake-hailuo-webhook/1"}
+        for attempt in range(config.webhook_retries + 1):
+            if attempt:
+                await asyncio.sleep(wait)
+                wait *= 2
+            self.stats.webhook_attempts += 1
+            try:
+                async with session.post(url, data=body, headers=headers, timeout=timeout) as reply:
+                    delivered = 200 <= reply.status < 300
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+                delivered = False
+            if delivered:
+                self.stats.webhooks_sent += 1
+                return
+        self.stats.webhooks_failed += 1
+
+    async def _stop_webhooks(self) -> None:
+        """Cancel the deliveries under way and close their session."""
+        deliveries = list(self._webhook_tasks)
+        for delivery in deliveries:
+            delivery.cancel()
+        if deliveries:
+            await asyncio.gather(*deliveries, return_exceptions=True)
+        self._webhook_tasks.clear()
+        session, self._webhook_session = self._webhook_session, None
+        if session is not None:
+            await session.close()
 
     def _result_body(self, task: FakeTask, now: float) -> dict[str, Any]:
         succeeded = now >= task.finished_at and not task.fails
@@ -478,3 +585,15 @@ class FakeHailuoServer:
     def __repr__(self) -> str:
         where = self._url or "not started"
         return f"<FakeHailuoServer {where} tasks={len(self._tasks)} seed={self.seed}>"
+
+
+def _webhook_of(task: FakeTask) -> tuple[str, str | None] | None:
+    """The task's webhook URL and, in test mode, the status its simulated event reports."""
+    webhook = (task.request.extra or {}).get("webhook")
+    if not isinstance(webhook, dict) or not isinstance(webhook.get("url"), str):
+        return None
+    test_mode = webhook.get("test_mode")
+    if isinstance(test_mode, dict) and test_mode.get("enabled") is True:
+        status = test_mode.get("return_task_status")
+        return webhook["url"], status if status in (SUCCEED, FAILED) else SUCCEED
+    return webhook["url"], None

@@ -53,6 +53,16 @@ class Stats:
     """403s from the storage host: expired or unknown URL, or a refused Authorization header."""
     storage_authorization_headers: list[str] = attrs.Factory(list)
     """The Authorization header of every storage request that carried one (should stay empty)."""
+    webhook_attempts: int = 0
+    """Every webhook POST the fake made, retries and duplicates included."""
+    webhooks_sent: int = 0
+    """Webhook deliveries the receiver acknowledged with a 2xx (a duplicate counts twice)."""
+    webhooks_failed: int = 0
+    """Webhook deliveries given up after every retry failed."""
+    webhooks_dropped: int = 0
+    """Webhook events silently never sent (the `webhook_drop` knob)."""
+    webhooks_duplicated: int = 0
+    """Webhook events delivered twice (the `webhook_duplicate` knob)."""
 
     @property
     def never_polled_task_ids(self) -> list[str]:

@@ -1,0 +1,1 @@
+"""Benchmarks of hailuo-async against the local fake service (see benchmarks/README.md)."""

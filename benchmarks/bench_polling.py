@@ -1,0 +1,288 @@
+"""Scenario 2, polling efficiency: polls per job against how late each end is seen.
+
+hailuo_async (``generate_many`` with the default PollPolicy, scaled) against fixed-interval
+pollers (a bare aiohttp loop polling every 0.5 s and every 1 s; the full run adds 2, 4 and
+8 s to draw the trade-off curve). Jobs take log-normally distributed times (median 75
+service seconds, sigma 0.45: 90 % of them 36-157 s) and the service's eta is noisy
+(``eta_error=0.3``).
+
+Time scale: ``time_scale=0.02``, so a 75 s job runs 1.5 real seconds (30-180 s jobs run
+0.6-3.6 s), and every interval is scaled the same way: the "1 s" poller polls every 20 ms
+and hailuo_async gets ``PollPolicy().scaled(0.02)``. All delays are reported in service
+seconds. At most 32 jobs are active at once for every contender, which keeps the 0.5 s
+poller's load (32 x 100 requests per real second) under what the fake's process serves, so
+no contender is slowed by a saturated service.
+
+Detection delay is the time the client hands the result over (the ``async for`` yields it,
+or the bare loop reads the terminal status) minus ``server.finished_at(task_id)``; one
+request's round trip on loopback (about 0.5 ms, 0.025 service seconds) is part of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._bare import PollCadence, run_bare
+from benchmarks._common import (
+    FakeProcess,
+    ScenarioResult,
+    markdown_table,
+    percentile,
+    run_isolated,
+    timed,
+)
+
+NAME = "polling"
+TITLE = "2. Polling efficiency: polls per job vs detection delay"
+TIME_SCALE = 0.02
+MEDIAN_SECONDS = 75.0
+SIGMA = 0.45
+ETA_ERROR = 0.3
+ACTIVE = 32
+PROMPT = "a hot-air balloon rising over terraced rice fields at dawn"
+
+
+async def _hailuo(url: str, api_key: str, jobs: int) -> dict[str, Any]:
+    from hailuo_async import HailuoClient, PollPolicy, VideoRequest
+
+    request = VideoRequest(prompt=PROMPT)
+    seen: dict[str, float] = {}
+    async with HailuoClient(
+        api_key=api_key, base_url=url, poll_policy=PollPolicy().scaled(TIME_SCALE)
+    ) as client:
+        with timed() as elapsed:
+            async with client.generate_many(
+                (request for _ in range(jobs)), max_active_jobs=ACTIVE
+            ) as outcomes:
+                async for outcome in outcomes:
+                    if outcome.task_id is not None and outcome.ok:
+                        seen[outcome.task_id] = time.monotonic()
+                polls: int = outcomes.watcher.polls
+    return {"seen": seen, "polls": polls, "wall": elapsed()}
+
+
+async def _fixed(url: str, api_key: str, jobs: int, interval: float) -> dict[str, Any]:
+    from hailuo_async import VideoRequest
+
+    body = json.dumps(VideoRequest(prompt=PROMPT).to_payload()).encode()
+    with timed() as elapsed:
+        run = await run_bare(
+            "aiohttp",
+            base_url=url,
+            api_key=api_key,
+            jobs=jobs,
+            active=ACTIVE,
+            max_connections=64,
+            cadence=PollCadence(kind="fixed", interval=interval * TIME_SCALE),
+            body=body,
+        )
+    return {"seen": run.done_at, "polls": run.polls, "wall": elapsed()}
+
+
+def client_run(contender: str, url: str, api_key: str, jobs: int) -> dict[str, Any]:
+    """One contender's run (in a fresh interpreter): when each task was seen ended."""
+    if contender == "hailuo_async":
+        return asyncio.run(_hailuo(url, api_key, jobs))
+    interval = float(contender.removeprefix("fixed_").removesuffix("s"))
+    return asyncio.run(_fixed(url, api_key, jobs, interval))
+
+
+def measure(contender: str, jobs: int) -> dict[str, Any]:
+    """One contender against a fresh fake with the same seed (so the same job durations)."""
+    from hailuo_async.testing import LogNormal
+
+    with FakeProcess(
+        time_scale=TIME_SCALE,
+        seed=7,
+        job_duration=LogNormal(MEDIAN_SECONDS, SIGMA),
+        eta_error=ETA_ERROR,
+    ) as fake:
+        cpu0 = fake.cpu()
+        run = run_isolated(
+            client_run, contender=contender, url=fake.url, api_key=fake.api_key, jobs=jobs
+        )
+        server_cpu = fake.cpu() - cpu0
+        stats = fake.stats()
+        finished = fake.finished_at(list(run["seen"]))
+    delays = [(run["seen"][tid] - finished[tid]) / TIME_SCALE for tid in run["seen"]]
+    return {
+        "contender": contender,
+        "completed": len(run["seen"]),
+        "polls_per_job": stats["polls_total"] / jobs,
+        "client_polls_per_job": run["polls"] / jobs,
+        "delay_p50": percentile(delays, 0.5),
+        "delay_p95": percentile(delays, 0.95),
+        "delay_max": max(delays) if delays else None,
+        "delay_mean": sum(delays) / len(delays) if delays else None,
+        "wall": run["wall"],
+        "server_util": server_cpu / run["wall"],
+        "errors": sum(
+            count for status, count in stats["responses_by_status"].items() if int(status) >= 400
+        ),
+    }
+
+
+def label(contender: str) -> str:
+    """A contender's name for tables and the plot."""
+    if contender == "hailuo_async":
+        return "hailuo_async (eta-guided)"
+    return f"fixed every {contender.removeprefix('fixed_')}"
+
+
+def run(*, quick: bool = False) -> ScenarioResult:
+    """Measure hailuo_async and the fixed-interval pollers on the same jobs."""
+    jobs = 96 if quick else 320
+    intervals = (0.5, 1.0) if quick else (0.5, 1.0, 2.0, 4.0, 8.0)
+    contenders = ["hailuo_async", *(f"fixed_{interval:g}s" for interval in intervals)]
+    figures: dict[str, Any] = {
+        "time_scale": TIME_SCALE,
+        "jobs": jobs,
+        "active_jobs": ACTIVE,
+        "job_duration": f"lognormal median {MEDIAN_SECONDS:g} s sigma {SIGMA:g}",
+        "eta_error": ETA_ERROR,
+    }
+    rows: list[list[object]] = []
+    points: list[dict[str, Any]] = []
+    results: dict[str, dict[str, Any]] = {}
+    with timed() as elapsed:
+        for contender in contenders:
+            result = measure(contender, jobs)
+            results[contender] = result
+            key = contender.replace(".", "_")
+            for field in (
+                "polls_per_job",
+                "delay_p50",
+                "delay_p95",
+                "delay_max",
+                "delay_mean",
+                "completed",
+                "wall",
+                "server_util",
+                "errors",
+            ):
+                figures[f"{key}_{field}"] = result[field]
+            rows.append(
+                [
+                    label(contender),
+                    result["completed"],
+                    result["polls_per_job"],
+                    result["delay_p50"],
+                    result["delay_p95"],
+                    result["delay_max"],
+                    result["wall"],
+                    result["server_util"],
+                ]
+            )
+            points.append(
+                {
+                    "label": label(contender),
+                    "contender": contender,
+                    "polls_per_job": result["polls_per_job"],
+                    "delay_p50": result["delay_p50"],
+                    "delay_p95": result["delay_p95"],
+                }
+            )
+    hailuo = results["hailuo_async"]
+    for interval in (0.5, 1.0):
+        other = results[f"fixed_{interval:g}s"]
+        name = f"fixed_{interval:g}s".replace(".", "_")
+        figures[f"polls_per_job_hailuo_vs_{name}_ratio"] = (
+            hailuo["polls_per_job"] / other["polls_per_job"]
+        )
+        figures[f"delay_p50_hailuo_vs_{name}_ratio"] = hailuo["delay_p50"] / other["delay_p50"]
+        figures[f"delay_p95_hailuo_vs_{name}_ratio"] = hailuo["delay_p95"] / other["delay_p95"]
+    table = markdown_table(
+        [
+            "poller",
+            "jobs done",
+            "polls/job",
+            "delay p50 (s)",
+            "delay p95 (s)",
+            "delay max (s)",
+            "wall (real s)",
+            "fake CPU util",
+        ],
+        rows,
+    )
+    notes = [
+        f"{jobs} jobs, {ACTIVE} active at once, log-normal durations (median "
+        f"{MEDIAN_SECONDS:g} s, sigma {SIGMA:g}), eta_error {ETA_ERROR:g}; time_scale "
+        f"{TIME_SCALE:g} (a 75 s job runs {MEDIAN_SECONDS * TIME_SCALE:g} real s); delays in "
+        "service seconds.",
+        "hailuo_async / fixed 1 s: polls/job "
+        f"{figures['polls_per_job_hailuo_vs_fixed_1s_ratio']:.2f}x, p50 delay "
+        f"{figures['delay_p50_hailuo_vs_fixed_1s_ratio']:.1f}x, p95 delay "
+        f"{figures['delay_p95_hailuo_vs_fixed_1s_ratio']:.1f}x.",
+    ]
+    return ScenarioResult(NAME, TITLE, table, figures, notes, elapsed(), {"points": points})
+
+
+def plot(points: list[dict[str, Any]], path: Path, *, title: str = "") -> None:
+    """Polls per job against detection delay (p50 marker, line out to p95) per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    fixed = sorted(
+        (p for p in points if p["contender"].startswith("fixed_")), key=lambda p: p["delay_p50"]
+    )
+    if fixed:
+        ax.plot(
+            [p["delay_p50"] for p in fixed],
+            [p["polls_per_job"] for p in fixed],
+            "-o",
+            color="tab:gray",
+            label="fixed interval (p50)",
+        )
+    for point in points:
+        is_hailuo = point["contender"] == "hailuo_async"
+        color = "tab:blue" if is_hailuo else "tab:gray"
+        ax.hlines(
+            point["polls_per_job"],
+            point["delay_p50"],
+            point["delay_p95"],
+            colors=color,
+            linestyles="dotted",
+        )
+        ax.plot(point["delay_p95"], point["polls_per_job"], "|", color=color, markersize=10)
+        if is_hailuo:
+            ax.plot(
+                point["delay_p50"],
+                point["polls_per_job"],
+                "*",
+                color=color,
+                markersize=14,
+                label="hailuo_async, eta-guided (p50)",
+            )
+        ax.annotate(
+            point["label"],
+            (point["delay_p50"], point["polls_per_job"]),
+            textcoords="offset points",
+            xytext=(6, 6),
+            fontsize=8,
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("detection delay, service seconds (marker p50, dotted line to | = p95)")
+    ax.set_ylabel("polls per completed job")
+    ax.set_title(title or "Polls per job vs detection delay (lower-left is better)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    from benchmarks._common import cli
+
+    raise SystemExit(cli("benchmarks.bench_polling"))

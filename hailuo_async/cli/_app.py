@@ -1,0 +1,581 @@
+"""The ``hailuo`` command line: generate, batch, status, watch, download, fake-server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import click
+from rich.console import Console
+
+from .._exceptions import (
+    HailuoError,
+    InvalidRequestError,
+    NotFoundError,
+    TaskFailedError,
+)
+from .._models import Duration, Resolution, TaskResult, VideoRequest
+from .._version import __version__
+from .._watcher import TaskEvent
+from ..testing.__main__ import main as fake_server_main
+from ._batch_run import run_batch, summary
+from ._display import (
+    JobView,
+    Ticker,
+    WatchView,
+    add_task_row,
+    estimate_table,
+    say,
+    shown_path,
+    status_line,
+    status_text,
+    task_table,
+)
+from ._errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CliError,
+    InputError,
+    Interrupted,
+    describe,
+    error_for,
+)
+from ._inputs import BatchFile, BatchFileError, image_argument, load_batch
+from ._interrupt import run_interruptibly
+from ._pricing import ESTIMATED_PRICE_PER_JOB_USD, estimate
+from ._service import Service, Settings, check_key, common_options, connect, settings_from
+
+__all__ = ["cli"]
+
+_MAX_PROBLEMS_SHOWN = 50
+_JOURNAL_NAME = "journal.sqlite"
+_SIMULATED_JOURNAL_NAME = "journal-simulated.sqlite"
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _stdout() -> Console:
+    # Made when a command runs, so test runners that swap sys.stdout are honoured.
+    return Console(file=sys.stdout, highlight=False)
+
+
+def _stderr() -> Console:
+    return Console(file=sys.stderr, highlight=False)
+
+
+def _run(settings: Settings, work: Callable[[], Awaitable[int]]) -> int:
+    """Run a command's async part; turn any error into one line (or a traceback with --debug)."""
+    if settings.debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return anyio.run(work, backend="asyncio")
+    except click.ClickException:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted") from None
+    except Exception as exc:
+        if settings.debug:
+            raise
+        raise error_for(exc) from None
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder {path}: {exc.strerror or exc}") from None
+
+
+def _interactive() -> bool:
+    """True when someone can answer a question at a terminal."""
+    return sys.stdin.isatty()
+
+
+@click.group(context_settings=_CONTEXT)
+@click.version_option(__version__, prog_name="hailuo")
+def cli() -> None:
+    """Make Hailuo-02 videos: one job, a whole batch, or follow jobs already started.
+
+    Set your key with `export HAILUO_API_KEY=...`, or add --simulate to any command to run it
+    against a local fake service (no key, no cost, real MP4 files).
+    """
+
+
+# -- generate ------------------------------------------------------------------------------
+
+
+@cli.command(short_help="Make one video, with live status; print its path.")
+@click.argument("prompt")
+@click.option("--image", metavar="PATH|URL", help="First frame: a local image or a URL.")
+@click.option("--end-image", metavar="PATH|URL", help="Last frame: a local image or a URL.")
+@click.option("--duration", type=click.Choice(["6", "10"]), default="6", show_default=True)
+@click.option(
+    "--resolution", type=click.Choice(["768P", "1080P"]), default="768P", show_default=True
+)
+@click.option(
+    "--no-prompt-expansion", is_flag=True, help="Do not let the service rewrite the prompt."
+)
+@click.option("--fast-pretreatment", is_flag=True, help="Spend less time on prompt optimisation.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("videos"),
+    show_default=True,
+    help="Folder for the video.",
+)
+@click.option("--dry-run", is_flag=True, help="Check the request and estimate its price.")
+@click.option("--price-per-job", type=click.FloatRange(min=0), metavar="USD")
+@common_options
+@click.pass_context
+def generate(
+    ctx: click.Context,
+    *,
+    prompt: str,
+    image: str | None,
+    end_image: str | None,
+    duration: str,
+    resolution: str,
+    no_prompt_expansion: bool,
+    fast_pretreatment: bool,
+    out: Path,
+    dry_run: bool,
+    price_per_job: float | None,
+) -> None:
+    """Make one video from PROMPT, with live status, and print the downloaded file's path."""
+    settings = settings_from(ctx)
+    cwd = Path.cwd()
+    try:
+        request = VideoRequest(
+            prompt=prompt,
+            image=None if image is None else image_argument(image, cwd),
+            end_image=None if end_image is None else image_argument(end_image, cwd),
+            duration=cast("Duration", int(duration)),
+            resolution=cast("Resolution", resolution),
+            enable_prompt_expansion=not no_prompt_expansion,
+            fast_pretreatment=fast_pretreatment,
+        )
+    except InvalidRequestError as exc:
+        raise InputError(f"invalid request: {exc}") from None
+    if dry_run:
+        _stdout().print(estimate_table(estimate([request], price_per_job=price_per_job)))
+        _print_estimate_note(_stdout(), price_per_job)
+        ctx.exit(EXIT_OK)
+    check_key(settings)
+    _make_dir(out)  # the download names the file inside it
+    ctx.exit(_run(settings, lambda: _generate(settings, request, out)))
+
+
+async def _generate(settings: Settings, request: VideoRequest, out: Path) -> int:
+    console = _stderr()
+    view = JobView(request.prompt)
+    path: Path | None = None
+
+    async with connect(settings) as service:
+        client = service.client
+
+        async def body() -> None:
+            nonlocal path
+            async with Ticker(console, view) as ticker:
+                view.task_id = await client.submit(request)
+                view.phase = "waiting"
+                if not ticker.active:
+                    say(console, f"submitted task {view.task_id} ({service.description})")
+
+                def on_progress(result: TaskResult) -> None:
+                    previous, view.result = view.result, result
+                    if not ticker.active and (previous is None or previous.status != result.status):
+                        say(console, status_line(result))
+
+                result = await client.wait(view.task_id, on_progress=on_progress)
+                view.phase = "downloading"
+                path = await client.download(result, out)
+                view.phase = ""
+
+        try:
+            interrupted = await run_interruptibly(body)
+        except TaskFailedError as exc:
+            raise CliError(str(exc)) from None
+    if interrupted:
+        if view.task_id is None:
+            say(console, "stopped before the job was accepted")
+        elif view.result is not None and view.result.is_done:
+            say(
+                console,
+                f"stopped; task {view.task_id} has ended: fetch its video with "
+                f"`hailuo download {view.task_id} --out {shlex.quote(str(out))}`",
+            )
+        else:
+            say(
+                console,
+                f"stopped; task {view.task_id} keeps running at the service. Follow it with "
+                f"`hailuo watch {view.task_id}` and fetch it with "
+                f"`hailuo download {view.task_id} --out {shlex.quote(str(out))}`",
+            )
+        return EXIT_INTERRUPTED
+    assert path is not None
+    click.echo(shown_path(path))
+    return EXIT_OK
+
+
+def _print_estimate_note(console: Console, price_per_job: float | None) -> None:
+    if price_per_job is None:
+        prices = ", ".join(
+            f"{d} s {r} ${p:.2f}" for (d, r), p in ESTIMATED_PRICE_PER_JOB_USD.items()
+        )
+        say(
+            console,
+            f"This is an estimate from the built-in table ESTIMATED_PRICE_PER_JOB_USD ({prices}); "
+            "your provider may charge otherwise: pass --price-per-job to use your own price.",
+            style="dim",
+        )
+    else:
+        say(
+            console,
+            f"This is an estimate at ${price_per_job:.2f} per job (--price-per-job).",
+            style="dim",
+        )
+
+
+# -- batch ---------------------------------------------------------------------------------
+
+
+@cli.command(short_help="Run a file of jobs with a live view; resumable.")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("videos"),
+    show_default=True,
+    help="Folder for the videos, results.jsonl and the journal.",
+)
+@click.option(
+    "--max-active",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="At most N jobs submitted and unfinished at once (default: found from the service).",
+)
+@click.option(
+    "--rpm",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="Your account's requests per minute (default: found from the service's 429s).",
+)
+@click.option(
+    "--journal",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help=f"Journal that makes the batch resumable (default OUT/{_JOURNAL_NAME}).",
+)
+@click.option("--dry-run", is_flag=True, help="Validate the file, count and price the jobs.")
+@click.option(
+    "--price-per-job",
+    type=click.FloatRange(min=0),
+    metavar="USD",
+    help="Price of one job for --dry-run (default: a built-in table).",
+)
+@click.option(
+    "--confirm-above",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Ask before submitting more than N jobs (when at a terminal).",
+)
+@common_options
+@click.pass_context
+def batch(
+    ctx: click.Context,
+    *,
+    file: Path,
+    out: Path,
+    max_active: int | None,
+    rpm: float | None,
+    journal: Path | None,
+    dry_run: bool,
+    price_per_job: float | None,
+    confirm_above: int | None,
+) -> None:
+    """Run every job of FILE and download the videos, with a live view; resumable.
+
+    FILE is JSONL (one request object per line: prompt, image, end_image, duration,
+    resolution, enable_prompt_expansion, fast_pretreatment, and an optional "key") or plain
+    text (one prompt per line; blank lines and lines starting with # are skipped). Every line
+    is checked before anything is sent. Results go to OUT/results.jsonl as jobs finish.
+    Running the same command again resumes: finished jobs are skipped and submitted ones are
+    followed, not submitted twice.
+
+    Exit status: 0 all jobs succeeded, 1 some failed, 2 usage error or invalid file,
+    130 stopped by Ctrl-C.
+    """
+    settings = settings_from(ctx)
+    stdout = _stdout()
+    loaded = _load_or_exit(file)
+    if dry_run:
+        requests = [job.request for job in loaded.jobs]
+        say(stdout, f"{file}: {len(requests)} valid job(s) ({loaded.format}); nothing was sent.")
+        stdout.print(estimate_table(estimate(requests, price_per_job=price_per_job)))
+        _print_estimate_note(stdout, price_per_job)
+        ctx.exit(EXIT_OK)
+    if (
+        confirm_above is not None
+        and len(loaded.jobs) > confirm_above
+        and not settings.simulate
+        and _interactive()
+    ):
+        total = estimate((j.request for j in loaded.jobs), price_per_job=price_per_job).total
+        cost = f" (estimated ${total:,.2f})" if total is not None else ""
+        if not click.confirm(f"Submit {len(loaded.jobs)} paid jobs{cost}?", err=True):
+            raise CliError("cancelled; nothing was sent")
+    check_key(settings)
+    _make_dir(out)
+    resume = _resume_command(
+        file, out, journal=journal, max_active=max_active, rpm=rpm, simulate=settings.simulate
+    )
+    if journal is None:
+        journal = out / (_SIMULATED_JOURNAL_NAME if settings.simulate else _JOURNAL_NAME)
+
+    async def work() -> int:
+        async with connect(settings, requests_per_minute=rpm) as service:
+            report = await run_batch(
+                service,
+                loaded,
+                out=out,
+                journal=journal,
+                max_active_jobs=max_active,
+                console=stdout,
+            )
+        for table in summary(report):
+            stdout.print(table)
+        if report.interrupted:
+            say(
+                stdout,
+                f"Stopped. Finished jobs are in {shown_path(report.results_path)}; jobs already "
+                f"submitted are kept in the journal. To resume, run: {resume}",
+                style="yellow",
+            )
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED if report.failed else EXIT_OK
+
+    ctx.exit(_run(settings, work))
+
+
+def _load_or_exit(file: Path) -> BatchFile:
+    try:
+        return load_batch(file)
+    except BatchFileError as exc:
+        err = _stderr()
+        for problem in exc.problems[:_MAX_PROBLEMS_SHOWN]:
+            say(err, f"{file}:{problem.line}: {problem.message}")
+        hidden = len(exc.problems) - _MAX_PROBLEMS_SHOWN
+        if hidden > 0:
+            say(err, f"... and {hidden} more problem(s)")
+        raise InputError(exc.summary) from None
+
+
+def _resume_command(
+    file: Path,
+    out: Path,
+    *,
+    journal: Path | None,
+    max_active: int | None,
+    rpm: float | None,
+    simulate: bool,
+) -> str:
+    """The command that picks the batch up where it stopped."""
+    words = ["hailuo", "batch", str(file), "--out", str(out)]
+    if journal is not None:
+        words += ["--journal", str(journal)]
+    if max_active is not None:
+        words += ["--max-active", str(max_active)]
+    if rpm is not None:
+        words += ["--rpm", f"{rpm:g}"]
+    if simulate:
+        words.append("--simulate")
+    return shlex.join(words)
+
+
+# -- status / watch / download -------------------------------------------------------------
+
+
+@cli.command(short_help="Show tasks' status, progress and ETA.")
+@click.argument("task_ids", nargs=-1, required=True, metavar="TASK_ID...")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per task.")
+@common_options
+@click.pass_context
+def status(ctx: click.Context, *, task_ids: tuple[str, ...], as_json: bool) -> None:
+    """Show each task's status, progress, ETA and video URL (one poll each)."""
+    settings = settings_from(ctx)
+    check_key(settings)
+
+    async def work() -> int:
+        async with connect(settings) as service:
+            answers = await _poll_all(service, task_ids)
+        code = EXIT_OK
+        table = task_table("Tasks")
+        for task_id, answer in answers:
+            shown: TaskResult | str
+            if isinstance(answer, HailuoError):
+                code = EXIT_FAILED
+                shown = _hint(answer, simulated=service.simulated)
+            else:
+                shown = answer
+            if as_json:
+                click.echo(_json_line(task_id, shown))
+            else:
+                add_task_row(table, task_id, shown)
+        if not as_json:
+            _stdout().print(table)
+        return code
+
+    ctx.exit(_run(settings, work))
+
+
+@cli.command(short_help="Follow tasks live until they end.")
+@click.argument("task_ids", nargs=-1, required=True, metavar="TASK_ID...")
+@common_options
+@click.pass_context
+def watch(ctx: click.Context, *, task_ids: tuple[str, ...]) -> None:
+    """Follow tasks live until each one ends; exit 0 only if all succeeded."""
+    settings = settings_from(ctx)
+    check_key(settings)
+
+    async def work() -> int:
+        console = _stderr()
+        view = WatchView(task_ids)
+        async with connect(settings) as service, Ticker(console, view) as ticker:
+
+            def on_event(event: TaskEvent) -> None:
+                if view.on_event(event) and event.result is not None and not ticker.active:
+                    say(console, status_line(event.result))
+
+            async def body() -> None:
+                async with service.client.watch(view.task_ids, on_event=on_event) as watcher:
+                    while True:
+                        try:
+                            task_id, outcome = await watcher.next_outcome()
+                        except StopAsyncIteration:
+                            return
+                        if isinstance(outcome, HailuoError):
+                            view.errors[task_id] = _hint(outcome, simulated=service.simulated)
+                            if not ticker.active:
+                                say(console, f"{task_id}  {view.errors[task_id]}", style="red")
+                        else:
+                            view.latest[task_id] = outcome
+
+            interrupted = await run_interruptibly(body)
+        if interrupted:
+            say(console, "stopped; the tasks keep running at the service")
+            return EXIT_INTERRUPTED
+        _stdout().print(view)
+        return EXIT_OK if view.all_succeeded else EXIT_FAILED
+
+    ctx.exit(_run(settings, work))
+
+
+@cli.command(short_help="Download finished tasks' videos.")
+@click.argument("task_ids", nargs=-1, required=True, metavar="TASK_ID...")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the videos.",
+)
+@common_options
+@click.pass_context
+def download(ctx: click.Context, *, task_ids: tuple[str, ...], out: Path) -> None:
+    """Download the videos of finished tasks (fresh URLs are fetched for each) and print paths."""
+    settings = settings_from(ctx)
+    check_key(settings)
+    _make_dir(out)  # the download names each file inside it
+
+    async def work() -> int:
+        err = _stderr()
+        code = EXIT_OK
+        async with connect(settings) as service:
+            answers = await _poll_all(service, task_ids)
+            for task_id, answer in answers:
+                if isinstance(answer, HailuoError):
+                    say(err, f"{task_id}: {_hint(answer, simulated=service.simulated)}")
+                    code = EXIT_FAILED
+                    continue
+                if not answer.ok:
+                    what = status_text(answer).plain
+                    if answer.is_done:
+                        say(err, f"{task_id}: {what}: {answer.reason or 'no reason given'}")
+                    else:
+                        say(
+                            err,
+                            f"{task_id}: not finished yet ({what}); try `hailuo watch {task_id}`",
+                        )
+                    code = EXIT_FAILED
+                    continue
+                path = await service.client.download(answer, out)
+                click.echo(shown_path(path))
+        return code
+
+    ctx.exit(_run(settings, work))
+
+
+async def _poll_all(
+    service: Service, task_ids: tuple[str, ...]
+) -> list[tuple[str, TaskResult | HailuoError]]:
+    answers: dict[str, TaskResult | HailuoError] = {}
+
+    async def poll(task_id: str) -> None:
+        try:
+            answers[task_id] = await service.client.get_task(task_id)
+        except (NotFoundError, InvalidRequestError) as exc:
+            answers[task_id] = exc
+
+    async with anyio.create_task_group() as group:
+        for task_id in dict.fromkeys(task_ids):
+            group.start_soon(poll, task_id)
+    return [(task_id, answers[task_id]) for task_id in dict.fromkeys(task_ids)]
+
+
+def _hint(error: HailuoError, *, simulated: bool) -> str:
+    message = describe(error)
+    if simulated and isinstance(error, NotFoundError):
+        return (
+            f"{message} (the simulated service only knows tasks made in the same run; to keep "
+            "tasks between commands, run `hailuo fake-server` and point HAILUO_BASE_URL at it)"
+        )
+    return message
+
+
+def _json_line(task_id: str, answer: TaskResult | str) -> str:
+    if isinstance(answer, str):
+        data: dict[str, Any] = {"task_id": task_id, "error": answer}
+    else:
+        data = {
+            "task_id": task_id,
+            "status": answer.raw_status or answer.status.value,
+            "progress_percent": answer.progress_percent,
+            "eta": answer.eta,
+            "reason": answer.reason or None,
+            "video_url": answer.video.url if answer.video is not None else None,
+        }
+    return json.dumps(data, ensure_ascii=False)
+
+
+# -- fake-server ---------------------------------------------------------------------------
+
+
+@cli.command(
+    "fake-server",
+    short_help="Serve the fake Hailuo service locally (--help for its knobs).",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("knobs", nargs=-1, type=click.UNPROCESSED)
+def fake_server(knobs: tuple[str, ...]) -> None:
+    """Serve the fake Hailuo API locally until Ctrl-C (--port, knobs: see --help).
+
+    The same flags as `python -m hailuo_async.testing`, whose parser this uses.
+    """
+    sys.exit(fake_server_main(list(knobs)))

@@ -1,0 +1,86 @@
+"""results.jsonl: one line per finished job, appended and flushed the moment it finishes.
+
+A resumed batch appends to the same file. A job already recorded with the same task and
+status (a job the journal reports again on resume) is not written twice; when a job was
+recorded more than once, its last line is the one that counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+__all__ = ["RESULTS_NAME", "ResultsFile", "read_results"]
+
+RESULTS_NAME = "results.jsonl"
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The records of an existing results file (unreadable lines, say a cut last one, skipped)."""
+    records: list[dict[str, Any]] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return records
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _identity(record: Mapping[str, Any]) -> tuple[str, str, str]:
+    job = record.get("key") or f"line:{record.get('line')}"
+    return (str(job), str(record.get("task_id")), str(record.get("status")))
+
+
+class ResultsFile:
+    """Appends records to results.jsonl, each flushed and synced as soon as it is written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.previous = read_results(path)
+        self._seen = {_identity(record) for record in self.previous}
+        self._file: IO[str] | None = None
+        self.written = 0
+
+    def __enter__(self) -> ResultsFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def write(self, record: Mapping[str, Any]) -> bool:
+        """Append one record unless the same outcome is already there; True if written."""
+        assert self._file is not None, "use ResultsFile as a context manager"
+        identity = _identity(record)
+        if identity in self._seen:
+            return False
+        self._seen.add(identity)
+        stamped = {**record, "finished_at": _now()}
+        self._file.write(json.dumps(stamped, ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.written += 1
+        return True
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,202 @@
+"""Options every command shares, and the client they make: real service or simulated one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import attrs
+import click
+
+from .._client import HailuoClient
+from .._polling import PollPolicy
+from ..testing import FakeHailuoServer
+
+__all__ = [
+    "SIMULATED_TIME_SCALE",
+    "MissingKeyError",
+    "Service",
+    "Settings",
+    "common_options",
+    "connect",
+    "settings_from",
+]
+
+#: Real seconds per service second of the simulated service: Hailuo's 30-180 s jobs take
+#: 0.6-3.6 s, so a dozen jobs finish in a few seconds.
+SIMULATED_TIME_SCALE = 0.02
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_SETTINGS_KEY = "hailuo.settings"
+
+
+class MissingKeyError(click.UsageError):
+    """No API key was given, and the run is not simulated."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no API key: set it with `export HAILUO_API_KEY=...` (or --api-key), "
+            "or add --simulate to try everything against a local fake service"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """The shared options of one command line."""
+
+    simulate: bool = False
+    debug: bool = False
+    api_key: str | None = None
+    base_url: str | None = None
+    time_scale: float | None = None
+    simulate_failure_rate: float = 0.0
+    max_retries: int | None = None
+
+    @property
+    def effective_time_scale(self) -> float:
+        """Real seconds per service second: the simulated default, 1 for a real service."""
+        if self.time_scale is not None:
+            return self.time_scale
+        return SIMULATED_TIME_SCALE if self.simulate else 1.0
+
+
+def _store(ctx: click.Context, param: click.Parameter, value: object) -> object:
+    assert param.name is not None
+    ctx.meta.setdefault(_SETTINGS_KEY, {})[param.name] = value
+    return value
+
+
+_COMMON_OPTIONS = (
+    click.option(
+        "--simulate",
+        is_flag=True,
+        envvar="HAILUO_SIMULATE",
+        expose_value=False,
+        callback=_store,
+        help="Run against an in-process fake service (no key, no cost, real MP4 files). "
+        "Also HAILUO_SIMULATE=1.",
+    ),
+    click.option(
+        "--api-key",
+        envvar="HAILUO_API_KEY",
+        metavar="KEY",
+        expose_value=False,
+        callback=_store,
+        help="API key; better set HAILUO_API_KEY, which this reads by default.",
+    ),
+    click.option(
+        "--base-url",
+        envvar="HAILUO_BASE_URL",
+        metavar="URL",
+        expose_value=False,
+        callback=_store,
+        help="API base URL (default the public gateway; also HAILUO_BASE_URL).",
+    ),
+    click.option(
+        "--time-scale",
+        type=click.FloatRange(min=0.0, min_open=True),
+        envvar="HAILUO_TIME_SCALE",
+        metavar="X",
+        expose_value=False,
+        callback=_store,
+        help="Real seconds per service second, for a time-scaled fake service (for instance "
+        f"`hailuo fake-server --time-scale X`); --simulate uses {SIMULATED_TIME_SCALE:g}.",
+    ),
+    click.option(
+        "--simulate-failure-rate",
+        type=click.FloatRange(0.0, 1.0),
+        default=0.0,
+        metavar="P",
+        expose_value=False,
+        callback=_store,
+        help="With --simulate: the share of jobs the fake service fails.",
+    ),
+    click.option(
+        "--max-retries",
+        type=click.IntRange(min=0),
+        envvar="HAILUO_MAX_RETRIES",
+        metavar="N",
+        expose_value=False,
+        callback=_store,
+        help="Tries after a failed request that may be retried (default 5).",
+    ),
+    click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        callback=_store,
+        help="Show full tracebacks and the library's debug log.",
+    ),
+)
+
+
+def common_options(command: _F) -> _F:
+    """Add the shared options (--simulate, --api-key, --debug ...) to a command."""
+    for option in reversed(_COMMON_OPTIONS):
+        command = option(command)
+    return command
+
+
+def settings_from(ctx: click.Context) -> Settings:
+    """The shared options of the command being run."""
+    values: dict[str, Any] = ctx.meta.get(_SETTINGS_KEY, {})
+    return Settings(
+        simulate=bool(values.get("simulate")),
+        debug=bool(values.get("debug")),
+        api_key=values.get("api_key") or None,
+        base_url=values.get("base_url") or None,
+        time_scale=values.get("time_scale"),
+        simulate_failure_rate=values.get("simulate_failure_rate") or 0.0,
+        max_retries=values.get("max_retries"),
+    )
+
+
+@attrs.frozen
+class Service:
+    """A client ready to use, and what it talks to."""
+
+    client: HailuoClient
+    simulated: bool
+    time_scale: float
+
+    @property
+    def description(self) -> str:
+        """A few words on the service, for headers."""
+        if self.simulated:
+            return f"simulated service (time x{self.time_scale:g})"
+        return self.client.base_url
+
+
+def check_key(settings: Settings) -> None:
+    """Raise MissingKeyError before anything starts when a real run has no key."""
+    if not settings.simulate and not settings.api_key:
+        raise MissingKeyError
+
+
+@asynccontextmanager
+async def connect(
+    settings: Settings,
+    *,
+    requests_per_minute: float | None = None,
+    max_active_jobs: int | None = None,
+) -> AsyncIterator[Service]:
+    """A client for the real service, or for a fake one started here with ``--simulate``."""
+    check_key(settings)
+    scale = settings.effective_time_scale
+    options: dict[str, Any] = {
+        "requests_per_minute": requests_per_minute,
+        "max_active_jobs": max_active_jobs,
+    }
+    if settings.max_retries is not None:
+        options["max_retries"] = settings.max_retries
+    if scale != 1.0:
+        options["poll_policy"] = PollPolicy().scaled(scale)
+        options["rate_window"] = 60.0 * scale
+    if settings.simulate:
+        fake = FakeHailuoServer(time_scale=scale, failure_rate=settings.simulate_failure_rate)
+        async with fake, HailuoClient(fake.api_key, base_url=fake.url, **options) as client:
+            yield Service(client=client, simulated=True, time_scale=scale)
+        return
+    async with HailuoClient(settings.api_key, base_url=settings.base_url, **options) as client:
+        yield Service(client=client, simulated=False, time_scale=scale)

@@ -1,0 +1,316 @@
+"""FastAPI integration: one client per application, a dependency for routes, a webhook route.
+
+Needs the ``[fastapi]`` extra (``pip install 'hailuo-async[fastapi]'``); the core package
+never imports this module. A minimal service::
+
+    from fastapi import FastAPI
+    from hailuo_async import VideoRequest
+    from hailuo_async.fastapi import Hailuo, hailuo_lifespan, webhook_router
+
+    app = FastAPI(lifespan=hailuo_lifespan(webhook_url="https://my.host/hailuo/webhook"))
+    app.include_router(webhook_router())
+
+    @app.post("/videos", status_code=202)
+    async def create(prompt: str, hailuo: Hailuo) -> dict[str, str]:
+        return {"task_id": await hailuo.submit(VideoRequest(prompt=prompt))}
+
+The lifespan opens one :class:`~hailuo_async.HailuoClient` (and its connection pool), one
+keep-open :class:`~hailuo_async._watcher.TaskWatcher` and one task group for background work,
+and closes them all on shutdown. The webhook route answers 202 at once and confirms each
+event in that task group, so the gateway never waits on the confirmation GET.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+try:
+    from fastapi import APIRouter, Depends, Request
+    from fastapi.responses import JSONResponse
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "hailuo_async.fastapi needs the [fastapi] extra: pip install 'hailuo-async[fastapi]'"
+    ) from exc
+
+from ._client import HailuoClient
+from ._exceptions import HailuoError
+from ._models import TaskResult, VideoRequest
+from ._watcher import TaskEvent, TaskWatcher
+from .webhooks import MAX_WEBHOOK_BYTES, WebhookError, WebhookEvent, parse_webhook
+
+__all__ = [
+    "STATE_KEY",
+    "Hailuo",
+    "HailuoState",
+    "get_client",
+    "get_hailuo",
+    "hailuo_lifespan",
+    "open_hailuo",
+    "result_json",
+    "webhook_router",
+]
+
+logger = logging.getLogger("hailuo_async.fastapi")
+
+STATE_KEY = "hailuo"
+"""The key of the :class:`HailuoState` in the lifespan state (``request.state.hailuo``)."""
+
+Outcome = TaskResult | HailuoError
+
+
+class HailuoState:
+    """What the lifespan opens for one application.
+
+    ``client`` is the application's one HailuoClient; ``watcher`` a keep-open watcher that
+    follows every job submitted through :meth:`submit`; ``webhook_url`` the public URL of the
+    app's webhook route, given to the jobs when set. The outcomes of the latest
+    ``keep_results`` jobs to end are kept (see :meth:`outcome`).
+    """
+
+    def __init__(
+        self,
+        client: HailuoClient,
+        watcher: TaskWatcher,
+        task_group: TaskGroup,
+        *,
+        webhook_url: str | None = None,
+        keep_results: int = 1024,
+    ) -> None:
+        self.client = client
+        self.watcher = watcher
+        self.webhook_url = webhook_url
+        self._task_group = task_group
+        self._keep = keep_results
+        self._outcomes: OrderedDict[str, Outcome] = OrderedDict()
+
+    async def submit(self, request: VideoRequest) -> str:
+        """Submit a job and follow it with the app's watcher; return its task id.
+
+        When the app has a ``webhook_url`` and the request none, the job asks for the
+        webhook, and the watcher polls it only as a backstop.
+        """
+        if self.webhook_url is not None and request.webhook_url is None:
+            request = attrs.evolve(request, webhook_url=self.webhook_url)
+        task_id = await self.client.submit(request)
+        self.watcher.add(
+            task_id, submitted_at=time.monotonic(), pushed=request.webhook_url is not None
+        )
+        return task_id
+
+    def outcome(self, task_id: str) -> Outcome | None:
+        """How a job the watcher followed ended (its result, or the error that ended its
+        watch), while it is among the latest ``keep_results``; None otherwise."""
+        return self._outcomes.get(task_id)
+
+    def start_soon(self, func: Callable[..., Any], *args: Any) -> None:
+        """Run ``await func(*args)`` in the background, until it ends or the app shuts down.
+
+        An exception is logged, never raised: one failed job of the background must not
+        bring the application down.
+        """
+        self._task_group.start_soon(_logged, func, args)
+
+    async def follow(self, task_id: str) -> AsyncGenerator[TaskEvent, None]:
+        """Yield the task's events from now until it ends.
+
+        The first event holds its current state (``"status"``, or ``"done"`` when it has
+        ended already); then come the changes the app's watcher sees, up to ``"done"`` or
+        ``"error"``. A task whose end comes by webhook shows few changes: it is polled
+        only as a backstop. Raises what :meth:`HailuoClient.get_task` raises for an
+        unknown task (:class:`~hailuo_async.NotFoundError`).
+        """
+        watcher = self.watcher
+        with watcher.events() as events:
+            first = await self.client.get_task(task_id)
+            if not first.is_done and task_id not in watcher:
+                # Not one of this app's jobs: the watcher follows it too, by polling.
+                watcher.add(task_id, submitted_at=time.monotonic())
+            yield TaskEvent(task_id, "done" if first.is_done else "status", first)
+            if first.is_done:
+                return
+            check_every = self.client.poll_policy.max_interval
+            while True:
+                event: TaskEvent | None = None
+                with anyio.move_on_after(check_every):
+                    event = await _next_for(events, task_id)
+                if event is None:
+                    # No news for a while: make sure the end was not missed (a full buffer).
+                    if task_id in watcher:
+                        continue
+                    event = self._ended_event(task_id)
+                if event is None:
+                    return  # the watcher is closing
+                yield event
+                if event.kind in ("done", "error"):
+                    return
+
+    def _ended_event(self, task_id: str) -> TaskEvent | None:
+        outcome = self._outcomes.get(task_id)
+        if isinstance(outcome, TaskResult):
+            return TaskEvent(task_id, "done", outcome)
+        if isinstance(outcome, HailuoError):
+            return TaskEvent(task_id, "error", error=outcome)
+        return None
+
+    async def _collect(self) -> None:
+        # The keep-open watcher queues every ended job; keep the latest, drop the rest.
+        while True:
+            task_id, outcome = await self.watcher.next_outcome()
+            self._outcomes[task_id] = outcome
+            self._outcomes.move_to_end(task_id)
+            while len(self._outcomes) > self._keep:
+                self._outcomes.popitem(last=False)
+
+
+async def _next_for(events: MemoryObjectReceiveStream[TaskEvent], task_id: str) -> TaskEvent | None:
+    try:
+        while True:
+            event: TaskEvent = await events.receive()
+            if event.task_id == task_id:
+                return event
+    except anyio.EndOfStream:
+        return None
+
+
+async def _logged(func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        await func(*args)
+    except Exception:  # background work must not take the application down
+        logger.exception("background work %r failed", getattr(func, "__name__", func))
+
+
+@asynccontextmanager
+async def open_hailuo(
+    client_factory: Callable[[], HailuoClient] = HailuoClient,
+    *,
+    webhook_url: str | None = None,
+    keep_results: int = 1024,
+) -> AsyncIterator[HailuoState]:
+    """Open a client, a keep-open watcher and a task group; close them all on exit.
+
+    For applications that compose their own lifespan: yield ``{STATE_KEY: state}`` from it.
+    ``client_factory`` is called on entry, so ``HailuoClient()`` reads ``HAILUO_API_KEY``
+    and ``HAILUO_BASE_URL`` when the application starts, not when it is imported.
+    """
+    client = client_factory()
+    async with (
+        client,
+        client.watch(keep_open=True) as watcher,
+        anyio.create_task_group() as task_group,
+    ):
+        state = HailuoState(
+            client, watcher, task_group, webhook_url=webhook_url, keep_results=keep_results
+        )
+        task_group.start_soon(state._collect)
+        try:
+            yield state
+        finally:
+            task_group.cancel_scope.cancel()
+
+
+def hailuo_lifespan(
+    client_factory: Callable[[], HailuoClient] = HailuoClient,
+    *,
+    webhook_url: str | None = None,
+    keep_results: int = 1024,
+) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
+    """A lifespan for ``FastAPI(lifespan=...)``: one client per application (:func:`open_hailuo`).
+
+    Routes reach it through the :data:`Hailuo` dependency (or :func:`get_client`).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        async with open_hailuo(
+            client_factory, webhook_url=webhook_url, keep_results=keep_results
+        ) as state:
+            yield {STATE_KEY: state}
+
+    return lifespan
+
+
+def get_hailuo(request: Request) -> HailuoState:
+    """The dependency that gives a route the application's :class:`HailuoState`."""
+    state = getattr(request.state, STATE_KEY, None)
+    if not isinstance(state, HailuoState):
+        raise RuntimeError(  # noqa: TRY004 - a setup mistake, not a bad argument
+            "no HailuoState in the lifespan state: make the app with "
+            "FastAPI(lifespan=hailuo_lifespan(...))"
+        )
+    return state
+
+
+def get_client(request: Request) -> HailuoClient:
+    """The dependency that gives a route the application's :class:`~hailuo_async.HailuoClient`."""
+    return get_hailuo(request).client
+
+
+Hailuo = Annotated[HailuoState, Depends(get_hailuo)]
+"""A route parameter annotated ``Hailuo`` receives the application's :class:`HailuoState`."""
+
+
+def result_json(result: TaskResult) -> dict[str, Any]:
+    """A task's result as plain JSON for an HTTP answer (the video's presigned URL included)."""
+    video = result.video
+    return {
+        "task_id": result.task_id,
+        "status": result.status.value,
+        "done": result.is_done,
+        "ok": result.ok,
+        "progress_percent": result.progress_percent,
+        "eta": result.eta,
+        "reason": result.reason or None,
+        "video_url": video.url if video is not None else None,
+    }
+
+
+def webhook_router(
+    *, path: str = "/hailuo/webhook", max_body_bytes: int = MAX_WEBHOOK_BYTES
+) -> APIRouter:
+    """A router with the webhook route: ``POST path`` takes the gateway's events.
+
+    It answers 202 at once for any well-formed event (400 naming the field for garbage, 413
+    for a body over ``max_body_bytes``) and hands the event to
+    :meth:`HailuoClient.handle_webhook` in the lifespan's task group, which confirms it with
+    one task-result GET and delivers it to the watchers. Replays and duplicates are ignored,
+    so the route is idempotent.
+    """
+    router = APIRouter()
+
+    @router.post(path, status_code=202, include_in_schema=False)
+    async def receive_webhook(request: Request) -> JSONResponse:
+        state = get_hailuo(request)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            return _error(413, "body", f"larger than {max_body_bytes} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body_bytes:
+                return _error(413, "body", f"larger than {max_body_bytes} bytes")
+        try:
+            event = parse_webhook(bytes(body))
+        except WebhookError as exc:
+            return _error(400, exc.field, exc.message)
+        state.start_soon(_confirm, state.client, event)
+        return JSONResponse({"accepted": True}, status_code=202)
+
+    return router
+
+
+async def _confirm(client: HailuoClient, event: WebhookEvent) -> None:
+    await client.handle_webhook(event)
+
+
+def _error(status: int, field: str, message: str) -> JSONResponse:
+    return JSONResponse({"detail": f"{field}: {message}", "field": field}, status_code=status)

@@ -1,0 +1,103 @@
+"""What one run of ``generate_many`` writes to its journal, and reads back when it resumes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .._exceptions import HailuoError, SubmissionUnknownError, TaskFailedError
+from .._models import TaskResult, VideoRequest
+from .._retry import UnknownSubmissionPolicy
+from ._keys import JobKeyer
+from ._resume import ResumeAction, ResumeEntry, ResumePlan
+from ._sqlite import SQLiteJobStore
+from ._store import JobStore
+
+__all__ = ["BatchJournal"]
+
+
+class BatchJournal:
+    """A batch's view of its journal; without a store every job is new and nothing is kept.
+
+    Give it a path (a SQLite journal it opens and closes) or an open :class:`JobStore`.
+    """
+
+    def __init__(self, journal: JobStore | str | os.PathLike[str] | None) -> None:
+        self._path: Path | None = None
+        self._store: JobStore | None
+        if isinstance(journal, (str, os.PathLike)):
+            self._path = Path(journal)
+            self._store = SQLiteJobStore(self._path)
+        else:
+            self._store = journal
+        self._owned = self._path is not None
+        self._keyer = JobKeyer()
+        self._plan = ResumePlan({})
+
+    @property
+    def enabled(self) -> bool:
+        """True when the batch is journaled."""
+        return self._store is not None
+
+    async def start(
+        self, *, retry_failed: bool, on_unknown_submission: UnknownSubmissionPolicy
+    ) -> None:
+        """Open the journal if it is ours and read what an earlier run left."""
+        if self._store is None:
+            return
+        if self._path is not None and isinstance(self._store, SQLiteJobStore):
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            await self._store.open()
+        self._plan = await self._store.resume(
+            None, retry_failed=retry_failed, on_unknown_submission=on_unknown_submission
+        )
+
+    async def aclose(self) -> None:
+        """Write what is pending, and close the journal if it is ours."""
+        if self._store is not None and self._owned:
+            await self._store.aclose()
+
+    async def entry(self, request: VideoRequest, key: str | None) -> ResumeEntry:
+        """The job's key and what to do with it; a new job is recorded first."""
+        if self._store is None:
+            return ResumeEntry(key=key or "", action=ResumeAction.SUBMIT)
+        spec = self._keyer.spec(request, key)
+        entry = self._plan.entry_for(spec.key)
+        if entry.record is None:
+            await self._store.record([spec])
+        return entry
+
+    async def submitting(self, key: str) -> None:
+        """Durably note, before the POST leaves, that the job is being submitted."""
+        if self._store is not None:
+            await self._store.mark_submitting(key)
+
+    async def submitted(self, key: str, task_id: str) -> None:
+        """Durably note the job's task id."""
+        if self._store is not None:
+            await self._store.mark_submitted(key, task_id)
+
+    async def submission_failed(self, key: str, error: HailuoError) -> None:
+        """Note a submission that failed, or whose outcome cannot be known."""
+        if self._store is None:
+            return
+        if isinstance(error, SubmissionUnknownError):
+            await self._store.mark_unknown(key, error.reason)
+        else:
+            await self._store.mark_failed(key, error)
+
+    async def ended(self, key: str, outcome: TaskResult | HailuoError) -> None:
+        """Note how the job's task ended."""
+        if self._store is None:
+            return
+        if isinstance(outcome, TaskResult) and outcome.ok:
+            await self._store.mark_finished(key, outcome)
+        else:
+            # A job the service failed is FAILED, so that a rerun with retry_failed tries it.
+            error = TaskFailedError(outcome) if isinstance(outcome, TaskResult) else outcome
+            await self._store.mark_failed(key, error)
+
+    async def downloaded(self, key: str, path: Path) -> None:
+        """Note where the job's video was saved."""
+        if self._store is not None:
+            await self._store.mark_downloaded(key, path)

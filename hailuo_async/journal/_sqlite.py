@@ -1,0 +1,451 @@
+"""SQLiteJobStore: a batch's journal in one SQLite file, for one process.
+
+Durability: the database is in WAL mode with ``synchronous=FULL`` by default, so every commit
+fsyncs the write-ahead log before it returns and a change that was acknowledged survives a
+killed process *and* a power cut. ``synchronous=NORMAL`` skips that fsync (the WAL is synced
+only at checkpoints): acknowledged changes then survive a killed process but the last ones
+may be lost with the machine, which for ``submitting`` means a job that might be paid twice.
+FULL costs one fsync per commit, and :class:`GroupCommitter` shares that fsync among all the
+writes waiting at the time, so it is the default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, NoReturn, TypeVar
+
+import anyio
+import attrs
+
+from .._retry import UnknownSubmissionPolicy
+from .._exceptions import InvalidRequestError, SubmissionUnknownError
+from .._models import TaskResult
+from . import _sql as sql
+from ._errors import (
+    InvalidTransitionError,
+    JobConflictError,
+    JournalClosedError,
+    JournalError,
+    LeaseLostError,
+    UnknownJobError,
+)
+from ._group import GroupCommitter
+from ._keys import JobSpec
+from ._records import JobRecord, JobState, result_to_json
+from ._resume import ResumePlan, classify
+
+__all__ = ["SQLiteJobStore", "Synchronous"]
+
+Synchronous = Literal["FULL", "NORMAL"]
+T = TypeVar("T")
+
+
+@attrs.frozen
+class _Rejected:
+    state: str | None
+    detail: str = ""
+    lease_lost: bool = False
+
+
+class SQLiteJobStore:
+    """A :class:`JobStore` in one SQLite file; several batches may share a file.
+
+    Use ``async with SQLiteJobStore(path, batch="run-1") as store:``, or ``await
+    store.open()`` and ``await store.aclose()``. All database work runs on a worker thread,
+    one call at a time; writes are group-committed. One process per batch: a second process
+    working on the same batch must go through :meth:`claim` and leases.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        batch: str = "default",
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise InvalidRequestError("synchronous", "must be 'FULL' or 'NORMAL'")
+        if not isinstance(batch, str) or not batch:
+            raise InvalidRequestError("batch", "must be a non-empty string")
+        self._path = Path(path)
+        self._batch = batch
+        self._synchronous = synchronous
+        self._busy_timeout = busy_timeout
+        self._connection: sqlite3.Connection | None = None
+        self._writer: GroupCommitter[sqlite3.Connection] | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    def __repr__(self) -> str:
+        return f"<SQLiteJobStore {str(self._path)!r} batch={self._batch!r}>"
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    @property
+    def batch(self) -> str:
+        """The batch this store reads and writes."""
+        return self._batch
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed since opening (each is one fsync with FULL)."""
+        return self._writer.commits if self._writer is not None else 0
+
+    @property
+    def writes_committed(self) -> int:
+        """Writes committed since opening; divided by ``commits``, the mean group size."""
+        return self._writer.writes if self._writer is not None else 0
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes waiting for a commit whose callers stopped waiting; aclose commits them."""
+        return self._writer.pending if self._writer is not None else 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> SQLiteJobStore:
+        """Open (creating if needed) the database; return the store."""
+        if self._connection is not None:
+            raise JournalError("the store is already open")
+        self._limiter = anyio.CapacityLimiter(1)
+        try:
+            connection = await anyio.to_thread.run_sync(self._connect, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open the journal {str(self._path)!r}: {exc}") from exc
+        self._connection = connection
+        self._writer = GroupCommitter(connection, sql.transaction, limiter=self._limiter)
+        return self
+
+    def _connect(self) -> sqlite3.Connection:
+        created = not self._path.exists()
+        connection = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            sql.use_wal(connection)
+            connection.execute(f"PRAGMA synchronous={self._synchronous}")
+            # On macOS a plain fsync leaves data in the drive's cache; FULL should mean the disk.
+            connection.execute("PRAGMA fullfsync=ON")
+            connection.execute("BEGIN IMMEDIATE")
+            sql.create_schema(connection)
+            connection.execute("COMMIT")
+            if created:
+                sql.fsync_directory(self._path.parent)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    async def aclose(self) -> None:
+        """Commit writes still due, then close the database; safe to call twice."""
+        writer, connection, limiter = self._writer, self._connection, self._limiter
+        if writer is None or connection is None or limiter is None:
+            return
+        # Shielded: closing is what a cancelled batch does on its way out, and the writes still
+        # due (of callers that were cancelled) cost one commit.
+        with anyio.CancelScope(shield=True):
+            try:
+                await writer.flush()
+            finally:
+                self._writer = None
+                self._connection = None
+                await anyio.to_thread.run_sync(connection.close, limiter=limiter)
+
+    async def __aenter__(self) -> SQLiteJobStore:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise JournalClosedError("the journal is not open")
+        return await self._writer.write(fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        connection, limiter = self._connection, self._limiter
+        if connection is None or limiter is None:
+            raise JournalClosedError("the journal is not open")
+        try:
+            return await anyio.to_thread.run_sync(fn, connection, limiter=limiter)
+        except sqlite3.Error as exc:
+            raise JournalError(f"the journal could not read: {exc}") from exc
+
+    def _rejection(self, connection: sqlite3.Connection, key: str) -> _Rejected:
+        row = connection.execute(
+            "SELECT state FROM hailuo_jobs WHERE batch = ? AND key = ?", (self._batch, key)
+        ).fetchone()
+        return _Rejected(None if row is None else row[0])
+
+    async def _transition(self, key: str, target: str, sql: str, params: dict[str, Any]) -> None:
+        batch = self._batch
+
+        def apply(connection: sqlite3.Connection) -> _Rejected | None:
+            bound = {**params, "batch": batch, "key": key, "now": time.time()}
+            if connection.execute(sql, bound).rowcount == 1:
+                return None
+            return self._rejection(connection, key)
+
+        rejected = await self._write(apply)
+        if rejected is not None:
+            _raise_rejected(key, target, rejected)
+
+    # -- JobStore ----------------------------------------------------------------------------
+
+    async def record(self, jobs: Sequence[JobSpec]) -> int:
+        """Record jobs not recorded yet (others are left as they are); return how many were new.
+
+        Raises :class:`JobConflictError`, recording nothing, if a key was recorded for a
+        different request.
+        """
+        keys = [job.key for job in jobs]
+        if len(set(keys)) != len(keys):
+            raise InvalidRequestError("jobs", "holds the same key more than once")
+        batch = self._batch
+
+        def encode() -> list[str]:
+            return [
+                json.dumps(job.payload, separators=(",", ":"), ensure_ascii=False) for job in jobs
+            ]
+
+        # Encoded before joining a group, so a payload that cannot be encoded fails this call
+        # alone, not every write committed with it.
+        payloads = await anyio.to_thread.run_sync(encode)
+
+        def apply(connection: sqlite3.Connection) -> int | list[str]:
+            known = sql.fingerprints(connection, batch, keys)
+            conflicts = [
+                job.key for job in jobs if known.get(job.key, job.fingerprint) != job.fingerprint
+            ]
+            if conflicts:
+                return conflicts
+            now = time.time()
+            rows = [
+                (batch, job.key, job.index, job.fingerprint, payload, now, now)
+                for job, payload in zip(jobs, payloads, strict=True)
+                if job.key not in known
+            ]
+            connection.executemany(sql.INSERT, rows)
+            return len(rows)
+
+        outcome = await self._write(apply)
+        if isinstance(outcome, list):
+            raise JobConflictError(outcome)
+        return outcome
+
+    async def mark_submitting(self, key: str, *, worker_id: str | None = None) -> int:
+        """Durably note that the POST is about to be sent; return the attempt number.
+
+        Allowed from RECORDED, FAILED and UNKNOWN. With ``worker_id``, only while that worker
+        holds a live lease on the job (else :class:`LeaseLostError`); without, only while no
+        live lease is held by anyone.
+        """
+        batch = self._batch
+
+        def apply(connection: sqlite3.Connection) -> int | _Rejected:
+            now = time.time()
+            params = {"batch": batch, "key": key, "worker": worker_id, "now": now}
+            if connection.execute(sql.SUBMITTING, params).rowcount == 1:
+                row = connection.execute(
+                    "SELECT attempts FROM hailuo_jobs WHERE batch = ? AND key = ?", (batch, key)
+                ).fetchone()
+                return int(row[0])
+            row = connection.execute(
+                "SELECT state, owner, lease_until FROM hailuo_jobs WHERE batch = ? AND key = ?",
+                (batch, key),
+            ).fetchone()
+            if row is None:
+                return _Rejected(None)
+            state, owner, lease_until = row
+            if state in ("recorded", "failed", "unknown"):
+                live = owner is not None and lease_until is not None and lease_until > now
+                holder = f"held by {owner!r}" if live else "not held by this worker"
+                return _Rejected(state, f"lease {holder}", lease_lost=True)
+            return _Rejected(state)
+
+        outcome = await self._write(apply)
+        if isinstance(outcome, _Rejected):
+            _raise_rejected(key, "submitting", outcome)
+        return outcome
+
+    async def mark_submitted(self, key: str, task_id: str) -> None:
+        """Durably note the task id (from SUBMITTING, or UNKNOWN when it turns up later)."""
+        if not isinstance(task_id, str) or not task_id:
+            raise InvalidRequestError("task_id", "must be a non-empty string")
+        await self._transition(key, "submitted", sql.SUBMITTED, {"task_id": task_id})
+
+    async def mark_unknown(self, key: str, reason: str) -> None:
+        """Note that the submission's outcome cannot be known (from SUBMITTING)."""
+        params = {"reason": reason, "error_type": SubmissionUnknownError.__name__}
+        await self._transition(key, "unknown", sql.UNKNOWN, params)
+
+    async def mark_finished(self, key: str, result: TaskResult) -> None:
+        """Note the task's final result (from SUBMITTED; again from FINISHED to refresh it)."""
+        params = {"result": result_to_json(result), "task_id": result.task_id}
+        await self._transition(key, "finished", sql.FINISHED, params)
+
+    async def mark_failed(
+        self, key: str, error: BaseException | str, *, error_type: str | None = None
+    ) -> None:
+        """Note that the job failed (from any state but FINISHED).
+
+        A :class:`SubmissionUnknownError` is recorded as UNKNOWN instead: a failed job may be
+        retried, and retrying one that might have started would risk paying twice.
+        """
+        if isinstance(error, SubmissionUnknownError):
+            await self.mark_unknown(key, error.reason)
+            return
+        if isinstance(error, BaseException):
+            error_type = error_type or type(error).__name__
+        params = {"error": str(error), "error_type": error_type}
+        await self._transition(key, "failed", sql.FAILED, params)
+
+    async def mark_downloaded(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Note where the finished job's video was saved."""
+        await self._transition(key, "downloaded", sql.DOWNLOADED, {"path": os.fspath(path)})
+
+    async def get(self, key: str) -> JobRecord | None:
+        """The job's record, or None if it was never recorded."""
+        batch = self._batch
+
+        def read(connection: sqlite3.Connection) -> JobRecord | None:
+            row = connection.execute(sql.SELECT_ONE, (batch, key)).fetchone()
+            return None if row is None else sql.to_record(row)
+
+        return await self._read(read)
+
+    async def get_many(self, keys: Iterable[str] | None = None) -> dict[str, JobRecord]:
+        """Records by key (all of the batch when ``keys`` is None), in the batch's order."""
+        wanted = None if keys is None else list(dict.fromkeys(keys))
+        batch = self._batch
+
+        def read(connection: sqlite3.Connection) -> dict[str, JobRecord]:
+            return sql.select(connection, batch, wanted)
+
+        return await self._read(read)
+
+    async def counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state (zero counts left out)."""
+        batch = self._batch
+
+        def read(connection: sqlite3.Connection) -> dict[JobState, int]:
+            rows = connection.execute(
+                "SELECT state, COUNT(*) FROM hailuo_jobs WHERE batch = ? GROUP BY state", (batch,)
+            ).fetchall()
+            return {JobState(state): count for state, count in rows}
+
+        return await self._read(read)
+
+    async def resume(
+        self,
+        keys: Sequence[str] | None = None,
+        *,
+        retry_failed: bool = False,
+        on_unknown_submission: UnknownSubmissionPolicy = "raise",
+    ) -> ResumePlan:
+        """Turn interrupted submissions into UNKNOWN, then say what to do with each key.
+
+        Call it before the run starts work: every SUBMITTING job not under a live lease is
+        taken to be interrupted. One scan of the batch, whatever the number of keys. With
+        ``keys`` None the plan covers every recorded job (see :meth:`ResumePlan.entry_for`).
+        """
+        if on_unknown_submission not in ("raise", "resubmit"):
+            raise InvalidRequestError("on_unknown_submission", "must be 'raise' or 'resubmit'")
+        batch = self._batch
+
+        def apply(connection: sqlite3.Connection) -> dict[str, JobRecord]:
+            connection.execute(sql.INTERRUPTED, {"batch": batch, "now": time.time()})
+            return sql.select(connection, batch, None)
+
+        records = await self._write(apply)
+        return classify(
+            keys,
+            records,
+            retry_failed=retry_failed,
+            on_unknown_submission=on_unknown_submission,
+            now=datetime.now(timezone.utc),
+        )
+
+    async def claim(self, worker_id: str, n: int, lease_seconds: float) -> list[JobRecord]:
+        """Lease up to ``n`` jobs with work left (RECORDED or SUBMITTED), in batch order.
+
+        First turns SUBMITTING jobs whose lease ran out into UNKNOWN: their worker died
+        between journaling the POST and learning its answer.
+        """
+        if not worker_id:
+            raise InvalidRequestError("worker_id", "must be a non-empty string")
+        if n < 1 or lease_seconds <= 0:
+            raise InvalidRequestError("claim", "n must be 1 or more and lease_seconds positive")
+        batch = self._batch
+
+        def apply(connection: sqlite3.Connection) -> list[JobRecord]:
+            now = time.time()
+            connection.execute(sql.LEASE_EXPIRED, {"batch": batch, "now": now})
+            keys = [
+                row[0]
+                for row in connection.execute(
+                    sql.CLAIMABLE, {"batch": batch, "now": now, "n": n}
+                ).fetchall()
+            ]
+            until = now + lease_seconds
+            connection.executemany(sql.LEASE, [(worker_id, until, batch, key) for key in keys])
+            records = sql.select(connection, batch, keys)
+            return [records[key] for key in keys]
+
+        return await self._write(apply)
+
+    async def heartbeat(self, worker_id: str, lease_seconds: float) -> int:
+        """Extend the worker's live leases; return how many it still holds.
+
+        A lease that ran out is not revived: another worker may have claimed the job.
+        """
+        batch = self._batch
+
+        def apply(connection: sqlite3.Connection) -> int:
+            now = time.time()
+            params = {"batch": batch, "worker": worker_id, "now": now, "until": now + lease_seconds}
+            return int(connection.execute(sql.HEARTBEAT, params).rowcount)
+
+        return await self._write(apply)
+
+    async def release(self, worker_id: str, keys: Iterable[str] | None = None) -> int:
+        """Give up the worker's leases (all, or on ``keys``); return how many were released."""
+        batch = self._batch
+        wanted = None if keys is None else list(keys)
+
+        def apply(connection: sqlite3.Connection) -> int:
+            if wanted is None:
+                params = {"batch": batch, "worker": worker_id}
+                return int(connection.execute(sql.RELEASE_ALL, params).rowcount)
+            before = connection.total_changes
+            connection.executemany(sql.RELEASE_ONE, [(batch, worker_id, key) for key in wanted])
+            return connection.total_changes - before
+
+        return await self._write(apply)
+
+
+def _raise_rejected(key: str, target: str, rejected: _Rejected) -> NoReturn:
+    if rejected.state is None:
+        raise UnknownJobError(key)
+    error = LeaseLostError if rejected.lease_lost else InvalidTransitionError
+    raise error(key, rejected.state, target, detail=rejected.detail)

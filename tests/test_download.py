@@ -1,0 +1,549 @@
+"""Downloads against the fake service over real sockets: whole files or nothing, no credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import attrs
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from hailuo_async import (
+    DownloadError,
+    HailuoClient,
+    NotFoundError,
+    PollPolicy,
+    RetryPolicy,
+    TaskResult,
+    TaskStatus,
+    Video,
+    VideoRequest,
+)
+from hailuo_async._download import MAX_NAME_CHARS, download_video, mp4_problem, safe_filename
+from hailuo_async.testing import FakeHailuoServer, Fixed, StorageFaults, sample_video
+
+pytestmark = pytest.mark.anyio
+
+FAST_RETRIES = RetryPolicy(initial_delay=0.001, max_delay=0.005)
+FAST_POLLS = PollPolicy(first_poll_delay=0.01, min_interval=0.01, max_interval=0.05)
+SECRET = "Bearer sk-never-leaves-the-api-host"
+
+
+@asynccontextmanager
+async def _finished(
+    **knobs: Any,
+) -> AsyncIterator[tuple[FakeHailuoServer, HailuoClient, TaskResult]]:
+    """A fake service, a client on it, and one succeeded task."""
+    settings: dict[str, Any] = {"time_scale": 0.001, "seed": 7, "job_duration": Fixed(10)}
+    async with FakeHailuoServer(**{**settings, **knobs}) as server:
+        async with HailuoClient(
+            api_key=server.api_key, base_url=server.url, poll_policy=FAST_POLLS
+        ) as client:
+            result = await client.generate(VideoRequest(prompt="a paper boat"))
+            yield server, client, result
+
+
+@asynccontextmanager
+async def _session(**kwargs: Any) -> AsyncIterator[aiohttp.ClientSession]:
+    """A session carrying the API key and a cookie, as a careless client's might."""
+    async with aiohttp.ClientSession(headers={"Authorization": SECRET}, **kwargs) as session:
+        session.cookie_jar.update_cookies({"session": "api-cookie"}, URL("http://127.0.0.1/"))
+        yield session
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+@attrs.define
+class Origin:
+    """A hand-written storage host for what the fake cannot do (redirects, chunks, stalls)."""
+
+    url: str = ""
+    headers: list[dict[str, str]] = attrs.Factory(list)
+    flaky_left: int = 0
+    redirect_to: str = ""
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[Origin]:
+    """A local storage host recording every request's headers."""
+    state = Origin()
+    video = sample_video()
+
+    async def record(request: web.Request) -> None:
+        state.headers.append(dict(request.headers))
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        return web.Response(body=video, content_type="video/mp4")
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(video), 500):
+            await response.write(video[start : start + 500])
+        await response.write_eof()
+        return response
+
+    async def flaky(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        if state.flaky_left > 0:
+            state.flaky_left -= 1
+            return web.Response(status=503, text="<html>busy</html>")
+        return web.Response(body=video, content_type="video/mp4")
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.content_length = len(video)
+        await response.prepare(request)
+        await response.write(video[: len(video) // 2])
+        await asyncio.sleep(30)
+        return response
+
+    async def understated(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        declared = len(video) * 3 // 4
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.content_length = declared
+        response.force_close()
+        await response.prepare(request)
+        await response.write(video[:declared])
+        # aiohttp clips writes to Content-Length: the rest goes to the socket directly.
+        if request.transport is not None:
+            request.transport.write(video[declared:])
+        return response
+
+    async def short(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        return web.Response(body=video[: len(video) * 3 // 4], content_type="video/mp4")
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        raise web.HTTPFound(state.redirect_to)
+
+    async def html(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        return web.Response(text="<html>not a video</html>", content_type="text/html")
+
+    app = web.Application()
+    for path, handler in [
+        ("/plain.mp4", plain),
+        ("/chunked.mp4", chunked),
+        ("/flaky.mp4", flaky),
+        ("/stall.mp4", stall),
+        ("/understated.mp4", understated),
+        ("/short.mp4", short),
+        ("/redirect.mp4", redirect),
+        ("/html.mp4", html),
+    ]:
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield state
+    finally:
+        await runner.cleanup()
+
+
+# -- success ---------------------------------------------------------------------------------
+
+
+async def test_download_writes_the_real_mp4(tmp_path: Path) -> None:
+    """A finished task's video lands as <task_id>.mp4 with the fake's exact bytes."""
+    progress: list[tuple[int, int | None]] = []
+    async with _finished() as (server, client, result), _session() as session:
+        path = await download_video(
+            session,
+            result,
+            tmp_path,
+            refresh=client.get_task,
+            progress=lambda d, t: progress.append((d, t)),
+        )
+        assert server.stats.storage_downloads == 1
+    assert path == tmp_path / f"{result.task_id}.mp4"
+    assert path.read_bytes() == sample_video()
+    assert _files(tmp_path) == [path.name]
+    assert progress[0] == (0, len(sample_video()))
+    assert progress[-1] == (len(sample_video()), len(sample_video()))
+
+
+async def test_download_to_a_file_path_replaces_the_old_file(tmp_path: Path) -> None:
+    """A file destination is replaced whole, and an async progress callback is awaited."""
+    dest = tmp_path / "clip.mp4"
+    dest.write_bytes(b"old")
+    seen: list[int] = []
+
+    async def progress(done: int, total: int | None) -> None:
+        seen.append(done)
+
+    async with _finished() as (_, _client, result), _session() as session:
+        path = await download_video(session, result, dest, progress=progress)
+    assert path == dest
+    assert dest.read_bytes() == sample_video()
+    assert _files(tmp_path) == ["clip.mp4"]
+    assert seen[-1] == len(sample_video())
+
+
+async def test_a_body_without_length_is_checked_by_its_boxes(
+    tmp_path: Path, origin: Origin
+) -> None:
+    """A chunked body with no Content-Length is accepted once its MP4 boxes are complete."""
+    video = Video(url=f"{origin.url}/chunked.mp4", video_type="mp4")
+    async with aiohttp.ClientSession() as session:
+        path = await download_video(session, video, tmp_path, task_id="t-1")
+    assert path.read_bytes() == sample_video()
+    assert _files(tmp_path) == ["t-1.mp4"]
+
+
+# -- truncation and retries ------------------------------------------------------------------
+
+
+async def test_truncated_bodies_are_retried(tmp_path: Path) -> None:
+    """Bodies cut short are fetched again until whole; the file is never the short one."""
+    async with _finished(storage_faults=StorageFaults(truncate=0.5)) as (server, _, result):
+        async with _session() as session:
+            for n in range(6):
+                path = await download_video(
+                    session, result, tmp_path / f"{n}.mp4", retry_policy=FAST_RETRIES
+                )
+                assert path.read_bytes() == sample_video()
+        faults = server.stats.storage_faults_injected.get("truncate", 0)
+        assert faults > 0
+        assert server.stats.storage_downloads == 6 + faults
+    assert _files(tmp_path) == [f"{n}.mp4" for n in range(6)]
+
+
+async def test_always_truncated_fails_without_leftovers(tmp_path: Path) -> None:
+    """A body that is always cut short gives DownloadError after the retries, and no file."""
+    (tmp_path / "keep.mp4").write_bytes(b"previous complete video")
+    async with _finished(storage_faults=StorageFaults(truncate=1.0)) as (server, _, result):
+        async with _session() as session:
+            with pytest.raises(DownloadError, match="3 attempts") as caught:
+                await download_video(
+                    session, result, tmp_path / "keep.mp4", retry_policy=FAST_RETRIES, max_retries=2
+                )
+        assert server.stats.storage_downloads == 3
+    assert caught.value.__cause__ is not None
+    assert "?" not in (caught.value.url or "?")
+    assert _files(tmp_path) == ["keep.mp4"]
+    assert (tmp_path / "keep.mp4").read_bytes() == b"previous complete video"
+
+
+async def test_a_wrong_content_length_fails_without_leftovers(tmp_path: Path) -> None:
+    """A body that never reaches its declared length gives DownloadError after the retries."""
+    faults = StorageFaults(wrong_content_length=1.0)
+    async with _finished(storage_faults=faults) as (server, _, result), _session() as session:
+        with pytest.raises(DownloadError, match="3158 of 3947 bytes"):
+            await download_video(
+                session, result, tmp_path, retry_policy=FAST_RETRIES, max_retries=1
+            )
+        assert server.stats.storage_faults_injected == {"wrong_content_length": 2}
+    assert _files(tmp_path) == []
+
+
+async def test_data_past_content_length_is_refused(tmp_path: Path, origin: Origin) -> None:
+    """An understated Content-Length fails, and the error stays short and signature-free."""
+    video = Video(url=f"{origin.url}/understated.mp4?X-Signature=secret", video_type="mp4")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(DownloadError) as caught:
+            await download_video(
+                session, video, tmp_path, task_id="t", retry_policy=FAST_RETRIES, max_retries=1
+            )
+    assert len(origin.headers) == 2
+    assert len(str(caught.value)) < 400
+    assert "secret" not in str(caught.value)
+    assert caught.value.url == f"{origin.url}/understated.mp4"
+    assert _files(tmp_path) == []
+
+
+async def test_a_short_file_with_a_matching_length_is_caught(
+    tmp_path: Path, origin: Origin
+) -> None:
+    """A cut file served with its own (short) Content-Length fails on its MP4 boxes."""
+    video = Video(url=f"{origin.url}/short.mp4", video_type="mp4")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(DownloadError, match=r"incomplete.*'mdat' box"):
+            await download_video(
+                session, video, tmp_path, task_id="t", retry_policy=FAST_RETRIES, max_retries=1
+            )
+    assert len(origin.headers) == 2
+    assert _files(tmp_path) == []
+
+
+async def test_a_wrong_content_length_recovers(tmp_path: Path) -> None:
+    """With some good answers among the bad ones, every download ends whole."""
+    faults = StorageFaults(wrong_content_length=0.5)
+    async with _finished(storage_faults=faults) as (server, _, result), _session() as session:
+        for n in range(4):
+            path = await download_video(
+                session, result, tmp_path / f"{n}.mp4", retry_policy=FAST_RETRIES
+            )
+            assert path.read_bytes() == sample_video()
+        assert server.stats.storage_faults_injected.get("wrong_content_length", 0) > 0
+    assert len(_files(tmp_path)) == 4
+
+
+async def test_server_errors_are_retried(tmp_path: Path, origin: Origin) -> None:
+    """503s are retried; the third attempt's body is the one saved."""
+    origin.flaky_left = 2
+    video = Video(url=f"{origin.url}/flaky.mp4")
+    async with aiohttp.ClientSession() as session:
+        path = await download_video(
+            session, video, tmp_path, task_id="t", retry_policy=FAST_RETRIES
+        )
+    assert len(origin.headers) == 3
+    assert path.read_bytes() == sample_video()
+
+
+async def test_persistent_server_errors_give_up(tmp_path: Path, origin: Origin) -> None:
+    """A storage host that keeps failing gets max_retries + 1 requests, then DownloadError."""
+    origin.flaky_left = 100
+    video = Video(url=f"{origin.url}/flaky.mp4")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(DownloadError, match="503"):
+            await download_video(
+                session, video, tmp_path, task_id="t", retry_policy=FAST_RETRIES, max_retries=3
+            )
+    assert len(origin.headers) == 4
+    assert _files(tmp_path) == []
+
+
+async def test_a_body_that_is_not_a_video_is_refused(tmp_path: Path, origin: Origin) -> None:
+    """A 200 with an HTML page is not saved as the video."""
+    video = Video(url=f"{origin.url}/html.mp4", video_type="mp4")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(DownloadError, match="incomplete"):
+            await download_video(
+                session, video, tmp_path, task_id="t", retry_policy=FAST_RETRIES, max_retries=1
+            )
+    assert _files(tmp_path) == []
+
+
+async def test_a_stalled_body_times_out(tmp_path: Path, origin: Origin) -> None:
+    """A body that stops arriving fails on the read timeout, leaving nothing behind."""
+    video = Video(url=f"{origin.url}/stall.mp4")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(DownloadError, match="gave up after 2 attempts"):
+            await download_video(
+                session,
+                video,
+                tmp_path,
+                task_id="t",
+                read_timeout=0.2,
+                retry_policy=FAST_RETRIES,
+                max_retries=1,
+            )
+    assert _files(tmp_path) == []
+
+
+async def test_cancelling_mid_body_leaves_nothing(tmp_path: Path, origin: Origin) -> None:
+    """A download cancelled half way removes its temporary file."""
+    video = Video(url=f"{origin.url}/stall.mp4")
+    async with aiohttp.ClientSession() as session:
+        with anyio.move_on_after(0.3) as scope:
+            await download_video(session, video, tmp_path, task_id="t")
+    assert scope.cancelled_caught
+    assert _files(tmp_path) == []
+
+
+# -- expiry ------------------------------------------------------------------------------------
+
+
+async def test_a_url_past_its_expiry_is_refreshed_first(tmp_path: Path) -> None:
+    """A URL known to have expired is swapped for a fresh one before any request."""
+    refreshed: list[str] = []
+    async with _finished(time_scale=0.01, video_url_ttl=30) as (server, client, result):
+
+        async def refresh(task_id: str) -> TaskResult:
+            refreshed.append(task_id)
+            return await client.get_task(task_id)
+
+        await anyio.sleep(0.4)
+        assert result.video is not None
+        assert result.video.is_expired()
+        async with _session() as session:
+            path = await download_video(session, result, tmp_path, refresh=refresh)
+        assert server.stats.storage_denied == 0
+    assert refreshed == [result.task_id]
+    assert path.read_bytes() == sample_video()
+
+
+async def test_a_403_from_storage_fetches_a_fresh_url(tmp_path: Path) -> None:
+    """An expired URL whose expiry was not known is refreshed after the storage host's 403."""
+    async with _finished(time_scale=0.01, video_url_ttl=30) as (server, client, result):
+        await anyio.sleep(0.4)
+        assert result.video is not None
+        stale = Video(url=result.video.url, video_type="mp4")
+        async with _session() as session:
+            path = await download_video(
+                session, stale, tmp_path, task_id=result.task_id, refresh=client.get_task
+            )
+        assert server.stats.storage_denied == 1
+        assert server.stats.storage_downloads == 1
+    assert path.read_bytes() == sample_video()
+    assert _files(tmp_path) == [f"{result.task_id}.mp4"]
+
+
+async def test_an_expired_url_without_refresh_fails(tmp_path: Path) -> None:
+    """Without a way to refresh, an expired URL is a DownloadError naming the cause."""
+    async with _finished(time_scale=0.01, video_url_ttl=30) as (server, _, result):
+        await anyio.sleep(0.4)
+        async with _session() as session:
+            with pytest.raises(DownloadError, match="expired, and no way to refresh"):
+                await download_video(session, result, tmp_path)
+        assert server.stats.storage_denied == 1
+    assert _files(tmp_path) == []
+
+
+async def test_a_failing_refresh_is_a_download_error(tmp_path: Path) -> None:
+    """An API error while refreshing the URL surfaces as DownloadError chained to it."""
+
+    async def refresh(task_id: str) -> TaskResult:
+        raise NotFoundError("404 from GET /v3/async/task-result", status_code=404)
+
+    async with _finished(time_scale=0.01, video_url_ttl=30) as (_, _client, result):
+        await anyio.sleep(0.4)
+        async with _session() as session:
+            with pytest.raises(DownloadError, match="fresh video URL") as caught:
+                await download_video(session, result, tmp_path, refresh=refresh)
+    assert isinstance(caught.value.__cause__, NotFoundError)
+    assert _files(tmp_path) == []
+
+
+# -- credentials -----------------------------------------------------------------------------
+
+
+async def test_no_credentials_reach_a_strict_storage_host(tmp_path: Path) -> None:
+    """A session holding the API key and a cookie still downloads from a host that 403s on auth."""
+    faults = StorageFaults(reject_authorization=True)
+    async with _finished(storage_faults=faults) as (server, client, result):
+        async with _session() as session:
+            path = await download_video(session, result, tmp_path, refresh=client.get_task)
+        assert server.stats.storage_authorization_headers == []
+        assert server.stats.storage_denied == 0
+    assert path.read_bytes() == sample_video()
+
+
+async def test_no_cookie_or_auth_header_even_across_redirects(
+    tmp_path: Path, origin: Origin
+) -> None:
+    """A redirect to another host is followed; neither hop sees Authorization or Cookie."""
+    async with _finished(storage_faults=StorageFaults(reject_authorization=True)) as (
+        server,
+        _,
+        result,
+    ):
+        assert result.video is not None
+        origin.redirect_to = result.video.url
+        video = Video(url=f"{origin.url}/redirect.mp4", video_type="mp4")
+        async with _session() as session:
+            path = await download_video(session, video, tmp_path, task_id=result.task_id)
+        assert server.stats.storage_authorization_headers == []
+        assert server.stats.storage_downloads == 1
+    assert path.read_bytes() == sample_video()
+    (first,) = origin.headers
+    assert {name.lower() for name in first} & {"authorization", "cookie"} == set()
+    assert first["Accept-Encoding"] == "identity"
+
+
+# -- limits and destinations -------------------------------------------------------------------
+
+
+async def test_a_declared_size_over_the_limit_is_refused(tmp_path: Path) -> None:
+    """A Content-Length over max_bytes fails at once, without retrying or writing."""
+    async with _finished() as (server, _, result), _session() as session:
+        with pytest.raises(DownloadError, match="declares 3158 bytes"):
+            await download_video(session, result, tmp_path, max_bytes=1000)
+        assert server.stats.storage_downloads == 1
+    assert _files(tmp_path) == []
+
+
+async def test_a_streamed_size_over_the_limit_is_refused(tmp_path: Path, origin: Origin) -> None:
+    """A body without Content-Length is cut off once it passes max_bytes."""
+    video = Video(url=f"{origin.url}/chunked.mp4")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(DownloadError, match="larger than the limit of 1000"):
+            await download_video(session, video, tmp_path, task_id="t", max_bytes=1000)
+    assert len(origin.headers) == 1
+    assert _files(tmp_path) == []
+
+
+async def test_a_hostile_task_id_stays_in_the_directory(tmp_path: Path, origin: Origin) -> None:
+    """A task id with separators and dots cannot put the file outside the destination."""
+    video = Video(url=f"{origin.url}/plain.mp4", video_type="mp4")
+    target = tmp_path / "videos"
+    target.mkdir()
+    async with aiohttp.ClientSession() as session:
+        path = await download_video(session, video, target, task_id="../../etc/passwd")
+    assert path.parent == target
+    assert _files(target) == [path.name]
+    assert _files(tmp_path) == ["videos"]
+
+
+async def test_bad_destinations_and_sources_are_refused(tmp_path: Path) -> None:
+    """A missing directory or a task without a video fails before any request."""
+    video = Video(url="http://127.0.0.1:9/never.mp4")
+    failed = TaskResult(task_id="t", status=TaskStatus.FAILED, reason="moderation")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(DownloadError, match="does not exist"):
+            await download_video(session, video, tmp_path / "nope" / "x.mp4", task_id="t")
+        with pytest.raises(DownloadError, match="does not exist"):
+            await download_video(session, video, f"{tmp_path}/nope/", task_id="t")
+        with pytest.raises(DownloadError, match="has no video"):
+            await download_video(session, failed, tmp_path)
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    ["../../etc/passwd", "a/b\\c", "..hidden", "-rf", "", "CON", "x" * 500, "é空\x00\n"],
+)
+def test_safe_filename_is_one_plain_name(task_id: str) -> None:
+    """Made names have no separators, no leading dot or dash, and a bounded length."""
+    name = safe_filename(task_id)
+    assert "/" not in name
+    assert "\\" not in name
+    assert not name.startswith((".", "-"))
+    assert len(name) <= MAX_NAME_CHARS + 4
+    assert name.endswith(".mp4")
+    assert name.split(".")[0].upper() != "CON"
+
+
+def test_safe_filename_keeps_plain_ids_and_distinct_ids_apart() -> None:
+    """A plain id is kept as is; ids that clean to the same text still get different names."""
+    assert safe_filename("4c566b1c-11a1-425c-a807-88c7e46a1006") == (
+        "4c566b1c-11a1-425c-a807-88c7e46a1006.mp4"
+    )
+    assert safe_filename("a/b") != safe_filename("a\\b")
+    assert safe_filename("t", "../x") == "t.mp4"
+
+
+def test_mp4_check_spots_cut_files(tmp_path: Path) -> None:
+    """The box walk accepts the sample and rejects cut, moov-less and bogus files."""
+    video = sample_video()
+    path = tmp_path / "v.mp4"
+    path.write_bytes(video)
+    assert mp4_problem(path) is None
+    path.write_bytes(video[:2000])
+    assert "only" in (mp4_problem(path) or "")
+    path.write_bytes(struct.pack(">I4s", 16, b"ftyp") + b"isom\x00\x00\x00\x00")
+    assert "moov" in (mp4_problem(path) or "")
+    path.write_bytes(struct.pack(">I4sQ", 1, b"moov", 24) + b"12345678")
+    assert mp4_problem(path) is None
+    path.write_bytes(b"<html></html>")
+    assert mp4_problem(path) is not None
