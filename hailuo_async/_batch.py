@@ -50,6 +50,9 @@ BatchItem = VideoRequest | tuple[str, VideoRequest]
 RequestSource = Iterable[BatchItem] | AsyncIterable[BatchItem]
 JournalArg = JobStore | str | os.PathLike[str] | None
 _FATAL = (AuthenticationError, PermissionDeniedError)
+# On leaving a batch, submissions already on the wire get this long to learn their task id:
+# cut short, each would be a job that may have been paid for with no id to show for it.
+SUBMISSION_GRACE = 10.0
 
 
 @attrs.frozen
@@ -129,6 +132,8 @@ class JobStream:
         self._fatal: Exception | None = None
         self._read = 0
         self._submitting = 0
+        self._submissions_changed = anyio.Event()
+        self._closing = False
         self._finishing = 0
         self._succeeded = 0
         self._failed = 0
@@ -180,8 +185,14 @@ class JobStream:
         # The caller's own exception is not handed to the task group: it would come back
         # wrapped in an ExceptionGroup. Cancel, wait for the tasks, let it propagate as is.
         stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        if stack is None:
+            return
+        self._closing = True
+        # Shielded: this also runs when the caller is being cancelled (Ctrl-C).
+        with anyio.move_on_after(SUBMISSION_GRACE, shield=True):
+            while self._submitting:
+                await self._submissions_changed.wait()
+        await stack.aclose()
 
     def __aiter__(self) -> JobStream:
         return self
@@ -215,7 +226,7 @@ class JobStream:
         assert self._task_group is not None
         index = 0
         async for item in _lazily(self._requests):
-            if self._fatal is not None:
+            if self._fatal is not None or self._stopping():
                 return
             request, key = _as_request(index, item)
             entry = await self._journal.entry(request, key)
@@ -224,6 +235,9 @@ class JobStream:
             self._read += 1
             if entry.action is ResumeAction.SUBMIT:
                 await self._active.acquire()
+                if self._stopping():  # the reader left while we waited for a place
+                    self._active.release(submitted=False)
+                    return
                 self._submitting += 1
                 self._task_group.start_soon(self._submit, job)
             elif entry.action is ResumeAction.WATCH:
@@ -247,15 +261,23 @@ class JobStream:
             if isinstance(exc, (*_FATAL, JournalError)):
                 self._fatal = exc
             await self._journal.submission_failed(job.key or "", exc)
-            self._submitting -= 1
+            self._submission_ended()
             await self._emit(job.outcome(error=exc))
             self._active.release(submitted=False)
             self._close_if_finished()
             return
         self._active.on_submitted()
         await self._journal.submitted(job.key or "", task_id)
-        self._submitting -= 1
         self._watch(job, task_id, submitted_at=time.monotonic())
+        self._submission_ended()
+
+    def _stopping(self) -> bool:
+        return self._closing
+
+    def _submission_ended(self) -> None:
+        self._submitting -= 1
+        self._submissions_changed.set()
+        self._submissions_changed = anyio.Event()
 
     def _watch(self, job: _Job, task_id: str, *, submitted_at: float | None) -> None:
         self._jobs[task_id] = job
