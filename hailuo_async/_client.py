@@ -238,12 +238,8 @@ class HailuoClient:
             try:
                 return decode_submission(decode_json(response.body))
             except DecodeError as exc:
-                raise APIResponseValidationError(
-                    f"the submission's answer cannot be read: {exc}",
-                    status_code=response.status,
-                    body=response.body[:2000].decode("utf-8", "replace"),
-                    method="POST",
-                    url=self._base_url + SUBMIT_PATH,
+                raise self._unreadable(
+                    response, "POST", SUBMIT_PATH, "the submission's answer", exc
                 ) from exc
         except (APIConnectionError, APIResponseValidationError) as exc:
             ambiguous = not isinstance(exc, APIConnectionError) or exc.request_sent
@@ -292,13 +288,20 @@ class HailuoClient:
                 decode_json(response.body), task_id=task_id, received_at=received_at
             )
         except DecodeError as exc:
-            raise APIResponseValidationError(
-                f"the task result for {task_id} cannot be read: {exc}",
-                status_code=response.status,
-                body=response.body[:2000].decode("utf-8", "replace"),
-                method="GET",
-                url=self._base_url + TASK_RESULT_PATH,
+            raise self._unreadable(
+                response, "GET", TASK_RESULT_PATH, f"the task result for {task_id}", exc
             ) from exc
+
+    def _unreadable(
+        self, response: Response, method: str, path: str, subject: str, exc: DecodeError
+    ) -> APIResponseValidationError:
+        return APIResponseValidationError(
+            f"{subject} cannot be read: {exc}",
+            status_code=response.status,
+            body=response.body[:2000].decode("utf-8", "replace"),
+            method=method,
+            url=self._base_url + path,
+        )
 
     async def wait(
         self,
