@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import pytest
+from clientutil import client_tasks, make_client
 
 from hailuo_async import (
     AuthenticationError,
     HailuoClient,
     InvalidRequestError,
-    PollPolicy,
-    RetryPolicy,
     TaskFailedError,
     VideoRequest,
 )
@@ -23,18 +21,6 @@ from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 pytestmark = pytest.mark.anyio
 
 SCALE = 0.01
-
-
-def make_client(server: FakeHailuoServer, **kwargs: object) -> HailuoClient:
-    """A client tuned to the fake's time scale."""
-    return HailuoClient(
-        server.api_key,
-        base_url=server.url,
-        poll_policy=PollPolicy().scaled(SCALE),
-        retry_policy=RetryPolicy(initial_delay=0.01, max_delay=0.05),
-        rate_window=60 * SCALE,
-        **kwargs,  # type: ignore[arg-type]
-    )
 
 
 def prompts(count: int) -> Iterator[VideoRequest]:
@@ -49,15 +35,6 @@ def peak_active(server: FakeHailuoServer) -> int:
         + [(task.finished_at, -1) for task in server.tasks.values()]
     )
     return max(itertools.accumulate(step for _, step in changes))
-
-
-def client_tasks() -> set[asyncio.Task[object]]:
-    """Tasks on the loop, less the fake server's own connection handlers."""
-    return {
-        task
-        for task in asyncio.all_tasks()
-        if "RequestHandler" not in getattr(task.get_coro(), "__qualname__", "")
-    }
 
 
 @pytest.fixture

@@ -6,12 +6,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from clientutil import make_client
 
 from hailuo_async import (
-    HailuoClient,
     HailuoError,
-    PollPolicy,
-    RetryPolicy,
     SubmissionUnknownError,
     TaskFailedError,
     VideoRequest,
@@ -22,18 +20,6 @@ from hailuo_async.testing import FakeHailuoServer, Uniform, sample_video
 pytestmark = pytest.mark.anyio
 
 SCALE = 0.01
-
-
-def make_client(server: FakeHailuoServer, **kwargs: object) -> HailuoClient:
-    """A client tuned to the fake's time scale."""
-    return HailuoClient(
-        server.api_key,
-        base_url=server.url,
-        poll_policy=PollPolicy().scaled(SCALE),
-        retry_policy=RetryPolicy(initial_delay=0.01, max_delay=0.05),
-        rate_window=60 * SCALE,
-        **kwargs,  # type: ignore[arg-type]
-    )
 
 
 def prompts(count: int) -> Iterator[VideoRequest]:

@@ -7,8 +7,7 @@ import random
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -16,6 +15,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 from aiohttp import web
+from clientutil import FAST_POLL, FAST_RETRY, fake_client, serve
+from clientutil import client_for as base_client_for
 
 from hailuo_async import (
     DEFAULT_BASE_URL,
@@ -26,7 +27,6 @@ from hailuo_async import (
     InternalServerError,
     InvalidRequestError,
     PollPolicy,
-    RetryPolicy,
     TaskFailedError,
     TaskResult,
     TaskStatus,
@@ -41,43 +41,9 @@ from hailuo_async.testing.pytest_plugin import FakeHailuoFactory
 pytestmark = pytest.mark.anyio
 
 KEY = "test-key-123"
-FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_retry_after=1.0)
-FAST_POLL = PollPolicy(first_poll_delay=0.02, min_interval=0.02, max_interval=0.2)
 REQUEST = VideoRequest(prompt="a red fox trotting through fresh snow")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[str]:
-    """Run a tiny aiohttp app that answers every path with ``handler``; yield its base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-def client_for(url: str, api_key: str = KEY, **kwargs: Any) -> HailuoClient:
-    """A client on ``url`` with fast retry and poll policies (overridable)."""
-    options: dict[str, Any] = {"retry_policy": FAST_RETRY, "poll_policy": FAST_POLL, **kwargs}
-    return HailuoClient(api_key, base_url=url, **options)
-
-
-def fake_client(server: FakeHailuoServer, **kwargs: Any) -> HailuoClient:
-    """A client on a fake server, with policies scaled to its time scale."""
-    scale = server.config.time_scale
-    options: dict[str, Any] = {
-        "poll_policy": PollPolicy().scaled(scale),
-        "rate_window": 60 * scale,
-        **kwargs,
-    }
-    return client_for(server.url, server.api_key, **options)
+client_for = partial(base_client_for, api_key=KEY, poll_policy=FAST_POLL)
 
 
 def task_answer(task_id: str, status: str, **task: Any) -> dict[str, Any]:

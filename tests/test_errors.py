@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
 from aiohttp import web
+from clientutil import Handler, serve
+from clientutil import client_for as base_client_for
+from clientutil import fake_client as base_fake_client
 
 import hailuo_async
 from hailuo_async import (
@@ -20,15 +22,12 @@ from hailuo_async import (
     AuthenticationError,
     BadRequestError,
     DownloadError,
-    HailuoClient,
     HailuoError,
     InternalServerError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
-    PollPolicy,
     RateLimitError,
-    RetryPolicy,
     SubmissionUnknownError,
     TaskFailedError,
     TaskResult,
@@ -42,43 +41,11 @@ from hailuo_async.testing.pytest_plugin import FakeHailuoFactory
 pytestmark = pytest.mark.anyio
 
 KEY = "errors-test-key"
-FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_retry_after=1.0)
 REQUEST = VideoRequest(prompt="an owl blinking slowly")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[str]:
-    """Run a tiny aiohttp app that answers every path with ``handler``; yield its base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-def client_for(url: str, api_key: str = KEY, **kwargs: Any) -> HailuoClient:
-    """A client on ``url`` that does not retry (overridable); see test_retry for retries."""
-    options: dict[str, Any] = {
-        "retry_policy": FAST_RETRY,
-        "max_retries": 0,
-        "rate_window": 0.05,
-        **kwargs,
-    }
-    return HailuoClient(api_key, base_url=url, **options)
-
-
-def fake_client(server: FakeHailuoServer, **kwargs: Any) -> HailuoClient:
-    """A client on a fake server, with policies scaled to its time scale."""
-    scale = server.config.time_scale
-    options: dict[str, Any] = {"poll_policy": PollPolicy().scaled(scale), **kwargs}
-    return client_for(server.url, server.api_key, rate_window=60 * scale, **options)
+# Clients that do not retry unless asked (see test_retry for retries).
+client_for = partial(base_client_for, api_key=KEY, max_retries=0, rate_window=0.05)
+fake_client = partial(base_fake_client, max_retries=0)
 
 
 def always(
@@ -273,7 +240,7 @@ async def test_a_2xx_that_is_not_json_is_a_validation_error() -> None:
 
 async def test_a_wrong_key_is_an_authentication_error(fake_hailuo: FakeHailuoServer) -> None:
     """The fake's 401 for a wrong key is an AuthenticationError on submit and on poll."""
-    async with client_for(fake_hailuo.url, "not-the-key", max_retries=3) as client:
+    async with client_for(fake_hailuo.url, api_key="not-the-key", max_retries=3) as client:
         with pytest.raises(AuthenticationError) as submitted:
             await client.submit(REQUEST)
         with pytest.raises(AuthenticationError):

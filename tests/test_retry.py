@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from typing import Any
+from functools import partial
 
 import anyio
 import pytest
 from aiohttp import web
+from clientutil import Handler, fake_client, serve
+from clientutil import client_for as base_client_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +28,6 @@ from hailuo_async import (
     InternalServerError,
     NotFoundError,
     PermissionDeniedError,
-    PollPolicy,
     RateLimitError,
     RetryPolicy,
     SubmissionUnknownError,
@@ -36,17 +35,16 @@ from hailuo_async import (
     VideoRequest,
 )
 from hailuo_async._retry import parse_retry_after
-from hailuo_async.testing import FakeHailuoServer, Faults
+from hailuo_async.testing import Faults
 from hailuo_async.testing._faults import drop_connection
 from hailuo_async.testing.pytest_plugin import FakeHailuoFactory
 
 pytestmark = pytest.mark.anyio
 
 KEY = "retry-test-key"
-FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_retry_after=1.0)
 REQUEST = VideoRequest(prompt="a paper boat on a rain-soaked street")
 
-Step = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Step = Handler
 
 
 class Script:
@@ -105,44 +103,10 @@ def slow(seconds: float, then: Step) -> Step:
     return step
 
 
-@asynccontextmanager
-async def serve(handler: Step) -> AsyncIterator[str]:
-    """Run a tiny aiohttp app that answers every path with ``handler``; yield its base URL."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return await handler(request)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-def client_for(url: str, api_key: str = KEY, **kwargs: Any) -> HailuoClient:
-    """A client on ``url`` with fast retries (overridable).
-
-    Its rate-limit "minute" is 50 ms: a 429 makes the client discover a request rate, and
-    pacing at a real per-minute rate would stall these tests (see the xfail below).
-    """
-    options: dict[str, Any] = {"retry_policy": FAST_RETRY, "rate_window": 0.05, **kwargs}
-    return HailuoClient(api_key, base_url=url, **options)
-
-
-def fake_client(server: FakeHailuoServer, **kwargs: Any) -> HailuoClient:
-    """A client on a fake server, with policies scaled to its time scale."""
-    scale = server.config.time_scale
-    options: dict[str, Any] = {
-        "poll_policy": PollPolicy().scaled(scale),
-        "rate_window": 60 * scale,
-        **kwargs,
-    }
-    return client_for(server.url, server.api_key, **options)
+# Clients with fast retries whose rate-limit "minute" is 50 ms: a 429 makes the client
+# discover a request rate, and pacing at a real per-minute rate would stall these tests
+# (see the xfail below).
+client_for = partial(base_client_for, api_key=KEY, rate_window=0.05)
 
 
 # -- the policy itself -------------------------------------------------------------------------

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
+from clientutil import FAST_RETRY, fake_client, serve
 
 from hailuo_async import (
     APIStatusError,
@@ -18,8 +17,6 @@ from hailuo_async import (
     HailuoClient,
     HailuoError,
     InvalidRequestError,
-    PollPolicy,
-    RetryPolicy,
     SubmissionUnknownError,
     TaskFailedError,
     Timeouts,
@@ -31,48 +28,16 @@ from hailuo_async.testing.pytest_plugin import FakeHailuoFactory
 
 pytestmark = pytest.mark.anyio
 
-FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_retry_after=1.0)
 REQUEST = VideoRequest(prompt="a kite over the dunes")
 LOG_LINE = re.compile(
     r"^(GET|POST) (/v3/async/task-result|/v3/async/minimax-hailuo-02) -> (\d{3}|error) "
     r"\(attempt \d+, \d+\.\d{3} s\)$"
 )
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 def canary() -> str:
     """A fresh key that must never show up anywhere it should not."""
     return f"sk-canary-{secrets.token_hex(12)}"
-
-
-@asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[str]:
-    """Run a tiny aiohttp app that answers every path with ``handler``; yield its base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-def fake_client(
-    server: FakeHailuoServer, api_key: str | None = None, **kwargs: Any
-) -> HailuoClient:
-    """A client on a fake server, with policies scaled to its time scale."""
-    scale = server.config.time_scale
-    options: dict[str, Any] = {
-        "retry_policy": FAST_RETRY,
-        "poll_policy": PollPolicy().scaled(scale),
-        "rate_window": 60 * scale,
-        **kwargs,
-    }
-    return HailuoClient(api_key or server.api_key, base_url=server.url, **options)
 
 
 def texts_of(error: BaseException) -> Iterator[str]:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 
 import anyio
 import anyio.lowlevel
 import pytest
+from clientutil import client_tasks
+from clientutil import make_client as base_make_client
 
 from hailuo_async import (
     AuthenticationError,
     HailuoClient,
     NotFoundError,
-    PollPolicy,
     RetryPolicy,
     TaskStatus,
     VideoRequest,
@@ -35,25 +36,10 @@ async def server() -> AsyncIterator[FakeHailuoServer]:
         yield fake
 
 
-def make_client(server: FakeHailuoServer, **kwargs: object) -> HailuoClient:
-    """A client tuned to the fake's time scale."""
-    return HailuoClient(
-        server.api_key,
-        base_url=server.url,
-        poll_policy=PollPolicy().scaled(SCALE),
-        retry_policy=RetryPolicy(initial_delay=0.01, max_delay=0.05, not_found_grace=0.2),
-        rate_window=60 * SCALE,
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
-def client_tasks() -> set[asyncio.Task[object]]:
-    """Tasks on the loop, less the fake server's own connection handlers."""
-    return {
-        task
-        for task in asyncio.all_tasks()
-        if "RequestHandler" not in getattr(task.get_coro(), "__qualname__", "")
-    }
+make_client = partial(
+    base_make_client,
+    retry_policy=RetryPolicy(initial_delay=0.01, max_delay=0.05, not_found_grace=0.2),
+)
 
 
 async def submit_many(client: HailuoClient, count: int) -> list[str]:

@@ -1,0 +1,73 @@
+"""Helpers shared by the client tests: tiny aiohttp apps, fast policies and client factories."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+
+from hailuo_async import HailuoClient, PollPolicy, RetryPolicy
+from hailuo_async.testing import FakeHailuoServer
+
+FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_retry_after=1.0)
+FAST_POLL = PollPolicy(first_poll_delay=0.02, min_interval=0.02, max_interval=0.2)
+SCALED_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def serve(handler: Handler) -> AsyncIterator[str]:
+    """Run a tiny aiohttp app answering every path with ``handler``; yield its base URL."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def client_for(url: str, *, api_key: str, **kwargs: Any) -> HailuoClient:
+    """A client on ``url`` with ``FAST_RETRY``; keyword arguments add or override options."""
+    options: dict[str, Any] = {"retry_policy": FAST_RETRY, **kwargs}
+    return HailuoClient(api_key, base_url=url, **options)
+
+
+def fake_client(
+    server: FakeHailuoServer, api_key: str | None = None, **kwargs: Any
+) -> HailuoClient:
+    """A ``client_for`` the fake (its key unless ``api_key``), policies scaled to its time scale."""
+    scale = server.config.time_scale
+    options: dict[str, Any] = {
+        "poll_policy": PollPolicy().scaled(scale),
+        "rate_window": 60 * scale,
+        **kwargs,
+    }
+    return client_for(server.url, api_key=api_key or server.api_key, **options)
+
+
+def make_client(
+    server: FakeHailuoServer, *, retry_policy: RetryPolicy = SCALED_RETRY, **kwargs: Any
+) -> HailuoClient:
+    """A ``fake_client`` with ``SCALED_RETRY`` (or ``retry_policy``), for batch and watch tests."""
+    return fake_client(server, retry_policy=retry_policy, **kwargs)
+
+
+def client_tasks() -> set[asyncio.Task[object]]:
+    """Tasks on the loop, less the fake server's own connection handlers."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if "RequestHandler" not in getattr(task.get_coro(), "__qualname__", "")
+    }
