@@ -1,4 +1,4 @@
-"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``demo``, ``soak``."""
+"""Developer tasks: tests, lint, typecheck, docs, bench, demo and soak (``nox -s NAME``)."""
 
 from __future__ import annotations
 

@@ -8,15 +8,21 @@ from typing import Any
 
 import griffe
 
-_ROLE = re.compile(r":(?:class|meth|func|attr|mod|data|exc|obj|const):`~?([^`]+)`")
+_ROLE = re.compile(r":(?:class|meth|func|attr|mod|data|exc|obj|const):`(~?)([^`]+)`")
 _LITERAL = re.compile(r"::\n\n", re.MULTILINE)
 
 
 def _markdown(text: str) -> str:
-    text = _ROLE.sub(lambda match: f"`{match.group(1)}`", text)
+    text = _ROLE.sub(_code, text)
     # "Text::" then an indented block is a reST literal block; in Markdown the indented
     # block already is a code block, so only the second colon goes.
     return _LITERAL.sub(":\n\n", text)
+
+
+def _code(match: re.Match[str]) -> str:
+    tilde, target = match.groups()
+    # reST's "~" shows only the last component of the dotted name.
+    return f"`{target.rsplit('.', 1)[-1] if tilde else target}`"
 
 
 class RstToMarkdown(griffe.Extension):

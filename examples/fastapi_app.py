@@ -44,9 +44,9 @@ from hailuo_async import (
     NotFoundError,
     RateLimitError,
     SubmissionUnknownError,
+    TaskEvent,
     VideoRequest,
 )
-from hailuo_async._watcher import TaskEvent
 from hailuo_async.fastapi import STATE_KEY, Hailuo, open_hailuo, result_json, webhook_router
 
 WEBHOOK_PATH = "/hailuo/webhook"

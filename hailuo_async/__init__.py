@@ -20,6 +20,7 @@ from ._exceptions import (
     SubmissionUnknownError,
     TaskFailedError,
     WaitTimeoutError,
+    WebhookError,
 )
 from ._models import JobOutcome, TaskResult, TaskStatus, Video, VideoRequest
 from ._polling import PollPolicy
@@ -60,5 +61,6 @@ __all__ = [
     "Video",
     "VideoRequest",
     "WaitTimeoutError",
+    "WebhookError",
     "__version__",
 ]

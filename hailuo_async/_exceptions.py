@@ -18,7 +18,8 @@ Catch :class:`HailuoError` to handle them all. The hierarchy::
     ├── SubmissionUnknownError       a submission may or may not have started a paid job
     ├── TaskFailedError              the job ended with TASK_STATUS_FAILED
     ├── WaitTimeoutError             the job did not end within the caller's timeout
-    └── DownloadError                a video could not be downloaded completely
+    ├── DownloadError                a video could not be downloaded completely
+    └── WebhookError                 (also a ValueError) a webhook body of the wrong shape
 
 No message, repr or attribute of these errors ever holds the API key.
 """
@@ -49,6 +50,7 @@ __all__ = [
     "SubmissionUnknownError",
     "TaskFailedError",
     "WaitTimeoutError",
+    "WebhookError",
 ]
 
 # Response headers that may carry credentials or session state; never kept on an error.
@@ -220,6 +222,15 @@ class DownloadError(HailuoError):
         super().__init__(message)
         self.message = message
         self.url = url
+
+
+class WebhookError(HailuoError, ValueError):
+    """A webhook body that is not an event of the documented shape; ``field`` says where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 
 
 def _truncate_body(body: object) -> object:

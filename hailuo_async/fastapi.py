@@ -15,7 +15,7 @@ never imports this module. A minimal service::
         return {"task_id": await hailuo.submit(VideoRequest(prompt=prompt))}
 
 The lifespan opens one :class:`~hailuo_async.HailuoClient` (and its connection pool), one
-keep-open :class:`~hailuo_async._watcher.TaskWatcher` and one task group for background work,
+keep-open :class:`~hailuo_async.TaskWatcher` and one task group for background work,
 and closes them all on shutdown. The webhook route answers 202 at once and confirms each
 event in that task group, so the gateway never waits on the confirmation GET.
 """

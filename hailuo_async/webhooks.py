@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import attrs
 
-from ._exceptions import HailuoError
+from ._exceptions import HailuoError, WebhookError
 from ._models import TaskResult, TaskStatus
 
 if TYPE_CHECKING:
@@ -58,15 +58,6 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 _MAX_TASK_ID_CHARS = 256
 # How many task ids' last confirmation times are remembered for the cool-down.
 _CONFIRMED_MEMORY = 4096
-
-
-class WebhookError(HailuoError, ValueError):
-    """A webhook body that is not an event of the documented shape; ``field`` says where."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @attrs.frozen(kw_only=True)

@@ -40,6 +40,7 @@ INTENDED = {
     "Video",
     "VideoRequest",
     "WaitTimeoutError",
+    "WebhookError",
     "__version__",
 }
 

@@ -23,6 +23,7 @@ from .._exceptions import (
 from .._models import Duration, Resolution, TaskResult, VideoRequest
 from .._version import __version__
 from .._watcher import TaskEvent
+from ..journal import JobConflictError
 from ..testing.__main__ import main as fake_server_main
 from ._batch_run import run_batch, summary
 from ._display import (
@@ -273,6 +274,11 @@ def _print_estimate_note(console: Console, price_per_job: float | None) -> None:
     metavar="PATH",
     help=f"Journal that makes the batch resumable (default OUT/{_JOURNAL_NAME}).",
 )
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Submit again the jobs that failed in an earlier run (new paid jobs).",
+)
 @click.option("--dry-run", is_flag=True, help="Validate the file, count and price the jobs.")
 @click.option(
     "--price-per-job",
@@ -296,6 +302,7 @@ def batch(
     max_active: int | None,
     rpm: float | None,
     journal: Path | None,
+    retry_failed: bool,
     dry_run: bool,
     price_per_job: float | None,
     confirm_above: int | None,
@@ -338,24 +345,40 @@ def batch(
     )
     if journal is None:
         journal = out / (_SIMULATED_JOURNAL_NAME if settings.simulate else _JOURNAL_NAME)
+    journal_path = journal
 
     async def work() -> int:
-        async with connect(settings, requests_per_minute=rpm) as service:
-            report = await run_batch(
-                service,
-                loaded,
-                out=out,
-                journal=journal,
-                max_active_jobs=max_active,
-                console=stdout,
-            )
+        try:
+            async with connect(settings, requests_per_minute=rpm) as service:
+                report = await run_batch(
+                    service,
+                    loaded,
+                    out=out,
+                    journal=journal_path,
+                    max_active_jobs=max_active,
+                    retry_failed=retry_failed,
+                    console=stdout,
+                )
+        except JobConflictError as exc:
+            raise InputError(
+                f"{exc}: {journal_path} was written for another version of {file}; "
+                "give the changed lines new keys, or use another --out or --journal"
+            ) from None
         for table in summary(report):
             stdout.print(table)
+        if report.failed and not report.interrupted:
+            say(
+                stdout,
+                f"{report.failed} job(s) failed (see {shown_path(report.results_path)}). "
+                f"To submit them again as new paid jobs: {resume} --retry-failed",
+                style="yellow",
+            )
         if report.interrupted:
             say(
                 stdout,
                 f"Stopped. Finished jobs are in {shown_path(report.results_path)}; jobs already "
-                f"submitted are kept in the journal. To resume, run: {resume}",
+                "submitted are kept in the journal. To resume, run: "
+                + (f"{resume} --retry-failed" if retry_failed else resume),
                 style="yellow",
             )
             return EXIT_INTERRUPTED

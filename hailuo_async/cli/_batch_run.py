@@ -44,7 +44,8 @@ class BatchReport:
     simulated: bool
     succeeded: int = 0
     failed: int = 0
-    already_done: int = 0
+    replayed: int = 0
+    """Of the jobs counted, those an earlier run had already finished and recorded."""
     interrupted: bool = False
     elapsed: float = 0.0
     failures: list[Failure] = attrs.Factory(list)
@@ -56,27 +57,23 @@ class BatchReport:
 
     @property
     def finished(self) -> int:
-        """Jobs that ended in this run."""
+        """Jobs that have ended, in this run or an earlier one."""
         return self.succeeded + self.failed
 
     @property
     def unfinished(self) -> int:
-        """Jobs neither finished now nor earlier: running, or never submitted."""
-        return max(0, self.total - self.finished - self.already_done)
+        """Jobs not ended: running at the service, or never submitted."""
+        return max(0, self.total - self.finished)
 
 
-def _reason(outcome: JobOutcome, *, simulated: bool) -> str:
+def _reason(outcome: JobOutcome) -> str:
     if outcome.ok:
         return ""
     if outcome.result is not None and not outcome.result.ok and outcome.result.reason:
-        reason = outcome.result.reason
-    elif outcome.error is not None:
-        reason = str(outcome.error)
-    else:
-        reason = "failed"
-    if simulated and isinstance(outcome.error, NotFoundError):
-        reason += " (a simulated service forgets its tasks when the run ends)"
-    return reason
+        return outcome.result.reason
+    if outcome.error is not None:
+        return str(outcome.error)
+    return "failed"
 
 
 def outcome_record(job: BatchJob, outcome: JobOutcome, *, simulated: bool) -> dict[str, Any]:
@@ -87,7 +84,7 @@ def outcome_record(job: BatchJob, outcome: JobOutcome, *, simulated: bool) -> di
         "request": dict(job.source),
         "task_id": outcome.task_id,
         "status": "succeeded" if outcome.ok else "failed",
-        "reason": _reason(outcome, simulated=simulated) or None,
+        "reason": _reason(outcome) or None,
         "file": outcome.path,
     }
     if simulated:
@@ -95,7 +92,7 @@ def outcome_record(job: BatchJob, outcome: JobOutcome, *, simulated: bool) -> di
     return record
 
 
-def _outcome_line(job: BatchJob, outcome: JobOutcome, *, simulated: bool) -> Text:
+def _outcome_line(job: BatchJob, outcome: JobOutcome) -> Text:
     task = outcome.task_id or "not submitted"
     if outcome.ok:
         where = shown_path(outcome.path) if outcome.path else "(not downloaded)"
@@ -104,7 +101,7 @@ def _outcome_line(job: BatchJob, outcome: JobOutcome, *, simulated: bool) -> Tex
         ("✗ ", "red"),
         (f"line {job.line}  ", "dim"),
         f"{task}  ",
-        (_reason(outcome, simulated=simulated), "red"),
+        (_reason(outcome), "red"),
     )
 
 
@@ -115,6 +112,7 @@ async def run_batch(
     out: Path,
     journal: Path,
     max_active_jobs: int | None,
+    retry_failed: bool = False,
     console: Console,
 ) -> BatchReport:
     """Submit every job, follow them live, record each as it ends; stop cleanly on Ctrl-C.
@@ -124,42 +122,72 @@ async def run_batch(
     report = BatchReport(
         total=len(batch.jobs), out=out, journal=journal, simulated=service.simulated
     )
-    stream: JobStream | None = None
     title = Text.assemble(
         ("hailuo batch ", "bold"), f"{batch.path} → {out}  ", (service.description, "dim")
     )
-    view = BatchView(
-        title=title,
-        total=len(batch.jobs),
-        counts=lambda: stream.counts if stream is not None else None,
-    )
-    items: list[BatchItem] = [
-        (job.key, job.request) if job.key is not None else job.request for job in batch.jobs
-    ]
     started = time.monotonic()
 
+    async def run_pass(
+        results: ResultsFile, jobs: list[tuple[BatchJob, str | None]], *, retry: bool
+    ) -> list[tuple[BatchJob, str | None]]:
+        """One generate_many over ``jobs``; returns those a simulated service forgot."""
+        stream: JobStream | None = None
+        view = BatchView(
+            title=title,
+            total=len(jobs),
+            counts=lambda: stream.counts if stream is not None else None,
+        )
+        items: list[BatchItem] = [
+            (key, job.request) if key is not None else job.request for job, key in jobs
+        ]
+        forgotten: list[tuple[BatchJob, str | None]] = []
+        stream = service.client.generate_many(
+            items,
+            max_active_jobs=max_active_jobs,
+            on_event=view.on_event,
+            journal=journal,
+            download_to=out,
+            retry_failed=retry,
+        )
+        async with stream as outcomes, Ticker(console, view):
+            async for outcome in outcomes:
+                job = jobs[outcome.index][0]
+                if service.simulated and isinstance(outcome.error, NotFoundError):
+                    # Submitted to the simulated service of an earlier run, which is gone.
+                    forgotten.append((job, outcome.key))
+                    continue
+                record = outcome_record(job, outcome, simulated=service.simulated)
+                earlier = results.recorded(record)
+                if earlier is None:
+                    results.write(record)
+                    console.print(_outcome_line(job, outcome), soft_wrap=True)
+                else:  # an earlier run ended it and recorded it: no news
+                    report.replayed += 1
+                    view.replayed += 1
+                if outcome.ok:
+                    report.succeeded += 1
+                else:
+                    report.failed += 1
+                    reason = str((earlier or record).get("reason") or "failed")
+                    report.failures.append(Failure(job.line, outcome.task_id, reason))
+        return forgotten
+
     async def body() -> None:
-        nonlocal stream
         with ResultsFile(out / RESULTS_NAME) as results:
-            stream = service.client.generate_many(
-                items,
-                max_active_jobs=max_active_jobs,
-                on_event=view.on_event,
-                journal=journal,
-                download_to=out,
-            )
-            async with stream as outcomes, Ticker(console, view):
-                async for outcome in outcomes:
-                    job = batch.jobs[outcome.index]
-                    results.write(outcome_record(job, outcome, simulated=service.simulated))
-                    line = _outcome_line(job, outcome, simulated=service.simulated)
-                    console.print(line, soft_wrap=True)
-                    if outcome.ok:
-                        report.succeeded += 1
-                    else:
-                        report.failed += 1
-                        reason = _reason(outcome, simulated=service.simulated)
-                        report.failures.append(Failure(job.line, outcome.task_id, reason))
+            jobs = [(job, job.key) for job in batch.jobs]
+            forgotten = await run_pass(results, jobs, retry=retry_failed)
+            if forgotten:
+                # Keys as the journal gave them, so each names its own job in a smaller batch.
+                console.print(
+                    Text(
+                        f"{len(forgotten)} job(s) were running on the simulated service of "
+                        "an earlier run, which forgot them when it stopped: submitting them "
+                        "again (a simulated job costs nothing).",
+                        "yellow",
+                    ),
+                    soft_wrap=True,
+                )
+                await run_pass(results, forgotten, retry=True)
 
     try:
         report.interrupted = await run_interruptibly(body)
@@ -170,16 +198,20 @@ async def run_batch(
 
 def summary(report: BatchReport) -> list[Table]:
     """The tables printed when the batch ends."""
-    rows = [("jobs in file", str(report.total)), ("succeeded", str(report.succeeded))]
-    if report.already_done:
-        rows.append(("done in an earlier run", str(report.already_done)))
-    rows.append(("failed", str(report.failed)))
+    rows = [
+        ("jobs in file", str(report.total)),
+        ("succeeded", str(report.succeeded)),
+        ("failed", str(report.failed)),
+    ]
+    if report.replayed:
+        rows.append(("ended in earlier runs", f"{report.replayed} (of the above)"))
     if report.interrupted or report.unfinished:
         rows.append(("not finished", str(report.unfinished)))
-    per_minute = report.finished / report.elapsed * 60 if report.elapsed > 0 else 0.0
+    new = report.finished - report.replayed
+    per_minute = f"{new / report.elapsed * 60:.1f} jobs/min" if new and report.elapsed else "-"
     rows += [
         ("elapsed", format_duration(report.elapsed)),
-        ("throughput", f"{per_minute:.1f} jobs/min"),
+        ("throughput", per_minute),
         ("videos", shown_path(report.out)),
         ("results", shown_path(report.results_path)),
         ("journal", shown_path(report.journal)),

@@ -263,11 +263,11 @@ class BatchView:
         title: Text,
         total: int,
         counts: Callable[[], BatchCounts | None],
-        already_done: int = 0,
     ) -> None:
         self.title = title
         self.total = total
-        self.already_done = already_done
+        self.replayed = 0
+        """Outcomes an earlier run had already recorded (left out of the rate and ETA)."""
         self._counts = counts
         self.started = time.monotonic()
         self.tasks: dict[str, TaskResult] = {}
@@ -291,8 +291,8 @@ class BatchView:
         """Everything the view shows, as numbers (also used by tests)."""
         counts = self.snapshot
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        done_now = counts.done
-        done = self.already_done + done_now
+        done = counts.done
+        done_now = max(0, done - self.replayed)
         rate = done_now / elapsed * 60.0 if done_now else None
         remaining = max(0, self.total - done)
         eta: float | None
@@ -307,7 +307,7 @@ class BatchView:
             "succeeded": counts.succeeded,
             "failed": counts.failed,
             "active": counts.submitting + counts.running,
-            "queued": max(0, self.total - self.already_done - counts.read),
+            "queued": max(0, self.total - counts.read),
             "limit": counts.active_limit,
             "per_minute": rate,
             "elapsed": elapsed,
@@ -347,8 +347,8 @@ class BatchView:
             (format_duration(n["eta"]) if n["eta"] is not None else "estimating", "bold"),
         )
         parts.append(stats)
-        if self.already_done:
-            parts.append(Text(f"{self.already_done} job(s) done in an earlier run", "dim"))
+        if self.replayed:
+            parts.append(Text(f"{self.replayed} job(s) ended in an earlier run", "dim"))
         if self.tasks or n["active"]:
             parts.append(self._task_table(int(n["active"] or 0)))
         return Group(*parts)

@@ -48,7 +48,9 @@ class ResultsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.previous = read_results(path)
-        self._seen = {_identity(record) for record in self.previous}
+        self._seen: dict[tuple[str, str, str], Mapping[str, Any]] = {
+            _identity(record): record for record in self.previous
+        }
         self._file: IO[str] | None = None
         self.written = 0
 
@@ -67,13 +69,17 @@ class ResultsFile:
             self._file.close()
             self._file = None
 
+    def recorded(self, record: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The line already written for this same outcome, if any."""
+        return self._seen.get(_identity(record))
+
     def write(self, record: Mapping[str, Any]) -> bool:
         """Append one record unless the same outcome is already there; True if written."""
         assert self._file is not None, "use ResultsFile as a context manager"
         identity = _identity(record)
         if identity in self._seen:
             return False
-        self._seen.add(identity)
+        self._seen[identity] = record
         stamped = {**record, "finished_at": _now()}
         self._file.write(json.dumps(stamped, ensure_ascii=False) + "\n")
         self._file.flush()

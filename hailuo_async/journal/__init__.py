@@ -86,9 +86,9 @@ from ._sqlite import SQLiteJobStore, Synchronous
 from ._store import JobStore
 
 __all__ = [
-    "BatchJournal",
     "MAX_KEY_CHARS",
     "SCHEMA_VERSION",
+    "BatchJournal",
     "InvalidTransitionError",
     "JobConflictError",
     "JobKeyer",

@@ -24,9 +24,9 @@ from typing import Any, Literal, NoReturn, TypeVar
 import anyio
 import attrs
 
-from .._retry import UnknownSubmissionPolicy
 from .._exceptions import InvalidRequestError, SubmissionUnknownError
 from .._models import TaskResult
+from .._retry import UnknownSubmissionPolicy
 from . import _sql as sql
 from ._errors import (
     InvalidTransitionError,

@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-from .._retry import UnknownSubmissionPolicy
 from .._models import TaskResult
+from .._retry import UnknownSubmissionPolicy
 from ._keys import JobSpec
 from ._records import JobRecord, JobState
 from ._resume import ResumePlan

@@ -203,7 +203,8 @@ class FakeHailuoConfig:
     webhook_duplicate: float = attrs.field(default=0.0, validator=_fraction)
     """The share of webhook events delivered twice (the receiver must be idempotent)."""
     webhook_timeout: float = attrs.field(default=5.0, validator=_positive)
-    """How long a webhook receiver has to answer 2xx before the attempt counts as failed."""
+    """How long a webhook receiver has to answer 2xx before the attempt counts as failed
+    (scaled by `time_scale`, but never under 50 real milliseconds)."""
     webhook_retries: int = attrs.field(default=5, validator=attrs.validators.ge(0))
     """Further attempts after a failed webhook delivery (non-2xx, error or timeout)."""
     webhook_retry_delay: float = attrs.field(default=1.0, validator=_non_negative)
