@@ -85,6 +85,7 @@ class _Job:
         result: TaskResult | None = None,
         error: HailuoError | None = None,
         path: Path | None = None,
+        replayed: bool = False,
     ) -> JobOutcome:
         return JobOutcome(
             index=self.index,
@@ -94,6 +95,7 @@ class _Job:
             result=result,
             error=error,
             path=str(path) if path is not None else None,
+            replayed=replayed,
         )
 
 
@@ -294,17 +296,17 @@ class JobStream:
             error = None
             if path is None and self._download_to is not None:
                 path, error = await self._download(job, record.result)
-            outcome = job.outcome(task_id=record.task_id, result=result, error=error, path=path)
+            outcome = job.outcome(
+                task_id=record.task_id, result=result, error=error, path=path, replayed=True
+            )
         elif action is ResumeAction.UNKNOWN:
             error = SubmissionUnknownError(
                 job.request, reason=record.error or "an earlier run stopped while submitting"
             )
-            outcome = job.outcome(error=error)
+            outcome = job.outcome(error=error, replayed=True)
         else:
-            error = HailuoError(
-                f"job {job.key} ended in an earlier run: {record.error or action.value}"
-            )
-            outcome = job.outcome(task_id=record.task_id, error=error)
+            error = HailuoError(f"failed in an earlier run: {record.error or action.value}")
+            outcome = job.outcome(task_id=record.task_id, error=error, replayed=True)
         await self._emit(outcome)
         self._finishing -= 1
         self._close_if_finished()

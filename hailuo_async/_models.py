@@ -212,7 +212,10 @@ class TaskResult:
 
 @attrs.frozen(kw_only=True)
 class JobOutcome:
-    """What became of one request of a batch; ``index`` is its place in the input."""
+    """What became of one request of a batch; ``index`` is its place in the input.
+
+    ``replayed`` is True when the outcome comes from the journal of an earlier run.
+    """
 
     index: int
     request: VideoRequest
@@ -221,6 +224,7 @@ class JobOutcome:
     error: HailuoError | None = None
     key: str | None = None
     path: str | None = None
+    replayed: bool = False
 
     @property
     def ok(self) -> bool:

@@ -49,7 +49,8 @@ async def test_a_finished_batch_run_again_submits_nothing(
             prompts(8), max_active_jobs=8, journal=journal, download_to=videos
         ) as outcomes:
             second = {o.index: o async for o in outcomes}
-    assert all(o.ok and o.path for o in first.values())
+    assert all(o.ok and o.path and not o.replayed for o in first.values())
+    assert all(o.replayed for o in second.values())
     assert {i: (o.task_id, o.path) for i, o in second.items()} == {
         i: (o.task_id, o.path) for i, o in first.items()
     }

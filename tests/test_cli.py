@@ -220,9 +220,10 @@ def test_missing_key_says_how_to_set_it(args: list[str], tmp_path: Path) -> None
     (tmp_path / "prompts.txt").write_text("a prompt\n")
     result = invoke(*args)
     assert result.exit_code == 2
+    assert result.stderr.startswith("error: no API key")
+    assert result.stderr.count("\n") == 1
     assert "HAILUO_API_KEY" in result.stderr
     assert "--simulate" in result.stderr
-    assert "Traceback" not in result.output
 
 
 def test_wrong_key_is_one_line_without_traceback() -> None:

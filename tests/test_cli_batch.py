@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import signal
@@ -150,6 +151,47 @@ def test_rerun_resumes_without_submitting_again(tmp_path: Path) -> None:
     assert accepted == 3
     assert len(results(tmp_path / "o")) == 3
     assert (tmp_path / "o" / "journal.sqlite").exists()
+
+
+def test_rerun_counts_earlier_jobs_apart(tmp_path: Path) -> None:
+    """A rerun prints no news for jobs already recorded and counts them in the summary."""
+    (tmp_path / "p.txt").write_text("one\ntwo\n")
+    args = ("batch", "p.txt", "--simulate", "--time-scale", FAST)
+    assert invoke(*args).exit_code == 0
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert "✓ line" not in again.stdout
+    assert re.search(r"ended in earlier runs\s*│\s*2 \(of the above\)", again.stdout)
+
+
+def test_retry_failed_submits_only_the_failed_jobs_again(tmp_path: Path) -> None:
+    """Failed jobs stay failed on a rerun (exit 1) until --retry-failed submits them again."""
+    (tmp_path / "p.txt").write_text("".join(f"prompt {i}\n" for i in range(6)))
+    with threaded_fake(failure_rate=0.5) as server:
+        env = fake_env(server)
+        first = invoke("batch", "p.txt", env=env)
+        failing = sum(task.fails for task in server.tasks.values())
+        rerun = invoke("batch", "p.txt", env=env)
+        after_rerun = server.stats.submissions_accepted
+        retried = invoke("batch", "p.txt", "--retry-failed", env=env)
+        after_retry = server.stats.submissions_accepted
+    assert 0 < failing < 6
+    assert first.exit_code == rerun.exit_code == 1
+    assert "--retry-failed" in first.stdout
+    assert after_rerun == 6
+    assert after_retry == 6 + failing
+    assert retried.stdout.count("line ") >= failing
+
+
+def test_changed_request_under_an_old_key_is_refused(tmp_path: Path) -> None:
+    """A keyed line whose request changed since the journal recorded it is a usage error."""
+    args = ("batch", "j.jsonl", "--simulate", "--time-scale", FAST)
+    write_jsonl(tmp_path / "j.jsonl", {"key": "a", "prompt": "one"})
+    assert invoke(*args).exit_code == 0
+    write_jsonl(tmp_path / "j.jsonl", {"key": "a", "prompt": "another"})
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert "give the changed lines new keys" in result.stderr
 
 
 def test_custom_journal_path_is_used(tmp_path: Path) -> None:
@@ -309,6 +351,8 @@ def test_batch_view_numbers() -> None:
     assert (numbers["active"], numbers["queued"], numbers["done"]) == (4, 3, 3)
     assert numbers["per_minute"] == pytest.approx(3.0, rel=0.01)
     assert numbers["eta"] == pytest.approx(7 / 3 * 60, rel=0.01)
+    view.replayed = 1  # one of the three was only read back from the journal
+    assert view.numbers()["per_minute"] == pytest.approx(2.0, rel=0.01)
 
 
 # -- as a real process ---------------------------------------------------------------------
@@ -344,28 +388,37 @@ def test_readme_main_command_makes_real_videos(tmp_path: Path) -> None:
         assert README_MAIN_COMMAND in readme
 
 
+def interrupt_after(
+    argv: list[str], cwd: Path, env: dict[str, str], results_path: Path, finished: int
+) -> tuple[int, str, str]:
+    """Run the CLI as a process, SIGINT it once `finished` jobs are in results.jsonl."""
+    with subprocess.Popen(  # noqa: S603 - our own console script
+        [*_hailuo(), *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        deadline = time.monotonic() + 20
+        while not (results_path.exists() and results_path.read_text().count("\n") >= finished):
+            assert time.monotonic() < deadline, "no job finished"
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=20)
+    return process.returncode, stdout, stderr
+
+
 def test_ctrl_c_stops_cleanly_and_resuming_loses_nothing(tmp_path: Path) -> None:
     """SIGINT stops the batch (exit 130) saying how to resume; resuming finishes every job once."""
     (tmp_path / "p.txt").write_text("".join(f"prompt {i}\n" for i in range(8)))
     with threaded_fake(job_duration=Uniform(100, 1500)) as server:
         env = {**subprocess_env(), **fake_env(server)}
-        with subprocess.Popen(  # noqa: S603 - our own console script
-            [*_hailuo(), "batch", "p.txt", "--out", "o"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as process:
-            deadline = time.monotonic() + 20
-            path = tmp_path / "o" / "results.jsonl"
-            while not (path.exists() and path.read_text().count("\n") >= 2):
-                assert time.monotonic() < deadline, "no job finished"
-                assert process.poll() is None, process.communicate()
-                time.sleep(0.02)
-            process.send_signal(signal.SIGINT)
-            stdout, stderr = process.communicate(timeout=20)
-        assert process.returncode == 130, stdout + stderr
+        code, stdout, stderr = interrupt_after(
+            ["batch", "p.txt", "--out", "o"], tmp_path, env, tmp_path / "o" / "results.jsonl", 2
+        )
+        assert code == 130, stdout + stderr
         assert "To resume, run: hailuo batch p.txt --out o" in stdout
         assert "Traceback" not in stderr
         finished_before = len(results(tmp_path / "o"))
@@ -379,3 +432,20 @@ def test_ctrl_c_stops_cleanly_and_resuming_loses_nothing(tmp_path: Path) -> None
     assert sorted(record["line"] for record in records) == list(range(1, 9))
     assert all(record["status"] == "succeeded" for record in records)
     assert (accepted, duplicates) == (8, 0)
+
+
+def test_simulated_batch_resumes_after_ctrl_c(tmp_path: Path) -> None:
+    """A simulated run stopped by Ctrl-C resumes to every video, though its service is new."""
+    (tmp_path / "p.txt").write_text("".join(f"prompt {i}\n" for i in range(8)))
+    argv = ["batch", "p.txt", "--simulate", "--time-scale", "0.005", "--max-active", "2"]
+    code, stdout, stderr = interrupt_after(
+        argv, tmp_path, subprocess_env(), tmp_path / "videos" / "results.jsonl", 1
+    )
+    assert code == 130, stdout + stderr
+    assert "To resume, run: hailuo batch p.txt --out videos --max-active 2 --simulate" in stdout
+    resumed = invoke(*argv)
+    assert resumed.exit_code == 0, resumed.output
+    assert "were running on the simulated service of an earlier run" in resumed.stdout
+    records = results(tmp_path / "videos")
+    assert sorted(record["line"] for record in records) == list(range(1, 9))
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 8

@@ -601,4 +601,4 @@ def fake_server(knobs: tuple[str, ...]) -> None:
 
     The same flags as `python -m hailuo_async.testing`, whose parser this uses.
     """
-    sys.exit(fake_server_main(list(knobs)))
+    sys.exit(fake_server_main(list(knobs), prog="hailuo fake-server"))

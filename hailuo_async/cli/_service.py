@@ -12,6 +12,7 @@ import click
 from .._client import HailuoClient
 from .._polling import PollPolicy
 from ..testing import FakeHailuoServer
+from ._errors import InputError
 
 __all__ = [
     "SIMULATED_TIME_SCALE",
@@ -31,8 +32,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _SETTINGS_KEY = "hailuo.settings"
 
 
-class MissingKeyError(click.UsageError):
-    """No API key was given, and the run is not simulated."""
+class MissingKeyError(InputError):
+    """No API key was given, and the run is not simulated (exit 2, nothing sent)."""
 
     def __init__(self) -> None:
         super().__init__(

@@ -8,6 +8,7 @@ from pathlib import Path
 from .._exceptions import HailuoError, SubmissionUnknownError, TaskFailedError
 from .._models import TaskResult, VideoRequest
 from .._retry import UnknownSubmissionPolicy
+from ._errors import JobConflictError
 from ._keys import JobKeyer
 from ._resume import ResumeAction, ResumeEntry, ResumePlan
 from ._sqlite import SQLiteJobStore
@@ -63,6 +64,9 @@ class BatchJournal:
             return ResumeEntry(key=key or "", action=ResumeAction.SUBMIT)
         spec = self._keyer.spec(request, key)
         entry = self._plan.entry_for(spec.key)
+        if entry.record is not None and entry.record.fingerprint != spec.fingerprint:
+            # The key now names another request: its journal entry is not this job's.
+            raise JobConflictError([spec.key])
         if entry.record is None:
             await self._store.record([spec])
         return entry

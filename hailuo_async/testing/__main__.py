@@ -43,10 +43,10 @@ def _duration_model(text: str) -> object:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m hailuo_async.testing") -> argparse.ArgumentParser:
     """The command line: one flag per knob of FakeHailuoConfig."""
     parser = argparse.ArgumentParser(
-        prog="python -m hailuo_async.testing",
+        prog=prog,
         description="Serve a fake of the Hailuo-02 API (and its storage host) locally.",
     )
     net = parser.add_argument_group("network")
@@ -255,9 +255,9 @@ async def _serve(server: FakeHailuoServer, args: argparse.Namespace) -> None:
         print(json.dumps(server.stats.as_dict(), indent=2), flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m hailuo_async.testing``."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Entry point of ``python -m hailuo_async.testing`` (``prog`` names it in messages)."""
+    parser = build_parser(prog) if prog is not None else build_parser()
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
