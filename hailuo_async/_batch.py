@@ -33,6 +33,7 @@ from ._exceptions import (
     HailuoError,
     InvalidRequestError,
     PermissionDeniedError,
+    RateLimitError,
     SubmissionUnknownError,
     TaskFailedError,
 )
@@ -53,6 +54,8 @@ _FATAL = (AuthenticationError, PermissionDeniedError)
 # On leaving a batch, submissions already on the wire get this long to learn their task id:
 # cut short, each would be a job that may have been paid for with no id to show for it.
 SUBMISSION_GRACE = 10.0
+# How many times a batch job refused with 429 (after its own retries) waits for a free place.
+RATE_LIMITED_ROUNDS = 10
 
 
 @attrs.frozen
@@ -255,23 +258,43 @@ class JobStream:
 
     async def _submit(self, job: _Job) -> None:
         assert job.key is not None or not self._journal.enabled
+        ended = False
         try:
-            await self._journal.submitting(job.key or "")
-            task_id = await self._client.submit(job.request)
-        except HailuoError as exc:
-            # A journal that cannot write, or a key the account refuses, stops the batch.
-            if isinstance(exc, (*_FATAL, JournalError)):
-                self._fatal = exc
-            await self._journal.submission_failed(job.key or "", exc)
+            try:
+                await self._journal.submitting(job.key or "")
+                task_id = await self._submit_patiently(job)
+            except HailuoError as exc:
+                # A journal that cannot write, or a key the account refuses, stops the batch.
+                if isinstance(exc, (*_FATAL, JournalError)):
+                    self._fatal = exc
+                await self._journal.submission_failed(job.key or "", exc)
+                ended = True
+                self._submission_ended()
+                await self._emit(job.outcome(error=exc))
+                self._active.release(submitted=False)
+                self._close_if_finished()
+                return
+            self._active.on_submitted()
+            await self._journal.submitted(job.key or "", task_id)
+            self._watch(job, task_id, submitted_at=time.monotonic())
+            ended = True
             self._submission_ended()
-            await self._emit(job.outcome(error=exc))
-            self._active.release(submitted=False)
-            self._close_if_finished()
-            return
-        self._active.on_submitted()
-        await self._journal.submitted(job.key or "", task_id)
-        self._watch(job, task_id, submitted_at=time.monotonic())
-        self._submission_ended()
+        finally:
+            if not ended:
+                # Cancelled (the caller's scope was): no answer is coming to wait for on exit.
+                self._submission_ended()
+
+    async def _submit_patiently(self, job: _Job) -> str:
+        # A submit still refused with 429 after its retries started nothing: the account is
+        # at its cap on active jobs or requests. Wait for a place to free up and go again,
+        # rather than fail a job that was never sent.
+        for _ in range(RATE_LIMITED_ROUNDS - 1):
+            try:
+                return await self._client.submit(job.request)
+            except RateLimitError:  # noqa: PERF203 - a rare path, and a wait follows anyway
+                self._active.release(submitted=False)
+                await self._active.acquire()
+        return await self._client.submit(job.request)
 
     def _stopping(self) -> bool:
         return self._closing

@@ -44,8 +44,9 @@ from ._retry import (
     RetryPolicy,
     UnknownSubmissionPolicy,
     parse_retry_after,
-    poll_retrying,
-    submit_retrying,
+    poll_should_retry,
+    submit_should_retry,
+    with_retries,
 )
 from ._transport import Response, Timeouts, Transport
 from ._watcher import EventCallback, TaskWatcher
@@ -211,16 +212,14 @@ class HailuoClient:
         body = json.dumps(request.to_payload(), ensure_ascii=False).encode("utf-8")
         resubmit = self.on_unknown_submission == "resubmit"
         try:
-            async for attempt in submit_retrying(
-                self.retry_policy, max_retries=self.max_retries, resubmit_unknown=resubmit
-            ):
-                with attempt:
-                    task_id = await self._submit_once(
-                        request,
-                        body,
-                        attempt=attempt.retry_state.attempt_number,
-                        raise_unknown=not resubmit,
-                    )
+            task_id = await with_retries(
+                lambda attempt: self._submit_once(
+                    request, body, attempt=attempt, raise_unknown=not resubmit
+                ),
+                self.retry_policy,
+                max_retries=self.max_retries,
+                should_retry=submit_should_retry(resubmit_unknown=resubmit),
+            )
         except (APIConnectionError, APIResponseValidationError) as exc:
             if isinstance(exc, APIConnectionError) and not exc.request_sent:
                 raise
@@ -269,14 +268,12 @@ class HailuoClient:
     async def get_task(self, task_id: str) -> TaskResult:
         """Poll a task once (retrying transient failures) and return what the service says."""
         _check_task_id(task_id)
-        async for attempt in poll_retrying(
+        return await with_retries(
+            lambda attempt: self._poll_once(task_id, attempt=attempt),
             self.retry_policy,
             max_retries=self.max_retries,
-            retry_not_found=lambda: self._in_not_found_grace(task_id),
-        ):
-            with attempt:
-                return await self._poll_once(task_id, attempt=attempt.retry_state.attempt_number)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+            should_retry=poll_should_retry(lambda: self._in_not_found_grace(task_id)),
+        )
 
     async def _poll_once(self, task_id: str, *, attempt: int) -> TaskResult:
         response = await self._call_api(
@@ -360,7 +357,9 @@ class HailuoClient:
         submitted_at: float | None,
         latest: list[TaskResult],
     ) -> TaskResult:
-        schedule = PollSchedule(self.poll_policy, history=self.durations)
+        schedule = PollSchedule(
+            self.poll_policy, history=self.durations, timed=submitted_at is not None
+        )
         started = submitted_at if submitted_at is not None else time.monotonic()
         if submitted_at is not None:
             await anyio.sleep(schedule.first_delay())
@@ -374,8 +373,7 @@ class HailuoClient:
                     await outcome
             previous = result
             if result.is_done:
-                if submitted_at is not None:
-                    self.durations.observe(time.monotonic() - started)
+                schedule.ended(time.monotonic() - started)
                 return result
             await anyio.sleep(schedule.next_delay(result, elapsed=time.monotonic() - started))
 

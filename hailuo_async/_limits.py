@@ -149,8 +149,11 @@ class RequestLimiter:
         await self._wait_out_pause(kind)
         # Downloads go to the storage host, which the API's request budget does not cover.
         if kind != "download":
-            async with self._turns[kind]:
-                await self._pacer.acquire()
+            if self.rate.value is None:
+                self.rate.record_sent(time.monotonic())  # unpaced: no queue to wait in
+            else:
+                async with self._turns[kind]:
+                    await self._pacer.acquire()
         async with self._in_flight:
             yield
 
@@ -195,8 +198,8 @@ class ActiveJobLimit:
 
     Discovered, it grows by one per accepted submission until the first 429 on a submit,
     then sits at the number of jobs the service held at that 429 and probes one higher after
-    ``probe_after`` clean completions, waiting twice as long after each failed probe, so a
-    settled run meets almost no 429s.
+    100 clean completions, waiting four times as long after each failed probe, so a settled
+    run meets almost no 429s.
     """
 
     def __init__(self, *, known: int | None, start: int = 4, ceiling: int = 10_000) -> None:
@@ -204,7 +207,7 @@ class ActiveJobLimit:
         self.value = known if known is not None else start
         self._ceiling = ceiling
         self._slow_start = self.adaptive
-        self._probe_after = 50
+        self._probe_after = 100
         self._clean_completions = 0
         self._active = 0
         self._on_server = 0
@@ -261,7 +264,7 @@ class ActiveJobLimit:
         if self._slow_start:
             self._slow_start = False
         else:
-            self._probe_after = min(self._probe_after * 2, 1 << 20)
+            self._probe_after = min(self._probe_after * 4, 1 << 20)
         self.value = learned
         return True
 

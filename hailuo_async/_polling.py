@@ -17,15 +17,19 @@ class PollPolicy:
     """The cadence of polls for one task, in seconds.
 
     The first poll comes ``first_poll_delay`` after submission (or near the finish that
-    durations seen earlier in the run predict). After that, a poll comes near the service's
-    ``eta`` when it gives one, else after a geometric backoff from ``min_interval`` by
-    ``backoff`` up to ``max_interval``; each wait is jittered by +/- ``jitter``.
+    durations seen earlier in the run predict). After that, a poll comes at ``eta_fraction``
+    of the service's ``eta`` when it gives one, else after a geometric backoff from
+    ``min_interval`` by ``backoff`` up to ``max_interval``; each wait is jittered by
+    +/- ``jitter``.
     """
 
     first_poll_delay: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
-    min_interval: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
+    min_interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     max_interval: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     backoff: float = attrs.field(default=1.5, validator=attrs.validators.ge(1))
+    eta_fraction: float = attrs.field(
+        default=0.7, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
+    )
     jitter: float = attrs.field(
         default=0.1, validator=[attrs.validators.ge(0), attrs.validators.lt(1)]
     )
@@ -64,8 +68,22 @@ class DurationStats:
         return self._sorted[index]
 
 
+# One generator for every schedule: a Random each would cost 2.5 KB per watched task.
+_SHARED_RNG = random.Random()
+
+
 class PollSchedule:
-    """The poll timing of one task."""
+    """The poll timing of one task; ``history`` learns from it when ``timed`` (its age known)."""
+
+    __slots__ = (
+        "_expected_end",
+        "_history",
+        "_last_poll",
+        "_policy",
+        "_rng",
+        "_timed",
+        "_unguided",
+    )
 
     def __init__(
         self,
@@ -73,11 +91,15 @@ class PollSchedule:
         *,
         history: DurationStats | None = None,
         rng: random.Random | None = None,
+        timed: bool = True,
     ) -> None:
         self._policy = policy
         self._history = history
-        self._rng = rng or random.Random()
+        self._rng = rng or _SHARED_RNG
+        self._timed = timed
         self._unguided = 0
+        self._last_poll: float | None = None
+        self._expected_end: float | None = None
 
     def first_delay(self) -> float:
         """Seconds from submission to the first poll."""
@@ -86,7 +108,7 @@ class PollSchedule:
         if self._history is not None:
             # Aim a little before the typical finish: an early poll costs one request,
             # a late one costs the caller's time.
-            typical = self._history.quantile(0.25)
+            typical = self._history.quantile(0.1)
             if typical is not None:
                 delay = typical
         return self._clamped(self._jittered(delay))
@@ -95,13 +117,34 @@ class PollSchedule:
         """Seconds until the next poll, given the latest answer and the seconds since submission."""
         policy = self._policy
         remaining = self._remaining_estimate(result, elapsed)
+        if elapsed is not None:
+            self._last_poll = elapsed
+            self._expected_end = None if remaining is None else elapsed + remaining
         if remaining is not None and remaining > policy.min_interval:
             self._unguided = 0
-            delay = remaining
+            # Short of the estimate: the next answer's estimate is closer, and an eta that
+            # ran long costs a fraction of it, not the whole error.
+            delay = remaining * policy.eta_fraction
         else:
             delay = policy.min_interval * policy.backoff**self._unguided
             self._unguided += 1
         return self._clamped(self._jittered(delay))
+
+    def ended(self, elapsed: float) -> None:
+        """A poll ``elapsed`` seconds after submission found the task ended: learn from it.
+
+        The job really ended between the previous poll and this one; the service's last
+        estimate places it inside that span. Seen ended at the first poll, it ended some
+        time before it: the middle is taken, so first polls move earlier until they meet
+        running jobs again.
+        """
+        if self._history is None or not self._timed:
+            return
+        if self._last_poll is None:
+            self._history.observe(elapsed / 2)
+            return
+        estimate = self._expected_end if self._expected_end is not None else elapsed
+        self._history.observe(min(max(estimate, self._last_poll), elapsed))
 
     def _remaining_estimate(self, result: TaskResult, elapsed: float | None) -> float | None:
         if result.eta is not None and result.eta > 0:

@@ -19,7 +19,8 @@ reset / timeout after sending               retry        SubmissionUnknownError,
 ==========================================  ===========  =========================
 
 Waits are capped exponential backoff with full jitter; a ``Retry-After`` header (seconds or
-an HTTP date) is honoured up to ``max_retry_after``. The loop itself is tenacity's.
+an HTTP date) is honoured up to ``max_retry_after``. The loop after a first failure is
+tenacity's.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from __future__ import annotations
 import email.utils
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Literal, TypeVar
 
 import anyio
 import attrs
@@ -47,9 +48,12 @@ __all__ = [
     "RetryPolicy",
     "UnknownSubmissionPolicy",
     "parse_retry_after",
-    "poll_retrying",
-    "submit_retrying",
+    "poll_should_retry",
+    "submit_should_retry",
+    "with_retries",
 ]
+
+T = TypeVar("T")
 
 UnknownSubmissionPolicy = Literal["raise", "resubmit"]
 """What to do with a submission whose outcome cannot be known: raise, or send it again."""
@@ -102,26 +106,46 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
     return max(0.0, seconds)
 
 
-def _retrying(
-    policy: RetryPolicy, max_retries: int, should_retry: Callable[[BaseException], bool]
-) -> AsyncRetrying:
+async def with_retries(
+    call: Callable[[int], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    max_retries: int,
+    should_retry: Callable[[BaseException], bool],
+) -> T:
+    """``await call(attempt)`` until it succeeds, retrying the failures ``should_retry`` allows.
+
+    The first attempt runs bare, because almost every call succeeds at once and building a
+    retry loop costs more than the request's own bookkeeping; after a first failure
+    tenacity runs the rest.
+    """
+    try:
+        return await call(1)
+    except Exception as exc:
+        if max_retries == 0 or not should_retry(exc):
+            raise
+        first_failure: BaseException = exc
+    await anyio.sleep(policy.wait_for(first_failure, 1))
+
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
-        return policy.wait_for(exc, state.attempt_number)
+        return policy.wait_for(exc, state.attempt_number + 1)
 
-    return AsyncRetrying(
+    retrying = AsyncRetrying(
         retry=retry_if_exception(should_retry),
-        stop=stop_after_attempt(max_retries + 1),
+        stop=stop_after_attempt(max_retries),
         wait=wait,
         sleep=anyio.sleep,
         reraise=True,
     )
+    async for attempt in retrying:
+        with attempt:
+            return await call(attempt.retry_state.attempt_number + 1)
+    raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
 
-def poll_retrying(
-    policy: RetryPolicy, *, max_retries: int, retry_not_found: Callable[[], bool]
-) -> AsyncRetrying:
-    """The retry loop of one poll; ``retry_not_found`` says whether a 404 is still in its grace."""
+def poll_should_retry(retry_not_found: Callable[[], bool]) -> Callable[[BaseException], bool]:
+    """Which poll failures are retried; ``retry_not_found`` says if a 404 is in its grace."""
 
     def should_retry(exc: BaseException) -> bool:
         if isinstance(exc, NotFoundError):
@@ -131,13 +155,11 @@ def poll_retrying(
             (RateLimitError, InternalServerError, APIConnectionError, APIResponseValidationError),
         )
 
-    return _retrying(policy, max_retries, should_retry)
+    return should_retry
 
 
-def submit_retrying(
-    policy: RetryPolicy, *, max_retries: int, resubmit_unknown: bool
-) -> AsyncRetrying:
-    """The retry loop of one submission; an unknown outcome is retried by choice only."""
+def submit_should_retry(*, resubmit_unknown: bool) -> Callable[[BaseException], bool]:
+    """Which submit failures are retried; an unknown outcome only by the caller's choice."""
 
     def should_retry(exc: BaseException) -> bool:
         if isinstance(exc, (RateLimitError, InternalServerError)):
@@ -146,4 +168,4 @@ def submit_retrying(
             return resubmit_unknown or not exc.request_sent
         return resubmit_unknown and isinstance(exc, APIResponseValidationError)
 
-    return _retrying(policy, max_retries, should_retry)
+    return should_retry

@@ -62,17 +62,14 @@ _FATAL = (AuthenticationError, PermissionDeniedError)
 
 
 class _Watched:
-    __slots__ = ("failures", "last", "pushed", "schedule", "started", "timed")
+    __slots__ = ("failures", "last", "pushed", "schedule", "started")
 
-    def __init__(
-        self, schedule: PollSchedule, started: float, *, pushed: bool = False, timed: bool = False
-    ) -> None:
+    def __init__(self, schedule: PollSchedule, started: float, *, pushed: bool = False) -> None:
         self.schedule = schedule
         self.started = started
         self.last: TaskResult | None = None
         self.failures = 0
         self.pushed = pushed  # its end comes by webhook: polls are only a slow backstop
-        self.timed = timed  # `started` is the submission time, so durations can be learnt
 
 
 class TaskWatcher:
@@ -173,10 +170,13 @@ class TaskWatcher:
             raise InvalidRequestError("task_id", "must be a non-empty string")
         if task_id in self._watched:
             return
-        schedule = PollSchedule(self._policy, history=self._client.durations)
+        # Only a task whose submission time is known can teach how long jobs take.
+        schedule = PollSchedule(
+            self._policy, history=self._client.durations, timed=submitted_at is not None
+        )
         now = time.monotonic()
         if pushed and submitted_at is not None:
-            self._watched[task_id] = _Watched(schedule, submitted_at, pushed=True, timed=True)
+            self._watched[task_id] = _Watched(schedule, submitted_at, pushed=True)
             self._schedule(task_id, submitted_at + self._backstop_first_delay())
         elif submitted_at is None:
             # Its age is unknown (it may have ended already): one poll at once either way.
@@ -199,8 +199,6 @@ class TaskWatcher:
         watched = self._watched.get(result.task_id)
         if watched is None or not result.is_done:
             return False
-        if watched.timed:
-            self._client.durations.observe(time.monotonic() - watched.started)
         event = TaskEvent(result.task_id, "done", result)
         for subscriber in list(self._subscribers):
             self._offer(subscriber, event)
@@ -301,7 +299,7 @@ class TaskWatcher:
             await self._emit(TaskEvent(task_id, "progress", result))
         if result.is_done:
             if not watched.pushed:  # a backstop poll finds the end late: no duration to learn
-                self._client.durations.observe(time.monotonic() - watched.started)
+                watched.schedule.ended(time.monotonic() - watched.started)
             self._end(task_id, result)
             return
         if watched.pushed:

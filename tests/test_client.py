@@ -34,7 +34,7 @@ from hailuo_async import (
     VideoRequest,
     WaitTimeoutError,
 )
-from hailuo_async._polling import PollSchedule
+from hailuo_async._polling import DurationStats, PollSchedule
 from hailuo_async.testing import FakeHailuoServer, Faults, Fixed
 from hailuo_async.testing.pytest_plugin import FakeHailuoFactory
 
@@ -320,7 +320,7 @@ def test_poll_schedule_backs_off_without_an_eta() -> None:
 
 def test_poll_schedule_follows_the_eta_within_bounds() -> None:
     """An eta sets the next wait, clamped to [min_interval, max_interval] and jittered."""
-    policy = PollPolicy(min_interval=1, max_interval=30, jitter=0.1)
+    policy = PollPolicy(min_interval=1, max_interval=30, jitter=0.1, eta_fraction=1.0)
     schedule = PollSchedule(policy, rng=random.Random(0))
     for eta, low, high in [(12.0, 10.8, 13.2), (500.0, 27.0, 33.0)]:
         result = TaskResult(task_id="t", status=TaskStatus.PROCESSING, eta=eta)
@@ -332,6 +332,33 @@ def test_poll_schedule_follows_the_eta_within_bounds() -> None:
     # Progress alone predicts the rest: 25 % done after 10 s leaves about 30 s.
     progressed = TaskResult(task_id="t", status=TaskStatus.PROCESSING, progress_percent=25)
     assert 27.0 <= schedule.next_delay(progressed, elapsed=10.0) <= 33.0
+
+
+def test_poll_schedule_aims_short_of_the_eta() -> None:
+    """With eta_fraction 0.7 the next poll comes at 70 % of the eta, so a long eta costs less."""
+    policy = PollPolicy(min_interval=1, max_interval=300, jitter=0.0, eta_fraction=0.7)
+    result = TaskResult(task_id="t", status=TaskStatus.PROCESSING, eta=100.0)
+    assert PollSchedule(policy).next_delay(result) == pytest.approx(70.0)
+
+
+def test_durations_are_learnt_from_the_service_estimate() -> None:
+    """A job seen done is recorded at the end its last eta predicted, not when it was seen."""
+    history = DurationStats()
+    for _ in range(5):
+        schedule = PollSchedule(PollPolicy(jitter=0.0), history=history)
+        schedule.next_delay(
+            TaskResult(task_id="t", status=TaskStatus.PROCESSING, eta=20.0), elapsed=10.0
+        )
+        schedule.ended(45.0)
+    assert history.quantile(0.5) == pytest.approx(30.0)
+
+
+def test_jobs_done_at_the_first_poll_pull_first_polls_earlier() -> None:
+    """Jobs already ended at their first poll are recorded at half that time."""
+    history = DurationStats()
+    for _ in range(5):
+        PollSchedule(PollPolicy(), history=history).ended(10.0)
+    assert history.quantile(0.5) == pytest.approx(5.0)
 
 
 # -- odd answers -------------------------------------------------------------------------------
