@@ -342,7 +342,11 @@ class JobStream:
             task_id, outcome = await self._watcher.next_outcome()
             job = self._jobs.pop(task_id)
             self._finishing += 1
-            self._task_group.start_soon(self._finish, job, task_id, outcome)
+            if self._journal.enabled or self._download_to is not None:
+                # Journal writes and downloads take time: finish jobs side by side.
+                self._task_group.start_soon(self._finish, job, task_id, outcome)
+            else:
+                await self._finish(job, task_id, outcome)
 
     async def _finish(self, job: _Job, task_id: str, outcome: TaskResult | HailuoError) -> None:
         await self._journal.ended(job.key or "", outcome)
