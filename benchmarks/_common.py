@@ -21,12 +21,14 @@ import multiprocessing.connection
 import os
 import platform
 import resource
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -174,7 +176,33 @@ def machine_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         "packages": packages,
+        "source": _source_state(),
     }
+
+
+def _source_state() -> dict[str, Any]:
+    """The checkout's commit and how many files differ from it (read-only git calls)."""
+    root = Path(__file__).resolve().parent.parent
+    state: dict[str, Any] = {"commit": None, "changed_files": None}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        state["commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH, read-only
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "hailuo_async"],  # noqa: S607
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        state["changed_files"] = len(changed.splitlines())
+    return state
 
 
 def _version(distribution: str) -> str | None:

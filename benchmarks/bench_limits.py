@@ -63,6 +63,7 @@ async def _batch(fake: FakeProcess, jobs: int, *, given: bool, scale: float) -> 
     half: dict[str, Any] = {}
     ok = done = 0
     failures: dict[str, int] = {}
+    failed_at: list[int] = []  # how many outcomes had come when each failure came
     async with client:
         with timed() as elapsed:
             async with client.generate_many(request for _ in range(jobs)) as outcomes:
@@ -72,6 +73,7 @@ async def _batch(fake: FakeProcess, jobs: int, *, given: bool, scale: float) -> 
                     if outcome.error is not None:
                         kind = f"{type(outcome.error).__name__}: {outcome.error}"[:120]
                         failures[kind] = failures.get(kind, 0) + 1
+                        failed_at.append(done)
                     if done == jobs // 2:
                         half = await fake.acall("stats")
                         half["at"] = elapsed()
@@ -79,6 +81,8 @@ async def _batch(fake: FakeProcess, jobs: int, *, given: bool, scale: float) -> 
     return {
         "ok": ok,
         "failures": failures,
+        "failed_first_half": sum(1 for at in failed_at if at <= jobs // 2),
+        "failed_second_half": sum(1 for at in failed_at if at > jobs // 2),
         "wall": wall,
         "half": half,
         "client_429": dict(client.limiter.rate_limited),
@@ -166,6 +170,8 @@ def run(*, quick: bool = False) -> ScenarioResult:
             figures[f"{mode}_succeeded"] = result["ok"]
             figures[f"{mode}_failed"] = sum(result["failures"].values())
             figures[f"{mode}_failures"] = result["failures"]
+            figures[f"{mode}_failed_first_half"] = result["failed_first_half"]
+            figures[f"{mode}_failed_second_half"] = result["failed_second_half"]
             figures[f"{mode}_submissions_accepted"] = result["accepted"]
             figures[f"{mode}_wall_s"] = result["wall"]
             figures[f"{mode}_learned_active_jobs"] = result["learned_active"]
@@ -189,7 +195,10 @@ def run(*, quick: bool = False) -> ScenarioResult:
                 f"{result['second'] or '{}'}; client saw {result['client_429']}."
             )
             for failure, times in result["failures"].items():
-                notes.append(f"{mode}: {times} job(s) failed with {failure}")
+                notes.append(
+                    f"{mode}: {times} job(s) failed ({result['failed_first_half']} in the first "
+                    f"half, {result['failed_second_half']} in the second) with {failure}"
+                )
     notes.insert(
         0,
         f"{jobs} jobs of {REALISTIC[0]:g}-{REALISTIC[1]:g} service s against "

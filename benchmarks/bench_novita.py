@@ -84,8 +84,12 @@ def _novita_run(
 
     NovitaClient._get = get_with_whole_eta
     counter = _Counter()
-    logging.getLogger("urllib3").addHandler(counter)
-    logging.getLogger("novita_client").addHandler(counter)
+    # Count the SDK's warnings instead of printing them (its wait loop calls logging.debug()
+    # on the root logger, which installs a stderr handler).
+    for name in ("urllib3", "novita_client"):
+        logger = logging.getLogger(name)
+        logger.addHandler(counter)
+        logger.propagate = False
     client = NovitaClient(api_key, base_url=url)
     payload = {"prompt": PROMPT, "duration": 6, "resolution": "768P"}
     seen: dict[str, float] = {}
