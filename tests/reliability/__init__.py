@@ -1,0 +1,1 @@
+"""Reliability tests: fault soak, crash and resume, hostile input, secrets and resources."""
