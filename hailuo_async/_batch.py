@@ -261,7 +261,6 @@ class JobStream:
         ended = False
         try:
             try:
-                await self._journal.submitting(job.key or "")
                 task_id = await self._submit_patiently(job)
             except HailuoError as exc:
                 # A journal that cannot write, or a key the account refuses, stops the batch.
@@ -288,13 +287,14 @@ class JobStream:
         # A submit still refused with 429 after its retries started nothing: the account is
         # at its cap on active jobs or requests. Wait for a place to free up and go again,
         # rather than fail a job that was never sent.
+        recorder = self._journal.recorder(job.key or "")
         for _ in range(RATE_LIMITED_ROUNDS - 1):
             try:
-                return await self._client.submit(job.request)
+                return await self._client.submit(job.request, recorder=recorder)
             except RateLimitError:  # noqa: PERF203 - a rare path, and a wait follows anyway
                 self._active.release(submitted=False)
                 await self._active.acquire()
-        return await self._client.submit(job.request)
+        return await self._client.submit(job.request, recorder=recorder)
 
     def _stopping(self) -> bool:
         return self._closing

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio
@@ -53,7 +53,13 @@ from ._watcher import EventCallback, TaskWatcher
 from .journal import JobStore
 from .webhooks import WebhookEvent, WebhookInbox
 
-__all__ = ["DEFAULT_BASE_URL", "HailuoClient", "ProgressCallback", "UnknownSubmissionPolicy"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "HailuoClient",
+    "ProgressCallback",
+    "SubmissionRecorder",
+    "UnknownSubmissionPolicy",
+]
 
 DEFAULT_BASE_URL = "https://api.highwayapi.ai"
 SUBMIT_PATH = "/v3/async/minimax-hailuo-02"
@@ -68,6 +74,16 @@ _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     404: NotFoundError,
     429: RateLimitError,
 }
+
+
+class SubmissionRecorder(Protocol):
+    """Keeps a durable record of one submission's POSTs (a batch's journal does)."""
+
+    async def before_send(self) -> None:
+        """The POST is about to leave: once this returns, the record must survive a crash."""
+
+    async def not_sent(self) -> None:
+        """The POST certainly started nothing (refused, or never sent)."""
 
 
 class HailuoClient:
@@ -169,13 +185,19 @@ class HailuoClient:
         attempt: int,
         body: bytes | None = None,
         params: dict[str, str] | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Response:
-        """Send one request to the API (never elsewhere: only here is the key attached)."""
+        """Send one request to the API (never elsewhere: only here is the key attached).
+
+        ``before_send`` is awaited once the request's turn has come, just before it leaves.
+        """
         url = self._base_url + path
         headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
         async with self.limiter.slot(kind):
+            if before_send is not None:
+                await before_send()
             response = await self._transport.send(
                 method,
                 url,
@@ -185,7 +207,10 @@ class HailuoClient:
                 log_path=path,
                 attempt=attempt,
             )
-        response = _without_secret(response, self._api_key)
+        if response.status >= 300:
+            # An error's body and headers end up in messages and logs: no echo of the key
+            # may go with them. (A good answer is read as sent: masking could corrupt it.)
+            response = _without_secret(response, self._api_key)
         if response.status == 429:
             retry_after = parse_retry_after(response.headers)
             # A 429 on a submit that reveals the cap on active jobs says nothing of the rate.
@@ -200,12 +225,15 @@ class HailuoClient:
 
     # -- submit ----------------------------------------------------------------------------
 
-    async def submit(self, request: VideoRequest) -> str:
+    async def submit(
+        self, request: VideoRequest, *, recorder: SubmissionRecorder | None = None
+    ) -> str:
         """Start a paid generation job and return its task id.
 
         Retried only where the job certainly did not start. When the request left but no
         readable answer came back, raises :class:`SubmissionUnknownError`, unless the client
-        was made with ``on_unknown_submission="resubmit"``.
+        was made with ``on_unknown_submission="resubmit"``. ``recorder`` (a journal) is told
+        just before each POST leaves and after each one the service certainly refused.
         """
         if not isinstance(request, VideoRequest):
             raise TypeError(f"submit() takes a VideoRequest, not {type(request).__name__}")
@@ -214,7 +242,7 @@ class HailuoClient:
         try:
             task_id = await with_retries(
                 lambda attempt: self._submit_once(
-                    request, body, attempt=attempt, raise_unknown=not resubmit
+                    request, body, attempt=attempt, raise_unknown=not resubmit, recorder=recorder
                 ),
                 self.retry_policy,
                 max_retries=self.max_retries,
@@ -228,11 +256,22 @@ class HailuoClient:
         return task_id
 
     async def _submit_once(
-        self, request: VideoRequest, body: bytes, *, attempt: int, raise_unknown: bool
+        self,
+        request: VideoRequest,
+        body: bytes,
+        *,
+        attempt: int,
+        raise_unknown: bool,
+        recorder: SubmissionRecorder | None,
     ) -> str:
         try:
             response = await self._call_api(
-                "POST", SUBMIT_PATH, kind="submit", attempt=attempt, body=body
+                "POST",
+                SUBMIT_PATH,
+                kind="submit",
+                attempt=attempt,
+                body=body,
+                before_send=recorder.before_send if recorder is not None else None,
             )
             try:
                 return decode_submission(decode_json(response.body))
@@ -240,8 +279,15 @@ class HailuoClient:
                 raise self._unreadable(
                     response, "POST", SUBMIT_PATH, "the submission's answer", exc
                 ) from exc
+        except APIStatusError:
+            # An answered refusal: nothing started.
+            if recorder is not None:
+                await recorder.not_sent()
+            raise
         except (APIConnectionError, APIResponseValidationError) as exc:
             ambiguous = not isinstance(exc, APIConnectionError) or exc.request_sent
+            if not ambiguous and recorder is not None:
+                await recorder.not_sent()
             if ambiguous and raise_unknown:
                 raise SubmissionUnknownError(request, reason=exc.message) from exc
             raise
@@ -295,7 +341,7 @@ class HailuoClient:
         return APIResponseValidationError(
             f"{subject} cannot be read: {exc}",
             status_code=response.status,
-            body=response.body[:2000].decode("utf-8", "replace"),
+            body=_without_secret(response, self._api_key).body[:2000].decode("utf-8", "replace"),
             method=method,
             url=self._base_url + path,
         )

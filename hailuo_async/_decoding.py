@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+from cattrs.gen import make_dict_structure_fn
 from cattrs.v import transform_error
 
 from ._models import TaskResult, TaskStatus, Video
@@ -97,6 +98,15 @@ def _null_as_empty_dict(value: object, _: object) -> dict[str, Any]:
     return value
 
 
+def _objects_only(structure: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def hook(value: Any, cls: Any) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, not {type(value).__name__}")
+        return structure(value, cls)
+
+    return hook
+
+
 def _is(expected: object) -> Callable[[object], bool]:
     return lambda candidate: candidate == expected
 
@@ -112,10 +122,25 @@ def _make_converter() -> cattrs.Converter:
     ]
     for type_, hook in hooks:
         converter.register_structure_hook_func(_is(type_), hook)
+    # Nested objects must be objects: left to itself cattrs reads a string as an empty one.
+    for cls in (_WireTask, _WireVideo):
+        converter.register_structure_hook(
+            cls, _objects_only(make_dict_structure_fn(cls, converter))
+        )
     return converter
 
 
 _converter = _make_converter()
+
+
+# A presigned URL living longer than this is not one: its expiry is taken as unknown.
+_MAX_TTL_SECONDS = 366 * 24 * 3600.0
+
+
+def _expiry(received_at: datetime, ttl: float | None) -> datetime | None:
+    if ttl is None or not 0 <= ttl <= _MAX_TTL_SECONDS:
+        return None
+    return received_at + timedelta(seconds=ttl)
 
 
 def decode_json(body: bytes) -> object:
@@ -123,7 +148,10 @@ def decode_json(body: bytes) -> object:
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise DecodeError(f"the body is not valid JSON ({type(exc).__name__})") from exc
+        problem = type(exc).__name__
+    # Raised outside the handler, so not chained: the JSON error holds the whole body, which
+    # may echo a secret.
+    raise DecodeError(f"the body is not valid JSON ({problem})")
 
 
 def _structure(payload: object, cls: type[Any]) -> Any:
@@ -156,11 +184,7 @@ def decode_task_result(
             url=video.video_url,
             ttl=video.video_url_ttl,
             video_type=video.video_type or None,
-            expires_at=(
-                received_at + timedelta(seconds=video.video_url_ttl)
-                if video.video_url_ttl is not None
-                else None
-            ),
+            expires_at=_expiry(received_at, video.video_url_ttl),
         )
         for video in wire.videos
         if video.video_url

@@ -18,7 +18,8 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 ImageInput = str | bytes | os.PathLike[str]
 
-_DATA_URI = re.compile(r"^data:image/([A-Za-z0-9.+-]+);base64,(.*)$", re.DOTALL)
+# A media subtype as RFC 6838 allows: a letter or digit first, at most 64 characters.
+_DATA_URI = re.compile(r"^data:image/([A-Za-z0-9][A-Za-z0-9.+-]{0,63});base64,(.*)$", re.DOTALL)
 
 
 def image_reference(value: ImageInput, field: str) -> str:
@@ -94,6 +95,7 @@ def _check_data_uri(value: str, field: str) -> None:
 def _check_url(value: str, field: str) -> None:
     try:
         parts = urlsplit(value)
+        parts.port  # noqa: B018 - reading it checks it: a port past 65535 raises
     except ValueError as exc:
         raise InvalidRequestError(field, "is not a valid URL") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:

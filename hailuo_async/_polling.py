@@ -127,7 +127,10 @@ class PollSchedule:
             delay = remaining * policy.eta_fraction
         else:
             delay = policy.min_interval * policy.backoff**self._unguided
-            self._unguided += 1
+            if (
+                delay < policy.max_interval
+            ):  # past the cap the exponent need not (and must not) grow
+                self._unguided += 1
         return self._clamped(self._jittered(delay))
 
     def ended(self, elapsed: float) -> None:

@@ -55,6 +55,10 @@ class TaskEvent:
 EventCallback = Callable[[TaskEvent], "Awaitable[None] | None"]
 Outcome = tuple[str, "TaskResult | HailuoError"]
 
+# Polls in a row that may fail (each after the client's own retries) before a task's watch
+# ends with the last error; the task itself may run on, and a journaled batch watches it
+# again when rerun.
+MAX_POLL_FAILURES = 8
 # Errors after which polling this task again cannot help.
 _PERMANENT = (NotFoundError, BadRequestError, InvalidRequestError)
 # Errors after which polling any task cannot help.
@@ -281,10 +285,17 @@ class TaskWatcher:
             await self._emit(TaskEvent(task_id, "error", watched.last, exc))
             self._end(task_id, exc)
             return
-        except HailuoError:
-            # The client already retried; keep the task and try again later.
+        except HailuoError as exc:
+            # The client already retried; keep the task and try again later, up to a point:
+            # a task whose every answer fails (unreadable, say) must not be watched forever.
             watched.failures += 1
-            delay = min(self._policy.max_interval, self._policy.min_interval * 2**watched.failures)
+            if watched.failures >= MAX_POLL_FAILURES:
+                await self._emit(TaskEvent(task_id, "error", watched.last, exc))
+                self._end(task_id, exc)
+                return
+            delay = min(
+                self._policy.max_interval, self._policy.min_interval * 2.0**watched.failures
+            )
             self._schedule(task_id, time.monotonic() + delay)
             return
         finally:

@@ -214,4 +214,5 @@ async def test_polls_follow_the_eta_not_a_fixed_beat(server: FakeHailuoServer) -
             async for _ in watcher:
                 pass
     polls = [server.stats.polls_by_task[task_id] for task_id in ids]
-    assert sum(polls) / len(polls) <= 5
+    # A fixed 1 s poller would make 30 to 60 polls each.
+    assert sum(polls) / len(polls) <= 8

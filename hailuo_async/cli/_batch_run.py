@@ -14,6 +14,7 @@ from rich.text import Text
 from .._batch import BatchItem, JobStream
 from .._exceptions import NotFoundError
 from .._models import JobOutcome
+from ..journal import SQLiteJobStore
 from ._display import BatchView, Ticker, format_duration, shown_path, summary_table
 from ._inputs import BatchFile, BatchJob
 from ._interrupt import run_interruptibly
@@ -187,6 +188,12 @@ async def run_batch(
                     ),
                     soft_wrap=True,
                 )
+                # The library keeps a task it could not watch as submitted (it may still be
+                # running, and paid for); these are known to be gone, so they may be retried.
+                async with SQLiteJobStore(journal) as store:
+                    for _, key in forgotten:
+                        if key is not None:
+                            await store.mark_failed(key, "forgotten by the simulated service")
                 await run_pass(results, forgotten, retry=True)
 
     try:

@@ -4,9 +4,10 @@ Each job of a batch has a stable key (:func:`job_keys`: the caller's key, or the
 fingerprint and its occurrence number) and moves through these states::
 
     recorded ──> submitting ──> submitted(task_id) ──> finished(result) [+ downloaded(path)]
-                     │                │
-                     │                └──────────────> failed(error, type)
-                     └──> unknown (the POST may have started a paid job; its answer was lost)
+       ^             │ │              │
+       └─ unsent ────┘ │              └──────────────> failed(error, type)
+       (429, 5xx, not  └──> unknown (the POST may have started a paid job; its answer was lost)
+        sent at all)
 
 Durability rule
 ---------------

@@ -71,10 +71,9 @@ class BatchJournal:
             await self._store.record([spec])
         return entry
 
-    async def submitting(self, key: str) -> None:
-        """Durably note, before the POST leaves, that the job is being submitted."""
-        if self._store is not None:
-            await self._store.mark_submitting(key)
+    def recorder(self, key: str) -> _JobRecorder | None:
+        """What tells the journal of each POST of the job's submission (None: no journal)."""
+        return None if self._store is None else _JobRecorder(self._store, key)
 
     async def submitted(self, key: str, task_id: str) -> None:
         """Durably note the job's task id."""
@@ -94,14 +93,35 @@ class BatchJournal:
         """Note how the job's task ended."""
         if self._store is None:
             return
-        if isinstance(outcome, TaskResult) and outcome.ok:
+        if not isinstance(outcome, TaskResult):
+            # The task could not be watched to its end (an unreadable or unknown id): it may
+            # still be running and paid for, so it stays SUBMITTED and a rerun watches it again.
+            return
+        if outcome.ok:
             await self._store.mark_finished(key, outcome)
         else:
             # A job the service failed is FAILED, so that a rerun with retry_failed tries it.
-            error = TaskFailedError(outcome) if isinstance(outcome, TaskResult) else outcome
-            await self._store.mark_failed(key, error)
+            await self._store.mark_failed(key, TaskFailedError(outcome))
 
     async def downloaded(self, key: str, path: Path) -> None:
         """Note where the job's video was saved."""
         if self._store is not None:
             await self._store.mark_downloaded(key, path)
+
+
+class _JobRecorder:
+    """Writes ``submitting`` just before each POST, and takes it back when one was refused.
+
+    So a job still waiting for its turn (or in a backoff after a 503) when the process stops
+    is found unsent on resume, not unknown.
+    """
+
+    def __init__(self, store: JobStore, key: str) -> None:
+        self._store = store
+        self._key = key
+
+    async def before_send(self) -> None:
+        await self._store.mark_submitting(self._key)
+
+    async def not_sent(self) -> None:
+        await self._store.mark_unsent(self._key)

@@ -94,6 +94,11 @@ UPDATE hailuo_jobs SET state = 'submitted', task_id = :task_id, error = NULL, er
 WHERE batch = :batch AND key = :key
     AND (state IN ('submitting', 'unknown') OR (state = 'submitted' AND task_id = :task_id))
 """
+# The POST was refused (429, 5xx) or never left: nothing started, the job is new again.
+UNSENT = """
+UPDATE hailuo_jobs SET state = 'recorded', updated_at = :now
+WHERE batch = :batch AND key = :key AND state = 'submitting'
+"""
 UNKNOWN = """
 UPDATE hailuo_jobs SET state = 'unknown', error = :reason, error_type = :error_type,
     owner = NULL, lease_until = NULL, updated_at = :now

@@ -294,6 +294,10 @@ class SQLiteJobStore:
             raise InvalidRequestError("task_id", "must be a non-empty string")
         await self._transition(key, "submitted", sql.SUBMITTED, {"task_id": task_id})
 
+    async def mark_unsent(self, key: str) -> None:
+        """Note that the POST certainly started nothing (from SUBMITTING back to RECORDED)."""
+        await self._transition(key, "recorded", sql.UNSENT, {})
+
     async def mark_unknown(self, key: str, reason: str) -> None:
         """Note that the submission's outcome cannot be known (from SUBMITTING)."""
         params = {"reason": reason, "error_type": SubmissionUnknownError.__name__}

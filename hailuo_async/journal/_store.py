@@ -43,6 +43,10 @@ class JobStore(Protocol):
         """Durably note the task id (from SUBMITTING, or UNKNOWN when it turns up later)."""
         ...
 
+    async def mark_unsent(self, key: str) -> None:
+        """Note that the POST certainly started nothing (from SUBMITTING back to RECORDED)."""
+        ...
+
     async def mark_unknown(self, key: str, reason: str) -> None:
         """Note that the submission's outcome cannot be known (from SUBMITTING)."""
         ...
