@@ -54,8 +54,9 @@ _FATAL = (AuthenticationError, PermissionDeniedError)
 # On leaving a batch, submissions already on the wire get this long to learn their task id:
 # cut short, each would be a job that may have been paid for with no id to show for it.
 SUBMISSION_GRACE = 10.0
-# How many times a batch job refused with 429 (after its own retries) waits for a free place.
-RATE_LIMITED_ROUNDS = 10
+# How many times a batch job refused with 429 waits for a free place before the last try,
+# which has the client's own retries.
+RATE_LIMITED_ROUNDS = 30
 
 
 @attrs.frozen
@@ -138,6 +139,7 @@ class JobStream:
         self._read = 0
         self._submitting = 0
         self._submissions_changed = anyio.Event()
+        self._submission_scopes: set[anyio.CancelScope] = set()
         self._closing = False
         self._finishing = 0
         self._succeeded = 0
@@ -197,6 +199,8 @@ class JobStream:
         with anyio.move_on_after(SUBMISSION_GRACE, shield=True):
             while self._submitting:
                 await self._submissions_changed.wait()
+        for scope in list(self._submission_scopes):
+            scope.cancel()
         await stack.aclose()
 
     def __aiter__(self) -> JobStream:
@@ -258,6 +262,20 @@ class JobStream:
 
     async def _submit(self, job: _Job) -> None:
         assert job.key is not None or not self._journal.enabled
+        if self._stopping():  # started just as the reader left: never sent, nothing to do
+            self._submission_ended()
+            self._active.release(submitted=False)
+            return
+        # Shielded from the caller's cancellation, so a POST on the wire lands and its task
+        # id is journaled; leaving the batch waits SUBMISSION_GRACE for that, then cancels.
+        with anyio.CancelScope(shield=True) as scope:
+            self._submission_scopes.add(scope)
+            try:
+                await self._submit_shielded(job)
+            finally:
+                self._submission_scopes.discard(scope)
+
+    async def _submit_shielded(self, job: _Job) -> None:
         ended = False
         try:
             try:
@@ -284,13 +302,16 @@ class JobStream:
                 self._submission_ended()
 
     async def _submit_patiently(self, job: _Job) -> str:
-        # A submit still refused with 429 after its retries started nothing: the account is
-        # at its cap on active jobs or requests. Wait for a place to free up and go again,
-        # rather than fail a job that was never sent.
+        # A 429 started nothing: the account is at its cap on active jobs (or requests).
+        # Retrying at once would only meet more 429s; give the place back and wait for a
+        # job to end (the client's 429 pause spaces the tries too), rather than fail a job
+        # that was never sent.
         recorder = self._journal.recorder(job.key or "")
         for _ in range(RATE_LIMITED_ROUNDS - 1):
             try:
-                return await self._client.submit(job.request, recorder=recorder)
+                return await self._client.submit(
+                    job.request, recorder=recorder, retry_rate_limited=False
+                )
             except RateLimitError:  # noqa: PERF203 - a rare path, and a wait follows anyway
                 self._active.release(submitted=False)
                 await self._active.acquire()

@@ -226,7 +226,11 @@ class HailuoClient:
     # -- submit ----------------------------------------------------------------------------
 
     async def submit(
-        self, request: VideoRequest, *, recorder: SubmissionRecorder | None = None
+        self,
+        request: VideoRequest,
+        *,
+        recorder: SubmissionRecorder | None = None,
+        retry_rate_limited: bool = True,
     ) -> str:
         """Start a paid generation job and return its task id.
 
@@ -234,6 +238,8 @@ class HailuoClient:
         readable answer came back, raises :class:`SubmissionUnknownError`, unless the client
         was made with ``on_unknown_submission="resubmit"``. ``recorder`` (a journal) is told
         just before each POST leaves and after each one the service certainly refused.
+        ``retry_rate_limited=False`` hands a 429 back at once, for a caller that waits for a
+        free place among its active jobs instead (as ``generate_many`` does).
         """
         if not isinstance(request, VideoRequest):
             raise TypeError(f"submit() takes a VideoRequest, not {type(request).__name__}")
@@ -246,7 +252,9 @@ class HailuoClient:
                 ),
                 self.retry_policy,
                 max_retries=self.max_retries,
-                should_retry=submit_should_retry(resubmit_unknown=resubmit),
+                should_retry=submit_should_retry(
+                    resubmit_unknown=resubmit, retry_rate_limited=retry_rate_limited
+                ),
             )
         except (APIConnectionError, APIResponseValidationError) as exc:
             if isinstance(exc, APIConnectionError) and not exc.request_sent:

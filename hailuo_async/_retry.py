@@ -158,11 +158,15 @@ def poll_should_retry(retry_not_found: Callable[[], bool]) -> Callable[[BaseExce
     return should_retry
 
 
-def submit_should_retry(*, resubmit_unknown: bool) -> Callable[[BaseException], bool]:
+def submit_should_retry(
+    *, resubmit_unknown: bool, retry_rate_limited: bool = True
+) -> Callable[[BaseException], bool]:
     """Which submit failures are retried; an unknown outcome only by the caller's choice."""
 
     def should_retry(exc: BaseException) -> bool:
-        if isinstance(exc, (RateLimitError, InternalServerError)):
+        if isinstance(exc, RateLimitError):
+            return retry_rate_limited
+        if isinstance(exc, InternalServerError):
             return True
         if isinstance(exc, APIConnectionError):
             return resubmit_unknown or not exc.request_sent

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from hailuo_async import HailuoClient, PollPolicy, RetryPolicy, Timeouts, VideoRequest
+from hailuo_async._batch import SUBMISSION_GRACE
 from hailuo_async.journal import JobState, SQLiteJobStore
 from hailuo_async.testing import FakeHailuoServer, Faults, StorageFaults, Uniform
 
@@ -159,8 +160,38 @@ async def test_leaving_a_batch_mid_way_leaves_nothing_behind(
     assert tally["caller's error came out as itself (no ExceptionGroup)"] == ROUNDS // 3
 
 
-async def test_a_cancelled_batch_exits_promptly(tmp_path: Path) -> None:
-    """A batch whose caller is cancelled with submissions on the wire exits at once."""
+async def test_a_cancelled_batch_lets_posts_on_the_wire_land(tmp_path: Path) -> None:
+    """Cancelled with submissions on the wire, a batch waits for their answers and keeps the ids."""
+    answered = 0
+
+    async def slow_answer(request: web.Request) -> web.StreamResponse:
+        nonlocal answered
+        await asyncio.sleep(0.5)
+        answered += 1
+        return web.json_response({"task_id": f"t-{answered}"})
+
+    journal = tmp_path / "journal.sqlite"
+    async with serve(slow_answer) as url:
+        async with HailuoClient(canary(), base_url=url, max_retries=0) as client:
+            before = client_tasks()
+            with anyio.move_on_after(0.2) as scope:
+                async with client.generate_many(
+                    requests()[:4], max_active_jobs=4, journal=journal
+                ) as outcomes:
+                    cancelled_at = time.monotonic()
+                    async for _ in outcomes:
+                        raise AssertionError("no outcome can come")
+            exit_seconds = time.monotonic() - cancelled_at - 0.2
+            assert scope.cancelled_caught
+            assert client_tasks() - before == set()
+    async with SQLiteJobStore(journal) as store:
+        states = await store.counts()
+    assert states == {JobState.SUBMITTED: 4}, states
+    assert exit_seconds < 1.5, f"leaving the cancelled batch took {exit_seconds:.1f} s"
+
+
+async def test_a_cancelled_batch_waits_no_longer_than_the_grace(tmp_path: Path) -> None:
+    """A POST that never answers holds a cancelled batch only for SUBMISSION_GRACE."""
 
     async def never_answers(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(30)
@@ -179,4 +210,4 @@ async def test_a_cancelled_batch_exits_promptly(tmp_path: Path) -> None:
             exit_seconds = time.monotonic() - cancelled_at - 0.3
             assert scope.cancelled_caught
             assert client_tasks() - before == set()
-    assert exit_seconds < 1.0, f"leaving the cancelled batch took {exit_seconds:.1f} s"
+    assert exit_seconds < SUBMISSION_GRACE + 1.0, f"leaving took {exit_seconds:.1f} s"
