@@ -261,7 +261,6 @@ class JobStream:
                 self._task_group.start_soon(self._replay, job, entry.action, entry.record)
 
     async def _submit(self, job: _Job) -> None:
-        assert job.key is not None or not self._journal.enabled
         if self._stopping():  # started just as the reader left: never sent, nothing to do
             self._submission_ended()
             self._active.release(submitted=False)
@@ -284,7 +283,7 @@ class JobStream:
                 # A journal that cannot write, or a key the account refuses, stops the batch.
                 if isinstance(exc, (*_FATAL, JournalError)):
                     self._fatal = exc
-                await self._journal.submission_failed(job.key or "", exc)
+                await self._journal.submission_failed(job.key, exc)
                 ended = True
                 self._submission_ended()
                 await self._emit(job.outcome(error=exc))
@@ -292,7 +291,7 @@ class JobStream:
                 self._close_if_finished()
                 return
             self._active.on_submitted()
-            await self._journal.submitted(job.key or "", task_id)
+            await self._journal.submitted(job.key, task_id)
             self._watch(job, task_id, submitted_at=time.monotonic())
             ended = True
             self._submission_ended()
@@ -306,7 +305,7 @@ class JobStream:
         # Retrying at once would only meet more 429s; give the place back and wait for a
         # job to end (the client's 429 pause spaces the tries too), rather than fail a job
         # that was never sent.
-        recorder = self._journal.recorder(job.key or "")
+        recorder = self._journal.recorder(job.key)
         for _ in range(RATE_LIMITED_ROUNDS - 1):
             try:
                 return await self._client.submit(
@@ -370,7 +369,7 @@ class JobStream:
                 await self._finish(job, task_id, outcome)
 
     async def _finish(self, job: _Job, task_id: str, outcome: TaskResult | HailuoError) -> None:
-        await self._journal.ended(job.key or "", outcome)
+        await self._journal.ended(job.key, outcome)
         path: Path | None = None
         if isinstance(outcome, TaskResult):
             result: TaskResult | None = outcome
@@ -395,7 +394,7 @@ class JobStream:
             path = await self._client.download(result, self._download_to)
         except HailuoError as exc:
             return None, exc
-        await self._journal.downloaded(job.key or "", path)
+        await self._journal.downloaded(job.key, path)
         return path, None
 
     async def _emit(self, outcome: JobOutcome) -> None:

@@ -20,6 +20,7 @@ import attrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._batch import JobStream, RequestSource
+from ._callbacks import call_back
 from ._decoding import DecodeError, decode_json, decode_submission, decode_task_result
 from ._download import DEFAULT_MAX_BYTES, DownloadProgress, download_video
 from ._exceptions import (
@@ -422,9 +423,7 @@ class HailuoClient:
             result = await self.get_task(task_id)
             latest[:] = [result]
             if on_progress is not None and _moved(previous, result):
-                outcome = on_progress(result)
-                if outcome is not None:
-                    await outcome
+                await call_back(on_progress, result)
             previous = result
             if result.is_done:
                 schedule.ended(time.monotonic() - started)

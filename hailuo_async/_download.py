@@ -25,6 +25,7 @@ import anyio
 import attrs
 from yarl import URL
 
+from ._callbacks import call_back
 from ._exceptions import DownloadError, HailuoError
 from ._limits import RequestLimiter
 from ._models import TaskResult, Video
@@ -268,9 +269,7 @@ async def _open(storage: aiohttp.ClientSession, url: str) -> aiohttp.ClientRespo
 
 async def _report(progress: DownloadProgress | None, done: int, total: int | None) -> None:
     if progress is not None:
-        outcome = progress(done, total)
-        if outcome is not None:
-            await outcome
+        await call_back(progress, done, total)
 
 
 async def _stream(

@@ -138,11 +138,6 @@ class RequestLimiter:
         """The cap on requests in flight at once."""
         return int(self._in_flight.total_tokens)
 
-    @property
-    def in_flight(self) -> int:
-        """Requests in flight now."""
-        return int(self._in_flight.borrowed_tokens)
-
     @asynccontextmanager
     async def slot(self, kind: RequestKind) -> AsyncIterator[None]:
         """Hold one request's place: wait out pauses and pacing, then take an in-flight slot."""

@@ -73,9 +73,14 @@ _SHARED_RNG = random.Random()
 
 
 class PollSchedule:
-    """The poll timing of one task; ``history`` learns from it when ``timed`` (its age known)."""
+    """The poll timing of one task; ``history`` learns from it when ``timed`` (its age known).
+
+    With ``backstop`` (seconds) the task's end is expected by push (a webhook): polls are only
+    a slow backstop, the first well after the slowest jobs seen end, then every ``backstop``.
+    """
 
     __slots__ = (
+        "_backstop",
         "_expected_end",
         "_history",
         "_last_poll",
@@ -92,8 +97,10 @@ class PollSchedule:
         history: DurationStats | None = None,
         rng: random.Random | None = None,
         timed: bool = True,
+        backstop: float | None = None,
     ) -> None:
         self._policy = policy
+        self._backstop = backstop
         self._history = history
         self._rng = rng or _SHARED_RNG
         self._timed = timed
@@ -101,8 +108,16 @@ class PollSchedule:
         self._last_poll: float | None = None
         self._expected_end: float | None = None
 
+    @property
+    def pushed(self) -> bool:
+        """True when the task's end is expected by push, so polls are only a backstop."""
+        return self._backstop is not None
+
     def first_delay(self) -> float:
         """Seconds from submission to the first poll."""
+        if self._backstop is not None:
+            slow = self._history.quantile(0.95) if self._history is not None else None
+            return self._jittered(max(self._backstop, 1.5 * slow) if slow else self._backstop)
         policy = self._policy
         delay = policy.first_poll_delay
         if self._history is not None:
@@ -115,6 +130,8 @@ class PollSchedule:
 
     def next_delay(self, result: TaskResult, *, elapsed: float | None = None) -> float:
         """Seconds until the next poll, given the latest answer and the seconds since submission."""
+        if self._backstop is not None:
+            return self._jittered(self._backstop)
         policy = self._policy
         remaining = self._remaining_estimate(result, elapsed)
         if elapsed is not None:
@@ -141,8 +158,8 @@ class PollSchedule:
         time before it: the middle is taken, so first polls move earlier until they meet
         running jobs again.
         """
-        if self._history is None or not self._timed:
-            return
+        if self._history is None or not self._timed or self._backstop is not None:
+            return  # a backstop poll sees the end late: nothing to learn from it
         if self._last_poll is None:
             self._history.observe(elapsed / 2)
             return

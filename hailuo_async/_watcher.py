@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,6 +22,7 @@ import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._callbacks import call_back
 from ._exceptions import (
     AuthenticationError,
     BadRequestError,
@@ -66,14 +66,18 @@ _FATAL = (AuthenticationError, PermissionDeniedError)
 
 
 class _Watched:
-    __slots__ = ("failures", "last", "pushed", "schedule", "started")
+    __slots__ = ("failures", "last", "schedule", "started")
 
-    def __init__(self, schedule: PollSchedule, started: float, *, pushed: bool = False) -> None:
+    def __init__(self, schedule: PollSchedule, started: float) -> None:
         self.schedule = schedule
         self.started = started
         self.last: TaskResult | None = None
         self.failures = 0
-        self.pushed = pushed  # its end comes by webhook: polls are only a slow backstop
+
+    @property
+    def pushed(self) -> bool:
+        """True when its end comes by webhook and polls are only a slow backstop."""
+        return self.schedule.pushed
 
 
 class TaskWatcher:
@@ -107,7 +111,6 @@ class TaskWatcher:
         if backstop_interval is not None and not backstop_interval > 0:
             raise InvalidRequestError("backstop_interval", "must be more than 0 seconds")
         self._backstop = backstop_interval or 4 * self._policy.max_interval
-        self._rng = random.Random()
         self._on_event = on_event
         self._keep_open = keep_open
         self._poll_slots = anyio.Semaphore(max_concurrent_polls or client.limiter.max_in_flight)
@@ -176,15 +179,15 @@ class TaskWatcher:
             return
         # Only a task whose submission time is known can teach how long jobs take.
         schedule = PollSchedule(
-            self._policy, history=self._client.durations, timed=submitted_at is not None
+            self._policy,
+            history=self._client.durations,
+            timed=submitted_at is not None,
+            backstop=self._backstop if pushed else None,
         )
-        now = time.monotonic()
-        if pushed and submitted_at is not None:
-            self._watched[task_id] = _Watched(schedule, submitted_at, pushed=True)
-            self._schedule(task_id, submitted_at + self._backstop_first_delay())
-        elif submitted_at is None:
+        if submitted_at is None:
             # Its age is unknown (it may have ended already): one poll at once either way.
-            self._watched[task_id] = _Watched(schedule, now, pushed=pushed)
+            now = time.monotonic()
+            self._watched[task_id] = _Watched(schedule, now)
             self._schedule(task_id, now)
         else:
             self._watched[task_id] = _Watched(schedule, submitted_at)
@@ -204,10 +207,10 @@ class TaskWatcher:
         if watched is None or not result.is_done:
             return False
         event = TaskEvent(result.task_id, "done", result)
-        for subscriber in list(self._subscribers):
-            self._offer(subscriber, event)
+        self._broadcast(event)
         if self._on_event is not None and self._task_group is not None:
-            self._task_group.start_soon(self._call_on_event, event)
+            # deliver() cannot wait: the callback runs beside it.
+            self._task_group.start_soon(call_back, self._on_event, event)
         self._end(result.task_id, result)
         return True
 
@@ -309,12 +312,8 @@ class TaskWatcher:
         elif previous.progress_percent != result.progress_percent:
             await self._emit(TaskEvent(task_id, "progress", result))
         if result.is_done:
-            if not watched.pushed:  # a backstop poll finds the end late: no duration to learn
-                watched.schedule.ended(time.monotonic() - watched.started)
+            watched.schedule.ended(time.monotonic() - watched.started)
             self._end(task_id, result)
-            return
-        if watched.pushed:
-            self._schedule(task_id, time.monotonic() + self._jittered(self._backstop))
             return
         elapsed = time.monotonic() - watched.started
         self._schedule(
@@ -337,28 +336,11 @@ class TaskWatcher:
             self._subscribers.remove(subscriber)
             subscriber.close()  # its reader left; an unclosed stream warns when collected
 
-    async def _emit(self, event: TaskEvent) -> None:
+    def _broadcast(self, event: TaskEvent) -> None:
         for subscriber in list(self._subscribers):
             self._offer(subscriber, event)
+
+    async def _emit(self, event: TaskEvent) -> None:
+        self._broadcast(event)
         if self._on_event is not None:
-            await self._call_on_event(event)
-
-    async def _call_on_event(self, event: TaskEvent) -> None:
-        assert self._on_event is not None
-        outcome = self._on_event(event)
-        if outcome is not None:
-            await outcome
-
-    # -- the backstop of pushed tasks ------------------------------------------------------
-
-    def _backstop_first_delay(self) -> float:
-        """Seconds from submission to a pushed task's first poll: well after its finish."""
-        delay = self._backstop
-        slow = self._client.durations.quantile(0.95)
-        if slow is not None:
-            delay = max(delay, 1.5 * slow)
-        return self._jittered(delay)
-
-    def _jittered(self, delay: float) -> float:
-        spread = self._policy.jitter
-        return delay * self._rng.uniform(1 - spread, 1 + spread) if spread else delay
+            await call_back(self._on_event, event)

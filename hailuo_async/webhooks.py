@@ -158,7 +158,6 @@ class WebhookInbox:
         self.watchers: set[TaskWatcher] = set()
         self._confirming: set[str] = set()
         self._confirmed_at: OrderedDict[str, float] = OrderedDict()
-        self.ignored = 0
         self.confirmed = 0
 
     def watching(self, task_id: str) -> list[TaskWatcher]:
@@ -187,7 +186,6 @@ class WebhookInbox:
         """See :meth:`HailuoClient.handle_webhook`."""
         event = body if isinstance(body, WebhookEvent) else parse_webhook(body)
         if not self._wanted(event, client.poll_policy.min_interval):
-            self.ignored += 1
             return None
         task_id = event.task_id
         assert task_id is not None
@@ -197,19 +195,16 @@ class WebhookInbox:
         except HailuoError as exc:
             # The watchers' own (backstop) polls will find the end; nothing is lost.
             logger.warning("could not confirm the webhook event for task %s: %s", task_id, exc)
-            self.ignored += 1
             return None
         finally:
             self._confirming.discard(task_id)
             self._remember(task_id)
         if not result.is_done:
             logger.info("webhook event for task %s not confirmed: %s", task_id, result.raw_status)
-            self.ignored += 1
             return None
         # Every watcher gets it (a list, not a generator: each must be offered the result).
         delivered = [watcher.deliver(result) for watcher in self.watching(task_id)]
         if not any(delivered):
-            self.ignored += 1
             return None
         self.confirmed += 1
         return result

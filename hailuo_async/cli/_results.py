@@ -52,7 +52,6 @@ class ResultsFile:
             _identity(record): record for record in self.previous
         }
         self._file: IO[str] | None = None
-        self.written = 0
 
     def __enter__(self) -> ResultsFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +83,6 @@ class ResultsFile:
         self._file.write(json.dumps(stamped, ensure_ascii=False) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.written += 1
         return True
 
 

@@ -20,6 +20,9 @@ __all__ = ["BatchJournal"]
 class BatchJournal:
     """A batch's view of its journal; without a store every job is new and nothing is kept.
 
+    Every job of a journaled batch has a key; the other methods take ``None`` for a job of an
+    unjournaled one and do nothing.
+
     Give it a path (a SQLite journal it opens and closes) or an open :class:`JobStore`.
     """
 
@@ -71,27 +74,27 @@ class BatchJournal:
             await self._store.record([spec])
         return entry
 
-    def recorder(self, key: str) -> _JobRecorder | None:
+    def recorder(self, key: str | None) -> _JobRecorder | None:
         """What tells the journal of each POST of the job's submission (None: no journal)."""
-        return None if self._store is None else _JobRecorder(self._store, key)
+        return None if self._store is None or key is None else _JobRecorder(self._store, key)
 
-    async def submitted(self, key: str, task_id: str) -> None:
+    async def submitted(self, key: str | None, task_id: str) -> None:
         """Durably note the job's task id."""
-        if self._store is not None:
+        if self._store is not None and key is not None:
             await self._store.mark_submitted(key, task_id)
 
-    async def submission_failed(self, key: str, error: HailuoError) -> None:
+    async def submission_failed(self, key: str | None, error: HailuoError) -> None:
         """Note a submission that failed, or whose outcome cannot be known."""
-        if self._store is None:
+        if self._store is None or key is None:
             return
         if isinstance(error, SubmissionUnknownError):
             await self._store.mark_unknown(key, error.reason)
         else:
             await self._store.mark_failed(key, error)
 
-    async def ended(self, key: str, outcome: TaskResult | HailuoError) -> None:
+    async def ended(self, key: str | None, outcome: TaskResult | HailuoError) -> None:
         """Note how the job's task ended."""
-        if self._store is None:
+        if self._store is None or key is None:
             return
         if not isinstance(outcome, TaskResult):
             # The task could not be watched to its end (an unreadable or unknown id): it may
@@ -103,9 +106,9 @@ class BatchJournal:
             # A job the service failed is FAILED, so that a rerun with retry_failed tries it.
             await self._store.mark_failed(key, TaskFailedError(outcome))
 
-    async def downloaded(self, key: str, path: Path) -> None:
+    async def downloaded(self, key: str | None, path: Path) -> None:
         """Note where the job's video was saved."""
-        if self._store is not None:
+        if self._store is not None and key is not None:
             await self._store.mark_downloaded(key, path)
 
 
