@@ -12,39 +12,73 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from ._config import FakeHailuoConfig, Faults, StorageFaults, parse_duration_model
+import attrs
+
+from ._config import KNOB, FakeHailuoConfig, Knob
 from ._server import FakeHailuoServer
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
-_DEFAULTS = FakeHailuoConfig()
+_GROUPS = {
+    "service": "service (durations in service seconds)",
+    "limits": "limits (off by default)",
+    "faults": "injected faults (fractions F of eligible requests)",
+    "webhooks": "webhooks (for submissions with extra.webhook.url)",
+}
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
+def _knobs(cls: type[Any], prefix: str = "") -> Iterator[tuple[str, attrs.Attribute[Any], Knob]]:
+    """Each leaf knob of ``cls`` with its flag name; a field holding knobs is walked into."""
+    for field in attrs.fields(cls):
+        described: Knob = field.metadata[KNOB]
+        if attrs.has(field.type):
+            yield from _knobs(field.type, _flag(prefix, field, described))
+        else:
+            yield _flag(prefix, field, described), field, described
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+def _flag(prefix: str, field: attrs.Attribute[Any], described: Knob) -> str:
+    """A leaf's flag name (its own ``flag`` wins), or the prefix of a nested class's flags."""
+    if field.type is not None and attrs.has(field.type):
+        return prefix + (described.flag or f"{field.name}-")
+    return described.flag or prefix + field.name.replace("_", "-")
 
 
-def _duration_model(text: str) -> object:
-    try:
-        return parse_duration_model(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+def _reader(field: attrs.Attribute[Any], described: Knob) -> Callable[[str], Any]:
+    """Reads a flag's text and applies the field's own check, so argparse reports misuse."""
+    if described.parse is not None:
+        parse = described.parse
+    elif described.choices is not None:
+        parse = str
+    else:
+        parse = next(kind for kind in (int, float, str) if kind in _types(field.type))
+
+    def read(text: str) -> Any:
+        try:
+            value = parse(text)
+            if field.validator is not None:
+                field.validator(None, field, value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+
+    return read
+
+
+def _types(annotation: Any) -> tuple[Any, ...]:
+    return typing.get_args(annotation) or (annotation,)
+
+
+def _dest(flag: str) -> str:
+    return flag.replace("-", "_")
 
 
 def build_parser(prog: str = "python -m hailuo_async.testing") -> argparse.ArgumentParser:
-    """The command line: one flag per knob of FakeHailuoConfig."""
+    """The command line: one flag per knob of FakeHailuoConfig, built from its fields."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Serve a fake of the Hailuo-02 API (and its storage host) locally.",
@@ -57,183 +91,48 @@ def build_parser(prog: str = "python -m hailuo_async.testing") -> argparse.Argum
     net.add_argument(
         "--stats-on-exit", action="store_true", help="print the stats as JSON to stdout on exit"
     )
-
-    service = parser.add_argument_group("service (durations in service seconds)")
-    service.add_argument("--api-key", default=_DEFAULTS.api_key, help="the bearer key accepted")
-    service.add_argument(
-        "--time-scale",
-        type=float,
-        default=_DEFAULTS.time_scale,
-        metavar="X",
-        help="real seconds per service second (0.05 runs 20x faster)",
-    )
-    service.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
-    service.add_argument(
-        "--job-duration",
-        type=_duration_model,
-        default=_DEFAULTS.job_duration,
-        metavar="MODEL",
-        help="fixed:S, uniform:LOW,HIGH or lognormal:MEDIAN[,SIGMA] (default uniform:30,180)",
-    )
-    service.add_argument(
-        "--queued-fraction",
-        type=_fraction,
-        default=_DEFAULTS.queued_fraction,
-        metavar="F",
-        help="share of each job spent queued (default %(default)s)",
-    )
-    service.add_argument(
-        "--failure-rate",
-        type=_fraction,
-        default=_DEFAULTS.failure_rate,
-        metavar="F",
-        help="share of jobs that end FAILED",
-    )
-    service.add_argument(
-        "--eta-error",
-        type=float,
-        default=_DEFAULTS.eta_error,
-        metavar="E",
-        help="eta is off by a factor within [1/(1+E), 1+E] (default %(default)s)",
-    )
-    service.add_argument(
-        "--video-url-ttl",
-        type=float,
-        default=_DEFAULTS.video_url_ttl,
-        metavar="S",
-        help="presigned URL lifetime (default %(default)s)",
-    )
-    service.add_argument(
-        "--max-body-bytes",
-        type=_positive_int,
-        default=_DEFAULTS.max_body_bytes,
-        metavar="N",
-        help="larger bodies get 413",
-    )
-    service.add_argument(
-        "--max-image-bytes",
-        type=_positive_int,
-        default=_DEFAULTS.max_image_bytes,
-        metavar="N",
-        help="largest decoded data-URI image",
-    )
-
-    limits = parser.add_argument_group("limits (off by default)")
-    limits.add_argument(
-        "--requests-per-minute",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="per key, all endpoints, per scaled minute",
-    )
-    limits.add_argument(
-        "--max-active-tasks",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="queued plus processing tasks per key",
-    )
-    limits.add_argument(
-        "--retry-after",
-        action=argparse.BooleanOptionalAction,
-        default=_DEFAULTS.retry_after,
-        help="send Retry-After with 429s",
-    )
-
-    faults = parser.add_argument_group("injected faults (fractions F of eligible requests)")
-    for name in ("server_error", "rate_limit", "reset", "slow", "malformed_json"):
-        faults.add_argument(
-            f"--fault-{name.replace('_', '-')}", type=_fraction, default=0.0, metavar="F"
+    groups = {name: parser.add_argument_group(title) for name, title in _GROUPS.items()}
+    for flag, field, described in _knobs(FakeHailuoConfig):
+        group = groups[described.group]
+        plain = isinstance(field.default, (int, float, str)) and field.default is not False
+        help_text = described.help + (" (default %(default)s)" if plain else "")
+        if field.type is bool:
+            group.add_argument(
+                f"--{flag}",
+                dest=_dest(flag),
+                action=argparse.BooleanOptionalAction,
+                default=field.default,
+                help=described.help,
+            )
+            continue
+        group.add_argument(
+            f"--{flag}",
+            dest=_dest(flag),
+            type=_reader(field, described),
+            default=field.default,
+            choices=described.choices,
+            metavar=described.metavar or ("F" if float in _types(field.type) else None),
+            help=help_text,
         )
-    faults.add_argument(
-        "--fault-accepted-but-lost",
-        type=_fraction,
-        default=0.0,
-        metavar="F",
-        help="POSTs whose task is created but whose response is lost",
-    )
-    faults.add_argument(
-        "--slow-seconds",
-        type=float,
-        default=_DEFAULTS.faults.slow_seconds,
-        metavar="S",
-        help="delay of a slow response, in real seconds (default %(default)s)",
-    )
-    faults.add_argument("--storage-truncate", type=_fraction, default=0.0, metavar="F")
-    faults.add_argument("--storage-wrong-content-length", type=_fraction, default=0.0, metavar="F")
-    faults.add_argument(
-        "--storage-reject-authorization",
-        action="store_true",
-        help="403 for downloads that carry an Authorization header",
-    )
-
-    hooks = parser.add_argument_group("webhooks (for submissions with extra.webhook.url)")
-    hooks.add_argument(
-        "--webhook-drop", type=_fraction, default=0.0, metavar="F", help="events never sent"
-    )
-    hooks.add_argument(
-        "--webhook-duplicate", type=_fraction, default=0.0, metavar="F", help="events sent twice"
-    )
-    hooks.add_argument(
-        "--webhook-timeout",
-        type=float,
-        default=_DEFAULTS.webhook_timeout,
-        metavar="S",
-        help="the receiver's time to answer 2xx (default %(default)s)",
-    )
-    hooks.add_argument(
-        "--webhook-retries",
-        type=int,
-        default=_DEFAULTS.webhook_retries,
-        metavar="N",
-        help="retries after a failed delivery (default %(default)s)",
-    )
-    hooks.add_argument(
-        "--webhook-retry-delay",
-        type=float,
-        default=_DEFAULTS.webhook_retry_delay,
-        metavar="S",
-        help="wait before the first retry, doubling after (default %(default)s)",
-    )
     return parser
+
+
+def _build(cls: type[Any], args: argparse.Namespace, prefix: str = "") -> Any:
+    values: dict[str, Any] = {}
+    for field in attrs.fields(cls):
+        described: Knob = field.metadata[KNOB]
+        flag = _flag(prefix, field, described)
+        if attrs.has(field.type):
+            values[field.name] = _build(field.type, args, flag)
+        else:
+            values[field.name] = getattr(args, _dest(flag))
+    return cls(**values)
 
 
 def config_from_args(args: argparse.Namespace) -> FakeHailuoConfig:
     """Turn parsed flags into a config (raises ValueError on inconsistent knobs)."""
-    return FakeHailuoConfig(
-        api_key=args.api_key,
-        time_scale=args.time_scale,
-        seed=args.seed,
-        job_duration=args.job_duration,
-        queued_fraction=args.queued_fraction,
-        failure_rate=args.failure_rate,
-        eta_error=args.eta_error,
-        video_url_ttl=args.video_url_ttl,
-        max_body_bytes=args.max_body_bytes,
-        max_image_bytes=args.max_image_bytes,
-        requests_per_minute=args.requests_per_minute,
-        max_active_tasks=args.max_active_tasks,
-        retry_after=args.retry_after,
-        faults=Faults(
-            server_error=args.fault_server_error,
-            rate_limit=args.fault_rate_limit,
-            reset=args.fault_reset,
-            slow=args.fault_slow,
-            malformed_json=args.fault_malformed_json,
-            accepted_but_lost=args.fault_accepted_but_lost,
-            slow_seconds=args.slow_seconds,
-        ),
-        storage_faults=StorageFaults(
-            truncate=args.storage_truncate,
-            wrong_content_length=args.storage_wrong_content_length,
-            reject_authorization=args.storage_reject_authorization,
-        ),
-        webhook_drop=args.webhook_drop,
-        webhook_duplicate=args.webhook_duplicate,
-        webhook_timeout=args.webhook_timeout,
-        webhook_retries=args.webhook_retries,
-        webhook_retry_delay=args.webhook_retry_delay,
-    )
+    config: FakeHailuoConfig = _build(FakeHailuoConfig, args)
+    return config
 
 
 async def _serve(server: FakeHailuoServer, args: argparse.Namespace) -> None:
@@ -265,7 +164,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         parser.error(str(error))
     if args.access_log:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    server = FakeHailuoServer.from_config(
+    server = FakeHailuoServer(
         config,
         host=args.host,
         port=args.port,

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import attrs
 
 __all__ = [
     "DEFAULT_API_KEY",
+    "KNOB",
+    "PROFILES",
     "DurationModel",
     "FakeHailuoConfig",
     "Faults",
     "Fixed",
+    "Knob",
     "LogNormal",
+    "Profile",
     "StorageFaults",
     "Uniform",
     "parse_duration_model",
@@ -22,6 +27,46 @@ __all__ = [
 
 DEFAULT_API_KEY = "fake-hailuo-key"
 MIB = 1024 * 1024
+
+Profile = Literal["documented", "captured"]
+PROFILES: tuple[Profile, ...] = ("documented", "captured")
+
+KNOB = "hailuo_async.testing.knob"
+"""The metadata key under which a config field keeps its :class:`Knob`."""
+
+
+@attrs.frozen
+class Knob:
+    """How one field of the fake's config is described and set from the command line."""
+
+    help: str
+    group: str = "service"
+    """The --help section: "service", "limits", "faults" or "webhooks"."""
+    metavar: str | None = None
+    flag: str | None = None
+    """The flag's name without dashes (default: the field's name); for a field holding a
+    class of knobs, the prefix of that class's flags."""
+    parse: Callable[[str], Any] | None = None
+    """Reads the flag's text (default: by the field's type)."""
+    choices: tuple[str, ...] | None = None
+
+
+def knob(
+    default: Any,
+    validator: Callable[[Any, attrs.Attribute[Any], Any], None] | None,
+    help: str,
+    *,
+    group: str = "service",
+    metavar: str | None = None,
+    flag: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A config field with its default, its check and its command-line description."""
+    described = Knob(
+        help=help, group=group, metavar=metavar, flag=flag, parse=parse, choices=choices
+    )
+    return attrs.field(default=default, validator=validator, metadata={KNOB: described})
 
 
 def _fraction(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -37,6 +82,11 @@ def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: flo
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not (value > 0.0 and math.isfinite(value)):
         raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
+
+
+def _profile(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in PROFILES:
+        raise ValueError(f"{attribute.name} must be one of {', '.join(PROFILES)}, got {value!r}")
 
 
 def _optional_positive_int(
@@ -116,19 +166,23 @@ class Faults:
     and each is the exact share of eligible requests that get that fault.
     """
 
-    server_error: float = attrs.field(default=0.0, validator=_fraction)
-    """500/502/503/504, half of them with an HTML proxy page instead of JSON."""
-    rate_limit: float = attrs.field(default=0.0, validator=_fraction)
-    """A 429 the limits did not call for (the gateway's own throttling)."""
-    reset: float = attrs.field(default=0.0, validator=_fraction)
-    """Connection reset before any response; a POST creates no task."""
-    slow: float = attrs.field(default=0.0, validator=_fraction)
-    """The response is held back `slow_seconds` (real seconds) before it is sent."""
-    malformed_json: float = attrs.field(default=0.0, validator=_fraction)
-    """200 with a truncated JSON body; a POST still creates the task."""
-    accepted_but_lost: float = attrs.field(default=0.0, validator=_fraction)
-    """POST only: the task is created, then the connection is reset without a response."""
-    slow_seconds: float = attrs.field(default=5.0, validator=_non_negative)
+    server_error: float = knob(
+        0.0, _fraction, "500/502/503/504, half of them with an HTML proxy page instead of JSON"
+    )
+    rate_limit: float = knob(0.0, _fraction, "a 429 the limits did not call for")
+    reset: float = knob(0.0, _fraction, "connection reset before any response")
+    slow: float = knob(0.0, _fraction, "the response is held back slow_seconds")
+    malformed_json: float = knob(0.0, _fraction, "200 with a truncated JSON body")
+    accepted_but_lost: float = knob(
+        0.0, _fraction, "POSTs whose task is created but whose response is lost"
+    )
+    slow_seconds: float = knob(
+        5.0,
+        _non_negative,
+        "delay of a slow response, in real seconds",
+        metavar="S",
+        flag="slow-seconds",
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.total > 1.0 + 1e-9:
@@ -151,13 +205,18 @@ class Faults:
 class StorageFaults:
     """Faults of the video storage host (the presigned download URLs)."""
 
-    truncate: float = attrs.field(default=0.0, validator=_fraction)
-    """Share of downloads that send half the bytes Content-Length promised, then close."""
-    wrong_content_length: float = attrs.field(default=0.0, validator=_fraction)
-    """Share of downloads whose Content-Length overstates the file: all of it is sent, then
-    the connection closes short of the declared length."""
-    reject_authorization: bool = False
-    """Answer 403 to any download that carries an Authorization header, as presigned stores do."""
+    truncate: float = knob(
+        0.0, _fraction, "downloads that send half the bytes Content-Length promised, then close"
+    )
+    wrong_content_length: float = knob(
+        0.0,
+        _fraction,
+        "downloads whose Content-Length overstates the file (all of it is sent, then the"
+        " connection closes short of the declared length)",
+    )
+    reject_authorization: bool = knob(
+        False, None, "403 for downloads that carry an Authorization header, as presigned stores do"
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.truncate + self.wrong_content_length > 1.0 + 1e-9:
@@ -166,46 +225,110 @@ class StorageFaults:
 
 @attrs.frozen(kw_only=True)
 class FakeHailuoConfig:
-    """Every knob of the fake service. Durations are in service seconds unless noted."""
+    """Every knob of the fake service. Durations are in service seconds unless noted.
 
-    api_key: str = DEFAULT_API_KEY
-    """The one bearer key the fake accepts."""
-    time_scale: float = attrs.field(default=1.0, validator=_positive)
-    """Real seconds per service second: 0.01 runs a 100-second job in one second."""
-    seed: int | None = None
-    """Seeds job timing, failures, eta noise and faults; None draws a fresh seed."""
-    job_duration: DurationModel = Uniform(30.0, 180.0)
-    """How long a job takes from submission to its end, queue included."""
-    queued_fraction: float = attrs.field(default=0.2, validator=_fraction)
-    """The share of a job's duration spent queued before processing starts."""
-    failure_rate: float = attrs.field(default=0.0, validator=_fraction)
-    """The share of jobs that end TASK_STATUS_FAILED with a reason."""
-    eta_error: float = attrs.field(default=0.2, validator=_non_negative)
-    """Relative error of the reported eta: 0.2 keeps it within x/1.2 .. x*1.2 of the truth."""
-    video_url_ttl: float = attrs.field(default=3600.0, validator=_positive)
-    """Lifetime of each presigned video URL."""
-    max_body_bytes: int = attrs.field(default=30 * MIB, validator=_positive)
-    """Requests with a larger body get 413 (base64 images of up to 20 MB are legal)."""
-    max_image_bytes: int = attrs.field(default=20 * MIB, validator=_positive)
-    """Largest decoded data-URI image accepted for `image`/`end_image`."""
-    requests_per_minute: int | None = attrs.field(default=None, validator=_optional_positive_int)
-    """Requests admitted per key in any sliding window of 60 service seconds (all endpoints)."""
-    max_active_tasks: int | None = attrs.field(default=None, validator=_optional_positive_int)
-    """Queued plus processing tasks allowed per key; a submit past it gets 429."""
-    retry_after: bool = False
-    """Send Retry-After on 429 (the gateway documents none, so off by default)."""
-    faults: Faults = Faults()
-    """Injected API faults."""
-    storage_faults: StorageFaults = StorageFaults()
-    """Injected download faults."""
-    webhook_drop: float = attrs.field(default=0.0, validator=_fraction)
-    """The share of webhook events silently never sent (the receiver must not rely on them)."""
-    webhook_duplicate: float = attrs.field(default=0.0, validator=_fraction)
-    """The share of webhook events delivered twice (the receiver must be idempotent)."""
-    webhook_timeout: float = attrs.field(default=5.0, validator=_positive)
-    """How long a webhook receiver has to answer 2xx before the attempt counts as failed
-    (scaled by `time_scale`, but never under 50 real milliseconds)."""
-    webhook_retries: int = attrs.field(default=5, validator=attrs.validators.ge(0))
-    """Further attempts after a failed webhook delivery (non-2xx, error or timeout)."""
-    webhook_retry_delay: float = attrs.field(default=1.0, validator=_non_negative)
-    """The wait before the first retry of a webhook; it doubles at each further retry."""
+    Each field's ``help`` metadata describes it; ``FakeHailuoServer(**knobs)`` and the
+    command line (``python -m hailuo_async.testing --help``) are both built from these fields.
+    """
+
+    api_key: str = knob(DEFAULT_API_KEY, None, "the one bearer key the fake accepts")
+    time_scale: float = knob(
+        1.0,
+        _positive,
+        "real seconds per service second: 0.01 runs a 100-second job in one second",
+        metavar="X",
+    )
+    seed: int | None = knob(
+        None, None, "seeds job timing, failures, eta noise and faults (none: a fresh seed)"
+    )
+    profile: Profile = knob(
+        "documented",
+        _profile,
+        "answer as API.md documents ('documented') or in the style of responses captured from"
+        " the real service ('captured': video_url_ttl '0', COS-style presigned URLs, progress 0"
+        " on success, task types like MINIMAX_HAILUO_02_6S_768P)",
+        choices=PROFILES,
+    )
+    job_duration: DurationModel = knob(
+        Uniform(30.0, 180.0),
+        None,
+        "how long a job takes from submission to its end, queue included:"
+        " fixed:S, uniform:LOW,HIGH or lognormal:MEDIAN[,SIGMA]",
+        metavar="MODEL",
+        parse=parse_duration_model,
+    )
+    queued_fraction: float = knob(
+        0.2, _fraction, "the share of a job's duration spent queued before processing starts"
+    )
+    failure_rate: float = knob(0.0, _fraction, "the share of jobs that end FAILED with a reason")
+    eta_error: float = knob(
+        0.2,
+        _non_negative,
+        "relative error E of the reported eta: within x/(1+E) .. x*(1+E) of the truth",
+        metavar="E",
+    )
+    video_url_ttl: float = knob(
+        3600.0, _positive, "lifetime of each presigned video URL", metavar="S"
+    )
+    max_body_bytes: int = knob(
+        30 * MIB, _positive, "requests with a larger body get 413", metavar="N"
+    )
+    max_image_bytes: int = knob(
+        20 * MIB, _positive, "largest decoded data-URI image for image/end_image", metavar="N"
+    )
+    requests_per_minute: int | None = knob(
+        None,
+        _optional_positive_int,
+        "requests admitted per key in any sliding window of 60 service seconds (all endpoints)",
+        group="limits",
+        metavar="N",
+    )
+    max_active_tasks: int | None = knob(
+        None,
+        _optional_positive_int,
+        "queued plus processing tasks allowed per key; a submit past it gets 429",
+        group="limits",
+        metavar="N",
+    )
+    retry_after: bool = knob(
+        False,
+        None,
+        "send Retry-After on 429 (the gateway documents none, so off by default)",
+        group="limits",
+    )
+    faults: Faults = knob(Faults(), None, "injected API faults", group="faults", flag="fault-")
+    storage_faults: StorageFaults = knob(
+        StorageFaults(), None, "injected download faults", group="faults", flag="storage-"
+    )
+    webhook_drop: float = knob(
+        0.0, _fraction, "the share of webhook events never sent", group="webhooks"
+    )
+    webhook_duplicate: float = knob(
+        0.0, _fraction, "the share of webhook events delivered twice", group="webhooks"
+    )
+    webhook_timeout: float = knob(
+        5.0,
+        _positive,
+        "the receiver's time to answer 2xx before the attempt counts as failed"
+        " (scaled by time_scale, but never under 50 real milliseconds)",
+        group="webhooks",
+        metavar="S",
+    )
+    webhook_retries: int = knob(
+        5,
+        attrs.validators.ge(0),
+        "further attempts after a failed webhook delivery (non-2xx, error or timeout)",
+        group="webhooks",
+        metavar="N",
+    )
+    webhook_retry_delay: float = knob(
+        1.0,
+        _non_negative,
+        "the wait before the first webhook retry; it doubles at each further retry",
+        group="webhooks",
+        metavar="S",
+    )
+
+
+for _cls in (Faults, StorageFaults, FakeHailuoConfig):
+    attrs.resolve_types(_cls)

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import heapq
 import hmac
+import inspect
 import json
 import logging
 import math
@@ -19,17 +20,10 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 import aiohttp
+import attrs
 from aiohttp import web
 
-from ._config import (
-    DEFAULT_API_KEY,
-    MIB,
-    DurationModel,
-    FakeHailuoConfig,
-    Faults,
-    StorageFaults,
-    Uniform,
-)
+from ._config import FakeHailuoConfig
 from ._faults import DROPPED, draw_fault, drop_connection, malformed_json, server_error
 from ._stats import Stats, bump
 from ._storage import VideoStore
@@ -41,9 +35,6 @@ __all__ = ["RESULT_PATH", "SUBMIT_PATH", "FakeHailuoServer"]
 SUBMIT_PATH = "/v3/async/minimax-hailuo-02"
 RESULT_PATH = "/v3/async/task-result"
 
-_DEFAULT_JOB_DURATION = Uniform(30.0, 180.0)
-_NO_FAULTS = Faults()
-_NO_STORAGE_FAULTS = StorageFaults()
 # An injected 429 asks the client to wait this long, in service seconds.
 _INJECTED_RETRY_AFTER = (1.0, 5.0)
 
@@ -65,54 +56,19 @@ class FakeHailuoServer:
 
     def __init__(
         self,
+        config: FakeHailuoConfig | None = None,
+        /,
         *,
-        api_key: str = DEFAULT_API_KEY,
-        time_scale: float = 1.0,
-        seed: int | None = None,
-        job_duration: DurationModel = _DEFAULT_JOB_DURATION,
-        queued_fraction: float = 0.2,
-        failure_rate: float = 0.0,
-        eta_error: float = 0.2,
-        video_url_ttl: float = 3600.0,
-        max_body_bytes: int = 30 * MIB,
-        max_image_bytes: int = 20 * MIB,
-        requests_per_minute: int | None = None,
-        max_active_tasks: int | None = None,
-        retry_after: bool = False,
-        faults: Faults = _NO_FAULTS,
-        storage_faults: StorageFaults = _NO_STORAGE_FAULTS,
-        webhook_drop: float = 0.0,
-        webhook_duplicate: float = 0.0,
-        webhook_timeout: float = 5.0,
-        webhook_retries: int = 5,
-        webhook_retry_delay: float = 1.0,
         host: str = "127.0.0.1",
         port: int = 0,
         storage_port: int = 0,
         access_log: bool = False,
+        **knobs: Any,
     ) -> None:
-        config = FakeHailuoConfig(
-            api_key=api_key,
-            time_scale=time_scale,
-            seed=seed,
-            job_duration=job_duration,
-            queued_fraction=queued_fraction,
-            failure_rate=failure_rate,
-            eta_error=eta_error,
-            video_url_ttl=video_url_ttl,
-            max_body_bytes=max_body_bytes,
-            max_image_bytes=max_image_bytes,
-            requests_per_minute=requests_per_minute,
-            max_active_tasks=max_active_tasks,
-            retry_after=retry_after,
-            faults=faults,
-            storage_faults=storage_faults,
-            webhook_drop=webhook_drop,
-            webhook_duplicate=webhook_duplicate,
-            webhook_timeout=webhook_timeout,
-            webhook_retries=webhook_retries,
-            webhook_retry_delay=webhook_retry_delay,
-        )
+        """Take a :class:`FakeHailuoConfig`, its fields as keywords, or both (keywords win)."""
+        base = config if config is not None else FakeHailuoConfig()
+        # attrs checks the names and values: an unknown knob is a TypeError naming it.
+        config = attrs.evolve(base, **knobs) if knobs else base
         self._init(config, host=host, port=port, storage_port=storage_port, access_log=access_log)
 
     @classmethod
@@ -125,10 +81,8 @@ class FakeHailuoServer:
         storage_port: int = 0,
         access_log: bool = False,
     ) -> FakeHailuoServer:
-        """A server built from a ready-made config."""
-        server = cls.__new__(cls)
-        server._init(config, host=host, port=port, storage_port=storage_port, access_log=access_log)
-        return server
+        """A server built from a ready-made config (the same as ``FakeHailuoServer(config)``)."""
+        return cls(config, host=host, port=port, storage_port=storage_port, access_log=access_log)
 
     def _init(
         self,
@@ -585,6 +539,23 @@ class FakeHailuoServer:
     def __repr__(self) -> str:
         where = self._url or "not started"
         return f"<FakeHailuoServer {where} tasks={len(self._tasks)} seed={self.seed}>"
+
+
+def _signature() -> inspect.Signature:
+    """FakeHailuoServer's signature with each knob of the config spelt out, for help() and IDEs."""
+    own = inspect.signature(FakeHailuoServer.__init__).parameters.values()
+    fixed = [parameter for parameter in own if parameter.kind is not parameter.VAR_KEYWORD]
+    knobs = [
+        inspect.Parameter(
+            field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=field.type
+        )
+        for field in attrs.fields(FakeHailuoConfig)
+    ]
+    return inspect.Signature([*fixed[1:], *knobs], return_annotation=None)
+
+
+# The constructor takes the config's fields as **knobs; say which they are.
+setattr(FakeHailuoServer, "__signature__", _signature())  # noqa: B010
 
 
 def _webhook_of(task: FakeTask) -> tuple[str, str | None] | None:

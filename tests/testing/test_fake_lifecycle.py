@@ -313,3 +313,13 @@ def test_constructor_and_config_agree() -> None:
     for field in attrs.fields(FakeHailuoConfig):
         assert field.name in parameters
         assert parameters[field.name].default == field.default, field.name
+
+
+def test_knobs_and_config_build_the_same_server() -> None:
+    """Keywords, a config, or a config with keywords on top give the same configuration."""
+    config = FakeHailuoConfig(time_scale=0.5, failure_rate=0.25)
+    assert FakeHailuoServer(time_scale=0.5, failure_rate=0.25).config == config
+    assert FakeHailuoServer(config).config == config
+    assert FakeHailuoServer(config, failure_rate=0.5).config.failure_rate == 0.5
+    with pytest.raises(TypeError, match="no_such_knob"):
+        FakeHailuoServer(no_such_knob=1)
