@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 import cattrs
@@ -20,7 +21,13 @@ from cattrs.v import transform_error
 
 from ._models import TaskResult, TaskStatus, Video
 
-__all__ = ["DecodeError", "decode_json", "decode_submission", "decode_task_result"]
+__all__ = [
+    "DecodeError",
+    "decode_json",
+    "decode_submission",
+    "decode_task_result",
+    "url_expiry",
+]
 
 
 class DecodeError(ValueError):
@@ -135,12 +142,63 @@ _converter = _make_converter()
 
 # A presigned URL living longer than this is not one: its expiry is taken as unknown.
 _MAX_TTL_SECONDS = 366 * 24 * 3600.0
+# S3 (SigV4) and GCS (V4) sign with a compact ISO 8601 time.
+_SIGNED_DATE = "%Y%m%dT%H%M%SZ"
+# An `Expires` smaller than this is not an epoch (some stores use it for a lifetime).
+_MIN_EPOCH = 1_000_000_000
 
 
-def _expiry(received_at: datetime, ttl: float | None) -> datetime | None:
-    if ttl is None or not 0 <= ttl <= _MAX_TTL_SECONDS:
+def _known_ttl(ttl: float | None) -> float | None:
+    # The real service sends "0" where it does not know the lifetime: 0 is unknown, not expired.
+    return ttl if ttl is not None and 0 < ttl <= _MAX_TTL_SECONDS else None
+
+
+def _epoch(text: str) -> datetime | None:
+    seconds = int(text)
+    if seconds < _MIN_EPOCH:
         return None
-    return received_at + timedelta(seconds=ttl)
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def _signed_window(query: Mapping[str, str], prefix: str) -> datetime | None:
+    date, lifetime = query.get(f"{prefix}-date"), query.get(f"{prefix}-expires")
+    if date is None or lifetime is None:
+        return None
+    signed = datetime.strptime(date, _SIGNED_DATE).replace(tzinfo=timezone.utc)
+    return signed + timedelta(seconds=int(lifetime))
+
+
+def url_expiry(url: str) -> datetime | None:
+    """When a presigned URL stops working, as its own query says; None when it does not say.
+
+    Reads S3 and compatibles (``X-Amz-Date`` + ``X-Amz-Expires``), GCS (``X-Goog-Date`` +
+    ``X-Goog-Expires``), Tencent COS (``q-sign-time=start;end``) and the older
+    ``Expires=<epoch>`` form. Parameter names are matched without regard to case.
+    """
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        query.setdefault(name.lower(), value)
+    try:
+        for prefix in ("x-amz", "x-goog"):
+            window = _signed_window(query, prefix)
+            if window is not None:
+                return window
+        sign_time = query.get("q-sign-time")
+        if sign_time is not None:
+            return _epoch(sign_time.partition(";")[2])
+        expires = query.get("expires")
+        return None if expires is None else _epoch(expires)
+    except (ValueError, OverflowError, OSError):
+        # A malformed signature says nothing; the storage host will judge the URL.
+        return None
+
+
+def _expiry(received_at: datetime, ttl: float | None, url: str) -> datetime | None:
+    """The earlier of what the ttl and the URL's own signature say, or None if neither does."""
+    known = [url_expiry(url)]
+    if ttl is not None:
+        known.append(received_at + timedelta(seconds=ttl))
+    return min((moment for moment in known if moment is not None), default=None)
 
 
 def decode_json(body: bytes) -> object:
@@ -173,6 +231,13 @@ def decode_submission(payload: object) -> str:
     return wire.task_id
 
 
+def _progress(status: TaskStatus, reported: float | None) -> float | None:
+    # The real service may leave progress_percent at 0 on a finished task.
+    if status is TaskStatus.SUCCEED:
+        return 100.0
+    return None if reported is None else min(100.0, max(0.0, reported))
+
+
 def decode_task_result(
     payload: object, *, task_id: str, received_at: datetime | None = None
 ) -> TaskResult:
@@ -182,9 +247,9 @@ def decode_task_result(
     videos = tuple(
         Video(
             url=video.video_url,
-            ttl=video.video_url_ttl,
+            ttl=_known_ttl(video.video_url_ttl),
             video_type=video.video_type or None,
-            expires_at=_expiry(received_at, video.video_url_ttl),
+            expires_at=_expiry(received_at, _known_ttl(video.video_url_ttl), video.video_url),
         )
         for video in wire.videos
         if video.video_url
@@ -201,9 +266,7 @@ def decode_task_result(
         raw_status=task.status,
         reason=task.reason,
         eta=task.eta if task.eta is None or task.eta >= 0 else None,
-        progress_percent=(
-            None if task.progress_percent is None else min(100.0, max(0.0, task.progress_percent))
-        ),
+        progress_percent=_progress(status, task.progress_percent),
         videos=videos,
         extra=wire.extra,
         received_at=received_at,

@@ -119,6 +119,7 @@ class FakeHailuoServer:
             ttl_real=config.video_url_ttl * config.time_scale,
             time_scale=config.time_scale,
             wall_offset=self._wall_offset,
+            profile=config.profile,
         )
         self._runners: list[web.AppRunner] = []
         self._closing: asyncio.Event | None = None
@@ -136,6 +137,7 @@ class FakeHailuoServer:
         api.router.add_get(RESULT_PATH, self._result)
         storage = web.Application()
         storage.router.add_get("/videos/{name}", self._storage.handle)
+        storage.router.add_get("/prod/{name}", self._storage.handle)  # the "captured" profile
         try:
             api_port = await self._serve(api, self._port)
             storage_port = await self._serve(storage, self._storage_port)
@@ -534,6 +536,7 @@ class FakeHailuoServer:
             wall_offset=self._wall_offset,
             time_scale=self.config.time_scale,
             videos=[self._storage.mint(task.task_id, now)] if succeeded else [],
+            profile=self.config.profile,
         )
 
     def __repr__(self) -> str:

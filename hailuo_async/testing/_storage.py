@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import secrets
@@ -11,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ._config import StorageFaults
+from ._config import Profile, StorageFaults
 from ._stats import Stats, bump
 from ._tasks import report_seconds
 
@@ -34,6 +35,24 @@ def _s3_error(code: str, message: str) -> web.Response:
     return web.Response(status=403, text=xml, content_type="application/xml")
 
 
+def _captured_video(
+    base_url: str, token: str, now_wall: float, expires_wall: int
+) -> dict[str, Any]:
+    """A `videos[]` entry as the real service sends it: a Tencent COS presigned URL, ttl "0"."""
+    window = f"{math.floor(now_wall)}%3B{expires_wall}"
+    signature = hashlib.sha1(token.encode(), usedforsecurity=False).hexdigest()
+    query = (
+        f"q-sign-algorithm=sha1&q-ak=AK&q-sign-time={window}&q-key-time={window}"
+        f"&q-header-list=host&q-url-param-list=&q-signature={signature}"
+    )
+    return {
+        "nsfw_detection_result": None,
+        "video_type": "mp4",
+        "video_url": f"{base_url}/prod/{token}.mp4?{query}",
+        "video_url_ttl": "0",
+    }
+
+
 class VideoStore:
     """Mints presigned URLs and serves them until they expire."""
 
@@ -46,6 +65,7 @@ class VideoStore:
         ttl_real: float,
         time_scale: float,
         wall_offset: float,
+        profile: Profile = "documented",
     ) -> None:
         self._stats = stats
         self._faults = faults
@@ -53,6 +73,7 @@ class VideoStore:
         self._ttl_real = ttl_real
         self._time_scale = time_scale
         self._wall_offset = wall_offset
+        self._profile = profile
         self._video = sample_video()
         # token -> (task id, monotonic expiry)
         self._urls: dict[str, tuple[str, float]] = {}
@@ -68,6 +89,8 @@ class VideoStore:
         expires_at = now + self._ttl_real
         self._urls[token] = (task_id, expires_at)
         expires_wall = math.ceil(expires_at + self._wall_offset)
+        if self._profile == "captured":
+            return _captured_video(self.base_url, token, now + self._wall_offset, expires_wall)
         return {
             "video_url": f"{self.base_url}/videos/{token}.mp4?expires={expires_wall}",
             "video_url_ttl": report_seconds(self._ttl_real, self._time_scale),

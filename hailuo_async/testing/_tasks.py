@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from ._config import FakeHailuoConfig
+from ._config import FakeHailuoConfig, Profile
 from ._validation import SubmitRequest
 
 __all__ = [
@@ -122,11 +122,16 @@ def schedule_task(
         reason = rng.choice(reasons)
     scale = config.time_scale
     started_at = created_at + queued * scale
+    if config.profile == "captured":
+        # The real service names the task by model, duration and resolution.
+        task_type = f"MINIMAX_HAILUO_02_{request.duration}S_{request.resolution}"
+    else:
+        task_type = TASK_TYPE_IMAGE if image_task else TASK_TYPE_TEXT
     return FakeTask(
         task_id=task_id,
         api_key=api_key,
         request=request,
-        task_type=TASK_TYPE_IMAGE if image_task else TASK_TYPE_TEXT,
+        task_type=task_type,
         seed=rng.randrange(2**31),
         created_at=created_at,
         started_at=started_at,
@@ -163,10 +168,30 @@ def result_body(
     wall_offset: float,
     time_scale: float,
     videos: list[dict[str, Any]],
+    profile: Profile = "documented",
 ) -> dict[str, Any]:
-    """The task-result response at `now`, shaped like API.md."""
+    """The task-result response at `now`, shaped like API.md (or like the captured answers)."""
     status = task.status_at(now)
     terminal = status in (SUCCEED, FAILED)
+    eta = 0 if terminal else report_seconds(task.remaining_at(now) * eta_noise, time_scale)
+    reason = task.reason if status == FAILED else ""
+    shown_videos = videos if status == SUCCEED else []
+    if profile == "captured":
+        # As captured from the real service: progress stays 0, extra is empty.
+        return {
+            "audios": [],
+            "extra": {},
+            "images": [],
+            "task": {
+                "eta": eta,
+                "progress_percent": 0,
+                "reason": reason,
+                "status": status,
+                "task_id": task.task_id,
+                "task_type": task.task_type,
+            },
+            "videos": shown_videos,
+        }
 
     def wall_ms(monotonic: float) -> str:
         return str(int((monotonic + wall_offset) * 1000))
@@ -176,13 +201,11 @@ def result_body(
             "task_id": task.task_id,
             "task_type": task.task_type,
             "status": status,
-            "reason": task.reason if status == FAILED else "",
-            "eta": 0
-            if terminal
-            else report_seconds(task.remaining_at(now) * eta_noise, time_scale),
+            "reason": reason,
+            "eta": eta,
             "progress_percent": task.progress_at(now),
         },
-        "videos": videos if status == SUCCEED else [],
+        "videos": shown_videos,
         "images": [],
         "audios": [],
         "extra": {
