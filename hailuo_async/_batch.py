@@ -28,6 +28,7 @@ import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._download import sweep_partial_downloads
 from ._exceptions import (
     AuthenticationError,
     HailuoError,
@@ -40,7 +41,14 @@ from ._exceptions import (
 from ._limits import ActiveJobLimit
 from ._models import JobOutcome, TaskResult, VideoRequest
 from ._watcher import EventCallback, TaskWatcher
-from .journal import BatchJournal, JobRecord, JobStore, JournalError, ResumeAction
+from .journal import (
+    BatchJournal,
+    JobRecord,
+    JobStore,
+    JournalError,
+    ResumeAction,
+    error_from_record,
+)
 
 if TYPE_CHECKING:
     from ._client import HailuoClient
@@ -174,6 +182,8 @@ class JobStream:
                 retry_failed=self._retry_failed,
                 on_unknown_submission=self._client.on_unknown_submission,
             )
+            if self._download_to is not None:  # a killed run's half-downloaded videos
+                await sweep_partial_downloads(self._download_to, self._journal.task_ids)
             stack.push_async_callback(self._journal.aclose)
             await stack.enter_async_context(self._watcher)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
@@ -348,7 +358,7 @@ class JobStream:
             )
             outcome = job.outcome(error=error, replayed=True)
         else:
-            error = HailuoError(f"failed in an earlier run: {record.error or action.value}")
+            error = error_from_record(record)
             outcome = job.outcome(task_id=record.task_id, error=error, replayed=True)
         await self._emit(outcome)
         self._finishing -= 1

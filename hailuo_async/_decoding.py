@@ -19,13 +19,18 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn
 from cattrs.v import transform_error
 
-from ._models import TaskResult, TaskStatus, Video
+from ._models import TaskResult, TaskStatus, Video, VideoRequest
 
 __all__ = [
     "DecodeError",
     "decode_json",
     "decode_submission",
     "decode_task_result",
+    "json_type",
+    "request_from_payload",
+    "result_from_json",
+    "result_summary",
+    "result_to_json",
     "url_expiry",
 ]
 
@@ -118,9 +123,42 @@ def _is(expected: object) -> Callable[[object], bool]:
     return lambda candidate: candidate == expected
 
 
+def json_type(value: object) -> str:
+    """What a decoded JSON value is, for messages: "null", "a boolean", "an array" ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return "an object" if isinstance(value, Mapping) else type(value).__name__
+
+
+def _request_from_payload(payload: object, _: object) -> VideoRequest:
+    # The inverse of VideoRequest.to_payload: the webhook rides in extra.webhook.url.
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"expected an object, not {json_type(payload)}")
+    fields = dict(payload)
+    extra = fields.pop("extra", None) or {}
+    webhook = extra.get("webhook") or {}
+    return VideoRequest(**fields, webhook_url=webhook.get("url"))
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=False)
     converter.register_structure_hook(str, _lenient_str)
+    # Stored results (the journal) and HTTP answers carry times as ISO 8601 text.
+    converter.register_unstructure_hook(datetime, datetime.isoformat)
+    converter.register_structure_hook(datetime, lambda value, _: datetime.fromisoformat(value))
+    converter.register_unstructure_hook(TaskStatus, lambda status: status.value)
+    # TaskStatus is a str: without its own hook it would be read by the lenient str hook.
+    converter.register_structure_hook(TaskStatus, lambda value, _: TaskStatus(value))
+    converter.register_unstructure_hook(VideoRequest, VideoRequest.to_payload)
+    converter.register_structure_hook(VideoRequest, _request_from_payload)
     # Generic and union types are matched by equality: functools' dispatch cannot hold them.
     hooks: list[tuple[object, Callable[[object, object], object]]] = [
         (float | None, _lenient_float),
@@ -199,6 +237,44 @@ def _expiry(received_at: datetime, ttl: float | None, url: str) -> datetime | No
     if ttl is not None:
         known.append(received_at + timedelta(seconds=ttl))
     return min((moment for moment in known if moment is not None), default=None)
+
+
+def result_to_json(result: TaskResult) -> dict[str, Any]:
+    """Everything a task result holds as JSON-ready data (video URLs included); see
+    :func:`result_from_json` for the way back."""
+    data: dict[str, Any] = _converter.unstructure(result)
+    data["extra"] = dict(result.extra)
+    return data
+
+
+def result_from_json(data: Mapping[str, Any]) -> TaskResult:
+    """The task result :func:`result_to_json` gave, read back equal."""
+    result: TaskResult = _converter.structure(dict(data), TaskResult)
+    return result
+
+
+def request_from_payload(payload: Mapping[str, Any]) -> VideoRequest:
+    """The request whose :meth:`VideoRequest.to_payload` is ``payload``."""
+    request: VideoRequest = _converter.structure(payload, VideoRequest)
+    return request
+
+
+def result_summary(result: TaskResult) -> dict[str, Any]:
+    """The short JSON view of a task result that HTTP answers and ``hailuo status`` show."""
+    video = result.video
+    expires_at = None if video is None or video.expires_at is None else video.expires_at
+    return {
+        "task_id": result.task_id,
+        "status": result.status.value,
+        "raw_status": result.raw_status,
+        "done": result.is_done,
+        "ok": result.ok,
+        "progress_percent": result.progress_percent,
+        "eta": result.eta,
+        "reason": result.reason or None,
+        "video_url": None if video is None else video.url,
+        "video_expires_at": None if expires_at is None else expires_at.isoformat(),
+    }
 
 
 def decode_json(body: bytes) -> object:

@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import IO
@@ -40,6 +40,7 @@ __all__ = [
     "download_video",
     "mp4_problem",
     "safe_filename",
+    "sweep_partial_downloads",
 ]
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -65,6 +66,8 @@ _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"} | {f"{kind}{n}" for kind in ("COM", "LPT") for n in range(1, 10)}
 )
 _MP4_TYPES = frozenset({"mp4", "m4v", "mov"})
+_TEMP_TOKEN_BYTES = 6
+_TEMP_FILE = re.compile(rf"\.(?P<name>.+)\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}\.part")
 _QUERY = re.compile(r"\?[^\s'\")>]*")
 _MAX_CAUSE_CHARS = 200
 
@@ -136,11 +139,15 @@ def _destination(dest: str | os.PathLike[str], task_id: str | None, video: Video
     return path
 
 
+def _temp_name(final_name: str) -> str:
+    # Hidden, and ending in a 12-digit hex token: what sweep_partial_downloads looks for.
+    return f".{final_name[:180]}.{secrets.token_hex(_TEMP_TOKEN_BYTES)}.part"
+
+
 def _create_temp(final: Path) -> tuple[Path, IO[bytes]]:
     # Beside the destination, so the rename stays on one file system and is atomic.
-    base = final.name[:180]
     while True:
-        temp = final.with_name(f".{base}.{secrets.token_hex(6)}.part")
+        temp = final.with_name(_temp_name(final.name))
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
             # 0o666: the umask decides, as for any file the user saves (mkstemp would give 0o600).
@@ -160,7 +167,8 @@ def _discard(temp: Path) -> None:
         pass
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make the names of files just created or renamed in ``directory`` durable (POSIX)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -171,6 +179,40 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _partial_downloads(directory: Path, task_ids: Iterable[str]) -> list[Path]:
+    stems = {safe_filename(task_id).rsplit(".", 1)[0] for task_id in task_ids}
+    leftovers = []
+    for entry in os.scandir(directory):
+        match = _TEMP_FILE.fullmatch(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        stem, _, extension = match["name"].rpartition(".")
+        if stem in stems and _EXTENSION.fullmatch(extension):
+            leftovers.append(Path(entry.path))
+    for path in leftovers:
+        _discard(path)
+    return leftovers
+
+
+async def sweep_partial_downloads(
+    directory: str | os.PathLike[str], task_ids: Iterable[str]
+) -> list[Path]:
+    """Remove what killed downloads of these tasks' videos left in ``directory``; return it.
+
+    Only this library's own temporary files go: hidden ``.{name}.{12 hex digits}.part``
+    files whose ``name`` is the one a download of one of ``task_ids`` is saved under. Any
+    other file, however alike its name, is left alone. A missing directory has nothing to
+    sweep.
+    """
+    task_ids = list(task_ids)
+    if not task_ids:
+        return []
+    try:
+        return await anyio.to_thread.run_sync(_partial_downloads, Path(directory), task_ids)
+    except FileNotFoundError:
+        return []
 
 
 def mp4_problem(path: Path) -> str | None:
@@ -218,7 +260,7 @@ def _finish(file: IO[bytes], temp: Path, final: Path, *, check_mp4: bool) -> Non
         if problem is not None:
             raise _Retryable(f"the video is incomplete: {problem}")
     os.replace(temp, final)
-    _fsync_directory(final.parent)
+    fsync_directory(final.parent)
 
 
 @asynccontextmanager

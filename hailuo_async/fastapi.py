@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from ._client import HailuoClient
+from ._decoding import result_summary
 from ._exceptions import HailuoError
 from ._models import TaskResult, VideoRequest
 from ._watcher import TaskEvent, TaskWatcher
@@ -261,17 +262,7 @@ Hailuo = Annotated[HailuoState, Depends(get_hailuo)]
 
 def result_json(result: TaskResult) -> dict[str, Any]:
     """A task's result as plain JSON for an HTTP answer (the video's presigned URL included)."""
-    video = result.video
-    return {
-        "task_id": result.task_id,
-        "status": result.status.value,
-        "done": result.is_done,
-        "ok": result.ok,
-        "progress_percent": result.progress_percent,
-        "eta": result.eta,
-        "reason": result.reason or None,
-        "video_url": video.url if video is not None else None,
-    }
+    return result_summary(result)
 
 
 def webhook_router(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 import time
@@ -25,6 +26,7 @@ from hailuo_async import (
     VideoRequest,
 )
 from hailuo_async.journal import (
+    SCHEMA_VERSION,
     InvalidTransitionError,
     JobConflictError,
     JobKeyer,
@@ -131,8 +133,9 @@ def test_job_specs_carry_payload_and_fingerprint() -> None:
 def test_result_json_round_trip() -> None:
     """A stored task result reads back equal, video expiry included."""
     result = _result("t-1")
-    again = result_from_json(result_to_json(result))
+    again = result_from_json(json.loads(json.dumps(result_to_json(result))))
     assert again == result
+    assert again.status is result.status
     assert again.videos[0].expires_at == result.videos[0].expires_at
 
 
@@ -374,7 +377,7 @@ async def test_database_settings(tmp_path: Path) -> None:
         version = connection.execute(
             "SELECT value FROM hailuo_journal_meta WHERE name = 'schema_version'"
         ).fetchone()
-    assert version == ("1",)
+    assert version == (str(SCHEMA_VERSION),)
     with pytest.raises(InvalidRequestError, match="synchronous"):
         SQLiteJobStore(path, synchronous="OFF")  # type: ignore[arg-type]
     with pytest.raises(JournalError, match="cannot open"):

@@ -14,6 +14,7 @@ import anyio
 import click
 from rich.console import Console
 
+from .._decoding import result_summary
 from .._exceptions import (
     HailuoError,
     InvalidRequestError,
@@ -575,14 +576,7 @@ def _json_line(task_id: str, answer: TaskResult | str) -> str:
     if isinstance(answer, str):
         data: dict[str, Any] = {"task_id": task_id, "error": answer}
     else:
-        data = {
-            "task_id": task_id,
-            "status": answer.raw_status or answer.status.value,
-            "progress_percent": answer.progress_percent,
-            "eta": answer.eta,
-            "reason": answer.reason or None,
-            "video_url": answer.video.url if answer.video is not None else None,
-        }
+        data = result_summary(answer)
     return json.dumps(data, ensure_ascii=False)
 
 

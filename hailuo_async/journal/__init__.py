@@ -5,7 +5,7 @@ fingerprint and its occurrence number) and moves through these states::
 
     recorded ──> submitting ──> submitted(task_id) ──> finished(result) [+ downloaded(path)]
        ^             │ │              │
-       └─ unsent ────┘ │              └──────────────> failed(error, type)
+       └─ unsent ────┘ │              └──────────────> failed(error, type, fields)
        (429, 5xx, not  └──> unknown (the POST may have started a paid job; its answer was lost)
         sent at all)
 
@@ -28,46 +28,16 @@ batch whatever the number of keys. A batch read lazily keys each request with a
 :class:`JobKeyer` as it comes, calls ``resume()`` without keys, and asks
 ``plan.entry_for(key)`` (SUBMIT for a key never recorded).
 
-A PostgreSQL store (design)
----------------------------
-For several workers on several machines sharing one batch, a ``PostgresJobStore`` would keep
-the same table (``payload``/``result`` as ``jsonb``, times as ``timestamptz``), primary key
-``(batch, key)`` and a partial index ``(batch, idx) WHERE state IN ('recorded','submitted')``.
-Workers share the batch through leases, with the database's clock as the only clock:
+Several workers
+---------------
+:class:`JobStore` also has leases (``claim``, ``heartbeat``, ``release``) for several workers
+sharing one batch; :class:`SQLiteJobStore` implements them exactly on one machine. The design
+of a store shared across machines (PostgreSQL) is in ``docs/concepts/journal.md``.
 
-* ``claim(worker_id, n, lease_seconds)`` in one transaction::
-
-      UPDATE hailuo_jobs SET state = 'unknown', ...          -- reap: a worker died mid-POST
-       WHERE batch = $1 AND state = 'submitting' AND lease_until < now();
-      WITH picked AS (
-          SELECT key FROM hailuo_jobs
-           WHERE batch = $1 AND state IN ('recorded', 'submitted')
-             AND (owner IS NULL OR lease_until < now())
-           ORDER BY idx LIMIT $n
-             FOR UPDATE SKIP LOCKED)                          -- workers never wait on each other
-      UPDATE hailuo_jobs j SET owner = $worker, lease_until = now() + $lease
-        FROM picked WHERE j.batch = $1 AND j.key = picked.key RETURNING j.*;
-
-* Fencing: ``mark_submitting(key, worker_id=...)`` is ``UPDATE ... WHERE owner = $worker AND
-  lease_until > now() + $margin`` and commits (``synchronous_commit = on``) before the POST;
-  zero rows means the lease is lost (:class:`LeaseLostError`) and the POST is not sent.
-  ``mark_submitted`` checks no owner: a task id is kept whoever learns it, even after the lease
-  ran out (and from ``unknown``, should the reaper have been first).
-* Heartbeat every ``lease/3``: ``UPDATE ... SET lease_until = now() + $lease WHERE owner =
-  $worker AND lease_until > now() RETURNING key``; keys missing from the answer were lost, and
-  the worker stops working on them. A lease must outlast a submit's timeout with retries plus
-  two heartbeats, since an expired lease on a ``submitting`` job is read as a dead worker.
-* ``finished``/``failed``/``unknown`` clear the lease. Claims also hand out ``submitted`` jobs,
-  so a dead worker's tasks are re-watched by another, never resubmitted.
-* Each worker group-commits its writes as here (one transaction per group);
-  ``SET LOCAL synchronous_commit = off`` is safe only for groups of final states.
-* ``record`` is ``INSERT ... ON CONFLICT DO NOTHING`` plus a fingerprint check, so any worker
-  may record the whole batch. The account's requests-per-minute budget is shared by all
-  workers: split it (``rpm / workers``) or keep a token bucket row updated with
-  ``UPDATE ... RETURNING``.
-
-:class:`SQLiteJobStore` implements the same lease methods (SQLite's ``BEGIN IMMEDIATE`` makes
-them exact on one machine), so a runner written against :class:`JobStore` needs no change.
+Replayed failures
+-----------------
+A failed job keeps its error's class and attributes; :func:`error_from_record` rebuilds the
+same error when a rerun replays it.
 """
 
 from ._batch import BatchJournal
@@ -79,6 +49,7 @@ from ._errors import (
     LeaseLostError,
     UnknownJobError,
 )
+from ._failures import error_from_record
 from ._keys import MAX_KEY_CHARS, JobKeyer, JobSpec, job_keys, job_specs
 from ._records import JobRecord, JobState, result_from_json, result_to_json
 from ._resume import ResumeAction, ResumeEntry, ResumePlan, classify
@@ -107,6 +78,7 @@ __all__ = [
     "Synchronous",
     "UnknownJobError",
     "classify",
+    "error_from_record",
     "job_keys",
     "job_specs",
     "result_from_json",

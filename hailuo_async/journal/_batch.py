@@ -56,6 +56,15 @@ class BatchJournal:
             None, retry_failed=retry_failed, on_unknown_submission=on_unknown_submission
         )
 
+    @property
+    def task_ids(self) -> list[str]:
+        """The task ids an earlier run of this batch journaled (empty before :meth:`start`)."""
+        return [
+            entry.record.task_id
+            for entry in self._plan.entries.values()
+            if entry.record is not None and entry.record.task_id is not None
+        ]
+
     async def aclose(self) -> None:
         """Write what is pending, and close the journal if it is ours."""
         if self._store is not None and self._owned:

@@ -1,18 +1,19 @@
-"""What the journal keeps about one job, and how a task result is stored as JSON."""
+"""What the journal keeps about one job."""
 
 from __future__ import annotations
 
 import enum
 import json
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import attrs
 
-from .._models import TaskResult, TaskStatus, Video, VideoRequest
+from .._decoding import request_from_payload, result_from_json, result_to_json
+from .._models import TaskResult, VideoRequest
 
-__all__ = ["JobRecord", "JobState", "result_from_json", "result_to_json"]
+__all__ = ["JobRecord", "JobState", "dump_result", "result_from_json", "result_to_json"]
 
 
 class JobState(str, enum.Enum):
@@ -49,6 +50,8 @@ class JobRecord:
     result: TaskResult | None = attrs.field(default=None, repr=False)
     error: str | None = None
     error_type: str | None = None
+    error_fields: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
+    """The error's attributes as JSON (see :func:`error_from_record`), when it had any."""
     path: str | None = None
     attempts: int = 0
     owner: str | None = None
@@ -66,63 +69,10 @@ class JobRecord:
 
     def to_request(self) -> VideoRequest:
         """The request this job was recorded for, rebuilt from the stored payload."""
-        payload = dict(self.payload)
-        webhook = payload.pop("extra", {}).get("webhook", {})
-        return VideoRequest(**payload, webhook_url=webhook.get("url"))
+        return request_from_payload(self.payload)
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
-def _from_iso(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def result_to_json(result: TaskResult) -> str:
-    """A task result as compact JSON (video URLs included: they are needed to download)."""
-    data = {
-        "task_id": result.task_id,
-        "status": result.status.value,
-        "raw_status": result.raw_status,
-        "reason": result.reason,
-        "eta": result.eta,
-        "progress_percent": result.progress_percent,
-        "videos": [
-            {
-                "url": video.url,
-                "ttl": video.ttl,
-                "video_type": video.video_type,
-                "expires_at": _iso(video.expires_at),
-            }
-            for video in result.videos
-        ],
-        "extra": dict(result.extra),
-        "received_at": _iso(result.received_at),
-    }
+def dump_result(result: TaskResult) -> str:
+    """A task result as the compact JSON text a store keeps."""
     # `extra` came from JSON, but a caller may build results by hand: never fail on it.
-    return json.dumps(data, separators=(",", ":"), default=str)
-
-
-def result_from_json(text: str) -> TaskResult:
-    """The task result that :func:`result_to_json` wrote."""
-    data = json.loads(text)
-    return TaskResult(
-        task_id=data["task_id"],
-        status=TaskStatus(data["status"]),
-        raw_status=data.get("raw_status", ""),
-        reason=data.get("reason", ""),
-        eta=data.get("eta"),
-        progress_percent=data.get("progress_percent"),
-        videos=tuple(
-            Video(
-                url=video["url"],
-                ttl=video.get("ttl"),
-                video_type=video.get("video_type"),
-                expires_at=_from_iso(video.get("expires_at")),
-            )
-            for video in data.get("videos", ())
-        ),
-        extra=data.get("extra", {}),
-        received_at=_from_iso(data.get("received_at")) or datetime.now(timezone.utc),
-    )
+    return json.dumps(result_to_json(result), separators=(",", ":"), default=str)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from ._errors import JournalError
@@ -33,14 +31,14 @@ __all__ = [
     "UNKNOWN",
     "create_schema",
     "fingerprints",
-    "fsync_directory",
     "select",
     "to_record",
     "transaction",
     "use_wal",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added ``error_fields`` (the failed job's error attributes as JSON); 1 is upgraded in place."""
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS hailuo_journal_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -55,6 +53,7 @@ SCHEMA = (
         result TEXT,
         error TEXT,
         error_type TEXT,
+        error_fields TEXT,
         path TEXT,
         attempts INTEGER NOT NULL DEFAULT 0,
         owner TEXT,
@@ -71,8 +70,9 @@ SCHEMA = (
 )
 
 _COLUMNS = (
-    "key, idx, state, fingerprint, payload, task_id, result, error, error_type, path, attempts,"
-    " owner, lease_until, created_at, updated_at, submitted_at, finished_at, downloaded_at"
+    "key, idx, state, fingerprint, payload, task_id, result, error, error_type, error_fields,"
+    " path, attempts, owner, lease_until, created_at, updated_at, submitted_at, finished_at,"
+    " downloaded_at"
 )
 SELECT_ONE = f"SELECT {_COLUMNS} FROM hailuo_jobs WHERE batch = ? AND key = ?"  # noqa: S608
 
@@ -83,14 +83,14 @@ ON CONFLICT (batch, key) DO NOTHING
 """
 SUBMITTING = """
 UPDATE hailuo_jobs SET state = 'submitting', attempts = attempts + 1, task_id = NULL,
-    result = NULL, error = NULL, error_type = NULL, updated_at = :now
+    result = NULL, error = NULL, error_type = NULL, error_fields = NULL, updated_at = :now
 WHERE batch = :batch AND key = :key AND state IN ('recorded', 'failed', 'unknown')
     AND CASE WHEN :worker IS NULL THEN owner IS NULL OR lease_until <= :now
              ELSE owner = :worker AND lease_until > :now END
 """
 SUBMITTED = """
 UPDATE hailuo_jobs SET state = 'submitted', task_id = :task_id, error = NULL, error_type = NULL,
-    submitted_at = COALESCE(submitted_at, :now), updated_at = :now
+    error_fields = NULL, submitted_at = COALESCE(submitted_at, :now), updated_at = :now
 WHERE batch = :batch AND key = :key
     AND (state IN ('submitting', 'unknown') OR (state = 'submitted' AND task_id = :task_id))
 """
@@ -101,17 +101,18 @@ WHERE batch = :batch AND key = :key AND state = 'submitting'
 """
 UNKNOWN = """
 UPDATE hailuo_jobs SET state = 'unknown', error = :reason, error_type = :error_type,
-    owner = NULL, lease_until = NULL, updated_at = :now
+    error_fields = NULL, owner = NULL, lease_until = NULL, updated_at = :now
 WHERE batch = :batch AND key = :key AND state IN ('submitting', 'unknown')
 """
 FINISHED = """
 UPDATE hailuo_jobs SET state = 'finished', result = :result, error = NULL, error_type = NULL,
-    owner = NULL, lease_until = NULL, finished_at = :now, updated_at = :now
+    error_fields = NULL, owner = NULL, lease_until = NULL, finished_at = :now, updated_at = :now
 WHERE batch = :batch AND key = :key AND state IN ('submitted', 'finished') AND task_id = :task_id
 """
 FAILED = """
 UPDATE hailuo_jobs SET state = 'failed', error = :error, error_type = :error_type,
-    owner = NULL, lease_until = NULL, finished_at = :now, updated_at = :now
+    error_fields = :error_fields, owner = NULL, lease_until = NULL, finished_at = :now,
+    updated_at = :now
 WHERE batch = :batch AND key = :key AND state != 'finished'
 """
 DOWNLOADED = """
@@ -122,6 +123,7 @@ WHERE batch = :batch AND key = :key AND state = 'finished'
 # POST and learning its answer. Without a lease (one process) every one found at resume is so.
 _INTERRUPTED_SET = """
 UPDATE hailuo_jobs SET state = 'unknown', error_type = 'SubmissionUnknownError',
+    error_fields = NULL,
     error = 'the process stopped after the submission was journaled and before its answer '
             || 'was read; the service may have started a paid job',
     owner = NULL, lease_until = NULL, updated_at = :now
@@ -175,6 +177,7 @@ def to_record(row: tuple[Any, ...]) -> JobRecord:
         result,
         error,
         error_type,
+        error_fields,
         path,
         attempts,
         owner,
@@ -192,9 +195,10 @@ def to_record(row: tuple[Any, ...]) -> JobRecord:
         fingerprint=fingerprint,
         payload=json.loads(payload),
         task_id=task_id,
-        result=None if result is None else result_from_json(result),
+        result=None if result is None else result_from_json(json.loads(result)),
         error=error,
         error_type=error_type,
+        error_fields=None if error_fields is None else json.loads(error_fields),
         path=path,
         attempts=attempts,
         owner=owner,
@@ -210,20 +214,6 @@ def to_record(row: tuple[Any, ...]) -> JobRecord:
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
-
-
-def fsync_directory(directory: Path) -> None:
-    # Makes a newly created file's name durable; POSIX only (Windows cannot open directories).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def use_wal(connection: sqlite3.Connection) -> None:
@@ -243,10 +233,21 @@ def create_schema(connection: sqlite3.Connection) -> None:
             "INSERT INTO hailuo_journal_meta (name, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
+    elif row[0] == "1":
+        _upgrade_from_1(connection)
     elif row[0] != str(SCHEMA_VERSION):
         raise JournalError(
             f"the journal has schema version {row[0]}; this library reads {SCHEMA_VERSION}"
         )
+
+
+def _upgrade_from_1(connection: sqlite3.Connection) -> None:
+    # Runs inside create_schema's transaction, so a crash leaves version 1 whole.
+    connection.execute("ALTER TABLE hailuo_jobs ADD COLUMN error_fields TEXT")
+    connection.execute(
+        "UPDATE hailuo_journal_meta SET value = ? WHERE name = 'schema_version'",
+        (str(SCHEMA_VERSION),),
+    )
 
 
 def transaction(

@@ -24,6 +24,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 import anyio
 import attrs
 
+from .._download import fsync_directory
 from .._exceptions import InvalidRequestError, SubmissionUnknownError
 from .._models import TaskResult
 from .._retry import UnknownSubmissionPolicy
@@ -36,9 +37,10 @@ from ._errors import (
     LeaseLostError,
     UnknownJobError,
 )
+from ._failures import encode_error
 from ._group import GroupCommitter
 from ._keys import JobSpec
-from ._records import JobRecord, JobState, result_to_json
+from ._records import JobRecord, JobState, dump_result
 from ._resume import ResumePlan, classify
 
 __all__ = ["SQLiteJobStore", "Synchronous"]
@@ -143,7 +145,7 @@ class SQLiteJobStore:
             sql.create_schema(connection)
             connection.execute("COMMIT")
             if created:
-                sql.fsync_directory(self._path.parent)
+                fsync_directory(self._path.parent)
         except BaseException:
             connection.close()
             raise
@@ -305,7 +307,7 @@ class SQLiteJobStore:
 
     async def mark_finished(self, key: str, result: TaskResult) -> None:
         """Note the task's final result (from SUBMITTED; again from FINISHED to refresh it)."""
-        params = {"result": result_to_json(result), "task_id": result.task_id}
+        params = {"result": dump_result(result), "task_id": result.task_id}
         await self._transition(key, "finished", sql.FINISHED, params)
 
     async def mark_failed(
@@ -319,9 +321,8 @@ class SQLiteJobStore:
         if isinstance(error, SubmissionUnknownError):
             await self.mark_unknown(key, error.reason)
             return
-        if isinstance(error, BaseException):
-            error_type = error_type or type(error).__name__
-        params = {"error": str(error), "error_type": error_type}
+        message, error_type, error_fields = encode_error(error, error_type)
+        params = {"error": message, "error_type": error_type, "error_fields": error_fields}
         await self._transition(key, "failed", sql.FAILED, params)
 
     async def mark_downloaded(self, key: str, path: str | os.PathLike[str]) -> None:

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from .._decoding import json_type
+
 __all__ = ["RequestError", "SubmitRequest", "parse_submit_body"]
 
 PROMPT_MAX_CHARS = 2000
@@ -79,29 +81,13 @@ def _echo(value: str) -> str:
     return value if len(value) <= _ECHO_LIMIT else value[:_ECHO_LIMIT] + "..."
 
 
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def _invalid(field: str, message: str) -> RequestError:
     return RequestError(400, field, message)
 
 
 def _check_image(field: str, value: object, max_image_bytes: int) -> str:
     if not isinstance(value, str):
-        raise _invalid(field, f"must be a string (URL or data URI), not {_type_name(value)}")
+        raise _invalid(field, f"must be a string (URL or data URI), not {json_type(value)}")
     if value[:5].lower() == "data:":
         match = _DATA_URI.fullmatch(value)
         if match is None:
@@ -136,17 +122,17 @@ def _check_image(field: str, value: object, max_image_bytes: int) -> str:
 
 def _check_bool(field: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise _invalid(field, f"must be a boolean, not {_type_name(value)}")
+        raise _invalid(field, f"must be a boolean, not {json_type(value)}")
     return value
 
 
 def _check_extra(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _invalid("extra", f"must be an object, not {_type_name(value)}")
+        raise _invalid("extra", f"must be an object, not {json_type(value)}")
     webhook = value.get("webhook")
     if "webhook" in value:
         if not isinstance(webhook, dict):
-            raise _invalid("extra.webhook", f"must be an object, not {_type_name(webhook)}")
+            raise _invalid("extra.webhook", f"must be an object, not {json_type(webhook)}")
         url = webhook.get("url")
         if not isinstance(url, str):
             raise _invalid("extra.webhook.url", "must be a string")
@@ -169,7 +155,7 @@ def _load_object(raw: bytes) -> dict[str, Any]:
         # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
         raise _invalid("body", "not valid JSON") from None
     if not isinstance(data, dict):
-        raise _invalid("body", f"must be a JSON object, not {_type_name(data)}")
+        raise _invalid("body", f"must be a JSON object, not {json_type(data)}")
     for key in data:
         if key not in _KNOWN_FIELDS:
             raise _invalid(_echo(key), "unknown field")
@@ -181,7 +167,7 @@ def _check_prompt(data: dict[str, Any]) -> str:
         raise _invalid("prompt", "is required")
     prompt = data["prompt"]
     if not isinstance(prompt, str):
-        raise _invalid("prompt", f"must be a string, not {_type_name(prompt)}")
+        raise _invalid("prompt", f"must be a string, not {json_type(prompt)}")
     if not 1 <= len(prompt) <= PROMPT_MAX_CHARS:
         raise _invalid("prompt", f"must be 1 to {PROMPT_MAX_CHARS} characters, got {len(prompt)}")
     return prompt
@@ -190,12 +176,12 @@ def _check_prompt(data: dict[str, Any]) -> str:
 def _check_format(data: dict[str, Any]) -> tuple[int, str]:
     duration = data.get("duration", 6)
     if not isinstance(duration, int) or isinstance(duration, bool):
-        raise _invalid("duration", f"must be an integer, not {_type_name(duration)}")
+        raise _invalid("duration", f"must be an integer, not {json_type(duration)}")
     if duration not in DURATIONS:
         raise _invalid("duration", "must be 6 or 10")
     resolution = data.get("resolution", "768P")
     if not isinstance(resolution, str):
-        raise _invalid("resolution", f"must be a string, not {_type_name(resolution)}")
+        raise _invalid("resolution", f"must be a string, not {json_type(resolution)}")
     if resolution not in RESOLUTIONS:
         raise _invalid("resolution", 'must be "768P" or "1080P"')
     if duration == 10 and resolution != "768P":
