@@ -159,7 +159,13 @@ class TaskStatus(str, enum.Enum):
 
 @attrs.frozen(kw_only=True)
 class Video:
-    """A finished video: a presigned URL on the storage host that stops working after ``ttl``."""
+    """A finished video: a presigned URL on the storage host, valid until ``expires_at``.
+
+    ``ttl`` is the lifetime the service gave (None when it gave none, or ``"0"``, which the
+    real service sends for "not known"). ``expires_at`` is the earlier of receipt + ``ttl``
+    and the expiry the URL's own signature states (S3, GCS, COS, ``Expires=``); None when
+    neither says, and such a URL is never taken for expired before the storage host says so.
+    """
 
     url: str = attrs.field(repr=lambda u: repr(u.split("?", 1)[0]))
     ttl: float | None = None
