@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ._errors import JournalError
+from ._errors import JournalError, JournalSchemaError
 from ._records import JobRecord, JobState, result_from_json
 
 __all__ = [
@@ -244,8 +244,10 @@ def create_schema(connection: sqlite3.Connection) -> None:
             (str(SCHEMA_VERSION),),
         )
     elif row[0] != str(SCHEMA_VERSION):
-        raise JournalError(
-            f"the journal has schema version {row[0]}; this library reads {SCHEMA_VERSION}"
+        raise JournalSchemaError(
+            f"the journal has schema version {row[0]}; this library reads {SCHEMA_VERSION}",
+            found=int(row[0]),
+            supported=SCHEMA_VERSION,
         )
 
 
