@@ -91,6 +91,7 @@ class _Session:
         self._store = store
         self.connection: psycopg.Connection[Any] | None = connection
         self.round_trips = 0
+        self.reconnects = 0
         # True while a retry runs work whose first try may have been committed.
         self.replaying = False
 
@@ -141,6 +142,7 @@ class _Session:
                     self.connection = self._store.connect()
                 except JournalConnectionError:
                     continue
+                self.reconnects += 1
 
     def _run_once(self, fns: list[_Fn]) -> list[object]:
         if self.connection is None:
@@ -232,6 +234,11 @@ class PostgresJobStore:
     def round_trips(self) -> int:
         """Statements sent to the server since opening, ``BEGIN`` and ``COMMIT`` included."""
         return self._session.round_trips if self._session is not None else 0
+
+    @property
+    def reconnects(self) -> int:
+        """Times a lost connection was opened again since opening."""
+        return self._session.reconnects if self._session is not None else 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
