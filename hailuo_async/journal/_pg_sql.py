@@ -144,7 +144,8 @@ WITH incoming AS (
 ),
 known AS (
     SELECT j.key, j.fingerprint <> i.fingerprint AS conflict
-    FROM {s}.hailuo_jobs j JOIN incoming i ON j.key = i.key WHERE j.batch = %(batch)s
+    FROM {s}.hailuo_jobs j JOIN incoming i ON j.key = i.key
+    WHERE j.batch = %(batch)s AND j.key = ANY(%(keys)s)
 ),
 inserted AS (
     INSERT INTO {s}.hailuo_jobs
@@ -164,7 +165,7 @@ SELECT (SELECT array_agg(key ORDER BY key) FROM known WHERE conflict),
         # Fencing: with a worker, only while its lease is live by the database's clock;
         # without, only while nobody holds a live lease. `before` also returns what a retry
         # after a lost connection needs to know whether its first try was committed.
-        self.submitting = f"""
+        self.SUBMITTING = f"""
 WITH before AS (
     SELECT state, owner, lease_until > {_NOW} AS live, submit_token, attempts
     FROM {s}.hailuo_jobs WHERE {_ONE}
@@ -180,32 +181,32 @@ moved AS (
 )
 SELECT (SELECT attempts FROM moved), b.state, b.owner, b.live, b.submit_token, b.attempts
 FROM (SELECT 1) AS one LEFT JOIN before b ON true"""  # noqa: S608
-        self.submitted = _transition(
+        self.SUBMITTED = _transition(
             f"state = 'submitted', task_id = %(task_id)s, error = NULL, error_type = NULL,"
             f" submitted_at = COALESCE(submitted_at, {_NOW})",
             "state IN ('submitting', 'unknown') OR (state = 'submitted' AND task_id = %(task_id)s)",
         ).format(s=s)
         # A retry after a lost connection finds the job already moved: the first try landed.
-        self.unsent = _transition(
+        self.UNSENT = _transition(
             "state = 'recorded'",
             "state = 'submitting' OR (%(replaying)s AND state = 'recorded')",
         ).format(s=s)
-        self.unknown = _transition(
+        self.UNKNOWN = _transition(
             "state = 'unknown', error = %(reason)s, error_type = %(error_type)s,"
             " owner = NULL, lease_until = NULL",
             "state IN ('submitting', 'unknown')",
         ).format(s=s)
-        self.finished = _transition(
+        self.FINISHED = _transition(
             f"state = 'finished', result = %(result)s, error = NULL, error_type = NULL,"
             f" owner = NULL, lease_until = NULL, finished_at = {_NOW}",
             "state IN ('submitted', 'finished') AND task_id = %(task_id)s",
         ).format(s=s)
-        self.failed = _transition(
+        self.FAILED = _transition(
             f"state = 'failed', error = %(error)s, error_type = %(error_type)s,"
             f" owner = NULL, lease_until = NULL, finished_at = {_NOW}",
             "state <> 'finished'",
         ).format(s=s)
-        self.downloaded = _transition(
+        self.DOWNLOADED = _transition(
             f"path = %(path)s, downloaded_at = {_NOW}", "state = 'finished'"
         ).format(s=s)
         # At resume, every submission nobody holds a live lease on was interrupted.

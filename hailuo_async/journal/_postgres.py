@@ -21,20 +21,17 @@ spent twice).
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 
-from .._exceptions import InvalidRequestError, SubmissionUnknownError
-from .._models import TaskResult
-from .._retry import UnknownSubmissionPolicy
+from .._exceptions import InvalidRequestError
 from . import _pg_sql
+from ._committed import GroupCommittedStore, Rejected, raise_rejected
 from ._errors import (
     JobConflictError,
     JournalClosedError,
@@ -45,11 +42,8 @@ from ._errors import (
 )
 from ._group import GroupCommitter
 from ._keys import JobSpec
-from ._records import JobRecord, JobState, result_to_json
-from ._resume import ResumePlan, classify
+from ._records import JobRecord, JobState
 from ._sql import to_record
-from ._sqlite import _raise_rejected as raise_rejected
-from ._sqlite import _Rejected as Rejected
 
 if TYPE_CHECKING:
     import psycopg
@@ -77,11 +71,6 @@ def _one_statement(fn: Callable[[_Session], T]) -> Callable[[_Session], T]:
     # A write of one statement needs no BEGIN/COMMIT of its own when it is alone in a group.
     fn.one_statement = True  # type: ignore[attr-defined]
     return fn
-
-
-def _text(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; an error message must never fail the write that keeps it.
-    return value.replace("\x00", "\ufffd")
 
 
 class _Session:
@@ -159,7 +148,7 @@ class _Session:
             connection.close()
 
 
-class PostgresJobStore:
+class PostgresJobStore(GroupCommittedStore[_Session]):
     """A :class:`JobStore` in PostgreSQL; any number of named batches share one schema.
 
     Use ``async with PostgresJobStore("postgresql://...", batch="run-1") as store:``. The
@@ -198,6 +187,7 @@ class PostgresJobStore:
         self._connect_timeout = connect_timeout
         self.reconnect_for = reconnect_for
         self.target = _describe(dsn, schema)
+        self._sql = self._statements
         self._session: _Session | None = None
         self._writer: GroupCommitter[_Session] | None = None
         self._limiter: anyio.CapacityLimiter | None = None
@@ -206,29 +196,9 @@ class PostgresJobStore:
         return f"<PostgresJobStore {self.target} batch={self._batch!r}>"
 
     @property
-    def batch(self) -> str:
-        """The batch this store reads and writes."""
-        return self._batch
-
-    @property
     def schema(self) -> str:
         """The PostgreSQL schema that holds the journal's tables."""
         return self._schema
-
-    @property
-    def commits(self) -> int:
-        """Write groups committed since opening."""
-        return self._writer.commits if self._writer is not None else 0
-
-    @property
-    def writes_committed(self) -> int:
-        """Writes committed since opening; divided by ``commits``, the mean group size."""
-        return self._writer.writes if self._writer is not None else 0
-
-    @property
-    def pending_writes(self) -> int:
-        """Writes waiting for a commit whose callers stopped waiting; aclose commits them."""
-        return self._writer.pending if self._writer is not None else 0
 
     @property
     def round_trips(self) -> int:
@@ -328,36 +298,11 @@ class PostgresJobStore:
                     (version,),
                 )
 
-    async def aclose(self) -> None:
-        """Commit writes still due, then close the connection; safe to call twice."""
-        writer, session, limiter = self._writer, self._session, self._limiter
-        if writer is None or session is None or limiter is None:
-            return
-        with anyio.CancelScope(shield=True):
-            try:
-                await writer.flush()
-            finally:
-                self._writer = None
-                self._session = None
-                await anyio.to_thread.run_sync(session.close, limiter=limiter)
-
-    async def __aenter__(self) -> PostgresJobStore:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    def _detach(self) -> Callable[[], object]:
+        session, self._session = self._session, None
+        return session.close if session is not None else lambda: None
 
     # -- plumbing ----------------------------------------------------------------------------
-
-    async def _write(self, fn: Callable[[_Session], T]) -> T:
-        if self._writer is None:
-            raise JournalClosedError("the journal is not open")
-        return await self._writer.write(fn)
 
     async def _read(self, fn: Callable[[_Session], T]) -> T:
         session, limiter = self._session, self._limiter
@@ -374,13 +319,19 @@ class PostgresJobStore:
     def _params(self, key: str, **params: Any) -> dict[str, Any]:
         return {"batch": self._batch, "key": key, **params}
 
-    async def _transition(self, key: str, target: str, sql: str, **params: Any) -> None:
-        bound = self._params(key, **params)
+    async def _transition(
+        self, key: str, target: str, statement: str, params: dict[str, Any]
+    ) -> None:
+        # PostgreSQL text cannot hold NUL: an error message must not fail the write keeping it.
+        bound = {
+            name: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+            for name, value in self._params(key, **params).items()
+        }
 
         @_one_statement
         def apply(session: _Session) -> Rejected | None:
             bound["replaying"] = session.replaying
-            row = session.fetchone(sql, bound)
+            row = session.fetchone(statement, bound)
             assert row is not None
             moved, state = row
             return None if moved else Rejected(state)
@@ -449,7 +400,7 @@ class PostgresJobStore:
         without, only while no live lease is held by anyone.
         """
         params = self._params(key, worker=worker_id, token=uuid.uuid4().hex)
-        sql = self._statements.submitting
+        sql = self._statements.SUBMITTING
 
         @_one_statement
         def apply(session: _Session) -> int | Rejected:
@@ -463,66 +414,9 @@ class PostgresJobStore:
                 if worker_id is None or (owner == worker_id and live):
                     return int(attempts_before)
                 return Rejected(state, "lease ran out while reconnecting", lease_lost=True)
-            if state in ("recorded", "failed", "unknown"):
-                holder = f"held by {owner!r}" if live else "not held by this worker"
-                return Rejected(state, f"lease {holder}", lease_lost=True)
-            return Rejected(state)
+            return Rejected.submitting(state, owner, bool(live))
 
-        outcome = await self._write(apply)
-        if isinstance(outcome, Rejected):
-            raise_rejected(key, "submitting", outcome)
-        return outcome
-
-    async def mark_submitted(self, key: str, task_id: str) -> None:
-        """Durably note the task id (from SUBMITTING, or UNKNOWN when it turns up later)."""
-        if not isinstance(task_id, str) or not task_id:
-            raise InvalidRequestError("task_id", "must be a non-empty string")
-        await self._transition(key, "submitted", self._statements.submitted, task_id=task_id)
-
-    async def mark_unsent(self, key: str) -> None:
-        """Note that the POST certainly started nothing (from SUBMITTING back to RECORDED)."""
-        await self._transition(key, "recorded", self._statements.unsent)
-
-    async def mark_unknown(self, key: str, reason: str) -> None:
-        """Note that the submission's outcome cannot be known (from SUBMITTING)."""
-        await self._transition(
-            key,
-            "unknown",
-            self._statements.unknown,
-            reason=_text(reason),
-            error_type=SubmissionUnknownError.__name__,
-        )
-
-    async def mark_finished(self, key: str, result: TaskResult) -> None:
-        """Note the task's final result (from SUBMITTED; again from FINISHED to refresh it)."""
-        await self._transition(
-            key,
-            "finished",
-            self._statements.finished,
-            result=result_to_json(result),
-            task_id=result.task_id,
-        )
-
-    async def mark_failed(
-        self, key: str, error: BaseException | str, *, error_type: str | None = None
-    ) -> None:
-        """Note that the job failed (from any state but FINISHED).
-
-        A :class:`SubmissionUnknownError` is recorded as UNKNOWN instead: a failed job may be
-        retried, and retrying one that might have started would risk paying twice.
-        """
-        if isinstance(error, SubmissionUnknownError):
-            await self.mark_unknown(key, error.reason)
-            return
-        if isinstance(error, BaseException):
-            error_type = error_type or type(error).__name__
-        await self._transition(
-            key, "failed", self._statements.failed, error=_text(str(error)), error_type=error_type
-        )
-
-    async def mark_downloaded(self, key: str, path: str | os.PathLike[str]) -> None:
-        """Note where the finished job's video was saved."""
-        await self._transition(key, "downloaded", self._statements.downloaded, path=os.fspath(path))
+        return await self._submitting(key, apply)
 
     async def get(self, key: str) -> JobRecord | None:
         """The job's record, or None if it was never recorded."""
@@ -556,20 +450,7 @@ class PostgresJobStore:
 
         return await self._read(read)
 
-    async def resume(
-        self,
-        keys: Sequence[str] | None = None,
-        *,
-        retry_failed: bool = False,
-        on_unknown_submission: UnknownSubmissionPolicy = "raise",
-    ) -> ResumePlan:
-        """Turn interrupted submissions into UNKNOWN, then say what to do with each key.
-
-        Every SUBMITTING job not under a live lease is taken to be interrupted: call it before
-        work starts, and only where no other worker submits without a lease.
-        """
-        if on_unknown_submission not in ("raise", "resubmit"):
-            raise InvalidRequestError("on_unknown_submission", "must be 'raise' or 'resubmit'")
+    async def _interrupt_and_read(self) -> dict[str, JobRecord]:
         statements = self._statements
         params = {"batch": self._batch, "lost": _pg_sql.LOST_AT_RESUME}
 
@@ -579,26 +460,11 @@ class PostgresJobStore:
                 row[0]: to_record(row) for row in session.fetchall(statements.select_all, params)
             }
 
-        records = await self._write(apply)
-        return classify(
-            keys,
-            records,
-            retry_failed=retry_failed,
-            on_unknown_submission=on_unknown_submission,
-            now=datetime.now(timezone.utc),
-        )
+        return await self._write(apply)
 
-    async def claim(self, worker_id: str, n: int, lease_seconds: float) -> list[JobRecord]:
-        """Lease up to ``n`` jobs with work left (RECORDED or SUBMITTED), in batch order.
-
-        First turns SUBMITTING jobs whose lease ran out into UNKNOWN: their worker died
-        between journaling the POST and learning its answer. A claim that must be retried
-        after a lost connection may leave leases of its first try behind; they run out.
-        """
-        if not worker_id:
-            raise InvalidRequestError("worker_id", "must be a non-empty string")
-        if n < 1 or lease_seconds <= 0:
-            raise InvalidRequestError("claim", "n must be 1 or more and lease_seconds positive")
+    async def _claim(self, worker_id: str, n: int, lease_seconds: float) -> list[JobRecord]:
+        # A claim retried after a lost connection may leave leases of its first try behind;
+        # they run out like any other.
         params = {
             "batch": self._batch,
             "worker": worker_id,

@@ -31,6 +31,7 @@ __all__ = [
     "SUBMITTED",
     "SUBMITTING",
     "UNKNOWN",
+    "UNSENT",
     "create_schema",
     "fingerprints",
     "fsync_directory",
