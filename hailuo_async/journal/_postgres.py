@@ -96,7 +96,7 @@ class _Session:
     def _execute(self, sql: str, params: dict[str, Any]) -> psycopg.Cursor[Any]:
         assert self.connection is not None
         self.round_trips += 1
-        return self.connection.execute(sql, params, prepare=True)
+        return self.connection.execute(sql, params)
 
     def group(self, writes: list[_Fn]) -> list[object]:
         """Run a group of writes in one transaction (GroupCommitter's ``apply``)."""
@@ -111,8 +111,8 @@ class _Session:
         while True:
             try:
                 return self._run_once(fns)
-            except driver.errors.DeadlockDetected:  # noqa: PERF203
-                pass  # rolled back as a whole: nothing of it was committed
+            except driver.errors.DeadlockDetected as exc:
+                error: Exception = exc  # rolled back as a whole: nothing of it was committed
             except driver.OperationalError as exc:
                 connection = self.connection
                 if connection is not None and not connection.broken and not connection.closed:
@@ -120,22 +120,21 @@ class _Session:
                 # The commit may or may not have happened: the retry is a replay.
                 self.replaying = True
                 self.close()
-                if time.monotonic() >= deadline:
-                    raise JournalConnectionError(
-                        f"lost the connection to {self._store.target} and could not"
-                        f" reconnect within {self._store.reconnect_for:g} s: {exc}"
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                try:
-                    self.connection = self._store.connect()
-                except JournalConnectionError:
-                    continue
-                self.reconnects += 1
+                error = exc
+            except JournalConnectionError as exc:  # reconnecting failed: the server is away
+                error = exc
+            if time.monotonic() >= deadline:
+                raise JournalConnectionError(
+                    f"lost the connection to {self._store.target} and could not"
+                    f" reconnect within {self._store.reconnect_for:g} s: {error}"
+                ) from error
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     def _run_once(self, fns: list[_Fn]) -> list[object]:
         if self.connection is None:
             self.connection = self._store.connect()
+            self.reconnects += 1
         if len(fns) == 1 and getattr(fns[0], "one_statement", False):
             return [fns[0](self)]
         with self.connection.transaction():
