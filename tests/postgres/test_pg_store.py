@@ -334,3 +334,17 @@ async def test_a_network_cut_of_two_seconds_is_waited_out(pg_schema: str) -> Non
     assert reconnects >= 1
     assert {r.state for r in records.values()} == {JobState.SUBMITTING}
     assert all(r.attempts == 1 for r in records.values())
+
+
+async def test_a_batch_with_an_unreachable_journal_submits_nothing() -> None:
+    """generate_many with a journal URL no server answers raises before any POST."""
+    requests = [VideoRequest(prompt="never sent")]
+    async with FakeHailuoServer(time_scale=0.01, seed=1) as server:
+        async with make_client(server) as client:
+            with pytest.raises(JournalConnectionError, match="cannot connect"):
+                async with client.generate_many(
+                    requests, journal="postgresql://nobody@127.0.0.1:1/none"
+                ) as outcomes:
+                    _ = [o async for o in outcomes]
+        assert server.stats.submissions_accepted == 0
+        assert server.stats.submission_attempts == 0
