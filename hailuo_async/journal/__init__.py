@@ -45,12 +45,17 @@ from ._errors import (
     InvalidTransitionError,
     JobConflictError,
     JournalClosedError,
+    JournalConnectionError,
     JournalError,
+    JournalPermissionError,
+    JournalSchemaError,
     LeaseLostError,
     UnknownJobError,
 )
 from ._failures import error_from_record
 from ._keys import MAX_KEY_CHARS, JobKeyer, JobSpec, job_keys, job_specs
+from ._open import store_for
+from ._postgres import PostgresJobStore
 from ._records import JobRecord, JobState, result_from_json, result_to_json
 from ._resume import ResumeAction, ResumeEntry, ResumePlan, classify
 from ._sql import SCHEMA_VERSION
@@ -69,8 +74,12 @@ __all__ = [
     "JobState",
     "JobStore",
     "JournalClosedError",
+    "JournalConnectionError",
     "JournalError",
+    "JournalPermissionError",
+    "JournalSchemaError",
     "LeaseLostError",
+    "PostgresJobStore",
     "ResumeAction",
     "ResumeEntry",
     "ResumePlan",
@@ -83,4 +92,5 @@ __all__ = [
     "job_specs",
     "result_from_json",
     "result_to_json",
+    "store_for",
 ]

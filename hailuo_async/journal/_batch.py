@@ -10,6 +10,8 @@ from .._models import TaskResult, VideoRequest
 from .._retry import UnknownSubmissionPolicy
 from ._errors import JobConflictError
 from ._keys import JobKeyer
+from ._open import store_for
+from ._postgres import PostgresJobStore
 from ._resume import ResumeAction, ResumeEntry, ResumePlan
 from ._sqlite import SQLiteJobStore
 from ._store import JobStore
@@ -23,18 +25,17 @@ class BatchJournal:
     Every job of a journaled batch has a key; the other methods take ``None`` for a job of an
     unjournaled one and do nothing.
 
-    Give it a path (a SQLite journal it opens and closes) or an open :class:`JobStore`.
+    Give it a path or a ``postgresql://`` URL (a journal it opens and closes, see
+    :func:`store_for`) or an open :class:`JobStore`.
     """
 
     def __init__(self, journal: JobStore | str | os.PathLike[str] | None) -> None:
-        self._path: Path | None = None
         self._store: JobStore | None
+        self._owned: SQLiteJobStore | PostgresJobStore | None = None
         if isinstance(journal, (str, os.PathLike)):
-            self._path = Path(journal)
-            self._store = SQLiteJobStore(self._path)
+            self._store = self._owned = store_for(journal)
         else:
             self._store = journal
-        self._owned = self._path is not None
         self._keyer = JobKeyer()
         self._plan = ResumePlan({})
 
@@ -49,9 +50,10 @@ class BatchJournal:
         """Open the journal if it is ours and read what an earlier run left."""
         if self._store is None:
             return
-        if self._path is not None and isinstance(self._store, SQLiteJobStore):
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            await self._store.open()
+        if isinstance(self._owned, SQLiteJobStore):
+            self._owned.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._owned is not None:
+            await self._owned.open()
         self._plan = await self._store.resume(
             None, retry_failed=retry_failed, on_unknown_submission=on_unknown_submission
         )
@@ -67,8 +69,8 @@ class BatchJournal:
 
     async def aclose(self) -> None:
         """Write what is pending, and close the journal if it is ours."""
-        if self._store is not None and self._owned:
-            await self._store.aclose()
+        if self._owned is not None:
+            await self._owned.aclose()
 
     async def entry(self, request: VideoRequest, key: str | None) -> ResumeEntry:
         """The job's key and what to do with it; a new job is recorded first."""

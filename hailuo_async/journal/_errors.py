@@ -10,7 +10,10 @@ __all__ = [
     "InvalidTransitionError",
     "JobConflictError",
     "JournalClosedError",
+    "JournalConnectionError",
     "JournalError",
+    "JournalPermissionError",
+    "JournalSchemaError",
     "LeaseLostError",
     "UnknownJobError",
 ]
@@ -22,6 +25,23 @@ class JournalError(HailuoError):
 
 class JournalClosedError(JournalError):
     """The store is not open (never opened, or already closed)."""
+
+
+class JournalConnectionError(JournalError):
+    """The journal's database cannot be reached (a wrong address, a refused login, a lost link)."""
+
+
+class JournalPermissionError(JournalError):
+    """The database refused the role something the journal needs (to create or use its tables)."""
+
+
+class JournalSchemaError(JournalError):
+    """The journal's tables were written by another version of the library than this one reads."""
+
+    def __init__(self, message: str, *, found: int, supported: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.supported = supported
 
 
 class UnknownJobError(JournalError):

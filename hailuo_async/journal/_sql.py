@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from ._errors import JournalError
+from ._errors import JournalError, JournalSchemaError
 from ._records import JobRecord, JobState, result_from_json
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "SUBMITTED",
     "SUBMITTING",
     "UNKNOWN",
+    "UNSENT",
     "create_schema",
     "fingerprints",
     "select",
@@ -236,8 +237,10 @@ def create_schema(connection: sqlite3.Connection) -> None:
     elif row[0] == "1":
         _upgrade_from_1(connection)
     elif row[0] != str(SCHEMA_VERSION):
-        raise JournalError(
-            f"the journal has schema version {row[0]}; this library reads {SCHEMA_VERSION}"
+        raise JournalSchemaError(
+            f"the journal has schema version {row[0]}; this library reads {SCHEMA_VERSION}",
+            found=int(row[0]),
+            supported=SCHEMA_VERSION,
         )
 
 

@@ -16,32 +16,23 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
-import attrs
 
 from .._download import fsync_directory
-from .._exceptions import InvalidRequestError, SubmissionUnknownError
-from .._models import TaskResult
-from .._retry import UnknownSubmissionPolicy
+from .._exceptions import InvalidRequestError
 from . import _sql as sql
+from ._committed import GroupCommittedStore, Rejected, raise_rejected
 from ._errors import (
-    InvalidTransitionError,
     JobConflictError,
     JournalClosedError,
     JournalError,
-    LeaseLostError,
-    UnknownJobError,
 )
-from ._failures import encode_error
 from ._group import GroupCommitter
 from ._keys import JobSpec
-from ._records import JobRecord, JobState, dump_result
-from ._resume import ResumePlan, classify
+from ._records import JobRecord, JobState
 
 __all__ = ["SQLiteJobStore", "Synchronous"]
 
@@ -49,14 +40,7 @@ Synchronous = Literal["FULL", "NORMAL"]
 T = TypeVar("T")
 
 
-@attrs.frozen
-class _Rejected:
-    state: str | None
-    detail: str = ""
-    lease_lost: bool = False
-
-
-class SQLiteJobStore:
+class SQLiteJobStore(GroupCommittedStore[sqlite3.Connection]):
     """A :class:`JobStore` in one SQLite file; several batches may share a file.
 
     Use ``async with SQLiteJobStore(path, batch="run-1") as store:``, or ``await
@@ -79,6 +63,7 @@ class SQLiteJobStore:
             raise InvalidRequestError("batch", "must be a non-empty string")
         self._path = Path(path)
         self._batch = batch
+        self._sql = sql
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._connection: sqlite3.Connection | None = None
@@ -92,26 +77,6 @@ class SQLiteJobStore:
     def path(self) -> Path:
         """The database file."""
         return self._path
-
-    @property
-    def batch(self) -> str:
-        """The batch this store reads and writes."""
-        return self._batch
-
-    @property
-    def commits(self) -> int:
-        """Write transactions committed since opening (each is one fsync with FULL)."""
-        return self._writer.commits if self._writer is not None else 0
-
-    @property
-    def writes_committed(self) -> int:
-        """Writes committed since opening; divided by ``commits``, the mean group size."""
-        return self._writer.writes if self._writer is not None else 0
-
-    @property
-    def pending_writes(self) -> int:
-        """Writes waiting for a commit whose callers stopped waiting; aclose commits them."""
-        return self._writer.pending if self._writer is not None else 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -151,38 +116,11 @@ class SQLiteJobStore:
             raise
         return connection
 
-    async def aclose(self) -> None:
-        """Commit writes still due, then close the database; safe to call twice."""
-        writer, connection, limiter = self._writer, self._connection, self._limiter
-        if writer is None or connection is None or limiter is None:
-            return
-        # Shielded: closing is what a cancelled batch does on its way out, and the writes still
-        # due (of callers that were cancelled) cost one commit.
-        with anyio.CancelScope(shield=True):
-            try:
-                await writer.flush()
-            finally:
-                self._writer = None
-                self._connection = None
-                await anyio.to_thread.run_sync(connection.close, limiter=limiter)
-
-    async def __aenter__(self) -> SQLiteJobStore:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    def _detach(self) -> Callable[[], object]:
+        connection, self._connection = self._connection, None
+        return connection.close if connection is not None else lambda: None
 
     # -- plumbing ----------------------------------------------------------------------------
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._writer is None:
-            raise JournalClosedError("the journal is not open")
-        return await self._writer.write(fn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         connection, limiter = self._connection, self._limiter
@@ -193,24 +131,26 @@ class SQLiteJobStore:
         except sqlite3.Error as exc:
             raise JournalError(f"the journal could not read: {exc}") from exc
 
-    def _rejection(self, connection: sqlite3.Connection, key: str) -> _Rejected:
+    def _rejection(self, connection: sqlite3.Connection, key: str) -> Rejected:
         row = connection.execute(
             "SELECT state FROM hailuo_jobs WHERE batch = ? AND key = ?", (self._batch, key)
         ).fetchone()
-        return _Rejected(None if row is None else row[0])
+        return Rejected(None if row is None else row[0])
 
-    async def _transition(self, key: str, target: str, sql: str, params: dict[str, Any]) -> None:
+    async def _transition(
+        self, key: str, target: str, statement: str, params: dict[str, Any]
+    ) -> None:
         batch = self._batch
 
-        def apply(connection: sqlite3.Connection) -> _Rejected | None:
+        def apply(connection: sqlite3.Connection) -> Rejected | None:
             bound = {**params, "batch": batch, "key": key, "now": time.time()}
-            if connection.execute(sql, bound).rowcount == 1:
+            if connection.execute(statement, bound).rowcount == 1:
                 return None
             return self._rejection(connection, key)
 
         rejected = await self._write(apply)
         if rejected is not None:
-            _raise_rejected(key, target, rejected)
+            raise_rejected(key, target, rejected)
 
     # -- JobStore ----------------------------------------------------------------------------
 
@@ -264,7 +204,7 @@ class SQLiteJobStore:
         """
         batch = self._batch
 
-        def apply(connection: sqlite3.Connection) -> int | _Rejected:
+        def apply(connection: sqlite3.Connection) -> int | Rejected:
             now = time.time()
             params = {"batch": batch, "key": key, "worker": worker_id, "now": now}
             if connection.execute(sql.SUBMITTING, params).rowcount == 1:
@@ -277,57 +217,12 @@ class SQLiteJobStore:
                 (batch, key),
             ).fetchone()
             if row is None:
-                return _Rejected(None)
+                return Rejected(None)
             state, owner, lease_until = row
-            if state in ("recorded", "failed", "unknown"):
-                live = owner is not None and lease_until is not None and lease_until > now
-                holder = f"held by {owner!r}" if live else "not held by this worker"
-                return _Rejected(state, f"lease {holder}", lease_lost=True)
-            return _Rejected(state)
+            live = owner is not None and lease_until is not None and lease_until > now
+            return Rejected.submitting(state, owner, live)
 
-        outcome = await self._write(apply)
-        if isinstance(outcome, _Rejected):
-            _raise_rejected(key, "submitting", outcome)
-        return outcome
-
-    async def mark_submitted(self, key: str, task_id: str) -> None:
-        """Durably note the task id (from SUBMITTING, or UNKNOWN when it turns up later)."""
-        if not isinstance(task_id, str) or not task_id:
-            raise InvalidRequestError("task_id", "must be a non-empty string")
-        await self._transition(key, "submitted", sql.SUBMITTED, {"task_id": task_id})
-
-    async def mark_unsent(self, key: str) -> None:
-        """Note that the POST certainly started nothing (from SUBMITTING back to RECORDED)."""
-        await self._transition(key, "recorded", sql.UNSENT, {})
-
-    async def mark_unknown(self, key: str, reason: str) -> None:
-        """Note that the submission's outcome cannot be known (from SUBMITTING)."""
-        params = {"reason": reason, "error_type": SubmissionUnknownError.__name__}
-        await self._transition(key, "unknown", sql.UNKNOWN, params)
-
-    async def mark_finished(self, key: str, result: TaskResult) -> None:
-        """Note the task's final result (from SUBMITTED; again from FINISHED to refresh it)."""
-        params = {"result": dump_result(result), "task_id": result.task_id}
-        await self._transition(key, "finished", sql.FINISHED, params)
-
-    async def mark_failed(
-        self, key: str, error: BaseException | str, *, error_type: str | None = None
-    ) -> None:
-        """Note that the job failed (from any state but FINISHED).
-
-        A :class:`SubmissionUnknownError` is recorded as UNKNOWN instead: a failed job may be
-        retried, and retrying one that might have started would risk paying twice.
-        """
-        if isinstance(error, SubmissionUnknownError):
-            await self.mark_unknown(key, error.reason)
-            return
-        message, error_type, error_fields = encode_error(error, error_type)
-        params = {"error": message, "error_type": error_type, "error_fields": error_fields}
-        await self._transition(key, "failed", sql.FAILED, params)
-
-    async def mark_downloaded(self, key: str, path: str | os.PathLike[str]) -> None:
-        """Note where the finished job's video was saved."""
-        await self._transition(key, "downloaded", sql.DOWNLOADED, {"path": os.fspath(path)})
+        return await self._submitting(key, apply)
 
     async def get(self, key: str) -> JobRecord | None:
         """The job's record, or None if it was never recorded."""
@@ -361,46 +256,16 @@ class SQLiteJobStore:
 
         return await self._read(read)
 
-    async def resume(
-        self,
-        keys: Sequence[str] | None = None,
-        *,
-        retry_failed: bool = False,
-        on_unknown_submission: UnknownSubmissionPolicy = "raise",
-    ) -> ResumePlan:
-        """Turn interrupted submissions into UNKNOWN, then say what to do with each key.
-
-        Call it before the run starts work: every SUBMITTING job not under a live lease is
-        taken to be interrupted. One scan of the batch, whatever the number of keys. With
-        ``keys`` None the plan covers every recorded job (see :meth:`ResumePlan.entry_for`).
-        """
-        if on_unknown_submission not in ("raise", "resubmit"):
-            raise InvalidRequestError("on_unknown_submission", "must be 'raise' or 'resubmit'")
+    async def _interrupt_and_read(self) -> dict[str, JobRecord]:
         batch = self._batch
 
         def apply(connection: sqlite3.Connection) -> dict[str, JobRecord]:
             connection.execute(sql.INTERRUPTED, {"batch": batch, "now": time.time()})
             return sql.select(connection, batch, None)
 
-        records = await self._write(apply)
-        return classify(
-            keys,
-            records,
-            retry_failed=retry_failed,
-            on_unknown_submission=on_unknown_submission,
-            now=datetime.now(timezone.utc),
-        )
+        return await self._write(apply)
 
-    async def claim(self, worker_id: str, n: int, lease_seconds: float) -> list[JobRecord]:
-        """Lease up to ``n`` jobs with work left (RECORDED or SUBMITTED), in batch order.
-
-        First turns SUBMITTING jobs whose lease ran out into UNKNOWN: their worker died
-        between journaling the POST and learning its answer.
-        """
-        if not worker_id:
-            raise InvalidRequestError("worker_id", "must be a non-empty string")
-        if n < 1 or lease_seconds <= 0:
-            raise InvalidRequestError("claim", "n must be 1 or more and lease_seconds positive")
+    async def _claim(self, worker_id: str, n: int, lease_seconds: float) -> list[JobRecord]:
         batch = self._batch
 
         def apply(connection: sqlite3.Connection) -> list[JobRecord]:
@@ -447,10 +312,3 @@ class SQLiteJobStore:
             return connection.total_changes - before
 
         return await self._write(apply)
-
-
-def _raise_rejected(key: str, target: str, rejected: _Rejected) -> NoReturn:
-    if rejected.state is None:
-        raise UnknownJobError(key)
-    error = LeaseLostError if rejected.lease_lost else InvalidTransitionError
-    raise error(key, rejected.state, target, detail=rejected.detail)

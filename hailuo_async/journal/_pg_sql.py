@@ -1,0 +1,252 @@
+"""The journal's PostgreSQL schema, its upgrades, and the statements the store sends.
+
+Every statement a job's life needs is one round trip: a transition is an ``UPDATE`` whose
+answer also says, when nothing moved, what the job was (for the error), so no second query is
+needed. The database's clock (``clock_timestamp()``, read at the statement) is the only clock:
+workers on machines whose clocks disagree still agree on who holds a lease.
+
+Times are ``timestamptz`` in the table and read back as epoch seconds, so rows decode with the
+same code as SQLite's (:func:`._sql.to_record`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._errors import JournalError
+
+__all__ = ["SCHEMA_VERSION", "Statements", "check_schema_name"]
+
+# Version 1: the jobs table and its indexes. Add an entry to _UPGRADES for each new version.
+SCHEMA_VERSION = 1
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+# The whole SELECT list, in the order of _sql.to_record.
+_COLUMNS = (
+    "key, idx, state, fingerprint, payload, task_id, result, error, error_type, error_fields,"
+    " path, attempts, owner, extract(epoch FROM lease_until)::float8,"
+    " extract(epoch FROM created_at)::float8,"
+    " extract(epoch FROM updated_at)::float8, extract(epoch FROM submitted_at)::float8,"
+    " extract(epoch FROM finished_at)::float8, extract(epoch FROM downloaded_at)::float8"
+)
+
+_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS {s}.schema_version (
+    version integer NOT NULL,
+    upgraded_at timestamptz NOT NULL DEFAULT clock_timestamp()
+)"""
+
+# _UPGRADES[v] takes a schema at version v - 1 to version v.
+_UPGRADES: dict[int, tuple[str, ...]] = {
+    1: (
+        # payload and result are JSON kept as text: jsonb refuses a \u0000 a prompt may hold.
+        """CREATE TABLE {s}.hailuo_jobs (
+            batch text NOT NULL,
+            key text NOT NULL,
+            idx integer NOT NULL,
+            state text NOT NULL CHECK (state IN
+                ('recorded', 'submitting', 'submitted', 'finished', 'failed', 'unknown')),
+            fingerprint text NOT NULL,
+            payload text NOT NULL,
+            task_id text,
+            result text,
+            error text,
+            error_type text,
+            error_fields text,
+            path text,
+            attempts integer NOT NULL DEFAULT 0,
+            owner text,
+            lease_until timestamptz,
+            submit_token text,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            submitted_at timestamptz,
+            finished_at timestamptz,
+            downloaded_at timestamptz,
+            PRIMARY KEY (batch, key)
+        )""",
+        # claim() walks the jobs with work left in batch order.
+        "CREATE INDEX hailuo_jobs_open ON {s}.hailuo_jobs (batch, idx)"
+        " WHERE state IN ('recorded', 'submitted')",
+        # The reaper looks for submissions whose lease ran out.
+        "CREATE INDEX hailuo_jobs_submitting ON {s}.hailuo_jobs (batch, lease_until)"
+        " WHERE state = 'submitting'",
+        "CREATE INDEX hailuo_jobs_owner ON {s}.hailuo_jobs (batch, owner) WHERE owner IS NOT NULL",
+    ),
+}
+
+_NOW = "clock_timestamp()"
+_ONE = "batch = %(batch)s AND key = %(key)s"
+_LOST = (
+    "state = 'unknown', error_type = 'SubmissionUnknownError', error = %(lost)s,"
+    f" error_fields = NULL, owner = NULL, lease_until = NULL, updated_at = {_NOW}"
+)
+LOST_AT_RESUME = (
+    "the process stopped after the submission was journaled and before its answer was read;"
+    " the service may have started a paid job"
+)
+LOST_WITH_LEASE = (
+    "the worker's lease ran out after the submission was journaled and before its answer was"
+    " read; the service may have started a paid job"
+)
+
+
+def check_schema_name(schema: str) -> str:
+    """The schema name, if it is a plain lower-case identifier (it is put into SQL text)."""
+    if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+        raise JournalError(
+            f"the schema name {schema!r} must be 1 to 63 lower-case letters, digits or"
+            " underscores, not starting with a digit"
+        )
+    return schema
+
+
+def _transition(set_clause: str, condition: str) -> str:
+    # One round trip: `moved` says whether the row changed; `before` (the snapshot the
+    # statement started from) says what the job was when it did not.
+    return f"""
+WITH before AS (SELECT state FROM {{s}}.hailuo_jobs WHERE {_ONE}),
+moved AS (
+    UPDATE {{s}}.hailuo_jobs SET {set_clause}, updated_at = {_NOW}
+    WHERE {_ONE} AND ({condition}) RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM moved), (SELECT state FROM before)"""  # noqa: S608
+
+
+class Statements:
+    """The SQL text of every statement, for the tables in one schema."""
+
+    def __init__(self, schema: str) -> None:
+        s = f'"{check_schema_name(schema)}"'
+        self.schema = s
+        self.version_table = _VERSION_TABLE.format(s=s)
+        self.upgrades = {
+            version: tuple(statement.format(s=s) for statement in statements)
+            for version, statements in _UPGRADES.items()
+        }
+        self.select_one = f"SELECT {_COLUMNS} FROM {s}.hailuo_jobs WHERE {_ONE}"  # noqa: S608
+        self.select_all = (
+            f"SELECT {_COLUMNS} FROM {s}.hailuo_jobs WHERE batch = %(batch)s ORDER BY idx"  # noqa: S608
+        )
+        self.select_keys = (
+            f"SELECT {_COLUMNS} FROM {s}.hailuo_jobs"  # noqa: S608
+            " WHERE batch = %(batch)s AND key = ANY(%(keys)s) ORDER BY idx"
+        )
+        self.counts = (
+            f"SELECT state, count(*) FROM {s}.hailuo_jobs"  # noqa: S608
+            " WHERE batch = %(batch)s GROUP BY state"
+        )
+        # Conflicts are read from the statement's snapshot; a job recorded at the same moment
+        # by another worker is compared afterwards (see PostgresJobStore.record).
+        self.record = f"""
+WITH incoming AS (
+    SELECT * FROM unnest(%(keys)s::text[], %(indexes)s::int[], %(fingerprints)s::text[],
+                         %(payloads)s::text[]) AS t(key, idx, fingerprint, payload)
+),
+known AS (
+    SELECT j.key, j.fingerprint <> i.fingerprint AS conflict
+    FROM {s}.hailuo_jobs j JOIN incoming i ON j.key = i.key
+    WHERE j.batch = %(batch)s AND j.key = ANY(%(keys)s)
+),
+inserted AS (
+    INSERT INTO {s}.hailuo_jobs
+        (batch, key, idx, state, fingerprint, payload, created_at, updated_at)
+    SELECT %(batch)s, key, idx, 'recorded', fingerprint, payload, {_NOW}, {_NOW} FROM incoming
+    WHERE NOT EXISTS (SELECT 1 FROM known WHERE conflict)
+    ON CONFLICT (batch, key) DO NOTHING
+    RETURNING key
+)
+SELECT (SELECT array_agg(key ORDER BY key) FROM known WHERE conflict),
+       (SELECT array_agg(key) FROM inserted),
+       (SELECT array_agg(key) FROM known)"""  # noqa: S608
+        self.fingerprints = (
+            f"SELECT key, fingerprint FROM {s}.hailuo_jobs"  # noqa: S608
+            " WHERE batch = %(batch)s AND key = ANY(%(keys)s)"
+        )
+        # Fencing: with a worker, only while its lease is live by the database's clock;
+        # without, only while nobody holds a live lease. `before` also returns what a retry
+        # after a lost connection needs to know whether its first try was committed.
+        self.SUBMITTING = f"""
+WITH before AS (
+    SELECT state, owner, lease_until > {_NOW} AS live, submit_token, attempts
+    FROM {s}.hailuo_jobs WHERE {_ONE}
+),
+moved AS (
+    UPDATE {s}.hailuo_jobs SET state = 'submitting', attempts = attempts + 1, task_id = NULL,
+        result = NULL, error = NULL, error_type = NULL, error_fields = NULL,
+        submit_token = %(token)s,
+        updated_at = {_NOW}
+    WHERE {_ONE} AND state IN ('recorded', 'failed', 'unknown')
+        AND CASE WHEN %(worker)s::text IS NULL THEN owner IS NULL OR lease_until <= {_NOW}
+                 ELSE owner = %(worker)s AND lease_until > {_NOW} END
+    RETURNING attempts
+)
+SELECT (SELECT attempts FROM moved), b.state, b.owner, b.live, b.submit_token, b.attempts
+FROM (SELECT 1) AS one LEFT JOIN before b ON true"""  # noqa: S608
+        self.SUBMITTED = _transition(
+            f"state = 'submitted', task_id = %(task_id)s, error = NULL, error_type = NULL,"
+            f" error_fields = NULL, submitted_at = COALESCE(submitted_at, {_NOW})",
+            "state IN ('submitting', 'unknown') OR (state = 'submitted' AND task_id = %(task_id)s)",
+        ).format(s=s)
+        # A retry after a lost connection finds the job already moved: the first try landed.
+        self.UNSENT = _transition(
+            "state = 'recorded'",
+            "state = 'submitting' OR (%(replaying)s AND state = 'recorded')",
+        ).format(s=s)
+        self.UNKNOWN = _transition(
+            "state = 'unknown', error = %(reason)s, error_type = %(error_type)s,"
+            " error_fields = NULL, owner = NULL, lease_until = NULL",
+            "state IN ('submitting', 'unknown')",
+        ).format(s=s)
+        self.FINISHED = _transition(
+            f"state = 'finished', result = %(result)s, error = NULL, error_type = NULL,"
+            f" error_fields = NULL, owner = NULL, lease_until = NULL, finished_at = {_NOW}",
+            "state IN ('submitted', 'finished') AND task_id = %(task_id)s",
+        ).format(s=s)
+        self.FAILED = _transition(
+            f"state = 'failed', error = %(error)s, error_type = %(error_type)s,"
+            " error_fields = %(error_fields)s, owner = NULL, lease_until = NULL,"
+            f" finished_at = {_NOW}",
+            "state <> 'finished'",
+        ).format(s=s)
+        self.DOWNLOADED = _transition(
+            f"path = %(path)s, downloaded_at = {_NOW}", "state = 'finished'"
+        ).format(s=s)
+        # At resume, every submission nobody holds a live lease on was interrupted.
+        self.interrupted = (
+            f"UPDATE {s}.hailuo_jobs SET {_LOST}"  # noqa: S608
+            f" WHERE batch = %(batch)s AND state = 'submitting'"
+            f" AND (owner IS NULL OR lease_until <= {_NOW})"
+        )
+        # One round trip: reap the submissions of dead workers, then lease the first jobs
+        # with work left that nobody holds. SKIP LOCKED: claimers never wait for each other.
+        self.claim = f"""
+WITH reaped AS (
+    UPDATE {s}.hailuo_jobs SET {_LOST}
+    WHERE batch = %(batch)s AND key IN (
+        SELECT key FROM {s}.hailuo_jobs
+        WHERE batch = %(batch)s AND state = 'submitting' AND lease_until <= {_NOW}
+        FOR UPDATE SKIP LOCKED)
+),
+picked AS (
+    SELECT key FROM {s}.hailuo_jobs
+    WHERE batch = %(batch)s AND state IN ('recorded', 'submitted')
+        AND (owner IS NULL OR lease_until <= {_NOW})
+    ORDER BY idx LIMIT %(n)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {s}.hailuo_jobs AS j
+SET owner = %(worker)s, lease_until = {_NOW} + make_interval(secs => %(lease)s)
+FROM picked WHERE j.batch = %(batch)s AND j.key = picked.key
+RETURNING {_COLUMNS.replace("key, idx", "j.key, j.idx", 1)}"""  # noqa: S608
+        self.heartbeat = (
+            f"UPDATE {s}.hailuo_jobs"  # noqa: S608
+            f" SET lease_until = {_NOW} + make_interval(secs => %(lease)s)"
+            f" WHERE batch = %(batch)s AND owner = %(worker)s AND lease_until > {_NOW}"
+        )
+        self.release_all = (
+            f"UPDATE {s}.hailuo_jobs SET owner = NULL, lease_until = NULL"  # noqa: S608
+            " WHERE batch = %(batch)s AND owner = %(worker)s"
+        )
+        self.release_keys = self.release_all + " AND key = ANY(%(keys)s)"

@@ -1,0 +1,521 @@
+"""PostgresJobStore: a batch's journal in PostgreSQL, shared by workers on many machines.
+
+Psycopg 3 (``pip install hailuo-async[postgres]``) drives one connection per store, on a
+worker thread, one call at a time, exactly as :class:`SQLiteJobStore` drives its file: the
+same :class:`GroupCommitter` shares one commit among the writes that wait together, and every
+``mark_*`` returns once PostgreSQL has committed it (``synchronous_commit`` is forced on).
+
+Round trips: each transition, claim, heartbeat and release is one statement (one round trip,
+its own transaction) when it is alone; writes that queue up together share a transaction
+(``BEGIN``, one statement each, ``COMMIT``: one WAL flush for all of them).
+
+A lost connection (a restarted server, a terminated backend, a network cut) is reopened and
+the interrupted work retried, for up to ``reconnect_for`` seconds. Every write is safe to run
+twice, and a retried ``mark_submitting`` recognises its own first try by a token it wrote: if
+that try was committed and the lease is still live, the submission goes ahead; if the lease
+ran out meanwhile, :class:`LeaseLostError` (the POST is not sent, and the job, still
+``submitting``, becomes ``unknown`` when a claim reaps it: a human decides, no money is
+spent twice).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import anyio
+
+from .._exceptions import InvalidRequestError
+from . import _pg_sql
+from ._committed import GroupCommittedStore, Rejected, raise_rejected
+from ._errors import (
+    JobConflictError,
+    JournalClosedError,
+    JournalConnectionError,
+    JournalError,
+    JournalPermissionError,
+    JournalSchemaError,
+)
+from ._group import GroupCommitter
+from ._keys import JobSpec
+from ._records import JobRecord, JobState
+from ._sql import to_record
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["POSTGRES_SCHEMES", "PostgresJobStore"]
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+T = TypeVar("T")
+_Fn = Callable[["_Session"], Any]
+
+
+def _driver() -> ModuleType:
+    # Imported on first use: the rest of the library works without the [postgres] extra.
+    try:
+        import psycopg  # noqa: PLC0415
+        import psycopg.conninfo  # noqa: PLC0415
+    except ImportError as exc:
+        raise JournalError(
+            "a postgresql:// journal needs psycopg: pip install 'hailuo-async[postgres]'"
+        ) from exc
+    return psycopg
+
+
+def _one_statement(fn: Callable[[_Session], T]) -> Callable[[_Session], T]:
+    # A write of one statement needs no BEGIN/COMMIT of its own when it is alone in a group.
+    fn.one_statement = True  # type: ignore[attr-defined]
+    return fn
+
+
+class _Session:
+    """The store's connection, reopened when lost, and the round trips it made."""
+
+    def __init__(self, store: PostgresJobStore, connection: psycopg.Connection[Any]) -> None:
+        self._store = store
+        self.connection: psycopg.Connection[Any] | None = connection
+        self.round_trips = 0
+        self.reconnects = 0
+        # True while a retry runs work whose first try may have been committed.
+        self.replaying = False
+
+    def fetchone(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        return self._execute(sql, params).fetchone()
+
+    def fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return self._execute(sql, params).fetchall()
+
+    def rowcount(self, sql: str, params: dict[str, Any]) -> int:
+        return self._execute(sql, params).rowcount
+
+    def _execute(self, sql: str, params: dict[str, Any]) -> psycopg.Cursor[Any]:
+        assert self.connection is not None
+        self.round_trips += 1
+        return self.connection.execute(sql, params)
+
+    def group(self, writes: list[_Fn]) -> list[object]:
+        """Run a group of writes in one transaction (GroupCommitter's ``apply``)."""
+        return self.run(writes)
+
+    def run(self, fns: list[_Fn]) -> list[object]:
+        """Run ``fns`` atomically; on a lost connection reconnect and run them again."""
+        driver = _driver()
+        deadline = time.monotonic() + self._store.reconnect_for
+        delay = 0.05
+        self.replaying = False
+        while True:
+            try:
+                return self._run_once(fns)
+            except driver.errors.DeadlockDetected as exc:
+                error: Exception = exc  # rolled back as a whole: nothing of it was committed
+            except driver.OperationalError as exc:
+                connection = self.connection
+                if connection is not None and not connection.broken and not connection.closed:
+                    raise
+                # The commit may or may not have happened: the retry is a replay.
+                self.replaying = True
+                self.close()
+                error = exc
+            except JournalConnectionError as exc:  # reconnecting failed: the server is away
+                error = exc
+            if time.monotonic() >= deadline:
+                raise JournalConnectionError(
+                    f"lost the connection to {self._store.target} and could not"
+                    f" reconnect within {self._store.reconnect_for:g} s: {error}"
+                ) from error
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _run_once(self, fns: list[_Fn]) -> list[object]:
+        if self.connection is None:
+            self.connection = self._store.connect()
+            self.reconnects += 1
+        if len(fns) == 1 and getattr(fns[0], "one_statement", False):
+            return [fns[0](self)]
+        with self.connection.transaction():
+            self.round_trips += 2  # BEGIN and COMMIT
+            return [fn(self) for fn in fns]
+
+    def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.close()
+
+
+class PostgresJobStore(GroupCommittedStore[_Session]):
+    """A :class:`JobStore` in PostgreSQL; any number of named batches share one schema.
+
+    Use ``async with PostgresJobStore("postgresql://...", batch="run-1") as store:``. The
+    library creates the schema and its tables on first use and upgrades them; a schema
+    written by a newer version raises :class:`JournalSchemaError` when opening. Workers on
+    other machines share a batch through :meth:`claim` and leases, with the database's clock.
+
+    ``reconnect_for`` bounds how long a call keeps reopening a lost connection before it
+    raises :class:`JournalConnectionError`.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        batch: str = "default",
+        schema: str = "hailuo",
+        connect_timeout: float = 10.0,
+        reconnect_for: float = 30.0,
+    ) -> None:
+        if not isinstance(dsn, str) or not dsn.startswith(POSTGRES_SCHEMES):
+            raise InvalidRequestError("dsn", "must be a postgresql:// URL")
+        if not isinstance(batch, str) or not batch:
+            raise InvalidRequestError("batch", "must be a non-empty string")
+        try:
+            self._statements = _pg_sql.Statements(schema)
+        except JournalError as exc:
+            raise InvalidRequestError("schema", str(exc)) from None
+        if connect_timeout <= 0 or reconnect_for < 0:
+            raise InvalidRequestError(
+                "connect_timeout", "must be positive (and reconnect_for not negative)"
+            )
+        self._dsn = dsn
+        self._batch = batch
+        self._schema = schema
+        self._connect_timeout = connect_timeout
+        self.reconnect_for = reconnect_for
+        self.target = _describe(dsn, schema)
+        self._sql = self._statements
+        self._session: _Session | None = None
+        self._writer: GroupCommitter[_Session] | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    def __repr__(self) -> str:
+        return f"<PostgresJobStore {self.target} batch={self._batch!r}>"
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema that holds the journal's tables."""
+        return self._schema
+
+    @property
+    def round_trips(self) -> int:
+        """Statements sent to the server since opening, ``BEGIN`` and ``COMMIT`` included."""
+        return self._session.round_trips if self._session is not None else 0
+
+    @property
+    def reconnects(self) -> int:
+        """Times a lost connection was opened again since opening."""
+        return self._session.reconnects if self._session is not None else 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> PostgresJobStore:
+        """Connect, create or upgrade the schema, and return the store."""
+        if self._session is not None:
+            raise JournalError("the store is already open")
+        self._limiter = anyio.CapacityLimiter(1)
+        connection = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
+        self._session = _Session(self, connection)
+        self._writer = GroupCommitter(self._session, _Session.group, limiter=self._limiter)
+        return self
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new connection (autocommit, synchronous commits); JournalConnectionError if none."""
+        driver = _driver()
+        try:
+            options = driver.conninfo.conninfo_to_dict(self._dsn)
+        except driver.ProgrammingError as exc:
+            raise JournalConnectionError(f"the journal URL is not valid: {exc}") from None
+        options.setdefault("application_name", "hailuo-async")
+        options.setdefault("connect_timeout", max(1, round(self._connect_timeout)))
+        try:
+            connection: psycopg.Connection[Any] = driver.connect(**options, autocommit=True)
+        except driver.Error as exc:
+            raise JournalConnectionError(f"cannot connect to {self.target}: {exc}") from None
+        try:
+            # A commit returns only once it is on the server's disk, whatever the server's
+            # default: an acknowledged `submitting` must survive a crash of the server.
+            connection.execute("SET synchronous_commit = on")
+        except driver.Error as exc:
+            connection.close()
+            raise JournalConnectionError(f"cannot use {self.target}: {exc}") from None
+        return connection
+
+    def _open(self) -> psycopg.Connection[Any]:
+        driver = _driver()
+        connection = self.connect()
+        try:
+            self._create_schema(connection)
+        except driver.errors.InsufficientPrivilege as exc:
+            connection.close()
+            raise JournalPermissionError(
+                f"the role may not create or use the journal's tables in {self.target}: {exc}"
+                " (grant it CREATE on the database, or USAGE and CREATE on the schema)"
+            ) from None
+        except driver.Error as exc:
+            connection.close()
+            raise JournalError(f"cannot prepare the journal in {self.target}: {exc}") from exc
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _create_schema(self, connection: psycopg.Connection[Any]) -> None:
+        statements = self._statements
+        with connection.transaction():
+            # One creator at a time: others wait, then find the schema at its version.
+            connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('hailuo-async schema ' || %s))",
+                (self._schema,),
+            )
+            exists = connection.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self._schema,)
+            ).fetchone()
+            if exists is None:
+                connection.execute(f"CREATE SCHEMA {statements.schema}")
+            connection.execute(statements.version_table)
+            row = connection.execute(
+                f"SELECT max(version) FROM {statements.schema}.schema_version"  # noqa: S608
+            ).fetchone()
+            found = 0 if row is None or row[0] is None else int(row[0])
+            if found > _pg_sql.SCHEMA_VERSION:
+                raise JournalSchemaError(
+                    f"the journal in {self.target} has schema version {found}, newer than"
+                    f" version {_pg_sql.SCHEMA_VERSION} that this hailuo-async reads;"
+                    " upgrade hailuo-async",
+                    found=found,
+                    supported=_pg_sql.SCHEMA_VERSION,
+                )
+            for version in range(found + 1, _pg_sql.SCHEMA_VERSION + 1):
+                for statement in statements.upgrades[version]:
+                    connection.execute(statement)
+                connection.execute(
+                    f"INSERT INTO {statements.schema}.schema_version (version)"  # noqa: S608
+                    " VALUES (%s)",
+                    (version,),
+                )
+
+    def _detach(self) -> Callable[[], object]:
+        session, self._session = self._session, None
+        return session.close if session is not None else lambda: None
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[_Session], T]) -> T:
+        session, limiter = self._session, self._limiter
+        if session is None or limiter is None:
+            raise JournalClosedError("the journal is not open")
+        try:
+            results = await anyio.to_thread.run_sync(session.run, [fn], limiter=limiter)
+        except JournalError:
+            raise
+        except Exception as exc:
+            raise JournalError(f"the journal could not read: {exc}") from exc
+        return cast(T, results[0])
+
+    def _params(self, key: str, **params: Any) -> dict[str, Any]:
+        return {"batch": self._batch, "key": key, **params}
+
+    async def _transition(
+        self, key: str, target: str, statement: str, params: dict[str, Any]
+    ) -> None:
+        # PostgreSQL text cannot hold NUL: an error message must not fail the write keeping it.
+        bound = {
+            name: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+            for name, value in self._params(key, **params).items()
+        }
+
+        @_one_statement
+        def apply(session: _Session) -> Rejected | None:
+            bound["replaying"] = session.replaying
+            row = session.fetchone(statement, bound)
+            assert row is not None
+            moved, state = row
+            return None if moved else Rejected(state)
+
+        rejected = await self._write(apply)
+        if rejected is not None:
+            raise_rejected(key, target, rejected)
+
+    # -- JobStore ----------------------------------------------------------------------------
+
+    async def record(self, jobs: Sequence[JobSpec]) -> int:
+        """Record jobs not recorded yet (others are left as they are); return how many were new.
+
+        Raises :class:`JobConflictError`, recording nothing, if a key was recorded for a
+        different request. Safe for several workers to call with the same jobs.
+        """
+        keys = [job.key for job in jobs]
+        if len(set(keys)) != len(keys):
+            raise InvalidRequestError("jobs", "holds the same key more than once")
+        if not jobs:
+            return 0
+        payloads = await anyio.to_thread.run_sync(
+            lambda: [
+                json.dumps(job.payload, separators=(",", ":"), ensure_ascii=False) for job in jobs
+            ]
+        )
+        params = {
+            "batch": self._batch,
+            "keys": keys,
+            "indexes": [job.index for job in jobs],
+            "fingerprints": [job.fingerprint for job in jobs],
+            "payloads": payloads,
+        }
+        wanted = {job.key: job.fingerprint for job in jobs}
+        statements = self._statements
+
+        @_one_statement
+        def apply(session: _Session) -> int | list[str]:
+            row = session.fetchone(statements.record, params)
+            assert row is not None
+            conflicts, inserted, known = row[0] or [], row[1] or [], row[2] or []
+            if conflicts:
+                return list(conflicts)
+            missing = set(keys) - set(inserted) - set(known)
+            if missing:
+                # Recorded by another worker between our snapshot and our insert (or by our
+                # own first try, if this is a retry): compare what it recorded.
+                rows = session.fetchall(
+                    statements.fingerprints, {"batch": self._batch, "keys": list(missing)}
+                )
+                clash = sorted(key for key, fingerprint in rows if wanted[key] != fingerprint)
+                if clash:
+                    return clash
+            return 0 if session.replaying else len(inserted)
+
+        outcome = await self._write(apply)
+        if isinstance(outcome, list):
+            raise JobConflictError(outcome)
+        return outcome
+
+    async def mark_submitting(self, key: str, *, worker_id: str | None = None) -> int:
+        """Durably note that the POST is about to be sent; return the attempt number.
+
+        Allowed from RECORDED, FAILED and UNKNOWN. With ``worker_id``, only while that worker
+        holds a live lease on the job by the database's clock (else :class:`LeaseLostError`);
+        without, only while no live lease is held by anyone.
+        """
+        params = self._params(key, worker=worker_id, token=uuid.uuid4().hex)
+        sql = self._statements.SUBMITTING
+
+        @_one_statement
+        def apply(session: _Session) -> int | Rejected:
+            row = session.fetchone(sql, params)
+            assert row is not None
+            attempts, state, owner, live, token, attempts_before = row
+            if attempts is not None:
+                return int(attempts)
+            if state == "submitting" and token == params["token"]:
+                # Our own first try, committed before the connection was lost.
+                if worker_id is None or (owner == worker_id and live):
+                    return int(attempts_before)
+                return Rejected(state, "lease ran out while reconnecting", lease_lost=True)
+            return Rejected.submitting(state, owner, bool(live))
+
+        return await self._submitting(key, apply)
+
+    async def get(self, key: str) -> JobRecord | None:
+        """The job's record, or None if it was never recorded."""
+        sql, params = self._statements.select_one, self._params(key)
+
+        def read(session: _Session) -> JobRecord | None:
+            row = session.fetchone(sql, params)
+            return None if row is None else to_record(row)
+
+        return await self._read(read)
+
+    async def get_many(self, keys: Iterable[str] | None = None) -> dict[str, JobRecord]:
+        """Records by key (all of the batch when ``keys`` is None), in the batch's order."""
+        params: dict[str, Any] = {"batch": self._batch}
+        sql = self._statements.select_all
+        if keys is not None:
+            params["keys"] = list(dict.fromkeys(keys))
+            sql = self._statements.select_keys
+
+        def read(session: _Session) -> dict[str, JobRecord]:
+            return {row[0]: to_record(row) for row in session.fetchall(sql, params)}
+
+        return await self._read(read)
+
+    async def counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state (zero counts left out)."""
+        sql, params = self._statements.counts, {"batch": self._batch}
+
+        def read(session: _Session) -> dict[JobState, int]:
+            return {JobState(state): count for state, count in session.fetchall(sql, params)}
+
+        return await self._read(read)
+
+    async def _interrupt_and_read(self) -> dict[str, JobRecord]:
+        statements = self._statements
+        params = {"batch": self._batch, "lost": _pg_sql.LOST_AT_RESUME}
+
+        def apply(session: _Session) -> dict[str, JobRecord]:
+            session.rowcount(statements.interrupted, params)
+            return {
+                row[0]: to_record(row) for row in session.fetchall(statements.select_all, params)
+            }
+
+        return await self._write(apply)
+
+    async def _claim(self, worker_id: str, n: int, lease_seconds: float) -> list[JobRecord]:
+        # A claim retried after a lost connection may leave leases of its first try behind;
+        # they run out like any other.
+        params = {
+            "batch": self._batch,
+            "worker": worker_id,
+            "n": n,
+            "lease": float(lease_seconds),
+            "lost": _pg_sql.LOST_WITH_LEASE,
+        }
+        sql = self._statements.claim
+
+        @_one_statement
+        def apply(session: _Session) -> list[JobRecord]:
+            records = [to_record(row) for row in session.fetchall(sql, params)]
+            return sorted(records, key=lambda record: record.index)
+
+        return await self._write(apply)
+
+    async def heartbeat(self, worker_id: str, lease_seconds: float) -> int:
+        """Extend the worker's live leases; return how many it still holds.
+
+        A lease that ran out is not revived: another worker may have claimed the job.
+        """
+        params = {"batch": self._batch, "worker": worker_id, "lease": float(lease_seconds)}
+        sql = self._statements.heartbeat
+
+        @_one_statement
+        def apply(session: _Session) -> int:
+            return session.rowcount(sql, params)
+
+        return await self._write(apply)
+
+    async def release(self, worker_id: str, keys: Iterable[str] | None = None) -> int:
+        """Give up the worker's leases (all, or on ``keys``); return how many were released."""
+        params: dict[str, Any] = {"batch": self._batch, "worker": worker_id}
+        sql = self._statements.release_all
+        if keys is not None:
+            params["keys"] = list(keys)
+            sql = self._statements.release_keys
+
+        @_one_statement
+        def apply(session: _Session) -> int:
+            return session.rowcount(sql, params)
+
+        return await self._write(apply)
+
+
+def _describe(dsn: str, schema: str) -> str:
+    """Where the journal lives, without the password: ``postgresql://user@host:port/db``."""
+    try:
+        parts = _driver().conninfo.conninfo_to_dict(dsn)
+    except Exception:  # psycopg missing or an unreadable URL: say no more than the scheme
+        return "postgresql://(unreadable URL)"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    host = parts.get("host") or "localhost"
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{parts.get('dbname', '')} (schema {schema})"
