@@ -146,10 +146,13 @@ class ActiveJobs(Protocol):
 class AdaptiveRate:
     """Requests allowed per ``window`` seconds: fixed when known, discovered (AIMD) when not.
 
-    Unknown, it starts unpaced; the first 429 met after a full window of traffic sets it from
-    the rate actually sent in that window (an earlier one says too little, and is left to the
-    pause), after which it grows by ``increase`` of itself per window of success and is cut
-    by ``decrease`` on a 429 (a burst of 429s from one moment counts once).
+    Unknown, it starts unpaced; the first 429 sets it from the requests the service admitted
+    in the last window (before a full window has passed, all of them; fewer than
+    ``min_sample`` say too little, and are left to the pause), after which it grows by
+    ``increase`` of itself per window of success and is cut by ``decrease`` on a 429 (a
+    burst of 429s from one moment counts once). Counting admitted requests, not sent ones,
+    keeps the refused ones from inflating the estimate; setting it at once keeps the requests
+    held back by the pause from all leaving together when it ends, only to meet more 429s.
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class AdaptiveRate:
         increase: float = 0.05,
         decrease: float = 0.75,
         floor: float = 1.0,
+        min_sample: int = 10,
     ) -> None:
         self.window = window
         self.adaptive = known is None
@@ -167,24 +171,27 @@ class AdaptiveRate:
         self._increase = increase
         self._decrease = decrease
         self._floor = floor
-        self._sent: deque[float] = deque()
+        self._min_sample = min_sample
+        self._admitted: deque[float] = deque()
         self._first_sent: float | None = None
         self._last_change = time.monotonic()
 
     def record_sent(self, now: float) -> None:
-        """Note a request sent at ``now`` (used to size the first cut)."""
-        if not self.adaptive:
-            return
-        if self._first_sent is None:
+        """Note a request sent at ``now`` (the first one starts the first window)."""
+        if self.adaptive and self._first_sent is None:
             self._first_sent = now
-        self._sent.append(now)
-        horizon = now - self.window
-        while self._sent and self._sent[0] < horizon:
-            self._sent.popleft()
+
+    def _forget_before(self, horizon: float) -> None:
+        while self._admitted and self._admitted[0] < horizon:
+            self._admitted.popleft()
 
     def on_success(self, now: float) -> None:
-        """Grow an adaptive rate in proportion to the time since it last changed."""
-        if not self.adaptive or self.value is None:
+        """Note an admitted request; grow an adaptive rate with the time since it changed."""
+        if not self.adaptive:
+            return
+        if self.value is None:
+            self._admitted.append(now)  # to size the first cut
+            self._forget_before(now - self.window)
             return
         elapsed = now - self._last_change
         self.value *= 1 + self._increase * min(elapsed, self.window) / self.window
@@ -195,9 +202,12 @@ class AdaptiveRate:
         if not self.adaptive:
             return
         if self.value is None:
-            if self._first_sent is None or now - self._first_sent < self.window:
+            self._forget_before(now - self.window)
+            full_window = self._first_sent is not None and now - self._first_sent >= self.window
+            if not full_window and len(self._admitted) < self._min_sample:
                 return
-            self.value = max(self._floor, len(self._sent) * self._decrease)
+            self.value = max(self._floor, len(self._admitted) * self._decrease)
+            self._admitted.clear()
         elif now - self._last_change >= self.window / max(self.value, 1.0) * 4:
             self.value = max(self._floor, self.value * self._decrease)
         self._last_change = now
@@ -259,16 +269,24 @@ class RequestLimiter:
     @asynccontextmanager
     async def slot(self, kind: RequestKind) -> AsyncIterator[None]:
         """Hold one request's place: wait out pauses and pacing, then take an in-flight slot."""
-        await self._wait_out_pause(kind)
-        # Downloads go to the storage host, which the API's request budget does not cover.
-        if kind != "download":
-            if self.rate.value is None:
-                self.rate.record_sent(time.monotonic())  # unpaced: no queue to wait in
-            else:
-                async with self._turns[kind]:
-                    await self._pacer.acquire()
-        async with self._in_flight:
+        while True:
+            await self._wait_out_pause(kind)
+            # Downloads go to the storage host, which the API's request budget does not cover.
+            if kind != "download":
+                if self.rate.value is None:
+                    self.rate.record_sent(time.monotonic())  # unpaced: no queue to wait in
+                else:
+                    async with self._turns[kind]:
+                        await self._pacer.acquire()
+            await self._in_flight.acquire()
+            if self.paused_for(kind) <= 0:
+                break
+            # A 429 paused this kind while we waited our turn: leaving now would meet another.
+            self._in_flight.release()
+        try:
             yield
+        finally:
+            self._in_flight.release()
 
     def on_success(self, kind: RequestKind) -> None:
         """Record an answered request that was not rate limited."""

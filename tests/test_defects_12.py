@@ -20,7 +20,7 @@ from hailuo_async import (
     TaskStatus,
     VideoRequest,
 )
-from hailuo_async._limits import RequestLimiter
+from hailuo_async._limits import AdaptiveRate, RequestLimiter
 from hailuo_async.journal import JobKeyer, SQLiteJobStore
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 
@@ -180,3 +180,39 @@ async def test_download_refuses_bad_options_with_a_typed_error() -> None:
     async with client_for("http://127.0.0.1:9", api_key=KEY) as client:
         with pytest.raises(HailuoError):
             await client.download(done("t-1"), "out.mp4", max_bytes=0)
+
+
+def test_the_first_rate_429_sets_the_rate_from_the_admitted_requests() -> None:
+    """Defect 7: a first 429 early in the run paces from what was admitted, not sent."""
+    rate = AdaptiveRate(window=60.0, known=None)
+    rate.record_sent(0.0)
+    for i in range(12):
+        rate.on_success(0.1 * i)
+    rate.on_rate_limited(2.0)
+    assert rate.value == pytest.approx(12 * 0.75)
+    few = AdaptiveRate(window=60.0, known=None)
+    few.record_sent(0.0)
+    for i in range(3):
+        few.on_success(0.1 * i)
+    few.on_rate_limited(2.0)
+    assert few.value is None  # three answers say too little: the pause alone acts
+
+
+async def test_a_request_waiting_its_turn_respects_a_pause_set_meanwhile() -> None:
+    """Defect 7: a request queued at the pacer when a 429 comes waits for that pause too."""
+    limiter = RequestLimiter(max_in_flight=4, requests_per_minute=600, rate_window=60.0)
+    async with limiter.slot("poll"):
+        pass  # the pacer's next turn is now 0.1 s away
+    left_at: list[float] = []
+
+    async def request() -> None:
+        async with limiter.slot("poll"):
+            left_at.append(anyio.current_time())
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(request)
+        await anyio.sleep(0.01)  # it waits at the pacer
+        limiter.on_rate_limited("submit", 0.3)
+        paused_at = anyio.current_time()
+    assert left_at
+    assert left_at[0] >= paused_at + 0.3 - 0.01
