@@ -38,7 +38,7 @@ PROMPT = "a street market at night in the rain, neon reflections"
 
 
 async def _batch(fake: FakeProcess, jobs: int, *, given: bool, scale: float) -> dict[str, Any]:
-    from hailuo_async import HailuoClient, PollPolicy, RetryPolicy, VideoRequest
+    from hailuo_async import HailuoClient, Limits, PollPolicy, RetryPolicy, VideoRequest
 
     retry = RetryPolicy()
     client = HailuoClient(
@@ -51,12 +51,14 @@ async def _batch(fake: FakeProcess, jobs: int, *, given: bool, scale: float) -> 
             max_retry_after=retry.max_retry_after * scale,
             not_found_grace=retry.not_found_grace * scale,
         ),
-        rate_window=60.0 * scale,
-        requests_per_minute=RPM if given else None,
-        max_active_jobs=ACTIVE_CAP if given else None,
+        limits=Limits(
+            rate_window=60.0 * scale,
+            requests_per_minute=RPM if given else None,
+            max_active_jobs=ACTIVE_CAP if given else None,
+        ),
     )
     # No public knob scales the 429 pause; see the module docstring.
-    limiter: Any = client.limiter
+    limiter: Any = client._state.limiter
     limiter._initial_pause *= scale
     limiter._max_pause *= scale
     request = VideoRequest(prompt=PROMPT)
@@ -85,9 +87,9 @@ async def _batch(fake: FakeProcess, jobs: int, *, given: bool, scale: float) -> 
         "failed_second_half": sum(1 for at in failed_at if at > jobs // 2),
         "wall": wall,
         "half": half,
-        "client_429": dict(client.limiter.rate_limited),
-        "learned_active": client.active_jobs.value,
-        "learned_rpm": client.limiter.rate.value,
+        "client_429": dict(limiter.rate_limited),
+        "learned_active": client._state.active_jobs.value,
+        "learned_rpm": limiter.rate.value,
     }
 
 

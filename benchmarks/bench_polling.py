@@ -61,7 +61,7 @@ async def _hailuo(url: str, api_key: str, jobs: int) -> dict[str, Any]:
                 async for outcome in outcomes:
                     if outcome.task_id is not None and outcome.ok:
                         seen[outcome.task_id] = time.monotonic()
-                polls: int = outcomes.watcher.polls
+                polls: int = outcomes.counts.polls
     return {"seen": seen, "polls": polls, "wall": elapsed()}
 
 

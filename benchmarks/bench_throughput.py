@@ -49,20 +49,23 @@ async def _hailuo_batch(client: Any, jobs: int, active: int) -> tuple[int, int]:
     ) as outcomes:
         async for outcome in outcomes:
             ok += outcome.ok
-        polls: int = outcomes.watcher.polls
+        polls: int = outcomes.counts.polls
     return ok, polls
 
 
 async def _hailuo_run(
     url: str, api_key: str, jobs: int, active: int, warmup: int
 ) -> dict[str, Any]:
-    from hailuo_async import HailuoClient, PollPolicy
+    from hailuo_async import HailuoClient, Limits, PollPolicy
 
     policy = PollPolicy(
         first_poll_delay=POLL_DELAY, min_interval=POLL_DELAY, max_interval=POLL_DELAY, jitter=0.1
     )
     async with HailuoClient(
-        api_key=api_key, base_url=url, poll_policy=policy, max_concurrency=MAX_IN_FLIGHT
+        api_key=api_key,
+        base_url=url,
+        poll_policy=policy,
+        limits=Limits(max_in_flight=MAX_IN_FLIGHT),
     ) as client:
         await _hailuo_batch(client, warmup, active)
         cpu0 = time.process_time()

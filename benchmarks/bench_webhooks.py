@@ -80,7 +80,7 @@ async def _batch(url: str, api_key: str, jobs: int, webhooks: bool) -> dict[str,
                         if outcome.task_id is not None:
                             seen[outcome.task_id] = time.monotonic()
                         ok += outcome.ok
-                    watcher_polls = outcomes.watcher.polls
+                    watcher_polls = outcomes.counts.polls
         finally:
             await runner.cleanup()
         return {

@@ -1,7 +1,9 @@
 """An asyncio-native client for the MiniMax Hailuo-02 video-generation API."""
 
-from ._batch import BatchCounts, JobStream
-from ._client import DEFAULT_BASE_URL, HailuoClient
+from ._api import DEFAULT_BASE_URL, SubmissionRecorder
+from ._batch import BatchCounts, BatchItem, JobStream, RequestSource
+from ._client import HailuoClient, ProgressCallback
+from ._download import DownloadProgress
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -22,12 +24,16 @@ from ._exceptions import (
     WaitTimeoutError,
     WebhookError,
 )
-from ._models import JobOutcome, TaskResult, TaskStatus, Video, VideoRequest
-from ._polling import PollPolicy
-from ._retry import RetryPolicy
+from ._limits import ActiveJobs, Limits, RequestKind, RequestLimits
+from ._models import Duration, JobOutcome, Resolution, TaskResult, TaskStatus, Video, VideoRequest
+from ._polling import DurationStats, PollPolicy
+from ._push import PushRegistry, PushSubscriber
+from ._retry import RetryPolicy, UnknownSubmissionPolicy
+from ._state import SharedState
+from ._submitter import SubmitOne
 from ._transport import Timeouts
 from ._version import __version__
-from ._watcher import TaskEvent, TaskWatcher
+from ._watcher import EventCallback, EventKind, PollOne, TaskEvent, TaskWatcher, WatchOutcome
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -36,31 +42,52 @@ __all__ = [
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
+    "ActiveJobs",
     "AuthenticationError",
     "BadRequestError",
     "BatchCounts",
+    "BatchItem",
     "DownloadError",
+    "DownloadProgress",
+    "Duration",
+    "DurationStats",
+    "EventCallback",
+    "EventKind",
     "HailuoClient",
     "HailuoError",
     "InternalServerError",
     "InvalidRequestError",
     "JobOutcome",
     "JobStream",
+    "Limits",
     "NotFoundError",
     "PermissionDeniedError",
+    "PollOne",
     "PollPolicy",
+    "ProgressCallback",
+    "PushRegistry",
+    "PushSubscriber",
     "RateLimitError",
+    "RequestKind",
+    "RequestLimits",
+    "RequestSource",
+    "Resolution",
     "RetryPolicy",
+    "SharedState",
+    "SubmissionRecorder",
     "SubmissionUnknownError",
+    "SubmitOne",
     "TaskEvent",
     "TaskFailedError",
     "TaskResult",
     "TaskStatus",
     "TaskWatcher",
     "Timeouts",
+    "UnknownSubmissionPolicy",
     "Video",
     "VideoRequest",
     "WaitTimeoutError",
+    "WatchOutcome",
     "WebhookError",
     "__version__",
 ]

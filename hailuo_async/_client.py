@@ -1,58 +1,42 @@
-"""HailuoClient: submit jobs, poll them, wait for them; one connection pool per client."""
+"""HailuoClient: the façade over the API layer, the shared state, watchers and batches.
+
+Submit, poll, wait, watch, run batches, take webhooks, download: each call is delegated to
+the module that does it (:mod:`._api` sends, :mod:`._watcher` polls many, :mod:`._batch`
+runs batches, :mod:`._push` confirms webhooks, :mod:`._download` fetches videos).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
-import json
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import Any
 
 import anyio
-import attrs
-from multidict import CIMultiDict, CIMultiDictProxy
 
+from ._api import (
+    DEFAULT_BASE_URL,
+    HailuoAPI,
+    SubmissionRecorder,
+    check_api_key,
+    check_base_url,
+)
 from ._batch import JobStream, RequestSource
-from ._callbacks import call_back
-from ._decoding import DecodeError, decode_json, decode_submission, decode_task_result
+from ._callbacks import guarded_call
 from ._download import DEFAULT_MAX_BYTES, DownloadProgress, download_video
-from ._exceptions import (
-    APIConnectionError,
-    APIResponseValidationError,
-    APIStatusError,
-    AuthenticationError,
-    BadRequestError,
-    InternalServerError,
-    InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-    SubmissionUnknownError,
-    TaskFailedError,
-    WaitTimeoutError,
-)
-from ._limits import ActiveJobLimit, RequestKind, RequestLimiter
+from ._exceptions import InvalidRequestError, TaskFailedError, WaitTimeoutError
+from ._limits import ActiveJobLimit, Limits
 from ._models import TaskResult, TaskStatus, Video, VideoRequest
-from ._polling import DurationStats, PollPolicy, PollSchedule
-from ._retry import (
-    RetryPolicy,
-    UnknownSubmissionPolicy,
-    parse_retry_after,
-    poll_should_retry,
-    submit_should_retry,
-    with_retries,
-)
-from ._transport import Response, Timeouts, Transport
-from ._watcher import EventCallback, TaskWatcher
+from ._polling import PollPolicy, PollSchedule
+from ._push import WebhookConfirmer, WebhookEvent, parse_webhook
+from ._retry import RetryPolicy, UnknownSubmissionPolicy
+from ._state import SharedState
+from ._task_ids import check_task_id
+from ._transport import Timeouts, Transport
+from ._watcher import EventCallback, TaskWatcher, change_between
 from .journal import JobStore
-from .webhooks import WebhookEvent, WebhookInbox
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -62,29 +46,8 @@ __all__ = [
     "UnknownSubmissionPolicy",
 ]
 
-DEFAULT_BASE_URL = "https://api.highwayapi.ai"
-SUBMIT_PATH = "/v3/async/minimax-hailuo-02"
-TASK_RESULT_PATH = "/v3/async/task-result"
-
 ProgressCallback = Callable[[TaskResult], "Awaitable[None] | None"]
-
-_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
-    400: BadRequestError,
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    429: RateLimitError,
-}
-
-
-class SubmissionRecorder(Protocol):
-    """Keeps a durable record of one submission's POSTs (a batch's journal does)."""
-
-    async def before_send(self) -> None:
-        """The POST is about to leave: once this returns, the record must survive a crash."""
-
-    async def not_sent(self) -> None:
-        """The POST certainly started nothing (refused, or never sent)."""
+"""A caller's callback for a task's progress, sync or async; its errors are logged, not raised."""
 
 
 class HailuoClient:
@@ -94,10 +57,10 @@ class HailuoClient:
     ``api_key`` or the ``HAILUO_API_KEY`` variable; the base URL from ``base_url``, the
     ``HAILUO_BASE_URL`` variable, or the public gateway.
 
-    Limits: ``max_concurrency`` caps HTTP requests in flight. ``requests_per_minute`` and
-    ``max_active_jobs`` are the account's limits when known; left ``None``, they are
-    discovered from the 429s met (see :mod:`hailuo_async._limits`). ``rate_window`` is the
-    length of a rate-limit "minute" in seconds: only a time-scaled fake service needs another.
+    ``timeout`` (seconds for a whole request, or :class:`Timeouts`), ``limits``
+    (:class:`Limits`: in flight, per minute, active jobs), ``retry_policy`` and
+    ``poll_policy`` configure it. ``state`` shares limits, learnt durations and pushed
+    results with other clients (by default each client has its own, in memory).
     """
 
     def __init__(
@@ -106,59 +69,64 @@ class HailuoClient:
         *,
         base_url: str | None = None,
         timeout: float | Timeouts = 60.0,
-        max_retries: int = 5,
+        limits: Limits | None = None,
         retry_policy: RetryPolicy | None = None,
         poll_policy: PollPolicy | None = None,
-        max_concurrency: int = 64,
-        requests_per_minute: float | None = None,
-        max_active_jobs: int | None = None,
-        rate_window: float = 60.0,
+        max_retries: int = 5,
         on_unknown_submission: UnknownSubmissionPolicy = "raise",
         allow_insecure: bool = False,
         max_response_bytes: int = 8 * 1024 * 1024,
+        state: SharedState | None = None,
     ) -> None:
-        self._api_key = _check_api_key(api_key or os.environ.get("HAILUO_API_KEY"))
-        self._base_url = _check_base_url(
+        api_key = check_api_key(api_key or os.environ.get("HAILUO_API_KEY"))
+        base_url = check_base_url(
             base_url or os.environ.get("HAILUO_BASE_URL") or DEFAULT_BASE_URL,
             allow_insecure=allow_insecure,
         )
         if max_retries < 0:
             raise InvalidRequestError("max_retries", "must be 0 or more")
-        if max_concurrency < 1:
-            raise InvalidRequestError("max_concurrency", "must be 1 or more")
         if on_unknown_submission not in ("raise", "resubmit"):
             raise InvalidRequestError("on_unknown_submission", "must be 'raise' or 'resubmit'")
-        timeouts = timeout if isinstance(timeout, Timeouts) else Timeouts(total=timeout)
-        self.max_retries = max_retries
+        if limits is not None and not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        self.timeouts = timeout if isinstance(timeout, Timeouts) else Timeouts(total=timeout)
+        self.limits = limits or Limits()
         self.retry_policy = retry_policy or RetryPolicy()
         self.poll_policy = poll_policy or PollPolicy()
-        self.on_unknown_submission: UnknownSubmissionPolicy = on_unknown_submission
-        self.limiter = RequestLimiter(
-            max_in_flight=max_concurrency,
-            requests_per_minute=requests_per_minute,
-            rate_window=rate_window,
-            initial_pause=self.retry_policy.initial_delay,
-            max_pause=self.retry_policy.max_retry_after,
-        )
-        self.active_jobs = ActiveJobLimit(known=max_active_jobs)
-        self.durations = DurationStats()
+        self._state = state or SharedState.in_memory(self.limits, retry=self.retry_policy)
         self._transport = Transport(
-            timeouts=timeouts,
-            max_connections=max_concurrency,
+            timeouts=self.timeouts,
+            max_connections=self.limits.max_in_flight,
             max_response_bytes=max_response_bytes,
         )
-        # Submission times of recent tasks: a 404 for one of them is the service catching up.
-        self._recent_submissions: OrderedDict[str, float] = OrderedDict()
-        # The open watchers, and the webhook events being confirmed for them.
-        self._webhooks = WebhookInbox()
+        self._api = HailuoAPI(
+            api_key=api_key,
+            base_url=base_url,
+            transport=self._transport,
+            limiter=self._state.limiter,
+            retry_policy=self.retry_policy,
+            max_retries=max_retries,
+            on_unknown_submission=on_unknown_submission,
+        )
+        self._webhooks = WebhookConfirmer(self._state.push)
 
     def __repr__(self) -> str:
-        return f"<HailuoClient base_url={self._base_url!r}>"
+        return f"<HailuoClient base_url={self.base_url!r}>"
 
     @property
     def base_url(self) -> str:
         """The API's base URL, without a trailing slash."""
-        return self._base_url
+        return self._api.base_url
+
+    @property
+    def max_retries(self) -> int:
+        """How often a failed request is tried again."""
+        return self._api.max_retries
+
+    @property
+    def on_unknown_submission(self) -> UnknownSubmissionPolicy:
+        """What a submission whose outcome cannot be known does: raise, or resubmit."""
+        return self._api.on_unknown_submission
 
     async def __aenter__(self) -> HailuoClient:
         return self
@@ -173,58 +141,9 @@ class HailuoClient:
 
     async def aclose(self) -> None:
         """Close the connection pool. The client can be used again; it then opens a new one."""
-        await self._transport.aclose()
+        await self._api.aclose()
 
-    # -- one request -----------------------------------------------------------------------
-
-    async def _call_api(
-        self,
-        method: str,
-        path: str,
-        *,
-        kind: RequestKind,
-        attempt: int,
-        body: bytes | None = None,
-        params: dict[str, str] | None = None,
-        before_send: Callable[[], Awaitable[None]] | None = None,
-    ) -> Response:
-        """Send one request to the API (never elsewhere: only here is the key attached).
-
-        ``before_send`` is awaited once the request's turn has come, just before it leaves.
-        """
-        url = self._base_url + path
-        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        async with self.limiter.slot(kind):
-            if before_send is not None:
-                await before_send()
-            response = await self._transport.send(
-                method,
-                url,
-                headers=headers,
-                body=body,
-                params=params,
-                log_path=path,
-                attempt=attempt,
-            )
-        if response.status >= 300:
-            # An error's body and headers end up in messages and logs: no echo of the key
-            # may go with them. (A good answer is read as sent: masking could corrupt it.)
-            response = _without_secret(response, self._api_key)
-        if response.status == 429:
-            retry_after = parse_retry_after(response.headers)
-            # A 429 on a submit that reveals the cap on active jobs says nothing of the rate.
-            active_cap = kind == "submit" and self.active_jobs.on_rate_limited()
-            self.limiter.on_rate_limited(kind, retry_after, rate_exceeded=not active_cap)
-            raise _status_error(response, method=method, url=url, retry_after=retry_after)
-        if response.status >= 300:
-            # Redirects are not followed (they could take the key elsewhere): an error too.
-            raise _status_error(response, method=method, url=url)
-        self.limiter.on_success(kind)
-        return response
-
-    # -- submit ----------------------------------------------------------------------------
+    # -- one job ---------------------------------------------------------------------------
 
     async def submit(
         self,
@@ -239,121 +158,15 @@ class HailuoClient:
         readable answer came back, raises :class:`SubmissionUnknownError`, unless the client
         was made with ``on_unknown_submission="resubmit"``. ``recorder`` (a journal) is told
         just before each POST leaves and after each one the service certainly refused.
-        ``retry_rate_limited=False`` hands a 429 back at once, for a caller that waits for a
-        free place among its active jobs instead (as ``generate_many`` does).
+        ``retry_rate_limited=False`` hands a 429 back at once.
         """
-        if not isinstance(request, VideoRequest):
-            raise TypeError(f"submit() takes a VideoRequest, not {type(request).__name__}")
-        body = json.dumps(request.to_payload(), ensure_ascii=False).encode("utf-8")
-        resubmit = self.on_unknown_submission == "resubmit"
-        try:
-            task_id = await with_retries(
-                lambda attempt: self._submit_once(
-                    request, body, attempt=attempt, raise_unknown=not resubmit, recorder=recorder
-                ),
-                self.retry_policy,
-                max_retries=self.max_retries,
-                should_retry=submit_should_retry(
-                    resubmit_unknown=resubmit, retry_rate_limited=retry_rate_limited
-                ),
-            )
-        except (APIConnectionError, APIResponseValidationError) as exc:
-            if isinstance(exc, APIConnectionError) and not exc.request_sent:
-                raise
-            raise SubmissionUnknownError(request, reason=exc.message, resent=resubmit) from exc
-        self._remember_submission(task_id)
-        return task_id
-
-    async def _submit_once(
-        self,
-        request: VideoRequest,
-        body: bytes,
-        *,
-        attempt: int,
-        raise_unknown: bool,
-        recorder: SubmissionRecorder | None,
-    ) -> str:
-        try:
-            response = await self._call_api(
-                "POST",
-                SUBMIT_PATH,
-                kind="submit",
-                attempt=attempt,
-                body=body,
-                before_send=recorder.before_send if recorder is not None else None,
-            )
-            try:
-                return decode_submission(decode_json(response.body))
-            except DecodeError as exc:
-                raise self._unreadable(
-                    response, "POST", SUBMIT_PATH, "the submission's answer", exc
-                ) from exc
-        except APIStatusError:
-            # An answered refusal: nothing started.
-            if recorder is not None:
-                await recorder.not_sent()
-            raise
-        except (APIConnectionError, APIResponseValidationError) as exc:
-            ambiguous = not isinstance(exc, APIConnectionError) or exc.request_sent
-            if not ambiguous and recorder is not None:
-                await recorder.not_sent()
-            if ambiguous and raise_unknown:
-                raise SubmissionUnknownError(request, reason=exc.message) from exc
-            raise
-
-    def _remember_submission(self, task_id: str) -> None:
-        now = time.monotonic()
-        self._recent_submissions[task_id] = now
-        horizon = now - self.retry_policy.not_found_grace
-        while self._recent_submissions:
-            oldest_id, submitted = next(iter(self._recent_submissions.items()))
-            if submitted >= horizon:
-                break
-            del self._recent_submissions[oldest_id]
-
-    def _in_not_found_grace(self, task_id: str) -> bool:
-        submitted = self._recent_submissions.get(task_id)
-        return (
-            submitted is not None
-            and time.monotonic() - submitted < self.retry_policy.not_found_grace
+        return await self._api.submit(
+            request, recorder=recorder, retry_rate_limited=retry_rate_limited
         )
-
-    # -- poll ------------------------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> TaskResult:
         """Poll a task once (retrying transient failures) and return what the service says."""
-        _check_task_id(task_id)
-        return await with_retries(
-            lambda attempt: self._poll_once(task_id, attempt=attempt),
-            self.retry_policy,
-            max_retries=self.max_retries,
-            should_retry=poll_should_retry(lambda: self._in_not_found_grace(task_id)),
-        )
-
-    async def _poll_once(self, task_id: str, *, attempt: int) -> TaskResult:
-        response = await self._call_api(
-            "GET", TASK_RESULT_PATH, kind="poll", attempt=attempt, params={"task_id": task_id}
-        )
-        received_at = datetime.now(timezone.utc)
-        try:
-            return decode_task_result(
-                decode_json(response.body), task_id=task_id, received_at=received_at
-            )
-        except DecodeError as exc:
-            raise self._unreadable(
-                response, "GET", TASK_RESULT_PATH, f"the task result for {task_id}", exc
-            ) from exc
-
-    def _unreadable(
-        self, response: Response, method: str, path: str, subject: str, exc: DecodeError
-    ) -> APIResponseValidationError:
-        return APIResponseValidationError(
-            f"{subject} cannot be read: {exc}",
-            status_code=response.status,
-            body=_without_secret(response, self._api_key).body[:2000].decode("utf-8", "replace"),
-            method=method,
-            url=self._base_url + path,
-        )
+        return await self._api.get_task(task_id)
 
     async def wait(
         self,
@@ -366,7 +179,8 @@ class HailuoClient:
 
         Raises :class:`TaskFailedError` if it failed and :class:`WaitTimeoutError` if it has
         not ended after ``timeout`` seconds (the job goes on at the service).
-        ``on_progress`` is called (or awaited) with each answer whose status or progress moved.
+        ``on_progress`` is called (or awaited) with each answer whose status or progress moved;
+        an exception it raises is logged with the task id, and the wait goes on.
         """
         return await self._wait(
             task_id, timeout=timeout, on_progress=on_progress, submitted_at=None
@@ -393,12 +207,13 @@ class HailuoClient:
         on_progress: ProgressCallback | None,
         submitted_at: float | None,
     ) -> TaskResult:
-        _check_task_id(task_id)
+        check_task_id(task_id)
         latest: list[TaskResult] = []  # the last answer, still there when the timeout strikes
-        with anyio.move_on_after(timeout) as scope:
+        with anyio.move_on_after(timeout):
             await self._poll_until_done(task_id, on_progress, submitted_at, latest)
         last = latest[0] if latest else None
-        if scope.cancelled_caught or last is None or not last.is_done:
+        # The answer decides, not the deadline: it may fall while on_progress runs.
+        if last is None or not last.is_done:
             assert timeout is not None
             raise WaitTimeoutError(task_id, last, timeout)
         if last.status is TaskStatus.FAILED:
@@ -413,7 +228,7 @@ class HailuoClient:
         latest: list[TaskResult],
     ) -> TaskResult:
         schedule = PollSchedule(
-            self.poll_policy, history=self.durations, timed=submitted_at is not None
+            self.poll_policy, history=self._state.durations, timed=submitted_at is not None
         )
         started = submitted_at if submitted_at is not None else time.monotonic()
         if submitted_at is not None:
@@ -422,8 +237,8 @@ class HailuoClient:
         while True:
             result = await self.get_task(task_id)
             latest[:] = [result]
-            if on_progress is not None and _moved(previous, result):
-                await call_back(on_progress, result)
+            if on_progress is not None and change_between(previous, result) is not None:
+                await guarded_call(on_progress, result, task_id=task_id)
             previous = result
             if result.is_done:
                 schedule.ended(time.monotonic() - started)
@@ -445,7 +260,10 @@ class HailuoClient:
         is documented) and the confirmed result goes to every open watcher watching the id.
         A failed confirmation is logged and ignored; the watchers' backstop polls catch up.
         """
-        return await self._webhooks.handle(self, body)
+        event = body if isinstance(body, WebhookEvent) else parse_webhook(body)
+        return await self._webhooks.handle(
+            event, get_task=self.get_task, cool_down=self.poll_policy.min_interval
+        )
 
     # -- many ------------------------------------------------------------------------------
 
@@ -456,13 +274,26 @@ class HailuoClient:
         on_event: EventCallback | None = None,
         keep_open: bool = False,
         poll_policy: PollPolicy | None = None,
+        max_concurrent_polls: int | None = None,
+        backstop_interval: float | None = None,
     ) -> TaskWatcher:
         """A watcher over ``task_ids`` (more can be added); use it with ``async with``.
 
         ``async for result in watcher`` yields each task's TaskResult as it ends.
+        ``poll_policy`` overrides the client's; ``max_concurrent_polls`` caps this watcher's
+        polls in flight (default: the client's ``limits.max_in_flight``);
+        ``backstop_interval`` spaces the backstop polls of tasks whose end comes by webhook.
+        See :class:`TaskWatcher`.
         """
         return TaskWatcher(
-            self, task_ids, on_event=on_event, keep_open=keep_open, poll_policy=poll_policy
+            self.get_task,
+            self._state,
+            task_ids,
+            poll_policy=poll_policy or self.poll_policy,
+            on_event=on_event,
+            keep_open=keep_open,
+            max_concurrent_polls=max_concurrent_polls,
+            backstop_interval=backstop_interval,
         )
 
     def generate_many(
@@ -488,17 +319,27 @@ class HailuoClient:
         again. ``download_to`` downloads each video into that folder as its job ends.
         Use it as ``async with client.generate_many(...) as outcomes``.
         """
+        if max_active_jobs is not None and (
+            isinstance(max_active_jobs, bool)
+            or not isinstance(max_active_jobs, int)
+            or max_active_jobs < 1
+        ):
+            raise InvalidRequestError("max_active_jobs", "must be a whole number, 1 or more")
         active_jobs = (
-            self.active_jobs if max_active_jobs is None else ActiveJobLimit(known=max_active_jobs)
+            self._state.active_jobs
+            if max_active_jobs is None
+            else ActiveJobLimit(known=max_active_jobs)
         )
         return JobStream(
-            self,
             requests,
+            submit=self._api.submit,
+            watcher=self.watch(keep_open=True, on_event=on_event),
             active_jobs=active_jobs,
-            on_event=on_event,
+            download=self.download,
             journal=journal,
             download_to=download_to,
             retry_failed=retry_failed,
+            on_unknown_submission=self.on_unknown_submission,
         )
 
     # -- downloads -------------------------------------------------------------------------
@@ -530,108 +371,7 @@ class HailuoClient:
             retry_policy=self.retry_policy,
             max_retries=self.max_retries,
             verify=verify,
-            limiter=self.limiter,
+            connect_timeout=self.timeouts.connect,
+            read_timeout=self.timeouts.read,
+            limiter=self._state.limiter,
         )
-
-
-def _moved(previous: TaskResult | None, result: TaskResult) -> bool:
-    return (
-        previous is None
-        or previous.status is not result.status
-        or previous.progress_percent != result.progress_percent
-    )
-
-
-def _without_secret(response: Response, secret: str) -> Response:
-    """The response with any echo of the API key masked, so no error or log can carry it."""
-    token = secret.encode("utf-8")
-    if token not in response.body and not any(secret in v for v in response.headers.values()):
-        return response
-    headers = CIMultiDict(
-        (name, value.replace(secret, "[redacted]")) for name, value in response.headers.items()
-    )
-    return attrs.evolve(
-        response,
-        headers=CIMultiDictProxy(headers),
-        body=response.body.replace(token, b"[redacted]"),
-    )
-
-
-def _status_error(
-    response: Response, *, method: str, url: str, retry_after: float | None = None
-) -> APIStatusError:
-    text = response.body.decode("utf-8", "replace")
-    body: object = text
-    message = ""
-    with contextlib.suppress(ValueError, RecursionError):
-        body = json.loads(text)
-    if isinstance(body, dict):
-        for key in ("message", "reason", "error", "detail", "msg"):
-            value = body.get(key)
-            if isinstance(value, str) and value:
-                message = value
-                break
-    summary = f"{response.status} from {method} {urlsplit(url).path}"
-    if message:
-        summary = f"{summary}: {message[:500]}"
-    kwargs = {
-        "status_code": response.status,
-        "body": body,
-        "headers": response.headers,
-        "method": method,
-        "url": url,
-    }
-    if response.status == 429:
-        return RateLimitError(summary, retry_after=retry_after, **kwargs)
-    if response.status >= 500:
-        return InternalServerError(summary, **kwargs)  # type: ignore[arg-type]
-    error_class = _STATUS_ERRORS.get(response.status, APIStatusError)
-    return error_class(summary, **kwargs)  # type: ignore[arg-type]
-
-
-def _check_api_key(api_key: str | None) -> str:
-    if not api_key:
-        raise InvalidRequestError(
-            "api_key", "no API key: pass api_key=... or set the HAILUO_API_KEY variable"
-        )
-    if not isinstance(api_key, str) or any(ch.isspace() or not ch.isprintable() for ch in api_key):
-        # Never echo the value: it is a secret even when malformed.
-        raise InvalidRequestError(
-            "api_key", "must be a string without spaces or control characters"
-        )
-    return api_key
-
-
-def _check_base_url(base_url: str, *, allow_insecure: bool) -> str:
-    try:
-        parts = urlsplit(base_url)
-        parts.port  # noqa: B018 (a port out of range raises here)
-    except ValueError:
-        raise InvalidRequestError("base_url", "is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        # Not echoed: a malformed URL may still hold credentials.
-        raise InvalidRequestError("base_url", "must be an http(s) URL with a host")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise InvalidRequestError("base_url", "must not carry credentials, a query or a fragment")
-    if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
-        raise InvalidRequestError(
-            "base_url",
-            "plain http would send the API key unencrypted; use https, or pass allow_insecure=True",
-        )
-    return base_url.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_task_id(task_id: object) -> None:
-    if not isinstance(task_id, str) or not task_id.strip():
-        raise InvalidRequestError("task_id", "must be a non-empty string")
-    if len(task_id) > 256 or any(not ch.isprintable() for ch in task_id):
-        raise InvalidRequestError("task_id", "must be at most 256 printable characters")

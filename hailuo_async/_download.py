@@ -26,8 +26,8 @@ import attrs
 from yarl import URL
 
 from ._callbacks import call_back
-from ._exceptions import DownloadError, HailuoError
-from ._limits import RequestLimiter
+from ._exceptions import DownloadError, HailuoError, InvalidRequestError
+from ._limits import RequestLimits
 from ._models import TaskResult, Video
 from ._retry import RetryPolicy, parse_retry_after
 from ._transport import USER_AGENT
@@ -364,7 +364,7 @@ async def _attempt(
     max_bytes: int,
     progress: DownloadProgress | None,
     check_mp4: bool,
-    limiter: RequestLimiter | None,
+    limiter: RequestLimits | None,
 ) -> None:
     temp, file = _create_temp(final)
     try:
@@ -471,7 +471,7 @@ async def download_video(
     connect_timeout: float | None = 30.0,
     read_timeout: float | None = 60.0,
     verify: bool = True,
-    limiter: RequestLimiter | None = None,
+    limiter: RequestLimits | None = None,
 ) -> Path:
     """Download a task's video to ``dest`` and return the file's path.
 
@@ -486,7 +486,9 @@ async def download_video(
     Raises :class:`DownloadError` (chained to the cause); no partial file is left behind.
     """
     if max_bytes < 1 or max_retries < 0 or max_refreshes < 0:
-        raise ValueError("max_bytes must be positive, max_retries and max_refreshes not negative")
+        raise InvalidRequestError(
+            "download", "max_bytes must be positive, max_retries and max_refreshes not negative"
+        )
     video, task_id = _pick(source, task_id)
     final = _destination(dest, task_id, video)
     budget = _Budget(

@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._base_errors import HailuoError, InvalidRequestError
+
 if TYPE_CHECKING:
     from ._models import TaskResult, VideoRequest
 
@@ -57,19 +59,6 @@ __all__ = [
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 # Error bodies are untrusted and may be huge HTML pages: keep enough to debug, no more.
 _MAX_KEPT_BODY_CHARS = 2_000
-
-
-class HailuoError(Exception):
-    """Base class of every error raised by hailuo_async."""
-
-
-class InvalidRequestError(HailuoError, ValueError):
-    """A request breaks the API's rules; raised before anything is sent."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 class APIError(HailuoError):

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ._exceptions import InvalidRequestError
+from ._base_errors import InvalidRequestError
 
 __all__ = ["MAX_IMAGE_BYTES", "ImageInput", "image_reference"]
 

@@ -3,7 +3,9 @@
 Each request names its kind (submit, poll or download). Submits and polls draw on one
 requests-per-minute budget: a FIFO lock per kind lets at most one of each kind wait at the
 shared pacer, whose own FIFO lock then alternates between them, so neither kind starves the
-other. A 429 pauses the whole client for that kind of call, not only the request that got it.
+other. A 429 pauses every request that shares its cause, not only the one that got it: a
+429 for the request rate pauses submits and polls alike (they spend the same budget), a 429
+for the cap on active jobs pauses submits only, and a storage host's 429 pauses downloads.
 
 When the caller does not know the account's limits, they are discovered: the request rate and
 the number of active jobs each follow an AIMD rule (grow slowly while calls succeed, cut on
@@ -15,24 +17,142 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Literal
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Literal, Protocol
 
 import anyio
+import attrs
 
-__all__ = ["ActiveJobLimit", "AdaptiveRate", "RequestKind", "RequestLimiter"]
+from ._exceptions import InvalidRequestError
+
+__all__ = [
+    "ActiveJobLimit",
+    "ActiveJobs",
+    "AdaptiveRate",
+    "Limits",
+    "RequestKind",
+    "RequestLimiter",
+    "RequestLimits",
+]
 
 RequestKind = Literal["submit", "poll", "download"]
 _KINDS: tuple[RequestKind, ...] = ("submit", "poll", "download")
+# The kinds that spend the API's requests-per-minute budget (downloads go to storage).
+_BUDGET_KINDS: tuple[RequestKind, ...] = ("submit", "poll")
+
+
+def _positive(name: str, value: float | None, *, whole: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+        raise InvalidRequestError(name, "must be a whole number" if whole else "must be a number")
+    if not value > 0:
+        raise InvalidRequestError(name, "must be more than 0")
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """The limits a client keeps: requests in flight, requests per minute, active jobs.
+
+    ``max_in_flight`` caps HTTP requests in flight at once. ``requests_per_minute`` and
+    ``max_active_jobs`` are the account's limits when known; left ``None``, they are
+    discovered from the 429s met. ``rate_window`` is the length of a rate-limit "minute" in
+    seconds: only a time-scaled fake service needs another.
+    """
+
+    max_in_flight: int = 64
+    requests_per_minute: float | None = None
+    max_active_jobs: int | None = None
+    rate_window: float = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        _positive("limits.max_in_flight", self.max_in_flight, whole=True)
+        _positive("limits.requests_per_minute", self.requests_per_minute)
+        _positive("limits.max_active_jobs", self.max_active_jobs, whole=True)
+        _positive("limits.rate_window", self.rate_window)
+
+
+class RequestLimits(Protocol):
+    """What every request of a client passes through: in-flight cap, rate budget, 429 pauses.
+
+    Contract: :meth:`slot` returns only when the request may leave (no pause in force for
+    its kind, its turn at the shared rate come, an in-flight place held until the context
+    exits). Submits and polls spend one shared budget; downloads do not. A shared
+    implementation (several processes on one account) must keep these rules across all of
+    them.
+    """
+
+    @property
+    def max_in_flight(self) -> int:
+        """The cap on requests in flight at once."""
+
+    def slot(self, kind: RequestKind) -> AbstractAsyncContextManager[None]:
+        """Hold one request's place from when it may leave until its answer is read."""
+
+    def on_success(self, kind: RequestKind) -> None:
+        """An answered request that was not rate limited (an adaptive rate may grow)."""
+
+    def on_rate_limited(
+        self, kind: RequestKind, retry_after: float | None, *, rate_exceeded: bool = True
+    ) -> float:
+        """A 429 met by a request of ``kind``; return the pause it caused, in seconds.
+
+        ``rate_exceeded`` True: the request rate was exceeded, so every kind that spends the
+        shared budget (submits and polls) is paused and an adaptive rate is cut. False: the
+        429 had another cause (the cap on active jobs), so only ``kind`` is paused.
+        """
+
+    def paused_for(self, kind: RequestKind) -> float:
+        """Seconds a request of ``kind`` would still wait for a pause to end."""
+
+
+class ActiveJobs(Protocol):
+    """How many submitted-but-unfinished jobs may be held at once: fixed, or learnt.
+
+    Contract: :meth:`acquire` waits until ``active < value`` and then counts one more;
+    every acquire is matched by one :meth:`release`. :meth:`on_submitted` and
+    :meth:`on_completed` feed the learning; :meth:`on_rate_limited` is told only of 429s
+    met by submissions made under this limit (never another batch's).
+    """
+
+    @property
+    def value(self) -> int:
+        """The limit now (the learnt cap when it is discovered)."""
+
+    @property
+    def active(self) -> int:
+        """Jobs holding a place now (being submitted, or submitted and unfinished)."""
+
+    async def acquire(self) -> None:
+        """Wait for a place for one more active job, and take it."""
+
+    def release(self, *, submitted: bool) -> None:
+        """Give back a job's place; ``submitted`` says whether the service had accepted it."""
+
+    def on_submitted(self) -> None:
+        """A submission made under this limit was accepted."""
+
+    def on_completed(self) -> None:
+        """A job held under this limit ended."""
+
+    def on_rate_limited(self) -> bool:
+        """A submission made under this limit met a 429.
+
+        Return True when the 429 is put down to the cap on active jobs (the limit is being
+        discovered), False when the request rate must be the cause (the limit is known).
+        """
 
 
 class AdaptiveRate:
     """Requests allowed per ``window`` seconds: fixed when known, discovered (AIMD) when not.
 
-    Unknown, it starts unpaced; the first 429 met after a full window of traffic sets it from
-    the rate actually sent in that window (an earlier one says too little, and is left to the
-    pause), after which it grows by ``increase`` of itself per window of success and is cut
-    by ``decrease`` on a 429 (a burst of 429s from one moment counts once).
+    Unknown, it starts unpaced; the first 429 sets it from the requests the service admitted
+    in the last window (before a full window has passed, all of them; fewer than
+    ``min_sample`` say too little, and are left to the pause), after which it grows by
+    ``increase`` of itself per window of success and is cut by ``decrease`` on a 429 (a
+    burst of 429s from one moment counts once). Counting admitted requests, not sent ones,
+    keeps the refused ones from inflating the estimate; setting it at once keeps the requests
+    held back by the pause from all leaving together when it ends, only to meet more 429s.
     """
 
     def __init__(
@@ -43,6 +163,7 @@ class AdaptiveRate:
         increase: float = 0.05,
         decrease: float = 0.75,
         floor: float = 1.0,
+        min_sample: int = 10,
     ) -> None:
         self.window = window
         self.adaptive = known is None
@@ -50,24 +171,27 @@ class AdaptiveRate:
         self._increase = increase
         self._decrease = decrease
         self._floor = floor
-        self._sent: deque[float] = deque()
+        self._min_sample = min_sample
+        self._admitted: deque[float] = deque()
         self._first_sent: float | None = None
         self._last_change = time.monotonic()
 
     def record_sent(self, now: float) -> None:
-        """Note a request sent at ``now`` (used to size the first cut)."""
-        if not self.adaptive:
-            return
-        if self._first_sent is None:
+        """Note a request sent at ``now`` (the first one starts the first window)."""
+        if self.adaptive and self._first_sent is None:
             self._first_sent = now
-        self._sent.append(now)
-        horizon = now - self.window
-        while self._sent and self._sent[0] < horizon:
-            self._sent.popleft()
+
+    def _forget_before(self, horizon: float) -> None:
+        while self._admitted and self._admitted[0] < horizon:
+            self._admitted.popleft()
 
     def on_success(self, now: float) -> None:
-        """Grow an adaptive rate in proportion to the time since it last changed."""
-        if not self.adaptive or self.value is None:
+        """Note an admitted request; grow an adaptive rate with the time since it changed."""
+        if not self.adaptive:
+            return
+        if self.value is None:
+            self._admitted.append(now)  # to size the first cut
+            self._forget_before(now - self.window)
             return
         elapsed = now - self._last_change
         self.value *= 1 + self._increase * min(elapsed, self.window) / self.window
@@ -78,9 +202,12 @@ class AdaptiveRate:
         if not self.adaptive:
             return
         if self.value is None:
-            if self._first_sent is None or now - self._first_sent < self.window:
+            self._forget_before(now - self.window)
+            full_window = self._first_sent is not None and now - self._first_sent >= self.window
+            if not full_window and len(self._admitted) < self._min_sample:
                 return
-            self.value = max(self._floor, len(self._sent) * self._decrease)
+            self.value = max(self._floor, len(self._admitted) * self._decrease)
+            self._admitted.clear()
         elif now - self._last_change >= self.window / max(self.value, 1.0) * 4:
             self.value = max(self._floor, self.value * self._decrease)
         self._last_change = now
@@ -127,8 +254,9 @@ class RequestLimiter:
         self.rate = AdaptiveRate(window=rate_window, known=requests_per_minute)
         self._pacer = _Pacer(self.rate, utilisation)
         self._turns = {kind: anyio.Lock() for kind in _KINDS}
-        self._paused_until = dict.fromkeys(_KINDS, 0.0)
-        self._pause_streak = dict.fromkeys(_KINDS, 0)
+        # Pauses by cause: "rate" holds submits and polls, the others their own kind only.
+        self._paused_until: dict[str, float] = {}
+        self._pause_streak: dict[str, int] = {}
         self._initial_pause = initial_pause
         self._max_pause = max_pause
         self.rate_limited = dict.fromkeys(_KINDS, 0)
@@ -141,46 +269,60 @@ class RequestLimiter:
     @asynccontextmanager
     async def slot(self, kind: RequestKind) -> AsyncIterator[None]:
         """Hold one request's place: wait out pauses and pacing, then take an in-flight slot."""
-        await self._wait_out_pause(kind)
-        # Downloads go to the storage host, which the API's request budget does not cover.
-        if kind != "download":
-            if self.rate.value is None:
-                self.rate.record_sent(time.monotonic())  # unpaced: no queue to wait in
-            else:
-                async with self._turns[kind]:
-                    await self._pacer.acquire()
-        async with self._in_flight:
+        while True:
+            await self._wait_out_pause(kind)
+            # Downloads go to the storage host, which the API's request budget does not cover.
+            if kind != "download":
+                if self.rate.value is None:
+                    self.rate.record_sent(time.monotonic())  # unpaced: no queue to wait in
+                else:
+                    async with self._turns[kind]:
+                        await self._pacer.acquire()
+            await self._in_flight.acquire()
+            if self.paused_for(kind) <= 0:
+                break
+            # A 429 paused this kind while we waited our turn: leaving now would meet another.
+            self._in_flight.release()
+        try:
             yield
+        finally:
+            self._in_flight.release()
 
     def on_success(self, kind: RequestKind) -> None:
         """Record an answered request that was not rate limited."""
-        self._pause_streak[kind] = 0
+        self._pause_streak.pop(kind, None)
+        if kind in _BUDGET_KINDS:
+            self._pause_streak.pop("rate", None)
         self.rate.on_success(time.monotonic())
 
     def on_rate_limited(
         self, kind: RequestKind, retry_after: float | None, *, rate_exceeded: bool = True
     ) -> float:
-        """Pause this kind of call for everyone; return the pause in seconds.
+        """Pause every request sharing the 429's cause; return the pause in seconds.
 
-        ``rate_exceeded`` False says the 429 had another cause (the cap on active jobs), so
-        the request rate is not cut.
+        A rate 429 on a submit or a poll pauses both (they spend one budget) and cuts an
+        adaptive rate; ``rate_exceeded`` False (the cap on active jobs) pauses ``kind`` only.
         """
         now = time.monotonic()
         self.rate_limited[kind] += 1
+        cause = "rate" if rate_exceeded and kind in _BUDGET_KINDS else kind
         if retry_after is None:
-            streak = self._pause_streak[kind]
-            self._pause_streak[kind] = streak + 1
+            streak = self._pause_streak.get(cause, 0)
+            self._pause_streak[cause] = streak + 1
             pause = min(self._max_pause, self._initial_pause * 2.0**streak)
         else:
             pause = min(self._max_pause, retry_after)
-        self._paused_until[kind] = max(self._paused_until[kind], now + pause)
-        if rate_exceeded:
+        self._paused_until[cause] = max(self._paused_until.get(cause, 0.0), now + pause)
+        if cause == "rate":
             self.rate.on_rate_limited(now)
         return pause
 
     def paused_for(self, kind: RequestKind) -> float:
         """Seconds this kind of call stays paused."""
-        return max(0.0, self._paused_until[kind] - time.monotonic())
+        until = self._paused_until.get(kind, 0.0)
+        if kind in _BUDGET_KINDS:
+            until = max(until, self._paused_until.get("rate", 0.0))
+        return max(0.0, until - time.monotonic())
 
     async def _wait_out_pause(self, kind: RequestKind) -> None:
         # A pause can be extended while we sleep, so look again after each one.
@@ -199,7 +341,7 @@ class ActiveJobLimit:
 
     def __init__(self, *, known: int | None, start: int = 4, ceiling: int = 10_000) -> None:
         self.adaptive = known is None
-        self.value = known if known is not None else start
+        self._value = known if known is not None else start
         self._ceiling = ceiling
         self._slow_start = self.adaptive
         self._probe_after = 100
@@ -209,13 +351,18 @@ class ActiveJobLimit:
         self._changed = anyio.Event()
 
     @property
+    def value(self) -> int:
+        """The limit now (the learnt cap when it is discovered)."""
+        return self._value
+
+    @property
     def active(self) -> int:
         """Jobs holding a place now (being submitted, or submitted and unfinished)."""
         return self._active
 
     async def acquire(self) -> None:
         """Wait for a place for one more active job."""
-        while self._active >= self.value:
+        while self._active >= self._value:
             await self._changed.wait()
         self._active += 1
 
@@ -229,8 +376,8 @@ class ActiveJobLimit:
     def on_submitted(self) -> None:
         """A submission was accepted."""
         self._on_server += 1
-        if self._slow_start and self.value < self._ceiling:
-            self.value += 1
+        if self._slow_start and self._value < self._ceiling:
+            self._value += 1
             self._notify()
 
     def on_completed(self) -> None:
@@ -238,9 +385,9 @@ class ActiveJobLimit:
         if not self.adaptive or self._slow_start:
             return
         self._clean_completions += 1
-        if self._clean_completions >= self._probe_after and self.value < self._ceiling:
+        if self._clean_completions >= self._probe_after and self._value < self._ceiling:
             self._clean_completions = 0
-            self.value += 1
+            self._value += 1
             self._notify()
 
     def on_rate_limited(self) -> bool:
@@ -254,13 +401,13 @@ class ActiveJobLimit:
             return False
         self._clean_completions = 0
         learned = max(1, self._on_server)
-        if learned >= self.value:
+        if learned >= self._value:
             return True  # an echo of a cap already learned
         if self._slow_start:
             self._slow_start = False
         else:
             self._probe_after = min(self._probe_after * 4, 1 << 20)
-        self.value = learned
+        self._value = learned
         return True
 
     def _notify(self) -> None:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ._exceptions import HailuoError, InvalidRequestError
+from ._base_errors import HailuoError, InvalidRequestError
 from ._images import ImageInput, image_reference
 
 __all__ = [

@@ -27,10 +27,16 @@ USER_AGENT = (
 
 @attrs.frozen
 class Timeouts:
-    """Seconds to wait: for a whole request, and for a connection to open."""
+    """Seconds to wait: for a whole API request, for a connection to open, for a video's bytes.
+
+    ``total`` bounds each API request; ``connect`` each connection (to the API or to the
+    storage host); ``read`` the silence a video download may meet between two reads (a
+    download as a whole is not bounded: videos are large).
+    """
 
     total: float | None = 60.0
     connect: float | None = 10.0
+    read: float | None = 60.0
 
 
 @attrs.frozen

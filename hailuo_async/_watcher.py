@@ -2,8 +2,10 @@
 
 The watcher keeps a heap of next-poll deadlines, not a sleeping task per id: one scheduler
 task pops the due ids and starts a short poll for each, at most ``max_concurrent_polls`` at a
-time, and every poll passes through the client's shared limiter. The watcher is an async
-context manager that owns its task group; nothing runs after the ``async with`` is left.
+time. It needs only a way to poll one id (``client.get_task``, which passes through the
+shared limiter) and the shared state (learnt durations, the push registry): no HTTP of its
+own. The watcher is an async context manager that owns its task group; nothing runs after
+the ``async with`` is left.
 """
 
 from __future__ import annotations
@@ -13,16 +15,14 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import anyio
 import attrs
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._callbacks import call_back
+from ._callbacks import guarded_call
 from ._exceptions import (
     AuthenticationError,
     BadRequestError,
@@ -33,13 +33,14 @@ from ._exceptions import (
 )
 from ._models import TaskResult
 from ._polling import PollPolicy, PollSchedule
+from ._state import SharedState
+from ._task_ids import check_task_id
+from ._taskgroup import OwnedTaskGroup
 
-if TYPE_CHECKING:
-    from ._client import HailuoClient
-
-__all__ = ["EventCallback", "TaskEvent", "TaskWatcher"]
+__all__ = ["EventCallback", "EventKind", "PollOne", "TaskEvent", "TaskWatcher", "WatchOutcome"]
 
 EventKind = Literal["status", "progress", "done", "error"]
+"""What a TaskEvent reports: a new status, more progress, the end, or an error."""
 
 
 @attrs.frozen
@@ -53,7 +54,11 @@ class TaskEvent:
 
 
 EventCallback = Callable[[TaskEvent], "Awaitable[None] | None"]
-Outcome = tuple[str, "TaskResult | HailuoError"]
+"""A caller's callback for watch events, sync or async; its errors are logged, not raised."""
+PollOne = Callable[[str], Awaitable[TaskResult]]
+"""How a watcher polls one task id (``client.get_task``: retries and limits included)."""
+WatchOutcome = tuple[str, "TaskResult | HailuoError"]
+"""A task that ended: its id, with its result or the error that ended its watch."""
 
 # Polls in a row that may fail (each after the client's own retries) before a task's watch
 # ends with the last error; the task itself may run on, and a journaled batch watches it
@@ -93,37 +98,45 @@ class TaskWatcher:
     ``client.handle_webhook`` delivers their confirmed result; they are polled only as a
     backstop, first well after their expected finish, then every ``backstop_interval``
     seconds (default: four times the policy's ``max_interval``).
+
+    ``on_event`` is called (or awaited) with each event; an exception it raises is logged
+    with the task id and the watch goes on (a callback must never cost a paid job).
+    Usually made by ``client.watch``; ``poll`` is how one id is polled, ``state`` the
+    shared state it learns durations from and receives pushed results through.
     """
 
     def __init__(
         self,
-        client: HailuoClient,
+        poll: PollOne,
+        state: SharedState,
         task_ids: Iterable[str] = (),
         *,
-        poll_policy: PollPolicy | None = None,
+        poll_policy: PollPolicy,
         on_event: EventCallback | None = None,
         keep_open: bool = False,
         max_concurrent_polls: int | None = None,
         backstop_interval: float | None = None,
     ) -> None:
-        self._client = client
-        self._policy = poll_policy or client.poll_policy
+        self._poll_one = poll
+        self._state = state
+        self._policy = poll_policy
         if backstop_interval is not None and not backstop_interval > 0:
             raise InvalidRequestError("backstop_interval", "must be more than 0 seconds")
+        if max_concurrent_polls is not None and max_concurrent_polls < 1:
+            raise InvalidRequestError("max_concurrent_polls", "must be 1 or more")
         self._backstop = backstop_interval or 4 * self._policy.max_interval
         self._on_event = on_event
         self._keep_open = keep_open
-        self._poll_slots = anyio.Semaphore(max_concurrent_polls or client.limiter.max_in_flight)
+        self._poll_slots = anyio.Semaphore(max_concurrent_polls or state.limiter.max_in_flight)
         self._watched: dict[str, _Watched] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._sequence = itertools.count()
         self._wake = anyio.Event()
         # Ended tasks wait here for the reader; unbounded because each is a paid result.
-        self._ended: deque[Outcome] = deque()
+        self._ended: deque[WatchOutcome] = deque()
         self._ended_signal = anyio.Event()
         self._subscribers: list[MemoryObjectSendStream[TaskEvent]] = []
-        self._stack: AsyncExitStack | None = None
-        self._task_group: TaskGroup | None = None
+        self._tasks = OwnedTaskGroup()
         self.errors: dict[str, HailuoError] = {}
         self.polls = 0
         self.events_dropped = 0
@@ -133,12 +146,10 @@ class TaskWatcher:
     # -- lifetime --------------------------------------------------------------------------
 
     async def __aenter__(self) -> TaskWatcher:
-        async with AsyncExitStack() as stack:
-            self._task_group = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(self._task_group.cancel_scope.cancel)
-            self._task_group.start_soon(self._schedule_polls)
-            self._stack = stack.pop_all()
-        self._client._webhooks.watchers.add(self)  # pushed results reach open watchers only
+        task_group = await self._tasks.open()
+        task_group.start_soon(self._schedule_polls)
+        for task_id in self._watched:  # pushed results reach open watchers only
+            self._state.push.register(task_id, self)
         return self
 
     async def __aexit__(
@@ -147,14 +158,12 @@ class TaskWatcher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # The caller's own exception is not handed to the task group: it would come back
-        # wrapped in an ExceptionGroup. Cancel, wait for the tasks, let it propagate as is.
-        stack, self._stack = self._stack, None
-        self._client._webhooks.watchers.discard(self)
+        if self._tasks.is_open:
+            for task_id in self._watched:
+                self._state.push.unregister(task_id, self)
         for subscriber in self._subscribers:
             subscriber.close()
-        if stack is not None:
-            await stack.aclose()
+        await self._tasks.close()
 
     # -- what is watched -------------------------------------------------------------------
 
@@ -173,14 +182,13 @@ class TaskWatcher:
         expected finish; without it the task is polled at once. ``pushed=True`` says a
         webhook will bring its end: it is then polled only as a slow backstop.
         """
-        if not isinstance(task_id, str) or not task_id:
-            raise InvalidRequestError("task_id", "must be a non-empty string")
+        check_task_id(task_id)
         if task_id in self._watched:
             return
         # Only a task whose submission time is known can teach how long jobs take.
         schedule = PollSchedule(
             self._policy,
-            history=self._client.durations,
+            history=self._state.durations,
             timed=submitted_at is not None,
             backstop=self._backstop if pushed else None,
         )
@@ -192,6 +200,8 @@ class TaskWatcher:
         else:
             self._watched[task_id] = _Watched(schedule, submitted_at)
             self._schedule(task_id, submitted_at + schedule.first_delay())
+        if self._tasks.is_open:
+            self._state.push.register(task_id, self)
 
     def finish(self) -> None:
         """Take no more ids: the iteration ends once the watched tasks have ended."""
@@ -208,9 +218,9 @@ class TaskWatcher:
             return False
         event = TaskEvent(result.task_id, "done", result)
         self._broadcast(event)
-        if self._on_event is not None and self._task_group is not None:
+        if self._on_event is not None and self._tasks.is_open:
             # deliver() cannot wait: the callback runs beside it.
-            self._task_group.start_soon(call_back, self._on_event, event)
+            self._tasks.task_group.start_soon(self._call_on_event, self._on_event, event)
         self._end(result.task_id, result)
         return True
 
@@ -237,9 +247,9 @@ class TaskWatcher:
             if isinstance(outcome, _FATAL):
                 raise outcome
 
-    async def next_outcome(self) -> Outcome:
+    async def next_outcome(self) -> WatchOutcome:
         """The next task to end, with its result or the error that ended its watch."""
-        if self._stack is None:
+        if not self._tasks.is_open:
             raise RuntimeError("use the watcher inside `async with client.watch(...) as watcher`")
         while not self._ended:
             if not self._watched and not self._keep_open:
@@ -257,7 +267,7 @@ class TaskWatcher:
             self._wake.set()
 
     async def _schedule_polls(self) -> None:
-        assert self._task_group is not None
+        task_group = self._tasks.task_group
         while True:
             if not self._heap:
                 await self._sleep_until_woken(None)
@@ -272,7 +282,7 @@ class TaskWatcher:
             if watched is None:
                 continue  # ended (by a push) since it was scheduled
             await self._poll_slots.acquire()
-            self._task_group.start_soon(self._poll, task_id, watched)
+            task_group.start_soon(self._poll, task_id, watched)
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
         with anyio.move_on_after(timeout):
@@ -280,21 +290,31 @@ class TaskWatcher:
         if self._wake.is_set():
             self._wake = anyio.Event()
 
+    def _still_watched(self, task_id: str, watched: _Watched) -> bool:
+        # False once a pushed result ended the task while its poll was in flight.
+        return self._watched.get(task_id) is watched
+
     async def _poll(self, task_id: str, watched: _Watched) -> None:
         try:
             self.polls += 1
-            result = await self._client.get_task(task_id)
+            result = await self._poll_one(task_id)
         except _PERMANENT + _FATAL as exc:
+            if not self._still_watched(task_id, watched):
+                return
             await self._emit(TaskEvent(task_id, "error", watched.last, exc))
-            self._end(task_id, exc)
+            if self._still_watched(task_id, watched):  # the callback may have let a push in
+                self._end(task_id, exc)
             return
         except HailuoError as exc:
+            if not self._still_watched(task_id, watched):
+                return
             # The client already retried; keep the task and try again later, up to a point:
             # a task whose every answer fails (unreadable, say) must not be watched forever.
             watched.failures += 1
             if watched.failures >= MAX_POLL_FAILURES:
                 await self._emit(TaskEvent(task_id, "error", watched.last, exc))
-                self._end(task_id, exc)
+                if self._still_watched(task_id, watched):
+                    self._end(task_id, exc)
                 return
             delay = min(
                 self._policy.max_interval, self._policy.min_interval * 2.0**watched.failures
@@ -303,14 +323,15 @@ class TaskWatcher:
             return
         finally:
             self._poll_slots.release()
-        if task_id not in self._watched:
+        if not self._still_watched(task_id, watched):
             return  # a pushed result ended it while this poll was in flight
         watched.failures = 0
         previous, watched.last = watched.last, result
-        if previous is None or previous.status is not result.status:
-            await self._emit(TaskEvent(task_id, "done" if result.is_done else "status", result))
-        elif previous.progress_percent != result.progress_percent:
-            await self._emit(TaskEvent(task_id, "progress", result))
+        change = change_between(previous, result)
+        if change is not None:
+            await self._emit(TaskEvent(task_id, change, result))
+            if not self._still_watched(task_id, watched):
+                return  # a push ended it while the callback ran
         if result.is_done:
             watched.schedule.ended(time.monotonic() - watched.started)
             self._end(task_id, result)
@@ -322,6 +343,7 @@ class TaskWatcher:
 
     def _end(self, task_id: str, outcome: TaskResult | HailuoError) -> None:
         del self._watched[task_id]
+        self._state.push.unregister(task_id, self)
         if isinstance(outcome, HailuoError):
             self.errors[task_id] = outcome
         self._ended.append((task_id, outcome))
@@ -343,4 +365,17 @@ class TaskWatcher:
     async def _emit(self, event: TaskEvent) -> None:
         self._broadcast(event)
         if self._on_event is not None:
-            await call_back(self._on_event, event)
+            await self._call_on_event(self._on_event, event)
+
+    @staticmethod
+    async def _call_on_event(on_event: EventCallback, event: TaskEvent) -> None:
+        await guarded_call(on_event, event, task_id=event.task_id)
+
+
+def change_between(previous: TaskResult | None, result: TaskResult) -> EventKind | None:
+    """The event a new answer makes after ``previous``: its status or progress moved, or None."""
+    if previous is None or previous.status is not result.status:
+        return "done" if result.is_done else "status"
+    if previous.progress_percent != result.progress_percent:
+        return "progress"
+    return None

@@ -46,6 +46,7 @@ from ._client import HailuoClient
 from ._decoding import result_summary
 from ._exceptions import HailuoError
 from ._models import TaskResult, VideoRequest
+from ._push import error_body, read_capped
 from ._watcher import TaskEvent, TaskWatcher
 from .webhooks import MAX_WEBHOOK_BYTES, WebhookError, WebhookEvent, parse_webhook
 
@@ -282,15 +283,15 @@ def webhook_router(
     async def receive_webhook(request: Request) -> JSONResponse:
         state = get_hailuo(request)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body_bytes:
+        body = await read_capped(
+            request.stream(),
+            declared=int(declared) if declared.isdigit() else None,
+            max_bytes=max_body_bytes,
+        )
+        if body is None:
             return _error(413, "body", f"larger than {max_body_bytes} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body_bytes:
-                return _error(413, "body", f"larger than {max_body_bytes} bytes")
         try:
-            event = parse_webhook(bytes(body))
+            event = parse_webhook(body)
         except WebhookError as exc:
             return _error(400, exc.field, exc.message)
         state.start_soon(_confirm, state.client, event)
@@ -304,4 +305,4 @@ async def _confirm(client: HailuoClient, event: WebhookEvent) -> None:
 
 
 def _error(status: int, field: str, message: str) -> JSONResponse:
-    return JSONResponse({"detail": f"{field}: {message}", "field": field}, status_code=status)
+    return JSONResponse(error_body(field, message), status_code=status)

@@ -20,23 +20,24 @@ must answer at once and do the confirmation afterwards: :func:`aiohttp_handler` 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import attrs
-
-from ._exceptions import HailuoError, WebhookError
-from ._models import TaskResult, TaskStatus
+from ._exceptions import WebhookError
+from ._push import (
+    MAX_WEBHOOK_BYTES,
+    WEBHOOK_EVENT_TYPE,
+    WebhookEvent,
+    error_body,
+    parse_webhook,
+    read_capped,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from ._client import HailuoClient
-    from ._watcher import TaskWatcher
 
 __all__ = [
     "MAX_WEBHOOK_BYTES",
@@ -50,164 +51,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("hailuo_async.webhooks")
-
-WEBHOOK_EVENT_TYPE = "ASYNC_TASK_RESULT"
-"""The one event type the gateway documents; receivers ignore any other."""
-MAX_WEBHOOK_BYTES = 1024 * 1024
-"""Bodies larger than this are refused unread: a task-result event is a few kilobytes."""
-_MAX_TASK_ID_CHARS = 256
-# How many task ids' last confirmation times are remembered for the cool-down.
-_CONFIRMED_MEMORY = 4096
-
-
-@attrs.frozen(kw_only=True)
-class WebhookEvent:
-    """A webhook body whose shape was checked; nothing in it is confirmed yet.
-
-    ``task_id`` and ``status`` are what the body *claims*; they are ``None`` for events of
-    a type other than ``ASYNC_TASK_RESULT`` (whose payload is not read).
-    """
-
-    event_type: str
-    task_id: str | None = None
-    status: TaskStatus | None = None
-    payload: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
-
-    @property
-    def is_task_result(self) -> bool:
-        """True for the ``ASYNC_TASK_RESULT`` events this library acts on."""
-        return self.event_type == WEBHOOK_EVENT_TYPE
-
-    @property
-    def claims_done(self) -> bool:
-        """True when the body says the task has ended (which a GET must still confirm)."""
-        return self.status is not None and self.status.is_terminal
-
-
-def parse_webhook(body: bytes | str | Mapping[str, Any]) -> WebhookEvent:
-    """Check a webhook body's shape and return what it claims, or raise :class:`WebhookError`.
-
-    ``body`` is the raw request body (bytes or text) or the JSON object already decoded.
-    Only the fields needed to route the event are read; it is confirmed later, by a GET.
-    """
-    data: object
-    if isinstance(body, (bytes, bytearray, memoryview, str)):
-        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
-        if len(raw) > MAX_WEBHOOK_BYTES:
-            raise WebhookError("body", f"larger than {MAX_WEBHOOK_BYTES} bytes")
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise WebhookError("body", "not valid JSON") from None
-    elif isinstance(body, Mapping):
-        data = body
-    else:
-        raise WebhookError("body", f"must be bytes, text or a mapping, not {type(body).__name__}")
-    if not isinstance(data, Mapping):
-        raise WebhookError("body", f"must be a JSON object, not {_kind(data)}")
-    event_type = data.get("event_type")
-    if not isinstance(event_type, str) or not event_type:
-        raise WebhookError("event_type", "must be a non-empty string")
-    if event_type != WEBHOOK_EVENT_TYPE:
-        return WebhookEvent(event_type=event_type[:200])
-    payload = data.get("payload")
-    if not isinstance(payload, Mapping):
-        raise WebhookError("payload", f"must be an object, not {_kind(payload)}")
-    task = payload.get("task")
-    if not isinstance(task, Mapping):
-        raise WebhookError("payload.task", f"must be an object, not {_kind(task)}")
-    task_id = task.get("task_id")
-    if (
-        not isinstance(task_id, str)
-        or not task_id.strip()
-        or len(task_id) > _MAX_TASK_ID_CHARS
-        or not task_id.isprintable()
-    ):
-        raise WebhookError(
-            "payload.task.task_id", f"must be 1 to {_MAX_TASK_ID_CHARS} printable characters"
-        )
-    status = task.get("status", "")
-    if not isinstance(status, str):
-        raise WebhookError("payload.task.status", f"must be a string, not {_kind(status)}")
-    return WebhookEvent(
-        event_type=event_type, task_id=task_id, status=TaskStatus.parse(status), payload=payload
-    )
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
-
-
-class WebhookInbox:
-    """One client's side of push delivery: its open watchers and the events being confirmed.
-
-    Internal: the client owns one; watchers register on entry and leave on exit.
-    """
-
-    def __init__(self) -> None:
-        self.watchers: set[TaskWatcher] = set()
-        self._confirming: set[str] = set()
-        self._confirmed_at: OrderedDict[str, float] = OrderedDict()
-        self.confirmed = 0
-
-    def watching(self, task_id: str) -> list[TaskWatcher]:
-        """The open watchers that watch ``task_id``."""
-        return [watcher for watcher in self.watchers if task_id in watcher]
-
-    def _wanted(self, event: WebhookEvent, cool_down: float) -> bool:
-        if not event.is_task_result or not event.claims_done or event.task_id is None:
-            return False
-        task_id = event.task_id
-        if task_id in self._confirming or not self.watching(task_id):
-            return False  # a duplicate under confirmation, or nobody waits for it
-        confirmed_at = self._confirmed_at.get(task_id)
-        # A task confirmed a moment ago and found running: a replay or a forgery, not news.
-        return confirmed_at is None or time.monotonic() - confirmed_at >= cool_down
-
-    def _remember(self, task_id: str) -> None:
-        self._confirmed_at[task_id] = time.monotonic()
-        self._confirmed_at.move_to_end(task_id)
-        while len(self._confirmed_at) > _CONFIRMED_MEMORY:
-            self._confirmed_at.popitem(last=False)
-
-    async def handle(
-        self, client: HailuoClient, body: bytes | str | Mapping[str, Any] | WebhookEvent
-    ) -> TaskResult | None:
-        """See :meth:`HailuoClient.handle_webhook`."""
-        event = body if isinstance(body, WebhookEvent) else parse_webhook(body)
-        if not self._wanted(event, client.poll_policy.min_interval):
-            return None
-        task_id = event.task_id
-        assert task_id is not None
-        self._confirming.add(task_id)
-        try:
-            result = await client.get_task(task_id)
-        except HailuoError as exc:
-            # The watchers' own (backstop) polls will find the end; nothing is lost.
-            logger.warning("could not confirm the webhook event for task %s: %s", task_id, exc)
-            return None
-        finally:
-            self._confirming.discard(task_id)
-            self._remember(task_id)
-        if not result.is_done:
-            logger.info("webhook event for task %s not confirmed: %s", task_id, result.raw_status)
-            return None
-        # Every watcher gets it (a list, not a generator: each must be offered the result).
-        delivered = [watcher.deliver(result) for watcher in self.watching(task_id)]
-        if not any(delivered):
-            return None
-        self.confirmed += 1
-        return result
 
 
 # -- aiohttp -------------------------------------------------------------------------------
@@ -223,15 +66,15 @@ class AiohttpWebhookReceiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         """Answer at once: 202 for an event, 400 for garbage, 413 for a huge body."""
-        if request.content_length is not None and request.content_length > self._max_body_bytes:
+        body = await read_capped(
+            request.content.iter_any(),
+            declared=request.content_length,
+            max_bytes=self._max_body_bytes,
+        )
+        if body is None:
             return _error(413, "body", f"larger than {self._max_body_bytes} bytes")
-        body = bytearray()
-        async for chunk in request.content.iter_any():
-            body += chunk
-            if len(body) > self._max_body_bytes:
-                return _error(413, "body", f"larger than {self._max_body_bytes} bytes")
         try:
-            event = parse_webhook(bytes(body))
+            event = parse_webhook(body)
         except WebhookError as exc:
             return _error(400, exc.field, exc.message)
         confirm = asyncio.get_running_loop().create_task(self._confirm(event))
@@ -315,4 +158,4 @@ def _json(body: dict[str, Any], status: int) -> web.Response:
 
 
 def _error(status: int, field: str, message: str) -> web.Response:
-    return _json({"error": f"{field}: {message}", "field": field}, status)
+    return _json(dict(error_body(field, message)), status)

@@ -9,9 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from hailuo_async import HailuoClient, PollPolicy, RetryPolicy
+from hailuo_async import HailuoClient, Limits, PollPolicy, RetryPolicy
 from hailuo_async.testing import FakeHailuoServer
 
+LIMIT_FIELDS = ("max_in_flight", "requests_per_minute", "max_active_jobs")
 FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_retry_after=1.0)
 FAST_POLL = PollPolicy(first_poll_delay=0.02, min_interval=0.02, max_interval=0.2)
 SCALED_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05)
@@ -49,9 +50,11 @@ def fake_client(
 ) -> HailuoClient:
     """A ``client_for`` the fake (its key unless ``api_key``), policies scaled to its time scale."""
     scale = server.config.time_scale
+    # Limits' fields may be given as keywords: they join the scaled rate window.
+    limit_fields = {name: kwargs.pop(name) for name in LIMIT_FIELDS if name in kwargs}
     options: dict[str, Any] = {
         "poll_policy": PollPolicy().scaled(scale),
-        "rate_window": 60 * scale,
+        "limits": Limits(rate_window=60 * scale, **limit_fields),
         **kwargs,
     }
     return client_for(server.url, api_key=api_key or server.api_key, **options)

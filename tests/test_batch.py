@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
@@ -16,6 +18,7 @@ from hailuo_async import (
     TaskFailedError,
     VideoRequest,
 )
+from hailuo_async._limits import RequestKind
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 
 pytestmark = pytest.mark.anyio
@@ -112,7 +115,9 @@ async def test_discovered_active_limit_settles() -> None:
 
 
 async def test_a_429_pauses_the_whole_client() -> None:
-    """After a 429 with Retry-After, no request of that kind goes out until the pause ends."""
+    """After a rate 429, no submit or poll leaves until the pause it set has ended."""
+    left: list[float] = []  # when each request left the limiter for the wire
+    pauses: list[tuple[float, float]] = []  # (start, end) of each pause a 429 set
     async with FakeHailuoServer(
         time_scale=SCALE,
         seed=2,
@@ -121,11 +126,29 @@ async def test_a_429_pauses_the_whole_client() -> None:
         retry_after=True,
     ) as server:
         async with make_client(server) as client:
+            limiter = client._state.limiter
+            slot, on_rate_limited = limiter.slot, limiter.on_rate_limited
+
+            @contextlib.asynccontextmanager
+            async def watched_slot(kind: RequestKind) -> AsyncIterator[None]:
+                async with slot(kind):
+                    left.append(time.monotonic())
+                    yield
+
+            def watched_429(kind: RequestKind, retry_after: float | None, **kw: bool) -> float:
+                start = time.monotonic()
+                pause = on_rate_limited(kind, retry_after, **kw)
+                pauses.append((start, start + pause))
+                return pause
+
+            limiter.slot = watched_slot  # type: ignore[method-assign]
+            limiter.on_rate_limited = watched_429  # type: ignore[method-assign]
             async with client.generate_many(prompts(30), max_active_jobs=30) as outcomes:
                 results = [o async for o in outcomes]
     assert all(o.ok for o in results)
-    # Without a shared pause each of the 30 jobs would meet 429s on its own.
-    assert server.stats.rate_limited_total < 10
+    assert server.stats.rate_limited_total == len(pauses) >= 1
+    # Requests already on the wire when a 429 came may meet more; none leaves during a pause.
+    assert not [(t, start, end) for t in left for start, end in pauses if start < t < end]
 
 
 async def test_a_failed_job_does_not_stop_the_batch() -> None:

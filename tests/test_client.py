@@ -26,6 +26,7 @@ from hailuo_async import (
     HailuoClient,
     InternalServerError,
     InvalidRequestError,
+    Limits,
     PollPolicy,
     TaskFailedError,
     TaskResult,
@@ -80,7 +81,7 @@ def test_arguments_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("HAILUO_BASE_URL", "https://env.example.com")
     client = HailuoClient("explicit", base_url="https://arg.example.com/")
     assert client.base_url == "https://arg.example.com"
-    assert client._api_key == "explicit"
+    assert client._api._api_key == "explicit"
 
 
 def test_default_base_url_is_the_public_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +104,6 @@ def test_a_key_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
     ("options", "field"),
     [
         ({"max_retries": -1}, "max_retries"),
-        ({"max_concurrency": 0}, "max_concurrency"),
         ({"on_unknown_submission": "ignore"}, "on_unknown_submission"),
     ],
 )
@@ -112,6 +112,29 @@ def test_bad_options_are_refused(options: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidRequestError) as info:
         HailuoClient("k", **options)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"max_in_flight": 0}, "limits.max_in_flight"),
+        ({"max_in_flight": 2.5}, "limits.max_in_flight"),
+        ({"requests_per_minute": 0}, "limits.requests_per_minute"),
+        ({"max_active_jobs": -1}, "limits.max_active_jobs"),
+        ({"rate_window": 0}, "limits.rate_window"),
+    ],
+)
+def test_bad_limits_are_refused(options: dict[str, Any], field: str) -> None:
+    """A Limits with an out-of-range field fails at construction, naming the field."""
+    with pytest.raises(InvalidRequestError) as info:
+        Limits(**options)
+    assert info.value.field == field
+
+
+def test_limits_must_be_a_limits_object() -> None:
+    """The client takes its limits as one Limits object, not a bare number."""
+    with pytest.raises(TypeError, match="Limits"):
+        HailuoClient("k", limits=64)  # type: ignore[arg-type]
 
 
 async def test_the_client_owns_one_session_and_closes_it(fake_hailuo: FakeHailuoServer) -> None:

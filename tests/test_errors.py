@@ -25,6 +25,7 @@ from hailuo_async import (
     HailuoError,
     InternalServerError,
     InvalidRequestError,
+    Limits,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -44,7 +45,7 @@ KEY = "errors-test-key"
 REQUEST = VideoRequest(prompt="an owl blinking slowly")
 
 # Clients that do not retry unless asked (see test_retry for retries).
-client_for = partial(base_client_for, api_key=KEY, max_retries=0, rate_window=0.05)
+client_for = partial(base_client_for, api_key=KEY, max_retries=0, limits=Limits(rate_window=0.05))
 fake_client = partial(base_fake_client, max_retries=0)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
+from aiohttp import web
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -23,7 +24,7 @@ pytest.importorskip("uvicorn")
 import uvicorn
 from fastapi import Depends, FastAPI
 
-from hailuo_async import HailuoClient, PollPolicy, RetryPolicy, VideoRequest
+from hailuo_async import HailuoClient, Limits, PollPolicy, RetryPolicy, VideoRequest
 from hailuo_async.fastapi import (
     Hailuo,
     HailuoState,
@@ -34,7 +35,7 @@ from hailuo_async.fastapi import (
     webhook_router,
 )
 from hailuo_async.testing import FakeHailuoServer, Fixed
-from hailuo_async.webhooks import WEBHOOK_EVENT_TYPE
+from hailuo_async.webhooks import WEBHOOK_EVENT_TYPE, aiohttp_handler
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +49,7 @@ def scaled_client() -> HailuoClient:
     return HailuoClient(
         poll_policy=PollPolicy().scaled(SCALE),
         retry_policy=RetryPolicy(initial_delay=0.01, max_delay=0.05, not_found_grace=0.2),
-        rate_window=60 * SCALE,
+        limits=Limits(rate_window=60 * SCALE),
     )
 
 
@@ -334,7 +335,9 @@ async def test_lifespan_opens_one_client_and_closes_it(
     seen: list[HailuoState] = []
     app = FastAPI(
         lifespan=hailuo_lifespan(
-            lambda: HailuoClient(fake.api_key, base_url=fake.url, rate_window=60 * SCALE)
+            lambda: HailuoClient(
+                fake.api_key, base_url=fake.url, limits=Limits(rate_window=60 * SCALE)
+            )
         )
     )
     app.include_router(webhook_router(path="/hook"))
@@ -351,10 +354,8 @@ async def test_lifespan_opens_one_client_and_closes_it(
             async with http.get(f"{base}/which") as response:
                 answers.append((await response.json())["client"])
         state = seen[0]
-        assert state.watcher in state.client._webhooks.watchers
     assert len(set(answers)) == 1
     assert all(s is state for s in seen)
-    assert state.watcher not in state.client._webhooks.watchers
     assert state.client._transport._session is None
 
 
@@ -402,5 +403,35 @@ def scaled_client_for(fake: FakeHailuoServer) -> HailuoClient:
         fake.api_key,
         base_url=fake.url,
         poll_policy=PollPolicy().scaled(SCALE),
-        rate_window=60 * SCALE,
+        limits=Limits(rate_window=60 * SCALE),
     )
+
+
+async def test_webhook_errors_match_the_aiohttp_receiver(
+    example: ModuleType, fake: FakeHailuoServer, http: aiohttp.ClientSession
+) -> None:
+    """The FastAPI route and the aiohttp handler answer bad bodies with the same status and JSON."""
+    bad_bodies = [b"{oops", b"[]", json.dumps({"event_type": WEBHOOK_EVENT_TYPE}).encode()]
+    answers: dict[str, list[tuple[int, Any]]] = {"fastapi": [], "aiohttp": []}
+    async with serving(example.app) as base:
+        for body in bad_bodies:
+            async with http.post(f"{base}/hailuo/webhook", data=body) as response:
+                answers["fastapi"].append((response.status, await response.json()))
+    async with scaled_client_for(fake) as client:
+        hook = aiohttp_handler(client)
+        app = web.Application()
+        app.router.add_post("/hailuo/webhook", hook)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}/hailuo/webhook"
+            for body in bad_bodies:
+                async with http.post(url, data=body) as response:
+                    answers["aiohttp"].append((response.status, await response.json()))
+        finally:
+            await runner.cleanup()
+    assert answers["fastapi"] == answers["aiohttp"]
+    assert [status for status, _ in answers["aiohttp"]] == [400, 400, 400]
+    assert all(set(body) == {"detail", "field"} for _, body in answers["aiohttp"])

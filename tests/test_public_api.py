@@ -4,15 +4,44 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import hailuo_async
+import hailuo_async.journal
+import hailuo_async.webhooks
+
+# Public homes of names: the package, and its public submodules.
+PUBLIC_MODULES = (hailuo_async, hailuo_async.journal, hailuo_async.webhooks)
 
 INTENDED = {
+    "ActiveJobs",
     "BatchCounts",
+    "BatchItem",
+    "DownloadProgress",
+    "EventCallback",
     "JobStream",
+    "Limits",
+    "PollOne",
+    "ProgressCallback",
+    "PushRegistry",
+    "PushSubscriber",
+    "RequestKind",
+    "RequestLimits",
+    "RequestSource",
+    "SharedState",
+    "SubmissionRecorder",
     "TaskEvent",
     "TaskWatcher",
+    "UnknownSubmissionPolicy",
+    "Duration",
+    "Resolution",
+    "DurationStats",
+    "SubmitOne",
+    "EventKind",
+    "WatchOutcome",
     "DEFAULT_BASE_URL",
     "APIConnectionError",
     "APIError",
@@ -88,3 +117,50 @@ def test_private_modules_do_not_leak_names() -> None:
         module = importlib.import_module(f"hailuo_async.{module_name}")
         public = {name for name in module.__all__ if inspect.isclass(getattr(module, name))}
         assert public <= exported, module_name
+
+
+def _public_callables() -> Iterator[Callable[..., object]]:
+    """The package's public functions, and the public methods and properties of its classes."""
+    for name in hailuo_async.__all__:
+        value = getattr(hailuo_async, name)
+        if inspect.isfunction(value):
+            yield value
+        elif inspect.isclass(value) and value.__module__.startswith("hailuo_async."):
+            for member_name, member in vars(value).items():
+                if member_name.startswith("_") and member_name != "__init__":
+                    continue
+                if isinstance(member, property) and member.fget is not None:
+                    yield member.fget
+                elif isinstance(member, (classmethod, staticmethod)):
+                    yield member.__func__
+                elif inspect.isfunction(member):
+                    yield member
+
+
+def _is_public(value: object) -> bool:
+    return any(
+        getattr(module, name, None) is value
+        for module in PUBLIC_MODULES
+        for name in getattr(module, "__all__", ())
+    )
+
+
+def test_every_type_in_a_public_signature_is_exported() -> None:
+    """A type named in a public signature (class or alias of the package) can be imported."""
+    missing: set[str] = set()
+    for function in _public_callables():
+        namespace = vars(sys.modules[function.__module__])
+        for annotation in function.__annotations__.values():
+            for identifier in re.findall(r"[A-Za-z_]\w*", str(annotation)):
+                value = namespace.get(identifier)
+                if value is None or identifier.startswith("_"):
+                    continue
+                home = getattr(value, "__module__", "") if inspect.isclass(value) else ""
+                is_alias = not inspect.isclass(value) and not inspect.ismodule(value)
+                ours = home.startswith("hailuo_async.") or (
+                    is_alias
+                    and f"{identifier} =" in inspect.getsource(sys.modules[function.__module__])
+                )
+                if ours and not _is_public(value):
+                    missing.add(f"{identifier} (in {function.__qualname__})")
+    assert not missing

@@ -26,6 +26,7 @@ from hailuo_async import (
     BadRequestError,
     HailuoClient,
     InternalServerError,
+    Limits,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -106,7 +107,7 @@ def slow(seconds: float, then: Step) -> Step:
 # Clients with fast retries whose rate-limit "minute" is 50 ms: a 429 makes the client
 # discover a request rate, and pacing at a real per-minute rate would stall these tests
 # (see the xfail below).
-client_for = partial(base_client_for, api_key=KEY, rate_window=0.05)
+client_for = partial(base_client_for, api_key=KEY, limits=Limits(rate_window=0.05))
 
 
 # -- the policy itself -------------------------------------------------------------------------

@@ -248,7 +248,7 @@ def test_the_key_comes_from_the_environment_unseen(monkeypatch: pytest.MonkeyPat
     key = canary()
     monkeypatch.setenv("HAILUO_API_KEY", key)
     client = HailuoClient()
-    assert client._api_key == key
+    assert client._api._api_key == key
     assert key not in repr(client)
 
 

@@ -15,11 +15,15 @@ from hailuo_async import (
     AuthenticationError,
     HailuoClient,
     NotFoundError,
+    PollPolicy,
     RetryPolicy,
+    SharedState,
+    TaskEvent,
+    TaskResult,
     TaskStatus,
+    TaskWatcher,
     VideoRequest,
 )
-from hailuo_async._watcher import TaskEvent
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 
 pytestmark = pytest.mark.anyio
@@ -188,7 +192,7 @@ async def test_one_scheduler_not_one_task_per_id(server: FakeHailuoServer) -> No
         before = len(client_tasks())
         async with client.watch(ids) as watcher:
             await anyio.lowlevel.checkpoint()
-            assert len(client_tasks()) - before <= 1 + client.limiter.max_in_flight
+            assert len(client_tasks()) - before <= 1 + client.limits.max_in_flight
             # Between polls only the scheduler remains.
             await anyio.sleep(0.05)
             assert len(client_tasks()) - before < 10
@@ -216,3 +220,42 @@ async def test_polls_follow_the_eta_not_a_fixed_beat(server: FakeHailuoServer) -
     polls = [server.stats.polls_by_task[task_id] for task_id in ids]
     # A fixed 1 s poller would make 30 to 60 polls each.
     assert sum(polls) / len(polls) <= 8
+
+
+async def test_a_watcher_needs_only_a_poll_function_and_the_shared_state() -> None:
+    """With a plain function as its poll, a watcher yields results, no HTTP involved."""
+    answers = {
+        "a": iter([TaskStatus.PROCESSING, TaskStatus.FAILED]),
+        "b": iter([TaskStatus.FAILED]),
+    }
+    polled: list[str] = []
+
+    async def poll(task_id: str) -> TaskResult:
+        polled.append(task_id)
+        return TaskResult(task_id=task_id, status=next(answers[task_id]))
+
+    state = SharedState.in_memory()
+    policy = PollPolicy(first_poll_delay=0.0, min_interval=0.01, max_interval=0.02)
+    async with TaskWatcher(poll, state, ["a", "b"], poll_policy=policy) as watcher:
+        results = {result.task_id: result.status async for result in watcher}
+    assert results == {"a": TaskStatus.FAILED, "b": TaskStatus.FAILED}
+    assert sorted(polled) == ["a", "a", "b"]
+    assert watcher.polls == 3
+    assert not state.push.is_wanted("a")
+
+
+async def test_a_pushed_result_reaches_the_watcher_through_the_registry() -> None:
+    """A result delivered to the shared push registry ends the watch without a poll."""
+
+    async def poll(task_id: str) -> TaskResult:
+        raise AssertionError("a pushed task is not polled before its backstop")
+
+    state = SharedState.in_memory()
+    policy = PollPolicy(first_poll_delay=5.0, min_interval=1.0, max_interval=5.0)
+    async with TaskWatcher(poll, state, poll_policy=policy) as watcher:
+        watcher.add("p", submitted_at=anyio.current_time(), pushed=True)
+        assert state.push.is_wanted("p")
+        assert state.push.deliver(TaskResult(task_id="p", status=TaskStatus.FAILED)) == 1
+        results = [result async for result in watcher]
+    assert [r.task_id for r in results] == ["p"]
+    assert not state.push.is_wanted("p")

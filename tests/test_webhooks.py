@@ -22,12 +22,13 @@ from hailuo_async import (
     HailuoClient,
     HailuoError,
     InvalidRequestError,
+    Limits,
     PollPolicy,
     RetryPolicy,
     TaskStatus,
     VideoRequest,
 )
-from hailuo_async._watcher import TaskEvent, TaskWatcher
+from hailuo_async._watcher import TaskEvent
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 from hailuo_async.webhooks import (
     MAX_WEBHOOK_BYTES,
@@ -51,7 +52,7 @@ def make_client(server: FakeHailuoServer, **kwargs: Any) -> HailuoClient:
         base_url=server.url,
         poll_policy=PollPolicy().scaled(SCALE),
         retry_policy=RetryPolicy(initial_delay=0.01, max_delay=0.05, not_found_grace=0.2),
-        rate_window=60 * SCALE,
+        limits=Limits(rate_window=60 * SCALE),
         **kwargs,
     )
 
@@ -336,12 +337,14 @@ async def test_failed_confirmation_is_logged_not_raised(
 async def test_closed_watchers_leave_the_registry(server: FakeHailuoServer) -> None:
     """A watcher takes pushed results only while it is open."""
     async with make_client(server) as client:
+        task_id = await client.submit(VideoRequest(prompt="a registry"))
         watcher = client.watch(keep_open=True)
-        assert watcher not in client._webhooks.watchers
+        watcher.add(task_id, submitted_at=time.monotonic(), pushed=True)
+        assert not client._state.push.is_wanted(task_id)
         async with watcher:
-            assert watcher in client._webhooks.watchers
+            assert client._state.push.is_wanted(task_id)
             watcher.finish()
-        assert watcher not in client._webhooks.watchers
+        assert not client._state.push.is_wanted(task_id)
 
 
 # -- the watcher's side ------------------------------------------------------------------
@@ -371,7 +374,7 @@ async def test_lost_push_is_caught_by_the_backstop(server: FakeHailuoServer) -> 
     async with make_client(server) as client:
         task_id = await client.submit(VideoRequest(prompt="a quiet pond"))
         submitted = time.monotonic()
-        watcher = TaskWatcher(client, backstop_interval=0.6)
+        watcher = client.watch(backstop_interval=0.6)
         async with watcher:
             watcher.add(task_id, submitted_at=submitted, pushed=True)
             results = [result async for result in watcher]
@@ -414,7 +417,7 @@ def test_backstop_interval_must_be_positive() -> None:
     """A zero or negative backstop interval is refused."""
     client = HailuoClient("k", base_url="http://127.0.0.1:1")
     with pytest.raises(InvalidRequestError, match="backstop_interval"):
-        TaskWatcher(client, backstop_interval=0)
+        client.watch(backstop_interval=0)
 
 
 # -- end to end: the fake pushes, an aiohttp receiver takes it ------------------------------
@@ -447,7 +450,7 @@ async def run_batch(
         requests = [VideoRequest(prompt=f"shot {i}", webhook_url=hook) for i in range(jobs)]
         async with client.generate_many(requests) as outcomes:
             oks = [outcome.ok async for outcome in outcomes]
-            polls = outcomes.watcher.polls
+            polls = outcomes.counts.polls
     return oks, polls
 
 

@@ -10,6 +10,7 @@ import attrs
 import click
 
 from .._client import HailuoClient
+from .._limits import Limits
 from .._polling import PollPolicy
 from ..testing import FakeHailuoServer
 from ._errors import InputError
@@ -185,15 +186,16 @@ async def connect(
     """A client for the real service, or for a fake one started here with ``--simulate``."""
     check_key(settings)
     scale = settings.effective_time_scale
-    options: dict[str, Any] = {
-        "requests_per_minute": requests_per_minute,
-        "max_active_jobs": max_active_jobs,
-    }
+    options: dict[str, Any] = {}
     if settings.max_retries is not None:
         options["max_retries"] = settings.max_retries
     if scale != 1.0:
         options["poll_policy"] = PollPolicy().scaled(scale)
-        options["rate_window"] = 60.0 * scale
+    options["limits"] = Limits(
+        requests_per_minute=requests_per_minute,
+        max_active_jobs=max_active_jobs,
+        rate_window=60.0 * scale,
+    )
     if settings.simulate:
         fake = FakeHailuoServer(time_scale=scale, failure_rate=settings.simulate_failure_rate)
         async with fake, HailuoClient(fake.api_key, base_url=fake.url, **options) as client:

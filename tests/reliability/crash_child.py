@@ -21,6 +21,7 @@ from typing import Any
 from hailuo_async import (
     HailuoClient,
     JobOutcome,
+    Limits,
     PollPolicy,
     RetryPolicy,
     Timeouts,
@@ -76,7 +77,7 @@ async def run(args: argparse.Namespace) -> None:
         max_retries=6,
         retry_policy=RetryPolicy(initial_delay=0.01, max_delay=0.1, max_retry_after=0.1),
         poll_policy=PollPolicy().scaled(scale),
-        rate_window=60 * scale,
+        limits=Limits(rate_window=60 * scale),
     )
     async with client:
         async with client.generate_many(

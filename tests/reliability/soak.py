@@ -19,6 +19,7 @@ from aiohttp import web
 from hailuo_async import (
     HailuoClient,
     JobOutcome,
+    Limits,
     PollPolicy,
     RetryPolicy,
     Timeouts,
@@ -154,7 +155,7 @@ async def _run_batch(
         max_retries=MAX_RETRIES,
         retry_policy=RETRY,
         poll_policy=PollPolicy().scaled(SCALE),
-        rate_window=60 * SCALE,
+        limits=Limits(rate_window=60 * SCALE),
         on_unknown_submission=policy,
     )
     async with client:

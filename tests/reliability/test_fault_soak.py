@@ -126,7 +126,7 @@ def common_figures(run: SoakRun, key: str) -> dict[str, object]:
     assert files == kinds["succeeded"]
     assert run.leftover_tasks == 0, "no task is left on the loop after the batches"
     assert all(s.sockets_after_close == 0 for s in run.shards), "every socket is closed"
-    assert run.peak_sockets <= 2 * 64, "at most max_concurrency sockets per client"
+    assert run.peak_sockets <= 2 * 64, "at most max_in_flight sockets per client"
     allowed = {"succeeded", "TaskFailedError", "SubmissionUnknownError"}
     assert set(kinds) <= allowed, f"unexpected outcomes: {kinds}"
     return {

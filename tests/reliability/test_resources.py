@@ -15,7 +15,7 @@ import anyio.lowlevel
 import pytest
 from aiohttp import web
 
-from hailuo_async import HailuoClient, PollPolicy, RetryPolicy, Timeouts, VideoRequest
+from hailuo_async import HailuoClient, Limits, PollPolicy, RetryPolicy, Timeouts, VideoRequest
 from hailuo_async._batch import SUBMISSION_GRACE
 from hailuo_async.journal import JobState, SQLiteJobStore
 from hailuo_async.testing import FakeHailuoServer, Faults, StorageFaults, Uniform
@@ -57,10 +57,9 @@ def make_client(server: FakeHailuoServer, key: str) -> HailuoClient:
         base_url=server.url,
         timeout=Timeouts(total=0.3),
         max_retries=6,
-        max_concurrency=MAX_CONCURRENCY,
         retry_policy=RetryPolicy(initial_delay=0.005, max_delay=0.05, max_retry_after=0.05),
         poll_policy=PollPolicy().scaled(SCALE),
-        rate_window=60 * SCALE,
+        limits=Limits(max_in_flight=MAX_CONCURRENCY, rate_window=60 * SCALE),
     )
 
 
@@ -146,7 +145,7 @@ async def test_leaving_a_batch_mid_way_leaves_nothing_behind(
     gc.collect()  # an unclosed session or transport would warn now, and warnings are errors
     figures.record(
         f"5. resources: {ROUNDS} batches of {JOBS} left mid-way (cancel / break / raise)",
-        {"peak client sockets (max_concurrency 16)": peak, **dict(sorted(tally.items()))},
+        {"peak client sockets (max_in_flight 16)": peak, **dict(sorted(tally.items()))},
     )
     assert tally["tasks left after leaving the batch"] == 0
     assert tally["tasks left after the fake closed"] == 0

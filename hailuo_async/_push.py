@@ -1,0 +1,269 @@
+"""Push plumbing: webhook events parsed, confirmed and handed to whoever waits for the task.
+
+The public receivers live in :mod:`hailuo_async.webhooks`; this module holds what they and
+the client share: the event's shape (:func:`parse_webhook`), the registry of interest in
+task ids (:class:`PushRegistry`, kept in the client's shared state), and the confirmation
+of an event by one task-result GET (:class:`WebhookConfirmer`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from ._exceptions import HailuoError, WebhookError
+from ._models import TaskResult, TaskStatus
+from ._task_ids import task_id_problem
+
+__all__ = [
+    "MAX_WEBHOOK_BYTES",
+    "WEBHOOK_EVENT_TYPE",
+    "InMemoryPushRegistry",
+    "PushRegistry",
+    "PushSubscriber",
+    "WebhookConfirmer",
+    "WebhookEvent",
+    "error_body",
+    "parse_webhook",
+    "read_capped",
+]
+
+logger = logging.getLogger("hailuo_async.webhooks")
+
+WEBHOOK_EVENT_TYPE = "ASYNC_TASK_RESULT"
+"""The one event type the gateway documents; receivers ignore any other."""
+MAX_WEBHOOK_BYTES = 1024 * 1024
+"""Bodies larger than this are refused unread: a task-result event is a few kilobytes."""
+# How many task ids' last confirmation times are remembered for the cool-down.
+_CONFIRMED_MEMORY = 4096
+
+
+@attrs.frozen(kw_only=True)
+class WebhookEvent:
+    """A webhook body whose shape was checked; nothing in it is confirmed yet.
+
+    ``task_id`` and ``status`` are what the body *claims*; they are ``None`` for events of
+    a type other than ``ASYNC_TASK_RESULT`` (whose payload is not read).
+    """
+
+    event_type: str
+    task_id: str | None = None
+    status: TaskStatus | None = None
+    payload: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    @property
+    def is_task_result(self) -> bool:
+        """True for the ``ASYNC_TASK_RESULT`` events this library acts on."""
+        return self.event_type == WEBHOOK_EVENT_TYPE
+
+    @property
+    def claims_done(self) -> bool:
+        """True when the body says the task has ended (which a GET must still confirm)."""
+        return self.status is not None and self.status.is_terminal
+
+
+def parse_webhook(body: bytes | str | Mapping[str, Any]) -> WebhookEvent:
+    """Check a webhook body's shape and return what it claims, or raise :class:`WebhookError`.
+
+    ``body`` is the raw request body (bytes or text) or the JSON object already decoded.
+    Only the fields needed to route the event are read; it is confirmed later, by a GET.
+    """
+    data: object
+    if isinstance(body, (bytes, bytearray, memoryview, str)):
+        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+        if len(raw) > MAX_WEBHOOK_BYTES:
+            raise WebhookError("body", f"larger than {MAX_WEBHOOK_BYTES} bytes")
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise WebhookError("body", "not valid JSON") from None
+    elif isinstance(body, Mapping):
+        data = body
+    else:
+        raise WebhookError("body", f"must be bytes, text or a mapping, not {type(body).__name__}")
+    if not isinstance(data, Mapping):
+        raise WebhookError("body", f"must be a JSON object, not {_kind(data)}")
+    event_type = data.get("event_type")
+    if not isinstance(event_type, str) or not event_type:
+        raise WebhookError("event_type", "must be a non-empty string")
+    if event_type != WEBHOOK_EVENT_TYPE:
+        return WebhookEvent(event_type=event_type[:200])
+    payload = data.get("payload")
+    if not isinstance(payload, Mapping):
+        raise WebhookError("payload", f"must be an object, not {_kind(payload)}")
+    task = payload.get("task")
+    if not isinstance(task, Mapping):
+        raise WebhookError("payload.task", f"must be an object, not {_kind(task)}")
+    task_id = task.get("task_id")
+    problem = task_id_problem(task_id)
+    if problem is not None:
+        raise WebhookError("payload.task.task_id", problem)
+    assert isinstance(task_id, str)
+    status = task.get("status", "")
+    if not isinstance(status, str):
+        raise WebhookError("payload.task.status", f"must be a string, not {_kind(status)}")
+    return WebhookEvent(
+        event_type=event_type, task_id=task_id, status=TaskStatus.parse(status), payload=payload
+    )
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+class PushSubscriber(Protocol):
+    """Whatever waits for pushed results (a watcher)."""
+
+    def deliver(self, result: TaskResult) -> bool:
+        """Take a confirmed terminal result; True if it ended a task this subscriber watched."""
+
+
+class PushRegistry(Protocol):
+    """Who waits for which task id's pushed result.
+
+    Contract: a subscriber registers its interest in a task id while it is open and watches
+    that id, and unregisters it when the task ends or the subscriber closes. :meth:`deliver`
+    hands a confirmed terminal result to every subscriber registered for its id at that
+    moment. A shared implementation (a webhook received by another process) must deliver
+    to the subscribers of this process exactly as this in-memory one does.
+    """
+
+    def register(self, task_id: str, subscriber: PushSubscriber) -> None:
+        """Note that ``subscriber`` waits for ``task_id``'s end."""
+
+    def unregister(self, task_id: str, subscriber: PushSubscriber) -> None:
+        """Forget that interest (nothing happens when there was none)."""
+
+    def is_wanted(self, task_id: str) -> bool:
+        """True when some subscriber waits for ``task_id``."""
+
+    def deliver(self, result: TaskResult) -> int:
+        """Hand a confirmed result to its subscribers; return how many took it."""
+
+
+class InMemoryPushRegistry:
+    """A :class:`PushRegistry` for one process: task id -> the subscribers waiting for it."""
+
+    def __init__(self) -> None:
+        self._interest: dict[str, set[PushSubscriber]] = {}
+
+    def register(self, task_id: str, subscriber: PushSubscriber) -> None:
+        """See :meth:`PushRegistry.register`."""
+        self._interest.setdefault(task_id, set()).add(subscriber)
+
+    def unregister(self, task_id: str, subscriber: PushSubscriber) -> None:
+        """See :meth:`PushRegistry.unregister`."""
+        subscribers = self._interest.get(task_id)
+        if subscribers is None:
+            return
+        subscribers.discard(subscriber)
+        if not subscribers:
+            del self._interest[task_id]
+
+    def is_wanted(self, task_id: str) -> bool:
+        """See :meth:`PushRegistry.is_wanted`."""
+        return task_id in self._interest
+
+    def deliver(self, result: TaskResult) -> int:
+        """See :meth:`PushRegistry.deliver`."""
+        # A copy: a subscriber that takes the result unregisters while we go through them.
+        subscribers = list(self._interest.get(result.task_id, ()))
+        return sum(1 for subscriber in subscribers if subscriber.deliver(result))
+
+
+class WebhookConfirmer:
+    """Confirms webhook events with one GET each and delivers the confirmed results.
+
+    Events of other types, events that do not claim an end, ids nobody waits for and
+    duplicates of an event being confirmed are ignored; so is a task confirmed running a
+    moment ago (a replay or a forgery, not news).
+    """
+
+    def __init__(self, registry: PushRegistry) -> None:
+        self._registry = registry
+        self._confirming: set[str] = set()
+        self._confirmed_at: OrderedDict[str, float] = OrderedDict()
+        self.confirmed = 0
+
+    async def handle(
+        self,
+        event: WebhookEvent,
+        *,
+        get_task: Callable[[str], Awaitable[TaskResult]],
+        cool_down: float,
+    ) -> TaskResult | None:
+        """Confirm ``event`` and deliver its result; the result when it ended a watched task."""
+        if not self._wanted(event, cool_down):
+            return None
+        task_id = event.task_id
+        assert task_id is not None
+        self._confirming.add(task_id)
+        try:
+            result = await get_task(task_id)
+        except HailuoError as exc:
+            # The watchers' own (backstop) polls will find the end; nothing is lost.
+            logger.warning("could not confirm the webhook event for task %s: %s", task_id, exc)
+            return None
+        finally:
+            self._confirming.discard(task_id)
+            self._remember(task_id)
+        if not result.is_done:
+            logger.info("webhook event for task %s not confirmed: %s", task_id, result.raw_status)
+            return None
+        if not self._registry.deliver(result):
+            return None
+        self.confirmed += 1
+        return result
+
+    def _wanted(self, event: WebhookEvent, cool_down: float) -> bool:
+        if not event.is_task_result or not event.claims_done or event.task_id is None:
+            return False
+        task_id = event.task_id
+        if task_id in self._confirming or not self._registry.is_wanted(task_id):
+            return False  # a duplicate under confirmation, or nobody waits for it
+        confirmed_at = self._confirmed_at.get(task_id)
+        return confirmed_at is None or time.monotonic() - confirmed_at >= cool_down
+
+    def _remember(self, task_id: str) -> None:
+        self._confirmed_at[task_id] = time.monotonic()
+        self._confirmed_at.move_to_end(task_id)
+        while len(self._confirmed_at) > _CONFIRMED_MEMORY:
+            self._confirmed_at.popitem(last=False)
+
+
+# -- what both receivers (aiohttp and FastAPI) share ------------------------------------------
+
+
+async def read_capped(
+    chunks: AsyncIterable[bytes], *, declared: int | None, max_bytes: int
+) -> bytes | None:
+    """A request body read up to ``max_bytes``; None when it is (or claims to be) larger."""
+    if declared is not None and declared > max_bytes:
+        return None
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > max_bytes:
+            return None
+    return bytes(body)
+
+
+def error_body(field: str, message: str) -> dict[str, str]:
+    """The JSON body of a receiver's 4xx answer, the same from every receiver."""
+    return {"detail": f"{field}: {message}", "field": field}

@@ -1,0 +1,113 @@
+"""A batch's submissions: patient with 429s, shielded once on the wire, recorded in the journal.
+
+A 429 started nothing: the account is at its cap on active jobs (or requests). Retrying at
+once would only meet more 429s, so a refused job gives its place back and waits for a job to
+end (the limiter's pause spaces the tries too) rather than fail a job that was never sent.
+A POST on the wire is shielded from the caller's cancellation, so its task id is learnt and
+journaled; leaving the batch waits ``SUBMISSION_GRACE`` for those, then cancels them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import anyio
+
+from ._api import SubmissionRecorder
+from ._bookkeeping import BatchBook, BatchJob
+from ._exceptions import RateLimitError
+from ._limits import ActiveJobs
+from ._models import VideoRequest
+from .journal._batch import BatchJournal
+
+__all__ = ["RATE_LIMITED_ROUNDS", "SUBMISSION_GRACE", "BatchSubmitter", "SubmitOne"]
+
+# On leaving a batch, submissions already on the wire get this long to learn their task id:
+# cut short, each would be a job that may have been paid for with no id to show for it.
+SUBMISSION_GRACE = 10.0
+# How many times a batch job refused with 429 waits for a free place before the last try,
+# which has the client's own retries.
+RATE_LIMITED_ROUNDS = 30
+
+
+class SubmitOne(Protocol):
+    """How a batch submits one request (the API layer's ``submit``)."""
+
+    async def __call__(
+        self,
+        request: VideoRequest,
+        *,
+        recorder: SubmissionRecorder | None = None,
+        retry_rate_limited: bool = True,
+        active_jobs: ActiveJobs | None = None,
+    ) -> str: ...
+
+
+class BatchSubmitter:
+    """Submits a batch's jobs under its active-job limit; tracks the ones in flight."""
+
+    def __init__(
+        self,
+        submit: SubmitOne,
+        *,
+        active_jobs: ActiveJobs,
+        journal: BatchJournal,
+        book: BatchBook,
+    ) -> None:
+        self._submit = submit
+        self._active = active_jobs
+        self._journal = journal
+        self._book = book
+        self._changed = anyio.Event()
+        self._scopes: set[anyio.CancelScope] = set()
+
+    async def submit(self, job: BatchJob) -> str:
+        """Submit the job (its place among the active jobs already taken); return its task id."""
+        recorder = self._journal.recorder(job.key)
+        for _ in range(RATE_LIMITED_ROUNDS - 1):
+            try:
+                return await self._submit(
+                    job.request,
+                    recorder=recorder,
+                    retry_rate_limited=False,
+                    active_jobs=self._active,
+                )
+            except RateLimitError:  # noqa: PERF203 - a rare path, and a wait follows anyway
+                self._active.release(submitted=False)
+                await self._active.acquire()
+        return await self._submit(job.request, recorder=recorder, active_jobs=self._active)
+
+    async def shielded(self, work: Callable[[Callable[[], None]], Awaitable[None]]) -> None:
+        """Run one submission's ``work`` shielded from the caller's cancellation.
+
+        ``work`` gets a ``landed`` function to call once the submission's answer is known
+        (before it may block on a slow reader); if it ends without, this calls it.
+        """
+        done = False
+
+        def landed() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._book.submitting -= 1
+                self._changed.set()
+                self._changed = anyio.Event()
+
+        with anyio.CancelScope(shield=True) as scope:
+            self._scopes.add(scope)
+            try:
+                await work(landed)
+            finally:
+                self._scopes.discard(scope)
+                # Cancelled (on exit, after the grace): no answer is coming to wait for.
+                landed()
+
+    async def wait_and_cancel(self, grace: float = SUBMISSION_GRACE) -> None:
+        """Give the submissions on the wire ``grace`` seconds to land, then cancel them."""
+        # Shielded: this also runs when the caller is being cancelled (Ctrl-C).
+        with anyio.move_on_after(grace, shield=True):
+            while self._book.submitting:
+                await self._changed.wait()
+        for scope in list(self._scopes):
+            scope.cancel()
