@@ -22,17 +22,19 @@ from pathlib import Path
 
 import pytest
 
+# The shell a user types the documented commands into.
+BASH = shutil.which("bash") or "/bin/bash"
 REPO = Path(__file__).resolve().parent.parent
 DOCUMENTS = ("README.md", "docs/quickstart.md")
 # A fenced block, possibly indented (inside a content tab): its indent, language and body.
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>\w+)\n(?P<body>.*?)^(?P=indent)```", re.M | re.S)
 # Blocks that are not run, each with the reason (the test fails when one disappears).
 NOT_RUN = {
-    "python3.11 -m pip install -e \".[test]\" && python3.11 -m pytest": (
+    'python3.11 -m pip install -e ".[test]" && python3.11 -m pytest': (
         "the test suite itself: CI (.ci/run) runs this very command"
     ),
     "export HAILUO_API_KEY=...": "sets the user's own key; the runs below set a fake's",
-    "python3.11 -m pip install -e \".[cli]\"": (
+    'python3.11 -m pip install -e ".[cli]"': (
         "installs this checkout, as the test run already has; a fresh clone is tried by hand"
     ),
 }
@@ -69,8 +71,8 @@ def shell_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def fake_service() -> Iterator[dict[str, str]]:
     """`hailuo fake-server`, as the CLI page starts it; the variables its banner prints."""
-    process = subprocess.Popen(  # noqa: S603 - our own console script
-        ["bash", "-c", "hailuo fake-server --port 0 --time-scale 0.02"],
+    process = subprocess.Popen(  # noqa: S603 - our own console script, run by bash
+        [BASH, "-c", "hailuo fake-server --port 0 --time-scale 0.02"],
         env=shell_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -152,5 +154,5 @@ def test_documented_block_runs_as_written(
     else:
         # The README's main command installs this checkout first: already done here.
         shell = code.removeprefix(INSTALL)
-        run(["bash", "-e", "-c", shell], user_folder, env)
+        run([BASH, "-e", "-c", shell], user_folder, env)
     assert_videos(user_folder / "videos")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,11 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import Case, GenerationMode
 
+# The shell a user types the documented commands into.
+BASH = shutil.which("bash") or "/bin/bash"
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "fastapi_app.py"
 DOCUMENTED_FAKE_PORT = "8001"
@@ -109,7 +111,7 @@ class TryIt:
     def start(self, index: int) -> subprocess.Popen[str]:
         """Run a documented command in the background, from the checkout, as a shell would."""
         return subprocess.Popen(  # noqa: S603 - the documented command, run by bash
-            ["bash", "-c", self.command(index)],
+            [BASH, "-c", self.command(index)],
             cwd=REPO,
             env=shell_env(),
             stdout=subprocess.PIPE,
@@ -121,7 +123,7 @@ class TryIt:
     def run(self, index: int, **substitutions: str) -> str:
         """Run a documented command to its end; its output."""
         completed = subprocess.run(  # noqa: S603 - the documented command, run by bash
-            ["bash", "-c", self.command(index, **substitutions)],
+            [BASH, "-c", self.command(index, **substitutions)],
             cwd=REPO,
             env=shell_env(),
             capture_output=True,
@@ -154,10 +156,14 @@ def test_try_it_names_two_ports_and_a_time_scale() -> None:
     commands = try_it_commands()
     assert len(commands) == 4
     fake, app, submit, events = commands
-    assert fake.startswith("hailuo fake-server") and f"--port {DOCUMENTED_FAKE_PORT}" in fake
-    assert "--time-scale 0.02" in fake and "HAILUO_TIME_SCALE=0.02" in app
-    assert f"127.0.0.1:{DOCUMENTED_FAKE_PORT}" in app and f"--port {DOCUMENTED_APP_PORT}" in app
-    assert submit.startswith("curl") and events.startswith("curl")
+    assert fake.startswith("hailuo fake-server")
+    assert f"--port {DOCUMENTED_FAKE_PORT}" in fake
+    assert "--time-scale 0.02" in fake
+    assert "HAILUO_TIME_SCALE=0.02" in app
+    assert f"127.0.0.1:{DOCUMENTED_FAKE_PORT}" in app
+    assert f"--port {DOCUMENTED_APP_PORT}" in app
+    assert submit.startswith("curl")
+    assert events.startswith("curl")
 
 
 def test_try_it_steps_make_a_video(try_it: TryIt) -> None:
