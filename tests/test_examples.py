@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -192,7 +193,7 @@ def test_example_keeps_its_openapi_promises(try_it: TryIt, mode: str) -> None:
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    def holds(case: Case) -> None:
+    def holds(case: Case[Any]) -> None:
         case.call_and_validate()
 
     holds()
