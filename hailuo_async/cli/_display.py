@@ -119,9 +119,8 @@ def add_task_row(table: Table, task_id: str, answer: TaskResult | HailuoError | 
     progress = "" if answer.progress_percent is None else f"{answer.progress_percent:.0f}%"
     eta = "" if answer.is_done or not answer.eta else format_duration(answer.eta)
     if answer.ok and answer.video is not None:
-        # A presigned URL cut or folded in a table is a broken link: name the file instead.
-        name = answer.video.url.split("?", 1)[0].rsplit("/", 1)[-1]
-        detail = f"{name} (URL: --json; file: hailuo download)"
+        # A presigned URL cut or folded in a table is a broken link: say where the whole is.
+        detail = "video ready: `hailuo download`, or --json for its URL"
     else:
         detail = answer.reason
     table.add_row(task_id, status_text(answer), progress, eta, detail)
