@@ -153,3 +153,13 @@ def test_generate_simulated_is_paced_to_the_fake(tmp_path: Path) -> None:
     result = invoke("generate", "a fox", "--simulate", "--time-scale", FAST)
     assert result.exit_code == 0, result.output
     assert Path(result.stdout.strip()).suffix == ".mp4"
+
+
+@pytest.mark.parametrize("image", ["ftp://host/frame.png", "missing.png"])
+def test_bad_image_is_one_line_in_the_cli_s_words(image: str) -> None:
+    """A bad --image is a usage error that names no Python type or argument."""
+    result = invoke("generate", "a fox", "--image", image, "--simulate")
+    assert result.exit_code == EXIT_USAGE
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "pathlib" not in result.stderr
+    assert "=True" not in result.stderr

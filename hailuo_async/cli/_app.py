@@ -163,7 +163,7 @@ def generate(
             fast_pretreatment=fast_pretreatment,
         )
     except InvalidRequestError as exc:
-        raise InputError(f"invalid request: {exc}") from None
+        raise InputError(f"invalid request: {describe(exc)}") from None
     if dry_run:
         _stdout().print(estimate_table(estimate([request], price_per_job=price_per_job)))
         _print_estimate_note(_stdout(), price_per_job)

@@ -79,6 +79,7 @@ _CLI_NAMES = {
 _CLI_FIXES = {
     "pass allow_insecure=True": "add --allow-insecure",
     "pass api_key=... or set the HAILUO_API_KEY variable": "set HAILUO_API_KEY or pass --api-key",
+    "for a local file, pass a pathlib.Path, not a string": "or the path of a local image",
 }
 
 
