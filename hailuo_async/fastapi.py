@@ -1,6 +1,6 @@
 """FastAPI integration: one client per application, a dependency for routes, a webhook route.
 
-Needs the ``[fastapi]`` extra (``pip install 'hailuo-async[fastapi]'``); the core package
+Needs the ``[fastapi]`` extra (``pip install -e '.[fastapi]'`` in a checkout); the core package
 never imports this module. A minimal service::
 
     from fastapi import FastAPI
@@ -50,7 +50,8 @@ try:
     from pydantic import BaseModel, ConfigDict, Field
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "hailuo_async.fastapi needs the [fastapi] extra: pip install 'hailuo-async[fastapi]'"
+        "hailuo_async.fastapi needs the [fastapi] extra: in a checkout, "
+        "python3.11 -m pip install -e '.[fastapi]'"
     ) from exc
 
 from ._client import HailuoClient
