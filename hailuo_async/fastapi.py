@@ -4,20 +4,27 @@ Needs the ``[fastapi]`` extra (``pip install -e '.[fastapi]'`` in a checkout); t
 never imports this module. A minimal service::
 
     from fastapi import FastAPI
+    from hailuo_async import HailuoError
     from hailuo_async.fastapi import (
-        SUBMIT_ERROR_RESPONSES, Hailuo, VideoRequestBody, hailuo_lifespan, http_error,
+        SUBMIT_ERROR_RESPONSES,
+        Hailuo,
+        VideoRequestBody,
+        hailuo_lifespan,
+        http_error,
         webhook_router,
     )
 
-    app = FastAPI(lifespan=hailuo_lifespan(webhook_url="https://my.host/hailuo/webhook"))
+    HOOK = "https://my.host/hailuo/webhook"
+    app = FastAPI(lifespan=hailuo_lifespan(webhook_url=HOOK))
     app.include_router(webhook_router())
 
     @app.post("/videos", status_code=202, responses=SUBMIT_ERROR_RESPONSES)
     async def create(body: VideoRequestBody, hailuo: Hailuo) -> dict[str, str]:
         try:
-            return {"task_id": await hailuo.submit(body.to_request())}
+            task_id = await hailuo.submit(body.to_request())
         except HailuoError as exc:
             raise http_error(exc) from None
+        return {"task_id": task_id}
 
 :class:`VideoRequestBody` is :class:`~hailuo_async.VideoRequest` as a request model: its
 OpenAPI schema lists every field with its type, limits, default and an example, all taken
