@@ -28,7 +28,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """Type-check everything with mypy --strict."""
-    session.install("-e", ".[dev,cli,fastapi,bench]")
+    session.install("-e", ".[dev,cli,fastapi]")
     session.run("mypy")
 
 
@@ -42,7 +42,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks; ``nox -s bench -- --quick`` for the short run."""
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[dev]")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
 
 

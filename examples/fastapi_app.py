@@ -1,27 +1,44 @@
 """A small video service on FastAPI: submit jobs, read their status, stream their progress.
 
-Run it (``pip install 'hailuo-async[fastapi]'``)::
+Run it (``pip install -e '.[fastapi]'`` in a checkout)::
 
     export HAILUO_API_KEY=...                      # the Hailuo key
     export HAILUO_BASE_URL=...                     # optional: another gateway, or a fake
     export HAILUO_WEBHOOK_URL=https://my.host/hailuo/webhook   # optional: push delivery
     uvicorn examples.fastapi_app:app --timeout-graceful-shutdown 5
 
-Routes:
+Routes (their OpenAPI document is at ``/docs`` and ``/openapi.json``):
 
-- ``POST /videos`` takes a JSON request (``prompt``, ``image``, ``end_image``, ``duration``,
-  ``resolution``, ``enable_prompt_expansion``, ``fast_pretreatment``), checks it with the
-  library's :class:`~hailuo_async.VideoRequest` (422 naming the field, and nothing is
-  submitted, when it breaks a rule), submits it and answers 202 ``{"task_id": ...}``.
-- ``GET /videos/{task_id}`` answers the task's status (one task-result GET).
+- ``POST /videos`` takes a JSON :class:`~hailuo_async.fastapi.VideoRequestBody` (``prompt``,
+  ``image``, ``end_image``, ``duration``, ``resolution``, ``enable_prompt_expansion``,
+  ``fast_pretreatment``): 422 naming the field, and nothing submitted, when it breaks a rule;
+  else it is submitted and the answer is 202 ``{"task_id": ...}``.
+- ``GET /videos/{task_id}`` answers the task's status (one task-result GET); 404 for an
+  unknown task.
 - ``GET /videos/{task_id}/events`` streams the task's progress as server-sent events until
   it ends (events ``status``, ``progress``, ``done`` and ``error``, each with a JSON body).
 - ``POST /hailuo/webhook`` takes the gateway's webhook events (when ``HAILUO_WEBHOOK_URL``
   points here): 202 at once, confirmed in the background, idempotent.
 
-Try it against the fake service: ``python -m hailuo_async.testing --port 8000`` in one shell,
-then ``HAILUO_API_KEY=fake-hailuo-key HAILUO_BASE_URL=http://127.0.0.1:8000 uvicorn
-examples.fastapi_app:app`` in another.
+Errors from the video service are answered 400, 429 or 502, as each route's OpenAPI entry
+says.
+
+Try it against the fake service, in two shells from the checkout (the fake on port 8001,
+the app on uvicorn's 8000; ``--time-scale 0.02`` makes a job take seconds, not minutes, and
+``HAILUO_TIME_SCALE`` tells the app's client to poll at the same pace)::
+
+    hailuo fake-server --port 8001 --time-scale 0.02
+
+    HAILUO_API_KEY=fake-hailuo-key HAILUO_BASE_URL=http://127.0.0.1:8001 \
+    HAILUO_TIME_SCALE=0.02 uvicorn examples.fastapi_app:app --port 8000
+
+then, in a third::
+
+    curl -s -X POST localhost:8000/videos -H 'content-type: application/json' \
+        -d '{"prompt": "a red fox trotting through fresh snow"}'
+    curl -sN localhost:8000/videos/TASK_ID/events
+
+``tests/test_examples.py`` runs these steps as written.
 """
 
 from __future__ import annotations
@@ -32,41 +49,39 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, HTTPException
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import FastAPI
+from fastapi import Path as PathParam
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
-from hailuo_async import (
-    APIError,
-    BadRequestError,
-    HailuoClient,
-    HailuoError,
-    InvalidRequestError,
-    NotFoundError,
-    RateLimitError,
-    SubmissionUnknownError,
-    TaskEvent,
-    VideoRequest,
+from hailuo_async import HailuoClient, HailuoError, Limits, PollPolicy, TaskEvent
+from hailuo_async.fastapi import (
+    STATE_KEY,
+    SUBMIT_ERROR_RESPONSES,
+    TASK_ERROR_RESPONSES,
+    Hailuo,
+    VideoRequestBody,
+    http_error,
+    open_hailuo,
+    result_json,
+    webhook_router,
 )
-from hailuo_async.fastapi import STATE_KEY, Hailuo, open_hailuo, result_json, webhook_router
 
 WEBHOOK_PATH = "/hailuo/webhook"
-# What a caller may set; the webhook is the service's business, not the caller's.
-REQUEST_FIELDS = frozenset(
-    {
-        "prompt",
-        "image",
-        "end_image",
-        "duration",
-        "resolution",
-        "enable_prompt_expansion",
-        "fast_pretreatment",
-    }
-)
 
 
 def make_client() -> HailuoClient:
-    """The app's one client; ``HailuoClient()`` reads HAILUO_API_KEY and HAILUO_BASE_URL."""
-    return HailuoClient()
+    """The app's one client; ``HailuoClient()`` reads HAILUO_API_KEY and HAILUO_BASE_URL.
+
+    HAILUO_TIME_SCALE (real seconds per service second) is only for a time-scaled fake:
+    the client then polls at the fake's pace.
+    """
+    scale = float(os.environ.get("HAILUO_TIME_SCALE") or 1.0)
+    if scale == 1.0:
+        return HailuoClient()
+    return HailuoClient(
+        poll_policy=PollPolicy().scaled(scale), limits=Limits(rate_window=60.0 * scale)
+    )
 
 
 @asynccontextmanager
@@ -80,61 +95,40 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
 app = FastAPI(title="Hailuo video service", lifespan=lifespan)
 app.include_router(webhook_router(path=WEBHOOK_PATH))
 
-
-def _invalid(field: str, message: str) -> HTTPException:
-    # The shape of FastAPI's own validation errors, so clients read both alike.
-    detail = [{"type": "value_error", "loc": ["body", field], "msg": message}]
-    return HTTPException(status_code=422, detail=detail)
-
-
-def _video_request(body: dict[str, Any]) -> VideoRequest:
-    for field in body:
-        if field not in REQUEST_FIELDS:
-            raise _invalid(field, "unknown field")
-    if "prompt" not in body:
-        raise _invalid("prompt", "field required")
-    try:
-        return VideoRequest(**body)
-    except InvalidRequestError as exc:
-        raise _invalid(exc.field, exc.message) from None
+# Task ids as the service makes them: URL-safe, printable, at most 256 characters.
+TaskId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9._~-]{1,256}$")]
+EVENTS_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-sent events until the task ends.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 
 
-def _service_error(exc: HailuoError) -> HTTPException:
-    if isinstance(exc, BadRequestError):
-        return HTTPException(status_code=400, detail=exc.message)
-    if isinstance(exc, RateLimitError):
-        headers = {"Retry-After": str(max(1, round(exc.retry_after or 1)))}
-        return HTTPException(status_code=429, detail="rate limited; retry later", headers=headers)
-    if isinstance(exc, SubmissionUnknownError):
-        # The job may have started: the caller must not simply resubmit.
-        return HTTPException(status_code=502, detail=str(exc))
-    if isinstance(exc, APIError):
-        return HTTPException(status_code=502, detail="the video service failed; retry later")
-    return HTTPException(status_code=500, detail=type(exc).__name__)
+class TaskAccepted(BaseModel):
+    """The answer to a submission."""
+
+    task_id: str
 
 
-@app.post("/videos", status_code=202)
-async def create_video(hailuo: Hailuo, body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+@app.post("/videos", status_code=202, responses=SUBMIT_ERROR_RESPONSES)
+async def create_video(body: VideoRequestBody, hailuo: Hailuo) -> TaskAccepted:
     """Check the request with the library's rules, submit it, answer its task id."""
-    request = _video_request(body)
+    request = body.to_request()
     try:
         task_id = await hailuo.submit(request)
     except HailuoError as exc:
-        raise _service_error(exc) from None
-    return JSONResponse({"task_id": task_id}, status_code=202)
+        raise http_error(exc) from None
+    return TaskAccepted(task_id=task_id)
 
 
-@app.get("/videos/{task_id}")
-async def video_status(task_id: str, hailuo: Hailuo) -> dict[str, Any]:
+@app.get("/videos/{task_id}", responses=TASK_ERROR_RESPONSES)
+async def video_status(task_id: TaskId, hailuo: Hailuo) -> dict[str, Any]:
     """The task's status now."""
     try:
         result = await hailuo.client.get_task(task_id)
-    except NotFoundError:
-        raise HTTPException(status_code=404, detail=f"no task {task_id}") from None
-    except InvalidRequestError as exc:
-        raise _invalid(exc.field, exc.message) from None
     except HailuoError as exc:
-        raise _service_error(exc) from None
+        raise http_error(exc) from None
     return result_json(result)
 
 
@@ -146,21 +140,19 @@ def _sse(event: TaskEvent) -> str:
     return f"event: {event.kind}\ndata: {json.dumps(data)}\n\n"
 
 
-@app.get("/videos/{task_id}/events")
-async def video_events(task_id: str, hailuo: Hailuo) -> StreamingResponse:
+@app.get(
+    "/videos/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={**EVENTS_RESPONSE, **TASK_ERROR_RESPONSES},
+)
+async def video_events(task_id: TaskId, hailuo: Hailuo) -> StreamingResponse:
     """Server-sent events: the task's state now, then each change, until it ends."""
     events = hailuo.follow(task_id)
     try:
         first = await events.__anext__()
-    except NotFoundError:
-        await events.aclose()
-        raise HTTPException(status_code=404, detail=f"no task {task_id}") from None
-    except InvalidRequestError as exc:
-        await events.aclose()
-        raise _invalid(exc.field, exc.message) from None
     except HailuoError as exc:
         await events.aclose()
-        raise _service_error(exc) from None
+        raise http_error(exc) from None
 
     async def stream() -> AsyncIterator[str]:
         try:

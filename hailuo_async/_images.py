@@ -11,10 +11,29 @@ from urllib.parse import urlsplit
 
 from ._base_errors import InvalidRequestError
 
-__all__ = ["MAX_IMAGE_BYTES", "ImageInput", "image_reference"]
+__all__ = [
+    "IMAGE_REFERENCE_MAX_CHARS",
+    "IMAGE_REFERENCE_PATTERN",
+    "MAX_IMAGE_BYTES",
+    "ImageInput",
+    "image_reference",
+]
 
 #: The largest local image this library will encode and send.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+#: A plain form of the strings :func:`image_reference` takes, for JSON schemas (the FastAPI
+#: request model uses it): an http(s) URL with a host name, or a JPEG, PNG or WebP data URI.
+#: Every string that matches is accepted; a few more are accepted too (IP hosts, other image
+#: types), which a schema need not advertise.
+IMAGE_REFERENCE_PATTERN = (
+    r"^(https?://[A-Za-z0-9]([A-Za-z0-9.-]{0,61}[A-Za-z0-9])?(:[0-9]{1,4})?(/[!-~]*)?"
+    r"|data:image/(png|jpeg|webp);base64,([A-Za-z0-9+/]{4})+)$"
+)
+#: The longest data URI of an image within :data:`MAX_IMAGE_BYTES`.
+IMAGE_REFERENCE_MAX_CHARS = len("data:image/jpeg;base64,") + 4 * -(-MAX_IMAGE_BYTES // 3)
+
+_LOCAL_FILE_HINT = "for a local file, pass a pathlib.Path"
 
 ImageInput = str | bytes | os.PathLike[str]
 
@@ -35,7 +54,8 @@ def image_reference(value: ImageInput, field: str) -> str:
         _check_url(value, field)
         return value
     raise InvalidRequestError(
-        field, f"must be a URL, a data URI, a path or bytes, not {type(value).__name__}"
+        field,
+        f"must be a URL, a data URI, a pathlib.Path or bytes, not {type(value).__name__}",
     )
 
 
@@ -100,7 +120,9 @@ def _check_url(value: str, field: str) -> None:
         raise InvalidRequestError(field, "is not a valid URL") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequestError(
-            field, "must be an http(s) URL with a host, or a data:image/...;base64, URI"
+            field,
+            "must be an http(s) URL with a host or a data:image/...;base64, URI "
+            f"({_LOCAL_FILE_HINT}, not a string)",
         )
     if any(ch.isspace() for ch in value):
         raise InvalidRequestError(field, "a URL must not contain white space")

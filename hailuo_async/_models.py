@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import attrs
@@ -19,6 +19,7 @@ __all__ = [
     "DURATIONS",
     "MAX_PROMPT_CHARS",
     "RESOLUTIONS",
+    "RESOLUTIONS_BY_DURATION",
     "JobOutcome",
     "TaskResult",
     "TaskStatus",
@@ -26,12 +27,19 @@ __all__ = [
     "VideoRequest",
 ]
 
-MAX_PROMPT_CHARS = 2000
-DURATIONS = (6, 10)
-RESOLUTIONS = ("768P", "1080P")
-
+# The API's rules, stated once: VideoRequest checks them, and the FastAPI request model
+# (hailuo_async.fastapi.VideoRequestBody) derives its JSON schema from them.
 Duration = Literal[6, 10]
 Resolution = Literal["768P", "1080P"]
+
+MAX_PROMPT_CHARS = 2000
+"""The longest prompt, in characters (Unicode code points)."""
+DURATIONS: tuple[Duration, ...] = get_args(Duration)
+"""The video lengths the API makes, in seconds."""
+RESOLUTIONS: tuple[Resolution, ...] = get_args(Resolution)
+"""The resolutions the API makes."""
+RESOLUTIONS_BY_DURATION: Mapping[int, tuple[Resolution, ...]] = {6: RESOLUTIONS, 10: ("768P",)}
+"""The resolutions each duration is made at (10-second videos only at 768P)."""
 
 
 def _check_prompt(_: object, attribute: attrs.Attribute[str], value: object) -> None:
@@ -51,12 +59,14 @@ def _check_prompt(_: object, attribute: attrs.Attribute[str], value: object) -> 
 
 def _check_duration(_: object, attribute: attrs.Attribute[int], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value not in DURATIONS:
-        raise InvalidRequestError("duration", f"must be the integer 6 or 10, not {value!r}")
+        allowed = " or ".join(str(d) for d in DURATIONS)
+        raise InvalidRequestError("duration", f"must be the integer {allowed}, not {value!r}")
 
 
 def _check_resolution(_: object, attribute: attrs.Attribute[str], value: object) -> None:
     if value not in RESOLUTIONS:
-        raise InvalidRequestError("resolution", f"must be '768P' or '1080P', not {value!r}")
+        allowed = " or ".join(repr(r) for r in RESOLUTIONS)
+        raise InvalidRequestError("resolution", f"must be {allowed}, not {value!r}")
 
 
 def _check_bool(_: object, attribute: attrs.Attribute[bool], value: object) -> None:
@@ -91,27 +101,37 @@ def _short(value: str | None) -> str:
     return repr(value if len(value) <= 60 else value[:57] + "...")
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class VideoRequest:
     """One Hailuo-02 generation job, checked against the API's rules when it is made.
 
-    ``image`` and ``end_image`` take an http(s) URL, a ``data:image/...;base64,`` URI, a
-    :class:`pathlib.Path` or raw ``bytes`` (JPEG, PNG or WebP, at most 20 MB), which become a
-    data URI. Breaking a rule raises :class:`InvalidRequestError` naming the field.
+    The prompt may be given by position (``VideoRequest("a red fox")``); every other field is
+    keyword-only. ``image`` and ``end_image`` take an http(s) URL, a
+    ``data:image/...;base64,`` URI, a :class:`pathlib.Path` or raw ``bytes`` (JPEG, PNG or
+    WebP, at most 20 MB), which become a data URI. A local file must be given as a
+    :class:`pathlib.Path`: a plain string is always read as a URL or data URI, so text from a
+    web form can never make the library read a file of the server. Breaking a rule raises
+    :class:`InvalidRequestError` naming the field.
     """
 
     prompt: str = attrs.field(validator=_check_prompt, repr=lambda p: repr(p[:60]))
-    image: str | None = attrs.field(default=None, converter=_to_image, repr=_short)
-    end_image: str | None = attrs.field(default=None, converter=_to_end_image, repr=_short)
-    duration: Duration = attrs.field(default=6, validator=_check_duration)
-    resolution: Resolution = attrs.field(default="768P", validator=_check_resolution)
-    enable_prompt_expansion: bool = attrs.field(default=True, validator=_check_bool)
-    fast_pretreatment: bool = attrs.field(default=False, validator=_check_bool)
-    webhook_url: str | None = attrs.field(default=None, validator=_check_webhook_url)
+    image: str | None = attrs.field(default=None, converter=_to_image, repr=_short, kw_only=True)
+    end_image: str | None = attrs.field(
+        default=None, converter=_to_end_image, repr=_short, kw_only=True
+    )
+    duration: Duration = attrs.field(default=6, validator=_check_duration, kw_only=True)
+    resolution: Resolution = attrs.field(default="768P", validator=_check_resolution, kw_only=True)
+    enable_prompt_expansion: bool = attrs.field(default=True, validator=_check_bool, kw_only=True)
+    fast_pretreatment: bool = attrs.field(default=False, validator=_check_bool, kw_only=True)
+    webhook_url: str | None = attrs.field(default=None, validator=_check_webhook_url, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
-        if self.duration == 10 and self.resolution != "768P":
-            raise InvalidRequestError("resolution", "10-second videos are only made at 768P")
+        allowed = RESOLUTIONS_BY_DURATION[self.duration]
+        if self.resolution not in allowed:
+            made_at = " or ".join(allowed)
+            raise InvalidRequestError(
+                "resolution", f"{self.duration}-second videos are only made at {made_at}"
+            )
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON body the API takes for this request."""

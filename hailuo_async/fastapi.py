@@ -1,18 +1,34 @@
 """FastAPI integration: one client per application, a dependency for routes, a webhook route.
 
-Needs the ``[fastapi]`` extra (``pip install 'hailuo-async[fastapi]'``); the core package
+Needs the ``[fastapi]`` extra (``pip install -e '.[fastapi]'`` in a checkout); the core package
 never imports this module. A minimal service::
 
     from fastapi import FastAPI
-    from hailuo_async import VideoRequest
-    from hailuo_async.fastapi import Hailuo, hailuo_lifespan, webhook_router
+    from hailuo_async import HailuoError
+    from hailuo_async.fastapi import (
+        SUBMIT_ERROR_RESPONSES,
+        Hailuo,
+        VideoRequestBody,
+        hailuo_lifespan,
+        http_error,
+        webhook_router,
+    )
 
-    app = FastAPI(lifespan=hailuo_lifespan(webhook_url="https://my.host/hailuo/webhook"))
+    HOOK = "https://my.host/hailuo/webhook"
+    app = FastAPI(lifespan=hailuo_lifespan(webhook_url=HOOK))
     app.include_router(webhook_router())
 
-    @app.post("/videos", status_code=202)
-    async def create(prompt: str, hailuo: Hailuo) -> dict[str, str]:
-        return {"task_id": await hailuo.submit(VideoRequest(prompt=prompt))}
+    @app.post("/videos", status_code=202, responses=SUBMIT_ERROR_RESPONSES)
+    async def create(body: VideoRequestBody, hailuo: Hailuo) -> dict[str, str]:
+        try:
+            task_id = await hailuo.submit(body.to_request())
+        except HailuoError as exc:
+            raise http_error(exc) from None
+        return {"task_id": task_id}
+
+:class:`VideoRequestBody` is :class:`~hailuo_async.VideoRequest` as a request model: its
+OpenAPI schema lists every field with its type, limits, default and an example, all taken
+from the constants ``VideoRequest`` checks against, so the two cannot disagree.
 
 The lifespan opens one :class:`~hailuo_async.HailuoClient` (and its connection pool), one
 keep-open :class:`~hailuo_async.TaskWatcher` and one task group for background work,
@@ -35,28 +51,54 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 try:
-    from fastapi import APIRouter, Depends, Request
+    from fastapi import APIRouter, Depends, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, ConfigDict, Field
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "hailuo_async.fastapi needs the [fastapi] extra: pip install 'hailuo-async[fastapi]'"
+        "hailuo_async.fastapi needs the [fastapi] extra: in a checkout, "
+        "python3.11 -m pip install -e '.[fastapi]'"
     ) from exc
 
 from ._client import HailuoClient
 from ._decoding import result_summary
-from ._exceptions import HailuoError
-from ._models import TaskResult, VideoRequest
+from ._exceptions import (
+    APIError,
+    BadRequestError,
+    HailuoError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitError,
+    SubmissionUnknownError,
+)
+from ._images import IMAGE_REFERENCE_MAX_CHARS, IMAGE_REFERENCE_PATTERN
+from ._models import (
+    DURATIONS,
+    MAX_PROMPT_CHARS,
+    RESOLUTIONS,
+    RESOLUTIONS_BY_DURATION,
+    Duration,
+    Resolution,
+    TaskResult,
+    VideoRequest,
+)
 from ._push import error_body, read_capped
 from ._watcher import TaskEvent, TaskWatcher
 from .webhooks import MAX_WEBHOOK_BYTES, WebhookError, WebhookEvent, parse_webhook
 
 __all__ = [
     "STATE_KEY",
+    "SUBMIT_ERROR_RESPONSES",
+    "TASK_ERROR_RESPONSES",
+    "ErrorDetail",
     "Hailuo",
     "HailuoState",
+    "VideoRequestBody",
     "get_client",
     "get_hailuo",
     "hailuo_lifespan",
+    "http_error",
     "open_hailuo",
     "result_json",
     "webhook_router",
@@ -306,3 +348,149 @@ async def _confirm(client: HailuoClient, event: WebhookEvent) -> None:
 
 def _error(status: int, field: str, message: str) -> JSONResponse:
     return JSONResponse(error_body(field, message), status_code=status)
+
+
+# -- the request model and the documented errors -------------------------------------------
+
+_DEFAULTS: dict[str, Any] = {field.name: field.default for field in attrs.fields(VideoRequest)}
+
+
+def _is(field: str, value: object) -> dict[str, Any]:
+    """A JSON-schema clause: ``field`` has ``value`` (a missing field has its default)."""
+    given = {"properties": {field: {"const": value}}, "required": [field]}
+    if value != _DEFAULTS[field]:
+        return given
+    return {"anyOf": [given, {"not": {"required": [field]}}]}
+
+
+def _schema_extra(schema: dict[str, Any]) -> None:
+    schema["description"] = (
+        "One Hailuo-02 video job. Every rule is checked before anything is submitted."
+    )
+    # The duration-resolution pairs VideoRequest refuses, said as JSON schema, so that
+    # generated clients (and schema-driven tests) never build one.
+    refused = [
+        {"not": {"allOf": [_is("duration", duration), _is("resolution", resolution)]}}
+        for duration in DURATIONS
+        for resolution in RESOLUTIONS
+        if resolution not in RESOLUTIONS_BY_DURATION[duration]
+    ]
+    if refused:
+        schema["allOf"] = refused
+
+
+_IMAGE_DOC = (
+    "An http(s) URL of a JPEG, PNG or WebP image, or a data:image/...;base64, URI "
+    "(at most 20 MB decoded)."
+)
+
+
+class VideoRequestBody(BaseModel):
+    """A video request as a JSON body: :class:`~hailuo_async.VideoRequest`'s fields and rules.
+
+    A route that takes it gets FastAPI's 422 for a body that breaks a rule, before any job is
+    submitted; :meth:`to_request` makes the ``VideoRequest``. The webhook is left out: it is
+    the application's business (``open_hailuo(webhook_url=...)``), not its callers'.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        title="VideoRequest",
+        json_schema_extra=_schema_extra,
+    )
+
+    prompt: str = Field(
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        description="What the video shows.",
+        examples=["a red fox trotting through fresh snow"],
+    )
+    image: str | None = Field(
+        default=_DEFAULTS["image"],
+        pattern=IMAGE_REFERENCE_PATTERN,
+        max_length=IMAGE_REFERENCE_MAX_CHARS,
+        description="The first frame. " + _IMAGE_DOC,
+        examples=["https://example.com/first-frame.png"],
+    )
+    end_image: str | None = Field(
+        default=_DEFAULTS["end_image"],
+        pattern=IMAGE_REFERENCE_PATTERN,
+        max_length=IMAGE_REFERENCE_MAX_CHARS,
+        description="The last frame. " + _IMAGE_DOC,
+    )
+    duration: Duration = Field(
+        default=_DEFAULTS["duration"],
+        description="Length in seconds; 10-second videos are made at 768P only.",
+        examples=[6],
+    )
+    resolution: Resolution = Field(default=_DEFAULTS["resolution"], examples=["1080P"])
+    enable_prompt_expansion: bool = Field(
+        default=_DEFAULTS["enable_prompt_expansion"],
+        description="Let the service rewrite the prompt.",
+    )
+    fast_pretreatment: bool = Field(
+        default=_DEFAULTS["fast_pretreatment"],
+        description="Spend less time on prompt optimisation.",
+    )
+
+    def to_request(self, *, webhook_url: str | None = None) -> VideoRequest:
+        """The :class:`~hailuo_async.VideoRequest`.
+
+        A rule the schema cannot state (a lone surrogate in the prompt) raises FastAPI's
+        :class:`~fastapi.exceptions.RequestValidationError`: a 422 naming the field.
+        """
+        try:
+            return VideoRequest(**self.model_dump(), webhook_url=webhook_url)
+        except InvalidRequestError as exc:
+            error = {"type": "value_error", "loc": ("body", exc.field), "msg": exc.message}
+            raise RequestValidationError([error]) from None
+
+
+class ErrorDetail(BaseModel):
+    """The body of an error answer: ``{"detail": "..."}``, as FastAPI's ``HTTPException``."""
+
+    detail: str
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorDetail, "description": description}
+
+
+_SERVICE_ERRORS: dict[int | str, dict[str, Any]] = {
+    429: _documented("The video service is rate limiting this app; retry after Retry-After."),
+    502: _documented("The video service failed or could not be reached; retry later."),
+}
+
+SUBMIT_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("The video service refused the request."),
+    **_SERVICE_ERRORS,
+}
+"""``responses=`` for a route that submits a job: the statuses :func:`http_error` answers."""
+
+TASK_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: _documented("No such task."),
+    **_SERVICE_ERRORS,
+}
+"""``responses=`` for a route that reads a task: the statuses :func:`http_error` answers."""
+
+
+def http_error(exc: HailuoError) -> HTTPException:
+    """The HTTP answer for a library error, with a status in the documented responses.
+
+    400 when the service refused the request, 404 for an unknown task, 429 (with
+    ``Retry-After``) when rate limited, 502 for any other failure of the service, including
+    a submission whose outcome is unknown (the job may have started: do not simply resubmit).
+    """
+    if isinstance(exc, BadRequestError):
+        return HTTPException(status_code=400, detail=exc.message)
+    if isinstance(exc, NotFoundError):
+        return HTTPException(status_code=404, detail=exc.message)
+    if isinstance(exc, RateLimitError):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after or 1)))}
+        return HTTPException(status_code=429, detail="rate limited; retry later", headers=headers)
+    if isinstance(exc, SubmissionUnknownError):
+        return HTTPException(status_code=502, detail=str(exc))
+    if isinstance(exc, APIError):
+        return HTTPException(status_code=502, detail="the video service failed; retry later")
+    return HTTPException(status_code=502, detail=f"the video service failed ({type(exc).__name__})")

@@ -181,6 +181,8 @@ def test_retry_failed_submits_only_the_failed_jobs_again(tmp_path: Path) -> None
     assert after_rerun == 6
     assert after_retry == 6 + failing
     assert retried.stdout.count("line ") >= failing
+    rows = results(tmp_path / "videos")
+    assert sorted(row["line"] for row in rows) == list(range(1, 7))  # one row per job
 
 
 def test_changed_request_under_an_old_key_is_refused(tmp_path: Path) -> None:
@@ -343,12 +345,15 @@ def test_confirm_above_asks_at_a_terminal(
 
 
 def test_batch_view_numbers() -> None:
-    """The view derives active, queued, done, jobs per minute and ETA from the counts."""
+    """The view's counts add up to the total; jobs per minute and ETA come from them."""
     counts = BatchCounts(read=7, submitting=1, running=3, succeeded=2, failed=1, active_limit=4)
     view = BatchView(title=Text("t"), total=10, counts=lambda: counts)
     view.started -= 60.0  # three jobs done in one minute
     numbers = view.numbers()
-    assert (numbers["active"], numbers["queued"], numbers["done"]) == (4, 3, 3)
+    shown = ("in_progress", "waiting", "succeeded", "failed")
+    assert [numbers[name] for name in shown] == [4, 3, 2, 1]
+    assert sum(numbers[name] or 0 for name in shown) == 10
+    assert numbers["done"] == 3
     assert numbers["per_minute"] == pytest.approx(3.0, rel=0.01)
     assert numbers["eta"] == pytest.approx(7 / 3 * 60, rel=0.01)
     view.replayed = 1  # one of the three was only read back from the journal

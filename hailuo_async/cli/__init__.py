@@ -1,4 +1,4 @@
-"""The ``hailuo`` command (``pip install 'hailuo-async[cli]'``): run ``hailuo --help``."""
+"""The ``hailuo`` command (the ``[cli]`` extra: ``pip install -e '.[cli]'`` in a checkout)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from ._app import cli  # noqa: PLC0415 - a clear message when the extra is missing
     except ImportError as exc:  # click or rich missing
         raise SystemExit(
-            f"the hailuo command needs the [cli] extra: pip install 'hailuo-async[cli]' ({exc})"
+            "the hailuo command needs the [cli] extra: in a checkout, "
+            f"python3.11 -m pip install -e '.[cli]' ({exc})"
         ) from None
     cli.main(args=list(argv) if argv is not None else None, prog_name="hailuo")

@@ -164,7 +164,7 @@ def generate(
             fast_pretreatment=fast_pretreatment,
         )
     except InvalidRequestError as exc:
-        raise InputError(f"invalid request: {exc}") from None
+        raise InputError(f"invalid request: {describe(exc)}") from None
     if dry_run:
         _stdout().print(estimate_table(estimate([request], price_per_job=price_per_job)))
         _print_estimate_note(_stdout(), price_per_job)
@@ -273,7 +273,8 @@ def _print_estimate_note(console: Console, price_per_job: float | None) -> None:
     "--journal",
     type=click.Path(dir_okay=False, path_type=Path),
     metavar="PATH",
-    help=f"Journal that makes the batch resumable (default OUT/{_JOURNAL_NAME}).",
+    help=f"Journal that makes the batch resumable (default OUT/{_JOURNAL_NAME}, or "
+    f"OUT/{_SIMULATED_JOURNAL_NAME} with --simulate).",
 )
 @click.option(
     "--retry-failed",
@@ -342,7 +343,7 @@ def batch(
     check_key(settings)
     _make_dir(out)
     resume = _resume_command(
-        file, out, journal=journal, max_active=max_active, rpm=rpm, simulate=settings.simulate
+        file, out, journal=journal, max_active=max_active, rpm=rpm, settings=settings
     )
     if journal is None:
         journal = out / (_SIMULATED_JOURNAL_NAME if settings.simulate else _JOURNAL_NAME)
@@ -408,7 +409,7 @@ def _resume_command(
     journal: Path | None,
     max_active: int | None,
     rpm: float | None,
-    simulate: bool,
+    settings: Settings,
 ) -> str:
     """The command that picks the batch up where it stopped."""
     words = ["hailuo", "batch", str(file), "--out", str(out)]
@@ -418,8 +419,12 @@ def _resume_command(
         words += ["--max-active", str(max_active)]
     if rpm is not None:
         words += ["--rpm", f"{rpm:g}"]
-    if simulate:
+    if settings.simulate:
         words.append("--simulate")
+    if settings.time_scale is not None:
+        words += ["--time-scale", f"{settings.time_scale:g}"]
+    if settings.simulate_failure_rate:
+        words += ["--simulate-failure-rate", f"{settings.simulate_failure_rate:g}"]
     return shlex.join(words)
 
 
@@ -471,7 +476,8 @@ def watch(ctx: click.Context, *, task_ids: tuple[str, ...]) -> None:
     async def work() -> int:
         console = _stderr()
         view = WatchView(task_ids)
-        async with connect(settings) as service, Ticker(console, view) as ticker:
+        # The live view goes away at the end: the final table is printed once, on stdout.
+        async with connect(settings) as service, Ticker(console, view, transient=True) as ticker:
 
             def on_event(event: TaskEvent) -> None:
                 if view.on_event(event) and event.result is not None and not ticker.active:
@@ -506,7 +512,8 @@ def watch(ctx: click.Context, *, task_ids: tuple[str, ...]) -> None:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    required=True,
+    default=Path("videos"),
+    show_default=True,
     help="Folder for the videos.",
 )
 @common_options
@@ -595,4 +602,11 @@ def fake_server(knobs: tuple[str, ...]) -> None:
 
     The same flags as `python -m hailuo_async.testing`, whose parser this uses.
     """
-    sys.exit(fake_server_main(list(knobs), prog="hailuo fake-server"))
+    try:
+        code = fake_server_main(list(knobs), prog="hailuo fake-server")
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise InputError(
+            f"cannot serve on the address asked: {exc.strerror or exc}; choose another "
+            "--port (--port 0 takes any free one) or --host"
+        ) from None
+    sys.exit(code)

@@ -162,7 +162,8 @@ async def run_batch(
                 if earlier is None:
                     results.write(record)
                     console.print(_outcome_line(job, outcome), soft_wrap=True)
-                else:  # an earlier run ended it and recorded it: no news
+                if earlier is not None or outcome.replayed:
+                    # An earlier run ended it: no news, and no part of this run's rate.
                     report.replayed += 1
                     view.replayed += 1
                 if outcome.ok:

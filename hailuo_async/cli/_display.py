@@ -119,7 +119,8 @@ def add_task_row(table: Table, task_id: str, answer: TaskResult | HailuoError | 
     progress = "" if answer.progress_percent is None else f"{answer.progress_percent:.0f}%"
     eta = "" if answer.is_done or not answer.eta else format_duration(answer.eta)
     if answer.ok and answer.video is not None:
-        detail = answer.video.url.split("?", 1)[0]
+        # A presigned URL cut or folded in a table is a broken link: say where the whole is.
+        detail = "video ready: `hailuo download`, or --json for its URL"
     else:
         detail = answer.reason
     table.add_row(task_id, status_text(answer), progress, eta, detail)
@@ -162,10 +163,18 @@ class Ticker:
     Only on a terminal: elsewhere it does nothing, and callers print lines instead.
     """
 
-    def __init__(self, console: Console, view: RenderableType, *, interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        console: Console,
+        view: RenderableType,
+        *,
+        interval: float = 0.1,
+        transient: bool = False,
+    ) -> None:
         self._console = console
         self._view = view
         self._interval = interval
+        self._transient = transient
         self._live: Live | None = None
         self._group: TaskGroup | None = None
 
@@ -183,6 +192,7 @@ class Ticker:
             auto_refresh=False,
             redirect_stdout=False,
             redirect_stderr=False,
+            transient=self._transient,
         )
         self._live.start(refresh=True)
         self._group = anyio.create_task_group()
@@ -255,7 +265,12 @@ class JobView:
 
 
 class BatchView:
-    """A batch: overall bar, active / queued / done / failed, jobs per minute, ETA, running jobs."""
+    """A batch: overall bar, jobs per minute, ETA, running jobs, and where every job is.
+
+    The four counts add up to the total: ``in progress`` (being submitted, or submitted and
+    not ended: the service's QUEUED and PROCESSING), ``waiting`` (not submitted yet),
+    ``succeeded`` and ``failed``.
+    """
 
     def __init__(
         self,
@@ -302,12 +317,13 @@ class BatchView:
             eta = remaining / rate * 60.0
         else:
             eta = None
+        in_progress = counts.submitting + counts.running
         return {
             "done": done,
             "succeeded": counts.succeeded,
             "failed": counts.failed,
-            "active": counts.submitting + counts.running,
-            "queued": max(0, self.total - counts.read),
+            "in_progress": in_progress,
+            "waiting": max(0, self.total - in_progress - done),
             "limit": counts.active_limit,
             "per_minute": rate,
             "elapsed": elapsed,
@@ -330,11 +346,11 @@ class BatchView:
         parts.append(bar)
         per_minute = n["per_minute"]
         stats = Text.assemble(
-            ("active ", "dim"),
-            (f"{n['active']:.0f}", "cyan"),
-            ("  queued ", "dim"),
-            (f"{n['queued']:.0f}", "yellow"),
-            ("  done ", "dim"),
+            ("in progress ", "dim"),
+            (f"{n['in_progress']:.0f}", "cyan"),
+            ("  waiting ", "dim"),
+            (f"{n['waiting']:.0f}", "yellow"),
+            ("  succeeded ", "dim"),
             (f"{n['succeeded']:.0f}", "green"),
             ("  failed ", "dim"),
             (f"{n['failed']:.0f}", "red" if n["failed"] else ""),
@@ -349,8 +365,8 @@ class BatchView:
         parts.append(stats)
         if self.replayed:
             parts.append(Text(f"{self.replayed} job(s) ended in an earlier run", "dim"))
-        if self.tasks or n["active"]:
-            parts.append(self._task_table(int(n["active"] or 0)))
+        if self.tasks or n["in_progress"]:
+            parts.append(self._task_table(int(n["in_progress"] or 0)))
         return Group(*parts)
 
     def _task_table(self, active: int) -> RenderableType:

@@ -70,9 +70,32 @@ def _leaf(exc: BaseException) -> BaseException:
         exc = inner[0]
 
 
+# The library's errors name Python arguments; on the command line these are the fixes.
+_CLI_NAMES = {
+    "base_url": "--base-url (or HAILUO_BASE_URL)",
+    "api_key": "--api-key (or HAILUO_API_KEY)",
+    "task_id": "TASK_ID",
+}
+_CLI_FIXES = {
+    "pass allow_insecure=True": "add --allow-insecure",
+    "pass api_key=... or set the HAILUO_API_KEY variable": "set HAILUO_API_KEY or pass --api-key",
+    "for a local file, pass a pathlib.Path, not a string": "or the path of a local image",
+}
+
+
+def _cli_wording(exc: InvalidRequestError) -> str:
+    """The error with the command line's names for the Python arguments it mentions."""
+    message = exc.message
+    for python_fix, cli_fix in _CLI_FIXES.items():
+        message = message.replace(python_fix, cli_fix)
+    return f"{_CLI_NAMES.get(exc.field, exc.field)}: {message}"
+
+
 def describe(exc: BaseException) -> str:
     """One line saying what went wrong, without a traceback."""
     exc = _leaf(exc)
+    if isinstance(exc, InvalidRequestError):
+        return _cli_wording(exc)
     if isinstance(exc, AuthenticationError):
         return f"{exc} - the service refused the API key: check HAILUO_API_KEY (or try --simulate)"
     if isinstance(exc, PermissionDeniedError):

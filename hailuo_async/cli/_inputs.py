@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ import attrs
 
 from .._exceptions import InvalidRequestError
 from .._models import VideoRequest
+from ._errors import describe
 
 __all__ = [
     "KEY_FIELD",
@@ -83,8 +85,14 @@ class BatchFile:
 
 
 def image_argument(value: str, base: Path) -> str | Path:
-    """An image as the library takes it: URLs and data URIs as they are, anything else a path."""
-    if value.startswith(("http://", "https://", "data:")):
+    """An image as the library takes it: URLs and data URIs as they are, anything else a path.
+
+    Any other URL (``ftp://...``) is passed on as it is, for the library to refuse by name,
+    rather than looked for as a file.
+    """
+    if value.startswith(("http://", "https://", "data:")) or re.match(
+        r"^[A-Za-z][\w+.-]*://", value
+    ):
         return value
     path = Path(value).expanduser()
     return path if path.is_absolute() else base / path
@@ -138,7 +146,7 @@ def _parse_text(lines: list[str]) -> tuple[list[BatchJob], list[Problem]]:
         try:
             request = VideoRequest(prompt=prompt)
         except InvalidRequestError as exc:
-            problems.append(Problem(number, str(exc)))
+            problems.append(Problem(number, describe(exc)))
             continue
         jobs.append(BatchJob(line=number, request=request, source={"prompt": prompt}))
     return jobs, problems
@@ -195,7 +203,7 @@ def _parse_jsonl_line(number: int, line: str, *, base: Path) -> BatchJob:
     try:
         request = VideoRequest(**arguments)
     except InvalidRequestError as exc:
-        raise _LineError(str(exc)) from None
+        raise _LineError(describe(exc)) from None
     return BatchJob(line=number, request=request, source=data, key=key)
 
 

@@ -1,8 +1,10 @@
-"""results.jsonl: one line per finished job, appended and flushed the moment it finishes.
+"""results.jsonl: one line per job, appended and flushed the moment the job finishes.
 
 A resumed batch appends to the same file. A job already recorded with the same task and
-status (a job the journal reports again on resume) is not written twice; when a job was
-recorded more than once, its last line is the one that counts.
+status (a job the journal reports again on resume) is not written twice. A job recorded
+again with another outcome (a failed job submitted again with ``--retry-failed``) gets a
+new line while the batch runs; when the batch ends, stopped or not, the file is rewritten
+atomically with one line per job, its latest.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-__all__ = ["RESULTS_NAME", "ResultsFile", "read_results"]
+__all__ = ["RESULTS_NAME", "ResultsFile", "compact", "read_results"]
 
 RESULTS_NAME = "results.jsonl"
 
@@ -37,9 +39,26 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _job(record: Mapping[str, Any]) -> str:
+    return str(record.get("key") or f"line:{record.get('line')}")
+
+
 def _identity(record: Mapping[str, Any]) -> tuple[str, str, str]:
-    job = record.get("key") or f"line:{record.get('line')}"
-    return (str(job), str(record.get("task_id")), str(record.get("status")))
+    return (_job(record), str(record.get("task_id")), str(record.get("status")))
+
+
+def compact(path: Path) -> None:
+    """Rewrite ``path`` atomically with one line per job: its latest, in first-seen order."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in read_results(path):
+        latest[_job(record)] = record
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", encoding="utf-8") as file:
+        for record in latest.values():
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
 
 
 class ResultsFile:
@@ -67,6 +86,7 @@ class ResultsFile:
         if self._file is not None:
             self._file.close()
             self._file = None
+            compact(self.path)
 
     def recorded(self, record: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """The line already written for this same outcome, if any."""

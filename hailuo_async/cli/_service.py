@@ -54,6 +54,7 @@ class Settings:
     time_scale: float | None = None
     simulate_failure_rate: float = 0.0
     max_retries: int | None = None
+    allow_insecure: bool = False
 
     @property
     def effective_time_scale(self) -> float:
@@ -76,8 +77,8 @@ _COMMON_OPTIONS = (
         envvar="HAILUO_SIMULATE",
         expose_value=False,
         callback=_store,
-        help="Run against an in-process fake service (no key, no cost, real MP4 files). "
-        "Also HAILUO_SIMULATE=1.",
+        help="Run against an in-process fake service (no key, no cost, real MP4 files; every "
+        "video is the same short sample clip). Env HAILUO_SIMULATE=1.",
     ),
     click.option(
         "--api-key",
@@ -85,7 +86,7 @@ _COMMON_OPTIONS = (
         metavar="KEY",
         expose_value=False,
         callback=_store,
-        help="API key; better set HAILUO_API_KEY, which this reads by default.",
+        help="API key (env HAILUO_API_KEY, the better place for it).",
     ),
     click.option(
         "--base-url",
@@ -93,7 +94,7 @@ _COMMON_OPTIONS = (
         metavar="URL",
         expose_value=False,
         callback=_store,
-        help="API base URL (default the public gateway; also HAILUO_BASE_URL).",
+        help="API base URL (default the public gateway; env HAILUO_BASE_URL).",
     ),
     click.option(
         "--time-scale",
@@ -103,7 +104,8 @@ _COMMON_OPTIONS = (
         expose_value=False,
         callback=_store,
         help="Real seconds per service second, for a time-scaled fake service (for instance "
-        f"`hailuo fake-server --time-scale X`); --simulate uses {SIMULATED_TIME_SCALE:g}.",
+        f"`hailuo fake-server --time-scale X`); --simulate uses {SIMULATED_TIME_SCALE:g}. "
+        "Env HAILUO_TIME_SCALE.",
     ),
     click.option(
         "--simulate-failure-rate",
@@ -121,7 +123,17 @@ _COMMON_OPTIONS = (
         metavar="N",
         expose_value=False,
         callback=_store,
-        help="Tries after a failed request that may be retried (default 5).",
+        help="Tries after a failed request that may be retried (default 5; "
+        "env HAILUO_MAX_RETRIES).",
+    ),
+    click.option(
+        "--allow-insecure",
+        is_flag=True,
+        envvar="HAILUO_ALLOW_INSECURE",
+        expose_value=False,
+        callback=_store,
+        help="Allow a plain-http --base-url on another host (sends the key unencrypted; "
+        "env HAILUO_ALLOW_INSECURE=1).",
     ),
     click.option(
         "--debug",
@@ -151,6 +163,7 @@ def settings_from(ctx: click.Context) -> Settings:
         time_scale=values.get("time_scale"),
         simulate_failure_rate=values.get("simulate_failure_rate") or 0.0,
         max_retries=values.get("max_retries"),
+        allow_insecure=bool(values.get("allow_insecure")),
     )
 
 
@@ -198,8 +211,14 @@ async def connect(
     )
     if settings.simulate:
         fake = FakeHailuoServer(time_scale=scale, failure_rate=settings.simulate_failure_rate)
-        async with fake, HailuoClient(fake.api_key, base_url=fake.url, **options) as client:
+        async with fake, fake.client(**options) as client:  # paced to the fake's time scale
             yield Service(client=client, simulated=True, time_scale=scale)
         return
-    async with HailuoClient(settings.api_key, base_url=settings.base_url, **options) as client:
+    client = HailuoClient(
+        settings.api_key,
+        base_url=settings.base_url,
+        allow_insecure=settings.allow_insecure,
+        **options,
+    )
+    async with client:
         yield Service(client=client, simulated=False, time_scale=scale)

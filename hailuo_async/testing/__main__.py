@@ -84,9 +84,19 @@ def build_parser(prog: str = "python -m hailuo_async.testing") -> argparse.Argum
         description="Serve a fake of the Hailuo-02 API (and its storage host) locally.",
     )
     net = parser.add_argument_group("network")
-    net.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    net.add_argument("--port", type=int, default=8000, help="API port, 0 for any free port")
-    net.add_argument("--storage-port", type=int, default=0, help="storage host port (default any)")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    net.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="API port, 0 for any free port (default: %(default)s)",
+    )
+    net.add_argument(
+        "--storage-port",
+        type=int,
+        default=0,
+        help="storage host port, 0 for any free port (default: %(default)s)",
+    )
     net.add_argument("--access-log", action="store_true", help="log every request to stderr")
     net.add_argument(
         "--stats-on-exit", action="store_true", help="print the stats as JSON to stdout on exit"
@@ -95,7 +105,7 @@ def build_parser(prog: str = "python -m hailuo_async.testing") -> argparse.Argum
     for flag, field, described in _knobs(FakeHailuoConfig):
         group = groups[described.group]
         plain = isinstance(field.default, (int, float, str)) and field.default is not False
-        help_text = described.help + (" (default %(default)s)" if plain else "")
+        help_text = described.help + (" (default: %(default)s)" if plain else "")
         if field.type is bool:
             group.add_argument(
                 f"--{flag}",
@@ -149,6 +159,8 @@ async def _serve(server: FakeHailuoServer, args: argparse.Namespace) -> None:
             f" seed {server.seed}; Ctrl-C to stop",
             flush=True,
         )
+        # What a client in another shell needs next (the hailuo command, or HailuoClient()).
+        print(f"export HAILUO_BASE_URL={server.url} HAILUO_API_KEY={server.api_key}", flush=True)
         await stop.wait()
     if args.stats_on_exit:
         print(json.dumps(server.stats.as_dict(), indent=2), flush=True)

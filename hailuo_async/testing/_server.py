@@ -23,6 +23,9 @@ import aiohttp
 import attrs
 from aiohttp import web
 
+from .._client import HailuoClient
+from .._limits import Limits
+from .._polling import PollPolicy
 from ._config import FakeHailuoConfig
 from ._faults import DROPPED, draw_fault, drop_connection, malformed_json, server_error
 from ._stats import Stats, bump
@@ -202,6 +205,24 @@ class FakeHailuoServer:
         if not self._storage.base_url:
             raise RuntimeError("FakeHailuoServer is not started")
         return self._storage.base_url
+
+    def client(self, **options: Any) -> HailuoClient:
+        """A :class:`~hailuo_async.HailuoClient` for this fake, paced to its time scale.
+
+        It has the fake's URL and key, a poll policy scaled by ``time_scale`` (a first poll
+        after 10 service seconds comes after 0.1 s at ``time_scale=0.01``) and a rate-limit
+        "minute" as long as the fake's. ``options`` are passed on to ``HailuoClient`` and win
+        over these.
+        """
+        scale = self.config.time_scale
+        paced: dict[str, Any] = {"base_url": self.url}
+        if scale != 1.0:
+            paced["poll_policy"] = PollPolicy().scaled(scale)
+            limits = options.pop("limits", None) or Limits()
+            if limits.rate_window == Limits().rate_window:
+                limits = attrs.evolve(limits, rate_window=60.0 * scale)
+            paced["limits"] = limits
+        return HailuoClient(self.api_key, **{**paced, **options})
 
     @property
     def tasks(self) -> Mapping[str, FakeTask]:
