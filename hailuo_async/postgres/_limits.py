@@ -611,7 +611,7 @@ class SharedAccountLimits:
 
         return await patiently(what, once, give_up_after=self.give_up_after)
 
-    def _in_background(self, job: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+    def _in_background(self, job: Callable[..., Awaitable[None]], *args: Any) -> None:
         async def logged() -> None:
             try:
                 await job(*args)
