@@ -1,9 +1,14 @@
-"""What the PostgreSQL coordination pieces share: account names, errors, retried round trips.
+"""What the PostgreSQL coordination pieces share: account names, errors, the connection.
 
 An *account name* says which processes share limits and webhooks: every process that
 names the same account (in the same database and schema) shares them. By default it is
 derived from the API key with a one-way hash under a domain prefix, so the key itself
 never reaches the database, a log line or a ``NOTIFY`` channel.
+
+Each piece talks to the database through a :class:`Session`: one psycopg
+``AsyncConnection`` in autocommit mode, opened on first use and opened again after it is
+lost. Statements of one process share it one at a time (psycopg serialises them), which
+costs nothing here: each is one short round trip.
 """
 
 from __future__ import annotations
@@ -17,28 +22,33 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
-import asyncpg
+import psycopg
+from psycopg import pq
 
 from .._exceptions import HailuoError, InvalidRequestError
 
-__all__ = ["Background", "CoordinationError", "account_name", "check_account", "check_schema"]
+__all__ = [
+    "Background",
+    "CoordinationError",
+    "Session",
+    "account_name",
+    "check_account",
+    "check_schema",
+]
 
 logger = logging.getLogger("hailuo_async.postgres")
 
 _T = TypeVar("_T")
 _ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# Errors that mean "the connection or the server went away": worth another try.
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    # a connection the server closed while idle can be left in a state it reports so
-    asyncpg.InternalClientError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-)
+# Server errors that mean "the connection or the server went away": worth another try.
+# (Class 08 is "connection exception"; 57P0x are shutdowns and a server not yet ready.)
+_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+# A server that answers a connection attempt with FATAL refuses it for good (no such
+# database or role, bad password)... unless it is only starting, stopping or full.
+# libpq's messages are matched in English; in another locale every refusal is retried.
+_REFUSED = "FATAL:"
+_NOT_READY = ("starting up", "shutting down", "recovery", "not yet accepting", "too many", "slots")
 
 
 class CoordinationError(HailuoError):
@@ -68,7 +78,7 @@ def check_account(account: str | None, api_key: str | None) -> str:
 
 
 def check_schema(schema: str) -> str:
-    """A schema name safe to put in SQL unquoted: lowercase letters, digits and '_'."""
+    """A schema name of lowercase letters, digits and '_' (the same quoted or not)."""
     if not isinstance(schema, str) or not _SCHEMA.fullmatch(schema):
         raise InvalidRequestError("schema", "must be 1 to 63 lowercase letters, digits or '_'")
     return schema
@@ -77,6 +87,15 @@ def check_schema(schema: str) -> str:
 def channel_for(account: str) -> str:
     """The ``LISTEN`` channel of an account: a hash, so any account name makes a valid one."""
     return "hailuo_push_" + hashlib.sha256(account.encode("utf-8")).hexdigest()[:24]
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    # No SQLSTATE: the client lost or could not reach the server.
+    return exc.sqlstate is None or exc.sqlstate.startswith(_TRANSIENT_SQLSTATES)
 
 
 async def patiently(what: str, call: Callable[[], Awaitable[_T]], *, give_up_after: float) -> _T:
@@ -91,16 +110,100 @@ async def patiently(what: str, call: Callable[[], Awaitable[_T]], *, give_up_aft
     while True:
         try:
             return await call()
-        except _TRANSIENT as exc:
+        except (OSError, psycopg.Error) as exc:
+            name = type(exc).__name__
+            if not _is_transient(exc):
+                raise CoordinationError(f"{what}: {name}: {exc}") from exc
             if time.monotonic() + delay > deadline:
                 raise CoordinationError(
-                    f"{what}: the coordination database is unreachable ({type(exc).__name__})"
+                    f"{what}: the coordination database is unreachable ({name}: {exc})"
                 ) from exc
-            logger.warning("%s: database unreachable (%s), trying again", what, type(exc).__name__)
-        except asyncpg.PostgresError as exc:
-            raise CoordinationError(f"{what}: {type(exc).__name__}: {exc}") from exc
+            logger.warning("%s: database unreachable (%s), trying again", what, name)
         await anyio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+class Session:
+    """One autocommit connection to the coordination database, reopened when it is lost.
+
+    A round trip interrupted midway (cancelled, or failed inside a transaction) leaves
+    the connection in an unknown state: it is closed, and the next round trip opens
+    another.
+    """
+
+    def __init__(self, dsn: str, *, application_name: str, give_up_after: float) -> None:
+        self._dsn = dsn
+        self._application_name = application_name
+        self._give_up_after = give_up_after
+        self._connection: Connection | None = None
+        self._opening = anyio.Lock()
+        self._connected_once = False
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The server process id of the open connection (for operators and tests)."""
+        connection = self._connection
+        return None if connection is None or connection.closed else connection.info.backend_pid
+
+    async def run(self, what: str, work: Callable[[Connection], Awaitable[_T]]) -> _T:
+        """``work(connection)``, tried again on a new connection while the database is away."""
+
+        async def once() -> _T:
+            connection = await self._connected()
+            try:
+                return await work(connection)
+            except BaseException:
+                if connection.info.transaction_status != pq.TransactionStatus.IDLE:
+                    await self.discard(connection)
+                raise
+
+        return await patiently(what, once, give_up_after=self._give_up_after)
+
+    async def connection(self, what: str) -> Connection:
+        """The open connection, opened (patiently) if there is none."""
+        return await patiently(what, self._connected, give_up_after=self._give_up_after)
+
+    async def discard(self, connection: Connection) -> None:
+        """Close ``connection`` (if still the session's, it is replaced on next use)."""
+        if self._connection is connection:
+            self._connection = None
+        with anyio.CancelScope(shield=True):
+            await connection.close()
+
+    async def close(self) -> None:
+        """Close the connection, if open."""
+        if self._connection is not None:
+            await self.discard(self._connection)
+
+    async def _connected(self) -> Connection:
+        async with self._opening:
+            connection = self._connection
+            if connection is None or connection.closed:
+                self._connection = connection = await self._connect()
+            return connection
+
+    async def _connect(self) -> Connection:
+        try:
+            connection = await psycopg.AsyncConnection.connect(
+                self._dsn,
+                autocommit=True,
+                application_name=self._application_name,
+                connect_timeout=max(1, min(10, round(self._give_up_after))),
+            )
+        except psycopg.ProgrammingError as exc:
+            raise CoordinationError(f"connecting: bad database address ({exc})") from None
+        except psycopg.OperationalError as exc:
+            message = str(exc)
+            refused = _REFUSED in message and not any(word in message for word in _NOT_READY)
+            # Once connected, a refusal is the server restarting: it is waited out.
+            if refused and not self._connected_once:
+                raise CoordinationError(f"connecting: {message}") from None
+            raise
+        self._connected_once = True
+        return connection
 
 
 class Background:

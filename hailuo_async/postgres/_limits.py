@@ -45,13 +45,20 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import asyncpg
 import attrs
+from psycopg import sql
 
 from .._exceptions import InvalidRequestError
 from .._limits import RequestKind
-from ._common import Background, CoordinationError, check_account, check_schema, patiently
-from ._schema import create_limits_schema
+from ._common import (
+    Background,
+    Connection,
+    CoordinationError,
+    Session,
+    check_account,
+    check_schema,
+)
+from ._schema import create_limits_schema, in_schema
 
 __all__ = [
     "ActiveJobCount",
@@ -64,6 +71,37 @@ __all__ = [
 logger = logging.getLogger("hailuo_async.postgres")
 
 _PACED_KINDS: tuple[RequestKind, ...] = ("submit", "poll")
+
+# The statements each process sends; {s} stands for the schema.
+# Joining is one round trip: ON CONFLICT ... DO UPDATE returns the row in both cases.
+_JOIN = """
+INSERT INTO {s}.account_limits AS a (account, rate_window, utilisation, rate, rate_adaptive,
+    active_cap, active_adaptive, active_slow_start, active_ceiling)
+VALUES (%(account)s, %(window)s, %(utilisation)s, %(rate)s::double precision,
+        %(rate)s::double precision IS NULL, coalesce(%(cap)s::integer, 4),
+        %(cap)s::integer IS NULL, %(cap)s::integer IS NULL, 10000)
+ON CONFLICT (account) DO UPDATE SET
+    rate_window = excluded.rate_window,
+    utilisation = excluded.utilisation,
+    rate = CASE WHEN excluded.rate_adaptive THEN a.rate ELSE excluded.rate END,
+    rate_adaptive = excluded.rate_adaptive AND a.rate_adaptive,
+    active_cap = CASE WHEN excluded.active_adaptive THEN a.active_cap
+                      ELSE excluded.active_cap END,
+    active_adaptive = excluded.active_adaptive AND a.active_adaptive,
+    active_slow_start = excluded.active_adaptive AND a.active_slow_start
+RETURNING active_cap, active_adaptive
+"""
+# paused_till is '-infinity' when not paused, which Python's datetime cannot hold.
+_RESERVE = (
+    "SELECT first_start, spacing, greatest(paused_till, db_now), db_now"
+    " FROM {s}.reserve_requests(%s, %s, %s, %s)"
+)
+_RATE_LIMITED = "SELECT {s}.note_rate_limited(%s, %s, %s, %s, %s, %s)"
+_SYNC_ACTIVE = (
+    "SELECT granted, cap, total_active, db_now"
+    " FROM {s}.sync_active_jobs(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_LEAVE = "DELETE FROM {s}.account_holders WHERE account = %s AND holder = %s"
 
 
 @attrs.frozen
@@ -293,9 +331,11 @@ class SharedActiveJobLimit:
         """Wait for a place for one more active job, counted across every process."""
         async with self._turn:
             while True:
-                changed = self._changed
                 if await self._sync(want=True):
                     return
+                # Woken by the next synchronisation (one that carries a release of this
+                # process), or after the interval (another process's release).
+                changed = self._changed
                 with anyio.move_on_after(self._owner.wait_poll_interval):
                     await changed.wait()
 
@@ -444,36 +484,32 @@ class SharedAccountLimits:
         )
         self.round_trips = 0
         """Round trips to the database so far (retries included)."""
-        self._pool: asyncpg.Pool | None = None
+        self._session: Session | None = None
         self._background = Background()
+        self._sql_reserve = in_schema(self.schema, _RESERVE)
+        self._sql_rate_limited = in_schema(self.schema, _RATE_LIMITED)
+        self._sql_sync_active = in_schema(self.schema, _SYNC_ACTIVE)
+        self._sql_leave = in_schema(self.schema, _LEAVE)
+        self._sql_join = in_schema(self.schema, _JOIN)
 
     def __repr__(self) -> str:
         return f"<SharedAccountLimits account={self.account!r} holder={self.holder!r}>"
 
     async def __aenter__(self) -> SharedAccountLimits:
+        session = Session(
+            self._dsn,
+            application_name=f"hailuo-limits-{self.holder}",
+            give_up_after=self.give_up_after,
+        )
+        self._session = session
         try:
-            self._pool = await patiently(
-                "connecting",
-                lambda: asyncpg.create_pool(
-                    self._dsn,
-                    min_size=1,
-                    max_size=3,
-                    server_settings={"application_name": f"hailuo-limits-{self.holder}"},
-                ),
-                give_up_after=self.give_up_after,
-            )
-        except CoordinationError:
-            raise
-        except (ValueError, asyncpg.ClientConfigurationError) as exc:
-            raise CoordinationError(f"connecting: bad database address ({exc})") from None
-        try:
-            await patiently("setting up", self._set_up, give_up_after=self.give_up_after)
+            await session.run("setting up", self._set_up)
             await self.active_jobs._sync(want=False)
             await self._background.open()
             self._background.start_soon(self.active_jobs._keep_in_sync)
         except BaseException:
-            await self._pool.close()
-            self._pool = None
+            self._session = None
+            await session.close()
             raise
         return self
 
@@ -483,91 +519,59 @@ class SharedAccountLimits:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._pool is not None
+        assert self._session is not None
         await self._background.close()
-        pool, self._pool = self._pool, None
+        session, self._session = self._session, None
+
+        async def leave(connection: Connection) -> None:
+            await connection.execute(self._sql_leave, (self.account, self.holder))
+
         try:
             with anyio.move_on_after(5, shield=True):
                 # Leave at once: our places need not wait for the lease to lapse.
-                await pool.execute(
-                    f"DELETE FROM {self.schema}.account_holders WHERE account = $1 AND holder = $2",
-                    self.account,
-                    self.holder,
-                )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            logger.warning("could not leave the shared limits cleanly: %s", type(error).__name__)
+                await session.run("leaving the shared limits", leave)
+        except CoordinationError as error:
+            logger.warning("could not leave the shared limits cleanly: %s", error)
         finally:
-            await pool.close()
+            await session.close()
 
     # -- round trips ---------------------------------------------------------------------
 
-    async def _set_up(self) -> None:
-        pool = self._require_pool()
-        async with pool.acquire() as connection:
-            await create_limits_schema(connection, self.schema)
-            rpm = self._requests_per_minute
-            rate = None if rpm is None else rpm * self._rate_window / 60.0
-            cap = self._max_active_jobs
-            await connection.execute(
-                f"""
-                INSERT INTO {self.schema}.account_limits AS a (account, rate_window, utilisation,
-                    rate, rate_adaptive, active_cap, active_adaptive, active_slow_start,
-                    active_ceiling)
-                VALUES ($1, $2, $3, $4::double precision, $4::double precision IS NULL,
-                        coalesce($5::integer, 4), $5::integer IS NULL, $5::integer IS NULL,
-                        10000)
-                ON CONFLICT (account) DO UPDATE SET
-                    rate_window = excluded.rate_window,
-                    utilisation = excluded.utilisation,
-                    rate = CASE WHEN excluded.rate_adaptive THEN a.rate ELSE excluded.rate END,
-                    rate_adaptive = excluded.rate_adaptive AND a.rate_adaptive,
-                    active_cap = CASE WHEN excluded.active_adaptive THEN a.active_cap
-                                      ELSE excluded.active_cap END,
-                    active_adaptive = excluded.active_adaptive AND a.active_adaptive,
-                    active_slow_start = excluded.active_adaptive AND a.active_slow_start
-                """,
-                self.account,
-                self._rate_window,
-                self._utilisation,
-                rate,
-                cap,
-            )
-            row = await connection.fetchrow(
-                f"SELECT active_cap, active_adaptive FROM {self.schema}.account_limits"
-                " WHERE account = $1",
-                self.account,
-            )
-            assert row is not None
-            self.active_jobs.value = row["active_cap"]
-            self.active_jobs.adaptive = row["active_adaptive"]
+    async def _set_up(self, connection: Connection) -> None:
+        await create_limits_schema(connection, self.schema)
+        rpm = self._requests_per_minute
+        rate = None if rpm is None else rpm * self._rate_window / 60.0
+        cursor = await connection.execute(
+            self._sql_join,
+            {
+                "account": self.account,
+                "window": self._rate_window,
+                "utilisation": self._utilisation,
+                "rate": rate,
+                "cap": self._max_active_jobs,
+            },
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        self.active_jobs.value, self.active_jobs.adaptive = row
 
     async def _reserve(self, kind: RequestKind, count: int) -> Reservation:
-        row = await self._round_trip(
-            "reserving a request slot",
-            f"SELECT * FROM {self.schema}.reserve_requests($1, $2, $3, $4)",
-            self.account,
-            kind,
-            count,
-            0.05,
+        first_start, spacing, paused_until, db_now = await self._round_trip(
+            "reserving a request slot", self._sql_reserve, (self.account, kind, count, 0.05)
         )
         return Reservation(
-            first_start=row["first_start"],
-            spacing=row["spacing"],
-            paused_until=row["paused_till"],
-            db_now=row["db_now"],
+            first_start=first_start,
+            spacing=spacing,
+            paused_until=paused_until,
+            db_now=db_now,
             received=time.monotonic(),
         )
 
     async def _note_rate_limited(self, kind: RequestKind, pause: float, exceeded: bool) -> None:
         await self._round_trip(
             "sharing a 429 pause",
-            f"SELECT {self.schema}.note_rate_limited($1, $2, $3, $4, $5, $6) AS paused_until",
-            self.account,
-            kind,
-            pause,
-            exceeded,
-            0.75,
-            1.0,
+            self._sql_rate_limited,
+            (self.account, kind, pause, exceeded, 0.75, 1.0),
         )
 
     async def _sync_active(
@@ -580,36 +584,39 @@ class SharedAccountLimits:
         completed: int,
         rate_limited: bool,
     ) -> ActiveJobCount:
-        row = await self._round_trip(
+        granted, cap, total_active, db_now = await self._round_trip(
             "counting active jobs",
-            f"SELECT * FROM {self.schema}.sync_active_jobs($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            self.account,
-            self.holder,
-            self.lease,
-            active,
-            on_server,
-            want,
-            submitted,
-            completed,
-            rate_limited,
+            self._sql_sync_active,
+            (
+                self.account,
+                self.holder,
+                self.lease,
+                active,
+                on_server,
+                want,
+                submitted,
+                completed,
+                rate_limited,
+            ),
         )
-        return ActiveJobCount(
-            granted=row["granted"],
-            cap=row["cap"],
-            total_active=row["total_active"],
-            db_now=row["db_now"],
-        )
+        return ActiveJobCount(granted=granted, cap=cap, total_active=total_active, db_now=db_now)
 
-    async def _round_trip(self, what: str, query: str, *args: Any) -> asyncpg.Record:
-        pool = self._require_pool()
+    async def _round_trip(
+        self, what: str, query: sql.Composed, params: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        """One statement, one round trip: its first row."""
+        session = self._session
+        if session is None:
+            raise CoordinationError("the shared limits are used outside their 'async with'")
 
-        async def once() -> asyncpg.Record:
+        async def fetch(connection: Connection) -> tuple[Any, ...]:
             self.round_trips += 1
-            row = await pool.fetchrow(query, *args)
+            cursor = await connection.execute(query, params)
+            row = await cursor.fetchone()
             assert row is not None
             return row
 
-        return await patiently(what, once, give_up_after=self.give_up_after)
+        return await session.run(what, fetch)
 
     def _in_background(self, job: Callable[..., Awaitable[None]], *args: Any) -> None:
         async def logged() -> None:
@@ -619,11 +626,6 @@ class SharedAccountLimits:
                 logger.warning("%s", exc)
 
         self._background.start_soon(logged)
-
-    def _require_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise CoordinationError("the shared limits are used outside their 'async with'")
-        return self._pool
 
 
 def _check_positive(field: str, value: float) -> None:

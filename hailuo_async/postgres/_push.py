@@ -12,6 +12,10 @@ A notice is delivered at most once and may be lost: while the listening connecti
 down (a restart, a dropped network, a terminated backend), notices go nowhere. The bus
 reconnects with backoff, listens again, and then calls ``on_gap`` so its owner polls the
 ids it watches once; the watchers' backstop polls would find those ends anyway, later.
+
+The listening connection waits in ``notifies()`` (which holds it), so a process that
+publishes does so on a second connection, opened on its first publication and kept:
+one round trip per publication.
 """
 
 from __future__ import annotations
@@ -20,17 +24,26 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from types import TracebackType
-from typing import Any
 
 import anyio
-import asyncpg
 import attrs
+import psycopg
+from psycopg import sql
 
 from .._exceptions import InvalidRequestError
 from .._models import TaskStatus
 from ..webhooks import WEBHOOK_EVENT_TYPE, WebhookEvent
-from ._common import Background, CoordinationError, channel_for, check_account, logger, patiently
+from ._common import (
+    Background,
+    Connection,
+    CoordinationError,
+    Session,
+    channel_for,
+    check_account,
+    logger,
+)
 
 __all__ = ["PostgresPushBus", "PushNotice"]
 
@@ -96,8 +109,12 @@ class PostgresPushBus:
         self._give_up_after = give_up_after
         self._health_check_interval = health_check_interval
         self._send, self._receive = anyio.create_memory_object_stream[PushNotice](max_queued)
-        self._connection: asyncpg.Connection | None = None
-        self._lost = anyio.Event()
+        self._listener = Session(
+            dsn, application_name=f"hailuo-push-{self.sender}", give_up_after=give_up_after
+        )
+        self._publisher = Session(
+            dsn, application_name=f"hailuo-push-{self.sender}-out", give_up_after=give_up_after
+        )
         self._background = Background()
         self.received = 0
         self.published = 0
@@ -108,10 +125,10 @@ class PostgresPushBus:
         return f"<PostgresPushBus account={self.account!r} sender={self.sender!r}>"
 
     async def __aenter__(self) -> PostgresPushBus:
-        await self._listen()
+        connection = await self._listen()
         await self._background.open()
         self._background.start_soon(self._deliver_notices)
-        self._background.start_soon(self._stay_connected)
+        self._background.start_soon(self._stay_connected, connection)
         return self
 
     async def __aexit__(
@@ -123,15 +140,13 @@ class PostgresPushBus:
         await self._background.close()
         self._send.close()
         self._receive.close()
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with anyio.move_on_after(5, shield=True):
-                await _close(connection)
+        await self._listener.close()
+        await self._publisher.close()
 
     @property
     def backend_pid(self) -> int | None:
         """The server process id of the listening connection (for operators and tests)."""
-        return None if self._connection is None else self._connection.get_server_pid()
+        return self._listener.backend_pid
 
     async def publish(self, event: WebhookEvent | PushNotice) -> bool:
         """Tell every process of the account that a task claims to have ended.
@@ -152,81 +167,49 @@ class PostgresPushBus:
         if len(payload.encode()) > _MAX_PAYLOAD_BYTES:
             raise InvalidRequestError("task_id", "too long for a notification")
 
-        async def notify() -> None:
-            connection = self._connection
-            if connection is None or connection.is_closed():
-                # The listener is reconnecting: publish on a connection of our own.
-                single = await asyncpg.connect(self._dsn)
-                try:
-                    await single.execute("SELECT pg_notify($1, $2)", self.channel, payload)
-                finally:
-                    await _close(single)
-            else:
-                await connection.execute("SELECT pg_notify($1, $2)", self.channel, payload)
+        async def notify(connection: Connection) -> None:
+            await connection.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
-        await patiently("publishing a webhook event", notify, give_up_after=self._give_up_after)
+        await self._publisher.run("publishing a webhook event", notify)
         self.published += 1
         return True
 
     # -- listening -----------------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        async def connect() -> asyncpg.Connection:
-            connection = await asyncpg.connect(
-                self._dsn, server_settings={"application_name": f"hailuo-push-{self.sender}"}
-            )
-            try:
-                await connection.add_listener(self.channel, self._on_notification)
-            except BaseException:
-                await _close(connection)
-                raise
+    async def _listen(self) -> Connection:
+        """Open the listening connection and ``LISTEN`` (raises CoordinationError if not)."""
+
+        async def listen(connection: Connection) -> Connection:
+            await connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             return connection
 
-        try:
-            self._connection = await patiently(
-                "listening for webhook events", connect, give_up_after=self._give_up_after
-            )
-        except (ValueError, asyncpg.ClientConfigurationError) as exc:
-            raise CoordinationError(f"connecting: bad database address ({exc})") from None
-        self._lost = anyio.Event()
-        self._connection.add_termination_listener(self._on_terminated)
+        return await self._listener.run("listening for webhook events", listen)
 
-    def _on_notification(self, _connection: Any, _pid: int, _channel: str, payload: object) -> None:
-        notice = _parse(payload)
-        if notice is None or notice.sender == self.sender:
-            return
-        try:
-            self._send.send_nowait(notice)
-        except anyio.WouldBlock:
-            self.dropped += 1  # the watchers' backstop polls will find it
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-
-    def _on_terminated(self, _connection: Any) -> None:
-        self._lost.set()
-
-    async def _stay_connected(self) -> None:
+    async def _stay_connected(self, connection: Connection) -> None:
+        """Runs for the bus's lifetime: listen, and listen again whenever the connection is lost."""
         while True:
-            with anyio.move_on_after(self._health_check_interval):
-                await self._lost.wait()
-            connection = self._connection
-            if connection is not None and not self._lost.is_set():
-                try:
-                    with anyio.fail_after(self._health_check_interval):
-                        await connection.execute("SELECT 1")
-                    continue
-                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                    pass
-            await self._reconnect()
+            await self._read_until_lost(connection)
+            await self._listener.discard(connection)
+            connection = await self._reconnect()
 
-    async def _reconnect(self) -> None:
-        old, self._connection = self._connection, None
-        if old is not None:
-            await _close(old)
+    async def _read_until_lost(self, connection: Connection) -> None:
+        """Hand over notices as they come, and check the connection whenever it is idle."""
+        try:
+            while True:
+                notifies = connection.notifies(timeout=self._health_check_interval)
+                async with aclosing(notifies):
+                    async for notify in notifies:
+                        self._on_notification(notify.payload)
+                with anyio.fail_after(self._health_check_interval):
+                    await connection.execute("SELECT 1")
+        except (OSError, TimeoutError, psycopg.Error) as exc:
+            _log.warning("push bus connection lost (%s)", type(exc).__name__)
+
+    async def _reconnect(self) -> Connection:
         delay = 0.1
         while True:
             try:
-                await self._listen()
+                connection = await self._listen()
                 break
             except CoordinationError as exc:
                 _log.warning("push bus still disconnected: %s", exc)
@@ -239,6 +222,18 @@ class PostgresPushBus:
                 await self._on_gap()
             except Exception:
                 _log.exception("the push bus's gap handler failed")
+        return connection
+
+    def _on_notification(self, payload: str) -> None:
+        notice = _parse(payload)
+        if notice is None or notice.sender == self.sender:
+            return
+        try:
+            self._send.send_nowait(notice)
+        except anyio.WouldBlock:
+            self.dropped += 1  # the watchers' backstop polls will find it
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
 
     async def _deliver_notices(self) -> None:
         async for notice in self._receive:
@@ -265,10 +260,3 @@ def _parse(payload: object) -> PushNotice | None:
         logger.warning("ignoring a malformed push notice")
         return None
     return PushNotice(task_id=task_id, status=TaskStatus.parse(status), sender=sender)
-
-
-async def _close(connection: asyncpg.Connection) -> None:
-    try:
-        await connection.close(timeout=2)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        connection.terminate()

@@ -8,11 +8,11 @@ on fresh data under the lock: one round trip per decision.
 
 from __future__ import annotations
 
-import asyncpg
+from psycopg import sql
 
-from ._common import CoordinationError
+from ._common import Connection, CoordinationError
 
-__all__ = ["LIMITS_SCHEMA_VERSION", "create_limits_schema"]
+__all__ = ["LIMITS_SCHEMA_VERSION", "create_limits_schema", "in_schema"]
 
 LIMITS_SCHEMA_VERSION = 1
 
@@ -243,23 +243,30 @@ $fn$;
 _SETUP_LOCK = 0x4A11_0001
 
 
-async def create_limits_schema(
-    connection: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, schema: str
-) -> None:
+def in_schema(schema: str, text: str) -> sql.Composed:
+    """The statement ``text`` with ``{s}`` standing for ``schema`` (quoted)."""
+    return sql.SQL(text).format(s=sql.Identifier(schema))
+
+
+async def create_limits_schema(connection: Connection, schema: str) -> None:
     """Create or upgrade the limits' tables and functions in ``schema`` (idempotent)."""
     async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock($1)", _SETUP_LOCK)
-        await connection.execute(_TABLES.format(s=schema))
-        version = await connection.fetchval(f"SELECT version FROM {schema}.limits_meta")
-        if version is not None and version > LIMITS_SCHEMA_VERSION:
+        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+        await connection.execute(in_schema(schema, _TABLES))
+        cursor = await connection.execute(in_schema(schema, "SELECT version FROM {s}.limits_meta"))
+        row = await cursor.fetchone()
+        if row is not None and row[0] > LIMITS_SCHEMA_VERSION:
             raise CoordinationError(
-                f"schema {schema!r} holds shared limits of version {version}, newer than"
+                f"schema {schema!r} holds shared limits of version {row[0]}, newer than"
                 f" this library's {LIMITS_SCHEMA_VERSION}: upgrade hailuo-async"
             )
         for function in (_LOCK_ACCOUNT, _RESERVE, _RATE_LIMITED, _SYNC_ACTIVE):
-            await connection.execute(function.format(s=schema))
+            await connection.execute(in_schema(schema, function))
         await connection.execute(
-            f"INSERT INTO {schema}.limits_meta (version) VALUES ($1)"
-            " ON CONFLICT (singleton) DO UPDATE SET version = excluded.version",
-            LIMITS_SCHEMA_VERSION,
+            in_schema(
+                schema,
+                "INSERT INTO {s}.limits_meta (version) VALUES (%s)"
+                " ON CONFLICT (singleton) DO UPDATE SET version = excluded.version",
+            ),
+            (LIMITS_SCHEMA_VERSION,),
         )
