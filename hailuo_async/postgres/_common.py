@@ -22,8 +22,14 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
-import psycopg
-from psycopg import pq
+
+try:
+    import psycopg
+    from psycopg import pq
+except ImportError as exc:  # the package is imported first through here (see __init__)
+    raise ImportError(
+        "hailuo_async.postgres needs psycopg 3: pip install 'hailuo-async[postgres]'"
+    ) from exc
 
 from .._exceptions import HailuoError, InvalidRequestError
 

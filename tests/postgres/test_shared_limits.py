@@ -320,6 +320,30 @@ async def test_requests_wait_out_a_terminated_connection(pg_schema: str) -> None
         assert limits.round_trips > before
 
 
+async def test_a_round_trip_cancelled_midway_leaves_the_limits_usable(pg_schema: str) -> None:
+    """A reservation cancelled while the server runs it costs its connection, nothing more."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    async with _limits(pg_schema, account, requests_per_minute=6000) as limits:
+        await limits.requests.wait_turn("poll")
+        with admin() as blocker:
+            # Hold the account's row: the next reservation waits for it, inside the server.
+            with blocker.transaction():
+                blocker.execute(
+                    sql.SQL(
+                        "SELECT 1 FROM {s}.account_limits WHERE account = %s FOR UPDATE"
+                    ).format(s=sql.Identifier(pg_schema)),
+                    (account,),
+                )
+                before = limits.round_trips
+                with anyio.move_on_after(0.5) as scope:
+                    await limits.requests.wait_turn("poll")
+                assert scope.cancelled_caught
+                assert limits.round_trips == before + 1  # it was sent, and is still waiting
+        with anyio.fail_after(30):
+            assert await limits.requests.wait_turn("poll") is not None
+            assert await limits.active_jobs.try_acquire()
+
+
 # -- helpers -------------------------------------------------------------------------------
 
 
