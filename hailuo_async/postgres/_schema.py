@@ -1,0 +1,272 @@
+"""The tables and functions behind the shared account limits, created by the library.
+
+Every change of the limits is one call of a PL/pgSQL function that locks the account's
+row (``FOR UPDATE``) and reads the database's clock (``clock_timestamp()``), so processes
+on machines whose clocks disagree still agree on the schedule, and each decision is made
+on fresh data under the lock: one round trip per decision.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from ._common import Connection, CoordinationError
+
+__all__ = ["LIMITS_SCHEMA_VERSION", "create_limits_schema", "in_schema"]
+
+LIMITS_SCHEMA_VERSION = 1
+
+_TABLES = """
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.limits_meta (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.account_limits (
+    account text PRIMARY KEY,
+    -- request rate: requests per rate_window seconds; NULL while being discovered
+    rate_window double precision NOT NULL,
+    utilisation double precision NOT NULL,
+    rate double precision,
+    rate_adaptive boolean NOT NULL,
+    rate_changed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    next_free timestamptz NOT NULL DEFAULT '-infinity',
+    first_sent timestamptz,
+    window_start timestamptz NOT NULL DEFAULT '-infinity',
+    window_count bigint NOT NULL DEFAULT 0,
+    previous_count bigint NOT NULL DEFAULT 0,
+    -- 429 pauses, per kind of call
+    submit_paused_until timestamptz NOT NULL DEFAULT '-infinity',
+    poll_paused_until timestamptz NOT NULL DEFAULT '-infinity',
+    rate_limited bigint NOT NULL DEFAULT 0,
+    -- active jobs: the cap, and how it is being discovered
+    active_cap integer NOT NULL,
+    active_adaptive boolean NOT NULL,
+    active_slow_start boolean NOT NULL,
+    active_ceiling integer NOT NULL,
+    clean_completions integer NOT NULL DEFAULT 0,
+    probe_after integer NOT NULL DEFAULT 100
+);
+CREATE TABLE IF NOT EXISTS {s}.account_holders (
+    account text NOT NULL REFERENCES {s}.account_limits ON DELETE CASCADE,
+    holder text NOT NULL,
+    active integer NOT NULL DEFAULT 0,
+    on_server integer NOT NULL DEFAULT 0,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (account, holder)
+);
+"""
+
+_LOCK_ACCOUNT = """
+CREATE OR REPLACE FUNCTION {s}.lock_account(p_account text) RETURNS {s}.account_limits
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r {s}.account_limits%ROWTYPE;
+BEGIN
+    SELECT * INTO r FROM {s}.account_limits WHERE account = p_account FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % has no limits row', p_account;
+    END IF;
+    RETURN r;
+END
+$fn$;
+"""
+
+_RESERVE = """
+CREATE OR REPLACE FUNCTION {s}.reserve_requests(
+    p_account text, p_kind text, p_count integer, p_increase double precision
+) RETURNS TABLE (first_start timestamptz, spacing double precision,
+                 paused_till timestamptz, db_now timestamptz)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r {s}.account_limits%ROWTYPE;
+    t timestamptz := clock_timestamp();
+    win interval;
+    pause timestamptz;
+    gap double precision;
+    start_at timestamptz;
+BEGIN
+    r := {s}.lock_account(p_account);
+    win := r.rate_window * interval '1 second';
+    pause := CASE p_kind WHEN 'submit' THEN r.submit_paused_until ELSE r.poll_paused_until END;
+    IF pause > t THEN
+        RETURN QUERY SELECT NULL::timestamptz, 0.0::double precision, pause, t;
+        RETURN;
+    END IF;
+    IF r.rate_adaptive AND r.rate IS NOT NULL THEN
+        -- additive increase, in proportion to the time since the rate last changed
+        r.rate := r.rate * (1 + p_increase
+            * least(extract(epoch FROM t - r.rate_changed_at), r.rate_window) / r.rate_window);
+        r.rate_changed_at := t;
+    END IF;
+    gap := CASE WHEN r.rate IS NULL THEN 0.0 ELSE r.rate_window / (r.rate * r.utilisation) END;
+    start_at := greatest(r.next_free, t);
+    IF t >= r.window_start + win THEN
+        r.previous_count := CASE WHEN t < r.window_start + 2 * win THEN r.window_count ELSE 0 END;
+        r.window_start := t;
+        r.window_count := 0;
+    END IF;
+    UPDATE {s}.account_limits SET
+        rate = r.rate,
+        rate_changed_at = r.rate_changed_at,
+        next_free = start_at + gap * p_count * interval '1 second',
+        first_sent = coalesce(r.first_sent, t),
+        window_start = r.window_start,
+        window_count = r.window_count + p_count,
+        previous_count = r.previous_count
+    WHERE account = p_account;
+    RETURN QUERY SELECT start_at, gap, pause, t;
+END
+$fn$;
+"""
+
+_RATE_LIMITED = """
+CREATE OR REPLACE FUNCTION {s}.note_rate_limited(
+    p_account text, p_kind text, p_pause double precision, p_rate_exceeded boolean,
+    p_decrease double precision, p_floor double precision
+) RETURNS timestamptz
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r {s}.account_limits%ROWTYPE;
+    t timestamptz := clock_timestamp();
+    pause_end timestamptz := clock_timestamp() + p_pause * interval '1 second';
+    into_window double precision;
+    sent double precision;
+BEGIN
+    r := {s}.lock_account(p_account);
+    IF p_kind = 'submit' THEN
+        r.submit_paused_until := greatest(r.submit_paused_until, pause_end);
+        pause_end := r.submit_paused_until;
+    ELSE
+        r.poll_paused_until := greatest(r.poll_paused_until, pause_end);
+        pause_end := r.poll_paused_until;
+    END IF;
+    IF p_rate_exceeded AND r.rate_adaptive THEN
+        IF r.rate IS NULL THEN
+            -- the first cut: from the rate sent over the last window, once one has passed
+            IF r.first_sent IS NOT NULL
+               AND t - r.first_sent >= r.rate_window * interval '1 second' THEN
+                into_window := least(1.0,
+                    extract(epoch FROM t - r.window_start) / r.rate_window);
+                sent := r.window_count + r.previous_count * (1.0 - into_window);
+                r.rate := greatest(p_floor, sent * p_decrease);
+                r.rate_changed_at := t;
+            END IF;
+        ELSE
+            -- multiplicative decrease; 429s of the same moment are echoes of one cut
+            IF t - r.rate_changed_at
+               >= (r.rate_window / greatest(r.rate, 1.0)) * 4 * interval '1 second' THEN
+                r.rate := greatest(p_floor, r.rate * p_decrease);
+            END IF;
+            r.rate_changed_at := t;
+        END IF;
+    END IF;
+    UPDATE {s}.account_limits SET
+        submit_paused_until = r.submit_paused_until,
+        poll_paused_until = r.poll_paused_until,
+        rate = r.rate,
+        rate_changed_at = r.rate_changed_at,
+        rate_limited = r.rate_limited + 1
+    WHERE account = p_account;
+    RETURN pause_end;
+END
+$fn$;
+"""
+
+_SYNC_ACTIVE = """
+CREATE OR REPLACE FUNCTION {s}.sync_active_jobs(
+    p_account text, p_holder text, p_lease double precision,
+    p_active integer, p_on_server integer, p_want boolean,
+    p_submitted integer, p_completed integer, p_rate_limited boolean
+) RETURNS TABLE (granted boolean, cap integer, total_active integer, db_now timestamptz)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r {s}.account_limits%ROWTYPE;
+    t timestamptz := clock_timestamp();
+    total integer;
+    total_on_server integer;
+    learned integer;
+    ok boolean;
+BEGIN
+    r := {s}.lock_account(p_account);
+    -- a holder that stopped renewing its lease (crashed, or stopped) frees its places
+    DELETE FROM {s}.account_holders
+        WHERE account = p_account AND expires_at < t AND holder <> p_holder;
+    INSERT INTO {s}.account_holders AS h (account, holder, active, on_server, expires_at)
+        VALUES (p_account, p_holder, p_active, p_on_server, t + p_lease * interval '1 second')
+        ON CONFLICT (account, holder) DO UPDATE SET
+            active = excluded.active, on_server = excluded.on_server,
+            expires_at = excluded.expires_at;
+    IF r.active_adaptive AND r.active_slow_start THEN
+        r.active_cap := least(r.active_ceiling, r.active_cap + p_submitted);
+    END IF;
+    IF p_completed > 0 AND r.active_adaptive AND NOT r.active_slow_start THEN
+        r.clean_completions := r.clean_completions + p_completed;
+        IF r.clean_completions >= r.probe_after AND r.active_cap < r.active_ceiling THEN
+            r.clean_completions := 0;
+            r.active_cap := r.active_cap + 1;
+        END IF;
+    END IF;
+    SELECT coalesce(sum(active), 0), coalesce(sum(on_server), 0)
+        INTO total, total_on_server
+        FROM {s}.account_holders WHERE account = p_account;
+    IF p_rate_limited AND r.active_adaptive THEN
+        r.clean_completions := 0;
+        learned := greatest(1, total_on_server);
+        IF learned < r.active_cap THEN
+            IF r.active_slow_start THEN
+                r.active_slow_start := false;
+            ELSE
+                r.probe_after := least(r.probe_after * 4, 1048576);
+            END IF;
+            r.active_cap := learned;
+        END IF;
+    END IF;
+    ok := p_want AND total < r.active_cap;
+    IF ok THEN
+        UPDATE {s}.account_holders SET active = active + 1
+            WHERE account = p_account AND holder = p_holder;
+        total := total + 1;
+    END IF;
+    UPDATE {s}.account_limits SET
+        active_cap = r.active_cap,
+        active_slow_start = r.active_slow_start,
+        clean_completions = r.clean_completions,
+        probe_after = r.probe_after
+    WHERE account = p_account;
+    RETURN QUERY SELECT ok, r.active_cap, total, t;
+END
+$fn$;
+"""
+
+# Serialises schema creation: concurrent CREATE ... IF NOT EXISTS can still collide.
+_SETUP_LOCK = 0x4A11_0001
+
+
+def in_schema(schema: str, text: str) -> sql.Composed:
+    """The statement ``text`` with ``{s}`` standing for ``schema`` (quoted)."""
+    return sql.SQL(text).format(s=sql.Identifier(schema))
+
+
+async def create_limits_schema(connection: Connection, schema: str) -> None:
+    """Create or upgrade the limits' tables and functions in ``schema`` (idempotent)."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+        await connection.execute(in_schema(schema, _TABLES))
+        cursor = await connection.execute(in_schema(schema, "SELECT version FROM {s}.limits_meta"))
+        row = await cursor.fetchone()
+        if row is not None and row[0] > LIMITS_SCHEMA_VERSION:
+            raise CoordinationError(
+                f"schema {schema!r} holds shared limits of version {row[0]}, newer than"
+                f" this library's {LIMITS_SCHEMA_VERSION}: upgrade hailuo-async"
+            )
+        for function in (_LOCK_ACCOUNT, _RESERVE, _RATE_LIMITED, _SYNC_ACTIVE):
+            await connection.execute(in_schema(schema, function))
+        await connection.execute(
+            in_schema(
+                schema,
+                "INSERT INTO {s}.limits_meta (version) VALUES (%s)"
+                " ON CONFLICT (singleton) DO UPDATE SET version = excluded.version",
+            ),
+            (LIMITS_SCHEMA_VERSION,),
+        )

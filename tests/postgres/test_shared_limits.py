@@ -1,0 +1,367 @@
+"""Shared account limits across real processes, proven on the database's clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from pgutil import DSN, admin
+from psycopg import sql
+
+from hailuo_async import InvalidRequestError
+from hailuo_async.postgres import (
+    LIMITS_SCHEMA_VERSION,
+    CoordinationError,
+    SharedAccountLimits,
+    account_name,
+)
+
+pytestmark = pytest.mark.anyio
+
+CHILD = Path(__file__).with_name("limits_child.py")
+
+
+class Workers:
+    """Worker processes started together: each reports ready, then all are told to go."""
+
+    def __init__(self, settings: list[dict[str, Any]]) -> None:
+        self.processes = [
+            subprocess.Popen(  # noqa: S603 (our own script, our own settings)
+                [sys.executable, str(CHILD), json.dumps(one)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for one in settings
+        ]
+
+    def wait_ready(self) -> list[str]:
+        """Block until every worker has joined the limits; return their holder ids."""
+        holders = []
+        for process in self.processes:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line, f"a worker died before it was ready (exit {process.wait()})"
+            holders.append(json.loads(line).get("ready") or json.loads(line).get("holder"))
+        return holders
+
+    def go_and_collect(self, timeout: float = 180) -> list[dict[str, Any]]:
+        """Start every worker at once and return their reports."""
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        reports = []
+        for process in self.processes:
+            out, _ = process.communicate(timeout=timeout)
+            assert process.returncode == 0, f"a worker failed (exit {process.returncode})"
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+        return reports
+
+    def kill_all(self) -> None:
+        """Kill any worker still running."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()
+
+
+def _settings(schema: str, account: str, **extra: Any) -> dict[str, Any]:
+    return {"dsn": DSN, "schema": schema, "account": account, **extra}
+
+
+async def test_four_processes_never_exceed_the_shared_request_rate(pg_schema: str) -> None:
+    """Four processes' request turns, on the database's clock, never pass the rate in any window."""
+    window, per_window = 2.0, 60  # 1,800 requests per minute, checked over 2-second windows
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    settings = _settings(
+        pg_schema,
+        account,
+        mode="rate",
+        rpm=per_window * 60 / window,
+        window=window,
+        tasks=4,
+        per_task=10,
+        lease=120.0,
+    )
+    workers = Workers([settings] * 4)
+    try:
+        workers.wait_ready()
+        reports = workers.go_and_collect()
+    finally:
+        workers.kill_all()
+    starts = sorted(start for report in reports for start in report["starts"])
+    assert len(starts) == 4 * 4 * 10
+    # Every window [t, t + window) holds at most per_window starts.
+    busiest = max(
+        sum(1 for other in starts[i:] if other < start + window) for i, start in enumerate(starts)
+    )
+    assert busiest <= per_window
+    # More turns than one window allows were granted, so the limit really bound them.
+    assert starts[-1] - starts[0] >= window
+    spacing = window / (per_window * 0.95)
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= spacing * 0.999
+    # At most one round trip per request (concurrent waiters share one), plus joining.
+    assert sum(report["round_trips"] for report in reports) <= len(starts) + 4 * 3
+
+
+async def test_three_processes_never_exceed_the_shared_active_cap(pg_schema: str) -> None:
+    """Three processes taking places under a shared cap of 5 never hold more than 5 together."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    settings = _settings(pg_schema, account, mode="active", cap=5, tasks=4, per_task=5, hold=0.02)
+    workers = Workers([settings] * 3)
+    try:
+        workers.wait_ready()
+        reports = workers.go_and_collect()
+    finally:
+        workers.kill_all()
+    assert sum(report["granted"] for report in reports) == 3 * 4 * 5
+    # The total is counted under the row's lock, with releases not yet sent still counted:
+    # an upper bound of the places really held at each grant.
+    assert max(report["peak_total"] for report in reports) <= 5
+    (left,) = _fetch(
+        pg_schema, "SELECT count(*) FROM {s}.account_holders WHERE account = %s", account
+    )
+    assert left == 0  # every worker left, freeing its places at once
+
+
+async def test_a_killed_process_places_return_after_its_lease(pg_schema: str) -> None:
+    """Places held by a process killed with SIGKILL are granted again once its lease lapses."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    workers = Workers([_settings(pg_schema, account, mode="hold", cap=3, places=3, lease=2.0)])
+    try:
+        (holder,) = workers.wait_ready()
+        workers.processes[0].send_signal(signal.SIGKILL)
+        workers.processes[0].wait()
+    finally:
+        workers.kill_all()
+    (expires_at,) = _fetch(
+        pg_schema,
+        "SELECT expires_at FROM {s}.account_holders WHERE account = %s AND holder = %s",
+        account,
+        holder,
+    )
+    assert expires_at is not None
+    async with _limits(pg_schema, account, max_active_jobs=3) as limits:
+        jobs = limits.active_jobs
+        if await jobs.try_acquire():
+            # Only possible once the dead holder's lease had lapsed.
+            assert jobs.last_count is not None
+            assert jobs.last_count.db_now > expires_at
+        else:
+            assert jobs.last_count is not None
+            assert jobs.last_count.db_now <= expires_at + dt.timedelta(milliseconds=1)
+            with anyio.fail_after(60):
+                await jobs.acquire()
+            assert jobs.last_count.db_now > expires_at
+        for _ in range(2):
+            with anyio.fail_after(60):
+                await jobs.acquire()
+        assert jobs.active == 3
+        assert not await jobs.try_acquire()  # the cap still holds
+
+
+async def test_a_429_pauses_every_process(pg_schema: str) -> None:
+    """A 429 with Retry-After in one process holds back the next turn of another until it ends."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    async with (
+        _limits(pg_schema, account, requests_per_minute=6000) as first,
+        _limits(pg_schema, account) as second,
+    ):
+        await first.requests.report_rate_limited("submit", 1.5)
+        submit_paused_until, polls_free = _fetch(
+            pg_schema,
+            "SELECT submit_paused_until, poll_paused_until < clock_timestamp()"
+            " FROM {s}.account_limits WHERE account = %s",
+            account,
+        )
+        start = await second.requests.wait_turn("submit")
+        assert start is not None
+        assert start >= submit_paused_until
+        assert second.requests.rate_limited["submit"] == 0
+        # Polls are paused apart from submits.
+        assert polls_free
+
+
+async def test_learnt_limits_are_shared(pg_schema: str) -> None:
+    """A cap and rate discovered through 429s in one process are the ones every process uses."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    async with _limits(pg_schema, account, requests_per_minute=None) as first:
+        jobs = first.active_jobs
+        assert jobs.adaptive
+        for _ in range(3):
+            await jobs.acquire()
+            jobs.on_submitted()
+        await jobs.acquire()
+        assert jobs.on_rate_limited()  # the fourth submission met the service's cap
+        jobs.release(submitted=False)
+        await jobs._sync(want=False)
+        assert jobs.value == 3
+        async with _limits(pg_schema, account) as second:
+            assert second.active_jobs.value == 3
+            assert not await second.active_jobs.try_acquire()
+            jobs.release(submitted=True)
+            await jobs._sync(want=False)
+            assert await second.active_jobs.try_acquire()
+        rate, slow_start = _fetch(
+            pg_schema,
+            "SELECT rate, active_slow_start FROM {s}.account_limits WHERE account = %s",
+            account,
+        )
+        assert rate is None  # no rate known yet: requests go unpaced
+        assert slow_start is False
+
+
+async def test_a_known_rate_is_cut_by_no_429_but_a_learnt_one_is(pg_schema: str) -> None:
+    """A rate the caller gave stays; a learnt rate is cut by a 429, for every process."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    async with _limits(pg_schema, account, requests_per_minute=600) as fixed:
+        await fixed.requests.report_rate_limited("poll", 0.01)
+        assert _rate(pg_schema, account) == 600
+    other = f"acct-{uuid.uuid4().hex[:8]}"
+    async with _limits(pg_schema, other, rate_window=0.2) as learner:
+        # Waiters queued together share reservations: 30 requests land in one window.
+        async with anyio.create_task_group() as group:
+            for _ in range(30):
+                group.start_soon(learner.requests.wait_turn, "poll")
+        await anyio.sleep(0.25)  # a full window of traffic has passed
+        await learner.requests.report_rate_limited("poll", 0.01)
+        learnt = _rate(pg_schema, other)
+        assert learnt is not None
+        # 429s within 4 spacings of a cut are its echoes; at 1 request a window or more,
+        # that is at most 4 windows.
+        await anyio.sleep(0.85)
+        await learner.requests.report_rate_limited("poll", 0.01)
+        cut = _rate(pg_schema, other)
+        assert cut is not None
+        assert cut < learnt
+
+
+async def test_the_account_name_never_holds_the_key(pg_schema: str) -> None:
+    """The default account is a hash of the key: the key reaches no table of the database."""
+    key = "sk-secret-" + uuid.uuid4().hex
+    async with SharedAccountLimits(DSN, api_key=key, schema=pg_schema) as limits:
+        assert limits.account == account_name(key)
+        assert key not in limits.account
+        assert key not in repr(limits)
+        await limits.requests.wait_turn("submit")
+        with admin() as connection:
+            dump = connection.execute(
+                sql.SQL(
+                    "SELECT a::text FROM {s}.account_limits a"
+                    " UNION ALL SELECT h::text FROM {s}.account_holders h"
+                ).format(s=sql.Identifier(pg_schema))
+            ).fetchall()
+    assert dump
+    assert all(key not in str(row) for (row,) in dump)
+
+
+async def test_bad_settings_and_databases_fail_clearly(pg_schema: str) -> None:
+    """Bad names, a wrong address and a newer schema raise errors that name the problem."""
+    with pytest.raises(InvalidRequestError, match="schema"):
+        SharedAccountLimits(DSN, account="a", schema="Robert'); DROP")
+    with pytest.raises(InvalidRequestError, match="account"):
+        SharedAccountLimits(DSN, account="no spaces please")
+    with pytest.raises(InvalidRequestError, match="account"):
+        SharedAccountLimits(DSN)
+    with pytest.raises(InvalidRequestError, match="requests_per_minute"):
+        SharedAccountLimits(DSN, account="a", requests_per_minute=0)
+    missing_db = DSN.rsplit("/", 1)[0] + "/no_such_database_here"
+    with pytest.raises(CoordinationError, match='"no_such_database_here" does not exist'):
+        async with SharedAccountLimits(missing_db, account="a", schema=pg_schema):
+            pass
+    with pytest.raises(CoordinationError, match="bad database address"):
+        async with SharedAccountLimits(DSN + "?no_such_option=1", account="a", schema=pg_schema):
+            pass
+    s = sql.Identifier(pg_schema)
+    with admin() as connection:
+        connection.execute(sql.SQL("CREATE SCHEMA {s}").format(s=s))
+        connection.execute(
+            sql.SQL(
+                "CREATE TABLE {s}.limits_meta"
+                " (singleton boolean PRIMARY KEY DEFAULT true, version integer NOT NULL)"
+            ).format(s=s)
+        )
+        connection.execute(
+            sql.SQL("INSERT INTO {s}.limits_meta (version) VALUES (%s)").format(s=s),
+            (LIMITS_SCHEMA_VERSION + 1,),
+        )
+    with pytest.raises(CoordinationError, match="newer than"):
+        async with SharedAccountLimits(DSN, account="a", schema=pg_schema):
+            pass
+
+
+async def test_requests_wait_out_a_terminated_connection(pg_schema: str) -> None:
+    """A reservation whose connection the server killed is retried on a new one, not lost."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    async with _limits(pg_schema, account, requests_per_minute=6000) as limits:
+        await limits.requests.wait_turn("poll")
+        (killed,) = _fetch(
+            pg_schema,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s",
+            f"hailuo-limits-{limits.holder}",
+        )
+        assert killed >= 1
+        before = limits.round_trips
+        assert await limits.requests.wait_turn("poll") is not None
+        assert limits.round_trips > before
+
+
+async def test_a_round_trip_cancelled_midway_leaves_the_limits_usable(pg_schema: str) -> None:
+    """A reservation cancelled while the server runs it costs its connection, nothing more."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    async with _limits(pg_schema, account, requests_per_minute=6000) as limits:
+        await limits.requests.wait_turn("poll")
+        with admin() as blocker:
+            # Hold the account's row: the next reservation waits for it, inside the server.
+            with blocker.transaction():
+                blocker.execute(
+                    sql.SQL(
+                        "SELECT 1 FROM {s}.account_limits WHERE account = %s FOR UPDATE"
+                    ).format(s=sql.Identifier(pg_schema)),
+                    (account,),
+                )
+                before = limits.round_trips
+                with anyio.move_on_after(0.5) as scope:
+                    await limits.requests.wait_turn("poll")
+                assert scope.cancelled_caught
+                assert limits.round_trips == before + 1  # it was sent, and is still waiting
+        with anyio.fail_after(30):
+            assert await limits.requests.wait_turn("poll") is not None
+            assert await limits.active_jobs.try_acquire()
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _limits(schema: str, account: str, **options: Any) -> SharedAccountLimits:
+    options.setdefault("wait_poll_interval", 0.05)
+    return SharedAccountLimits(DSN, account=account, schema=schema, **options)
+
+
+def _fetch(schema: str, query: str, *params: object) -> tuple[Any, ...]:
+    """The first row of ``query``, with ``{s}`` standing for the test's schema."""
+    with admin() as connection:
+        row = connection.execute(sql.SQL(query).format(s=sql.Identifier(schema)), params).fetchone()
+    assert row is not None
+    return row
+
+
+def _rate(schema: str, account: str) -> float | None:
+    (rate,) = _fetch(
+        schema, "SELECT rate * 60 / rate_window FROM {s}.account_limits WHERE account = %s", account
+    )
+    return None if rate is None else float(rate)
