@@ -118,9 +118,26 @@ class DurationStats:
     #: ... widened on each side by this share of its width.
     MARGIN = 0.05
 
+    #: Weight of the latest poll in the running mean of how late polls come.
+    LATENESS_WEIGHT = 0.05
+
     def __init__(self, *, keep: int = 512) -> None:
         self._durations = _Sample(keep)
         self._misses = {ETA: _Sample(keep), PROGRESS: _Sample(keep)}
+        self._lateness = 0.0
+
+    @property
+    def lateness(self) -> float:
+        """How late polls answer after the time they were aimed at (a running mean, s).
+
+        A round trip when requests flow; much more when they wait for a slot or for the
+        request budget, and then every poll spent is a job started later.
+        """
+        return self._lateness
+
+    def observe_lateness(self, seconds: float) -> None:
+        """Record that a poll's answer came ``seconds`` after the time it was aimed at."""
+        self._lateness += (max(0.0, seconds) - self._lateness) * self.LATENESS_WEIGHT
 
     def observe(self, seconds: float) -> None:
         """Record that a job took ``seconds`` from submission to being seen finished."""
@@ -169,6 +186,7 @@ class PollSchedule:
 
     __slots__ = (
         "_backstop",
+        "_due",
         "_expected_end",
         "_forecasts",
         "_history",
@@ -201,6 +219,8 @@ class PollSchedule:
         self._forecasts: list[_Forecast] | None = None
         # Where the end lies (seconds since submission), as far as the answers tell.
         self._window: tuple[float, float] | None = None
+        # When (seconds since submission) the pending poll was aimed at.
+        self._due: float | None = None
 
     @property
     def pushed(self) -> bool:
@@ -209,6 +229,27 @@ class PollSchedule:
 
     def first_delay(self) -> float:
         """Seconds from submission to the first poll."""
+        delay = self._first_delay()
+        self._due = delay if self._timed else None
+        return delay
+
+    def next_delay(self, result: TaskResult, *, elapsed: float | None = None) -> float:
+        """Seconds until the next poll, given the latest answer and the seconds since submission."""
+        self._note_lateness(elapsed)
+        delay = self._next_delay(result, elapsed)
+        self._due = None if elapsed is None else elapsed + delay
+        return delay
+
+    def _note_lateness(self, elapsed: float | None) -> None:
+        if self._history is not None and self._due is not None and elapsed is not None:
+            self._history.observe_lateness(elapsed - self._due)
+
+    def _frugal(self) -> bool:
+        """True when polls wait long for a slot or the request budget: each one is dear."""
+        history = self._history
+        return history is not None and history.lateness > self._policy.min_interval
+
+    def _first_delay(self) -> float:
         if self._backstop is not None:
             slow = self._history.quantile(0.95) if self._history is not None else None
             return self._jittered(max(self._backstop, 1.5 * slow) if slow else self._backstop)
@@ -216,14 +257,16 @@ class PollSchedule:
         delay = policy.first_poll_delay
         if self._history is not None:
             # Aim before nearly every finish: an early poll costs one request (and brings
-            # forecasts), a late one costs the caller's time.
-            typical = self._history.quantile(0.03)
+            # forecasts), a late one costs the caller's time. When requests are what limits
+            # the run, a poll costs a job started later: aim after nearly every finish.
+            frugal = self._frugal()
+            typical = self._history.quantile(1.0 if frugal else 0.03)
             if typical is not None:
-                delay = typical
+                delay = self._jittered(typical)
+                return min(max(delay, policy.min_interval), policy.max_aimed_interval)
         return self._clamped(self._jittered(delay))
 
-    def next_delay(self, result: TaskResult, *, elapsed: float | None = None) -> float:
-        """Seconds until the next poll, given the latest answer and the seconds since submission."""
+    def _next_delay(self, result: TaskResult, elapsed: float | None) -> float:
         if self._backstop is not None:
             return self._jittered(self._backstop)
         policy = self._policy
@@ -258,6 +301,7 @@ class PollSchedule:
         time before it: the middle is taken, so first polls move earlier until they meet
         running jobs again.
         """
+        self._note_lateness(elapsed)
         if self._history is None or not self._timed or self._backstop is not None:
             return  # a backstop poll sees the end late: nothing to learn from it
         if self._last_poll is None:
@@ -318,7 +362,8 @@ class PollSchedule:
 
         Each forecast whose errors the run knows places the end in a window; the windows of
         every answer so far are intersected. A window narrower than ``min_interval`` is
-        polled at its far edge; a wider one just past its near edge, for a closer forecast.
+        polled at its far edge; a wider one just past its near edge, for a closer forecast,
+        unless requests are what limits the run: then at its far edge too.
         """
         if self._history is None:
             return None
@@ -344,7 +389,7 @@ class PollSchedule:
         high = max(high, low)
         self._window = (low, high)
         tolerance = self._policy.min_interval
-        if high - low <= tolerance:
+        if high - low <= tolerance or self._frugal():
             aim = high
         elif high - low <= 2 * tolerance:
             aim = high - tolerance

@@ -263,3 +263,35 @@ def test_learning_halves_the_polls_of_a_simulated_batch() -> None:
     assert learnt.polls_per_job < 0.6 * fixed_fraction.polls_per_job
     assert learnt.share_seen_within(policy.min_interval * 1.05) >= 0.95
     assert learnt.late_first_polls <= 0.03 * 320
+
+
+def test_lateness_is_measured_from_the_time_a_poll_was_aimed_at() -> None:
+    """A poll answered 3 s after its aimed time adds 3 s to the running mean, by its weight."""
+    history = DurationStats()
+    schedule = PollSchedule(EXACT, history=history)
+    first = schedule.first_delay()
+    schedule.next_delay(running(eta=20.0), elapsed=first + 3.0)
+    assert history.lateness == pytest.approx(3.0 * DurationStats.LATENESS_WEIGHT)
+    # The next poll was aimed 14 s later (70 % of the eta); seen ended on time, no lateness.
+    schedule.ended(first + 3.0 + 14.0)
+    assert history.lateness == pytest.approx(3.0 * DurationStats.LATENESS_WEIGHT * 0.95)
+
+
+@pytest.mark.usefixtures("no_margin")
+def test_when_polls_wait_for_the_budget_each_one_is_aimed_past_the_end() -> None:
+    """Polls late by more than min_interval: first polls after the longest job seen, and the
+    next at the far edge of a wide window, where an end is seen in one poll.
+    """
+    history = DurationStats()
+    for miss in (0.5, 1.5) * DurationStats.MIN_MISSES:
+        history.observe_miss(ETA, miss)
+    for seconds in (20.0, 30.0, 40.0, 50.0, 60.0):
+        history.observe(seconds)
+    relaxed = PollSchedule(EXACT, history=history)
+    assert relaxed.first_delay() == pytest.approx(20.0)
+    assert relaxed.next_delay(running(eta=20.0), elapsed=20.0) == pytest.approx(11.0)
+    for _ in range(200):
+        history.observe_lateness(5.0)
+    frugal = PollSchedule(EXACT, history=history)
+    assert frugal.first_delay() == pytest.approx(60.0)
+    assert frugal.next_delay(running(eta=20.0), elapsed=65.0) == pytest.approx(30.0)
