@@ -324,7 +324,7 @@ class PollSchedule:
             at, kind, value, since = forecast
             if kind == ETA and end - at >= 4 * uncertainty:
                 self._history.observe_miss(kind, (end - at) / value)
-            elif kind == PROGRESS and end - since >= 50 * uncertainty:
+            elif kind == PROGRESS and end > since and end - since >= 50 * uncertainty:
                 self._history.observe_miss(kind, (at - since) / (end - since) - value)
 
     def _point_end(self) -> float | None:
@@ -343,10 +343,10 @@ class PollSchedule:
         forecasts: list[_Forecast] = []
         if result.eta is not None and result.eta > 0:
             forecasts.append(_Forecast(at, ETA, result.eta))
-        progress = result.progress_percent
-        if elapsed is not None and progress is not None and 0 < progress < 100:
+        done = None if result.progress_percent is None else result.progress_percent / 100
+        if elapsed is not None and done is not None and 0 < done < 1:
             since = min(_queued_seconds(result.extra), elapsed)
-            forecasts.append(_Forecast(at, PROGRESS, progress / 100, since))
+            forecasts.append(_Forecast(at, PROGRESS, done, since))
         return forecasts
 
     def _remember(self, forecasts: list[_Forecast]) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hailuo_async import PollPolicy, TaskResult, TaskStatus
 from hailuo_async._polling import ETA, PROGRESS, DurationStats, PollSchedule, _queued_seconds
@@ -295,3 +298,48 @@ def test_when_polls_wait_for_the_budget_each_one_is_aimed_past_the_end() -> None
     frugal = PollSchedule(EXACT, history=history)
     assert frugal.first_delay() == pytest.approx(60.0)
     assert frugal.next_delay(running(eta=20.0), elapsed=65.0) == pytest.approx(30.0)
+
+
+forecast_values = st.one_of(
+    st.none(), st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
+)
+answers = st.lists(
+    st.tuples(
+        forecast_values,  # eta
+        st.one_of(st.none(), st.floats(min_value=-5, max_value=105)),  # progress
+        st.one_of(st.none(), st.integers(-(10**6), 10**12)),  # queued ms
+        st.floats(min_value=0, max_value=1e4),  # seconds since the previous answer
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    misses=st.lists(st.floats(min_value=-3, max_value=5), max_size=40),
+    lateness=st.floats(min_value=0, max_value=100),
+    script=answers,
+    ended_after=st.floats(min_value=0, max_value=1e4),
+)
+def test_any_answers_give_waits_within_the_policy_bounds(
+    misses: list[float], lateness: float, script: list[Any], ended_after: float
+) -> None:
+    """Whatever the forecasts and the learnt misses, every wait is finite and within bounds."""
+    policy = PollPolicy(max_aimed_interval=120.0)
+    history = DurationStats()
+    for miss in misses:
+        history.observe_miss(ETA, miss)
+        history.observe_miss(PROGRESS, miss / 10)
+    for _ in range(50):
+        history.observe_lateness(lateness)
+    schedule = PollSchedule(policy, history=history, rng=random.Random(1))
+    low, high = policy.min_interval * (1 - policy.jitter), 120.0 * (1 + policy.jitter)
+    elapsed = schedule.first_delay()
+    assert low <= elapsed <= high
+    for eta, progress, queued_ms, gap in script:
+        answer = running(eta=eta, progress=progress, queued_ms=queued_ms)
+        wait = schedule.next_delay(answer, elapsed=elapsed + gap)
+        assert math.isfinite(wait)
+        assert low <= wait <= high
+        elapsed += gap + wait
+    schedule.ended(elapsed + ended_after)
