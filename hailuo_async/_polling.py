@@ -120,24 +120,35 @@ class DurationStats:
 
     #: Weight of the latest poll in the running mean of how late polls come.
     LATENESS_WEIGHT = 0.05
+    #: How fast the floor of that lateness (a round trip) may rise, per poll, by weight.
+    FLOOR_RISE = 0.002
 
     def __init__(self, *, keep: int = 512) -> None:
         self._durations = _Sample(keep)
         self._misses = {ETA: _Sample(keep), PROGRESS: _Sample(keep)}
         self._lateness = 0.0
+        self._floor: float | None = None
 
     @property
-    def lateness(self) -> float:
-        """How late polls answer after the time they were aimed at (a running mean, s).
+    def waiting(self) -> float:
+        """How long polls wait for a slot or for the request budget (a running mean, s).
 
-        A round trip when requests flow; much more when they wait for a slot or for the
-        request budget, and then every poll spent is a job started later.
+        Polls answer a round trip after the time they were aimed at when requests flow:
+        that floor is the quickest answers' lateness (allowed to rise slowly, should the
+        network slow down). Past it, polls queue, and every poll spent is a job started
+        later.
         """
-        return self._lateness
+        return self._lateness - (self._floor or 0.0)
 
     def observe_lateness(self, seconds: float) -> None:
         """Record that a poll's answer came ``seconds`` after the time it was aimed at."""
-        self._lateness += (max(0.0, seconds) - self._lateness) * self.LATENESS_WEIGHT
+        seconds = max(0.0, seconds)
+        self._lateness += (seconds - self._lateness) * self.LATENESS_WEIGHT
+        floor = self._floor
+        if floor is None or seconds < floor:
+            self._floor = seconds
+        else:
+            self._floor = floor + (seconds - floor) * self.FLOOR_RISE
 
     def observe(self, seconds: float) -> None:
         """Record that a job took ``seconds`` from submission to being seen finished."""
@@ -247,7 +258,7 @@ class PollSchedule:
     def _frugal(self) -> bool:
         """True when polls wait long for a slot or the request budget: each one is dear."""
         history = self._history
-        return history is not None and history.lateness > self._policy.min_interval
+        return history is not None and history.waiting > self._policy.min_interval
 
     def _first_delay(self) -> float:
         if self._backstop is not None:

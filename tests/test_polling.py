@@ -268,16 +268,26 @@ def test_learning_halves_the_polls_of_a_simulated_batch() -> None:
     assert learnt.late_first_polls <= 0.03 * 320
 
 
-def test_lateness_is_measured_from_the_time_a_poll_was_aimed_at() -> None:
-    """A poll answered 3 s after its aimed time adds 3 s to the running mean, by its weight."""
+def test_waiting_is_lateness_past_the_quickest_answers() -> None:
+    """Polls answered 3 s after their aimed time, then on time: the wait is measured above
+    the on-time floor, by the running mean's weight.
+    """
     history = DurationStats()
     schedule = PollSchedule(EXACT, history=history)
     first = schedule.first_delay()
     schedule.next_delay(running(eta=20.0), elapsed=first + 3.0)
-    assert history.lateness == pytest.approx(3.0 * DurationStats.LATENESS_WEIGHT)
-    # The next poll was aimed 14 s later (70 % of the eta); seen ended on time, no lateness.
+    assert history.waiting == pytest.approx(3.0 * DurationStats.LATENESS_WEIGHT - 3.0)
+    # The next poll was aimed 14 s later (70 % of the eta); seen ended on time.
     schedule.ended(first + 3.0 + 14.0)
-    assert history.lateness == pytest.approx(3.0 * DurationStats.LATENESS_WEIGHT * 0.95)
+    assert history.waiting == pytest.approx(3.0 * DurationStats.LATENESS_WEIGHT * 0.95)
+
+
+def test_a_slow_network_alone_does_not_make_polls_frugal() -> None:
+    """Every answer 2 s late (a slow round trip, no queue): no waiting is seen."""
+    history = DurationStats()
+    for _ in range(500):
+        history.observe_lateness(2.0)
+    assert history.waiting == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.usefixtures("no_margin")
@@ -293,6 +303,7 @@ def test_when_polls_wait_for_the_budget_each_one_is_aimed_past_the_end() -> None
     relaxed = PollSchedule(EXACT, history=history)
     assert relaxed.first_delay() == pytest.approx(20.0)
     assert relaxed.next_delay(running(eta=20.0), elapsed=20.0) == pytest.approx(11.0)
+    history.observe_lateness(0.0)  # a quick answer: the floor
     for _ in range(200):
         history.observe_lateness(5.0)
     frugal = PollSchedule(EXACT, history=history)
