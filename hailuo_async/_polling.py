@@ -138,7 +138,7 @@ class DurationStats:
         network slow down). Past it, polls queue, and every poll spent is a job started
         later.
         """
-        return self._lateness - (self._floor or 0.0)
+        return max(0.0, self._lateness - (self._floor or 0.0))
 
     def observe_lateness(self, seconds: float) -> None:
         """Record that a poll's answer came ``seconds`` after the time it was aimed at."""
