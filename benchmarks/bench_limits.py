@@ -37,7 +37,15 @@ SHORT = (3.0, 9.0, 0.05)
 PROMPT = "a street market at night in the rain, neon reflections"
 
 
-async def _batch(fake: FakeProcess, jobs: int, *, given: bool, scale: float) -> dict[str, Any]:
+async def _batch(
+    fake: FakeProcess,
+    jobs: int,
+    *,
+    given: bool,
+    scale: float,
+    active_cap: int = ACTIVE_CAP,
+    rpm: int = RPM,
+) -> dict[str, Any]:
     from hailuo_async import HailuoClient, Limits, PollPolicy, RetryPolicy, VideoRequest
 
     retry = RetryPolicy()
@@ -53,8 +61,8 @@ async def _batch(fake: FakeProcess, jobs: int, *, given: bool, scale: float) -> 
         ),
         limits=Limits(
             rate_window=60.0 * scale,
-            requests_per_minute=RPM if given else None,
-            max_active_jobs=ACTIVE_CAP if given else None,
+            requests_per_minute=rpm if given else None,
+            max_active_jobs=active_cap if given else None,
         ),
     )
     # No public knob scales the 429 pause; see the module docstring.
@@ -66,12 +74,15 @@ async def _batch(fake: FakeProcess, jobs: int, *, given: bool, scale: float) -> 
     ok = done = 0
     failures: dict[str, int] = {}
     failed_at: list[int] = []  # how many outcomes had come when each failure came
+    succeeded_at: list[float] = []  # seconds into the batch of each success
     async with client:
         with timed() as elapsed:
             async with client.generate_many(request for _ in range(jobs)) as outcomes:
                 async for outcome in outcomes:
                     done += 1
                     ok += outcome.ok
+                    if outcome.ok:
+                        succeeded_at.append(elapsed())
                     if outcome.error is not None:
                         kind = f"{type(outcome.error).__name__}: {outcome.error}"[:120]
                         failures[kind] = failures.get(kind, 0) + 1
@@ -86,6 +97,7 @@ async def _batch(fake: FakeProcess, jobs: int, *, given: bool, scale: float) -> 
         "failed_first_half": sum(1 for at in failed_at if at <= jobs // 2),
         "failed_second_half": sum(1 for at in failed_at if at > jobs // 2),
         "wall": wall,
+        "succeeded_at": succeeded_at,
         "half": half,
         "client_429": dict(limiter.rate_limited),
         "learned_active": client._state.active_jobs.value,
@@ -93,7 +105,14 @@ async def _batch(fake: FakeProcess, jobs: int, *, given: bool, scale: float) -> 
     }
 
 
-def measure(jobs: int, *, given: bool, durations: tuple[float, float, float]) -> dict[str, Any]:
+def measure(
+    jobs: int,
+    *,
+    given: bool,
+    durations: tuple[float, float, float],
+    active_cap: int = ACTIVE_CAP,
+    rpm: int = RPM,
+) -> dict[str, Any]:
     """One batch against a fresh fake with the limits on."""
     from hailuo_async.testing import Uniform
 
@@ -102,14 +121,16 @@ def measure(jobs: int, *, given: bool, durations: tuple[float, float, float]) ->
         time_scale=scale,
         seed=5,
         job_duration=Uniform(low, high),
-        max_active_tasks=ACTIVE_CAP,
-        requests_per_minute=RPM,
+        max_active_tasks=active_cap,
+        requests_per_minute=rpm,
     ) as fake:
-        result = asyncio.run(_batch(fake, jobs, given=given, scale=scale))
+        result = asyncio.run(
+            _batch(fake, jobs, given=given, scale=scale, active_cap=active_cap, rpm=rpm)
+        )
         result["stats"] = fake.stats()
         drawn = fake.durations()
     mean = sum(drawn) / len(drawn)
-    ceiling = min(ACTIVE_CAP * 60.0 / mean, RPM / 2.0)
+    ceiling = min(active_cap * 60.0 / mean, rpm / 2.0)
     service_minutes = result["wall"] / scale / 60.0
     stats, half = result["stats"], result["half"]
 

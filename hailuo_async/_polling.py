@@ -1,9 +1,23 @@
-"""When to poll a task next: near its expected finish, then backing off, never on a fixed beat."""
+"""When to poll a task next: near its expected finish, then backing off, never on a fixed beat.
+
+The service's own forecasts are taken with the error they showed earlier in the run: each
+ended job teaches how far its forecasts were from its real end. An ``eta`` misses by a factor
+(``real remaining / eta``); a ``progress_percent`` misses by some points (``real fraction
+done - reported fraction``, the real fraction being the time processed over the real
+processing time, processing taken to start when the answer's ``debug_info`` says, else at
+submission). A
+task's next poll is then aimed inside the window those misses' quantiles give for its end,
+intersected over all of its answers; until the run has seen enough ends, a poll comes at a
+fixed fraction of the eta.
+"""
 
 from __future__ import annotations
 
 import bisect
 import random
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -17,10 +31,13 @@ class PollPolicy:
     """The cadence of polls for one task, in seconds.
 
     The first poll comes ``first_poll_delay`` after submission (or near the finish that
-    durations seen earlier in the run predict). After that, a poll comes at ``eta_fraction``
-    of the service's ``eta`` when it gives one, else after a geometric backoff from
-    ``min_interval`` by ``backoff`` up to ``max_interval``; each wait is jittered by
-    +/- ``jitter``.
+    durations seen earlier in the run predict). After that, once the run has learnt how
+    far the service's forecasts miss, a poll is aimed so that an end is seen at most
+    ``min_interval`` late; before, it comes at ``eta_fraction`` of the service's ``eta``
+    when it gives one, else after a geometric backoff from ``min_interval`` by ``backoff``
+    up to ``max_interval``. Each wait is jittered by +/- ``jitter`` and kept within
+    [``min_interval``, ``max_interval``], except a wait aimed at an end the run's learnt
+    forecast errors place further out: that one may last up to ``max_aimed_interval``.
     """
 
     first_poll_delay: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
@@ -33,6 +50,7 @@ class PollPolicy:
     jitter: float = attrs.field(
         default=0.1, validator=[attrs.validators.ge(0), attrs.validators.lt(1)]
     )
+    max_aimed_interval: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
 
     def scaled(self, factor: float) -> PollPolicy:
         """The same policy with every duration multiplied by ``factor`` (for scaled fakes)."""
@@ -41,35 +59,133 @@ class PollPolicy:
             first_poll_delay=self.first_poll_delay * factor,
             min_interval=self.min_interval * factor,
             max_interval=self.max_interval * factor,
+            max_aimed_interval=self.max_aimed_interval * factor,
         )
 
 
-class DurationStats:
-    """Durations of jobs seen to finish in this run, to place the first poll of the next ones."""
+class _Sample:
+    """The latest ``keep`` values of a quantity, kept sorted for quantiles."""
 
-    def __init__(self, *, keep: int = 512) -> None:
+    __slots__ = ("_keep", "_recent", "_sorted")
+
+    def __init__(self, keep: int) -> None:
         self._sorted: list[float] = []
-        self._recent: list[float] = []
+        self._recent: deque[float] = deque()
         self._keep = keep
 
-    def observe(self, seconds: float) -> None:
-        """Record that a job took ``seconds`` from submission to being seen finished."""
-        if len(self._recent) >= self._keep:
-            oldest = self._recent.pop(0)
-            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
-        self._recent.append(seconds)
-        bisect.insort(self._sorted, seconds)
+    def __len__(self) -> int:
+        return len(self._sorted)
 
-    def quantile(self, q: float) -> float | None:
-        """The q-quantile of the recorded durations, or None before enough were seen."""
-        if len(self._sorted) < 5:
-            return None
+    def add(self, value: float) -> None:
+        if len(self._recent) >= self._keep:
+            oldest = self._recent.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
+        self._recent.append(value)
+        bisect.insort(self._sorted, value)
+
+    def quantile(self, q: float) -> float:
         index = min(len(self._sorted) - 1, max(0, round(q * (len(self._sorted) - 1))))
         return self._sorted[index]
 
 
+# The kinds of forecast an answer carries: the service's eta, and its progress.
+ETA = "eta"
+PROGRESS = "progress"
+
+
+class _Forecast(NamedTuple):
+    """One forecast of a running answer, as the seconds since submission measure it."""
+
+    at: float  # when it was received
+    kind: str
+    value: float  # eta: seconds left; progress: the fraction done (0-1)
+    since: float = 0.0  # progress: when processing started
+
+
+class DurationStats:
+    """What the run has seen of its jobs: how long they took, and how far forecasts missed.
+
+    Shared by every schedule of a client: durations place first polls, forecast errors
+    place the others.
+    """
+
+    #: Durations to see before they place first polls.
+    MIN_DURATIONS = 5
+    #: Forecast errors of one kind to see before they are trusted to aim polls.
+    MIN_MISSES = 12
+    #: The window of an end is taken between these quantiles of the forecast misses.
+    WINDOW = (0.005, 0.995)
+    #: ... widened on each side by this share of its width.
+    MARGIN = 0.05
+
+    #: Weight of the latest poll in the running mean of how late polls come.
+    LATENESS_WEIGHT = 0.05
+    #: How fast the floor of that lateness (a round trip) may rise, per poll, by weight.
+    FLOOR_RISE = 0.002
+
+    def __init__(self, *, keep: int = 512) -> None:
+        self._durations = _Sample(keep)
+        self._misses = {ETA: _Sample(keep), PROGRESS: _Sample(keep)}
+        self._lateness = 0.0
+        self._floor: float | None = None
+
+    @property
+    def waiting(self) -> float:
+        """How long polls wait for a slot or for the request budget (a running mean, s).
+
+        Polls answer a round trip after the time they were aimed at when requests flow:
+        that floor is the quickest answers' lateness (allowed to rise slowly, should the
+        network slow down). Past it, polls queue, and every poll spent is a job started
+        later.
+        """
+        return max(0.0, self._lateness - (self._floor or 0.0))
+
+    def observe_lateness(self, seconds: float) -> None:
+        """Record that a poll's answer came ``seconds`` after the time it was aimed at."""
+        seconds = max(0.0, seconds)
+        self._lateness += (seconds - self._lateness) * self.LATENESS_WEIGHT
+        floor = self._floor
+        if floor is None or seconds < floor:
+            self._floor = seconds
+        else:
+            self._floor = floor + (seconds - floor) * self.FLOOR_RISE
+
+    def observe(self, seconds: float) -> None:
+        """Record that a job took ``seconds`` from submission to being seen finished."""
+        self._durations.add(seconds)
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile of the recorded durations, or None before enough were seen."""
+        if len(self._durations) < self.MIN_DURATIONS:
+            return None
+        return self._durations.quantile(q)
+
+    def observe_miss(self, kind: str, miss: float) -> None:
+        """Record how far a forecast of ``kind`` missed (a factor for eta, points for progress)."""
+        self._misses[kind].add(miss)
+
+    def miss_median(self, kind: str) -> float | None:
+        """The median miss of forecasts of ``kind``, once enough were seen."""
+        sample = self._misses[kind]
+        return sample.quantile(0.5) if len(sample) >= self.MIN_MISSES else None
+
+    def miss_window(self, kind: str) -> tuple[float, float] | None:
+        """The low and high misses of forecasts of ``kind``, once enough were seen."""
+        sample = self._misses[kind]
+        if len(sample) < self.MIN_MISSES:
+            return None
+        low, high = sample.quantile(self.WINDOW[0]), sample.quantile(self.WINDOW[1])
+        # Ends are only known to within a poll, and the misses judged are those whose end was
+        # seen soon: the window is widened against both.
+        margin = (high - low) * self.MARGIN
+        return low - margin, high + margin
+
+
 # One generator for every schedule: a Random each would cost 2.5 KB per watched task.
 _SHARED_RNG = random.Random()
+
+# A task's running answers kept to learn from when it ends (its latest few are the useful ones).
+_KEPT_FORECASTS = 8
 
 
 class PollSchedule:
@@ -81,13 +197,16 @@ class PollSchedule:
 
     __slots__ = (
         "_backstop",
+        "_due",
         "_expected_end",
+        "_forecasts",
         "_history",
         "_last_poll",
         "_policy",
         "_rng",
         "_timed",
         "_unguided",
+        "_window",
     )
 
     def __init__(
@@ -107,6 +226,12 @@ class PollSchedule:
         self._unguided = 0
         self._last_poll: float | None = None
         self._expected_end: float | None = None
+        # The running answers' forecasts, to learn from when the task ends.
+        self._forecasts: list[_Forecast] | None = None
+        # Where the end lies (seconds since submission), as far as the answers tell.
+        self._window: tuple[float, float] | None = None
+        # When (seconds since submission) the pending poll was aimed at.
+        self._due: float | None = None
 
     @property
     def pushed(self) -> bool:
@@ -115,28 +240,57 @@ class PollSchedule:
 
     def first_delay(self) -> float:
         """Seconds from submission to the first poll."""
+        delay = self._first_delay()
+        self._due = delay if self._timed else None
+        return delay
+
+    def next_delay(self, result: TaskResult, *, elapsed: float | None = None) -> float:
+        """Seconds until the next poll, given the latest answer and the seconds since submission."""
+        self._note_lateness(elapsed)
+        delay = self._next_delay(result, elapsed)
+        self._due = None if elapsed is None else elapsed + delay
+        return delay
+
+    def _note_lateness(self, elapsed: float | None) -> None:
+        if self._history is not None and self._due is not None and elapsed is not None:
+            self._history.observe_lateness(elapsed - self._due)
+
+    def _frugal(self) -> bool:
+        """True when polls wait long for a slot or the request budget: each one is dear."""
+        history = self._history
+        return history is not None and history.waiting > self._policy.min_interval
+
+    def _first_delay(self) -> float:
         if self._backstop is not None:
             slow = self._history.quantile(0.95) if self._history is not None else None
             return self._jittered(max(self._backstop, 1.5 * slow) if slow else self._backstop)
         policy = self._policy
         delay = policy.first_poll_delay
         if self._history is not None:
-            # Aim a little before the typical finish: an early poll costs one request,
-            # a late one costs the caller's time.
-            typical = self._history.quantile(0.1)
+            # Aim before nearly every finish: an early poll costs one request (and brings
+            # forecasts), a late one costs the caller's time. When requests are what limits
+            # the run, a poll costs a job started later: aim after nearly every finish.
+            frugal = self._frugal()
+            typical = self._history.quantile(1.0 if frugal else 0.03)
             if typical is not None:
-                delay = typical
+                delay = self._jittered(typical)
+                return min(max(delay, policy.min_interval), policy.max_aimed_interval)
         return self._clamped(self._jittered(delay))
 
-    def next_delay(self, result: TaskResult, *, elapsed: float | None = None) -> float:
-        """Seconds until the next poll, given the latest answer and the seconds since submission."""
+    def _next_delay(self, result: TaskResult, elapsed: float | None) -> float:
         if self._backstop is not None:
             return self._jittered(self._backstop)
         policy = self._policy
-        remaining = self._remaining_estimate(result, elapsed)
+        forecasts = self._forecasts_of(result, elapsed)
+        remaining = _remaining(forecasts, elapsed)
         if elapsed is not None:
             self._last_poll = elapsed
             self._expected_end = None if remaining is None else elapsed + remaining
+            self._remember(forecasts)
+            aimed = self._aimed_delay(elapsed, forecasts)
+            if aimed is not None:
+                self._unguided = 0
+                return min(max(aimed, policy.min_interval), policy.max_aimed_interval)
         if remaining is not None and remaining > policy.min_interval:
             self._unguided = 0
             # Short of the estimate: the next answer's estimate is closer, and an eta that
@@ -153,26 +307,110 @@ class PollSchedule:
     def ended(self, elapsed: float) -> None:
         """A poll ``elapsed`` seconds after submission found the task ended: learn from it.
 
-        The job really ended between the previous poll and this one; the service's last
-        estimate places it inside that span. Seen ended at the first poll, it ended some
+        The job really ended between the previous poll and this one; the service's
+        forecasts place it inside that span. Seen ended at the first poll, it ended some
         time before it: the middle is taken, so first polls move earlier until they meet
         running jobs again.
         """
+        self._note_lateness(elapsed)
         if self._history is None or not self._timed or self._backstop is not None:
             return  # a backstop poll sees the end late: nothing to learn from it
         if self._last_poll is None:
             self._history.observe(elapsed / 2)
             return
+        low, high = self._last_poll, elapsed
         estimate = self._expected_end if self._expected_end is not None else elapsed
-        self._history.observe(min(max(estimate, self._last_poll), elapsed))
+        self._history.observe(min(max(estimate, low), high))
+        if self._forecasts is None:
+            return
+        # Forecasts are judged against the middle of the span, or where the last progress
+        # forecast puts the end with its typical miss; never against the learnt window's
+        # edges, as an end outside it must teach a wider one. Only where the span is short
+        # against what they forecast.
+        end, uncertainty = (low + high) / 2, high - low
+        point = self._point_end()
+        if point is not None:
+            end = min(max(point, low), high)
+        for forecast in self._forecasts:
+            at, kind, value, since = forecast
+            if kind == ETA and end - at >= 4 * uncertainty:
+                self._history.observe_miss(kind, (end - at) / value)
+            elif kind == PROGRESS and end > since and end - since >= 50 * uncertainty:
+                self._history.observe_miss(kind, (at - since) / (end - since) - value)
 
-    def _remaining_estimate(self, result: TaskResult, elapsed: float | None) -> float | None:
+    def _point_end(self) -> float | None:
+        """Where the last progress forecast puts the end, with its typical miss."""
+        if self._forecasts is None or self._history is None:
+            return None
+        last = self._forecasts[-1]
+        typical = self._history.miss_median(PROGRESS)
+        if last.kind != PROGRESS or typical is None or last.value + typical <= 0:
+            return None
+        return last.since + (last.at - last.since) / (last.value + typical)
+
+    def _forecasts_of(self, result: TaskResult, elapsed: float | None) -> list[_Forecast]:
+        """The answer's forecasts, eta first."""
+        at = 0.0 if elapsed is None else elapsed
+        forecasts: list[_Forecast] = []
         if result.eta is not None and result.eta > 0:
-            return result.eta
-        progress = result.progress_percent
-        if elapsed is not None and progress is not None and 0 < progress < 100:
-            return elapsed * (100 - progress) / progress
-        return None
+            forecasts.append(_Forecast(at, ETA, result.eta))
+        done = None if result.progress_percent is None else result.progress_percent / 100
+        if elapsed is not None and done is not None and 0 < done < 1:
+            since = min(_queued_seconds(result.extra), elapsed)
+            forecasts.append(_Forecast(at, PROGRESS, done, since))
+        return forecasts
+
+    def _remember(self, forecasts: list[_Forecast]) -> None:
+        if not forecasts or self._history is None or not self._timed:
+            return
+        if self._forecasts is None:
+            self._forecasts = []
+        self._forecasts.extend(forecasts)
+        del self._forecasts[:-_KEPT_FORECASTS]
+
+    def _aimed_delay(self, elapsed: float, forecasts: list[_Forecast]) -> float | None:
+        """The wait that sees the end at most ``min_interval`` late, once errors are learnt.
+
+        Each forecast whose errors the run knows places the end in a window; the windows of
+        every answer so far are intersected. A window narrower than ``min_interval`` is
+        polled at its far edge; a wider one just past its near edge, for a closer forecast,
+        unless requests are what limits the run: then at its far edge too.
+        """
+        if self._history is None:
+            return None
+        fresh: tuple[float, float] | None = None
+        for forecast in forecasts:
+            if forecast.kind == PROGRESS and not self._timed:
+                continue  # its age is counted from when it was first watched, not submitted
+            misses = self._history.miss_window(forecast.kind)
+            if misses is None:
+                continue
+            window = _end_window(forecast, misses)
+            if window is not None:
+                fresh = window if fresh is None else _overlap(fresh, window) or fresh
+        if fresh is None:
+            self._window = None
+            return None
+        # Still running now, so the end is later; an empty overlap means an earlier window
+        # was wrong: the latest answer is the better guide.
+        known = self._window
+        window = _overlap(fresh, known) if known is not None else fresh
+        low, high = window or fresh
+        low = max(low, elapsed)
+        high = max(high, low)
+        self._window = (low, high)
+        tolerance = self._policy.min_interval
+        if high - low <= tolerance or self._frugal():
+            aim = high
+        elif high - low <= 2 * tolerance:
+            aim = high - tolerance
+        else:
+            aim = low + tolerance
+        # Jitter spreads polls, by a share of the tolerance (a share of a long wait would
+        # throw it out of a narrow window), and only earlier.
+        spread = self._policy.jitter
+        delay = aim - elapsed
+        return delay - self._rng.uniform(0, spread * min(delay, tolerance)) if spread else delay
 
     def _clamped(self, delay: float) -> float:
         return min(max(delay, self._policy.min_interval), self._policy.max_interval)
@@ -180,3 +418,53 @@ class PollSchedule:
     def _jittered(self, delay: float) -> float:
         spread = self._policy.jitter
         return delay * self._rng.uniform(1 - spread, 1 + spread) if spread else delay
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float] | None:
+    low, high = max(a[0], b[0]), min(a[1], b[1])
+    return (low, high) if low <= high else None
+
+
+def _remaining(forecasts: list[_Forecast], elapsed: float | None) -> float | None:
+    """Seconds left by the first forecast, taken at its word (eta, else progress)."""
+    for forecast in forecasts:
+        if forecast.kind == ETA:
+            return forecast.value
+        if elapsed is not None:
+            return elapsed * (1 - forecast.value) / forecast.value
+    return None
+
+
+def _end_window(forecast: _Forecast, misses: tuple[float, float]) -> tuple[float, float] | None:
+    """Where a forecast, missing as much as forecasts of its kind did, places the end."""
+    at, kind, value, since = forecast
+    low, high = misses
+    if kind == ETA:
+        return at + low * value, at + high * value
+    # The real fraction done lies in value + [low, high]: the processing time is the time
+    # processed over it.
+    processed = at - since
+    least, most = value + low, value + high
+    if most <= 0 or processed <= 0:
+        return None
+    latest = since + processed / least if least > 0 else float("inf")
+    return since + processed / min(most, 1.0), latest
+
+
+def _queued_seconds(extra: Mapping[str, Any]) -> float:
+    """Seconds between submission and the start of processing, by the service's clock.
+
+    0 when the answer does not say (``extra.debug_info``'s ``submit_time_ms`` and
+    ``execute_time_ms``) or says something unreadable.
+    """
+    info = extra.get("debug_info") if isinstance(extra, Mapping) else None
+    if not isinstance(info, Mapping):
+        return 0.0
+    try:
+        submitted = int(info.get("submit_time_ms", 0))
+        started = int(info.get("execute_time_ms", 0))
+    except (TypeError, ValueError):
+        return 0.0
+    if submitted <= 0 or started < submitted:
+        return 0.0
+    return (started - submitted) / 1000

@@ -1,0 +1,73 @@
+"""Profile hailuo_async's side of a scenario with pyinstrument (``pip install pyinstrument``).
+
+    python -m benchmarks.profile throughput [--active 64] [--jobs 3000]
+    python -m benchmarks.profile polling [--jobs 96]
+
+The fake serves from its own process, as in the benchmarks; the client runs in this one
+under the profiler; its call tree and its top entries by own time are printed. The HTML
+tree is written to ``benchmarks/results/profile-<scenario>.html`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _scenario(name: str, jobs: int, active: int) -> tuple[dict[str, Any], Any]:
+    """The fake's settings and the client coroutine factory of a scenario."""
+    if name == "throughput":
+        from benchmarks import bench_throughput as throughput
+        from hailuo_async.testing import Fixed
+
+        knobs = {"time_scale": throughput.TIME_SCALE, "seed": 1, "job_duration": Fixed(1.0)}
+        return knobs, lambda url, key: throughput._hailuo_run(url, key, jobs, active, 200)
+    from benchmarks import bench_polling as polling
+    from hailuo_async.testing import LogNormal
+
+    knobs = {
+        "time_scale": polling.TIME_SCALE,
+        "seed": 7,
+        "job_duration": LogNormal(polling.MEDIAN_SECONDS, polling.SIGMA),
+        "eta_error": polling.ETA_ERROR,
+    }
+    return knobs, lambda url, key: polling._hailuo(url, key, jobs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one scenario's hailuo_async contender under pyinstrument."""
+    from pyinstrument import Profiler
+
+    from benchmarks._common import FakeProcess
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
+    parser.add_argument("scenario", choices=["throughput", "polling"])
+    parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--active", type=int, default=64)
+    args = parser.parse_args(argv)
+    jobs = args.jobs or (3_000 if args.scenario == "throughput" else 96)
+    knobs, client = _scenario(args.scenario, jobs, args.active)
+    with FakeProcess(**knobs) as fake:
+        profiler = Profiler(interval=0.0005, async_mode="enabled")
+        with profiler:
+            asyncio.run(client(fake.url, fake.api_key))
+    from pyinstrument.renderers import ConsoleRenderer
+
+    print(profiler.output_text(unicode=False, color=False, show_all=False))
+    print("Top entries by own time:")
+    flat = ConsoleRenderer(unicode=False, color=False, flat=True, flat_time="self")
+    print("\n".join(profiler.output(flat).splitlines()[:40]))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"profile-{args.scenario}.html"
+    path.write_text(profiler.output_html(), encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
