@@ -128,3 +128,15 @@ async def test_wrong_database_is_a_clear_error_before_any_request(pg_schema: str
             async with client:
                 await client.submit(VideoRequest(prompt="never sent"))
     assert server.stats.submission_attempts == 0
+
+
+async def test_a_coordinated_client_opens_again_after_closing(pg_schema: str) -> None:
+    """``async with`` twice on one client: each time its connections open, and close after."""
+    async with FakeHailuoServer(time_scale=SCALE) as server:
+        client = coordinated_client(server, pg_schema)
+        for prompt in ("first", "second"):
+            async with client:
+                await client.submit(VideoRequest(prompt=prompt))
+            assert client._coordinator is not None
+            assert not client._coordinator.is_open
+    assert server.stats.submissions_accepted == 2
