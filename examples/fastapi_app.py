@@ -23,6 +23,16 @@ Routes (their OpenAPI document is at ``/docs`` and ``/openapi.json``):
 Errors from the video service are answered 400, 429 or 502, as each route's OpenAPI entry
 says.
 
+Several workers (``uvicorn --workers 4``, replicas, machines) share the account's limits
+and the webhooks when they are given one PostgreSQL database (``pip install -e
+'.[fastapi,postgres]'``)::
+
+    export HAILUO_COORDINATION=postgresql://app@db.internal:5432/hailuo
+
+Then every worker paces its requests and counts its active jobs with all the others, and
+a webhook that lands on any worker ends the watch (and the event stream) of the worker
+that submitted the job. Without the variable, each worker keeps its limits in memory.
+
 Try it against the fake service, in two shells from the checkout (the fake on port 8001,
 the app on uvicorn's 8000; ``--time-scale 0.02`` makes a job take seconds, not minutes, and
 ``HAILUO_TIME_SCALE`` tells the app's client to poll at the same pace)::
@@ -70,7 +80,7 @@ from hailuo_async.fastapi import (
 WEBHOOK_PATH = "/hailuo/webhook"
 
 
-def make_client() -> HailuoClient:
+def make_client(*, coordination: str | None = None) -> HailuoClient:
     """The app's one client; ``HailuoClient()`` reads HAILUO_API_KEY and HAILUO_BASE_URL.
 
     HAILUO_TIME_SCALE (real seconds per service second) is only for a time-scaled fake:
@@ -78,9 +88,11 @@ def make_client() -> HailuoClient:
     """
     scale = float(os.environ.get("HAILUO_TIME_SCALE") or 1.0)
     if scale == 1.0:
-        return HailuoClient()
+        return HailuoClient(coordination=coordination)
     return HailuoClient(
-        poll_policy=PollPolicy().scaled(scale), limits=Limits(rate_window=60.0 * scale)
+        poll_policy=PollPolicy().scaled(scale),
+        limits=Limits(rate_window=60.0 * scale),
+        coordination=coordination,
     )
 
 
@@ -88,7 +100,10 @@ def make_client() -> HailuoClient:
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     """One client, watcher and task group for the app's life; the variables are read now."""
     webhook_url = os.environ.get("HAILUO_WEBHOOK_URL") or None
-    async with open_hailuo(make_client, webhook_url=webhook_url) as hailuo:
+    coordination = os.environ.get("HAILUO_COORDINATION") or None
+    async with open_hailuo(
+        make_client, webhook_url=webhook_url, coordination=coordination
+    ) as hailuo:
         yield {STATE_KEY: hailuo}
 
 

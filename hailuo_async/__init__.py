@@ -3,6 +3,7 @@
 from ._api import DEFAULT_BASE_URL, SubmissionRecorder
 from ._batch import BatchCounts, BatchItem, JobStream, RequestSource
 from ._client import HailuoClient, ProgressCallback
+from ._coordination import Coordination
 from ._download import DownloadProgress
 from ._exceptions import (
     APIConnectionError,
@@ -47,6 +48,7 @@ __all__ = [
     "BadRequestError",
     "BatchCounts",
     "BatchItem",
+    "Coordination",
     "DownloadError",
     "DownloadProgress",
     "Duration",

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -25,6 +25,7 @@ from ._api import (
 )
 from ._batch import JobStream, RequestSource
 from ._callbacks import guarded_call
+from ._coordination import Coordination, coordination_from
 from ._download import DEFAULT_MAX_BYTES, DownloadProgress, download_video
 from ._exceptions import InvalidRequestError, TaskFailedError, WaitTimeoutError
 from ._limits import ActiveJobLimit, Limits
@@ -37,6 +38,9 @@ from ._task_ids import check_task_id
 from ._transport import Timeouts, Transport
 from ._watcher import EventCallback, TaskWatcher, change_between
 from .journal import JobStore
+
+if TYPE_CHECKING:
+    from .postgres._coordinator import PostgresCoordinator
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -60,7 +64,15 @@ class HailuoClient:
     ``timeout`` (seconds for a whole request, or :class:`Timeouts`), ``limits``
     (:class:`Limits`: in flight, per minute, active jobs), ``retry_policy`` and
     ``poll_policy`` configure it. ``state`` shares limits, learnt durations and pushed
-    results with other clients (by default each client has its own, in memory).
+    results with other clients of this process (by default each client has its own, in
+    memory).
+
+    ``coordination`` (a ``postgresql://`` URL or a :class:`Coordination`; needs the
+    ``[postgres]`` extra) shares the account's limits and webhooks with every process
+    coordinated through the same database: ``limits`` then holds for all of them
+    together, and a webhook received by any of them ends the watch of the one watching
+    the task. The database connections are opened and closed by ``async with client``,
+    which a coordinated client must be used in. Without it, no database is touched.
     """
 
     def __init__(
@@ -77,6 +89,7 @@ class HailuoClient:
         allow_insecure: bool = False,
         max_response_bytes: int = 8 * 1024 * 1024,
         state: SharedState | None = None,
+        coordination: str | Coordination | None = None,
     ) -> None:
         api_key = check_api_key(api_key or os.environ.get("HAILUO_API_KEY"))
         base_url = check_base_url(
@@ -93,6 +106,19 @@ class HailuoClient:
         self.limits = limits or Limits()
         self.retry_policy = retry_policy or RetryPolicy()
         self.poll_policy = poll_policy or PollPolicy()
+        self._coordinator: PostgresCoordinator | None = None
+        if coordination is not None:
+            if state is not None:
+                raise InvalidRequestError("coordination", "give either state or coordination")
+            self._coordinator = _coordinator(
+                coordination_from(coordination),
+                api_key=api_key,
+                limits=self.limits,
+                retry=self.retry_policy,
+                confirm=self._confirm_webhook,
+                get_task=self.get_task,
+            )
+            state = self._coordinator.state
         self._state = state or SharedState.in_memory(self.limits, retry=self.retry_policy)
         self._transport = Transport(
             timeouts=self.timeouts,
@@ -114,6 +140,11 @@ class HailuoClient:
         return f"<HailuoClient base_url={self.base_url!r}>"
 
     @property
+    def coordination(self) -> Coordination | None:
+        """Where this client coordinates with other processes; None when it does not."""
+        return None if self._coordinator is None else self._coordinator.coordination
+
+    @property
     def base_url(self) -> str:
         """The API's base URL, without a trailing slash."""
         return self._api.base_url
@@ -129,6 +160,8 @@ class HailuoClient:
         return self._api.on_unknown_submission
 
     async def __aenter__(self) -> HailuoClient:
+        if self._coordinator is not None and not self._coordinator.is_open:
+            await self._coordinator.__aenter__()
         return self
 
     async def __aexit__(
@@ -140,8 +173,16 @@ class HailuoClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool. The client can be used again; it then opens a new one."""
-        await self._api.aclose()
+        """Close the connection pool. The client can be used again; it then opens a new one.
+
+        A coordinated client also closes its database connections; ``async with`` opens
+        them again.
+        """
+        try:
+            await self._api.aclose()
+        finally:
+            if self._coordinator is not None and self._coordinator.is_open:
+                await self._coordinator.__aexit__(None, None, None)
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -259,8 +300,17 @@ class HailuoClient:
         event is confirmed with one task-result GET (the body is never trusted: no signature
         is documented) and the confirmed result goes to every open watcher watching the id.
         A failed confirmation is logged and ignored; the watchers' backstop polls catch up.
+
+        A coordinated client first tells the other processes (one ``NOTIFY``): the one
+        watching the task confirms it with its own GET, and nobody fetches an id nobody
+        watches.
         """
         event = body if isinstance(body, WebhookEvent) else parse_webhook(body)
+        if self._coordinator is not None:
+            await self._coordinator.publish(event)
+        return await self._confirm_webhook(event)
+
+    async def _confirm_webhook(self, event: WebhookEvent) -> TaskResult | None:
         return await self._webhooks.handle(
             event, get_task=self.get_task, cool_down=self.poll_policy.min_interval
         )
@@ -375,3 +425,14 @@ class HailuoClient:
             read_timeout=self.timeouts.read,
             limiter=self._state.limiter,
         )
+
+
+def _coordinator(coordination: Coordination, **wiring: Any) -> PostgresCoordinator:
+    # Imported here: a client without coordination never loads the database driver.
+    try:
+        from .postgres._coordinator import PostgresCoordinator  # noqa: PLC0415
+    except ImportError as exc:
+        raise InvalidRequestError(
+            "coordination", "needs psycopg 3: pip install 'hailuo-async[postgres]'"
+        ) from exc
+    return PostgresCoordinator(coordination, **wiring)

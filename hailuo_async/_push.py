@@ -180,6 +180,10 @@ class InMemoryPushRegistry:
         """See :meth:`PushRegistry.is_wanted`."""
         return task_id in self._interest
 
+    def wanted_ids(self) -> list[str]:
+        """Every task id some subscriber waits for now (to poll them after lost pushes)."""
+        return list(self._interest)
+
     def deliver(self, result: TaskResult) -> int:
         """See :meth:`PushRegistry.deliver`."""
         # A copy: a subscriber that takes the result unregisters while we go through them.

@@ -62,6 +62,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from ._client import HailuoClient
+from ._coordination import Coordination
 from ._decoding import result_summary
 from ._exceptions import (
     APIError,
@@ -235,18 +236,23 @@ async def _logged(func: Callable[..., Any], args: tuple[Any, ...]) -> None:
 
 @asynccontextmanager
 async def open_hailuo(
-    client_factory: Callable[[], HailuoClient] = HailuoClient,
+    client_factory: Callable[..., HailuoClient] = HailuoClient,
     *,
     webhook_url: str | None = None,
     keep_results: int = 1024,
+    coordination: str | Coordination | None = None,
 ) -> AsyncIterator[HailuoState]:
     """Open a client, a keep-open watcher and a task group; close them all on exit.
 
     For applications that compose their own lifespan: yield ``{STATE_KEY: state}`` from it.
     ``client_factory`` is called on entry, so ``HailuoClient()`` reads ``HAILUO_API_KEY``
     and ``HAILUO_BASE_URL`` when the application starts, not when it is imported.
+
+    ``coordination`` (a ``postgresql://`` URL or a :class:`~hailuo_async.Coordination`)
+    makes the application's workers share the account's limits and webhooks: it is passed
+    to ``client_factory(coordination=...)``, so a factory of your own takes that keyword.
     """
-    client = client_factory()
+    client = client_factory() if coordination is None else client_factory(coordination=coordination)
     async with (
         client,
         client.watch(keep_open=True) as watcher,
@@ -263,20 +269,25 @@ async def open_hailuo(
 
 
 def hailuo_lifespan(
-    client_factory: Callable[[], HailuoClient] = HailuoClient,
+    client_factory: Callable[..., HailuoClient] = HailuoClient,
     *,
     webhook_url: str | None = None,
     keep_results: int = 1024,
+    coordination: str | Coordination | None = None,
 ) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
     """A lifespan for ``FastAPI(lifespan=...)``: one client per application (:func:`open_hailuo`).
 
     Routes reach it through the :data:`Hailuo` dependency (or :func:`get_client`).
+    ``coordination`` shares limits and webhooks across the workers (see :func:`open_hailuo`).
     """
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
         async with open_hailuo(
-            client_factory, webhook_url=webhook_url, keep_results=keep_results
+            client_factory,
+            webhook_url=webhook_url,
+            keep_results=keep_results,
+            coordination=coordination,
         ) as state:
             yield {STATE_KEY: state}
 

@@ -32,6 +32,7 @@ INTENDED = {
     "RequestLimits",
     "RequestSource",
     "SharedState",
+    "Coordination",
     "SubmissionRecorder",
     "TaskEvent",
     "TaskWatcher",

@@ -34,7 +34,7 @@ from psycopg import sql
 
 from .._exceptions import InvalidRequestError
 from .._models import TaskStatus
-from ..webhooks import WEBHOOK_EVENT_TYPE, WebhookEvent
+from .._push import WEBHOOK_EVENT_TYPE, WebhookEvent
 from ._common import (
     Background,
     Connection,

@@ -1,0 +1,71 @@
+"""Where several processes coordinate: the setting a client (or a FastAPI app) is given.
+
+This module only names the database; it never imports a driver. The work is done by
+:mod:`hailuo_async.postgres`, imported when a client is given a coordination setting, so a
+process with none never loads psycopg nor opens a connection.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import attrs
+
+from ._exceptions import InvalidRequestError
+
+__all__ = ["Coordination", "coordination_from"]
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _check_dsn(_: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str) or not value.startswith(POSTGRES_SCHEMES):
+        raise InvalidRequestError(attribute.name, "must be a postgresql:// URL")
+
+
+def _redacted(dsn: str) -> str:
+    """The URL without its password (a repr or a log line must never show it)."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rpartition("@")
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[2]}"))
+
+
+@attrs.frozen
+class Coordination:
+    """Processes sharing one account's limits and webhooks through PostgreSQL.
+
+    ``dsn`` is a ``postgresql://`` URL; every process given the same database, ``schema``
+    and ``account`` shares the request rate, the active-job cap, the 429 pauses and the
+    webhooks. ``account`` defaults to a hash of the client's API key (never the key).
+    ``lease`` is how long a silent process keeps its active-job places; ``give_up_after``
+    how long a database round trip may keep failing before
+    :class:`~hailuo_async.postgres.CoordinationError` (raised before the request it guards).
+    """
+
+    dsn: str = attrs.field(validator=_check_dsn, repr=_redacted)
+    account: str | None = attrs.field(default=None, kw_only=True)
+    schema: str = attrs.field(default="hailuo", kw_only=True)
+    lease: float = attrs.field(default=30.0, kw_only=True)
+    give_up_after: float = attrs.field(default=30.0, kw_only=True)
+
+
+def coordination_from(value: str | Coordination) -> Coordination:
+    """The setting ``value`` names: a :class:`Coordination`, or a ``postgresql://`` URL.
+
+    A URL's ``schema`` query parameter (``...?schema=team_a``) names the schema, as for a
+    journal URL.
+    """
+    if isinstance(value, Coordination):
+        return value
+    if not isinstance(value, str) or not value.startswith(POSTGRES_SCHEMES):
+        raise InvalidRequestError("coordination", "must be a postgresql:// URL or a Coordination")
+    parts = urlsplit(value)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [given for name, given in query if name == "schema"]
+    dsn = urlunsplit(parts._replace(query=urlencode([(n, v) for n, v in query if n != "schema"])))
+    if not schemas:
+        return Coordination(dsn)
+    return Coordination(dsn, schema=schemas[-1])

@@ -1,0 +1,64 @@
+"""A worker process for the coordinated-limits test: one client runs a small batch.
+
+Usage: ``python client_child.py SETTINGS_JSON``. Prints ``{"ready": true}`` once its client
+is open, waits for a line on stdin (so every worker starts together), runs its batch and
+prints one JSON report. With ``"dsn"`` set the client coordinates through PostgreSQL;
+without, it keeps its limits in memory, as an uncoordinated worker does.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from hailuo_async import (
+    Coordination,
+    HailuoClient,
+    JobOutcome,
+    Limits,
+    PollPolicy,
+    RetryPolicy,
+    VideoRequest,
+)
+
+
+async def main(settings: dict[str, Any]) -> None:
+    """Open the client, wait for the go, run the batch, report."""
+    scale = settings["scale"]
+    coordination = None
+    if settings.get("dsn"):
+        coordination = Coordination(settings["dsn"], schema=settings["schema"])
+    client = HailuoClient(
+        settings["api_key"],
+        base_url=settings["url"],
+        poll_policy=PollPolicy().scaled(scale),
+        retry_policy=RetryPolicy(initial_delay=0.01, max_delay=0.2),
+        limits=Limits(
+            rate_window=60 * scale,
+            requests_per_minute=settings["rpm"],
+            max_active_jobs=settings["cap"],
+        ),
+        coordination=coordination,
+    )
+    async with client:
+        print(json.dumps({"ready": True}), flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)
+        requests = [
+            VideoRequest(prompt=f"{settings['name']} job {index}")
+            for index in range(settings["jobs"])
+        ]
+        outcomes: list[JobOutcome] = []
+        async with client.generate_many(requests) as stream:
+            outcomes.extend([outcome async for outcome in stream])
+        coordinator = client._coordinator
+        round_trips = 0 if coordinator is None else coordinator.limits.round_trips
+    done = sum(1 for outcome in outcomes if outcome.ok)
+    print(json.dumps({"done": done, "round_trips": round_trips}), flush=True)
+
+
+if __name__ == "__main__":
+    anyio.run(main, json.loads(sys.argv[1]))
