@@ -56,6 +56,8 @@ INTENDED = {
     "InternalServerError",
     "InvalidRequestError",
     "JobOutcome",
+    "JobTimeoutError",
+    "LeftRunningJob",
     "NotFoundError",
     "PermissionDeniedError",
     "PollPolicy",
