@@ -67,6 +67,33 @@ WEBHOOK_SECRET_ENV = "HAILUO_WEBHOOK_SECRET"  # noqa: S105 - a variable name
 _SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,256}")
 
 
+# The loggers where web servers write each request's path (their access logs).
+_ACCESS_LOGGERS = ("aiohttp.access", "uvicorn.access", "hypercorn.access", "gunicorn.access")
+
+
+class _MaskSecrets(logging.Filter):
+    """Masks webhook secrets in the records of the servers' access logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._masked(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._masked(arg) for arg in record.args)
+        return True
+
+    def _masked(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self.secrets:
+                value = value.replace(secret, "***")
+        return value
+
+
+_ACCESS_LOG_MASK = _MaskSecrets()
+
+
 class WebhookSecret:
     """The secret last path segment of the webhook URL: the gateway signs nothing else.
 
@@ -104,6 +131,15 @@ class WebhookSecret:
             return cls(setting)
         shared = os.environ.get(WEBHOOK_SECRET_ENV)
         return cls(shared) if shared else cls.generate()
+
+    def mask_in_access_logs(self) -> None:
+        """Show the secret as ``***`` in the access logs of aiohttp, uvicorn, hypercorn and
+        gunicorn, which write each request's path (the receivers call this)."""
+        _ACCESS_LOG_MASK.secrets.add(self._value)
+        for name in _ACCESS_LOGGERS:
+            access = logging.getLogger(name)
+            if _ACCESS_LOG_MASK not in access.filters:
+                access.addFilter(_ACCESS_LOG_MASK)
 
     def reveal(self) -> str:
         """The secret itself."""
@@ -311,7 +347,7 @@ class WebhookConfirmer:
 
     def admit(self, event: WebhookEvent, *, cool_down: float) -> Admission:
         """Whether a receiver should confirm ``event`` now: an ADMITTED one holds a place
-        until :meth:`handle` is called with ``admitted=True``."""
+        until :meth:`release`."""
         if not self._wanted(event, cool_down):
             return Admission.IGNORED
         if self._admitted >= self._max_admitted:
@@ -332,25 +368,8 @@ class WebhookConfirmer:
         *,
         get_task: Callable[[str], Awaitable[TaskResult]],
         cool_down: float,
-        admitted: bool = False,
     ) -> TaskResult | None:
-        """Confirm ``event`` and deliver its result; the result when it ended a watched task.
-
-        ``admitted=True`` gives back the place :meth:`admit` took for it.
-        """
-        try:
-            return await self._handle(event, get_task=get_task, cool_down=cool_down)
-        finally:
-            if admitted:
-                self._admitted -= 1
-
-    async def _handle(
-        self,
-        event: WebhookEvent,
-        *,
-        get_task: Callable[[str], Awaitable[TaskResult]],
-        cool_down: float,
-    ) -> TaskResult | None:
+        """Confirm ``event`` and deliver its result; the result when it ended a watched task."""
         if not self._wanted(event, cool_down):
             return None
         task_id = event.task_id
@@ -375,6 +394,10 @@ class WebhookConfirmer:
             return None
         self.confirmed += 1
         return result
+
+    def release(self) -> None:
+        """Give back the place :meth:`admit` took, once its confirmation is over."""
+        self._admitted -= 1
 
     def _wanted(self, event: WebhookEvent, cool_down: float) -> bool:
         if not event.is_task_result or not event.claims_done or event.task_id is None:
@@ -415,18 +438,17 @@ def admit_delivery(
     """For a receiver: the confirmation to start in the background at once, or why there is
     none (IGNORED: answer 202; BUSY: answer 503, so the gateway delivers it again later)."""
     confirmer = client._webhooks
-    cool_down = client.poll_policy.min_interval
-    admission = confirmer.admit(event, cool_down=cool_down)
+    admission = confirmer.admit(event, cool_down=client.poll_policy.min_interval)
     if admission is not Admission.ADMITTED:
         return admission
 
     async def confirm() -> None:
         try:
-            await confirmer.handle(
-                event, get_task=client.get_task, cool_down=cool_down, admitted=True
-            )
+            await client.handle_webhook(event)
         except Exception:  # a background task must not die silently, nor kill the app
             logger.exception("webhook event for task %s could not be handled", event.task_id)
+        finally:
+            confirmer.release()
 
     return confirm
 

@@ -263,6 +263,8 @@ async def open_hailuo(
     variable when several processes serve the URL); ``False`` turns the check off.
     """
     secret = WebhookSecret.resolve(webhook_secret) if webhook_url is not None else None
+    if secret is not None:
+        secret.mask_in_access_logs()
     client = client_factory()
     async with (
         client,

@@ -92,6 +92,8 @@ class AiohttpWebhookReceiver:
         self._client = client
         self._max_body_bytes = max_body_bytes
         self._secret = WebhookSecret(secret) if isinstance(secret, str) else secret
+        if self._secret is not None:
+            self._secret.mask_in_access_logs()
         self._background: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
