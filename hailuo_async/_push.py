@@ -18,7 +18,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import anyio
 import attrs
@@ -26,9 +26,6 @@ import attrs
 from ._exceptions import HailuoError, InvalidRequestError, WebhookError
 from ._models import TaskResult, TaskStatus
 from ._task_ids import task_id_problem
-
-if TYPE_CHECKING:
-    from ._client import HailuoClient
 
 __all__ = [
     "BUSY_MESSAGE",
@@ -433,18 +430,22 @@ async def read_capped(
 
 
 def admit_delivery(
-    client: HailuoClient, event: WebhookEvent
+    confirmer: WebhookConfirmer,
+    event: WebhookEvent,
+    *,
+    cool_down: float,
+    handle: Callable[[WebhookEvent], Awaitable[object]],
 ) -> Callable[[], Coroutine[Any, Any, None]] | Admission:
-    """For a receiver: the confirmation to start in the background at once, or why there is
-    none (IGNORED: answer 202; BUSY: answer 503, so the gateway delivers it again later)."""
-    confirmer = client._webhooks
-    admission = confirmer.admit(event, cool_down=client.poll_policy.min_interval)
+    """For a receiver: the confirmation (``handle``) to start in the background at once, or
+    why there is none (IGNORED: answer 202; BUSY: answer 503, so the gateway delivers it
+    again later)."""
+    admission = confirmer.admit(event, cool_down=cool_down)
     if admission is not Admission.ADMITTED:
         return admission
 
     async def confirm() -> None:
         try:
-            await client.handle_webhook(event)
+            await handle(event)
         except Exception:  # a background task must not die silently, nor kill the app
             logger.exception("webhook event for task %s could not be handled", event.task_id)
         finally:

@@ -83,9 +83,15 @@ from ._models import (
     TaskResult,
     VideoRequest,
 )
-from ._push import BUSY_MESSAGE, Admission, WebhookSecret, admit_delivery, error_body, read_capped
+from ._push import BUSY_MESSAGE, Admission, WebhookSecret, error_body, read_capped
 from ._watcher import TaskEvent, TaskWatcher
-from .webhooks import MAX_WEBHOOK_BYTES, SECRET_SEGMENT, WebhookError, parse_webhook
+from .webhooks import (
+    MAX_WEBHOOK_BYTES,
+    SECRET_SEGMENT,
+    WebhookError,
+    admit_for,
+    parse_webhook,
+)
 
 __all__ = [
     "STATE_KEY",
@@ -376,7 +382,7 @@ def webhook_router(
             event = parse_webhook(body)
         except WebhookError as exc:
             return _error(400, exc.field, exc.message)
-        confirm = admit_delivery(state.client, event)
+        confirm = admit_for(state.client, event)
         if confirm is Admission.BUSY:
             return _error(503, "body", BUSY_MESSAGE)
         if not isinstance(confirm, Admission):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ._exceptions import WebhookError
@@ -120,7 +120,7 @@ class AiohttpWebhookReceiver:
             event = parse_webhook(body)
         except WebhookError as exc:
             return _error(400, exc.field, exc.message)
-        confirm = admit_delivery(self._client, event)
+        confirm = admit_for(self._client, event)
         if confirm is Admission.BUSY:
             return _error(503, "body", BUSY_MESSAGE)
         if not isinstance(confirm, Admission):
@@ -197,6 +197,19 @@ def aiohttp_handler(
     handler.receiver = receiver
     handler.cleanup_ctx = receiver.cleanup_ctx  # type: ignore[method-assign]
     return handler
+
+
+def admit_for(
+    client: HailuoClient, event: WebhookEvent
+) -> Callable[[], Coroutine[Any, Any, None]] | Admission:
+    """For the receivers: ``client``'s confirmation of ``event`` to start in the background,
+    or why there is none (IGNORED: answer 202; BUSY: answer 503)."""
+    return admit_delivery(
+        client._webhooks,
+        event,
+        cool_down=client.poll_policy.min_interval,
+        handle=client.handle_webhook,
+    )
 
 
 def _json(body: dict[str, Any], status: int) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -177,3 +178,21 @@ async def _outcomes(watcher: Any, count: int) -> AsyncIterator[tuple[str, object
     with anyio.fail_after(10):
         for _ in range(count):
             yield await watcher.next_outcome()
+
+
+def test_access_logs_show_the_secret_masked(caplog: pytest.LogCaptureFixture) -> None:
+    """uvicorn's (path in args) and aiohttp's (path in the message) access lines show ***."""
+    secret = WebhookSecret(f"access-log-{uuid.uuid4().hex}")
+    secret.mask_in_access_logs()
+    path = f"/hailuo/webhook/{secret.reveal()}"
+    with (
+        caplog.at_level(logging.INFO, logger="uvicorn.access"),
+        caplog.at_level(logging.INFO, logger="aiohttp.access"),
+    ):
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "POST", path, "1.1", 202
+        )
+        logging.getLogger("aiohttp.access").info(f'127.0.0.1 "POST {path} HTTP/1.1" 202')
+    assert len(caplog.records) == 2
+    assert secret.reveal() not in caplog.text
+    assert caplog.text.count("/hailuo/webhook/***") == 2
