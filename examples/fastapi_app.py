@@ -5,6 +5,7 @@ Run it (``pip install -e '.[fastapi]'`` in a checkout)::
     export HAILUO_API_KEY=...                      # the Hailuo key
     export HAILUO_BASE_URL=...                     # optional: another gateway, or a fake
     export HAILUO_WEBHOOK_URL=https://my.host/hailuo/webhook   # optional: push delivery
+    export HAILUO_WEBHOOK_SECRET=...               # its secret, the same for every worker
     uvicorn examples.fastapi_app:app --timeout-graceful-shutdown 5
 
 Routes (their OpenAPI document is at ``/docs`` and ``/openapi.json``):
@@ -17,8 +18,9 @@ Routes (their OpenAPI document is at ``/docs`` and ``/openapi.json``):
   unknown task.
 - ``GET /videos/{task_id}/events`` streams the task's progress as server-sent events until
   it ends (events ``status``, ``progress``, ``done`` and ``error``, each with a JSON body).
-- ``POST /hailuo/webhook`` takes the gateway's webhook events (when ``HAILUO_WEBHOOK_URL``
-  points here): 202 at once, confirmed in the background, idempotent.
+- ``POST /hailuo/webhook/{secret}`` takes the gateway's webhook events (when
+  ``HAILUO_WEBHOOK_URL`` points here; the jobs are sent with the secret appended): 404 for
+  a wrong or missing secret, else 202 at once, confirmed in the background, idempotent.
 
 Errors from the video service are answered 400, 429 or 502, as each route's OpenAPI entry
 says.

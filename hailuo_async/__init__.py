@@ -2,6 +2,7 @@
 
 from ._api import DEFAULT_BASE_URL, SubmissionRecorder
 from ._batch import BatchCounts, BatchItem, JobStream, RequestSource
+from ._bookkeeping import LeftRunningJob
 from ._client import HailuoClient, ProgressCallback
 from ._coordination import Coordination
 from ._download import DownloadProgress
@@ -17,6 +18,7 @@ from ._exceptions import (
     HailuoError,
     InternalServerError,
     InvalidRequestError,
+    JobTimeoutError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -61,6 +63,8 @@ __all__ = [
     "InvalidRequestError",
     "JobOutcome",
     "JobStream",
+    "JobTimeoutError",
+    "LeftRunningJob",
     "Limits",
     "NotFoundError",
     "PermissionDeniedError",

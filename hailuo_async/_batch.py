@@ -15,6 +15,7 @@ is unknown unless the client's ``on_unknown_submission`` says "resubmit".
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
@@ -27,12 +28,13 @@ import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._bookkeeping import BatchBook, BatchCounts, BatchJob
+from ._bookkeeping import BatchBook, BatchCounts, BatchJob, LeftRunningJob
 from ._download import sweep_partial_downloads
 from ._exceptions import (
     AuthenticationError,
     HailuoError,
     InvalidRequestError,
+    JobTimeoutError,
     PermissionDeniedError,
     SubmissionUnknownError,
     TaskFailedError,
@@ -59,6 +61,7 @@ BatchItem = VideoRequest | tuple[str, VideoRequest]
 RequestSource = Iterable[BatchItem] | AsyncIterable[BatchItem]
 """What ``generate_many`` reads lazily: an iterable or async iterable of batch items."""
 _FATAL = (AuthenticationError, PermissionDeniedError)
+logger = logging.getLogger("hailuo_async.batch")
 
 
 class JobStream:
@@ -66,7 +69,9 @@ class JobStream:
 
     Use it as ``async with client.generate_many(requests) as outcomes: async for outcome in
     outcomes: ...``. Leaving the ``async with`` (break, exception, cancellation) stops
-    submitting and polling at once. :attr:`counts` and :meth:`events` tell where it stands.
+    submitting and polling at once (submissions already on the wire get a short grace to
+    bring their task id back). :attr:`counts` and :meth:`events` tell where it stands;
+    :attr:`left_running` which jobs were left before their outcome was yielded.
     """
 
     def __init__(
@@ -105,6 +110,16 @@ class JobStream:
     def counts(self) -> BatchCounts:
         """Where the batch stands now."""
         return self._book.counts(active_limit=self._active.value, polls=self._watcher.polls)
+
+    @property
+    def left_running(self) -> tuple[LeftRunningJob, ...]:
+        """Jobs submitted whose outcome was not yielded: after an early exit, still running.
+
+        Each may be running (and paid for) at the service; watch them later with
+        ``client.watch([job.task_id for job in outcomes.left_running])``. Empty once every
+        outcome was yielded. A journaled batch also finds them again when rerun.
+        """
+        return self._book.left_running
 
     def events(self, *, max_buffer: int = 1024) -> MemoryObjectReceiveStream[TaskEvent]:
         """A stream of the batch's task events from now on (see :meth:`TaskWatcher.events`).
@@ -149,6 +164,14 @@ class JobStream:
         self._closing = True
         await self._submitter.wait_and_cancel()
         await self._tasks.close()
+        left = self.left_running
+        if left:
+            logger.warning(
+                "left the batch with %d job(s) left running at the service, which may still"
+                " be paid for; watch them with client.watch(ids) or `hailuo watch`: %s",
+                len(left),
+                ", ".join(f"#{job.index} {job.key or '-'} {job.task_id}" for job in left),
+            )
 
     def __aiter__(self) -> JobStream:
         return self
@@ -298,7 +321,8 @@ class JobStream:
             self._fatal = error
         await self._emit(job.outcome(task_id=task_id, result=result, error=error, path=path))
         self._active.release(submitted=True)
-        self._active.on_completed()
+        if not isinstance(outcome, JobTimeoutError):  # that job may still hold its place
+            self._active.on_completed()
         self._book.finishing -= 1
         self._close_if_finished()
 
@@ -320,6 +344,7 @@ class JobStream:
         assert self._outcomes_in is not None
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             await self._outcomes_in.send(outcome)
+            self._book.handed_over(outcome)
 
     def _close_if_finished(self) -> None:
         if self._book.finished and self._outcomes_in is not None:

@@ -9,7 +9,7 @@ import attrs
 from ._exceptions import HailuoError
 from ._models import JobOutcome, TaskResult, VideoRequest
 
-__all__ = ["BatchBook", "BatchCounts", "BatchJob"]
+__all__ = ["BatchBook", "BatchCounts", "BatchJob", "LeftRunningJob"]
 
 
 @attrs.frozen
@@ -33,6 +33,19 @@ class BatchCounts:
     def done(self) -> int:
         """Jobs that have ended."""
         return self.succeeded + self.failed
+
+
+@attrs.frozen
+class LeftRunningJob:
+    """A job of a batch left before its outcome was yielded: it may still run, and be paid.
+
+    ``index`` is its place in the source, ``key`` its journal key (or the key given with
+    it), ``task_id`` the task to watch later (``client.watch([...])``, ``hailuo watch``).
+    """
+
+    index: int
+    key: str | None
+    task_id: str
 
 
 @attrs.define
@@ -81,6 +94,8 @@ class BatchBook:
     skipped: int = 0
     all_read: bool = False
     running: dict[str, BatchJob] = attrs.field(factory=dict)
+    # Every task id submitted or watched whose outcome the reader has not taken yet.
+    unyielded: dict[str, BatchJob] = attrs.field(factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -90,6 +105,7 @@ class BatchBook:
     def started_running(self, task_id: str, job: BatchJob) -> None:
         """The job's task ``task_id`` is being watched."""
         self.running[task_id] = job
+        self.unyielded[task_id] = job
 
     def stopped_running(self, task_id: str) -> BatchJob:
         """The task ended: its job moves on to finishing."""
@@ -102,6 +118,17 @@ class BatchBook:
             self.succeeded += 1
         else:
             self.failed += 1
+
+    def handed_over(self, outcome: JobOutcome) -> None:
+        """The reader took the outcome."""
+        if outcome.task_id is not None:
+            self.unyielded.pop(outcome.task_id, None)
+
+    @property
+    def left_running(self) -> tuple[LeftRunningJob, ...]:
+        """The jobs with a task whose outcome was not taken, in source order."""
+        jobs = [LeftRunningJob(job.index, job.key, task) for task, job in self.unyielded.items()]
+        return tuple(sorted(jobs, key=lambda job: job.index))
 
     def counts(self, *, active_limit: int, polls: int) -> BatchCounts:
         """A snapshot of the counters."""

@@ -7,6 +7,7 @@ runs batches, :mod:`._push` confirms webhooks, :mod:`._download` fetches videos)
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -41,6 +42,8 @@ from .journal import JobStore
 
 if TYPE_CHECKING:
     from .postgres._coordinator import PostgresCoordinator
+
+logger = logging.getLogger("hailuo_async.webhooks")
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -309,6 +312,15 @@ class HailuoClient:
         if self._coordinator is not None:
             await self._coordinator.publish(event)
         return await self._confirm_webhook(event)
+
+    async def _relay_webhook(self, event: WebhookEvent) -> None:
+        """Tell the other coordinated processes of ``event``, without confirming it here."""
+        if self._coordinator is None:
+            return
+        try:
+            await self._coordinator.publish(event)
+        except Exception:  # a background relay must not kill the receiver; backstops catch up
+            logger.exception("webhook event for task %s could not be relayed", event.task_id)
 
     async def _confirm_webhook(self, event: WebhookEvent) -> TaskResult | None:
         return await self._webhooks.handle(

@@ -18,6 +18,7 @@ Catch :class:`HailuoError` to handle them all. The hierarchy::
     ├── SubmissionUnknownError       a submission may or may not have started a paid job
     ├── TaskFailedError              the job ended with TASK_STATUS_FAILED
     ├── WaitTimeoutError             the job did not end within the caller's timeout
+    ├── JobTimeoutError              a watched job ran past max_job_duration (or stayed UNKNOWN)
     ├── DownloadError                a video could not be downloaded completely
     └── WebhookError                 (also a ValueError) a webhook body of the wrong shape
 
@@ -46,6 +47,7 @@ __all__ = [
     "HailuoError",
     "InternalServerError",
     "InvalidRequestError",
+    "JobTimeoutError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -202,6 +204,35 @@ class WaitTimeoutError(HailuoError, TimeoutError):
         self.task_id = task_id
         self.last_result = last_result
         self.timeout = timeout
+
+
+class JobTimeoutError(HailuoError, TimeoutError):
+    """A watched job ran longer than any real job takes; its watch ended, the job may go on.
+
+    ``limit`` is the policy's ``max_job_duration``, or its ``max_unknown_duration`` when
+    ``unknown_status`` is True (the service kept answering a status this library does not
+    know). ``last_result`` is the last answer seen. A journaled batch keeps the job
+    ``submitted``, so a rerun watches it again; it is never resubmitted.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        last_result: TaskResult | None,
+        limit: float,
+        *,
+        unknown_status: bool = False,
+    ) -> None:
+        if unknown_status:
+            status = last_result.raw_status if last_result is not None else "?"
+            what = f"kept the unknown status {status!r} for {limit:g} s"
+        else:
+            what = f"did not end within {limit:g} s of being watched from its submission"
+        super().__init__(f"task {task_id} {what}; its watch ended, the job may still run")
+        self.task_id = task_id
+        self.last_result = last_result
+        self.limit = limit
+        self.unknown_status = unknown_status
 
 
 class DownloadError(HailuoError):

@@ -87,6 +87,15 @@ def _check_webhook_url(_: object, attribute: attrs.Attribute[str | None], value:
         )
 
 
+def _url_origin(value: str | None) -> str:
+    # A webhook URL's path may hold its receiver's secret: only where it goes is shown.
+    if value is None:
+        return "None"
+    parts = urlsplit(value)
+    hidden = "/***" if parts.path.strip("/") or parts.query else ""
+    return repr(f"{parts.scheme}://{parts.netloc}{hidden}")
+
+
 def _to_image(value: ImageInput | None) -> str | None:
     return None if value is None else image_reference(value, "image")
 
@@ -123,7 +132,9 @@ class VideoRequest:
     resolution: Resolution = attrs.field(default="768P", validator=_check_resolution, kw_only=True)
     enable_prompt_expansion: bool = attrs.field(default=True, validator=_check_bool, kw_only=True)
     fast_pretreatment: bool = attrs.field(default=False, validator=_check_bool, kw_only=True)
-    webhook_url: str | None = attrs.field(default=None, validator=_check_webhook_url, kw_only=True)
+    webhook_url: str | None = attrs.field(
+        default=None, validator=_check_webhook_url, repr=_url_origin, kw_only=True
+    )
 
     def __attrs_post_init__(self) -> None:
         allowed = RESOLUTIONS_BY_DURATION[self.duration]

@@ -26,6 +26,11 @@ from ._models import TaskResult
 __all__ = ["DurationStats", "PollPolicy", "PollSchedule"]
 
 
+def _none_or_positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and value > 0):
+        raise ValueError(f"{attribute.name} must be None or more than 0 seconds, not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class PollPolicy:
     """The cadence of polls for one task, in seconds.
@@ -38,6 +43,13 @@ class PollPolicy:
     up to ``max_interval``. Each wait is jittered by +/- ``jitter`` and kept within
     [``min_interval``, ``max_interval``], except a wait aimed at an end the run's learnt
     forecast errors place further out: that one may last up to ``max_aimed_interval``.
+
+    A watched job that has not ended ``max_job_duration`` seconds after its submission
+    (after it was first watched, when its submission time is unknown), or whose status
+    stayed one this library does not know for ``max_unknown_duration``, ends its watch
+    with :class:`~hailuo_async.JobTimeoutError`; ``None`` sets no such limit. A job past
+    twice the longest duration seen in the run is polled on a backoff toward
+    ``max_interval``, so a stuck job costs few requests.
     """
 
     first_poll_delay: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
@@ -51,6 +63,8 @@ class PollPolicy:
         default=0.1, validator=[attrs.validators.ge(0), attrs.validators.lt(1)]
     )
     max_aimed_interval: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
+    max_job_duration: float | None = attrs.field(default=1800.0, validator=_none_or_positive)
+    max_unknown_duration: float | None = attrs.field(default=300.0, validator=_none_or_positive)
 
     def scaled(self, factor: float) -> PollPolicy:
         """The same policy with every duration multiplied by ``factor`` (for scaled fakes)."""
@@ -60,7 +74,13 @@ class PollPolicy:
             min_interval=self.min_interval * factor,
             max_interval=self.max_interval * factor,
             max_aimed_interval=self.max_aimed_interval * factor,
+            max_job_duration=_times(self.max_job_duration, factor),
+            max_unknown_duration=_times(self.max_unknown_duration, factor),
         )
+
+
+def _times(seconds: float | None, factor: float) -> float | None:
+    return None if seconds is None else seconds * factor
 
 
 class _Sample:
@@ -202,6 +222,7 @@ class PollSchedule:
         "_forecasts",
         "_history",
         "_last_poll",
+        "_overruns",
         "_policy",
         "_rng",
         "_timed",
@@ -224,6 +245,8 @@ class PollSchedule:
         self._rng = rng or _SHARED_RNG
         self._timed = timed
         self._unguided = 0
+        # Polls that found the task running past the end its learnt forecasts placed.
+        self._overruns = 0
         self._last_poll: float | None = None
         self._expected_end: float | None = None
         # The running answers' forecasts, to learn from when the task ends.
@@ -248,8 +271,19 @@ class PollSchedule:
         """Seconds until the next poll, given the latest answer and the seconds since submission."""
         self._note_lateness(elapsed)
         delay = self._next_delay(result, elapsed)
+        if self._overruns:
+            delay = max(delay, self._overdue_wait())
         self._due = None if elapsed is None else elapsed + delay
         return delay
+
+    def _overdue_wait(self) -> float:
+        """A wait on a backoff toward ``max_interval``: each overrun forecast costs less.
+
+        A stuck job's forecasts keep placing its end a moment away; aimed polls would then
+        come every ``min_interval`` for as long as it is watched.
+        """
+        policy = self._policy
+        return min(policy.max_interval, policy.min_interval * policy.backoff**self._overruns)
 
     def _note_lateness(self, elapsed: float | None) -> None:
         if self._history is not None and self._due is not None and elapsed is not None:
@@ -395,6 +429,16 @@ class PollSchedule:
         # was wrong: the latest answer is the better guide.
         known = self._window
         window = _overlap(fresh, known) if known is not None else fresh
+        if window is not None:
+            self._overruns = 0
+        elif (
+            known is not None
+            and fresh[0] > known[1]
+            and self._overdue_wait() < self._policy.max_interval
+        ):
+            # The end moved past where the last answer's forecast placed it: a stuck job's
+            # forecasts keep doing so, each a moment away.
+            self._overruns += 1
         low, high = window or fresh
         low = max(low, elapsed)
         high = max(high, low)

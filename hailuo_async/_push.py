@@ -8,27 +8,40 @@ of an event by one task-result GET (:class:`WebhookConfirmer`).
 
 from __future__ import annotations
 
+import enum
+import hmac
 import json
 import logging
+import os
+import re
+import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
+import anyio
 import attrs
 
-from ._exceptions import HailuoError, WebhookError
+from ._exceptions import HailuoError, InvalidRequestError, WebhookError
 from ._models import TaskResult, TaskStatus
 from ._task_ids import task_id_problem
 
 __all__ = [
+    "BUSY_MESSAGE",
+    "MAX_CONCURRENT_CONFIRMATIONS",
+    "MAX_WAITING_CONFIRMATIONS",
     "MAX_WEBHOOK_BYTES",
     "WEBHOOK_EVENT_TYPE",
+    "WEBHOOK_SECRET_ENV",
+    "Admission",
     "InMemoryPushRegistry",
     "PushRegistry",
     "PushSubscriber",
     "WebhookConfirmer",
     "WebhookEvent",
+    "WebhookSecret",
+    "admit_delivery",
     "error_body",
     "parse_webhook",
     "read_capped",
@@ -42,6 +55,109 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 """Bodies larger than this are refused unread: a task-result event is a few kilobytes."""
 # How many task ids' last confirmation times are remembered for the cool-down.
 _CONFIRMED_MEMORY = 4096
+MAX_CONCURRENT_CONFIRMATIONS = 8
+"""Confirmation GETs a client runs at once for the receivers, whatever the burst."""
+MAX_WAITING_CONFIRMATIONS = 64
+"""Deliveries a receiver lets wait for a confirmation slot; past it, it answers 503."""
+WEBHOOK_SECRET_ENV = "HAILUO_WEBHOOK_SECRET"  # noqa: S105 - a variable name
+"""The variable a shared webhook secret is read from (several processes behind one URL)."""
+_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,256}")
+
+
+# The loggers where web servers write each request's path (their access logs).
+_ACCESS_LOGGERS = ("aiohttp.access", "uvicorn.access", "hypercorn.access", "gunicorn.access")
+
+
+class _MaskSecrets(logging.Filter):
+    """Masks webhook secrets in the records of the servers' access logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._masked(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._masked(arg) for arg in record.args)
+        return True
+
+    def _masked(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self.secrets:
+                value = value.replace(secret, "***")
+        return value
+
+
+_ACCESS_LOG_MASK = _MaskSecrets()
+
+
+class WebhookSecret:
+    """The secret last path segment of the webhook URL: the gateway signs nothing else.
+
+    The library puts it in the ``webhook_url`` it sends (``https://host/hailuo/webhook/<secret>``)
+    and the receivers compare it in constant time before anything else; a wrong or missing
+    one gets 404 and costs no request. A path segment rather than a query parameter: every
+    sender keeps a URL's path as given, and a route without it is simply not found. Its
+    ``repr`` and ``str`` never show it; :meth:`reveal` does, for building the URL.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str) or _SECRET_PATTERN.fullmatch(value) is None:
+            # The value is never echoed: it may be a real secret with one bad character.
+            raise InvalidRequestError(
+                "webhook_secret", "must be 16 to 256 characters of A-Z, a-z, 0-9, '_' and '-'"
+            )
+        self._value = value
+
+    @classmethod
+    def generate(cls) -> WebhookSecret:
+        """A fresh random secret (256 bits), for one application process."""
+        return cls(secrets.token_urlsafe(32))
+
+    @classmethod
+    def resolve(cls, setting: str | bool | WebhookSecret | None) -> WebhookSecret | None:
+        """The secret a setting asks for: given, ``None``/``True`` for the
+        ``HAILUO_WEBHOOK_SECRET`` variable or else a generated one, ``False`` for none."""
+        if isinstance(setting, WebhookSecret):
+            return setting
+        if setting is False:
+            return None
+        if isinstance(setting, str):
+            return cls(setting)
+        shared = os.environ.get(WEBHOOK_SECRET_ENV)
+        return cls(shared) if shared else cls.generate()
+
+    def mask_in_access_logs(self) -> None:
+        """Show the secret as ``***`` in the access logs of aiohttp, uvicorn, hypercorn and
+        gunicorn, which write each request's path (the receivers call this)."""
+        _ACCESS_LOG_MASK.secrets.add(self._value)
+        for name in _ACCESS_LOGGERS:
+            access = logging.getLogger(name)
+            if _ACCESS_LOG_MASK not in access.filters:
+                access.addFilter(_ACCESS_LOG_MASK)
+
+    def reveal(self) -> str:
+        """The secret itself."""
+        return self._value
+
+    def matches(self, candidate: str | None) -> bool:
+        """True when ``candidate`` is the secret; compared in constant time."""
+        given = (candidate or "").encode("utf-8", "surrogatepass")
+        return hmac.compare_digest(given, self._value.encode("ascii"))
+
+    def url(self, base: str) -> str:
+        """``base`` (the receiver's public URL) with the secret as its last path segment."""
+        return f"{base.rstrip('/')}/{self._value}"
+
+    def __repr__(self) -> str:
+        return "WebhookSecret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a WebhookSecret is not pickled")
 
 
 @attrs.frozen(kw_only=True)
@@ -191,19 +307,61 @@ class InMemoryPushRegistry:
         return sum(1 for subscriber in subscribers if subscriber.deliver(result))
 
 
+class Admission(enum.Enum):
+    """What a receiver does with an event: ignore it, confirm it, or ask for it later."""
+
+    IGNORED = "ignored"
+    ADMITTED = "admitted"
+    BUSY = "busy"
+
+
 class WebhookConfirmer:
     """Confirms webhook events with one GET each and delivers the confirmed results.
 
     Events of other types, events that do not claim an end, ids nobody waits for and
     duplicates of an event being confirmed are ignored; so is a task confirmed running a
     moment ago (a replay or a forgery, not news).
+
+    At most ``max_concurrent`` confirmations run at once, so a burst of deliveries cannot
+    take over the request budget. Receivers :meth:`admit` each event first: past
+    ``max_concurrent + max_waiting`` admitted ones, an event is refused (BUSY) and the
+    receiver answers 503, which the gateway retries later.
     """
 
-    def __init__(self, registry: PushRegistry) -> None:
+    def __init__(
+        self,
+        registry: PushRegistry,
+        *,
+        max_concurrent: int = MAX_CONCURRENT_CONFIRMATIONS,
+        max_waiting: int = MAX_WAITING_CONFIRMATIONS,
+    ) -> None:
         self._registry = registry
         self._confirming: set[str] = set()
         self._confirmed_at: OrderedDict[str, float] = OrderedDict()
+        self._max_concurrent = max_concurrent
+        self._max_admitted = max_concurrent + max_waiting
+        # Made on first use, inside the event loop that confirms.
+        self._slots: anyio.Semaphore | None = None
+        self._admitted = 0
         self.confirmed = 0
+        self.refused = 0
+
+    def admit(self, event: WebhookEvent, *, cool_down: float) -> Admission:
+        """Whether a receiver should confirm ``event`` now: an ADMITTED one holds a place
+        until :meth:`release`."""
+        if not self._wanted(event, cool_down):
+            return Admission.IGNORED
+        if self._admitted >= self._max_admitted:
+            self.refused += 1
+            logger.warning(
+                "webhook event for task %s refused with 503: %d confirmations already"
+                " running or waiting",
+                event.task_id,
+                self._admitted,
+            )
+            return Admission.BUSY
+        self._admitted += 1
+        return Admission.ADMITTED
 
     async def handle(
         self,
@@ -218,8 +376,11 @@ class WebhookConfirmer:
         task_id = event.task_id
         assert task_id is not None
         self._confirming.add(task_id)
+        if self._slots is None:
+            self._slots = anyio.Semaphore(self._max_concurrent)
         try:
-            result = await get_task(task_id)
+            async with self._slots:
+                result = await get_task(task_id)
         except HailuoError as exc:
             # The watchers' own (backstop) polls will find the end; nothing is lost.
             logger.warning("could not confirm the webhook event for task %s: %s", task_id, exc)
@@ -234,6 +395,10 @@ class WebhookConfirmer:
             return None
         self.confirmed += 1
         return result
+
+    def release(self) -> None:
+        """Give back the place :meth:`admit` took, once its confirmation is over."""
+        self._admitted -= 1
 
     def _wanted(self, event: WebhookEvent, cool_down: float) -> bool:
         if not event.is_task_result or not event.claims_done or event.task_id is None:
@@ -266,6 +431,35 @@ async def read_capped(
         if len(body) > max_bytes:
             return None
     return bytes(body)
+
+
+def admit_delivery(
+    confirmer: WebhookConfirmer,
+    event: WebhookEvent,
+    *,
+    cool_down: float,
+    handle: Callable[[WebhookEvent], Awaitable[object]],
+) -> Callable[[], Coroutine[Any, Any, None]] | Admission:
+    """For a receiver: the confirmation (``handle``) to start in the background at once, or
+    why there is none (IGNORED: answer 202; BUSY: answer 503, so the gateway delivers it
+    again later)."""
+    admission = confirmer.admit(event, cool_down=cool_down)
+    if admission is not Admission.ADMITTED:
+        return admission
+
+    async def confirm() -> None:
+        try:
+            await handle(event)
+        except Exception:  # a background task must not die silently, nor kill the app
+            logger.exception("webhook event for task %s could not be handled", event.task_id)
+        finally:
+            confirmer.release()
+
+    return confirm
+
+
+BUSY_MESSAGE = "too many deliveries being confirmed; retry later"
+"""The 503 answer's message when confirmations are at their cap."""
 
 
 def error_body(field: str, message: str) -> dict[str, str]:

@@ -28,10 +28,11 @@ from ._exceptions import (
     BadRequestError,
     HailuoError,
     InvalidRequestError,
+    JobTimeoutError,
     NotFoundError,
     PermissionDeniedError,
 )
-from ._models import TaskResult
+from ._models import TaskResult, TaskStatus
 from ._polling import PollPolicy, PollSchedule
 from ._state import SharedState
 from ._task_ids import check_task_id
@@ -71,13 +72,15 @@ _FATAL = (AuthenticationError, PermissionDeniedError)
 
 
 class _Watched:
-    __slots__ = ("failures", "last", "schedule", "started")
+    __slots__ = ("failures", "last", "schedule", "started", "unknown_since")
 
     def __init__(self, schedule: PollSchedule, started: float) -> None:
         self.schedule = schedule
         self.started = started
         self.last: TaskResult | None = None
         self.failures = 0
+        # When the answers' status turned to one this library does not know (None: it is not).
+        self.unknown_since: float | None = None
 
     @property
     def pushed(self) -> bool:
@@ -98,6 +101,11 @@ class TaskWatcher:
     ``client.handle_webhook`` delivers their confirmed result; they are polled only as a
     backstop, first well after their expected finish, then every ``backstop_interval``
     seconds (default: four times the policy's ``max_interval``).
+
+    A task still running ``max_job_duration`` seconds (the poll policy's) after its
+    submission, or answering a status this library does not know for
+    ``max_unknown_duration``, ends with :class:`~hailuo_async.JobTimeoutError` in
+    :attr:`errors` and an ``"error"`` event; the job itself may go on at the service.
 
     ``on_event`` is called (or awaited) with each event; an exception it raises is logged
     with the task id and the watch goes on (a callback must never cost a paid job).
@@ -301,9 +309,7 @@ class TaskWatcher:
         except _PERMANENT + _FATAL as exc:
             if not self._still_watched(task_id, watched):
                 return
-            await self._emit(TaskEvent(task_id, "error", watched.last, exc))
-            if self._still_watched(task_id, watched):  # the callback may have let a push in
-                self._end(task_id, exc)
+            await self._end_with_error(task_id, watched, watched.last, exc)
             return
         except HailuoError as exc:
             if not self._still_watched(task_id, watched):
@@ -312,9 +318,7 @@ class TaskWatcher:
             # a task whose every answer fails (unreadable, say) must not be watched forever.
             watched.failures += 1
             if watched.failures >= MAX_POLL_FAILURES:
-                await self._emit(TaskEvent(task_id, "error", watched.last, exc))
-                if self._still_watched(task_id, watched):
-                    self._end(task_id, exc)
+                await self._end_with_error(task_id, watched, watched.last, exc)
                 return
             delay = min(
                 self._policy.max_interval, self._policy.min_interval * 2.0**watched.failures
@@ -336,10 +340,49 @@ class TaskWatcher:
             watched.schedule.ended(time.monotonic() - watched.started)
             self._end(task_id, result)
             return
-        elapsed = time.monotonic() - watched.started
-        self._schedule(
-            task_id, time.monotonic() + watched.schedule.next_delay(result, elapsed=elapsed)
-        )
+        now = time.monotonic()
+        overdue = self._overdue(task_id, watched, result, now)
+        if overdue is not None:
+            await self._end_with_error(task_id, watched, result, overdue)
+            return
+        delay = watched.schedule.next_delay(result, elapsed=now - watched.started)
+        # The poll that decides comes when a limit is reached, not a backoff later.
+        self._schedule(task_id, now + min(delay, self._until_limit(watched, now)))
+
+    async def _end_with_error(
+        self, task_id: str, watched: _Watched, last: TaskResult | None, error: HailuoError
+    ) -> None:
+        await self._emit(TaskEvent(task_id, "error", last, error))
+        if self._still_watched(task_id, watched):  # the callback may have let a push in
+            self._end(task_id, error)
+
+    def _overdue(
+        self, task_id: str, watched: _Watched, result: TaskResult, now: float
+    ) -> JobTimeoutError | None:
+        """The error that ends a running task's watch, once it ran past a limit; else None."""
+        policy = self._policy
+        if result.status is TaskStatus.UNKNOWN:
+            if watched.unknown_since is None:
+                watched.unknown_since = now
+            limit = policy.max_unknown_duration
+            if limit is not None and now - watched.unknown_since >= limit:
+                return JobTimeoutError(task_id, result, limit, unknown_status=True)
+        else:
+            watched.unknown_since = None
+        limit = policy.max_job_duration
+        if limit is not None and now - watched.started >= limit:
+            return JobTimeoutError(task_id, result, limit)
+        return None
+
+    def _until_limit(self, watched: _Watched, now: float) -> float:
+        """Seconds until the task reaches a limit of the policy (inf when none applies)."""
+        policy = self._policy
+        left = float("inf")
+        if policy.max_job_duration is not None:
+            left = watched.started + policy.max_job_duration - now
+        if watched.unknown_since is not None and policy.max_unknown_duration is not None:
+            left = min(left, watched.unknown_since + policy.max_unknown_duration - now)
+        return max(0.0, left)
 
     def _end(self, task_id: str, outcome: TaskResult | HailuoError) -> None:
         del self._watched[task_id]

@@ -14,7 +14,7 @@ never imports this module. A minimal service::
         webhook_router,
     )
 
-    HOOK = "https://my.host/hailuo/webhook"
+    HOOK = "https://my.host/hailuo/webhook"  # the jobs get HOOK + "/<secret>"
     app = FastAPI(lifespan=hailuo_lifespan(webhook_url=HOOK))
     app.include_router(webhook_router())
 
@@ -84,9 +84,15 @@ from ._models import (
     TaskResult,
     VideoRequest,
 )
-from ._push import error_body, read_capped
+from ._push import BUSY_MESSAGE, Admission, WebhookSecret, error_body, read_capped
 from ._watcher import TaskEvent, TaskWatcher
-from .webhooks import MAX_WEBHOOK_BYTES, WebhookError, WebhookEvent, parse_webhook
+from .webhooks import (
+    MAX_WEBHOOK_BYTES,
+    SECRET_SEGMENT,
+    WebhookError,
+    admit_for,
+    parse_webhook,
+)
 
 __all__ = [
     "STATE_KEY",
@@ -118,7 +124,8 @@ class HailuoState:
 
     ``client`` is the application's one HailuoClient; ``watcher`` a keep-open watcher that
     follows every job submitted through :meth:`submit`; ``webhook_url`` the public URL of the
-    app's webhook route, given to the jobs when set. The outcomes of the latest
+    app's webhook route, given to the jobs when set, with ``webhook_secret`` (when set) as
+    its last path segment; the route answers 404 without it. The outcomes of the latest
     ``keep_results`` jobs to end are kept (see :meth:`outcome`).
     """
 
@@ -129,11 +136,19 @@ class HailuoState:
         task_group: TaskGroup,
         *,
         webhook_url: str | None = None,
+        webhook_secret: WebhookSecret | None = None,
         keep_results: int = 1024,
     ) -> None:
         self.client = client
         self.watcher = watcher
         self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
+        # What the jobs are sent with: never shown, it holds the secret.
+        self._hook_target = (
+            webhook_secret.url(webhook_url)
+            if webhook_url is not None and webhook_secret is not None
+            else webhook_url
+        )
         self._task_group = task_group
         self._keep = keep_results
         self._outcomes: OrderedDict[str, Outcome] = OrderedDict()
@@ -144,8 +159,8 @@ class HailuoState:
         When the app has a ``webhook_url`` and the request none, the job asks for the
         webhook, and the watcher polls it only as a backstop.
         """
-        if self.webhook_url is not None and request.webhook_url is None:
-            request = attrs.evolve(request, webhook_url=self.webhook_url)
+        if self._hook_target is not None and request.webhook_url is None:
+            request = attrs.evolve(request, webhook_url=self._hook_target)
         task_id = await self.client.submit(request)
         self.watcher.add(
             task_id, submitted_at=time.monotonic(), pushed=request.webhook_url is not None
@@ -239,6 +254,7 @@ async def open_hailuo(
     client_factory: Callable[..., HailuoClient] = HailuoClient,
     *,
     webhook_url: str | None = None,
+    webhook_secret: str | bool | WebhookSecret | None = None,
     keep_results: int = 1024,
     coordination: str | Coordination | None = None,
 ) -> AsyncIterator[HailuoState]:
@@ -251,7 +267,16 @@ async def open_hailuo(
     ``coordination`` (a ``postgresql://`` URL or a :class:`~hailuo_async.Coordination`)
     makes the application's workers share the account's limits and webhooks: it is passed
     to ``client_factory(coordination=...)``, so a factory of your own takes that keyword.
+
+    With a ``webhook_url``, the jobs are sent with a secret as the URL's last path segment
+    and the webhook route refuses deliveries without it (404). ``webhook_secret`` is the
+    secret (a string, or a :class:`~hailuo_async.webhooks.WebhookSecret`); by default it is
+    read from ``HAILUO_WEBHOOK_SECRET`` or, if unset, generated for this process (set the
+    variable when several processes serve the URL); ``False`` turns the check off.
     """
+    secret = WebhookSecret.resolve(webhook_secret) if webhook_url is not None else None
+    if secret is not None:
+        secret.mask_in_access_logs()
     client = client_factory() if coordination is None else client_factory(coordination=coordination)
     async with (
         client,
@@ -259,7 +284,12 @@ async def open_hailuo(
         anyio.create_task_group() as task_group,
     ):
         state = HailuoState(
-            client, watcher, task_group, webhook_url=webhook_url, keep_results=keep_results
+            client,
+            watcher,
+            task_group,
+            webhook_url=webhook_url,
+            webhook_secret=secret,
+            keep_results=keep_results,
         )
         task_group.start_soon(state._collect)
         try:
@@ -272,13 +302,15 @@ def hailuo_lifespan(
     client_factory: Callable[..., HailuoClient] = HailuoClient,
     *,
     webhook_url: str | None = None,
+    webhook_secret: str | bool | WebhookSecret | None = None,
     keep_results: int = 1024,
     coordination: str | Coordination | None = None,
 ) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
     """A lifespan for ``FastAPI(lifespan=...)``: one client per application (:func:`open_hailuo`).
 
     Routes reach it through the :data:`Hailuo` dependency (or :func:`get_client`).
-    ``coordination`` shares limits and webhooks across the workers (see :func:`open_hailuo`).
+    ``coordination`` shares limits and webhooks across the workers, and the webhook secret
+    is on by default (see :func:`open_hailuo`).
     """
 
     @asynccontextmanager
@@ -286,6 +318,7 @@ def hailuo_lifespan(
         async with open_hailuo(
             client_factory,
             webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
             keep_results=keep_results,
             coordination=coordination,
         ) as state:
@@ -322,19 +355,30 @@ def result_json(result: TaskResult) -> dict[str, Any]:
 def webhook_router(
     *, path: str = "/hailuo/webhook", max_body_bytes: int = MAX_WEBHOOK_BYTES
 ) -> APIRouter:
-    """A router with the webhook route: ``POST path`` takes the gateway's events.
+    """A router with the webhook route: ``POST path/{secret}`` takes the gateway's events.
 
-    It answers 202 at once for any well-formed event (400 naming the field for garbage, 413
-    for a body over ``max_body_bytes``) and hands the event to
-    :meth:`HailuoClient.handle_webhook` in the lifespan's task group, which confirms it with
-    one task-result GET and delivers it to the watchers. Replays and duplicates are ignored,
-    so the route is idempotent.
+    A delivery whose secret (the last path segment, see :func:`open_hailuo`) is wrong or
+    missing gets 404 before anything else; ``POST path`` itself answers only when the app
+    runs without a secret. It answers 202 at once for any well-formed event (400 naming the
+    field for garbage, 413 for a body over ``max_body_bytes``) and confirms the event in the
+    lifespan's task group with one task-result GET (at most
+    :data:`~hailuo_async.webhooks.MAX_CONCURRENT_CONFIRMATIONS` at once; past the waiting
+    ones, 503, which the gateway retries). Replays and duplicates are ignored, so the route
+    is idempotent.
     """
     router = APIRouter()
 
+    with_secret = f"{path.rstrip('/')}/{{{SECRET_SEGMENT}}}"
+
     @router.post(path, status_code=202, include_in_schema=False)
+    @router.post(with_secret, status_code=202, include_in_schema=False)
     async def receive_webhook(request: Request) -> JSONResponse:
         state = get_hailuo(request)
+        given = request.path_params.get(SECRET_SEGMENT)
+        expected = state.webhook_secret
+        if not (given is None if expected is None else expected.matches(given)):
+            # What FastAPI answers for a path it does not route: nothing tells a prober more.
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
         declared = request.headers.get("content-length", "")
         body = await read_capped(
             request.stream(),
@@ -347,14 +391,14 @@ def webhook_router(
             event = parse_webhook(body)
         except WebhookError as exc:
             return _error(400, exc.field, exc.message)
-        state.start_soon(_confirm, state.client, event)
+        confirm = admit_for(state.client, event)
+        if confirm is Admission.BUSY:
+            return _error(503, "body", BUSY_MESSAGE)
+        if not isinstance(confirm, Admission):
+            state.start_soon(confirm)
         return JSONResponse({"accepted": True}, status_code=202)
 
     return router
-
-
-async def _confirm(client: HailuoClient, event: WebhookEvent) -> None:
-    await client.handle_webhook(event)
 
 
 def _error(status: int, field: str, message: str) -> JSONResponse:

@@ -15,20 +15,36 @@ scheme is documented, so an event is never trusted by itself:
 The gateway retries a delivery that is not answered 2xx within 5 seconds, so a receiver
 must answer at once and do the confirmation afterwards: :func:`aiohttp_handler` (here) and
 :func:`hailuo_async.fastapi.webhook_router` do exactly that.
+
+Since the gateway signs nothing, anyone who can reach the receiver and guesses a watched
+task id could make it spend a GET per forged delivery. Give the receiver a
+:class:`WebhookSecret`: it becomes the last path segment of the ``webhook_url`` the jobs
+send, and a delivery without it gets 404 before anything else is done. At most
+:data:`MAX_CONCURRENT_CONFIRMATIONS` confirmations run at once; past
+:data:`MAX_WAITING_CONFIRMATIONS` waiting ones a delivery gets 503, which the gateway
+retries later (a 2xx would drop the push for good, leaving the job to the slow backstop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ._exceptions import WebhookError
 from ._push import (
+    BUSY_MESSAGE,
+    MAX_CONCURRENT_CONFIRMATIONS,
+    MAX_WAITING_CONFIRMATIONS,
     MAX_WEBHOOK_BYTES,
     WEBHOOK_EVENT_TYPE,
+    WEBHOOK_SECRET_ENV,
+    Admission,
     WebhookEvent,
+    WebhookSecret,
+    admit_delivery,
     error_body,
     parse_webhook,
     read_capped,
@@ -40,17 +56,25 @@ if TYPE_CHECKING:
     from ._client import HailuoClient
 
 __all__ = [
+    "MAX_CONCURRENT_CONFIRMATIONS",
+    "MAX_WAITING_CONFIRMATIONS",
     "MAX_WEBHOOK_BYTES",
+    "SECRET_SEGMENT",
     "WEBHOOK_EVENT_TYPE",
+    "WEBHOOK_SECRET_ENV",
     "AiohttpWebhookHandler",
     "AiohttpWebhookReceiver",
     "WebhookError",
     "WebhookEvent",
+    "WebhookSecret",
     "aiohttp_handler",
     "parse_webhook",
 ]
 
 logger = logging.getLogger("hailuo_async.webhooks")
+
+SECRET_SEGMENT = "secret"  # noqa: S105 - the name of a route parameter, not a secret
+"""The route parameter that holds the secret: ``app.router.add_post("/hook/{secret}", ...)``."""
 
 
 # -- aiohttp -------------------------------------------------------------------------------
@@ -59,13 +83,33 @@ logger = logging.getLogger("hailuo_async.webhooks")
 class AiohttpWebhookReceiver:
     """The state behind :func:`aiohttp_handler`: the confirmations running in the background."""
 
-    def __init__(self, client: HailuoClient, *, max_body_bytes: int = MAX_WEBHOOK_BYTES) -> None:
+    def __init__(
+        self,
+        client: HailuoClient,
+        *,
+        max_body_bytes: int = MAX_WEBHOOK_BYTES,
+        secret: str | WebhookSecret | None = None,
+    ) -> None:
         self._client = client
         self._max_body_bytes = max_body_bytes
+        self._secret = WebhookSecret(secret) if isinstance(secret, str) else secret
+        if self._secret is not None:
+            self._secret.mask_in_access_logs()
         self._background: set[asyncio.Task[None]] = set()
 
+    def __repr__(self) -> str:
+        return f"<AiohttpWebhookReceiver secret={'set' if self._secret else 'none'}>"
+
     async def handle(self, request: web.Request) -> web.Response:
-        """Answer at once: 202 for an event, 400 for garbage, 413 for a huge body."""
+        """Answer at once: 202 for an event, 400 for garbage, 413 for a huge body.
+
+        With a secret, a request whose ``{secret}`` route segment is wrong or missing gets
+        404 first, before its body is read; 503 when confirmations are at their cap.
+        """
+        if self._secret is not None and not self._secret.matches(
+            request.match_info.get(SECRET_SEGMENT)
+        ):
+            return _not_found()
         body = await read_capped(
             request.content.iter_any(),
             declared=request.content_length,
@@ -77,16 +121,14 @@ class AiohttpWebhookReceiver:
             event = parse_webhook(body)
         except WebhookError as exc:
             return _error(400, exc.field, exc.message)
-        confirm = asyncio.get_running_loop().create_task(self._confirm(event))
-        self._background.add(confirm)
-        confirm.add_done_callback(self._background.discard)
+        confirm = admit_for(self._client, event)
+        if confirm is Admission.BUSY:
+            return _error(503, "body", BUSY_MESSAGE)
+        if not isinstance(confirm, Admission):
+            task = asyncio.get_running_loop().create_task(confirm())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return _json({"accepted": True}, 202)
-
-    async def _confirm(self, event: WebhookEvent) -> None:
-        try:
-            await self._client.handle_webhook(event)
-        except Exception:  # a background task must not die silently, nor kill the app
-            logger.exception("webhook event for task %s could not be handled", event.task_id)
 
     @property
     def pending(self) -> int:
@@ -124,21 +166,29 @@ class AiohttpWebhookHandler(Protocol):
 
 
 def aiohttp_handler(
-    client: HailuoClient, *, max_body_bytes: int = MAX_WEBHOOK_BYTES
+    client: HailuoClient,
+    *,
+    max_body_bytes: int = MAX_WEBHOOK_BYTES,
+    secret: str | WebhookSecret | None = None,
 ) -> AiohttpWebhookHandler:
     """An aiohttp handler that feeds webhook events to ``client``'s open watchers.
 
     It answers 202 at once and confirms the event in the background (one task-result GET),
-    so the gateway never times out and retries; replays and duplicates are harmless::
+    so the gateway never times out and retries; replays and duplicates are harmless. With
+    a ``secret`` (recommended), the route carries it as its ``{secret}`` segment and the
+    jobs are sent with ``secret.url(...)`` as their webhook URL::
 
-        hook = aiohttp_handler(client)
-        app.router.add_post("/hailuo/webhook", hook)
+        secret = WebhookSecret.resolve(None)  # HAILUO_WEBHOOK_SECRET, or a fresh one
+        hook = aiohttp_handler(client, secret=secret)
+        app.router.add_post("/hailuo/webhook/{secret}", hook)
         app.cleanup_ctx.append(hook.cleanup_ctx)  # cancel confirmations on shutdown
+        webhook_url = secret.url("https://my.host/hailuo/webhook")
 
-    A body that is not a webhook event gets 400 naming the field; one larger than
-    ``max_body_bytes`` gets 413.
+    A wrong or missing secret gets 404 (nothing else is done); a body that is not a webhook
+    event gets 400 naming the field; one larger than ``max_body_bytes`` gets 413; a
+    delivery past the cap on confirmations gets 503, which the gateway retries.
     """
-    receiver = AiohttpWebhookReceiver(client, max_body_bytes=max_body_bytes)
+    receiver = AiohttpWebhookReceiver(client, max_body_bytes=max_body_bytes, secret=secret)
 
     # A plain coroutine function: aiohttp refuses callable objects as handlers.
     async def hailuo_webhook(request: web.Request) -> web.Response:
@@ -150,6 +200,24 @@ def aiohttp_handler(
     return handler
 
 
+def admit_for(
+    client: HailuoClient, event: WebhookEvent
+) -> Callable[[], Coroutine[Any, Any, None]] | Admission:
+    """For the receivers: ``client``'s confirmation of ``event`` to start in the background,
+    or why there is none (IGNORED: answer 202; BUSY: answer 503)."""
+    admission = admit_delivery(
+        client._webhooks,
+        event,
+        cool_down=client.poll_policy.min_interval,
+        handle=client.handle_webhook,
+    )
+    if admission is Admission.IGNORED and client._coordinator is not None:
+        # Nobody here watches the task, but a process sharing the coordination may: relay
+        # the event (one NOTIFY, no GET); the watching process confirms it itself.
+        return partial(client._relay_webhook, event)
+    return admission
+
+
 def _json(body: dict[str, Any], status: int) -> web.Response:
     # aiohttp.web is imported here, not at the top: the core client never needs the server.
     from aiohttp.web import json_response  # noqa: PLC0415
@@ -159,3 +227,10 @@ def _json(body: dict[str, Any], status: int) -> web.Response:
 
 def _error(status: int, field: str, message: str) -> web.Response:
     return _json(dict(error_body(field, message)), status)
+
+
+def _not_found() -> web.Response:
+    # What aiohttp answers for a path it does not route: nothing tells a prober more.
+    from aiohttp.web import Response  # noqa: PLC0415
+
+    return Response(status=404, text="404: Not Found")

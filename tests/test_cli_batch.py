@@ -428,6 +428,11 @@ def test_ctrl_c_stops_cleanly_and_resuming_loses_nothing(tmp_path: Path) -> None
         assert "Traceback" not in stderr
         finished_before = len(results(tmp_path / "o"))
         assert 2 <= finished_before < 8
+        # The summary names every task left running: created, with no result written.
+        _, _, left_table = stdout.partition("Left running at the service")
+        written = {record["task_id"] for record in results(tmp_path / "o")}
+        listed = {task_id for task_id in server.task_ids if task_id in left_table}
+        assert listed == set(server.task_ids) - written
 
         resumed = invoke("batch", "p.txt", "--out", "o", env=fake_env(server))
         accepted = server.stats.submissions_accepted

@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,6 +41,7 @@ from hailuo_async.webhooks import WEBHOOK_EVENT_TYPE, aiohttp_handler
 pytestmark = pytest.mark.anyio
 
 SCALE = 0.01
+HOOK_SECRET = "test-webhook-secret-0123456789"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fastapi_app.py"
 VALID = {"prompt": "a paper lantern drifting over a dark lake"}
 
@@ -275,13 +277,14 @@ async def test_webhooks_end_jobs_without_polling(
     sock = loopback_socket()
     port = sock.getsockname()[1]
     monkeypatch.setenv("HAILUO_WEBHOOK_URL", f"http://127.0.0.1:{port}/hailuo/webhook")
+    monkeypatch.setenv("HAILUO_WEBHOOK_SECRET", HOOK_SECRET)
     async with serving(example.app, sock) as base:
         async with http.post(f"{base}/videos", json=VALID) as response:
             task_id = (await response.json())["task_id"]
         with anyio.fail_after(5):
             events = await read_sse(http, f"{base}/videos/{task_id}/events")
     assert fake.tasks[task_id].request.extra == {
-        "webhook": {"url": f"http://127.0.0.1:{port}/hailuo/webhook"}
+        "webhook": {"url": f"http://127.0.0.1:{port}/hailuo/webhook/{HOOK_SECRET}"}
     }
     assert events[-1][0] == "done"
     assert events[-1][1]["ok"] is True
@@ -298,8 +301,9 @@ async def test_webhook_route_is_fast_strict_and_idempotent(
     """Garbage gets 400 naming the field; replays of one event all get 202 and cost one GET."""
     # The gateway cannot reach this hook (nothing listens there): the test pushes by hand.
     monkeypatch.setenv("HAILUO_WEBHOOK_URL", "http://127.0.0.1:9/hailuo/webhook")
+    monkeypatch.setenv("HAILUO_WEBHOOK_SECRET", HOOK_SECRET)
     async with serving(example.app) as base:
-        hook = f"{base}/hailuo/webhook"
+        hook = f"{base}/hailuo/webhook/{HOOK_SECRET}"
         async with http.post(f"{base}/videos", json=VALID) as response:
             task_id = (await response.json())["task_id"]
         async with http.post(hook, data=b"{oops") as response:
@@ -379,12 +383,14 @@ async def test_open_hailuo_submit_adds_the_webhook(fake: FakeHailuoServer) -> No
     """HailuoState.submit gives jobs the app's webhook and watches them as pushed."""
     hook = "http://127.0.0.1:9/hook"
     async with open_hailuo(
-        lambda: HailuoClient(fake.api_key, base_url=fake.url), webhook_url=hook
+        lambda: HailuoClient(fake.api_key, base_url=fake.url),
+        webhook_url=hook,
+        webhook_secret=HOOK_SECRET,
     ) as state:
         task_id = await state.submit(VideoRequest(prompt="a kite"))
         assert task_id in state.watcher
         assert state.watcher._watched[task_id].pushed
-    assert fake.tasks[task_id].request.extra == {"webhook": {"url": hook}}
+    assert fake.tasks[task_id].request.extra == {"webhook": {"url": f"{hook}/{HOOK_SECRET}"}}
 
 
 async def test_result_json_is_plain_data(fake: FakeHailuoServer) -> None:
@@ -435,3 +441,43 @@ async def test_webhook_errors_match_the_aiohttp_receiver(
     assert answers["fastapi"] == answers["aiohttp"]
     assert [status for status, _ in answers["aiohttp"]] == [400, 400, 400]
     assert all(set(body) == {"detail", "field"} for _, body in answers["aiohttp"])
+
+
+async def test_forged_deliveries_get_404_and_cost_no_get(
+    fake: FakeHailuoServer, http: aiohttp.ClientSession
+) -> None:
+    """With the secret on (the default), a wrong or missing one gets 404 and no GET; the
+    right one is confirmed with one."""
+    app = FastAPI(
+        lifespan=hailuo_lifespan(
+            lambda: HailuoClient(fake.api_key, base_url=fake.url),
+            webhook_url="http://127.0.0.1:9/hailuo/webhook",
+            webhook_secret=HOOK_SECRET,
+        )
+    )
+    app.include_router(webhook_router())
+    watched = str(uuid.uuid4())
+
+    @app.post("/watch")
+    async def watch(hailuo: Hailuo) -> None:
+        # Pushed: its first backstop poll is minutes away, so every GET is a confirmation.
+        hailuo.watcher.add(watched, submitted_at=time.monotonic(), pushed=True)
+
+    event = {
+        "event_type": WEBHOOK_EVENT_TYPE,
+        "payload": {"task": {"task_id": watched, "status": "TASK_STATUS_SUCCEED"}},
+    }
+    async with serving(app) as base:
+        async with http.post(f"{base}/watch") as response:
+            assert response.status == 200
+        for path in ("", "/", "/wrong-secret-0123456789", f"/{HOOK_SECRET}x", "/a/b"):
+            async with http.post(f"{base}/hailuo/webhook{path}", json=event) as response:
+                assert response.status == 404, path
+        await anyio.sleep(0.05)
+        assert fake.stats.polls_total == 0, "no forged delivery cost a GET"
+        async with http.post(f"{base}/hailuo/webhook/{HOOK_SECRET}", json=event) as response:
+            assert response.status == 202
+        with anyio.fail_after(5):
+            while fake.stats.polls_total == 0:  # noqa: ASYNC110 - the fake has no event for it
+                await anyio.sleep(0.005)
+    assert fake.stats.polls_total == 1

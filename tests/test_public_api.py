@@ -57,6 +57,8 @@ INTENDED = {
     "InternalServerError",
     "InvalidRequestError",
     "JobOutcome",
+    "JobTimeoutError",
+    "LeftRunningJob",
     "NotFoundError",
     "PermissionDeniedError",
     "PollPolicy",

@@ -25,6 +25,7 @@ from hailuo_async import (
 )
 from hailuo_async.testing import FakeHailuoServer, Faults, Fixed
 from hailuo_async.testing.pytest_plugin import FakeHailuoFactory
+from hailuo_async.webhooks import WebhookSecret, aiohttp_handler
 
 pytestmark = pytest.mark.anyio
 
@@ -195,6 +196,45 @@ async def test_a_canary_key_never_reaches_logs_reprs_or_errors(
     for record in caplog.records:
         assert key not in record.getMessage()
         assert key not in repr(record.args)
+
+
+async def test_a_canary_webhook_secret_never_reaches_logs_reprs_or_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A batch pushed through a receiver with a secret: the secret is in no log, repr or error."""
+    secret = WebhookSecret(f"canary-{secrets.token_hex(12)}")
+    value = secret.reveal()
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = [repr(secret), str(secret)]
+    async with FakeHailuoServer(
+        time_scale=0.01, job_duration=Fixed(5.0), faults=Faults(accepted_but_lost=0.3), seed=8
+    ) as server:
+        async with fake_client(server) as client:
+            hook = aiohttp_handler(client, secret=secret)
+            texts.append(repr(hook.receiver))
+            app = web.Application()
+            app.router.add_post("/hailuo/webhook/{secret}", hook)
+            app.cleanup_ctx.append(hook.cleanup_ctx)
+            runner = web.AppRunner(app, shutdown_timeout=0.1)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            base = f"http://127.0.0.1:{runner.addresses[0][1]}/hailuo/webhook"
+            try:
+                request = VideoRequest(prompt="a pushed kite", webhook_url=secret.url(base))
+                texts.append(repr(request))
+                async with client.generate_many([request] * 6) as outcomes:
+                    async for outcome in outcomes:
+                        texts.append(repr(outcome))
+                        if outcome.error is not None:
+                            texts.extend(texts_of(outcome.error))
+            finally:
+                await runner.cleanup()
+        assert server.stats.webhooks_sent > 0, "the pushes went through the secret route"
+    assert not any(value in text for text in texts)
+    assert value not in caplog.text
+    for record in caplog.records:
+        assert value not in record.getMessage()
+        assert value not in repr(record.args)
 
 
 async def test_an_echoed_key_is_masked_in_errors() -> None:

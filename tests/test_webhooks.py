@@ -513,7 +513,9 @@ async def test_aiohttp_handler_answers_at_once() -> None:
 async def test_aiohttp_shutdown_cancels_pending_confirmations() -> None:
     """Closing the receiver cancels a confirmation stuck on a slow service."""
     async with FakeHailuoServer(time_scale=SCALE, seed=1) as server:
-        async with make_client(server) as client:
+        async with make_client(server) as client, client.watch(keep_open=True) as watcher:
+            watched = await client.submit(VideoRequest(prompt="a slow confirmation"))
+            watcher.add(watched, submitted_at=time.monotonic(), pushed=True)
             started = anyio.Event()
 
             async def slow_handle(body: object) -> None:
@@ -531,7 +533,7 @@ async def test_aiohttp_shutdown_cancels_pending_confirmations() -> None:
             await site.start()
             url = f"http://127.0.0.1:{runner.addresses[0][1]}{HOOK_PATH}"
             async with aiohttp.ClientSession() as session:
-                async with session.post(url, json=event_for("t")) as reply:
+                async with session.post(url, json=event_for(watched)) as reply:
                     assert reply.status == 202
             with anyio.fail_after(2):
                 await started.wait()

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._batch import BatchItem, JobStream
+from .._bookkeeping import LeftRunningJob
 from .._exceptions import NotFoundError
 from .._models import JobOutcome
 from ..journal import SQLiteJobStore
@@ -50,6 +51,8 @@ class BatchReport:
     interrupted: bool = False
     elapsed: float = 0.0
     failures: list[Failure] = attrs.Factory(list)
+    left_running: list[tuple[int, LeftRunningJob]] = attrs.Factory(list)
+    """Jobs left running at the service when the batch stopped, with their line."""
 
     @property
     def results_path(self) -> Path:
@@ -106,7 +109,7 @@ def _outcome_line(job: BatchJob, outcome: JobOutcome) -> Text:
     )
 
 
-async def run_batch(
+async def run_batch(  # noqa: PLR0915 - its passes share one report and view
     service: Service,
     batch: BatchFile,
     *,
@@ -150,6 +153,20 @@ async def run_batch(
             download_to=out,
             retry_failed=retry,
         )
+        try:
+            await read_outcomes(stream, view, results, jobs, forgotten)
+        finally:
+            # Stopped early: these run on at the service, and the summary names them.
+            report.left_running += [(jobs[job.index][0].line, job) for job in stream.left_running]
+        return forgotten
+
+    async def read_outcomes(
+        stream: JobStream,
+        view: BatchView,
+        results: ResultsFile,
+        jobs: list[tuple[BatchJob, str | None]],
+        forgotten: list[tuple[BatchJob, str | None]],
+    ) -> None:
         async with stream as outcomes, Ticker(console, view):
             async for outcome in outcomes:
                 job = jobs[outcome.index][0]
@@ -172,7 +189,6 @@ async def run_batch(
                     report.failed += 1
                     reason = str((earlier or record).get("reason") or "failed")
                     report.failures.append(Failure(job.line, outcome.task_id, reason))
-        return forgotten
 
     async def body() -> None:
         with ResultsFile(out / RESULTS_NAME) as results:
@@ -239,4 +255,22 @@ def summary(report: BatchReport) -> list[Table]:
         if hidden > 0:
             failures.add_row("", "", f"... and {hidden} more in {RESULTS_NAME}")
         tables.append(failures)
+    if report.left_running:
+        tables.append(_left_running_table(report))
     return tables
+
+
+def _left_running_table(report: BatchReport) -> Table:
+    left = Table(
+        title="Left running at the service (paid for; `hailuo watch TASK_ID` follows one,"
+        " and running this batch again watches them all)",
+        title_justify="left",
+    )
+    left.add_column("line", justify="right")
+    left.add_column("task")
+    for line, job in report.left_running[:_MAX_FAILURES_SHOWN]:
+        left.add_row(str(line), job.task_id)
+    hidden = len(report.left_running) - _MAX_FAILURES_SHOWN
+    if hidden > 0:
+        left.add_row("", f"... and {hidden} more in the journal")
+    return left

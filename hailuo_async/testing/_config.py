@@ -296,6 +296,13 @@ class FakeHailuoConfig:
         "send Retry-After on 429 (the gateway documents none, so off by default)",
         group="limits",
     )
+    unknown_status: float = knob(
+        0.0,
+        _fraction,
+        "the share of jobs that answer a status the API does not document"
+        " (TASK_STATUS_SUSPENDED) until they end",
+        group="faults",
+    )
     faults: Faults = knob(Faults(), None, "injected API faults", group="faults", flag="fault-")
     storage_faults: StorageFaults = knob(
         StorageFaults(), None, "injected download faults", group="faults", flag="storage-"

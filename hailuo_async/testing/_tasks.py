@@ -17,6 +17,7 @@ __all__ = [
     "PROCESSING",
     "QUEUED",
     "SUCCEED",
+    "UNDOCUMENTED",
     "FakeTask",
     "eta_factor",
     "new_task_id",
@@ -29,6 +30,8 @@ QUEUED = "TASK_STATUS_QUEUED"
 PROCESSING = "TASK_STATUS_PROCESSING"
 SUCCEED = "TASK_STATUS_SUCCEED"
 FAILED = "TASK_STATUS_FAILED"
+UNDOCUMENTED = "TASK_STATUS_SUSPENDED"
+"""The status a job drawn by the ``unknown_status`` knob answers until it ends."""
 
 TASK_TYPE_TEXT = "MINIMAX_HAILUO_02_T2V"
 TASK_TYPE_IMAGE = "MINIMAX_HAILUO_02_I2V"
@@ -63,6 +66,8 @@ class FakeTask:
     """Empty for a task that succeeds, else why it fails."""
     processing_span: float
     """Real seconds the processing takes when it runs to the end; a failing task stops short."""
+    undocumented: bool = False
+    """Whether it answers :data:`UNDOCUMENTED` instead of QUEUED or PROCESSING."""
 
     @property
     def fails(self) -> bool:
@@ -71,6 +76,8 @@ class FakeTask:
 
     def status_at(self, now: float) -> str:
         """The task's status at monotonic time `now`."""
+        if self.undocumented and now < self.finished_at:
+            return UNDOCUMENTED
         if now < self.started_at:
             return QUEUED
         if now < self.finished_at:
@@ -120,6 +127,8 @@ def schedule_task(
         lived = processing * rng.uniform(0.1, 0.9)
         reasons = _FAILURE_REASONS + (_IMAGE_FAILURE_REASONS if image_task else ())
         reason = rng.choice(reasons)
+    # Drawn only when asked for, so that seeded runs without it keep their timelines.
+    undocumented = config.unknown_status > 0 and rng.random() < config.unknown_status
     scale = config.time_scale
     started_at = created_at + queued * scale
     if config.profile == "captured":
@@ -138,6 +147,7 @@ def schedule_task(
         finished_at=started_at + lived * scale,
         reason=reason,
         processing_span=processing * scale,
+        undocumented=undocumented,
     )
 
 

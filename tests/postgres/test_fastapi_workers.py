@@ -71,7 +71,7 @@ async def worker(port: int, env: dict[str, str], log: Path) -> AsyncIterator[Pro
 
 
 def app_env(server: FakeHailuoServer, coordination: str, webhook_url: str) -> dict[str, str]:
-    """A worker's environment: the fake's URL and key, the shared database, the webhook."""
+    """A worker's environment: the fake, the shared database, the webhook and its secret."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAILUO_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update(
@@ -79,6 +79,8 @@ def app_env(server: FakeHailuoServer, coordination: str, webhook_url: str) -> di
         HAILUO_BASE_URL=server.url,
         HAILUO_COORDINATION=coordination,
         HAILUO_WEBHOOK_URL=webhook_url,
+        # Every worker behind the webhook URL must know its secret (docs: FastAPI recipe).
+        HAILUO_WEBHOOK_SECRET="shared-secret-of-the-two-workers",
     )
     return env
 
