@@ -219,7 +219,14 @@ class AdaptiveRate:
 
 
 class _Pacer:
-    """Spaces requests evenly at the current rate (a leaky bucket with a burst of one)."""
+    """Spaces requests evenly at the current rate (a leaky bucket with a burst of one).
+
+    It leaves two requests of each window unspent, or ``1 - utilisation`` of the rate if
+    that is more: evenly spaced requests put one more than the window's length over the
+    interval inside a closed sliding window, and requests reach the service a little earlier
+    or later than they leave here, which the second one absorbs. A fixed share would waste
+    several requests a window on a large budget.
+    """
 
     def __init__(self, rate: AdaptiveRate, utilisation: float) -> None:
         self.rate = rate
@@ -227,11 +234,18 @@ class _Pacer:
         self._next_free = 0.0
         self._lock = anyio.Lock()
 
+    def paced_interval(self) -> float:
+        """Seconds between two requests leaving (0 when unpaced)."""
+        rate = self.rate.value
+        if rate is None:
+            return 0.0
+        return self.rate.window / max(rate * self._utilisation, rate - 2.0)
+
     async def acquire(self) -> None:
         async with self._lock:
             now = time.monotonic()
             start = max(now, self._next_free)
-            self._next_free = start + self.rate.interval / self._utilisation
+            self._next_free = start + self.paced_interval()
             if start > now:
                 await anyio.sleep(start - now)
             self.rate.record_sent(time.monotonic())
