@@ -103,6 +103,9 @@ class HailuoAPI:
         self.retry_policy = retry_policy
         self.max_retries = max_retries
         self.on_unknown_submission: UnknownSubmissionPolicy = on_unknown_submission
+        # Made once: aiohttp copies a request's headers, so one dict serves every request.
+        self._get_headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+        self._post_headers = {**self._get_headers, "Content-Type": "application/json"}
         # Submission times of recent tasks: a 404 for one of them is the service catching up.
         self._recent_submissions: OrderedDict[str, float] = OrderedDict()
 
@@ -124,9 +127,7 @@ class HailuoAPI:
         ``active_jobs`` is the limit a submission was made under: it alone learns from a 429.
         """
         url = self.base_url + path
-        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
+        headers = self._get_headers if body is None else self._post_headers
         async with self.limiter.slot(kind):
             if before_send is not None:
                 await before_send()

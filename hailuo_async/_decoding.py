@@ -6,12 +6,13 @@ registers on ``cattrs.global_converter`` can change how answers are read, and vi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote_plus
 
 import attrs
 import cattrs
@@ -39,7 +40,11 @@ class DecodeError(ValueError):
     """An answer does not have the shape the API documents; the message names the field."""
 
 
-@attrs.frozen
+# The wire classes live only between the JSON and the public models, within one call: they
+# are plain slotted classes, as a frozen one pays a setattr call per field on every answer.
+
+
+@attrs.define
 class _WireTask:
     task_id: str = ""
     status: str = ""
@@ -48,14 +53,14 @@ class _WireTask:
     progress_percent: float | None = None
 
 
-@attrs.frozen
+@attrs.define
 class _WireVideo:
     video_url: str
     video_url_ttl: float | None = None
     video_type: str | None = None
 
 
-@attrs.frozen
+@attrs.define
 class _WireTaskResult:
     task: _WireTask
     videos: list[_WireVideo] = attrs.Factory(list)
@@ -274,6 +279,34 @@ def _signed_window(query: Mapping[str, str], prefix: str) -> datetime | None:
     return signed + timedelta(seconds=int(lifetime))
 
 
+_EXPIRY_PARAMS = frozenset(
+    ("x-amz-date", "x-amz-expires", "x-goog-date", "x-goog-expires", "q-sign-time", "expires")
+)
+
+
+_EXPIRY_INITIALS = frozenset({"x", "X", "q", "Q", "e", "E", "%", "+"})
+
+
+def _expiry_params(url: str) -> dict[str, str]:
+    """The query parameters that can state an expiry, names lower-cased (the first of each).
+
+    Read as ``parse_qsl(urlsplit(url).query, keep_blank_values=True)`` would, but decoding
+    only the parameters kept: this runs on every answer with a video.
+    """
+    query_string = url.partition("#")[0].partition("?")[2]
+    found: dict[str, str] = {}
+    for pair in query_string.split("&"):
+        if pair[:1] not in _EXPIRY_INITIALS:
+            continue  # most of a signature's parameters: not one of ours, even encoded
+        name, _, value = pair.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        name = name.lower()
+        if name in _EXPIRY_PARAMS and name not in found:
+            found[name] = unquote_plus(value) if "%" in value or "+" in value else value
+    return found
+
+
 def url_expiry(url: str) -> datetime | None:
     """When a presigned URL stops working, as its own query says; None when it does not say.
 
@@ -281,9 +314,9 @@ def url_expiry(url: str) -> datetime | None:
     ``X-Goog-Expires``), Tencent COS (``q-sign-time=start;end``) and the older
     ``Expires=<epoch>`` form. Parameter names are matched without regard to case.
     """
-    query: dict[str, str] = {}
-    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-        query.setdefault(name.lower(), value)
+    query = _expiry_params(url)
+    if not query:
+        return None
     try:
         for prefix in ("x-amz", "x-goog"):
             window = _signed_window(query, prefix)
@@ -301,10 +334,11 @@ def url_expiry(url: str) -> datetime | None:
 
 def _expiry(received_at: datetime, ttl: float | None, url: str) -> datetime | None:
     """The earlier of what the ttl and the URL's own signature say, or None if neither does."""
-    known = [url_expiry(url)]
-    if ttl is not None:
-        known.append(received_at + timedelta(seconds=ttl))
-    return min((moment for moment in known if moment is not None), default=None)
+    signed = url_expiry(url)
+    if ttl is None:
+        return signed
+    lived = received_at + timedelta(seconds=ttl)
+    return lived if signed is None or lived < signed else signed
 
 
 def result_to_json(result: TaskResult) -> dict[str, Any]:
@@ -395,18 +429,37 @@ def _progress(status: TaskStatus, reported: float | None) -> float | None:
     return None if reported is None else min(100.0, max(0.0, reported))
 
 
+# The statuses met so far, read once each: the service uses a handful of strings.
+_STATUSES: dict[str, TaskStatus] = {}
+
+
+def _status(raw: str) -> TaskStatus:
+    status = _STATUSES.get(raw)
+    if status is None:
+        status = TaskStatus.parse(raw)
+        if len(_STATUSES) < 64:  # an odd service must not grow it without bound
+            _STATUSES[raw] = status
+    return status
+
+
 def decode_task_result(
     payload: object, *, task_id: str, received_at: datetime | None = None
 ) -> TaskResult:
     """A TaskResult from the task-result endpoint's answer to a poll of ``task_id``."""
-    wire: _WireTaskResult = _structure(payload, _WireTaskResult)
+    wire: _WireTaskResult | None = None
+    if type(payload) is dict:
+        # The converter's dispatch would reach the same fast reader; this skips the lookup.
+        with contextlib.suppress(Exception):  # the detailed reading below says what is wrong
+            wire = _fast_task_result(payload)
+    if wire is None:
+        wire = _structure(payload, _WireTaskResult)
     received_at = received_at or datetime.now(timezone.utc)
     videos = tuple(
         Video(
             url=video.video_url,
-            ttl=_known_ttl(video.video_url_ttl),
+            ttl=(ttl := _known_ttl(video.video_url_ttl)),
             video_type=video.video_type or None,
-            expires_at=_expiry(received_at, _known_ttl(video.video_url_ttl), video.video_url),
+            expires_at=_expiry(received_at, ttl, video.video_url),
         )
         for video in wire.videos
         if video.video_url
@@ -414,7 +467,7 @@ def decode_task_result(
     task = wire.task
     if task.task_id and task.task_id != task_id:
         raise DecodeError(f"$.task.task_id: answer is for {task.task_id!r}, not {task_id!r}")
-    status = TaskStatus.parse(task.status)
+    status = _status(task.status)
     if status is TaskStatus.SUCCEED and not videos:
         raise DecodeError("$.videos: a succeeded task came without a video")
     return TaskResult(

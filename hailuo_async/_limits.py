@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
 import anyio
@@ -219,7 +218,14 @@ class AdaptiveRate:
 
 
 class _Pacer:
-    """Spaces requests evenly at the current rate (a leaky bucket with a burst of one)."""
+    """Spaces requests evenly at the current rate (a leaky bucket with a burst of one).
+
+    It leaves two requests of each window unspent, or ``1 - utilisation`` of the rate if
+    that is more: evenly spaced requests put one more than the window's length over the
+    interval inside a closed sliding window, and requests reach the service a little earlier
+    or later than they leave here, which the second one absorbs. A fixed share would waste
+    several requests a window on a large budget.
+    """
 
     def __init__(self, rate: AdaptiveRate, utilisation: float) -> None:
         self.rate = rate
@@ -227,14 +233,37 @@ class _Pacer:
         self._next_free = 0.0
         self._lock = anyio.Lock()
 
+    def paced_interval(self) -> float:
+        """Seconds between two requests leaving (0 when unpaced)."""
+        rate = self.rate.value
+        if rate is None:
+            return 0.0
+        return self.rate.window / max(rate * self._utilisation, rate - 2.0)
+
     async def acquire(self) -> None:
         async with self._lock:
             now = time.monotonic()
             start = max(now, self._next_free)
-            self._next_free = start + self.rate.interval / self._utilisation
+            self._next_free = start + self.paced_interval()
             if start > now:
                 await anyio.sleep(start - now)
             self.rate.record_sent(time.monotonic())
+
+
+class _Slot:
+    """One request's place in a :class:`RequestLimiter` (a class: no generator per request)."""
+
+    __slots__ = ("_kind", "_limiter")
+
+    def __init__(self, limiter: RequestLimiter, kind: RequestKind) -> None:
+        self._limiter = limiter
+        self._kind = kind
+
+    async def __aenter__(self) -> None:
+        await self._limiter._enter(self._kind)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter._exit()
 
 
 class RequestLimiter:
@@ -250,12 +279,16 @@ class RequestLimiter:
         initial_pause: float = 1.0,
         max_pause: float = 60.0,
     ) -> None:
-        self._in_flight = anyio.CapacityLimiter(max_in_flight)
+        self._max_in_flight = max_in_flight
+        # A semaphore, not a CapacityLimiter: no borrower bookkeeping per request, and no
+        # extra turn of the loop on a free place (the request itself yields soon enough).
+        self._in_flight = anyio.Semaphore(max_in_flight, fast_acquire=True)
         self.rate = AdaptiveRate(window=rate_window, known=requests_per_minute)
         self._pacer = _Pacer(self.rate, utilisation)
         self._turns = {kind: anyio.Lock() for kind in _KINDS}
         # Pauses by cause: "rate" holds submits and polls, the others their own kind only.
         self._paused_until: dict[str, float] = {}
+        self._last_pause_end = 0.0  # the latest end of any pause: past it, none is in force
         self._pause_streak: dict[str, int] = {}
         self._initial_pause = initial_pause
         self._max_pause = max_pause
@@ -264,11 +297,29 @@ class RequestLimiter:
     @property
     def max_in_flight(self) -> int:
         """The cap on requests in flight at once."""
-        return int(self._in_flight.total_tokens)
+        return self._max_in_flight
 
-    @asynccontextmanager
-    async def slot(self, kind: RequestKind) -> AsyncIterator[None]:
+    def slot(self, kind: RequestKind) -> AbstractAsyncContextManager[None]:
         """Hold one request's place: wait out pauses and pacing, then take an in-flight slot."""
+        return _Slot(self, kind)
+
+    async def _enter(self, kind: RequestKind) -> None:
+        # The common case, no pacing and no pause in force: nothing to wait for but a place.
+        if kind == "download" or self.rate.value is None:
+            now = time.monotonic()
+            if self._last_pause_end <= now:
+                if kind != "download":
+                    self.rate.record_sent(now)
+                await self._in_flight.acquire()
+                if self._last_pause_end <= now:
+                    return
+                self._in_flight.release()  # a 429 came while we waited: take the long way
+        await self._enter_paced(kind)
+
+    def _exit(self) -> None:
+        self._in_flight.release()
+
+    async def _enter_paced(self, kind: RequestKind) -> None:
         while True:
             await self._wait_out_pause(kind)
             # Downloads go to the storage host, which the API's request budget does not cover.
@@ -282,10 +333,6 @@ class RequestLimiter:
             if self.paused_for(kind) <= 0:
                 break
             # A 429 paused this kind while we waited our turn: leaving now would meet another.
-            self._in_flight.release()
-        try:
-            yield
-        finally:
             self._in_flight.release()
 
     def on_success(self, kind: RequestKind) -> None:
@@ -313,6 +360,7 @@ class RequestLimiter:
         else:
             pause = min(self._max_pause, retry_after)
         self._paused_until[cause] = max(self._paused_until.get(cause, 0.0), now + pause)
+        self._last_pause_end = max(self._last_pause_end, now + pause)
         if cause == "rate":
             self.rate.on_rate_limited(now)
         return pause

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 
 import aiohttp
 import attrs
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._exceptions import APIConnectionError, APIResponseValidationError, APITimeoutError
 from ._version import __version__
@@ -152,7 +151,8 @@ class Transport:
                 payload = await self._read_capped(response, method=method, url=url)
                 return Response(
                     status=response.status,
-                    headers=CIMultiDictProxy(CIMultiDict(response.headers)),
+                    # Already a read-only view, of headers that no longer change: no copy.
+                    headers=response.headers,
                     body=payload,
                     elapsed=time.monotonic() - started,
                 )
@@ -173,6 +173,9 @@ class Transport:
     ) -> bytes:
         limit = self._max_response_bytes
         declared = response.content_length
+        if declared is not None and declared <= limit:
+            # aiohttp reads no more than a declared length: the cap holds without counting.
+            return await response.read()
         # An error status says what went wrong by itself: its oversized body is cut, not refused.
         is_error = response.status >= 400
         if declared is not None and declared > limit and not is_error:

@@ -275,14 +275,43 @@ class TaskWatcher:
             self._wake.set()
 
     async def _schedule_polls(self) -> None:
+        # Due polls go to a pool of workers, started as needed up to the number of poll
+        # slots, rather than to a task each: a task's start and end cost more than its poll's
+        # own bookkeeping. A slot is taken here and given back by _poll, as before. Idle
+        # workers wait for the next due poll while one is due soon, and end otherwise.
         task_group = self._tasks.task_group
+        due: deque[tuple[str, _Watched]] = deque()
+        idle: list[anyio.Event] = []
+        workers = 0
+        room = self._poll_slots.value
+        soon = self._policy.min_interval
+
+        async def work() -> None:
+            nonlocal workers
+            while True:
+                while due:
+                    await self._poll(*due.popleft())
+                woken = anyio.Event()
+                idle.append(woken)  # no await since `due` was found empty: no lost wake-up
+                await woken.wait()
+                if not due:
+                    workers -= 1  # woken without work: retired
+                    return
+
+        def retire_idle() -> None:
+            while idle:
+                idle.pop().set()
+
         while True:
             if not self._heap:
+                retire_idle()
                 await self._sleep_until_woken(None)
                 continue
             deadline, _, task_id = self._heap[0]
             delay = deadline - time.monotonic()
             if delay > 0:
+                if delay > soon:
+                    retire_idle()
                 await self._sleep_until_woken(delay)
                 continue
             heapq.heappop(self._heap)
@@ -290,7 +319,12 @@ class TaskWatcher:
             if watched is None:
                 continue  # ended (by a push) since it was scheduled
             await self._poll_slots.acquire()
-            task_group.start_soon(self._poll, task_id, watched)
+            due.append((task_id, watched))
+            if idle:
+                idle.pop().set()
+            elif workers < room:  # every worker is busy: slots bound the polls, so few more
+                workers += 1
+                task_group.start_soon(work)
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
         with anyio.move_on_after(timeout):

@@ -118,3 +118,53 @@ def test_without_the_speed_extra_json_loads_parses(monkeypatch: pytest.MonkeyPat
     for broken in (b"{", b"\xff", b"[" * 5000):
         with pytest.raises(DecodeError):
             decode_json(broken)
+
+
+_QUERY_PART = st.sampled_from(
+    [
+        "X-Amz-Date",
+        "x%2Damz%2Ddate",
+        "X-Amz-Expires",
+        "X-Goog-Date",
+        "x-goog-expires",
+        "Expires",
+        "q-sign-time",
+        "q%2Dsign%2Dtime",
+        "q-ak",
+        "x",
+        "",
+        "e+x",
+        "%45xpires",
+        "Q-Sign-Time",
+    ]
+)
+_QUERY_VALUE = st.sampled_from(
+    [
+        "20260101T000000Z",
+        "3600",
+        "1764645400",
+        "1764559000%3B1764645400",
+        "1764559000;1764645400",
+        "",
+        "a+b",
+        "%zz",
+        "bad",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_QUERY_PART, st.one_of(st.none(), _QUERY_VALUE)), max_size=8))
+def test_expiry_query_scan_reads_as_parse_qsl(pairs: list[tuple[str, str | None]]) -> None:
+    """The hand-written scan of a URL's query keeps what parse_qsl would, for the expiry names."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from hailuo_async._decoding import _EXPIRY_PARAMS, _expiry_params
+
+    query = "&".join(name if value is None else f"{name}={value}" for name, value in pairs)
+    url = f"https://store.example/v.mp4?{query}#frag"
+    expected: dict[str, str] = {}
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if name.lower() in _EXPIRY_PARAMS:
+            expected.setdefault(name.lower(), value)
+    assert _expiry_params(url) == expected
