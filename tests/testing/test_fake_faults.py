@@ -223,7 +223,7 @@ async def test_every_fault_kind_ends_each_request_promptly() -> None:
             started = time.monotonic()
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await api.submit(timeout=5)
-            assert time.monotonic() - started < 2
+            assert time.monotonic() - started < 4  # never held until the 5 s timeout
         assert set(api.server.stats.faults_injected) == {
             "server_error",
             "rate_limit",
