@@ -201,10 +201,11 @@ async def test_slow_answer_counts_as_failure() -> None:
             await anyio.sleep(30)  # never in time; cancelled when the receiver closes
         return 200
 
-    # 100 service seconds at scale 0.01: the receiver has 1 s to answer.
+    # 500 service seconds at scale 0.01: the receiver has 5 s to answer (1 s was once too
+    # short for the prompt second attempt on a loaded machine).
     async with (
         receiving(slow_first) as receiver,
-        FakeHailuoServer(**{**FAST, "webhook_timeout": 100.0}) as server,
+        FakeHailuoServer(**{**FAST, "webhook_timeout": 500.0}) as server,
         open_api(server) as api,
     ):
         await api.create(hooked(receiver.url))
