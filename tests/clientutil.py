@@ -67,10 +67,14 @@ def make_client(
     return fake_client(server, retry_policy=retry_policy, **kwargs)
 
 
+# The fake server's own tasks: a connection being accepted, then its handler.
+SERVER_TASKS = ("RequestHandler", "_accept_connection")
+
+
 def client_tasks() -> set[asyncio.Task[object]]:
-    """Tasks on the loop, less the fake server's own connection handlers."""
+    """Tasks on the loop, less the fake server's own connection tasks."""
     return {
         task
         for task in asyncio.all_tasks()
-        if "RequestHandler" not in getattr(task.get_coro(), "__qualname__", "")
+        if not any(name in getattr(task.get_coro(), "__qualname__", "") for name in SERVER_TASKS)
     }

@@ -339,21 +339,22 @@ async def test_recording_a_key_for_another_request_conflicts(open_store: OpenSto
 
 
 async def test_recording_one_job_per_call_scales(open_store: OpenStore) -> None:
-    """A lazily read batch records one job per call; 3,000 such calls stay quick and exact."""
+    """A lazily read batch records one job per call; 3,000 such calls share few commits."""
     specs = _specs(3000)
     async with open_store() as store:
-        started = time.perf_counter()
-        async with anyio.create_task_group() as group:
-            for spec in specs:
-                group.start_soon(store.record, [spec])
-        elapsed = time.perf_counter() - started
+        commits_before = store.commits
+        with anyio.fail_after(120):  # a hang guard: the speed itself is the benchmarks' to judge
+            async with anyio.create_task_group() as group:
+                for spec in specs:
+                    group.start_soon(store.record, [spec])
+        commits = store.commits - commits_before
         assert await store.record(specs) == 0
         changed = [*specs[:2999], attrs.evolve(specs[2999], fingerprint="other")]
         with pytest.raises(JobConflictError, match="job-2999"):
             await store.record(changed)
         assert await store.counts() == {JobState.RECORDED: 3000}
-    if isinstance(store, SQLiteJobStore):  # a shared server's speed is not this test's to judge
-        assert elapsed < 5.0
+    # Calls that wait together share one durable flush: a commit each would be 3,000 flushes.
+    assert 1 <= commits <= len(specs) // 10
 
 
 async def test_reopen_after_close_keeps_everything(open_store: OpenStore) -> None:
@@ -507,7 +508,7 @@ async def test_resume_of_a_large_batch_is_one_scan(open_store: OpenStore) -> Non
         elapsed = time.perf_counter() - started
     assert plan.counts() == {ResumeAction.SUBMIT: 8000, ResumeAction.UNKNOWN: 4000}
     assert list(plan.entries) == keys
-    assert elapsed < 5.0
+    assert elapsed < 30.0  # ~1 s on a busy machine; a scan per key takes far longer
 
 
 # -- durability across crashes -----------------------------------------------------------------

@@ -535,12 +535,12 @@ async def test_aiohttp_shutdown_cancels_pending_confirmations() -> None:
             async with aiohttp.ClientSession() as session:
                 async with session.post(url, json=event_for(watched)) as reply:
                     assert reply.status == 202
-            with anyio.fail_after(2):
+            with anyio.fail_after(30):
                 await started.wait()
             assert hook.receiver.pending == 1
             began = time.monotonic()
             await runner.cleanup()
-            assert time.monotonic() - began < 1
+            assert time.monotonic() - began < 10  # the stuck confirmation would take 30 s
             assert hook.receiver.pending == 0
 
 

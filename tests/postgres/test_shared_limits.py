@@ -231,18 +231,20 @@ async def test_a_known_rate_is_cut_by_no_429_but_a_learnt_one_is(pg_schema: str)
         await fixed.requests.report_rate_limited("poll", 0.01)
         assert _rate(pg_schema, account) == 600
     other = f"acct-{uuid.uuid4().hex[:8]}"
-    async with _limits(pg_schema, other, rate_window=0.2) as learner:
-        # Waiters queued together share reservations: 30 requests land in one window.
+    window = 1.0
+    async with _limits(pg_schema, other, rate_window=window) as learner:
+        # Waiters queued together share reservations: 30 requests land in one window (a
+        # whole second, so that a busy machine's slow round trips do not spread them).
         async with anyio.create_task_group() as group:
             for _ in range(30):
                 group.start_soon(learner.requests.wait_turn, "poll")
-        await anyio.sleep(0.25)  # a full window of traffic has passed
+        await anyio.sleep(window + 0.05)  # a full window of traffic has passed
         await learner.requests.report_rate_limited("poll", 0.01)
         learnt = _rate(pg_schema, other)
         assert learnt is not None
-        # 429s within 4 spacings of a cut are its echoes; at 1 request a window or more,
-        # that is at most 4 windows.
-        await anyio.sleep(0.85)
+        # 429s within 4 spacings of the cut are its echoes: wait those out (at least).
+        per_window = learnt * window / 60
+        await anyio.sleep(4 * window / max(per_window, 1.0) + 0.05)
         await learner.requests.report_rate_limited("poll", 0.01)
         cut = _rate(pg_schema, other)
         assert cut is not None

@@ -71,7 +71,7 @@ async def test_reset_on_submit_fails_fast_and_creates_no_task() -> None:
         started = time.monotonic()
         with pytest.raises(CONNECTION_ERRORS):
             await api.submit()
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 5  # well under the request's 10 s timeout
         assert api.server.task_ids == []
         assert api.server.stats.faults_injected == {"reset": 1}
         assert api.server.stats.submission_attempts == 1
@@ -166,7 +166,7 @@ async def test_slow_faults_do_not_hold_up_shutdown() -> None:
     async with running(faults=Faults(slow=1.0, slow_seconds=30)) as api:
         with pytest.raises(TimeoutError):
             await api.submit(timeout=0.05)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # the held answer would take 30 s
 
 
 async def test_malformed_json_is_a_200_that_does_not_parse() -> None:
@@ -223,7 +223,7 @@ async def test_every_fault_kind_ends_each_request_promptly() -> None:
             started = time.monotonic()
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await api.submit(timeout=5)
-            assert time.monotonic() - started < 2
+            assert time.monotonic() - started < 4  # never held until the 5 s timeout
         assert set(api.server.stats.faults_injected) == {
             "server_error",
             "rate_limit",

@@ -24,6 +24,9 @@ FAST: dict[str, Any] = {
     "seed": 3,
     "job_duration": Fixed(5.0),
     "webhook_retry_delay": 0.5,
+    # 10 s to answer: a receiver slowed by a busy machine is not retried (the scaled default
+    # would be the 50 ms floor); the tests about timeouts set their own.
+    "webhook_timeout": 1000.0,
 }
 Behaviour = Callable[[int], Awaitable[int]]
 
@@ -46,12 +49,12 @@ class Receiver:
             self.events.append(await request.json())
         return web.Response(status=status)
 
-    async def wait_for(self, count: int, *, timeout: float = 5.0) -> None:
+    async def wait_for(self, count: int, *, timeout: float = 30.0) -> None:
         """Wait until ``count`` events were accepted."""
         await eventually(lambda: len(self.events) >= count, timeout=timeout)
 
 
-async def eventually(condition: Callable[[], bool], *, timeout: float = 5.0) -> None:
+async def eventually(condition: Callable[[], bool], *, timeout: float = 30.0) -> None:
     """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
     with anyio.fail_after(timeout):
         while True:
@@ -82,7 +85,7 @@ def hooked(url: str, **webhook: Any) -> dict[str, Any]:
     return {"prompt": "a lighthouse in a storm", "extra": {"webhook": {"url": url, **webhook}}}
 
 
-async def settle(server: FakeHailuoServer, *, timeout: float = 5.0) -> None:
+async def settle(server: FakeHailuoServer, *, timeout: float = 30.0) -> None:
     """Wait until the fake has no delivery under way."""
     await eventually(lambda: not server._webhook_tasks, timeout=timeout)
 
@@ -195,13 +198,14 @@ async def test_slow_answer_counts_as_failure() -> None:
 
     async def slow_first(attempt: int) -> int:
         if attempt == 1:
-            await anyio.sleep(0.5)
+            await anyio.sleep(30)  # never in time; cancelled when the receiver closes
         return 200
 
-    # 10 service seconds at scale 0.01: the receiver has 0.1 s to answer.
+    # 500 service seconds at scale 0.01: the receiver has 5 s to answer (1 s was once too
+    # short for the prompt second attempt on a loaded machine).
     async with (
         receiving(slow_first) as receiver,
-        FakeHailuoServer(**FAST, webhook_timeout=10.0) as server,
+        FakeHailuoServer(**{**FAST, "webhook_timeout": 500.0}) as server,
         open_api(server) as api,
     ):
         await api.create(hooked(receiver.url))
@@ -301,7 +305,8 @@ async def test_close_cancels_deliveries_under_way() -> None:
             with anyio.fail_after(5):
                 await hung.wait()
             started = time.monotonic()
-        assert time.monotonic() - started < 1.0
+        # Well under the 10 s the delivery would otherwise wait for the hung receiver.
+        assert time.monotonic() - started < 5.0
         assert not server._webhook_tasks
         assert server._webhook_session is None
     assert server.stats.webhooks_sent == 0
@@ -311,12 +316,13 @@ async def test_test_mode_sends_a_simulated_event_at_once() -> None:
     """test_mode sends one event with the asked status right after the submission."""
     async with (
         receiving() as receiver,
-        FakeHailuoServer(**{**FAST, "job_duration": Fixed(30.0)}) as server,
+        FakeHailuoServer(**{**FAST, "job_duration": Fixed(300.0)}) as server,
         open_api(server) as api,
     ):
         mode = {"enabled": True, "return_task_status": "TASK_STATUS_FAILED"}
         task_id = await api.create(hooked(receiver.url, test_mode=mode))
-        await receiver.wait_for(1, timeout=0.2)
+        await receiver.wait_for(1)
+        # Before the job's 3 s are over: the event did not wait for the schedule's end.
         assert server.finished_at(task_id) is None
         await api.wait_terminal(task_id)
         await anyio.sleep(0.03)
