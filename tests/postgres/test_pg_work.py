@@ -11,13 +11,15 @@ import anyio
 import pytest
 from pgutil import DSN
 
-from hailuo_async import InvalidRequestError, JobOutcome, VideoRequest, WorkerSettings
+from hailuo_async import InvalidRequestError, JobOutcome, JobStream, VideoRequest, WorkerSettings
 from hailuo_async.journal import JobSpec, JobState, PostgresJobStore
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
 pytestmark = pytest.mark.anyio
 
-FAST = {"time_scale": 0.01, "job_duration": Fixed(20.0), "seed": 7}
+
+def _fake() -> FakeHailuoServer:
+    return FakeHailuoServer(time_scale=0.01, job_duration=Fixed(20.0), seed=7)
 
 
 def _url(schema: str) -> str:
@@ -28,19 +30,16 @@ def _requests(n: int) -> list[tuple[str, VideoRequest]]:
     return [(f"job-{i}", VideoRequest(f"a fox, take {i}")) for i in range(n)]
 
 
-async def _collect(stream_outcomes: object) -> list[JobOutcome]:
-    outcomes: list[JobOutcome] = []
-    async with stream_outcomes as outcomes_stream:  # type: ignore[attr-defined]
-        async for outcome in outcomes_stream:
-            outcomes.append(outcome)
-    return outcomes
+async def _collect(stream: JobStream) -> list[JobOutcome]:
+    async with stream as outcomes:
+        return [outcome async for outcome in outcomes]
 
 
 async def test_two_generate_many_on_one_batch_share_it(pg_schema: str, tmp_path: Path) -> None:
     """Two generate_many calls on one batch finish every job once, with no body sent twice."""
     n = 24
     results: dict[str, list[JobOutcome]] = {}
-    async with FakeHailuoServer(**FAST) as server:
+    async with _fake() as server:
 
         async def run(name: str) -> None:
             async with server.client() as client:
@@ -58,7 +57,7 @@ async def test_two_generate_many_on_one_batch_share_it(pg_schema: str, tmp_path:
             group.start_soon(run, "a")
             group.start_soon(run, "b")
         stats = server.stats
-    keys = [o.key for outcomes in results.values() for o in outcomes]
+    keys = [o.key or "" for outcomes in results.values() for o in outcomes]
     assert sorted(keys) == sorted(f"job-{i}" for i in range(n))
     assert all(o.ok and o.path is not None for outcomes in results.values() for o in outcomes)
     assert stats.submissions_accepted == n
@@ -72,7 +71,7 @@ async def test_two_generate_many_on_one_batch_share_it(pg_schema: str, tmp_path:
 
 async def test_a_rerun_adds_nothing_and_ends_at_once(pg_schema: str) -> None:
     """Running the same generate_many again adds no job and submits nothing."""
-    async with FakeHailuoServer(**FAST) as server, server.client() as client:
+    async with _fake() as server, server.client() as client:
         first = await _collect(client.generate_many(_requests(5), journal=_url(pg_schema)))
         again = await _collect(client.generate_many(_requests(5), journal=_url(pg_schema)))
         assert server.stats.submissions_accepted == 5
@@ -81,8 +80,8 @@ async def test_a_rerun_adds_nothing_and_ends_at_once(pg_schema: str) -> None:
 
 
 async def test_work_joins_a_batch_and_takes_over_a_dead_workers_jobs(pg_schema: str) -> None:
-    """client.work submits recorded jobs and watches a submitted one whose worker's lease ran out."""
-    async with FakeHailuoServer(**FAST) as server, server.client() as client:
+    """client.work submits recorded jobs and watches a submitted one whose lease ran out."""
+    async with _fake() as server, server.client() as client:
         task_id = await client.submit(VideoRequest("a fox, take 0"))
         async with PostgresJobStore(DSN, batch="b", schema=pg_schema) as store:
             specs = [
@@ -107,7 +106,7 @@ async def test_work_joins_a_batch_and_takes_over_a_dead_workers_jobs(pg_schema: 
 
 async def test_a_live_workers_submission_is_left_alone(pg_schema: str) -> None:
     """A job another live worker is submitting is neither made unknown nor sent again."""
-    async with FakeHailuoServer(**FAST) as server, server.client() as client:
+    async with _fake() as server, server.client() as client:
         async with PostgresJobStore(DSN, batch="b", schema=pg_schema) as store:
             specs = [
                 JobSpec(key=key, index=i, payload=r.to_payload(), fingerprint=r.fingerprint)
@@ -119,7 +118,9 @@ async def test_a_live_workers_submission_is_left_alone(pg_schema: str) -> None:
 
             async def other_lands() -> None:
                 # The other worker's POST lands once this worker has done all it can.
-                while (await store.counts()).get(JobState.FINISHED, 0) < 2:
+                while True:
+                    if (await store.counts()).get(JobState.FINISHED, 0) == 2:
+                        break
                     await anyio.sleep(0.02)
                 task_id = await client.submit(VideoRequest("a fox, take 0"))
                 await store.mark_submitted("job-0", task_id)
@@ -137,7 +138,7 @@ async def test_a_live_workers_submission_is_left_alone(pg_schema: str) -> None:
 
 async def test_work_needs_a_shared_journal(tmp_path: Path) -> None:
     """work() on a SQLite path, and worker settings without a shared journal, are refused."""
-    async with FakeHailuoServer(**FAST) as server, server.client() as client:
+    async with _fake() as server, server.client() as client:
         with pytest.raises(InvalidRequestError, match="journal"):
             client.work(str(tmp_path / "j.sqlite"))
         with pytest.raises(InvalidRequestError, match="worker"):
