@@ -134,6 +134,11 @@ class JobStream:
         """Seconds each claim of a worker took (empty outside worker mode)."""
 
     @property
+    def worker_id(self) -> str | None:
+        """This worker's name in a shared batch (None for a batch of one process)."""
+        return self._worker.worker_id if self._worker is not None else None
+
+    @property
     def counts(self) -> BatchCounts:
         """Where the batch stands now."""
         return self._book.counts(active_limit=self._active.value, polls=self._watcher.polls)

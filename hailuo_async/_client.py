@@ -38,7 +38,7 @@ from ._transport import Timeouts, Transport
 from ._watcher import EventCallback, TaskWatcher, change_between
 from ._worker import WorkerSettings
 from .journal import JobStore, PostgresJobStore
-from .journal._postgres import POSTGRES_SCHEMES
+from .journal._open import is_shared_journal
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -335,7 +335,7 @@ class HailuoClient:
             or max_active_jobs < 1
         ):
             raise InvalidRequestError("max_active_jobs", "must be a whole number, 1 or more")
-        shared = _is_shared(journal)
+        shared = is_shared_journal(journal)
         if shared and retry_failed:
             raise InvalidRequestError(
                 "retry_failed", "is not supported with a shared (postgresql://) journal"
@@ -382,7 +382,7 @@ class HailuoClient:
         worker's leases. ``worker_id`` defaults to the host, process id and a random part.
         Use it as ``async with client.work(url, "run-1") as outcomes``.
         """
-        if not _is_shared(journal):
+        if not is_shared_journal(journal):
             raise InvalidRequestError(
                 "journal", "must be a postgresql:// URL or an open PostgresJobStore"
             )
@@ -469,10 +469,3 @@ class HailuoClient:
             read_timeout=self.timeouts.read,
             limiter=self._state.limiter,
         )
-
-
-def _is_shared(journal: object) -> bool:
-    """True for a journal several workers share: PostgreSQL."""
-    if isinstance(journal, PostgresJobStore):
-        return True
-    return isinstance(journal, str) and journal.startswith(POSTGRES_SCHEMES)
