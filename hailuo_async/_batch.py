@@ -342,14 +342,20 @@ class JobStream:
                     return
                 await anyio.sleep(worker.idle_poll)
                 continue
-            for _ in records[1:]:
-                await self._active.acquire()
-            for record in records:
+            self._held.update(record.key for record in records)
+            # Each job starts as soon as it has its place, never holding a place idle while
+            # waiting for the next: places held idle across processes sharing one cap could
+            # wait for each other for ever.
+            for number, record in enumerate(records):
+                if number:
+                    await self._active.acquire()
+                if self._stopping():
+                    self._active.release(submitted=False)
+                    return
                 self._start_claimed(record)
 
     def _start_claimed(self, record: JobRecord) -> None:
         job = BatchJob(record.index, record.to_request(), record.key)
-        self._held.add(record.key)
         self._book.read += 1
         if record.state is JobState.SUBMITTED and record.task_id is not None:
             # Its worker died while watching it: the task runs on, watch it here.
