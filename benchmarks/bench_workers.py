@@ -85,6 +85,8 @@ async def _work_async(
                     requests_per_minute=RPM,
                     max_active_jobs=ACTIVE_CAP,
                     rate_window=window,
+                    # Asking again for places other processes gave back, on the fake's clock.
+                    wait_poll_interval=0.5 * TIME_SCALE,
                 )
             )
             options["state"] = SharedState(limiter=limits.requests, active_jobs=limits.active_jobs)
