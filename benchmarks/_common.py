@@ -372,6 +372,7 @@ async def _fake_serve(conn: multiprocessing.connection.Connection, knobs: dict[s
                     "polls_total": stats.polls_total,
                     "rate_limited": dict(stats.rate_limited),
                     "rate_limited_total": stats.rate_limited_total,
+                    "duplicate_submissions": stats.duplicate_submissions,
                     "responses_by_status": dict(stats.responses_by_status),
                     "tasks_terminal": stats.tasks_terminal,
                     "faults_injected": dict(stats.faults_injected),

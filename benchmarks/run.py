@@ -37,6 +37,7 @@ SCENARIOS: dict[str, str] = {
     "decoding": "benchmarks.bench_decoding",
     "webhooks": "benchmarks.bench_webhooks",
     "rpm_shared": "benchmarks.bench_rpm_shared",
+    "workers": "benchmarks.bench_workers",
 }
 
 # (scenario, figure, what it is, target) for the headline table.

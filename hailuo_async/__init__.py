@@ -37,6 +37,7 @@ from ._submitter import SubmitOne
 from ._transport import Timeouts
 from ._version import __version__
 from ._watcher import EventCallback, EventKind, PollOne, TaskEvent, TaskWatcher, WatchOutcome
+from ._worker import WorkerSettings
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -95,5 +96,6 @@ __all__ = [
     "WaitTimeoutError",
     "WatchOutcome",
     "WebhookError",
+    "WorkerSettings",
     "__version__",
 ]

@@ -10,6 +10,12 @@ piling up results. The counters live in :mod:`._bookkeeping`.
 With a journal, each job is recorded before its POST and its task id as soon as it is known;
 a rerun skips finished jobs, re-watches submitted ones and never resends one whose outcome
 is unknown unless the client's ``on_unknown_submission`` says "resubmit".
+
+As one worker of a shared batch (a PostgreSQL journal, :mod:`._worker`), the producer first
+adds the requests to the journal, then claims jobs under leases as places free up: it
+submits the recorded ones (only while its lease holds), watches the submitted ones (taken
+over from a worker that died), and ends when no job of the batch has work left. A heartbeat
+task keeps the leases alive; leaving releases them.
 """
 
 from __future__ import annotations
@@ -45,7 +51,19 @@ from ._retry import UnknownSubmissionPolicy
 from ._submitter import SUBMISSION_GRACE, BatchSubmitter, SubmitOne
 from ._taskgroup import OwnedTaskGroup
 from ._watcher import TaskEvent, TaskWatcher
-from .journal import JobRecord, JobStore, JournalError, ResumeAction, error_from_record
+from ._worker import WorkerSettings
+from .journal import (
+    InvalidTransitionError,
+    JobKeyer,
+    JobRecord,
+    JobSpec,
+    JobState,
+    JobStore,
+    JournalError,
+    PostgresJobStore,
+    ResumeAction,
+    error_from_record,
+)
 from .journal._batch import BatchJournal
 
 __all__ = [
@@ -61,6 +79,8 @@ BatchItem = VideoRequest | tuple[str, VideoRequest]
 RequestSource = Iterable[BatchItem] | AsyncIterable[BatchItem]
 """What ``generate_many`` reads lazily: an iterable or async iterable of batch items."""
 _FATAL = (AuthenticationError, PermissionDeniedError)
+# Requests a worker adds to the shared journal per round trip.
+_ADD_CHUNK = 500
 logger = logging.getLogger("hailuo_async.batch")
 
 
@@ -86,12 +106,17 @@ class JobStream:
         download_to: str | os.PathLike[str] | None = None,
         retry_failed: bool = False,
         on_unknown_submission: UnknownSubmissionPolicy = "raise",
+        batch: str = "default",
+        worker: WorkerSettings | None = None,
     ) -> None:
         self._requests = requests
         self._active = active_jobs
         self._watcher = watcher
         self._download_one = download
-        self._journal = BatchJournal(journal)
+        self._worker = worker
+        self._journal = BatchJournal(
+            journal, batch=batch, worker_id=worker.worker_id if worker is not None else None
+        )
         self._download_to = Path(download_to) if download_to is not None else None
         self._retry_failed = retry_failed
         self._on_unknown_submission: UnknownSubmissionPolicy = on_unknown_submission
@@ -105,6 +130,16 @@ class JobStream:
         self._tasks = OwnedTaskGroup()
         self._fatal: Exception | None = None
         self._closing = False
+        # A worker's claimed keys, and those whose submission is under way.
+        self._held: set[str] = set()
+        self._posting: set[str] = set()
+        self.claim_latencies: list[float] = []
+        """Seconds each claim of a worker took (empty outside worker mode)."""
+
+    @property
+    def worker_id(self) -> str | None:
+        """This worker's name in a shared batch (None for a batch of one process)."""
+        return self._worker.worker_id if self._worker is not None else None
 
     @property
     def counts(self) -> BatchCounts:
@@ -146,11 +181,15 @@ class JobStream:
             if self._download_to is not None:  # a killed run's half-downloaded videos
                 await sweep_partial_downloads(self._download_to, self._journal.task_ids)
             stack.push_async_callback(self._journal.aclose)
+            if self._worker is not None:
+                stack.push_async_callback(self._release_leases)
             await stack.enter_async_context(self._watcher)
 
         task_group = await self._tasks.open(setup)
         task_group.start_soon(self._produce)
         task_group.start_soon(self._collect)
+        if self._worker is not None:
+            task_group.start_soon(self._heartbeats, self._worker)
         return self
 
     async def __aexit__(
@@ -195,7 +234,11 @@ class JobStream:
         # reading only: the jobs already submitted run on and are yielded, then the error is
         # raised, so no paid job's outcome is lost to a bad line further down.
         try:
-            await self._start_each()
+            if self._worker is None:
+                await self._start_each()
+            else:
+                await self._add_all()
+                await self._work_claims(self._worker)
         except Exception as exc:  # the caller's source may raise anything
             self._fatal = self._fatal or exc
         self._book.all_read = True
@@ -237,7 +280,11 @@ class JobStream:
                     _unhandled(entry.action)
 
     async def _submit(self, job: BatchJob) -> None:
+        if job.key is not None:
+            self._posting.add(job.key)
         await self._submitter.shielded(lambda landed: self._submit_shielded(job, landed))
+        # Not reached when cut short on exit: the job's lease is then left to run out.
+        self._posting.discard(job.key or "")
 
     async def _submit_shielded(self, job: BatchJob, landed: Callable[[], None]) -> None:
         if self._stopping():  # started just as the reader left: never sent, nothing to do
@@ -247,20 +294,126 @@ class JobStream:
             return
         try:
             task_id = await self._submitter.submit(job)
+        except InvalidTransitionError as exc:
+            if self._worker is None:
+                raise
+            # The lease ran out and another worker has the job now: no POST was sent.
+            logger.warning("job %r dropped, not submitted: %s", job.key, exc)
+            self._book.skipped += 1
+            landed()
+            self._active.release(submitted=False)
+            self._close_if_finished()
+            return
         except HailuoError as exc:
             # A journal that cannot write, or a key the account refuses, stops the batch.
             if isinstance(exc, (*_FATAL, JournalError)):
                 self._fatal = exc
             await self._journal.submission_failed(job.key, exc)
+            # Counted as finishing until its outcome is handed over: the stream must not close
+            # while this outcome waits for room in it (a lost outcome, found by the soak).
+            self._book.finishing += 1
             landed()
             await self._emit(job.outcome(error=exc))
             self._active.release(submitted=False)
+            self._book.finishing -= 1
             self._close_if_finished()
             return
         self._active.on_submitted()
         await self._journal.submitted(job.key, task_id)
         self._watch(job, task_id, submitted_at=time.monotonic())
         landed()
+
+    # -- working a shared batch ------------------------------------------------------------
+
+    def _shared_store(self) -> PostgresJobStore:
+        store = self._journal.store
+        assert isinstance(store, PostgresJobStore)
+        return store
+
+    async def _add_all(self) -> None:
+        """Record the requests in the shared journal (those recorded already are left)."""
+        store = self._shared_store()
+        keyer = JobKeyer()
+        chunk: list[JobSpec] = []
+        index = 0
+        async for item in _lazily(self._requests):
+            if self._fatal is not None or self._stopping():
+                return
+            request, key = _as_request(index, item)
+            chunk.append(keyer.spec(request, key))
+            index += 1
+            if len(chunk) >= _ADD_CHUNK:
+                await store.record(chunk)
+                chunk = []
+        if chunk:
+            await store.record(chunk)
+
+    async def _work_claims(self, worker: WorkerSettings) -> None:
+        """Claim jobs as places free up, until no job of the batch has work left."""
+        store = self._shared_store()
+        while self._fatal is None:
+            await self._active.acquire()
+            if self._stopping():
+                self._active.release(submitted=False)
+                return
+            want = min(worker.claim, 1 + max(0, self._active.value - self._active.active))
+            started = time.monotonic()
+            records = await store.claim(worker.worker_id, want, worker.lease)
+            self.claim_latencies.append(time.monotonic() - started)
+            if not records:
+                self._active.release(submitted=False)
+                idle = not (self._book.submitting or self._book.running or self._book.finishing)
+                if idle and not await store.work_left(worker.worker_id):
+                    return
+                await anyio.sleep(worker.idle_poll)
+                continue
+            self._held.update(record.key for record in records)
+            # Each job starts as soon as it has its place, never holding a place idle while
+            # waiting for the next: places held idle across processes sharing one cap could
+            # wait for each other for ever.
+            for number, record in enumerate(records):
+                if number:
+                    await self._active.acquire()
+                if self._stopping():
+                    self._active.release(submitted=False)
+                    return
+                self._start_claimed(record)
+
+    def _start_claimed(self, record: JobRecord) -> None:
+        job = BatchJob(record.index, record.to_request(), record.key)
+        self._book.read += 1
+        if record.state is JobState.SUBMITTED and record.task_id is not None:
+            # Its worker died while watching it: the task runs on, watch it here.
+            self._active.on_submitted()
+            self._watch(job, record.task_id, submitted_at=None)
+        else:
+            self._book.submitting += 1
+            self._tasks.task_group.start_soon(self._submit, job)
+
+    async def _heartbeats(self, worker: WorkerSettings) -> None:
+        store = self._shared_store()
+        while True:
+            await anyio.sleep(worker.heartbeat_every)
+            try:
+                await store.heartbeat(worker.worker_id, worker.lease)
+            except JournalError as exc:  # the next beat tries again; fencing guards the POSTs
+                logger.warning("heartbeat of worker %r failed: %s", worker.worker_id, exc)
+
+    async def _release_leases(self) -> None:
+        """Give back the leases of jobs left unfinished, so other workers take them at once.
+
+        A job whose submission was cut short keeps its lease: it runs out, and the job
+        becomes unknown (the POST may have left), never sent again unasked.
+        """
+        assert self._worker is not None
+        keys = sorted(self._held - self._posting)
+        if not keys:
+            return
+        with anyio.move_on_after(SUBMISSION_GRACE, shield=True):
+            try:
+                await self._shared_store().release(self._worker.worker_id, keys)
+            except JournalError as exc:  # the leases run out by themselves
+                logger.warning("could not release the leases: %s", exc)
 
     def _stopping(self) -> bool:
         # A method, not the attribute: it changes while this task awaits.

@@ -38,7 +38,9 @@ from ._state import SharedState
 from ._task_ids import check_task_id
 from ._transport import Timeouts, Transport
 from ._watcher import EventCallback, TaskWatcher, change_between
-from .journal import JobStore
+from ._worker import WorkerSettings
+from .journal import JobStore, PostgresJobStore
+from .journal._open import is_shared_journal
 
 if TYPE_CHECKING:
     from .postgres._coordinator import PostgresCoordinator
@@ -367,6 +369,8 @@ class HailuoClient:
         journal: JobStore | str | os.PathLike[str] | None = None,
         download_to: str | os.PathLike[str] | None = None,
         retry_failed: bool = False,
+        batch: str = "default",
+        worker: WorkerSettings | None = None,
     ) -> JobStream:
         """Run a batch: submit each request, poll the jobs, yield each JobOutcome as it ends.
 
@@ -380,7 +384,95 @@ class HailuoClient:
         submitted ones watched again, none paid twice; ``retry_failed`` submits failed ones
         again. ``download_to`` downloads each video into that folder as its job ends.
         Use it as ``async with client.generate_many(...) as outcomes``.
+
+        A ``postgresql://`` journal (or an open :class:`~hailuo_async.journal.PostgresJobStore`)
+        is shared: ``batch`` names the batch in it, and this call adds the requests (those
+        added before are left as they are) and then works the batch as one worker among any
+        number (see :meth:`work`, whose ``worker`` settings it takes): processes running the
+        same call cooperate, and each yields the outcomes it finished.
         """
+        if max_active_jobs is not None and (
+            isinstance(max_active_jobs, bool)
+            or not isinstance(max_active_jobs, int)
+            or max_active_jobs < 1
+        ):
+            raise InvalidRequestError("max_active_jobs", "must be a whole number, 1 or more")
+        shared = is_shared_journal(journal)
+        if shared and retry_failed:
+            raise InvalidRequestError(
+                "retry_failed", "is not supported with a shared (postgresql://) journal"
+            )
+        if shared and worker is None:
+            worker = WorkerSettings()
+        if not shared and worker is not None:
+            raise InvalidRequestError("worker", "needs a shared (postgresql://) journal")
+        return self._job_stream(
+            requests,
+            max_active_jobs=max_active_jobs,
+            on_event=on_event,
+            journal=journal,
+            download_to=download_to,
+            retry_failed=retry_failed,
+            batch=batch,
+            worker=worker,
+        )
+
+    def work(
+        self,
+        journal: PostgresJobStore | str,
+        batch: str = "default",
+        *,
+        download_to: str | os.PathLike[str] | None = None,
+        worker_id: str | None = None,
+        lease: float = 30.0,
+        claim: int = 10,
+        idle_poll: float = 1.0,
+        max_active_jobs: int | None = None,
+        on_event: EventCallback | None = None,
+    ) -> JobStream:
+        """Work a shared batch as one more worker; yield the outcomes this worker finished.
+
+        ``journal`` is a ``postgresql://`` URL or an open
+        :class:`~hailuo_async.journal.PostgresJobStore` (which names its own batch);
+        ``batch`` names the batch in the URL's database.
+        The worker claims jobs under leases of ``lease`` seconds (at most ``claim`` at a time,
+        as places among its active jobs free up), keeps them alive with a heartbeat every
+        ``lease / 3``, submits the recorded ones (only while it holds the lease: a job whose
+        lease ran out is dropped, not sent), watches the submitted ones (a dead worker's jobs
+        are taken over once its lease runs out) and downloads into ``download_to`` where it
+        runs. The stream ends once no job of the batch has work left, leaving releases the
+        worker's leases. ``worker_id`` defaults to the host, process id and a random part.
+        Use it as ``async with client.work(url, "run-1") as outcomes``.
+        """
+        if not is_shared_journal(journal):
+            raise InvalidRequestError(
+                "journal", "must be a postgresql:// URL or an open PostgresJobStore"
+            )
+        named = {"worker_id": worker_id} if worker_id is not None else {}
+        settings = WorkerSettings(**named, lease=lease, claim=claim, idle_poll=idle_poll)
+        return self._job_stream(
+            (),
+            max_active_jobs=max_active_jobs,
+            on_event=on_event,
+            journal=journal,
+            download_to=download_to,
+            retry_failed=False,
+            batch=batch,
+            worker=settings,
+        )
+
+    def _job_stream(
+        self,
+        requests: RequestSource,
+        *,
+        max_active_jobs: int | None,
+        on_event: EventCallback | None,
+        journal: JobStore | str | os.PathLike[str] | None,
+        download_to: str | os.PathLike[str] | None,
+        retry_failed: bool,
+        batch: str,
+        worker: WorkerSettings | None,
+    ) -> JobStream:
         if max_active_jobs is not None and (
             isinstance(max_active_jobs, bool)
             or not isinstance(max_active_jobs, int)
@@ -402,6 +494,8 @@ class HailuoClient:
             download_to=download_to,
             retry_failed=retry_failed,
             on_unknown_submission=self.on_unknown_submission,
+            batch=batch,
+            worker=worker,
         )
 
     # -- downloads -------------------------------------------------------------------------

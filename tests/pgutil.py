@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 
+import anyio
 import psycopg
 import pytest
+from anyio.abc import Process
 
 DSN = os.environ.get("HAILUO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRED = os.environ.get("HAILUO_REQUIRE_POSTGRES") == "1"
@@ -48,3 +50,17 @@ def fresh_schema() -> Iterator[str]:
     finally:
         with admin() as connection:
             connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@asynccontextmanager
+async def running(
+    command: Sequence[str], env: Mapping[str, str] | None = None
+) -> AsyncIterator[Process]:
+    """A child process, killed (if still running) and reaped when the block ends."""
+    async with await anyio.open_process(list(command), env=env) as process:
+        try:
+            yield process
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()

@@ -43,6 +43,7 @@ INTENDED = {
     "SubmitOne",
     "EventKind",
     "WatchOutcome",
+    "WorkerSettings",
     "DEFAULT_BASE_URL",
     "APIConnectionError",
     "APIError",

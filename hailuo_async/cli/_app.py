@@ -53,6 +53,7 @@ from ._inputs import BatchFile, BatchFileError, image_argument, load_batch
 from ._interrupt import run_interruptibly
 from ._pricing import ESTIMATED_PRICE_PER_JOB_USD, estimate
 from ._service import Service, Settings, check_key, common_options, connect, settings_from
+from ._work import JournalParam, is_shared, run_work, show_batch_status, work_summary
 
 __all__ = ["cli"]
 
@@ -248,33 +249,56 @@ def _print_estimate_note(console: Console, price_per_job: float | None) -> None:
 # -- batch ---------------------------------------------------------------------------------
 
 
+def _batch_options(out_help: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """--out, --max-active and --rpm, as `batch` and `work` both take them."""
+
+    def add(command: Callable[..., None]) -> Callable[..., None]:
+        options = [
+            click.option(
+                "--out",
+                type=click.Path(file_okay=False, path_type=Path),
+                default=Path("videos"),
+                show_default=True,
+                help=out_help,
+            ),
+            click.option(
+                "--max-active",
+                type=click.IntRange(min=1),
+                metavar="N",
+                help="At most N jobs submitted and unfinished at once"
+                " (default: found from the service).",
+            ),
+            click.option(
+                "--rpm",
+                type=click.FloatRange(min=0, min_open=True),
+                metavar="N",
+                help="Your account's requests per minute (default: found from the service's 429s).",
+            ),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return add
+
+
 @cli.command(short_help="Run a file of jobs with a live view; resumable.")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("videos"),
-    show_default=True,
-    help="Folder for the videos, results.jsonl and the journal.",
-)
-@click.option(
-    "--max-active",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="At most N jobs submitted and unfinished at once (default: found from the service).",
-)
-@click.option(
-    "--rpm",
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="N",
-    help="Your account's requests per minute (default: found from the service's 429s).",
-)
+@_batch_options("Folder for the videos, results.jsonl and the journal.")
 @click.option(
     "--journal",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="PATH",
+    type=JournalParam(),
+    metavar="PATH|URL",
     help=f"Journal that makes the batch resumable (default OUT/{_JOURNAL_NAME}, or "
-    f"OUT/{_SIMULATED_JOURNAL_NAME} with --simulate).",
+    f"OUT/{_SIMULATED_JOURNAL_NAME} with --simulate). A postgresql:// URL is shared: "
+    "the file's jobs are added to batch --name, and any number of `hailuo work` "
+    "processes may join.",
+)
+@click.option(
+    "--name",
+    default="default",
+    show_default=True,
+    help="The batch's name in a postgresql:// journal.",
 )
 @click.option(
     "--retry-failed",
@@ -303,7 +327,8 @@ def batch(
     out: Path,
     max_active: int | None,
     rpm: float | None,
-    journal: Path | None,
+    journal: Path | str | None,
+    name: str,
     retry_failed: bool,
     dry_run: bool,
     price_per_job: float | None,
@@ -345,9 +370,11 @@ def batch(
     resume = _resume_command(
         file, out, journal=journal, max_active=max_active, rpm=rpm, settings=settings
     )
+    if is_shared(journal):
+        resume += f" --name {shlex.quote(name)}"
     if journal is None:
         journal = out / (_SIMULATED_JOURNAL_NAME if settings.simulate else _JOURNAL_NAME)
-    journal_path = journal
+    journal_path: Path | str = journal
 
     async def work() -> int:
         try:
@@ -359,6 +386,7 @@ def batch(
                     journal=journal_path,
                     max_active_jobs=max_active,
                     retry_failed=retry_failed,
+                    name=name,
                     console=stdout,
                 )
         except JobConflictError as exc:
@@ -406,7 +434,7 @@ def _resume_command(
     file: Path,
     out: Path,
     *,
-    journal: Path | None,
+    journal: Path | str | None,
     max_active: int | None,
     rpm: float | None,
     settings: Settings,
@@ -431,14 +459,46 @@ def _resume_command(
 # -- status / watch / download -------------------------------------------------------------
 
 
-@cli.command(short_help="Show tasks' status, progress and ETA.")
-@click.argument("task_ids", nargs=-1, required=True, metavar="TASK_ID...")
+@cli.command(short_help="Show tasks' status, progress and ETA, or a shared batch's.")
+@click.argument("task_ids", nargs=-1, metavar="TASK_ID...")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per task.")
+@click.option(
+    "--journal",
+    type=JournalParam(),
+    metavar="URL",
+    help="Instead of tasks, show the batch --name in this postgresql:// journal.",
+)
+@click.option(
+    "--name", default="default", show_default=True, help="The batch's name in the journal."
+)
 @common_options
 @click.pass_context
-def status(ctx: click.Context, *, task_ids: tuple[str, ...], as_json: bool) -> None:
-    """Show each task's status, progress, ETA and video URL (one poll each)."""
+def status(
+    ctx: click.Context,
+    *,
+    task_ids: tuple[str, ...],
+    as_json: bool,
+    journal: Path | str | None,
+    name: str,
+) -> None:
+    """Show each task's status, progress, ETA and video URL (one poll each).
+
+    With --journal postgresql://... --name NAME, show that shared batch instead: its jobs
+    by state, the workers holding leases, and the jobs ended in the last minute.
+    """
     settings = settings_from(ctx)
+    if journal is not None:
+        if task_ids or not is_shared(journal):
+            raise InputError("--journal takes a postgresql:// URL, and no task ids")
+        shared_journal = journal
+
+        async def show() -> int:
+            found = await show_batch_status(shared_journal, name, _stdout())
+            return EXIT_OK if found else EXIT_FAILED
+
+        ctx.exit(_run(settings, show))
+    if not task_ids:
+        raise InputError("give one or more TASK_IDs, or --journal URL --name NAME")
     check_key(settings)
 
     async def work() -> int:
@@ -462,6 +522,78 @@ def status(ctx: click.Context, *, task_ids: tuple[str, ...], as_json: bool) -> N
         return code
 
     ctx.exit(_run(settings, work))
+
+
+@cli.command(short_help="Join a shared batch as one more worker.")
+@click.option(
+    "--journal",
+    type=JournalParam(),
+    required=True,
+    metavar="URL",
+    help="The postgresql:// journal that holds the batch.",
+)
+@click.option(
+    "--name", default="default", show_default=True, help="The batch's name in the journal."
+)
+@_batch_options("Folder for the videos this worker finishes.")
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a dead worker's jobs stay its own before others take them over.",
+)
+@click.option("--worker-id", metavar="ID", help="This worker's name (default: host-pid-random).")
+@common_options
+@click.pass_context
+def work(
+    ctx: click.Context,
+    *,
+    journal: Path | str,
+    name: str,
+    out: Path,
+    max_active: int | None,
+    rpm: float | None,
+    lease: float,
+    worker_id: str | None,
+) -> None:
+    """Work the batch NAME of a shared journal until no job of it has work left.
+
+    Claims jobs under leases, submits the ones not sent yet, follows the submitted ones
+    (taking over those of workers that died), and downloads the videos into OUT. Add jobs
+    with `hailuo batch FILE --journal URL --name NAME`; see them with `hailuo status
+    --journal URL --name NAME`.
+
+    Exit status: 0 the batch is done and this worker's jobs succeeded, 1 some failed,
+    2 usage error, 130 stopped by Ctrl-C.
+    """
+    settings = settings_from(ctx)
+    if not is_shared(journal):
+        raise InputError("--journal must be a postgresql:// URL (a shared journal)")
+    shared_journal = journal
+    check_key(settings)
+    _make_dir(out)
+    stdout = _stdout()
+
+    async def run() -> int:
+        async with connect(settings, requests_per_minute=rpm) as service:
+            report = await run_work(
+                service,
+                journal=shared_journal,
+                name=name,
+                out=out,
+                worker_id=worker_id,
+                lease=lease,
+                max_active_jobs=max_active,
+                console=stdout,
+            )
+        stdout.print(work_summary(report))
+        if report.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED if report.failed else EXIT_OK
+
+    ctx.exit(_run(settings, run))
 
 
 @cli.command(short_help="Follow tasks live until they end.")

@@ -15,12 +15,13 @@ from .._batch import BatchItem, JobStream
 from .._bookkeeping import LeftRunningJob
 from .._exceptions import NotFoundError
 from .._models import JobOutcome
-from ..journal import SQLiteJobStore
+from ..journal import store_for
 from ._display import BatchView, Ticker, format_duration, shown_path, summary_table
 from ._inputs import BatchFile, BatchJob
 from ._interrupt import run_interruptibly
 from ._results import RESULTS_NAME, ResultsFile
 from ._service import Service
+from ._work import is_shared, journal_label
 
 __all__ = ["BatchReport", "Failure", "run_batch"]
 
@@ -42,7 +43,7 @@ class BatchReport:
 
     total: int
     out: Path
-    journal: Path
+    journal: Path | str
     simulated: bool
     succeeded: int = 0
     failed: int = 0
@@ -114,14 +115,16 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
     batch: BatchFile,
     *,
     out: Path,
-    journal: Path,
+    journal: Path | str,
     max_active_jobs: int | None,
     retry_failed: bool = False,
+    name: str = "default",
     console: Console,
 ) -> BatchReport:
     """Submit every job, follow them live, record each as it ends; stop cleanly on Ctrl-C.
 
-    ``out`` must exist.
+    ``out`` must exist. A ``postgresql://`` journal is shared: the file's jobs are added to
+    the batch ``name`` and this process works on it as one worker among any number.
     """
     report = BatchReport(
         total=len(batch.jobs), out=out, journal=journal, simulated=service.simulated
@@ -152,6 +155,7 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
             journal=journal,
             download_to=out,
             retry_failed=retry,
+            batch=name,
         )
         try:
             await read_outcomes(stream, view, results, jobs, forgotten)
@@ -207,7 +211,7 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
                 )
                 # The library keeps a task it could not watch as submitted (it may still be
                 # running, and paid for); these are known to be gone, so they may be retried.
-                async with SQLiteJobStore(journal) as store:
+                async with store_for(journal, batch=name) as store:
                     for _, key in forgotten:
                         if key is not None:
                             await store.mark_failed(key, "forgotten by the simulated service")
@@ -229,7 +233,8 @@ def summary(report: BatchReport) -> list[Table]:
     ]
     if report.replayed:
         rows.append(("ended in earlier runs", f"{report.replayed} (of the above)"))
-    if report.interrupted or report.unfinished:
+    # A shared batch's other jobs are other workers' to finish.
+    if report.interrupted or (report.unfinished and not is_shared(report.journal)):
         rows.append(("not finished", str(report.unfinished)))
     new = report.finished - report.replayed
     per_minute = f"{new / report.elapsed * 60:.1f} jobs/min" if new and report.elapsed else "-"
@@ -238,7 +243,7 @@ def summary(report: BatchReport) -> list[Table]:
         ("throughput", per_minute),
         ("videos", shown_path(report.out)),
         ("results", shown_path(report.results_path)),
-        ("journal", shown_path(report.journal)),
+        ("journal", journal_label(report.journal)),
     ]
     title = "Batch stopped" if report.interrupted else "Batch summary"
     if report.simulated:

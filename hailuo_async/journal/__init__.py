@@ -55,7 +55,7 @@ from ._errors import (
 from ._failures import error_from_record
 from ._keys import MAX_KEY_CHARS, JobKeyer, JobSpec, job_keys, job_specs
 from ._open import store_for
-from ._postgres import PostgresJobStore
+from ._postgres import BatchProgress, PostgresJobStore
 from ._records import JobRecord, JobState, result_from_json, result_to_json
 from ._resume import ResumeAction, ResumeEntry, ResumePlan, classify
 from ._sql import SCHEMA_VERSION
@@ -66,6 +66,7 @@ __all__ = [
     "MAX_KEY_CHARS",
     "SCHEMA_VERSION",
     "BatchJournal",
+    "BatchProgress",
     "InvalidTransitionError",
     "JobConflictError",
     "JobKeyer",

@@ -29,15 +29,28 @@ class BatchJournal:
     :func:`store_for`) or an open :class:`JobStore`.
     """
 
-    def __init__(self, journal: JobStore | str | os.PathLike[str] | None) -> None:
+    def __init__(
+        self,
+        journal: JobStore | str | os.PathLike[str] | None,
+        *,
+        batch: str = "default",
+        worker_id: str | None = None,
+    ) -> None:
         self._store: JobStore | None
         self._owned: SQLiteJobStore | PostgresJobStore | None = None
         if isinstance(journal, (str, os.PathLike)):
-            self._store = self._owned = store_for(journal)
+            self._store = self._owned = store_for(journal, batch=batch)
         else:
             self._store = journal
+        # A worker of a shared batch submits a job only while it holds the job's lease.
+        self.worker_id = worker_id
         self._keyer = JobKeyer()
         self._plan = ResumePlan({})
+
+    @property
+    def store(self) -> JobStore | None:
+        """The journal's store (None without a journal)."""
+        return self._store
 
     @property
     def enabled(self) -> bool:
@@ -87,7 +100,9 @@ class BatchJournal:
 
     def recorder(self, key: str | None) -> _JobRecorder | None:
         """What tells the journal of each POST of the job's submission (None: no journal)."""
-        return None if self._store is None or key is None else _JobRecorder(self._store, key)
+        if self._store is None or key is None:
+            return None
+        return _JobRecorder(self._store, key, self.worker_id)
 
     async def submitted(self, key: str | None, task_id: str) -> None:
         """Durably note the job's task id."""
@@ -130,12 +145,14 @@ class _JobRecorder:
     is found unsent on resume, not unknown.
     """
 
-    def __init__(self, store: JobStore, key: str) -> None:
+    def __init__(self, store: JobStore, key: str, worker_id: str | None) -> None:
         self._store = store
         self._key = key
+        self._worker_id = worker_id
 
     async def before_send(self) -> None:
-        await self._store.mark_submitting(self._key)
+        # With a worker id, LeaseLostError if the lease ran out: the POST is not sent.
+        await self._store.mark_submitting(self._key, worker_id=self._worker_id)
 
     async def not_sent(self) -> None:
         await self._store.mark_unsent(self._key)

@@ -9,7 +9,7 @@ from .._exceptions import InvalidRequestError
 from ._postgres import POSTGRES_SCHEMES, PostgresJobStore
 from ._sqlite import SQLiteJobStore
 
-__all__ = ["store_for"]
+__all__ = ["is_shared_journal", "store_for"]
 
 
 def store_for(
@@ -34,3 +34,10 @@ def store_for(
     if not isinstance(target, (str, os.PathLike)) or not os.fspath(target):
         raise InvalidRequestError("journal", "must be a file path or a postgresql:// URL")
     return SQLiteJobStore(target, batch=batch)
+
+
+def is_shared_journal(journal: object) -> bool:
+    """True for a journal several workers share: a PostgreSQL store or URL."""
+    if isinstance(journal, PostgresJobStore):
+        return True
+    return isinstance(journal, str) and journal.startswith(POSTGRES_SCHEMES)

@@ -250,3 +250,19 @@ RETURNING {_COLUMNS.replace("key, idx", "j.key, j.idx", 1)}"""  # noqa: S608
             " WHERE batch = %(batch)s AND owner = %(worker)s"
         )
         self.release_keys = self.release_all + " AND key = ANY(%(keys)s)"
+        # A worker's batch is done when no job has work left that it does not hold itself.
+        self.work_left = (
+            f"SELECT count(*) FROM {s}.hailuo_jobs"  # noqa: S608
+            " WHERE batch = %(batch)s AND state IN ('recorded', 'submitting', 'submitted')"
+            f" AND NOT (owner IS NOT NULL AND owner = %(worker)s AND lease_until > {_NOW})"
+        )
+        self.live_leases = (
+            f"SELECT owner, count(*) FROM {s}.hailuo_jobs"  # noqa: S608
+            f" WHERE batch = %(batch)s AND owner IS NOT NULL AND lease_until > {_NOW}"
+            " GROUP BY owner ORDER BY owner"
+        )
+        self.finished_since = (
+            f"SELECT count(*) FROM {s}.hailuo_jobs"  # noqa: S608
+            " WHERE batch = %(batch)s AND state IN ('finished', 'failed')"
+            f" AND finished_at > {_NOW} - make_interval(secs => %(window)s)"
+        )

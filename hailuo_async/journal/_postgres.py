@@ -28,6 +28,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
+import attrs
 
 from .._exceptions import InvalidRequestError
 from . import _pg_sql
@@ -48,7 +49,7 @@ from ._sql import to_record
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["POSTGRES_SCHEMES", "PostgresJobStore"]
+__all__ = ["POSTGRES_SCHEMES", "BatchProgress", "PostgresJobStore"]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 T = TypeVar("T")
@@ -71,6 +72,18 @@ def _one_statement(fn: Callable[[_Session], T]) -> Callable[[_Session], T]:
     # A write of one statement needs no BEGIN/COMMIT of its own when it is alone in a group.
     fn.one_statement = True  # type: ignore[attr-defined]
     return fn
+
+
+@attrs.frozen
+class BatchProgress:
+    """Where a shared batch stands: jobs per state, live leases per worker, recent pace."""
+
+    counts: dict[JobState, int]
+    """How many jobs are in each state (zero counts left out)."""
+    workers: dict[str, int]
+    """Each worker holding live leases, and how many."""
+    ended_last_minute: int
+    """Jobs that finished or failed in the last 60 seconds (by the database's clock)."""
 
 
 class _Session:
@@ -507,6 +520,37 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             return session.rowcount(sql, params)
 
         return await self._write(apply)
+
+    async def work_left(self, worker_id: str) -> int:
+        """Jobs with work left (recorded, submitting, submitted) not under this worker's lease.
+
+        Zero means a worker with nothing running is done: every other job has ended.
+        """
+        params = {"batch": self._batch, "worker": worker_id}
+        sql = self._statements.work_left
+
+        def read(session: _Session) -> int:
+            row = session.fetchone(sql, params)
+            return 0 if row is None else int(row[0])
+
+        return await self._read(read)
+
+    async def progress(self) -> BatchProgress:
+        """The batch's counts by state, its workers' live leases and its recent pace."""
+        statements = self._statements
+        params: dict[str, Any] = {"batch": self._batch, "window": 60.0}
+
+        def read(session: _Session) -> BatchProgress:
+            counts = {
+                JobState(state): int(n) for state, n in session.fetchall(statements.counts, params)
+            }
+            workers = {
+                str(owner): int(n) for owner, n in session.fetchall(statements.live_leases, params)
+            }
+            row = session.fetchone(statements.finished_since, params)
+            return BatchProgress(counts, workers, 0 if row is None else int(row[0]))
+
+        return await self._read(read)
 
 
 def _describe(dsn: str, schema: str) -> str:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import random
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 
 import anyio
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
-from pgutil import DSN, admin
+from pgutil import DSN, admin, running
 
 from hailuo_async.journal import JobRecord, JobSpec, JobState, PostgresJobStore
 
@@ -48,16 +48,10 @@ def _posts(schema: str) -> dict[str, list[tuple[str, str]]]:
     return posts
 
 
-@asynccontextmanager
-async def _worker(schema: str, name: str, lease: float, *flags: str) -> AsyncIterator[Process]:
-    command = [sys.executable, str(WORKER), DSN, schema, name, str(lease), *flags]
-    async with await anyio.open_process(command) as process:
-        try:
-            yield process
-        finally:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
+def _worker(
+    schema: str, name: str, lease: float, *flags: str
+) -> AbstractAsyncContextManager[Process]:
+    return running([sys.executable, str(WORKER), DSN, schema, name, str(lease), *flags])
 
 
 async def _until(done: Callable[[], bool]) -> None:

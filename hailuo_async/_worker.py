@@ -1,0 +1,61 @@
+"""A batch worker's settings: who it is, how long its leases last, how many jobs it claims.
+
+With a shared journal (PostgreSQL), ``generate_many`` and ``client.work`` run the batch as
+one worker among any number: instead of reading requests and submitting them itself, the
+batch's producer claims jobs under leases (as places among the active jobs free up), and a
+heartbeat task keeps the leases alive. The rest (submitter, watcher, finishing) is the
+batch's own machinery (:mod:`._batch`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import attrs
+
+from ._exceptions import InvalidRequestError
+
+__all__ = ["WorkerSettings", "default_worker_id"]
+
+
+def default_worker_id() -> str:
+    """A name no other worker has: the host, the process id and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise InvalidRequestError(attribute.name, "must be a positive number")
+
+
+def _check_claim(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequestError(attribute.name, "must be a whole number, 1 or more")
+
+
+def _check_worker_id(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value or not value.isprintable():
+        raise InvalidRequestError(attribute.name, "must be a non-empty printable string")
+
+
+@attrs.frozen(kw_only=True)
+class WorkerSettings:
+    """How one worker takes part in a shared batch.
+
+    ``lease`` seconds: how long a claimed job stays this worker's without a heartbeat (one
+    every ``lease / 3``); a dead worker's jobs are taken over after it. ``claim``: the most
+    jobs claimed at once. ``idle_poll``: seconds between claims when nothing is claimable
+    (jobs other workers hold may come free when their lease runs out).
+    """
+
+    worker_id: str = attrs.field(factory=default_worker_id, validator=_check_worker_id)
+    lease: float = attrs.field(default=30.0, validator=_positive)
+    claim: int = attrs.field(default=10, validator=_check_claim)
+    idle_poll: float = attrs.field(default=1.0, validator=_positive)
+
+    @property
+    def heartbeat_every(self) -> float:
+        """Seconds between heartbeats: three per lease, so one lost beat loses no lease."""
+        return self.lease / 3

@@ -1,0 +1,184 @@
+"""``hailuo work`` joins a shared batch as one more worker; ``hailuo status --journal`` shows it.
+
+A shared batch lives in a PostgreSQL journal (``--journal postgresql://...``) under a name
+(``--name``); ``hailuo batch FILE`` adds a file's jobs to it and works on them, ``hailuo
+work`` only works. The ``--journal`` option takes a file path or such a URL (a click.Path
+would mangle the URL).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TypeGuard
+
+import attrs
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .._models import JobOutcome
+from ..journal import JobState, PostgresJobStore, store_for
+from ..journal._open import is_shared_journal
+from ._display import format_duration, shown_path, summary_table
+from ._interrupt import run_interruptibly
+from ._service import Service
+
+__all__ = [
+    "JournalParam",
+    "WorkReport",
+    "is_shared",
+    "journal_label",
+    "run_work",
+    "show_batch_status",
+]
+
+
+def is_shared(journal: Path | str | None) -> TypeGuard[str]:
+    """True for a journal several workers share: a ``postgresql://`` URL."""
+    return isinstance(journal, str) and is_shared_journal(journal)
+
+
+class JournalParam(click.ParamType[Path | str]):
+    """A journal: a ``postgresql://`` URL kept as text, or a file path."""
+
+    name = "journal"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Path | str:
+        if isinstance(value, Path) or (isinstance(value, str) and is_shared(value)):
+            return value
+        text = str(value)
+        if not text:
+            self.fail("must be a file path or a postgresql:// URL", param, ctx)
+        if Path(text).is_dir():
+            self.fail(f"{text!r} is a directory, not a journal file", param, ctx)
+        return Path(text)
+
+
+def journal_label(journal: Path | str) -> str:
+    """Where the journal is, for people: the path, or the URL without its password."""
+    if isinstance(journal, Path):
+        return shown_path(journal)
+    store = store_for(journal)
+    assert isinstance(store, PostgresJobStore)
+    return store.target
+
+
+@attrs.define
+class WorkReport:
+    """What one worker did."""
+
+    worker_id: str
+    succeeded: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    elapsed: float = 0.0
+
+
+def _outcome_line(outcome: JobOutcome) -> Text:
+    task = outcome.task_id or "not submitted"
+    if outcome.ok:
+        where = shown_path(outcome.path) if outcome.path else "(not downloaded)"
+        return Text.assemble(("✓ ", "green"), (f"{outcome.key}  ", "dim"), f"{task}  → {where}")
+    reason = str(outcome.error) if outcome.error is not None else "failed"
+    return Text.assemble(("✗ ", "red"), (f"{outcome.key}  ", "dim"), f"{task}  ", (reason, "red"))
+
+
+async def run_work(
+    service: Service,
+    *,
+    journal: str,
+    name: str,
+    out: Path,
+    worker_id: str | None,
+    lease: float,
+    max_active_jobs: int | None,
+    console: Console,
+) -> WorkReport:
+    """Work the batch until no job has work left; print each job this worker finishes."""
+    stream = service.client.work(
+        journal,
+        name,
+        download_to=out,
+        worker_id=worker_id,
+        lease=lease,
+        max_active_jobs=max_active_jobs,
+    )
+    report = WorkReport(worker_id=stream.worker_id or "")
+    console.print(
+        Text.assemble(
+            ("hailuo work ", "bold"),
+            f"batch {name!r} in {journal_label(journal)} → {shown_path(out)}  ",
+            (f"worker {report.worker_id}", "dim"),
+        ),
+        soft_wrap=True,
+    )
+    started = time.monotonic()
+
+    async def body() -> None:
+        async with stream as outcomes:
+            async for outcome in outcomes:
+                console.print(_outcome_line(outcome), soft_wrap=True)
+                if outcome.ok:
+                    report.succeeded += 1
+                else:
+                    report.failed += 1
+
+    try:
+        report.interrupted = await run_interruptibly(body)
+    finally:
+        report.elapsed = time.monotonic() - started
+    return report
+
+
+def work_summary(report: WorkReport) -> Table:
+    """The table printed when the worker stops."""
+    done = report.succeeded + report.failed
+    rate = f"{done / report.elapsed * 60:.1f} jobs/min" if done and report.elapsed else "-"
+    title = "Worker stopped" if report.interrupted else "Worker done: the batch has no work left"
+    return summary_table(
+        [
+            ("worker", report.worker_id),
+            ("succeeded", str(report.succeeded)),
+            ("failed", str(report.failed)),
+            ("elapsed", format_duration(report.elapsed)),
+            ("throughput", rate),
+        ],
+        title=title,
+    )
+
+
+_STATE_ORDER = (
+    JobState.RECORDED,
+    JobState.SUBMITTING,
+    JobState.SUBMITTED,
+    JobState.FINISHED,
+    JobState.FAILED,
+    JobState.UNKNOWN,
+)
+
+
+async def show_batch_status(journal: str, name: str, console: Console) -> bool:
+    """Print the batch's counts by state, its workers and its pace; False if it has no job."""
+    async with store_for(journal, batch=name) as store:
+        assert isinstance(store, PostgresJobStore)
+        progress = await store.progress()
+    total = sum(progress.counts.values())
+    rows = [(state.value, str(progress.counts.get(state, 0))) for state in _STATE_ORDER]
+    rows += [
+        ("total", str(total)),
+        ("ended in the last minute", f"{progress.ended_last_minute} jobs/min"),
+    ]
+    console.print(summary_table(rows, title=f"Batch {name!r} in {journal_label(journal)}"))
+    workers = Table(title="Workers holding leases", title_justify="left")
+    workers.add_column("worker")
+    workers.add_column("jobs held", justify="right")
+    for worker, held in progress.workers.items():
+        workers.add_row(worker, str(held))
+    if not progress.workers:
+        workers.add_row("(none)", "0")
+    console.print(workers)
+    return total > 0
