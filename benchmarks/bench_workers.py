@@ -8,9 +8,9 @@ RPM / 2)`` jobs per service minute (each job needs at least one POST and one GET
 
 Limits: without ``--shared`` each process has its own client limits, the account's divided
 by N (``requests_per_minute = RPM / N``, ``max_active_jobs = max(1, ACTIVE_CAP // N)``): the
-baseline that needs no coordination. With ``--shared`` every process gives its client
-``SharedState`` built from one :class:`hailuo_async.postgres.SharedAccountLimits` (the
-account's full limits, shared through PostgreSQL).
+baseline that needs no coordination. With ``--shared`` every process's client takes the
+account's full limits and ``coordination=Coordination(dsn)``: the limits are shared through
+PostgreSQL.
 
 Reported per N: jobs per service minute (first submission to last end, from the journal's
 own timestamps, so process start-up is not counted) over the ceiling; 429s per 1,000 jobs;
@@ -68,28 +68,19 @@ async def _work_async(
 ) -> dict[str, Any]:
     from contextlib import AsyncExitStack
 
-    from hailuo_async import HailuoClient, Limits, PollPolicy, SharedState
+    from hailuo_async import Coordination, HailuoClient, Limits, PollPolicy
     from hailuo_async.journal import PostgresJobStore
 
     window = 60.0 * TIME_SCALE
     options: dict[str, Any] = {"poll_policy": PollPolicy().scaled(TIME_SCALE)}
     async with AsyncExitStack() as stack:
         if shared:
-            from hailuo_async.postgres import SharedAccountLimits
-
-            limits = await stack.enter_async_context(
-                SharedAccountLimits(
-                    dsn,
-                    api_key=api_key,
-                    schema=schema,
-                    requests_per_minute=RPM,
-                    max_active_jobs=ACTIVE_CAP,
-                    rate_window=window,
-                    # Asking again for places other processes gave back, on the fake's clock.
-                    wait_poll_interval=0.5 * TIME_SCALE,
-                )
+            # The client opens the coordination: limits shared through PostgreSQL, per the
+            # fake's scaled rate window (Limits.rate_window), the account's full limits.
+            options["limits"] = Limits(
+                requests_per_minute=RPM, max_active_jobs=ACTIVE_CAP, rate_window=window
             )
-            options["state"] = SharedState(limiter=limits.requests, active_jobs=limits.active_jobs)
+            options["coordination"] = Coordination(dsn, schema=schema)
         else:
             options["limits"] = Limits(
                 requests_per_minute=RPM / workers,
@@ -239,7 +230,7 @@ def run(*, quick: bool = False, shared: bool = False) -> ScenarioResult:
         rows,
     )
     limits = (
-        "one SharedAccountLimits through PostgreSQL"
+        "the account's, shared through PostgreSQL (HailuoClient(coordination=...))"
         if shared
         else "each process its own client limits, the account's / N"
     )
@@ -259,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--shared",
         action="store_true",
-        help="share the account's limits through PostgreSQL (SharedAccountLimits)",
+        help="share the account's limits through PostgreSQL (coordination=)",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
