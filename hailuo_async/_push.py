@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import anyio
 import attrs
 
+from ._decoding import json_type
 from ._exceptions import HailuoError, InvalidRequestError, WebhookError
 from ._models import TaskResult, TaskStatus
 from ._task_ids import task_id_problem
@@ -204,7 +205,7 @@ def parse_webhook(body: bytes | str | Mapping[str, Any]) -> WebhookEvent:
     else:
         raise WebhookError("body", f"must be bytes, text or a mapping, not {type(body).__name__}")
     if not isinstance(data, Mapping):
-        raise WebhookError("body", f"must be a JSON object, not {_kind(data)}")
+        raise WebhookError("body", f"must be a JSON object, not {json_type(data)}")
     event_type = data.get("event_type")
     if not isinstance(event_type, str) or not event_type:
         raise WebhookError("event_type", "must be a non-empty string")
@@ -212,10 +213,10 @@ def parse_webhook(body: bytes | str | Mapping[str, Any]) -> WebhookEvent:
         return WebhookEvent(event_type=event_type[:200])
     payload = data.get("payload")
     if not isinstance(payload, Mapping):
-        raise WebhookError("payload", f"must be an object, not {_kind(payload)}")
+        raise WebhookError("payload", f"must be an object, not {json_type(payload)}")
     task = payload.get("task")
     if not isinstance(task, Mapping):
-        raise WebhookError("payload.task", f"must be an object, not {_kind(task)}")
+        raise WebhookError("payload.task", f"must be an object, not {json_type(task)}")
     task_id = task.get("task_id")
     problem = task_id_problem(task_id)
     if problem is not None:
@@ -223,24 +224,10 @@ def parse_webhook(body: bytes | str | Mapping[str, Any]) -> WebhookEvent:
     assert isinstance(task_id, str)
     status = task.get("status", "")
     if not isinstance(status, str):
-        raise WebhookError("payload.task.status", f"must be a string, not {_kind(status)}")
+        raise WebhookError("payload.task.status", f"must be a string, not {json_type(status)}")
     return WebhookEvent(
         event_type=event_type, task_id=task_id, status=TaskStatus.parse(status), payload=payload
     )
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
 
 
 class PushSubscriber(Protocol):

@@ -21,6 +21,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @asynccontextmanager
+async def serve_app(app: web.Application, *, shutdown_timeout: float = 0.2) -> AsyncIterator[str]:
+    """Run ``app`` on a free loopback port; yield its base URL, and clean it up after."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
 async def serve(handler: Handler) -> AsyncIterator[str]:
     """Run a tiny aiohttp app answering every path with ``handler``; yield its base URL."""
 
@@ -29,14 +42,8 @@ async def serve(handler: Handler) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 def client_for(url: str, *, api_key: str, **kwargs: Any) -> HailuoClient:

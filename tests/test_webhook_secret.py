@@ -13,7 +13,7 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
-from clientutil import make_client
+from clientutil import make_client, serve_app
 
 from hailuo_async import HailuoClient, InvalidRequestError, TaskResult, TaskStatus, VideoRequest
 from hailuo_async.testing import FakeHailuoServer, Fixed
@@ -48,14 +48,8 @@ async def aiohttp_receiver(client: HailuoClient, secret: WebhookSecret) -> Async
     app = web.Application()
     app.router.add_post("/hailuo/webhook/{secret}", hook)
     app.cleanup_ctx.append(hook.cleanup_ctx)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app, shutdown_timeout=0.1) as url:
+        yield url
 
 
 def test_the_secret_is_checked_and_never_shown() -> None:

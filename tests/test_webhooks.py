@@ -15,6 +15,7 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
+from clientutil import serve_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -430,14 +431,8 @@ async def receiver(client: HailuoClient) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post(HOOK_PATH, hook)
     app.cleanup_ctx.append(hook.cleanup_ctx)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}{HOOK_PATH}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app, shutdown_timeout=0.1) as url:
+        yield f"{url}{HOOK_PATH}"
     assert hook.receiver.pending == 0
 
 

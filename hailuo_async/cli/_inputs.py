@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import attrs
 
+from .._decoding import json_type
 from .._exceptions import InvalidRequestError
 from .._models import VideoRequest
 from ._errors import describe
@@ -185,7 +186,7 @@ def _parse_jsonl_line(number: int, line: str, *, base: Path) -> BatchJob:
     except RecursionError:
         raise _LineError("not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
-        raise _LineError(f"expected a JSON object, got {_json_type(data)}")
+        raise _LineError(f"expected a JSON object, got {json_type(data)}")
     fields = dict(data)
     key = fields.pop(KEY_FIELD, None)
     if key is not None:
@@ -221,15 +222,3 @@ def _unknown_field(name: str) -> str:
     if close:
         return f"{message} (did you mean {close[0]!r}?)"
     return f"{message} (allowed: {', '.join((*REQUEST_FIELDS, KEY_FIELD))})"
-
-
-def _json_type(value: object) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "null"

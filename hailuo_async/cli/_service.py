@@ -202,18 +202,16 @@ async def connect(
     options: dict[str, Any] = {}
     if settings.max_retries is not None:
         options["max_retries"] = settings.max_retries
-    if scale != 1.0:
-        options["poll_policy"] = PollPolicy().scaled(scale)
-    options["limits"] = Limits(
-        requests_per_minute=requests_per_minute,
-        max_active_jobs=max_active_jobs,
-        rate_window=60.0 * scale,
-    )
+    limits = Limits(requests_per_minute=requests_per_minute, max_active_jobs=max_active_jobs)
     if settings.simulate:
         fake = FakeHailuoServer(time_scale=scale, failure_rate=settings.simulate_failure_rate)
-        async with fake, fake.client(**options) as client:  # paced to the fake's time scale
+        # fake.client() paces the polls and the rate window to the fake's time scale.
+        async with fake, fake.client(limits=limits, **options) as client:
             yield Service(client=client, simulated=True, time_scale=scale)
         return
+    if scale != 1.0:
+        options["poll_policy"] = PollPolicy().scaled(scale)
+    options["limits"] = attrs.evolve(limits, rate_window=60.0 * scale)
     client = HailuoClient(
         settings.api_key,
         base_url=settings.base_url,

@@ -9,15 +9,15 @@ import os
 import re
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import attrs
 import pytest
-from aiohttp import web
+from clientutil import serve
 
 try:
     import psutil  # type: ignore[import-untyped, unused-ignore]
@@ -223,21 +223,3 @@ async def wait_for_no_sockets(*urls: str, within: float = 2.0) -> int:
         while sockets_to(*urls):  # noqa: ASYNC110 (the OS is polled: no event to wait on)
             await anyio.sleep(0.01)
     return sockets_to(*urls)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[str]:
-    """A tiny aiohttp app answering every path with ``handler``; yields its base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
