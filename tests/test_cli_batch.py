@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from click.testing import CliRunner
 from rich.text import Text
@@ -28,12 +29,13 @@ from test_cli import (
 
 from hailuo_async import VideoRequest
 from hailuo_async._batch import BatchCounts
-from hailuo_async.cli import _app
+from hailuo_async.cli import _app, _batch_run
 from hailuo_async.cli._app import cli
 from hailuo_async.cli._display import BatchView
 from hailuo_async.cli._inputs import load_batch
 from hailuo_async.cli._pricing import ESTIMATED_PRICE_PER_JOB_USD, estimate
-from hailuo_async.testing import Uniform
+from hailuo_async.journal import JobState, SQLiteJobStore, job_specs
+from hailuo_async.testing import FakeHailuoServer, Uniform
 
 README_MAIN_COMMAND = "hailuo batch examples/prompts.txt --simulate --out videos/"
 REPO = Path(__file__).resolve().parent.parent
@@ -459,3 +461,50 @@ def test_simulated_batch_resumes_after_ctrl_c(tmp_path: Path) -> None:
     records = results(tmp_path / "videos")
     assert sorted(record["line"] for record in records) == list(range(1, 9))
     assert len(list((tmp_path / "videos").glob("*.mp4"))) == 8
+
+
+async def _stop_like_ctrl_c(batch_file: Path, journal: Path) -> list[str]:
+    """Leave the journal as a simulated run stopped by Ctrl-C can: job 1 finished but not
+    downloaded, job 2 forgotten (marked failed) but not submitted again, job 3 running;
+    return their task ids. The simulated service, and the videos it kept, then go away.
+    """
+    jobs = load_batch(batch_file).jobs
+    specs = job_specs([job.request for job in jobs], [job.key for job in jobs])
+    fake = FakeHailuoServer(time_scale=float(FAST))
+    async with fake, fake.client() as client, SQLiteJobStore(journal) as store:
+        await store.record(specs)
+        task_ids = []
+        for spec, job in zip(specs[:3], jobs[:3], strict=True):
+            await store.mark_submitting(spec.key)
+            task_ids.append(await client.submit(job.request))
+            await store.mark_submitted(spec.key, task_ids[-1])
+        await store.mark_finished(specs[0].key, await client.wait(task_ids[0]))
+        await store.mark_failed(specs[1].key, _batch_run.FORGOTTEN)
+    return task_ids
+
+
+def test_simulated_resume_submits_again_a_job_finished_but_not_downloaded(
+    tmp_path: Path,
+) -> None:
+    """A simulated rerun submits again what only an earlier, gone simulator knew, never failing."""
+    (tmp_path / "p.txt").write_text("".join(f"prompt {i}\n" for i in range(4)))
+    journal = tmp_path / "videos" / "journal-simulated.sqlite"
+    journal.parent.mkdir()
+    old_ids = anyio.run(_stop_like_ctrl_c, tmp_path / "p.txt", journal)
+
+    resumed = invoke("batch", "p.txt", "--simulate", "--time-scale", FAST, "--max-active", "2")
+
+    assert resumed.exit_code == 0, resumed.output
+    assert "3 job(s) were running on the simulated service of an earlier run" in resumed.stdout
+    records = sorted(results(tmp_path / "videos"), key=lambda record: record["line"])
+    assert [record["status"] for record in records] == ["succeeded"] * 4
+    # Every job ran on this run's simulator: none kept a task id of the one that is gone.
+    assert not {record["task_id"] for record in records} & set(old_ids)
+    for record in records:
+        assert_mp4(Path(record["file"]))
+
+    async def states() -> list[JobState]:
+        async with SQLiteJobStore(journal) as store:
+            return [record.state for record in (await store.get_many()).values()]
+
+    assert anyio.run(states) == [JobState.FINISHED] * 4

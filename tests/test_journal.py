@@ -239,13 +239,14 @@ _ACTIONS: dict[str, Callable[[JobStore], Awaitable[object]]] = {
     "finished": lambda s: s.mark_finished("job-0", _result("t")),
     "failed": lambda s: s.mark_failed("job-0", "boom"),
     "downloaded": lambda s: s.mark_downloaded("job-0", "v.mp4"),
+    "result_lost": lambda s: _concrete(s).mark_result_lost("job-0", "gone"),
 }
 # state -> action -> the state it leads to; an action missing here is refused.
 _ALLOWED: dict[str, dict[str, str]] = {
     "recorded": {"submitting": "submitting", "failed": "failed"},
     "submitting": {"submitted": "submitted", "unknown": "unknown", "failed": "failed"},
     "submitted": {"submitted": "submitted", "finished": "finished", "failed": "failed"},
-    "finished": {"finished": "finished", "downloaded": "finished"},
+    "finished": {"finished": "finished", "downloaded": "finished", "result_lost": "failed"},
     "failed": {"submitting": "submitting", "failed": "failed"},
     "unknown": {
         "submitting": "submitting",
@@ -283,6 +284,41 @@ async def test_transition_matrix(open_store: OpenStore, state: str, action: str)
         else:
             await _ACTIONS[action](store)
             assert (await _state(store, "job-0")).value == target
+
+
+def _concrete(store: JobStore) -> SQLiteJobStore | PostgresJobStore:
+    assert isinstance(store, (SQLiteJobStore, PostgresJobStore))
+    return store
+
+
+async def test_a_lost_result_may_be_retried_but_a_saved_video_is_kept(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    """mark_result_lost fails a finished job never downloaded (to retry), never a saved one."""
+    async with open_store() as store:
+        await store.record(_specs(2))
+        for key in ("job-0", "job-1"):
+            await store.mark_submitting(key)
+            await store.mark_submitted(key, f"task-{key}")
+            await store.mark_finished(key, _result(f"task-{key}"))
+        await store.mark_downloaded("job-1", tmp_path / "saved.mp4")
+        await store.mark_result_lost("job-0", "its storage is gone")
+        with pytest.raises(InvalidTransitionError, match="is finished"):
+            await store.mark_result_lost("job-1", "its storage is gone")
+        lost = await store.get("job-0")
+        plan = await store.resume(retry_failed=True)
+        assert await store.mark_submitting("job-0") == 2
+        kept = await store.get("job-1")
+    assert lost is not None
+    assert (lost.state, lost.error, lost.task_id) == (
+        JobState.FAILED,
+        "its storage is gone",
+        "task-job-0",
+    )
+    assert plan["job-0"].action is ResumeAction.SUBMIT
+    assert plan["job-1"].action is ResumeAction.FINISHED
+    assert kept is not None
+    assert kept.state is JobState.FINISHED
 
 
 async def test_a_task_id_never_changes_silently(open_store: OpenStore) -> None:

@@ -15,7 +15,7 @@ from .._batch import BatchItem, JobStream
 from .._bookkeeping import LeftRunningJob
 from .._exceptions import NotFoundError
 from .._models import JobOutcome
-from ..journal import store_for
+from ..journal import JobKeyer, JobState, store_for
 from ._display import BatchView, Ticker, format_duration, shown_path, summary_table
 from ._inputs import BatchFile, BatchJob
 from ._interrupt import run_interruptibly
@@ -26,6 +26,8 @@ from ._work import is_shared, journal_label
 __all__ = ["BatchReport", "Failure", "run_batch"]
 
 _MAX_FAILURES_SHOWN = 20
+FORGOTTEN = "forgotten by the simulated service"
+"""Why a simulated job was failed in the journal: its service, of an earlier run, is gone."""
 
 
 @attrs.frozen
@@ -196,10 +198,20 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
 
     async def body() -> None:
         with ResultsFile(out / RESULTS_NAME) as results:
-            jobs = [(job, job.key) for job in batch.jobs]
+            jobs: list[tuple[BatchJob, str | None]] = [(job, job.key) for job in batch.jobs]
+            lost: list[tuple[BatchJob, str | None]] = []
+            if service.simulated and not is_shared(journal):
+                jobs, lost = await _split_lost(batch, journal, name)
             forgotten = await run_pass(results, jobs, retry=retry_failed)
             if forgotten:
-                # Keys as the journal gave them, so each names its own job in a smaller batch.
+                # The library keeps a task it could not watch as submitted (it may still be
+                # running, and paid for); these are known to be gone, so they may be retried.
+                async with store_for(journal, batch=name) as store:
+                    for _, key in forgotten:
+                        if key is not None:
+                            await store.mark_failed(key, FORGOTTEN)
+            forgotten += lost
+            if forgotten:
                 console.print(
                     Text(
                         f"{len(forgotten)} job(s) were running on the simulated service of "
@@ -209,12 +221,6 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
                     ),
                     soft_wrap=True,
                 )
-                # The library keeps a task it could not watch as submitted (it may still be
-                # running, and paid for); these are known to be gone, so they may be retried.
-                async with store_for(journal, batch=name) as store:
-                    for _, key in forgotten:
-                        if key is not None:
-                            await store.mark_failed(key, "forgotten by the simulated service")
                 await run_pass(results, forgotten, retry=True)
 
     try:
@@ -222,6 +228,37 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
     finally:
         report.elapsed = time.monotonic() - started
     return report
+
+
+async def _split_lost(
+    batch: BatchFile, journal: Path | str, name: str
+) -> tuple[list[tuple[BatchJob, str | None]], list[tuple[BatchJob, str | None]]]:
+    """The jobs to run, and apart those whose result an earlier run's simulated service kept.
+
+    Each run of --simulate starts a simulated service of its own, and its tasks and videos
+    go when it stops. A job it finished whose video was not saved yet (Ctrl-C came between
+    the two) cannot be downloaded any more, and one an earlier run found forgotten may not
+    have been submitted again before that run stopped too: both are submitted again. Every
+    job gets the key the journal knows it by, so that setting some apart renames none.
+    """
+    keyer = JobKeyer()
+    specs = [keyer.spec(job.request, job.key) for job in batch.jobs]
+    kept: list[tuple[BatchJob, str | None]] = []
+    lost: list[tuple[BatchJob, str | None]] = []
+    async with store_for(journal, batch=name) as store:
+        records = await store.get_many(spec.key for spec in specs)
+        for job, spec in zip(batch.jobs, specs, strict=True):
+            record = records.get(spec.key)
+            if record is None or record.fingerprint != spec.fingerprint:
+                kept.append((job, spec.key))  # new, or a conflict the batch reports
+            elif record.state is JobState.FINISHED and record.path is None:
+                await store.mark_result_lost(spec.key, FORGOTTEN)
+                lost.append((job, spec.key))
+            elif record.state is JobState.FAILED and record.error == FORGOTTEN:
+                lost.append((job, spec.key))
+            else:
+                kept.append((job, spec.key))
+    return kept, lost
 
 
 def summary(report: BatchReport) -> list[Table]:

@@ -37,6 +37,7 @@ class TransitionStatements(Protocol):
     FINISHED: str
     FAILED: str
     DOWNLOADED: str
+    RESULT_LOST: str
 
 
 @attrs.frozen
@@ -183,6 +184,15 @@ class GroupCommittedStore(abc.ABC, Generic[C]):
         message, error_type, error_fields = encode_error(error, error_type)
         params = {"error": message, "error_type": error_type, "error_fields": error_fields}
         await self._transition(key, "failed", self._sql.FAILED, params)
+
+    async def mark_result_lost(self, key: str, reason: str) -> None:
+        """Note that a finished job's video was never saved and can no longer be fetched.
+
+        From FINISHED without a saved path to FAILED with ``reason``, so that a run with
+        ``retry_failed`` submits it again (a new job, paid for again on a real service). For
+        results that are gone for good: a URL that has only expired is renewed by a download.
+        """
+        await self._transition(key, "failed", self._sql.RESULT_LOST, {"error": reason})
 
     @abc.abstractmethod
     async def _interrupt_and_read(self) -> Mapping[str, JobRecord]: ...

@@ -210,6 +210,12 @@ FROM (SELECT 1) AS one LEFT JOIN before b ON true"""  # noqa: S608
             f" finished_at = {_NOW}",
             "state <> 'finished'",
         ).format(s=s)
+        # A retry after a lost connection finds the job already failed: the first try landed.
+        self.RESULT_LOST = _transition(
+            "state = 'failed', error = %(error)s, error_type = NULL, error_fields = NULL,"
+            " owner = NULL, lease_until = NULL",
+            "(state = 'finished' AND path IS NULL) OR (%(replaying)s AND state = 'failed')",
+        ).format(s=s)
         self.DOWNLOADED = _transition(
             f"path = %(path)s, downloaded_at = {_NOW}", "state = 'finished'"
         ).format(s=s)

@@ -23,6 +23,7 @@ __all__ = [
     "LEASE_EXPIRED",
     "RELEASE_ALL",
     "RELEASE_ONE",
+    "RESULT_LOST",
     "SCHEMA",
     "SCHEMA_VERSION",
     "SELECT_ONE",
@@ -115,6 +116,13 @@ UPDATE hailuo_jobs SET state = 'failed', error = :error, error_type = :error_typ
     error_fields = :error_fields, owner = NULL, lease_until = NULL, finished_at = :now,
     updated_at = :now
 WHERE batch = :batch AND key = :key AND state != 'finished'
+"""
+# The finished job's video was never saved and can no longer be fetched: failed, so that a
+# retry may submit it again. A saved video is kept: that job is done.
+RESULT_LOST = """
+UPDATE hailuo_jobs SET state = 'failed', error = :error, error_type = NULL, error_fields = NULL,
+    owner = NULL, lease_until = NULL, updated_at = :now
+WHERE batch = :batch AND key = :key AND state = 'finished' AND path IS NULL
 """
 DOWNLOADED = """
 UPDATE hailuo_jobs SET path = :path, downloaded_at = :now, updated_at = :now
