@@ -382,7 +382,8 @@ class HailuoClient:
         ``journal`` (a SQLite file path, or an open :class:`~hailuo_async.journal.JobStore`)
         makes the batch durable and resumable: run it again and finished jobs are skipped,
         submitted ones watched again, none paid twice; ``retry_failed`` submits failed ones
-        again. ``download_to`` downloads each video into that folder as its job ends.
+        again. ``download_to`` downloads each video into that folder as its job ends (always
+        a folder, whatever its name; created if missing).
         Use it as ``async with client.generate_many(...) as outcomes``.
 
         A ``postgresql://`` journal (or an open :class:`~hailuo_async.journal.PostgresJobStore`)
@@ -479,6 +480,12 @@ class HailuoClient:
             or max_active_jobs < 1
         ):
             raise InvalidRequestError("max_active_jobs", "must be a whole number, 1 or more")
+        if (
+            download_to is not None
+            and Path(download_to).exists()
+            and not Path(download_to).is_dir()
+        ):
+            raise InvalidRequestError("download_to", "names a file; it must be a folder")
         active_jobs = (
             self._state.active_jobs
             if max_active_jobs is None
@@ -512,9 +519,12 @@ class HailuoClient:
     ) -> Path:
         """Download a finished task's video to ``dest`` (a file, or a folder to name it in).
 
-        The file appears complete or not at all; the storage host never gets the API key;
-        an expired URL is renewed by polling the task again. ``verify`` checks the MP4
-        structure. Raises :class:`DownloadError`.
+        ``dest`` is a folder when it is an existing folder, ends in a separator, or has no
+        suffix (``"videos"``, ``"out/clips/"``): the file is then named after the task id.
+        A name with a suffix (``"clip.mp4"``) is the file itself, replaced if it exists.
+        Missing folders are created. The file appears complete or not at all; the storage
+        host never gets the API key; an expired URL is renewed by polling the task again.
+        ``verify`` checks the MP4 structure. Raises :class:`DownloadError`.
         """
         return await download_video(
             self._transport.session,

@@ -38,6 +38,7 @@ __all__ = [
     "DownloadProgress",
     "RefreshResult",
     "download_video",
+    "is_folder_destination",
     "mp4_problem",
     "safe_filename",
     "sweep_partial_downloads",
@@ -125,17 +126,38 @@ def safe_filename(stem: str, extension: str = "mp4") -> str:
     return f"{cleaned}.{suffix.lower()}"
 
 
+def is_folder_destination(dest: str | os.PathLike[str]) -> bool:
+    """True when ``dest`` names a folder to save videos in, False when it names the file.
+
+    An existing folder is a folder; otherwise the form decides: a path that ends in a
+    separator, or whose last part has no suffix (``videos``, ``out/clips``), is a folder, and
+    one with a suffix (``clip.mp4``) is a file. So a name never turns into a file by accident
+    when its folder does not exist yet.
+    """
+    text = os.fspath(dest)
+    separators = tuple(sep for sep in (os.sep, os.altsep, "/") if sep)
+    path = Path(text)
+    return path.is_dir() or text.endswith(separators) or not path.suffix
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DownloadError(f"{os.fspath(folder)!r} exists and is not a folder") from None
+    except OSError as exc:
+        raise DownloadError(f"could not create the folder {os.fspath(folder)!r}: {exc}") from exc
+
+
 def _destination(dest: str | os.PathLike[str], task_id: str | None, video: Video) -> Path:
     path = Path(dest)
-    if path.is_dir():
+    if is_folder_destination(dest):
+        _make_folder(path)
         stem = task_id
         if stem is None:
             stem = Path(urlsplit(video.url).path).stem or "video"
         return path / safe_filename(stem, video.video_type or "mp4")
-    if os.fspath(dest).endswith(("/", os.sep)):
-        raise DownloadError(f"the directory {os.fspath(dest)!r} does not exist")
-    if not path.parent.is_dir():
-        raise DownloadError(f"the directory {os.fspath(path.parent)!r} does not exist")
+    _make_folder(path.parent)
     return path
 
 
@@ -475,8 +497,10 @@ async def download_video(
 ) -> Path:
     """Download a task's video to ``dest`` and return the file's path.
 
-    ``dest`` is a file path, or an existing directory (the file is then named after the task
-    id, made safe). Connection errors, 5xx answers and bodies cut short are retried up to
+    ``dest`` is a folder (the file is then named after the task id, made safe) or a file, as
+    :func:`is_folder_destination` says: an existing folder, a path ending in a separator or
+    a name without a suffix is a folder; a name with a suffix is a file. Missing folders are
+    created. Connection errors, 5xx answers and bodies cut short are retried up to
     ``max_retries`` times with the policy's capped backoff. A URL that has expired (by its
     ``expires_at`` or by a 403) is replaced through ``refresh(task_id)``, at most
     ``max_refreshes`` times. Bodies over ``max_bytes`` are refused. With ``verify``, an MP4

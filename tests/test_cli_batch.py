@@ -508,3 +508,18 @@ def test_simulated_resume_submits_again_a_job_finished_but_not_downloaded(
             return [record.state for record in (await store.get_many()).values()]
 
     assert anyio.run(states) == [JobState.FINISHED] * 4
+
+
+def test_out_is_a_folder_whatever_its_name(tmp_path: Path) -> None:
+    """--out names a folder (made if missing, even with a suffix); a file there is refused."""
+    (tmp_path / "p.txt").write_text("a kite\n")
+    made = invoke("batch", "p.txt", "--simulate", "--time-scale", FAST, "--out", "out.v2")
+    assert made.exit_code == 0, made.output
+    [record] = results(tmp_path / "out.v2")
+    assert Path(record["file"]).parent.resolve() == (tmp_path / "out.v2").resolve()
+    assert_mp4(Path(record["file"]))
+    (tmp_path / "taken").write_text("mine")
+    refused = invoke("batch", "p.txt", "--simulate", "--out", "taken")
+    assert refused.exit_code == 2, refused.output
+    assert "Directory 'taken' is a file" in refused.output
+    assert (tmp_path / "taken").read_text() == "mine"

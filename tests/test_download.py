@@ -19,6 +19,7 @@ from yarl import URL
 from hailuo_async import (
     DownloadError,
     HailuoClient,
+    InvalidRequestError,
     NotFoundError,
     PollPolicy,
     RetryPolicy,
@@ -27,7 +28,13 @@ from hailuo_async import (
     Video,
     VideoRequest,
 )
-from hailuo_async._download import MAX_NAME_CHARS, download_video, mp4_problem, safe_filename
+from hailuo_async._download import (
+    MAX_NAME_CHARS,
+    download_video,
+    is_folder_destination,
+    mp4_problem,
+    safe_filename,
+)
 from hailuo_async.testing import FakeHailuoServer, Fixed, StorageFaults, sample_video
 
 pytestmark = pytest.mark.anyio
@@ -496,17 +503,71 @@ async def test_a_hostile_task_id_stays_in_the_directory(tmp_path: Path, origin: 
 
 
 async def test_bad_destinations_and_sources_are_refused(tmp_path: Path) -> None:
-    """A missing directory or a task without a video fails before any request."""
+    """A file where a folder is meant, or a task without a video, fails before any request."""
     video = Video(url="http://127.0.0.1:9/never.mp4")
     failed = TaskResult(task_id="t", status=TaskStatus.FAILED, reason="moderation")
+    (tmp_path / "videos").write_bytes(b"not a folder")
     async with aiohttp.ClientSession() as session:
-        with pytest.raises(DownloadError, match="does not exist"):
-            await download_video(session, video, tmp_path / "nope" / "x.mp4", task_id="t")
-        with pytest.raises(DownloadError, match="does not exist"):
-            await download_video(session, video, f"{tmp_path}/nope/", task_id="t")
+        for dest in (tmp_path / "videos", f"{tmp_path}/videos/", tmp_path / "videos" / "x.mp4"):
+            with pytest.raises(DownloadError, match="exists and is not a folder"):
+                await download_video(session, video, dest, task_id="t")
         with pytest.raises(DownloadError, match="has no video"):
-            await download_video(session, failed, tmp_path)
-    assert _files(tmp_path) == []
+            await download_video(session, failed, tmp_path / "new")
+    assert _files(tmp_path) == ["videos"]
+    assert (tmp_path / "videos").read_bytes() == b"not a folder"
+
+
+@pytest.mark.parametrize(
+    ("dest", "folder"),
+    [
+        ("videos", True),
+        ("out/clips", True),
+        ("videos/", True),
+        ("out.v2/", True),
+        (".cache", True),
+        ("clip.mp4", False),
+        ("out/clip.mov", False),
+        ("existing.v2", True),
+        ("existing.v2/clip.mp4", False),
+    ],
+)
+def test_a_destination_is_a_folder_by_kind_or_by_form(
+    tmp_path: Path, dest: str, folder: bool
+) -> None:
+    """An existing folder, a trailing separator or a name without suffix is a folder."""
+    (tmp_path / "existing.v2").mkdir()
+    assert is_folder_destination(f"{tmp_path}/{dest}") is folder
+
+
+async def test_client_download_creates_the_folder_a_name_means(tmp_path: Path) -> None:
+    """download(result, "videos") saves videos/<task>.mp4, making the folder; clip.mp4 is a file."""
+    async with _finished() as (server, client, result):
+        into_new = await client.download(result, tmp_path / "videos")
+        into_nested = await client.download(result, f"{tmp_path}/out/clips/")
+        as_file = await client.download(result, tmp_path / "new" / "clip.mp4")
+        assert server.stats.storage_downloads == 3
+    assert into_new == tmp_path / "videos" / f"{result.task_id}.mp4"
+    assert into_nested == tmp_path / "out" / "clips" / f"{result.task_id}.mp4"
+    assert as_file == tmp_path / "new" / "clip.mp4"
+    for path in (into_new, into_nested, as_file):
+        assert path.read_bytes() == sample_video()
+        assert _files(path.parent) == [path.name]
+
+
+async def test_batch_download_to_is_a_folder_whatever_its_name(tmp_path: Path) -> None:
+    """generate_many saves into download_to as a folder (made if missing), never onto a file."""
+    async with _finished() as (_, client, _result):
+        async with client.generate_many(
+            [VideoRequest(prompt="a kite")], download_to=tmp_path / "out.v2"
+        ) as outcomes:
+            [outcome] = [outcome async for outcome in outcomes]
+        (tmp_path / "taken").write_bytes(b"a file")
+        with pytest.raises(InvalidRequestError, match="download_to"):
+            client.generate_many([VideoRequest(prompt="a kite")], download_to=tmp_path / "taken")
+    assert outcome.ok
+    assert outcome.path == str(tmp_path / "out.v2" / f"{outcome.task_id}.mp4")
+    assert Path(outcome.path).read_bytes() == sample_video()
+    assert (tmp_path / "taken").read_bytes() == b"a file"
 
 
 @pytest.mark.parametrize(
