@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
 import pytest
@@ -18,6 +18,7 @@ from hailuo_async import (
     TaskFailedError,
     VideoRequest,
 )
+from hailuo_async._batch import JobStream
 from hailuo_async._limits import RequestKind
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 
@@ -267,3 +268,38 @@ async def test_a_wrong_key_ends_the_batch_with_authentication_error(
                     assert isinstance(outcome.error, AuthenticationError)
     assert server.stats.submissions_accepted == 0
     assert server.stats.submission_attempts <= 5
+
+
+async def test_a_failed_submission_waiting_for_room_is_yielded_before_the_stream_closes() -> None:
+    """A refused job's outcome, queued behind another while the reader waits, is not lost.
+
+    The interleaving the fault soak met by chance, forced: job B ends and its outcome waits
+    for the reader (the stream holds none), then job A is refused (413) and its outcome waits
+    behind B's. Taking B's outcome then ends the batch's last running job; the stream must
+    stay open until A's outcome is taken too.
+    """
+    small = VideoRequest(prompt="B: a short prompt")
+    refused = VideoRequest(prompt="A: " + "too long for the fake's body limit " * 40)
+    async with (
+        FakeHailuoServer(time_scale=SCALE, job_duration=Fixed(10), max_body_bytes=1024) as fake,
+        make_client(fake) as client,
+    ):
+        stream = client.generate_many(_after_first_outcome_waits(small, refused, lambda: stream))
+        async with stream as outcomes:
+            # Both outcomes wait for the reader: B's handed to the stream, A's behind it.
+            while stream.counts.done < 2:  # noqa: ASYNC110 - the batch has no event for it
+                await anyio.sleep(0.01)
+            got = [outcome async for outcome in outcomes]
+    assert [(outcome.request, outcome.ok) for outcome in got] == [(small, True), (refused, False)]
+    assert fake.stats.submissions_accepted == 1
+    assert fake.stats.rejected_by_field
+
+
+async def _after_first_outcome_waits(
+    first: VideoRequest, second: VideoRequest, stream: Callable[[], JobStream]
+) -> AsyncIterator[VideoRequest]:
+    """``first``, then ``second`` once the first job's outcome waits for the reader."""
+    yield first
+    while stream().counts.succeeded < 1:  # noqa: ASYNC110 - the batch has no event for it
+        await anyio.sleep(0.01)
+    yield second
