@@ -81,6 +81,10 @@ RequestSource = Iterable[BatchItem] | AsyncIterable[BatchItem]
 _FATAL = (AuthenticationError, PermissionDeniedError)
 # Requests a worker adds to the shared journal per round trip.
 _ADD_CHUNK = 500
+# What a batch yields from the journal, without a request, for a job an earlier run ended.
+_REPLAYED = frozenset({ResumeAction.FINISHED, ResumeAction.FAILED, ResumeAction.UNKNOWN})
+# Ended jobs a run may submit again when asked (retry_failed, on_unknown_submission).
+_RETRIED = frozenset({JobState.FAILED, JobState.UNKNOWN})
 logger = logging.getLogger("hailuo_async.batch")
 
 
@@ -274,8 +278,7 @@ class JobStream:
                     self._book.skipped += 1
                 case ResumeAction.FINISHED | ResumeAction.FAILED | ResumeAction.UNKNOWN:
                     assert entry.record is not None
-                    self._book.finishing += 1
-                    task_group.start_soon(self._replay, job, entry.action, entry.record)
+                    self._start_replay(job, entry.action, entry.record)
                 case _:
                     _unhandled(entry.action)
 
@@ -331,22 +334,44 @@ class JobStream:
         return store
 
     async def _add_all(self) -> None:
-        """Record the requests in the shared journal (those recorded already are left)."""
+        """Record the requests in the shared journal (those recorded already are left).
+
+        What earlier runs left of them is used as in a batch of one process: ended jobs are
+        replayed, and failed (or unknown) ones put back for the workers to submit when
+        ``retry_failed`` (or ``on_unknown_submission="resubmit"``) asks for it.
+        """
         store = self._shared_store()
         keyer = JobKeyer()
-        chunk: list[JobSpec] = []
+        chunk: list[tuple[BatchJob, JobSpec]] = []
         index = 0
         async for item in _lazily(self._requests):
             if self._fatal is not None or self._stopping():
                 return
             request, key = _as_request(index, item)
-            chunk.append(keyer.spec(request, key))
+            spec = keyer.spec(request, key)
+            chunk.append((BatchJob(index, request, spec.key), spec))
             index += 1
             if len(chunk) >= _ADD_CHUNK:
-                await store.record(chunk)
+                await self._add_chunk(store, chunk)
                 chunk = []
         if chunk:
-            await store.record(chunk)
+            await self._add_chunk(store, chunk)
+
+    async def _add_chunk(
+        self, store: PostgresJobStore, chunk: list[tuple[BatchJob, JobSpec]]
+    ) -> None:
+        await store.record([spec for _, spec in chunk])
+        retry: dict[str, int] = {}
+        for job, spec in chunk:
+            entry = self._journal.planned(spec.key)
+            if entry.record is None:
+                continue
+            if entry.action in _REPLAYED:
+                self._book.read += 1
+                self._start_replay(job, entry.action, entry.record)
+            elif entry.action is ResumeAction.SUBMIT and entry.record.state in _RETRIED:
+                retry[spec.key] = entry.record.attempts
+        await store.requeue(retry)
 
     async def _work_claims(self, worker: WorkerSettings) -> None:
         """Claim jobs as places free up, until no job of the batch has work left."""
@@ -424,6 +449,10 @@ class JobStream:
         # A job with a webhook ends by push (client.handle_webhook); polls are its backstop.
         pushed = job.request.webhook_url is not None
         self._watcher.add(task_id, submitted_at=submitted_at, pushed=pushed)
+
+    def _start_replay(self, job: BatchJob, action: ResumeAction, record: JobRecord) -> None:
+        self._book.finishing += 1
+        self._tasks.task_group.start_soon(self._replay, job, action, record)
 
     async def _replay(self, job: BatchJob, action: ResumeAction, record: JobRecord) -> None:
         """Yield what an earlier run of the batch already knows about this job."""

@@ -380,17 +380,21 @@ class HailuoClient:
         429s) applies. One failed job never stops the others.
 
         ``journal`` (a SQLite file path, or an open :class:`~hailuo_async.journal.JobStore`)
-        makes the batch durable and resumable: run it again and finished jobs are skipped,
-        submitted ones watched again, none paid twice; ``retry_failed`` submits failed ones
-        again. ``download_to`` downloads each video into that folder as its job ends (always
-        a folder, whatever its name; created if missing).
-        Use it as ``async with client.generate_many(...) as outcomes``.
+        makes the batch durable and resumable: run it again and the jobs an earlier run ended
+        are yielded from the journal (``outcome.replayed``) without a request, submitted ones
+        watched again, none paid twice; ``retry_failed`` submits failed ones again.
+        ``download_to`` downloads each video into that folder as its job ends (always a
+        folder, whatever its name; created if missing). Use it as
+        ``async with client.generate_many(...) as outcomes``.
 
         A ``postgresql://`` journal (or an open :class:`~hailuo_async.journal.PostgresJobStore`)
         is shared: ``batch`` names the batch in it, and this call adds the requests (those
         added before are left as they are) and then works the batch as one worker among any
         number (see :meth:`work`, whose ``worker`` settings it takes): processes running the
-        same call cooperate, and each yields the outcomes it finished.
+        same call cooperate, and each yields the outcomes it finished, and (replayed) those
+        of its requests that had ended before it started. ``retry_failed`` puts the failed
+        ones back for the workers: each failure is submitted again once, however many
+        processes ask at the same time.
         """
         if max_active_jobs is not None and (
             isinstance(max_active_jobs, bool)
@@ -399,10 +403,6 @@ class HailuoClient:
         ):
             raise InvalidRequestError("max_active_jobs", "must be a whole number, 1 or more")
         shared = is_shared_journal(journal)
-        if shared and retry_failed:
-            raise InvalidRequestError(
-                "retry_failed", "is not supported with a shared (postgresql://) journal"
-            )
         if shared and worker is None:
             worker = WorkerSettings()
         if not shared and worker is not None:

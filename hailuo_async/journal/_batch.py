@@ -80,6 +80,10 @@ class BatchJournal:
             if entry.record is not None and entry.record.task_id is not None
         ]
 
+    def planned(self, key: str) -> ResumeEntry:
+        """What the journal said of ``key`` when the batch started (SUBMIT if it held none)."""
+        return self._plan.entry_for(key)
+
     async def aclose(self) -> None:
         """Write what is pending, and close the journal if it is ours."""
         if self._owned is not None:

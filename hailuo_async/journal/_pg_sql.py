@@ -256,6 +256,15 @@ RETURNING {_COLUMNS.replace("key, idx", "j.key, j.idx", 1)}"""  # noqa: S608
             " WHERE batch = %(batch)s AND owner = %(worker)s"
         )
         self.release_keys = self.release_all + " AND key = ANY(%(keys)s)"
+        # A failed (or unknown) job back to `recorded` for the workers to claim, only if it
+        # is still at the attempt the caller saw: each failure is retried once per request,
+        # however many workers ask at the same time.
+        self.requeue = f"""
+UPDATE {s}.hailuo_jobs AS j SET state = 'recorded', owner = NULL, lease_until = NULL,
+    updated_at = {_NOW}
+FROM unnest(%(keys)s::text[], %(attempts)s::int[]) AS t(key, attempts)
+WHERE j.batch = %(batch)s AND j.key = t.key AND j.attempts = t.attempts
+    AND j.state IN ('failed', 'unknown')"""  # noqa: S608
         # A worker's batch is done when no job has work left that it does not hold itself.
         self.work_left = (
             f"SELECT count(*) FROM {s}.hailuo_jobs"  # noqa: S608

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -514,6 +514,28 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         if keys is not None:
             params["keys"] = list(keys)
             sql = self._statements.release_keys
+
+        @_one_statement
+        def apply(session: _Session) -> int:
+            return session.rowcount(sql, params)
+
+        return await self._write(apply)
+
+    async def requeue(self, attempts: Mapping[str, int]) -> int:
+        """Put failed or unknown jobs back to RECORDED, for the batch's workers to submit again.
+
+        ``attempts`` maps each key to the attempt count its caller read: a job that has moved
+        on since (another worker requeued or submitted it) is left alone, so several workers
+        asking at once retry each job once. Returns how many jobs were put back.
+        """
+        if not attempts:
+            return 0
+        params = {
+            "batch": self._batch,
+            "keys": list(attempts),
+            "attempts": list(attempts.values()),
+        }
+        sql = self._statements.requeue
 
         @_one_statement
         def apply(session: _Session) -> int:
