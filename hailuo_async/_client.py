@@ -480,6 +480,9 @@ class HailuoClient:
             or max_active_jobs < 1
         ):
             raise InvalidRequestError("max_active_jobs", "must be a whole number, 1 or more")
+        coordination = self.coordination
+        if worker is not None and coordination is not None:
+            worker = worker.within(coordination.lease)
         if (
             download_to is not None
             and Path(download_to).exists()

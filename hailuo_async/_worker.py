@@ -45,15 +45,27 @@ class WorkerSettings:
     """How one worker takes part in a shared batch.
 
     ``lease`` seconds: how long a claimed job stays this worker's without a heartbeat (one
-    every ``lease / 3``); a dead worker's jobs are taken over after it. ``claim``: the most
-    jobs claimed at once. ``idle_poll``: seconds between claims when nothing is claimable
-    (jobs other workers hold may come free when their lease runs out).
+    every ``lease / 3``); a dead worker's jobs are taken over after it. A client with
+    ``coordination`` uses at most half its coordination lease (see :meth:`within`).
+    ``claim``: the most jobs claimed at once. ``idle_poll``: seconds between claims when
+    nothing is claimable (jobs other workers hold may come free when their lease runs out).
     """
 
     worker_id: str = attrs.field(factory=default_worker_id, validator=_check_worker_id)
     lease: float = attrs.field(default=30.0, validator=_positive)
     claim: int = attrs.field(default=10, validator=_check_claim)
     idle_poll: float = attrs.field(default=1.0, validator=_positive)
+
+    def within(self, places_lease: float) -> WorkerSettings:
+        """These settings with a lease of at most half ``places_lease`` (the coordination's).
+
+        A worker stopped past its leases loses its active-job places and its jobs. Its jobs
+        must come free first: the worker that gets the places then takes over the tasks
+        still running (counting them) instead of submitting new ones beyond the shared cap.
+        The places' lease is renewed at least every third of it, so it runs out no sooner
+        than two thirds of it after the stop; half leaves room for a slow round trip.
+        """
+        return attrs.evolve(self, lease=min(self.lease, places_lease / 2))
 
     @property
     def heartbeat_every(self) -> float:
