@@ -27,15 +27,21 @@ SCALE = 0.01
 NO_BACKSTOP = 3600.0
 
 
-def coordinated_client(server: FakeHailuoServer, schema: str) -> HailuoClient:
+def coordinated_client(
+    server: FakeHailuoServer,
+    schema: str,
+    *,
+    max_active_jobs: int | None = None,
+    lease: float = 30.0,
+) -> HailuoClient:
     """A client of the fake that coordinates through the test's schema."""
     return HailuoClient(
         server.api_key,
         base_url=server.url,
         poll_policy=PollPolicy().scaled(SCALE),
         retry_policy=RetryPolicy(initial_delay=0.01, max_delay=0.05),
-        limits=Limits(rate_window=60 * SCALE),
-        coordination=Coordination(DSN, schema=schema),
+        limits=Limits(rate_window=60 * SCALE, max_active_jobs=max_active_jobs),
+        coordination=Coordination(DSN, schema=schema, lease=lease),
     )
 
 

@@ -17,36 +17,17 @@ import anyio.from_thread
 import pytest
 from pgutil import DSN
 
-from hailuo_async import (
-    Coordination,
-    HailuoClient,
-    JobOutcome,
-    Limits,
-    PollPolicy,
-    RetryPolicy,
-    VideoRequest,
-    WorkerSettings,
-)
+from hailuo_async import JobOutcome, VideoRequest, WorkerSettings
 from hailuo_async.journal import JobState, PostgresJobStore
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
+from .test_coordination import SCALE, coordinated_client
+
 pytestmark = pytest.mark.anyio
 
-SCALE = 0.01
 CAP = 2
 LEASE = 1.0
 N = 6
-
-
-def _client(server: FakeHailuoServer, schema: str) -> HailuoClient:
-    return HailuoClient(
-        server.api_key,
-        base_url=server.url,
-        poll_policy=PollPolicy().scaled(SCALE),
-        retry_policy=RetryPolicy(initial_delay=0.01, max_delay=0.05),
-        limits=Limits(rate_window=60 * SCALE, max_active_jobs=CAP),
-        coordination=Coordination(DSN, schema=schema, lease=LEASE),
-    )
 
 
 def _requests() -> list[tuple[str, VideoRequest]]:
@@ -65,7 +46,7 @@ def _peak(server: FakeHailuoServer) -> int:
 async def _work(
     server: FakeHailuoServer, schema: str, name: str, job_lease: float
 ) -> list[JobOutcome]:
-    async with _client(server, schema) as client:
+    async with coordinated_client(server, schema, max_active_jobs=CAP, lease=LEASE) as client:
         stream = client.generate_many(
             _requests(),
             journal=f"{DSN}?schema={schema}",
