@@ -245,6 +245,7 @@ async def _split_lost(
     specs = [keyer.spec(job.request, job.key) for job in batch.jobs]
     kept: list[tuple[BatchJob, str | None]] = []
     lost: list[tuple[BatchJob, str | None]] = []
+    Path(journal).parent.mkdir(parents=True, exist_ok=True)  # as the batch itself would
     async with store_for(journal, batch=name) as store:
         records = await store.get_many(spec.key for spec in specs)
         for job, spec in zip(batch.jobs, specs, strict=True):
