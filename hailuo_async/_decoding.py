@@ -6,7 +6,6 @@ registers on ``cattrs.global_converter`` can change how answers are read, and vi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -20,7 +19,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn
 from cattrs.v import transform_error
 
-from ._models import TaskResult, TaskStatus, Video, VideoRequest
+from ._models import DeferredExpiry, TaskResult, TaskStatus, Video, VideoRequest
 
 __all__ = [
     "DecodeError",
@@ -161,62 +160,6 @@ def _request_from_payload(payload: object, _: object) -> VideoRequest:
     return VideoRequest(**fields, webhook_url=webhook.get("url"))
 
 
-def _fast_first(
-    fast: Callable[[Any], Any], detailed: Callable[[Any, Any], Any]
-) -> Callable[[Any, Any], Any]:
-    """A hook that reads a well-formed object directly, and any other through ``detailed``.
-
-    The fast reader calls the same lenient hooks as cattrs' generated code, without its
-    per-field error bookkeeping; whatever it cannot read is read again by the generated
-    hook, so a bad answer gets the same error, naming the field.
-    """
-
-    def hook(value: Any, cls: Any) -> Any:
-        if type(value) is dict:
-            try:
-                return fast(value)
-            except Exception:  # noqa: S110 - the detailed hook says what is wrong
-                pass
-        return detailed(value, cls)
-
-    return hook
-
-
-def _fast_task(value: dict[str, Any]) -> _WireTask:
-    get = value.get
-    return _WireTask(
-        _lenient_str(get("task_id", ""), None),
-        _lenient_str(get("status", ""), None),
-        _lenient_str(get("reason", ""), None),
-        _lenient_float(get("eta"), None),
-        _lenient_float(get("progress_percent"), None),
-    )
-
-
-def _fast_video(value: dict[str, Any]) -> _WireVideo:
-    get = value.get
-    return _WireVideo(
-        _lenient_str(value["video_url"], None),
-        _lenient_float(get("video_url_ttl"), None),
-        None if (video_type := get("video_type")) is None else _lenient_str(video_type, None),
-    )
-
-
-def _fast_task_result(value: dict[str, Any]) -> _WireTaskResult:
-    # Anything off the common shape raises, and the detailed hook reads it all again.
-    task, videos = value["task"], value.get("videos")
-    if type(task) is not dict or (videos is not None and type(videos) is not list):
-        raise TypeError("not the common shape")
-    for video in videos or ():
-        if type(video) is not dict:
-            raise TypeError("not the common shape")
-    return _WireTaskResult(
-        _fast_task(task),
-        [_fast_video(video) for video in videos] if videos else [],
-        _null_as_empty_dict(value.get("extra"), None),
-    )
-
-
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=False)
     converter.register_structure_hook(str, _lenient_str)
@@ -237,14 +180,10 @@ def _make_converter() -> cattrs.Converter:
     for type_, hook in hooks:
         converter.register_structure_hook_func(_is(type_), hook)
     # Nested objects must be objects: left to itself cattrs reads a string as an empty one.
-    fast_readers: dict[type[Any], Callable[[Any], Any]] = {
-        _WireTask: _fast_task,
-        _WireVideo: _fast_video,
-        _WireTaskResult: _fast_task_result,
-    }
-    for cls, fast in fast_readers.items():
-        detailed = _objects_only(make_dict_structure_fn(cls, converter))
-        converter.register_structure_hook(cls, _fast_first(fast, detailed))
+    for cls in (_WireTask, _WireVideo, _WireTaskResult):
+        converter.register_structure_hook(
+            cls, _objects_only(make_dict_structure_fn(cls, converter))
+        )
     return converter
 
 
@@ -271,8 +210,12 @@ def _epoch(text: str) -> datetime | None:
     return datetime.fromtimestamp(seconds, timezone.utc)
 
 
-def _signed_window(query: Mapping[str, str], prefix: str) -> datetime | None:
-    date, lifetime = query.get(f"{prefix}-date"), query.get(f"{prefix}-expires")
+# The (signing time, lifetime) parameter pairs of S3 and GCS.
+_SIGNED_WINDOWS = (("x-amz-date", "x-amz-expires"), ("x-goog-date", "x-goog-expires"))
+
+
+def _signed_window(query: Mapping[str, str], names: tuple[str, str]) -> datetime | None:
+    date, lifetime = query.get(names[0]), query.get(names[1])
     if date is None or lifetime is None:
         return None
     signed = datetime.strptime(date, _SIGNED_DATE).replace(tzinfo=timezone.utc)
@@ -318,8 +261,8 @@ def url_expiry(url: str) -> datetime | None:
     if not query:
         return None
     try:
-        for prefix in ("x-amz", "x-goog"):
-            window = _signed_window(query, prefix)
+        for names in _SIGNED_WINDOWS:
+            window = _signed_window(query, names)
             if window is not None:
                 return window
         sign_time = query.get("q-sign-time")
@@ -337,7 +280,10 @@ def _expiry(received_at: datetime, ttl: float | None, url: str) -> datetime | No
     signed = url_expiry(url)
     if ttl is None:
         return signed
-    lived = received_at + timedelta(seconds=ttl)
+    try:
+        lived = received_at + timedelta(seconds=ttl)
+    except OverflowError:  # past the calendar's end: the ttl sets no bound
+        return signed
     return lived if signed is None or lived < signed else signed
 
 
@@ -442,42 +388,130 @@ def _status(raw: str) -> TaskStatus:
     return status
 
 
-def decode_task_result(
-    payload: object, *, task_id: str, received_at: datetime | None = None
-) -> TaskResult:
-    """A TaskResult from the task-result endpoint's answer to a poll of ``task_id``."""
-    wire: _WireTaskResult | None = None
-    if type(payload) is dict:
-        # The converter's dispatch would reach the same fast reader; this skips the lookup.
-        with contextlib.suppress(Exception):  # the detailed reading below says what is wrong
-            wire = _fast_task_result(payload)
-    if wire is None:
-        wire = _structure(payload, _WireTaskResult)
-    received_at = received_at or datetime.now(timezone.utc)
+class _Uncommon(Exception):
+    """An answer off the common shape: the detailed reading takes it."""
+
+
+_UNCOMMON = _Uncommon()
+
+
+def _common_videos(items: object, received_at: datetime) -> tuple[Video, ...]:
+    if type(items) is not list:
+        raise _UNCOMMON
+    videos = []
+    for item in items:
+        if type(item) is not dict:
+            raise _UNCOMMON
+        url, video_type = item["video_url"], item.get("video_type")
+        if type(url) is not str or (video_type is not None and type(video_type) is not str):
+            raise _UNCOMMON
+        if url:
+            videos.append(
+                _video(
+                    url, _lenient_float(item.get("video_url_ttl"), None), video_type, received_at
+                )
+            )
+    return tuple(videos)
+
+
+def _video(url: str, ttl: float | None, video_type: str | None, received_at: datetime) -> Video:
+    ttl = _known_ttl(ttl)
+    return Video(
+        url=url,
+        ttl=ttl,
+        video_type=video_type or None,
+        # Worked out when first read, to the same value: most answers' expiry is never read.
+        expires_at=DeferredExpiry(_expiry, received_at, ttl, url),  # type: ignore[arg-type]
+    )
+
+
+def _read_common(payload: dict[str, Any], task_id: str, received_at: datetime) -> TaskResult:
+    """The answer read straight into a TaskResult, when it has the common shape.
+
+    Anything else raises (_Uncommon, or the error of a lenient hook) before a result is
+    made, and the detailed reading reads it again to name what is wrong. It reads what the
+    detailed reading would (tests/test_decoding_speed.py checks they agree), without the
+    wire objects and cattrs' per-field bookkeeping: this runs on every poll.
+    """
+    task, items, extra = payload["task"], payload.get("videos"), payload.get("extra")
+    if type(task) is not dict:
+        raise _UNCOMMON
+    if extra is None:
+        extra = {}
+    elif type(extra) is not dict:
+        raise _UNCOMMON
+    get = task.get
+    reported, raw_status, reason = get("task_id", ""), get("status", ""), get("reason", "")
+    if type(reported) is not str or type(raw_status) is not str or type(reason) is not str:
+        raise _UNCOMMON
+    fields = (
+        reported,
+        raw_status,
+        reason,
+        _lenient_float(get("eta"), None),
+        _lenient_float(get("progress_percent"), None),
+    )
+    if items is None or (type(items) is list and not items):
+        videos: tuple[Video, ...] = ()
+    else:
+        videos = _common_videos(items, received_at)
+    return _result(task_id, fields, videos, extra, received_at)
+
+
+def _read_detailed(payload: object, task_id: str, received_at: datetime) -> TaskResult:
+    """The answer read through the converter's generated hooks: errors name the field."""
+    wire: _WireTaskResult = _structure(payload, _WireTaskResult)
+    task = wire.task
+    fields = (task.task_id, task.status, task.reason, task.eta, task.progress_percent)
     videos = tuple(
-        Video(
-            url=video.video_url,
-            ttl=(ttl := _known_ttl(video.video_url_ttl)),
-            video_type=video.video_type or None,
-            expires_at=_expiry(received_at, ttl, video.video_url),
-        )
+        _video(video.video_url, video.video_url_ttl, video.video_type, received_at)
         for video in wire.videos
         if video.video_url
     )
-    task = wire.task
-    if task.task_id and task.task_id != task_id:
-        raise DecodeError(f"$.task.task_id: answer is for {task.task_id!r}, not {task_id!r}")
-    status = _status(task.status)
+    return _result(task_id, fields, videos, wire.extra, received_at)
+
+
+# What an answer says of its task: task_id, status, reason, eta, progress_percent, as read.
+_TaskFields = tuple[str, str, str, float | None, float | None]
+
+
+def _result(
+    task_id: str,
+    fields: _TaskFields,
+    videos: tuple[Video, ...],
+    extra: dict[str, Any],
+    received_at: datetime,
+) -> TaskResult:
+    reported, raw_status, reason, eta, progress = fields
+    if reported and reported != task_id:
+        raise DecodeError(f"$.task.task_id: answer is for {reported!r}, not {task_id!r}")
+    status = _status(raw_status)
     if status is TaskStatus.SUCCEED and not videos:
         raise DecodeError("$.videos: a succeeded task came without a video")
     return TaskResult(
         task_id=task_id,
         status=status,
-        raw_status=task.status,
-        reason=task.reason,
-        eta=task.eta if task.eta is None or task.eta >= 0 else None,
-        progress_percent=_progress(status, task.progress_percent),
+        raw_status=raw_status,
+        reason=reason,
+        eta=eta if eta is None or eta >= 0 else None,
+        progress_percent=_progress(status, progress),
         videos=videos,
-        extra=wire.extra,
+        extra=extra,
         received_at=received_at,
     )
+
+
+def decode_task_result(
+    payload: object, *, task_id: str, received_at: datetime | None = None
+) -> TaskResult:
+    """A TaskResult from the task-result endpoint's answer to a poll of ``task_id``."""
+    if received_at is None:
+        received_at = datetime.now(timezone.utc)
+    if type(payload) is dict:
+        try:
+            return _read_common(payload, task_id, received_at)
+        except DecodeError:
+            raise  # well-formed, but not an answer to this poll
+        except Exception:  # noqa: S110 - the detailed reading says what is wrong
+            pass
+    return _read_detailed(payload, task_id, received_at)
