@@ -261,10 +261,11 @@ def url_expiry(url: str) -> datetime | None:
     if not query:
         return None
     try:
-        for names in _SIGNED_WINDOWS:
-            window = _signed_window(query, names)
-            if window is not None:
-                return window
+        if "x-amz-date" in query or "x-goog-date" in query:
+            for names in _SIGNED_WINDOWS:
+                window = _signed_window(query, names)
+                if window is not None:
+                    return window
         sign_time = query.get("q-sign-time")
         if sign_time is not None:
             return _epoch(sign_time.partition(";")[2])
