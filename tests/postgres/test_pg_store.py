@@ -11,6 +11,7 @@ import anyio
 import psycopg
 import pytest
 from clientutil import make_client
+from pgserver import Link
 from pgutil import DSN, admin
 
 from hailuo_async import InvalidRequestError, VideoRequest
@@ -267,65 +268,17 @@ async def test_a_store_gives_up_after_reconnect_for(pg_schema: str, app_dsn: str
         assert store.reconnects == 1
 
 
-class _Link:
-    """A TCP relay to the server that can be cut: open links drop, new ones are refused."""
-
-    def __init__(self) -> None:
-        self.up = True
-        self.port = 0
-        self._scopes: set[anyio.CancelScope] = set()
-
-    def cut(self) -> None:
-        self.up = False
-        for scope in self._scopes:
-            scope.cancel()
-
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        target = urlsplit(DSN)
-        async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-            self.port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610
-            task_status.started()
-            host, port = target.hostname or "127.0.0.1", target.port or 5432
-            await listener.serve(lambda client: self._relay(client, host, port))
-
-    async def _relay(self, client: anyio.abc.SocketStream, host: str, port: int) -> None:
-        async with client:
-            if not self.up:
-                return
-            with anyio.CancelScope() as scope:
-                self._scopes.add(scope)
-                async with await anyio.connect_tcp(host, port) as server:
-
-                    async def pump(a: anyio.abc.SocketStream, b: anyio.abc.SocketStream) -> None:
-                        async for chunk in a:
-                            await b.send(chunk)
-                        scope.cancel()
-
-                    async with anyio.create_task_group() as group:
-                        group.start_soon(pump, client, server)
-                        group.start_soon(pump, server, client)
-            self._scopes.discard(scope)
-
-
 async def test_a_network_cut_of_two_seconds_is_waited_out(pg_schema: str) -> None:
     """The link to the server drops for 2 s mid-batch: writes wait, reconnect and all land once."""
-    link = _Link()
+    link = Link(DSN)
     async with anyio.create_task_group() as group:
         await group.start(link.serve)
-        parts = urlsplit(DSN)
-        user = parts.netloc.rpartition("@")[0]
-        dsn = urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{link.port}"))
-        async with PostgresJobStore(dsn, schema=pg_schema, reconnect_for=30) as store:
+        async with PostgresJobStore(link.dsn(), schema=pg_schema, reconnect_for=30) as store:
             await store.record(_specs(40))
             for i in range(20):
                 await store.mark_submitting(f"job-{i}")
             link.cut()
-
-            async def heal() -> None:
-                await anyio.sleep(2)
-                link.up = True
-
-            group.start_soon(heal)
+            group.start_soon(link.restore_after, 2)
             for i in range(20, 40):
                 await store.mark_submitting(f"job-{i}")
             records = await store.get_many()
