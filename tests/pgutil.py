@@ -170,4 +170,4 @@ def check_each_job_paid_and_finished_once(
     assert stats.duplicate_submissions == 0
     assert {record.task_id for record in records.values()} == set(stats.task_ids)
     assert all(record.attempts == 1 for record in records.values())
-    assert sorted(printed) == sorted(records)
+    assert sorted(printed) == sorted(records), f"reported: {sorted(printed)}"

@@ -31,6 +31,7 @@ import anyio
 import attrs
 
 from .._exceptions import InvalidRequestError
+from .._models import TaskResult
 from . import _pg_sql
 from ._committed import GroupCommittedStore, Rejected, raise_rejected
 from ._errors import (
@@ -43,7 +44,7 @@ from ._errors import (
 )
 from ._group import GroupCommitter
 from ._keys import JobSpec
-from ._records import JobRecord, JobState
+from ._records import JobRecord, JobState, dump_result
 from ._sql import to_record
 
 if TYPE_CHECKING:
@@ -429,6 +430,19 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             return Rejected.submitting(state, owner, bool(live))
 
         return await self._submitting(key, apply)
+
+    async def mark_finished(
+        self, key: str, result: TaskResult, *, worker_id: str | None = None
+    ) -> None:
+        """Note the task's final result (from SUBMITTED; again from FINISHED to refresh it).
+
+        With ``worker_id``, only while no other worker holds a live lease on the job, and not
+        again once another finished it: a worker whose lease ran out while another took the
+        job over gets :class:`InvalidTransitionError`, and leaves the job to that one to
+        report. The finished job keeps ``worker_id`` as its owner (with no lease).
+        """
+        params = {"result": dump_result(result), "task_id": result.task_id, "worker": worker_id}
+        await self._transition(key, "finished", self._statements.FINISHED, params)
 
     async def get(self, key: str) -> JobRecord | None:
         """The job's record, or None if it was never recorded."""

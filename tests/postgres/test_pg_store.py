@@ -16,6 +16,7 @@ from pgutil import DSN, admin
 
 from hailuo_async import InvalidRequestError, VideoRequest
 from hailuo_async.journal import (
+    InvalidTransitionError,
     JobSpec,
     JobState,
     JournalConnectionError,
@@ -198,6 +199,33 @@ def _result(task_id: str) -> Any:
     from hailuo_async import TaskResult, TaskStatus
 
     return TaskResult(task_id=task_id, status=TaskStatus.SUCCEED, raw_status="Success")
+
+
+async def test_a_finish_is_fenced_off_a_job_another_worker_took(store: PostgresJobStore) -> None:
+    """A worker whose lease ran out may finish its job unless another took it: then it's refused."""
+    await store.record(_specs(2))
+    await store.claim("old", 2, lease_seconds=0.3)
+    for i in range(2):
+        await store.mark_submitting(f"job-{i}", worker_id="old")
+        await store.mark_submitted(f"job-{i}", f"t{i}")
+    await anyio.sleep(0.4)  # both leases run out; "new" takes job-0 over
+    assert [r.key for r in await store.claim("new", 1, lease_seconds=60)] == ["job-0"]
+    with pytest.raises(InvalidTransitionError, match="is submitted; it cannot become finished"):
+        await store.mark_finished("job-0", _result("t0"), worker_id="old")
+    await store.mark_finished("job-0", _result("t0"), worker_id="new")
+    with pytest.raises(InvalidTransitionError, match="is finished; it cannot"):
+        await store.mark_finished("job-0", _result("t0"), worker_id="old")
+    # Nobody took job-1: its late worker still finishes it (a retry of that too), and the
+    # finisher's name stays on the job; without a worker, as before.
+    for _ in range(2):
+        await store.mark_finished("job-1", _result("t1"), worker_id="old")
+    assert await store.release("old") == 0
+    records = await store.get_many()
+    assert [(r.state, r.owner, r.lease_until) for r in records.values()] == [
+        (JobState.FINISHED, "new", None),
+        (JobState.FINISHED, "old", None),
+    ]
+    await store.mark_finished("job-1", _result("t1"))
 
 
 @pytest.fixture
