@@ -133,7 +133,7 @@ async def test_workers_wait_out_a_network_cut_to_the_database(
     pg_schema: str, tmp_path: Path
 ) -> None:
     """The network to PostgreSQL drops for 3 s under three workers: all finish, none twice."""
-    n = 30
+    n = 20
     await add_jobs(DSN, pg_schema, BATCH, [f"a badger, take {i}" for i in range(n)])
     link = Link(DSN)
     faults = Faults(slow=0.3, slow_seconds=1.5)
