@@ -53,6 +53,11 @@ if TYPE_CHECKING:
 __all__ = ["POSTGRES_SCHEMES", "BatchProgress", "PostgresJobStore"]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# A worker paused inside a transaction (SIGSTOP, a frozen VM) would hold its rows' locks for
+# ever: claims skip locked rows and writes wait on them, so no lease could hand its jobs on.
+# The server ends such a transaction after this long (milliseconds); the worker's retry,
+# when it wakes, replays it on a new connection.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 5000
 T = TypeVar("T")
 _Fn = Callable[["_Session"], Any]
 
@@ -127,7 +132,9 @@ class _Session:
                 return self._run_once(fns)
             except driver.errors.DeadlockDetected as exc:
                 error: Exception = exc  # rolled back as a whole: nothing of it was committed
-            except driver.OperationalError as exc:
+            except driver.Error as exc:
+                # Any class of error can end a connection: a restart (57P01), or the server
+                # ending a transaction left idle (25P03, an InternalError).
                 connection = self.connection
                 if connection is not None and not connection.broken and not connection.closed:
                     raise
@@ -251,7 +258,10 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         try:
             # A commit returns only once it is on the server's disk, whatever the server's
             # default: an acknowledged `submitting` must survive a crash of the server.
-            connection.execute("SET synchronous_commit = on")
+            connection.execute(
+                "SET synchronous_commit = on;"
+                f" SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION_TIMEOUT_MS)}"
+            )
         except driver.Error as exc:
             connection.close()
             raise JournalConnectionError(f"cannot use {self.target}: {exc}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from hailuo_async.journal import (
     LeaseLostError,
     PostgresJobStore,
     SQLiteJobStore,
+    _postgres,
     store_for,
 )
 from hailuo_async.journal._postgres import _Session
@@ -226,6 +228,51 @@ async def test_a_finish_is_fenced_off_a_job_another_worker_took(store: PostgresJ
         (JobState.FINISHED, "old", None),
     ]
     await store.mark_finished("job-1", _result("t1"))
+
+
+async def test_a_transaction_left_open_by_a_paused_worker_releases_its_rows(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker frozen inside a transaction: the server ends it, others go on, its retry lands."""
+    monkeypatch.setattr(_postgres, "IDLE_IN_TRANSACTION_TIMEOUT_MS", 300)
+    woken = threading.Event()
+    stalls: list[bool] = []
+    touch = f'UPDATE "{pg_schema}".hailuo_jobs SET error = %(note)s WHERE key = %(key)s'  # noqa: S608
+
+    def frozen_write(session: _Session) -> int:
+        # Two statements, so a transaction; frozen between them the first time, as by SIGSTOP.
+        session.rowcount(touch, {"note": "frozen", "key": "job-0"})
+        if not stalls:
+            stalls.append(True)
+            woken.wait(10)
+        return session.rowcount(touch, {"note": "woken", "key": "job-1"})
+
+    async with (
+        PostgresJobStore(DSN, schema=pg_schema) as frozen,
+        PostgresJobStore(DSN, schema=pg_schema) as other,
+    ):
+        await frozen.record(_specs(2))
+        async with anyio.create_task_group() as group:
+            result: list[int] = []
+
+            async def write() -> None:
+                result.append(await frozen._write(frozen_write))
+
+            group.start_soon(write)
+            try:
+                with anyio.fail_after(30):
+                    while not stalls:  # noqa: ASYNC110 - a thread sets it
+                        await anyio.sleep(0.01)
+                    # Waits on job-0's lock until the server has ended the frozen transaction.
+                    await other.mark_submitting("job-0")
+            finally:
+                woken.set()
+        records = await other.get_many()
+        reconnects = frozen.reconnects
+    assert result == [1]
+    assert reconnects == 1
+    assert (records["job-0"].state, records["job-0"].error) == (JobState.SUBMITTING, "frozen")
+    assert records["job-1"].error == "woken"
 
 
 @pytest.fixture
