@@ -425,12 +425,12 @@ class PollSchedule:
     def ended(self, elapsed: float, result: TaskResult | None = None) -> None:
         """A poll ``elapsed`` seconds after submission found the task ended: learn from it.
 
-        The job really ended between the previous poll and this one. When the ending answer
-        (``result``) says when, by the service's clock (``extra.debug_info``'s
-        ``complete_time_ms``), that end is taken; else the service's forecasts place it
-        inside that span. Seen ended at the first poll without it, it ended some time
-        before: the middle is taken, so first polls move earlier until they meet running
-        jobs again.
+        The job really ended between the previous poll and this one. When that span is long
+        and the ending answer (``result``) says when, by the service's clock
+        (``extra.debug_info``'s ``complete_time_ms``), that end is taken; else the service's
+        forecasts place it inside the span. Seen ended at the first poll without it, it ended
+        some time before: the middle is taken, so first polls move earlier until they meet
+        running jobs again.
         """
         self._note_lateness(elapsed)
         if self._history is None or not self._timed or self._backstop is not None:
