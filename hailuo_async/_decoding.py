@@ -202,24 +202,26 @@ _UTC = timezone.utc
 def _signed_at(text: str) -> datetime:
     """An S3/GCS signing time, read as ``strptime(text, _SIGNED_DATE)`` reads it, in UTC.
 
-    The fixed form the stores send is sliced into ints: strptime costs ten times as much.
-    Its pattern fits 16 characters only with two-digit fields, so the slices are its fields.
+    The fixed form the stores send is read as two integers: strptime costs five times as much.
+    Its pattern fits 16 characters only with two-digit fields, so these are its fields.
     """
+    day, clock = text[:8], text[9:15]
     if (
         len(text) == 16
         and text.isascii()
-        and text[:8].isdigit()
-        and text[9:15].isdigit()
+        and day.isdigit()
+        and clock.isdigit()
         and text[8] in "Tt"  # strptime ignores case
         and text[15] in "Zz"
     ):
+        ymd, hms = int(day), int(clock)
         return datetime(
-            int(text[:4]),
-            int(text[4:6]),
-            int(text[6:8]),
-            int(text[9:11]),
-            int(text[11:13]),
-            int(text[13:15]),
+            ymd // 10000,
+            ymd // 100 % 100,
+            ymd % 100,
+            hms // 10000,
+            hms // 100 % 100,
+            hms % 100,
             tzinfo=_UTC,
         )
     # Any other spelling strptime takes, such as one-digit fields: read as it reads it.
@@ -289,14 +291,12 @@ def url_expiry(url: str) -> datetime | None:
                 window = _signed_window(query, names)
                 if window is not None:
                     return window
-        sign_time = query.get("q-sign-time")
-        if sign_time is not None:
-            epoch = int(sign_time.partition(";")[2])
+        if "q-sign-time" in query:
+            epoch = int(query["q-sign-time"].partition(";")[2])
+        elif "expires" in query:
+            epoch = int(query["expires"])
         else:
-            expires = query.get("expires")
-            if expires is None:
-                return None
-            epoch = int(expires)
+            return None
         return datetime.fromtimestamp(epoch, _UTC) if epoch >= _MIN_EPOCH else None
     except (ValueError, OverflowError, OSError):
         # A malformed signature says nothing; the storage host will judge the URL.
