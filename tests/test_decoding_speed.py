@@ -301,7 +301,7 @@ _SIGNING_TIMES = st.one_of(
 @settings(max_examples=500, deadline=None)
 @given(_SIGNING_TIMES)
 def test_signing_time_reads_as_strptime(text: str) -> None:
-    """The sliced reading of X-Amz-Date gives strptime's datetime, or fails where it fails."""
+    """The integer reading of X-Amz-Date gives strptime's datetime, or fails where it fails."""
     from hailuo_async._decoding import _SIGNED_DATE, _signed_at
 
     try:
