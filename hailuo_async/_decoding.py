@@ -7,9 +7,9 @@ registers on ``cattrs.global_converter`` can change how answers are read, and vi
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
+from math import isfinite
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -72,12 +72,13 @@ class _WireSubmission:
 
 
 def _lenient_float(value: object, _: object) -> float | None:
-    kind = type(value)
-    if kind is float or kind is int:  # the common case first: a plain JSON number
-        number = float(value)  # type: ignore[arg-type]
-        if math.isfinite(number):
-            return number
+    # The common cases first: a plain JSON number (an int's float is finite, or overflows).
+    if type(value) is float:
+        if isfinite(value):
+            return value
         raise ValueError("expected a finite number")
+    if type(value) is int:
+        return float(value)
     # The gateway sends some numbers as strings, and empty strings for "not known".
     if value is None or value == "":
         return None
@@ -89,7 +90,7 @@ def _lenient_float(value: object, _: object) -> float | None:
         number = float(value.strip())
     else:
         raise TypeError(f"expected a number, not {type(value).__name__}")
-    if not math.isfinite(number):
+    if not isfinite(number):
         raise ValueError("expected a finite number")
     return number
 
