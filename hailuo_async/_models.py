@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -206,50 +205,10 @@ class Video:
 
     def is_expired(self, *, margin: float = 0.0, now: datetime | None = None) -> bool:
         """True when the URL has expired, or will within ``margin`` seconds."""
-        expires_at = self.expires_at
-        if expires_at is None:
+        if self.expires_at is None:
             return False
         now = now or datetime.now(timezone.utc)
-        return (expires_at - now).total_seconds() <= margin
-
-
-class DeferredExpiry(functools.partial[datetime | None]):
-    """The call that works out a Video's expires_at, made the first time it is read.
-
-    The decoder gives one as ``expires_at`` instead of parsing the URL's signature on every
-    answer: only a caller that reads the expiry (a download, the journal, a repr) pays it.
-    Private: callers give a datetime or None.
-    """
-
-    __slots__ = ()
-
-
-class _WorkedOutOnRead:
-    """The expires_at slot of Video, read through: a DeferredExpiry in it is called once.
-
-    The value is the one the eager reading would have given, so eq, hash, repr, evolve,
-    pickling and unstructuring (which all read the attribute) see no difference.
-    """
-
-    __slots__ = ("_slot",)
-
-    def __init__(self, slot: Any) -> None:
-        self._slot = slot
-
-    def __get__(self, instance: object, owner: object = None) -> Any:
-        if instance is None:
-            return self
-        value = self._slot.__get__(instance, owner)
-        if type(value) is DeferredExpiry:
-            value = value()
-            self._slot.__set__(instance, value)
-        return value
-
-    def __set__(self, instance: object, value: object) -> None:
-        self._slot.__set__(instance, value)
-
-
-setattr(Video, "expires_at", _WorkedOutOnRead(Video.__dict__["expires_at"]))  # noqa: B010
+        return (self.expires_at - now).total_seconds() <= margin
 
 
 @attrs.frozen(kw_only=True)
