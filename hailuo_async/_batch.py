@@ -490,7 +490,20 @@ class JobStream:
                 await self._finish(job, task_id, outcome)
 
     async def _finish(self, job: BatchJob, task_id: str, outcome: TaskResult | HailuoError) -> None:
-        await self._journal.ended(job.key, outcome)
+        try:
+            await self._journal.ended(job.key, outcome)
+        except InvalidTransitionError as exc:
+            if self._worker is None:
+                raise
+            # This worker's lease ran out (it was stopped, or cut off from the database) and
+            # another took the job over: that one reports it, downloads it, once.
+            logger.warning("job %r left to the worker that took it over: %s", job.key, exc)
+            self._book.handed_off(task_id)
+            self._active.release(submitted=True)
+            self._active.on_completed()
+            self._book.finishing -= 1
+            self._close_if_finished()
+            return
         path: Path | None = None
         if isinstance(outcome, TaskResult):
             result: TaskResult | None = outcome

@@ -112,6 +112,11 @@ class BatchBook:
         self.finishing += 1
         return self.running.pop(task_id)
 
+    def handed_off(self, task_id: str) -> None:
+        """The task ended, but its job is another worker's to report: none is yielded here."""
+        self.unyielded.pop(task_id, None)
+        self.skipped += 1
+
     def yielded(self, outcome: JobOutcome) -> None:
         """An outcome is handed to the reader."""
         if outcome.ok:

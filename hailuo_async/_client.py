@@ -287,7 +287,7 @@ class HailuoClient:
                 await guarded_call(on_progress, result, task_id=task_id)
             previous = result
             if result.is_done:
-                schedule.ended(time.monotonic() - started)
+                schedule.ended(time.monotonic() - started, result)
                 return result
             await anyio.sleep(schedule.next_delay(result, elapsed=time.monotonic() - started))
 

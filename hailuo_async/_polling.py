@@ -1,23 +1,28 @@
 """When to poll a task next: near its expected finish, then backing off, never on a fixed beat.
 
 The service's own forecasts are taken with the error they showed earlier in the run: each
-ended job teaches how far its forecasts were from its real end. An ``eta`` misses by a factor
-(``real remaining / eta``); a ``progress_percent`` misses by some points (``real fraction
-done - reported fraction``, the real fraction being the time processed over the real
-processing time, processing taken to start when the answer's ``debug_info`` says, else at
-submission). A
-task's next poll is then aimed inside the window those misses' quantiles give for its end,
-intersected over all of its answers; until the run has seen enough ends, a poll comes at a
-fixed fraction of the eta.
+ended job teaches how far its forecasts were from its real end (the end the service reports
+in the final answer's ``debug_info`` when the polls left it loosely known). An ``eta``
+misses by a factor (``real remaining / eta``); a ``progress_percent`` misses by some points
+(``real fraction done - reported fraction``, the real fraction being the time processed over
+the real processing time, processing taken to start when the answer's ``debug_info`` says,
+else at submission). A task's next poll is then aimed inside the window those misses'
+quantiles give for its end, intersected over all of its answers: at its far edge when an
+end there is seen within ``min_interval`` (less how late answers come), else one tolerance
+in. Until the run has seen enough ends, a cautious prior window stands in (an eta off by
+-40 % to +60 %, a progress off by a point); a schedule without a history polls at a fixed
+fraction of the eta.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from collections import deque
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from statistics import NormalDist
+from typing import Any, ClassVar, NamedTuple
 
 import attrs
 
@@ -35,14 +40,16 @@ def _none_or_positive(_: object, attribute: attrs.Attribute[Any], value: object)
 class PollPolicy:
     """The cadence of polls for one task, in seconds.
 
-    The first poll comes ``first_poll_delay`` after submission (or near the finish that
-    durations seen earlier in the run predict). After that, once the run has learnt how
-    far the service's forecasts miss, a poll is aimed so that an end is seen at most
-    ``min_interval`` late; before, it comes at ``eta_fraction`` of the service's ``eta``
-    when it gives one, else after a geometric backoff from ``min_interval`` by ``backoff``
-    up to ``max_interval``. Each wait is jittered by +/- ``jitter`` and kept within
-    [``min_interval``, ``max_interval``], except a wait aimed at an end the run's learnt
-    forecast errors place further out: that one may last up to ``max_aimed_interval``.
+    The first poll comes ``first_poll_delay`` after submission (or just before the
+    shortest finishes that durations seen earlier in the run predict). After that, a poll
+    is aimed so that an end is seen at most ``min_interval`` late, inside the window the
+    service's forecasts give once widened by how far such forecasts missed in the run (a
+    cautious prior before it has seen them miss). Without a history to learn in, a poll
+    comes at ``eta_fraction`` of the service's ``eta``; without any forecast, after a
+    geometric backoff from ``min_interval`` by ``backoff`` up to ``max_interval``. Each
+    wait is jittered by +/- ``jitter`` and kept within [``min_interval``,
+    ``max_interval``], except a wait aimed at an end the forecasts place further out: that
+    one may last up to ``max_aimed_interval``.
 
     A watched job that has not ended ``max_job_duration`` seconds after its submission
     (after it was first watched, when its submission time is unknown), or whose status
@@ -96,12 +103,15 @@ class _Sample:
     def __len__(self) -> int:
         return len(self._sorted)
 
-    def add(self, value: float) -> None:
+    def add(self, value: float) -> float | None:
+        """Keep ``value``; return the one it pushed out, if any."""
+        oldest = None
         if len(self._recent) >= self._keep:
             oldest = self._recent.popleft()
             del self._sorted[bisect.bisect_left(self._sorted, oldest)]
         self._recent.append(value)
         bisect.insort(self._sorted, value)
+        return oldest
 
     def quantile(self, q: float) -> float:
         index = min(len(self._sorted) - 1, max(0, round(q * (len(self._sorted) - 1))))
@@ -138,6 +148,19 @@ class DurationStats:
     #: ... widened on each side by this share of its width.
     MARGIN = 0.05
 
+    #: The narrowest learnt window of misses (progress comes in whole points).
+    MIN_WIDTH: ClassVar[Mapping[str, float]] = {ETA: 0.0, PROGRESS: 0.01}
+    #: How far forecasts are taken to miss before the run has seen them miss.
+    PRIOR: ClassVar[Mapping[str, tuple[float, float]]] = {
+        ETA: (0.5, 1.6),
+        PROGRESS: (-0.005, 0.015),
+    }
+
+    #: Answers' lateness kept, seen before its quantile is used, and the quantile used.
+    KEPT_LATE = 256
+    MIN_LATE = 16
+    LATE_QUANTILE = 0.9
+
     #: Weight of the latest poll in the running mean of how late polls come.
     LATENESS_WEIGHT = 0.05
     #: How fast the floor of that lateness (a round trip) may rise, per poll, by weight.
@@ -145,8 +168,11 @@ class DurationStats:
 
     def __init__(self, *, keep: int = 512) -> None:
         self._durations = _Sample(keep)
+        # Sums of the kept durations' logarithms and of their squares, for a log-normal fit.
+        self._log_sums = [0.0, 0.0]
         self._misses = {ETA: _Sample(keep), PROGRESS: _Sample(keep)}
         self._lateness = 0.0
+        self._late = _Sample(self.KEPT_LATE)
         self._floor: float | None = None
 
     @property
@@ -160,9 +186,21 @@ class DurationStats:
         """
         return max(0.0, self._lateness - (self._floor or 0.0))
 
+    @property
+    def lateness(self) -> float:
+        """How late polls answer after the time they were aimed at: most do within this (s).
+
+        The LATE_QUANTILE of the latest answers' lateness (the running mean before enough
+        were seen); on a busy machine the tail is what makes ends seen late.
+        """
+        if len(self._late) < self.MIN_LATE:
+            return self._lateness
+        return self._late.quantile(self.LATE_QUANTILE)
+
     def observe_lateness(self, seconds: float) -> None:
         """Record that a poll's answer came ``seconds`` after the time it was aimed at."""
         seconds = max(0.0, seconds)
+        self._late.add(seconds)
         self._lateness += (seconds - self._lateness) * self.LATENESS_WEIGHT
         floor = self._floor
         if floor is None or seconds < floor:
@@ -172,13 +210,35 @@ class DurationStats:
 
     def observe(self, seconds: float) -> None:
         """Record that a job took ``seconds`` from submission to being seen finished."""
-        self._durations.add(seconds)
+        log = math.log(max(seconds, _SHORTEST))
+        self._log_sums[0] += log
+        self._log_sums[1] += log * log
+        oldest = self._durations.add(seconds)
+        if oldest is not None:
+            log = math.log(max(oldest, _SHORTEST))
+            self._log_sums[0] -= log
+            self._log_sums[1] -= log * log
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile of the recorded durations, or None before enough were seen."""
         if len(self._durations) < self.MIN_DURATIONS:
             return None
         return self._durations.quantile(q)
+
+    def low_quantile(self, q: float) -> float | None:
+        """A low q-quantile of the durations, cautious while few were seen.
+
+        Of a few durations the lowest stands for a quantile far above a small q (of five,
+        for about the 15th percentile): a log-normal fitted to them says where q lies, and
+        the lower of the two is taken.
+        """
+        seen = self.quantile(q)
+        if seen is None:
+            return None
+        count = len(self._durations)
+        mean = self._log_sums[0] / count
+        spread = math.sqrt(max(0.0, self._log_sums[1] / count - mean * mean))
+        return min(seen, math.exp(mean + NormalDist().inv_cdf(q) * spread))
 
     def observe_miss(self, kind: str, miss: float) -> None:
         """Record how far a forecast of ``kind`` missed (a factor for eta, points for progress)."""
@@ -189,6 +249,10 @@ class DurationStats:
         sample = self._misses[kind]
         return sample.quantile(0.5) if len(sample) >= self.MIN_MISSES else None
 
+    def miss_bounds(self, kind: str) -> tuple[float, float]:
+        """The learnt window of misses of ``kind``; the cautious prior before enough were seen."""
+        return self.miss_window(kind) or self.PRIOR[kind]
+
     def miss_window(self, kind: str) -> tuple[float, float] | None:
         """The low and high misses of forecasts of ``kind``, once enough were seen."""
         sample = self._misses[kind]
@@ -198,8 +262,16 @@ class DurationStats:
         # Ends are only known to within a poll, and the misses judged are those whose end was
         # seen soon: the window is widened against both.
         margin = (high - low) * self.MARGIN
-        return low - margin, high + margin
+        low, high = low - margin, high + margin
+        # The censoring bias: a job that ended before its window is seen by a poll aimed at the
+        # window, long after the previous answer, and its end is too loosely known to teach a
+        # miss; the window could only narrow. It is kept at least a reported unit wide (a
+        # progress point), the extra on the side of early ends.
+        return low, max(high, low + self.MIN_WIDTH[kind])
 
+
+# Durations are taken to be at least this long (s) for their logarithm.
+_SHORTEST = 1e-3
 
 # One generator for every schedule: a Random each would cost 2.5 KB per watched task.
 _SHARED_RNG = random.Random()
@@ -216,6 +288,7 @@ class PollSchedule:
     """
 
     __slots__ = (
+        "_attempt",
         "_backstop",
         "_due",
         "_expected_end",
@@ -229,6 +302,12 @@ class PollSchedule:
         "_unguided",
         "_window",
     )
+
+    #: The share of jobs a first poll may find already ended (seen late) once durations
+    #: are known: each costs a late end, and a p95 delay is spent by 5 %.
+    FIRST_POLL_QUANTILE = 0.015
+    #: The share of a loosely known end's bound on an eta's miss recorded as its miss.
+    CENSORED_SHARE = 0.95
 
     def __init__(
         self,
@@ -245,6 +324,8 @@ class PollSchedule:
         self._rng = rng or _SHARED_RNG
         self._timed = timed
         self._unguided = 0
+        # The pending poll was aimed one tolerance into a wide window, not at its far edge.
+        self._attempt = False
         # Polls that found the task running past the end its learnt forecasts placed.
         self._overruns = 0
         self._last_poll: float | None = None
@@ -270,6 +351,7 @@ class PollSchedule:
     def next_delay(self, result: TaskResult, *, elapsed: float | None = None) -> float:
         """Seconds until the next poll, given the latest answer and the seconds since submission."""
         self._note_lateness(elapsed)
+        self._attempt = False
         delay = self._next_delay(result, elapsed)
         if self._overruns:
             delay = max(delay, self._overdue_wait())
@@ -305,7 +387,9 @@ class PollSchedule:
             # forecasts), a late one costs the caller's time. When requests are what limits
             # the run, a poll costs a job started later: aim after nearly every finish.
             frugal = self._frugal()
-            typical = self._history.quantile(1.0 if frugal else 0.03)
+            history = self._history
+            q = self.FIRST_POLL_QUANTILE
+            typical = history.quantile(1.0) if frugal else history.low_quantile(q)
             if typical is not None:
                 delay = self._jittered(typical)
                 return min(max(delay, policy.min_interval), policy.max_aimed_interval)
@@ -338,39 +422,85 @@ class PollSchedule:
                 self._unguided += 1
         return self._clamped(self._jittered(delay))
 
-    def ended(self, elapsed: float) -> None:
+    def ended(self, elapsed: float, result: TaskResult | None = None) -> None:
         """A poll ``elapsed`` seconds after submission found the task ended: learn from it.
 
-        The job really ended between the previous poll and this one; the service's
-        forecasts place it inside that span. Seen ended at the first poll, it ended some
-        time before it: the middle is taken, so first polls move earlier until they meet
+        The job really ended between the previous poll and this one. When that span is long
+        and the ending answer (``result``) says when, by the service's clock
+        (``extra.debug_info``'s ``complete_time_ms``), that end is taken; else the service's
+        forecasts place it inside the span. Seen ended at the first poll without it, it ended
+        some time before: the middle is taken, so first polls move earlier until they meet
         running jobs again.
         """
         self._note_lateness(elapsed)
         if self._history is None or not self._timed or self._backstop is not None:
             return  # a backstop poll sees the end late: nothing to learn from it
+        low = self._last_poll if self._last_poll is not None else 0.0
+        reported = None if result is None else _completed_seconds(result.extra)
+        # The service's clock starts when it took the submission, ours when its answer came
+        # back: the end it reports is that much late by ours. That matters only where our
+        # polls left the end loosely known (a poll came long after the previous one): a job
+        # ended before where its forecasts placed it is then still judged, so the learnt
+        # window can widen toward early ends, not only narrow.
+        tolerance = self._policy.min_interval
+        if reported is not None and elapsed - low > 2 * tolerance:
+            end = min(max(reported, low), elapsed)
+            self._history.observe(end)
+            self._learn(end, tolerance)
+            return
         if self._last_poll is None:
             self._history.observe(elapsed / 2)
             return
-        low, high = self._last_poll, elapsed
+        high = elapsed
         estimate = self._expected_end if self._expected_end is not None else elapsed
         self._history.observe(min(max(estimate, low), high))
-        if self._forecasts is None:
-            return
-        # Forecasts are judged against the middle of the span, or where the last progress
-        # forecast puts the end with its typical miss; never against the learnt window's
-        # edges, as an end outside it must teach a wider one. Only where the span is short
-        # against what they forecast.
-        end, uncertainty = (low + high) / 2, high - low
+        # Forecasts are judged against where the last progress forecast puts the end with its
+        # typical miss, else the last eta at its word (the nearest to the end), within the
+        # span; never against the learnt window's edges, as an end outside it must teach a
+        # wider one. Only where the span is short against what they forecast.
         point = self._point_end()
-        if point is not None:
-            end = min(max(point, low), high)
+        if point is None:
+            point = (low + high) / 2
+            if self._expected_end is not None and self._answered_eta():
+                point = self._expected_end
+        end = min(max(point, low), high)
+        self._learn(end, high - low)
+        if high - low > 2 * tolerance and self._attempt:
+            self._learn_censored(high)
+
+    def _learn_censored(self, seen: float) -> None:
+        """Teach that the last answer's eta missed by less than seeing the end ``seen`` says.
+
+        Seen by a poll one tolerance into a wide window, after a long wait, the end is too
+        loosely known to judge a forecast, and a window placing ends too late (an eta that
+        runs long, before the run knew it) would then see every end late and learn nothing.
+        A share of that bound is recorded instead: while the window is right few ends fall
+        so early, but if it is wrong every end does, and the window moves toward them.
+        """
+        if self._forecasts is None or self._history is None:
+            return
+        last = self._forecasts[-1].at
+        for at, kind, value, _ in self._forecasts:
+            if kind == ETA and at == last and seen > at:
+                self._history.observe_miss(ETA, self.CENSORED_SHARE * (seen - at) / value)
+
+    def _learn(self, end: float, uncertainty: float) -> None:
+        """Record how far each remembered forecast missed ``end`` (known within ``uncertainty``)."""
+        if self._forecasts is None or self._history is None:
+            return
         for forecast in self._forecasts:
             at, kind, value, since = forecast
-            if kind == ETA and end - at >= 4 * uncertainty:
+            if kind == ETA and end > at and end - at >= 4 * uncertainty:
                 self._history.observe_miss(kind, (end - at) / value)
             elif kind == PROGRESS and end > since and end - since >= 50 * uncertainty:
                 self._history.observe_miss(kind, (at - since) / (end - since) - value)
+
+    def _answered_eta(self) -> bool:
+        """True when the last answer gave an eta."""
+        if not self._forecasts:
+            return False
+        last = self._forecasts[-1].at
+        return any(at == last and kind == ETA for at, kind, _, _ in self._forecasts)
 
     def _point_end(self) -> float | None:
         """Where the last progress forecast puts the end, with its typical miss."""
@@ -416,9 +546,7 @@ class PollSchedule:
         for forecast in forecasts:
             if forecast.kind == PROGRESS and not self._timed:
                 continue  # its age is counted from when it was first watched, not submitted
-            misses = self._history.miss_window(forecast.kind)
-            if misses is None:
-                continue
+            misses = self._history.miss_bounds(forecast.kind)
             window = _end_window(forecast, misses)
             if window is not None:
                 fresh = window if fresh is None else _overlap(fresh, window) or fresh
@@ -443,18 +571,27 @@ class PollSchedule:
         low = max(low, elapsed)
         high = max(high, low)
         self._window = (low, high)
+        # An answer comes some time after the poll was aimed (a round trip, a wait for a slot):
+        # an end seen within the tolerance must be aimed at within the tolerance less that.
         tolerance = self._policy.min_interval
-        if high - low <= tolerance or self._frugal():
-            aim = high
-        elif high - low <= 2 * tolerance:
-            aim = high - tolerance
-        else:
-            aim = low + tolerance
+        tolerance -= min(self._history.lateness, tolerance / 2)
+        self._attempt = not (high - low <= tolerance or self._frugal())
+        # A window wider than that (when polls are cheap) is entered one tolerance in: an end
+        # there is seen in time, and a later one leaves a window the next answer, closer to
+        # the end, narrows. Of a window under two tolerances this catches more ends at once
+        # than a poll one tolerance before its far edge.
+        aim = low + tolerance if self._attempt else high
         # Jitter spreads polls, by a share of the tolerance (a share of a long wait would
-        # throw it out of a narrow window), and only earlier.
+        # throw it out of a narrow window): a poll at the far edge only later, within what the
+        # tolerance leaves (earlier, it would find an exactly forecast job still running); any
+        # other only earlier.
         spread = self._policy.jitter
         delay = aim - elapsed
-        return delay - self._rng.uniform(0, spread * min(delay, tolerance)) if spread else delay
+        if not spread:
+            return delay
+        if not self._attempt:
+            return delay + self._rng.uniform(0, spread * max(0.0, tolerance - (high - low)))
+        return delay - self._rng.uniform(0, spread * min(delay, tolerance))
 
     def _clamped(self, delay: float) -> float:
         return min(max(delay, self._policy.min_interval), self._policy.max_interval)
@@ -495,20 +632,38 @@ def _end_window(forecast: _Forecast, misses: tuple[float, float]) -> tuple[float
     return since + processed / min(most, 1.0), latest
 
 
+def _service_times(extra: Mapping[str, Any], *names: str) -> list[int] | None:
+    """The named ``extra.debug_info`` times (ms), when all are there and readable."""
+    info = extra.get("debug_info") if isinstance(extra, Mapping) else None
+    if not isinstance(info, Mapping):
+        return None
+    try:
+        return [int(info.get(name, 0)) for name in names]
+    except (TypeError, ValueError):
+        return None
+
+
+def _completed_seconds(extra: Mapping[str, Any]) -> float | None:
+    """Seconds from submission to the end, by the service's clock; None when not said."""
+    times = _service_times(extra, "submit_time_ms", "complete_time_ms")
+    if times is None:
+        return None
+    submitted, completed = times
+    if submitted <= 0 or completed < submitted:
+        return None
+    return (completed - submitted) / 1000
+
+
 def _queued_seconds(extra: Mapping[str, Any]) -> float:
     """Seconds between submission and the start of processing, by the service's clock.
 
     0 when the answer does not say (``extra.debug_info``'s ``submit_time_ms`` and
     ``execute_time_ms``) or says something unreadable.
     """
-    info = extra.get("debug_info") if isinstance(extra, Mapping) else None
-    if not isinstance(info, Mapping):
+    times = _service_times(extra, "submit_time_ms", "execute_time_ms")
+    if times is None:
         return 0.0
-    try:
-        submitted = int(info.get("submit_time_ms", 0))
-        started = int(info.get("execute_time_ms", 0))
-    except (TypeError, ValueError):
-        return 0.0
+    submitted, started = times
     if submitted <= 0 or started < submitted:
         return 0.0
     return (started - submitted) / 1000

@@ -371,7 +371,7 @@ class TaskWatcher:
             if not self._still_watched(task_id, watched):
                 return  # a push ended it while the callback ran
         if result.is_done:
-            watched.schedule.ended(time.monotonic() - watched.started)
+            watched.schedule.ended(time.monotonic() - watched.started, result)
             self._end(task_id, result)
             return
         now = time.monotonic()

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from pathlib import Path
 
 import anyio
 import psycopg
 import pytest
 from anyio.abc import Process
+
+from hailuo_async import VideoRequest
+from hailuo_async.journal import JobRecord, JobSpec, JobState, PostgresJobStore
+from hailuo_async.testing import FakeHailuoServer, Stats
 
 DSN = os.environ.get("HAILUO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRED = os.environ.get("HAILUO_REQUIRE_POSTGRES") == "1"
@@ -64,3 +70,104 @@ async def running(
             if process.returncode is None:
                 process.kill()
             await process.wait()
+
+
+def journal_url(dsn: str, schema: str) -> str:
+    """A journal URL for ``schema`` in the database of ``dsn``."""
+    return f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
+
+
+def hailuo_work(
+    server: FakeHailuoServer,
+    journal: str,
+    batch: str,
+    name: str,
+    out: Path,
+    *,
+    lease: float,
+    scale: float,
+    max_active: int = 4,
+    rpm: float | None = None,
+) -> AbstractAsyncContextManager[Process]:
+    """A `hailuo work` process named ``name`` working ``batch`` against the fake."""
+    command = [
+        sys.executable,
+        "-m",
+        "hailuo_async.cli",
+        "work",
+        "--journal",
+        journal,
+        "--name",
+        batch,
+        "--out",
+        str(out / name),
+        "--worker-id",
+        name,
+        "--lease",
+        str(lease),
+        "--max-active",
+        str(max_active),
+        "--time-scale",
+        str(scale),
+    ]
+    if rpm is not None:
+        command += ["--rpm", str(rpm)]
+    env = {**os.environ, "HAILUO_API_KEY": server.api_key, "HAILUO_BASE_URL": server.url}
+    return running(command, env)
+
+
+async def finish(process: Process) -> tuple[int, list[str]]:
+    """Wait for a `hailuo work` process; its exit status and the keys it printed as finished."""
+    assert process.stdout is not None
+    output = b""
+    async for chunk in process.stdout:
+        output += chunk
+    code = await process.wait()
+    keys = [line.split()[1] for line in output.decode().splitlines() if line.startswith("✓ ")]
+    return code, keys
+
+
+async def add_jobs(dsn: str, schema: str, batch: str, prompts: Sequence[str]) -> None:
+    """Record a job per prompt (keys ``job-0``, ``job-1``...) in a shared batch."""
+    requests = [VideoRequest(prompt) for prompt in prompts]
+    async with PostgresJobStore(dsn, batch=batch, schema=schema) as store:
+        await store.record(
+            [
+                JobSpec(key=f"job-{i}", index=i, payload=r.to_payload(), fingerprint=r.fingerprint)
+                for i, r in enumerate(requests)
+            ]
+        )
+
+
+def _counts(dsn: str, schema: str) -> dict[str, int]:
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        rows = connection.execute(
+            f'SELECT state, count(*) FROM "{schema}".hailuo_jobs GROUP BY state'  # noqa: S608
+        ).fetchall()
+    return {str(state): int(n) for state, n in rows}
+
+
+async def until_mid_batch(dsn: str, schema: str) -> None:
+    """Wait until some jobs finished, some run and some are not sent yet: a fault now hits all.
+
+    Polls the journal: other processes change it, there is no event to wait for.
+    """
+    while True:
+        counts = await anyio.to_thread.run_sync(_counts, dsn, schema)
+        if counts.get("finished", 0) >= 3 and counts.get("submitted") and counts.get("recorded"):
+            return
+        await anyio.sleep(0.02)
+
+
+def check_each_job_paid_and_finished_once(
+    records: Mapping[str, JobRecord], stats: Stats, printed: Sequence[str]
+) -> None:
+    """Every job finished, its body accepted once, its journaled task the fake's; reported once."""
+    assert {key: record.state for key, record in records.items()} == dict.fromkeys(
+        records, JobState.FINISHED
+    )
+    assert stats.submissions_accepted == len(records)
+    assert stats.duplicate_submissions == 0
+    assert {record.task_id for record in records.values()} == set(stats.task_ids)
+    assert all(record.attempts == 1 for record in records.values())
+    assert sorted(printed) == sorted(records), f"reported: {sorted(printed)}"

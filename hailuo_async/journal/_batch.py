@@ -123,14 +123,21 @@ class BatchJournal:
             await self._store.mark_failed(key, error)
 
     async def ended(self, key: str | None, outcome: TaskResult | HailuoError) -> None:
-        """Note how the job's task ended."""
+        """Note how the job's task ended.
+
+        A worker of a shared batch whose lease ran out while another worker took the job over
+        gets :class:`InvalidTransitionError` for a success: the job is that worker's to report.
+        """
         if self._store is None or key is None:
             return
         if not isinstance(outcome, TaskResult):
             # The task could not be watched to its end (an unreadable or unknown id): it may
             # still be running and paid for, so it stays SUBMITTED and a rerun watches it again.
             return
-        if outcome.ok:
+        if outcome.ok and self.worker_id is not None and isinstance(self._store, PostgresJobStore):
+            # InvalidTransitionError if another worker took the job over meanwhile.
+            await self._store.mark_finished(key, outcome, worker_id=self.worker_id)
+        elif outcome.ok:
             await self._store.mark_finished(key, outcome)
         else:
             # A job the service failed is FAILED, so that a rerun with retry_failed tries it.

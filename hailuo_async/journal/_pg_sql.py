@@ -199,10 +199,17 @@ FROM (SELECT 1) AS one LEFT JOIN before b ON true"""  # noqa: S608
             " error_fields = NULL, owner = NULL, lease_until = NULL",
             "state IN ('submitting', 'unknown')",
         ).format(s=s)
+        # With a worker, only while no other worker holds the job: one whose lease ran out
+        # (stopped, or cut off) while another took the job over leaves it to that one. The
+        # finisher stays the owner (with no lease): a retry after a lost connection knows
+        # its own first try by it, and a late worker knows the job was another's.
         self.FINISHED = _transition(
             f"state = 'finished', result = %(result)s, error = NULL, error_type = NULL,"
-            f" error_fields = NULL, owner = NULL, lease_until = NULL, finished_at = {_NOW}",
-            "state IN ('submitted', 'finished') AND task_id = %(task_id)s",
+            f" error_fields = NULL, owner = %(worker)s, lease_until = NULL, finished_at = {_NOW}",
+            "task_id = %(task_id)s AND CASE WHEN %(worker)s::text IS NULL"
+            " THEN state IN ('submitted', 'finished')"
+            " ELSE (state = 'submitted' AND (owner IS NULL OR owner = %(worker)s"
+            f" OR lease_until <= {_NOW})) OR (state = 'finished' AND owner = %(worker)s) END",
         ).format(s=s)
         self.FAILED = _transition(
             f"state = 'failed', error = %(error)s, error_type = %(error_type)s,"
@@ -251,9 +258,10 @@ RETURNING {_COLUMNS.replace("key, idx", "j.key, j.idx", 1)}"""  # noqa: S608
             f" SET lease_until = {_NOW} + make_interval(secs => %(lease)s)"
             f" WHERE batch = %(batch)s AND owner = %(worker)s AND lease_until > {_NOW}"
         )
+        # Leases only: a finished job keeps its finisher's name.
         self.release_all = (
             f"UPDATE {s}.hailuo_jobs SET owner = NULL, lease_until = NULL"  # noqa: S608
-            " WHERE batch = %(batch)s AND owner = %(worker)s"
+            " WHERE batch = %(batch)s AND owner = %(worker)s AND lease_until IS NOT NULL"
         )
         self.release_keys = self.release_all + " AND key = ANY(%(keys)s)"
         # A failed (or unknown) job back to `recorded` for the workers to claim, only if it

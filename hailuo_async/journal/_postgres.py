@@ -31,6 +31,7 @@ import anyio
 import attrs
 
 from .._exceptions import InvalidRequestError
+from .._models import TaskResult
 from . import _pg_sql
 from ._committed import GroupCommittedStore, Rejected, raise_rejected
 from ._errors import (
@@ -43,7 +44,7 @@ from ._errors import (
 )
 from ._group import GroupCommitter
 from ._keys import JobSpec
-from ._records import JobRecord, JobState
+from ._records import JobRecord, JobState, dump_result
 from ._sql import to_record
 
 if TYPE_CHECKING:
@@ -52,6 +53,11 @@ if TYPE_CHECKING:
 __all__ = ["POSTGRES_SCHEMES", "BatchProgress", "PostgresJobStore"]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# A worker paused inside a transaction (SIGSTOP, a frozen VM) would hold its rows' locks for
+# ever: claims skip locked rows and writes wait on them, so no lease could hand its jobs on.
+# The server ends such a transaction after this long (milliseconds); the worker's retry,
+# when it wakes, replays it on a new connection.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 5000
 T = TypeVar("T")
 _Fn = Callable[["_Session"], Any]
 
@@ -126,7 +132,9 @@ class _Session:
                 return self._run_once(fns)
             except driver.errors.DeadlockDetected as exc:
                 error: Exception = exc  # rolled back as a whole: nothing of it was committed
-            except driver.OperationalError as exc:
+            except driver.Error as exc:
+                # Any class of error can end a connection: a restart (57P01), or the server
+                # ending a transaction left idle (25P03, an InternalError).
                 connection = self.connection
                 if connection is not None and not connection.broken and not connection.closed:
                     raise
@@ -250,7 +258,10 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         try:
             # A commit returns only once it is on the server's disk, whatever the server's
             # default: an acknowledged `submitting` must survive a crash of the server.
-            connection.execute("SET synchronous_commit = on")
+            connection.execute(
+                "SET synchronous_commit = on;"
+                f" SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION_TIMEOUT_MS)}"
+            )
         except driver.Error as exc:
             connection.close()
             raise JournalConnectionError(f"cannot use {self.target}: {exc}") from None
@@ -429,6 +440,19 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             return Rejected.submitting(state, owner, bool(live))
 
         return await self._submitting(key, apply)
+
+    async def mark_finished(
+        self, key: str, result: TaskResult, *, worker_id: str | None = None
+    ) -> None:
+        """Note the task's final result (from SUBMITTED; again from FINISHED to refresh it).
+
+        With ``worker_id``, only while no other worker holds a live lease on the job, and not
+        again once another finished it: a worker whose lease ran out while another took the
+        job over gets :class:`InvalidTransitionError`, and leaves the job to that one to
+        report. The finished job keeps ``worker_id`` as its owner (with no lease).
+        """
+        params = {"result": dump_result(result), "task_id": result.task_id, "worker": worker_id}
+        await self._transition(key, "finished", self._statements.FINISHED, params)
 
     async def get(self, key: str) -> JobRecord | None:
         """The job's record, or None if it was never recorded."""

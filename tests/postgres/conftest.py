@@ -9,7 +9,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
+import psycopg
 import pytest
+from pgserver import PrivateCluster
 from pgutil import DSN, admin, require_postgres
 
 from hailuo_async.journal import PostgresJobStore
@@ -42,3 +44,30 @@ def powerless_role() -> Iterator[str]:
     finally:
         with admin() as connection:
             connection.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@pytest.fixture(scope="session")
+def private_cluster() -> Iterator[PrivateCluster]:
+    """A PostgreSQL cluster of the session's own, for tests that restart it; removed at the end.
+
+    Made once (initdb takes a few seconds); skips loudly without the binaries, unless
+    HAILUO_REQUIRE_POSTGRES=1.
+    """
+    cluster = PrivateCluster.create()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def private_pg(private_cluster: PrivateCluster) -> Iterator[tuple[PrivateCluster, str]]:
+    """The private cluster, running, and a fresh schema in it (dropped after the test)."""
+    private_cluster.ensure_running()
+    schema = f"hailuo_test_{secrets.token_hex(6)}"
+    try:
+        yield private_cluster, schema
+    finally:
+        private_cluster.ensure_running()
+        with psycopg.connect(private_cluster.dsn(), autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,12 @@ import anyio
 import psycopg
 import pytest
 from clientutil import make_client
+from pgserver import Link
 from pgutil import DSN, admin
 
 from hailuo_async import InvalidRequestError, VideoRequest
 from hailuo_async.journal import (
+    InvalidTransitionError,
     JobSpec,
     JobState,
     JournalConnectionError,
@@ -23,6 +26,7 @@ from hailuo_async.journal import (
     LeaseLostError,
     PostgresJobStore,
     SQLiteJobStore,
+    _postgres,
     store_for,
 )
 from hailuo_async.journal._postgres import _Session
@@ -199,6 +203,78 @@ def _result(task_id: str) -> Any:
     return TaskResult(task_id=task_id, status=TaskStatus.SUCCEED, raw_status="Success")
 
 
+async def test_a_finish_is_fenced_off_a_job_another_worker_took(store: PostgresJobStore) -> None:
+    """A worker whose lease ran out may finish its job unless another took it: then it's refused."""
+    await store.record(_specs(2))
+    await store.claim("old", 2, lease_seconds=0.3)
+    for i in range(2):
+        await store.mark_submitting(f"job-{i}", worker_id="old")
+        await store.mark_submitted(f"job-{i}", f"t{i}")
+    await anyio.sleep(0.4)  # both leases run out; "new" takes job-0 over
+    assert [r.key for r in await store.claim("new", 1, lease_seconds=60)] == ["job-0"]
+    with pytest.raises(InvalidTransitionError, match="is submitted; it cannot become finished"):
+        await store.mark_finished("job-0", _result("t0"), worker_id="old")
+    await store.mark_finished("job-0", _result("t0"), worker_id="new")
+    with pytest.raises(InvalidTransitionError, match="is finished; it cannot"):
+        await store.mark_finished("job-0", _result("t0"), worker_id="old")
+    # Nobody took job-1: its late worker still finishes it (a retry of that too), and the
+    # finisher's name stays on the job; without a worker, as before.
+    for _ in range(2):
+        await store.mark_finished("job-1", _result("t1"), worker_id="old")
+    assert await store.release("old") == 0
+    records = await store.get_many()
+    assert [(r.state, r.owner, r.lease_until) for r in records.values()] == [
+        (JobState.FINISHED, "new", None),
+        (JobState.FINISHED, "old", None),
+    ]
+    await store.mark_finished("job-1", _result("t1"))
+
+
+async def test_a_transaction_left_open_by_a_paused_worker_releases_its_rows(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker frozen inside a transaction: the server ends it, others go on, its retry lands."""
+    monkeypatch.setattr(_postgres, "IDLE_IN_TRANSACTION_TIMEOUT_MS", 300)
+    woken = threading.Event()
+    stalls: list[bool] = []
+    touch = f'UPDATE "{pg_schema}".hailuo_jobs SET error = %(note)s WHERE key = %(key)s'  # noqa: S608
+
+    def frozen_write(session: _Session) -> int:
+        # Two statements, so a transaction; frozen between them the first time, as by SIGSTOP.
+        session.rowcount(touch, {"note": "frozen", "key": "job-0"})
+        if not stalls:
+            stalls.append(True)
+            woken.wait(10)
+        return session.rowcount(touch, {"note": "woken", "key": "job-1"})
+
+    async with (
+        PostgresJobStore(DSN, schema=pg_schema) as frozen,
+        PostgresJobStore(DSN, schema=pg_schema) as other,
+    ):
+        await frozen.record(_specs(2))
+        async with anyio.create_task_group() as group:
+            result: list[int] = []
+
+            async def write() -> None:
+                result.append(await frozen._write(frozen_write))
+
+            group.start_soon(write)
+            try:
+                with anyio.fail_after(30):
+                    while not stalls:  # noqa: ASYNC110 - a thread sets it
+                        await anyio.sleep(0.01)
+                    # Waits on job-0's lock until the server has ended the frozen transaction.
+                    await other.mark_submitting("job-0")
+            finally:
+                woken.set()
+        records = await other.get_many()
+        reconnects = frozen.reconnects
+    assert result == [1]
+    assert reconnects == 1
+    assert (records["job-0"].state, records["job-0"].error) == (JobState.SUBMITTING, "frozen")
+    assert records["job-1"].error == "woken"
+
+
 @pytest.fixture
 def lost_answer(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     """Makes the next `submitting` statement commit, then lose its connection before the answer.
@@ -267,65 +343,17 @@ async def test_a_store_gives_up_after_reconnect_for(pg_schema: str, app_dsn: str
         assert store.reconnects == 1
 
 
-class _Link:
-    """A TCP relay to the server that can be cut: open links drop, new ones are refused."""
-
-    def __init__(self) -> None:
-        self.up = True
-        self.port = 0
-        self._scopes: set[anyio.CancelScope] = set()
-
-    def cut(self) -> None:
-        self.up = False
-        for scope in self._scopes:
-            scope.cancel()
-
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        target = urlsplit(DSN)
-        async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-            self.port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610
-            task_status.started()
-            host, port = target.hostname or "127.0.0.1", target.port or 5432
-            await listener.serve(lambda client: self._relay(client, host, port))
-
-    async def _relay(self, client: anyio.abc.SocketStream, host: str, port: int) -> None:
-        async with client:
-            if not self.up:
-                return
-            with anyio.CancelScope() as scope:
-                self._scopes.add(scope)
-                async with await anyio.connect_tcp(host, port) as server:
-
-                    async def pump(a: anyio.abc.SocketStream, b: anyio.abc.SocketStream) -> None:
-                        async for chunk in a:
-                            await b.send(chunk)
-                        scope.cancel()
-
-                    async with anyio.create_task_group() as group:
-                        group.start_soon(pump, client, server)
-                        group.start_soon(pump, server, client)
-            self._scopes.discard(scope)
-
-
 async def test_a_network_cut_of_two_seconds_is_waited_out(pg_schema: str) -> None:
     """The link to the server drops for 2 s mid-batch: writes wait, reconnect and all land once."""
-    link = _Link()
+    link = Link(DSN)
     async with anyio.create_task_group() as group:
         await group.start(link.serve)
-        parts = urlsplit(DSN)
-        user = parts.netloc.rpartition("@")[0]
-        dsn = urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{link.port}"))
-        async with PostgresJobStore(dsn, schema=pg_schema, reconnect_for=30) as store:
+        async with PostgresJobStore(link.dsn(), schema=pg_schema, reconnect_for=30) as store:
             await store.record(_specs(40))
             for i in range(20):
                 await store.mark_submitting(f"job-{i}")
             link.cut()
-
-            async def heal() -> None:
-                await anyio.sleep(2)
-                link.up = True
-
-            group.start_soon(heal)
+            group.start_soon(link.restore_after, 2)
             for i in range(20, 40):
                 await store.mark_submitting(f"job-{i}")
             records = await store.get_many()

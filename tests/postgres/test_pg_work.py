@@ -9,9 +9,17 @@ from pathlib import Path
 
 import anyio
 import pytest
-from pgutil import DSN
+from pgutil import DSN, admin
 
-from hailuo_async import InvalidRequestError, JobOutcome, JobStream, VideoRequest, WorkerSettings
+from hailuo_async import (
+    InvalidRequestError,
+    JobOutcome,
+    JobStream,
+    TaskResult,
+    TaskStatus,
+    VideoRequest,
+    WorkerSettings,
+)
 from hailuo_async.journal import JobSpec, JobState, PostgresJobStore
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
@@ -145,3 +153,38 @@ async def test_work_needs_a_shared_journal(tmp_path: Path) -> None:
         with pytest.raises(InvalidRequestError, match="worker"):
             client.generate_many([], journal=tmp_path / "j.sqlite", worker=WorkerSettings())
         assert server.stats.submission_attempts == 0
+
+
+async def test_a_job_taken_over_while_watched_is_left_to_its_new_holder(pg_schema: str) -> None:
+    """Another worker took the watched job over: it ends, this worker yields nothing for it."""
+    async with _fake() as server, server.client() as client:
+        stream = client.generate_many(
+            _requests(1),
+            journal=_url(pg_schema),
+            batch="handoff",
+            worker=WorkerSettings(worker_id="late", lease=30.0, idle_poll=0.05),
+        )
+        async with PostgresJobStore(DSN, batch="handoff", schema=pg_schema) as other:
+            with anyio.fail_after(60):
+                async with stream as outcomes:
+                    while (job := await other.get("job-0")) is None or job.task_id is None:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                    # As when the late worker's lease ran out and "other" claimed the job.
+                    with admin() as connection:
+                        connection.execute(
+                            f'UPDATE "{pg_schema}".hailuo_jobs SET owner = %s,'  # noqa: S608
+                            " lease_until = clock_timestamp() + interval '60 seconds'",
+                            ("other",),
+                        )
+                    while not stream.counts.skipped:  # noqa: ASYNC110 - no event to wait on
+                        await anyio.sleep(0.01)
+                    result = TaskResult(
+                        task_id=job.task_id, status=TaskStatus.SUCCEED, raw_status="Success"
+                    )
+                    await other.mark_finished("job-0", result, worker_id="other")
+                    yielded = [outcome async for outcome in outcomes]
+            record = await other.get("job-0")
+    assert yielded == []
+    assert record is not None
+    assert (record.state, record.owner) == (JobState.FINISHED, "other")
+    assert server.stats.submissions_accepted == 1

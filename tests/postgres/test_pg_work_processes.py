@@ -7,19 +7,16 @@ worker printed, never on how long anything took.
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 
 import anyio
 import pytest
 from anyio.abc import Process
-from pgutil import DSN, admin, running
+from pgutil import DSN, add_jobs, admin, finish, hailuo_work, journal_url
 
-from hailuo_async import VideoRequest
-from hailuo_async.journal import JobSpec, JobState, PostgresJobStore
+from hailuo_async.journal import JobState, PostgresJobStore
 from hailuo_async.testing import FakeHailuoServer, Faults, Fixed
 
 pytestmark = pytest.mark.anyio
@@ -29,52 +26,15 @@ SCALE = 0.01
 
 
 async def _add(schema: str, n: int) -> None:
-    requests = [VideoRequest(f"a fox, take {i}") for i in range(n)]
-    async with PostgresJobStore(DSN, batch=BATCH, schema=schema) as store:
-        await store.record(
-            [
-                JobSpec(key=f"job-{i}", index=i, payload=r.to_payload(), fingerprint=r.fingerprint)
-                for i, r in enumerate(requests)
-            ]
-        )
+    await add_jobs(DSN, schema, BATCH, [f"a fox, take {i}" for i in range(n)])
 
 
 def _worker(
     server: FakeHailuoServer, schema: str, name: str, out: Path
 ) -> AbstractAsyncContextManager[Process]:
-    command = [
-        sys.executable,
-        "-m",
-        "hailuo_async.cli",
-        "work",
-        "--journal",
-        f"{DSN}?schema={schema}",
-        "--name",
-        BATCH,
-        "--out",
-        str(out / name),
-        "--worker-id",
-        name,
-        "--lease",
-        "2",
-        "--max-active",
-        "4",
-        "--time-scale",
-        str(SCALE),
-    ]
-    env = {**os.environ, "HAILUO_API_KEY": server.api_key, "HAILUO_BASE_URL": server.url}
-    return running(command, env)
-
-
-async def _finish(process: Process) -> tuple[int, list[str]]:
-    """Wait for the worker; its exit status and the keys it printed as finished."""
-    assert process.stdout is not None
-    output = b""
-    async for chunk in process.stdout:
-        output += chunk
-    code = await process.wait()
-    keys = [line.split()[1] for line in output.decode().splitlines() if line.startswith("✓ ")]
-    return code, keys
+    return hailuo_work(
+        server, journal_url(DSN, schema), BATCH, name, out, lease=2, scale=SCALE, max_active=4
+    )
 
 
 def _rows(schema: str, sql: str) -> list[tuple[object, ...]]:
@@ -93,7 +53,7 @@ async def test_three_workers_finish_every_job_exactly_once(pg_schema: str, tmp_p
                 for i in range(3)
             ]
             with anyio.fail_after(60):
-                finished = [await _finish(worker) for worker in workers]
+                finished = [await finish(worker) for worker in workers]
         stats = server.stats
     assert [code for code, _ in finished] == [0, 0, 0]
     keys = [key for _, printed in finished for key in printed]
@@ -134,7 +94,7 @@ async def test_a_killed_worker_s_jobs_are_taken_over(pg_schema: str, tmp_path: P
                     await stack.enter_async_context(_worker(server, pg_schema, f"s{i}", tmp_path))
                     for i in range(2)
                 ]
-                finished = [await _finish(worker) for worker in survivors]
+                finished = [await finish(worker) for worker in survivors]
         stats = server.stats
     assert [code for code, _ in finished] == [0, 0]
     async with PostgresJobStore(DSN, batch=BATCH, schema=pg_schema) as store:
