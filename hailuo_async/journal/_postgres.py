@@ -32,6 +32,7 @@ import attrs
 
 from .._exceptions import InvalidRequestError
 from .._models import TaskResult
+from .._schema_lock import SCHEMA_LOCK
 from . import _pg_sql
 from ._committed import GroupCommittedStore, Rejected, raise_rejected
 from ._errors import (
@@ -290,10 +291,7 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         statements = self._statements
         with connection.transaction():
             # One creator at a time: others wait, then find the schema at its version.
-            connection.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('hailuo-async schema ' || %s))",
-                (self._schema,),
-            )
+            connection.execute(SCHEMA_LOCK, (self._schema,))
             exists = connection.execute(
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self._schema,)
             ).fetchone()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from .._schema_lock import SCHEMA_LOCK
 from ._common import Connection, CoordinationError
 
 __all__ = ["LIMITS_SCHEMA_VERSION", "create_limits_schema", "in_schema"]
@@ -239,9 +240,6 @@ END
 $fn$;
 """
 
-# Serialises schema creation: concurrent CREATE ... IF NOT EXISTS can still collide.
-_SETUP_LOCK = 0x4A11_0001
-
 
 def in_schema(schema: str, text: str) -> sql.Composed:
     """The statement ``text`` with ``{s}`` standing for ``schema`` (quoted)."""
@@ -251,7 +249,7 @@ def in_schema(schema: str, text: str) -> sql.Composed:
 async def create_limits_schema(connection: Connection, schema: str) -> None:
     """Create or upgrade the limits' tables and functions in ``schema`` (idempotent)."""
     async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+        await connection.execute(SCHEMA_LOCK, (schema,))
         await connection.execute(in_schema(schema, _TABLES))
         cursor = await connection.execute(in_schema(schema, "SELECT version FROM {s}.limits_meta"))
         row = await cursor.fetchone()
