@@ -35,6 +35,7 @@ from ._exceptions import (
 from ._models import TaskResult, TaskStatus
 from ._polling import PollPolicy, PollSchedule
 from ._state import SharedState
+from ._sync import Places, Signal
 from ._task_ids import check_task_id
 from ._taskgroup import OwnedTaskGroup
 
@@ -135,14 +136,16 @@ class TaskWatcher:
         self._backstop = backstop_interval or 4 * self._policy.max_interval
         self._on_event = on_event
         self._keep_open = keep_open
-        self._poll_slots = anyio.Semaphore(max_concurrent_polls or state.limiter.max_in_flight)
+        # A free slot costs no turn of the loop: the scheduler takes every due poll's slot
+        # at once, rather than yielding once per poll (it yields when it sleeps or runs out).
+        self._poll_slots = Places(max_concurrent_polls or state.limiter.max_in_flight)
         self._watched: dict[str, _Watched] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._sequence = itertools.count()
-        self._wake = anyio.Event()
+        self._wake = Signal()
         # Ended tasks wait here for the reader; unbounded because each is a paid result.
         self._ended: deque[WatchOutcome] = deque()
-        self._ended_signal = anyio.Event()
+        self._ended_signal = Signal()
         self._subscribers: list[MemoryObjectSendStream[TaskEvent]] = []
         self._tasks = OwnedTaskGroup()
         self.errors: dict[str, HailuoError] = {}
@@ -263,7 +266,7 @@ class TaskWatcher:
             if not self._watched and not self._keep_open:
                 raise StopAsyncIteration
             await self._ended_signal.wait()
-            self._ended_signal = anyio.Event()
+            self._ended_signal = Signal()
         return self._ended.popleft()
 
     # -- scheduling ------------------------------------------------------------------------
@@ -281,9 +284,9 @@ class TaskWatcher:
         # workers wait for the next due poll while one is due soon, and end otherwise.
         task_group = self._tasks.task_group
         due: deque[tuple[str, _Watched]] = deque()
-        idle: list[anyio.Event] = []
+        idle: list[Signal] = []
         workers = 0
-        room = self._poll_slots.value
+        room = self._poll_slots.free
         soon = self._policy.min_interval
 
         async def work() -> None:
@@ -291,7 +294,7 @@ class TaskWatcher:
             while True:
                 while due:
                     await self._poll(*due.popleft())
-                woken = anyio.Event()
+                woken = Signal()
                 idle.append(woken)  # no await since `due` was found empty: no lost wake-up
                 await woken.wait()
                 if not due:
@@ -330,7 +333,7 @@ class TaskWatcher:
         with anyio.move_on_after(timeout):
             await self._wake.wait()
         if self._wake.is_set():
-            self._wake = anyio.Event()
+            self._wake = Signal()
 
     def _still_watched(self, task_id: str, watched: _Watched) -> bool:
         # False once a pushed result ended the task while its poll was in flight.
@@ -366,7 +369,7 @@ class TaskWatcher:
         watched.failures = 0
         previous, watched.last = watched.last, result
         change = change_between(previous, result)
-        if change is not None:
+        if change is not None and (self._subscribers or self._on_event is not None):
             await self._emit(TaskEvent(task_id, change, result))
             if not self._still_watched(task_id, watched):
                 return  # a push ended it while the callback ran
