@@ -41,6 +41,7 @@ from ._retry import (
     UnknownSubmissionPolicy,
     parse_retry_after,
     poll_should_retry,
+    retry_after,
     submit_should_retry,
     with_retries,
 )
@@ -270,7 +271,13 @@ class HailuoAPI:
     async def get_task(self, task_id: str) -> TaskResult:
         """Poll a task once (retrying transient failures) and return what the service says."""
         check_task_id(task_id)
-        return await with_retries(
+        try:
+            # The first attempt here, not in with_retries: one frame less on every poll.
+            return await self._poll_once(task_id, attempt=1)
+        except Exception as exc:
+            failure = exc  # retried outside the handler: no first failure chained to the last
+        return await retry_after(
+            failure,
             lambda attempt: self._poll_once(task_id, attempt=attempt),
             self.retry_policy,
             max_retries=self.max_retries,

@@ -193,7 +193,10 @@ class JobStream:
 
         task_group = await self._tasks.open(setup)
         task_group.start_soon(self._produce)
-        task_group.start_soon(self._collect)
+        if self._journal.enabled or self._download_to is not None:
+            task_group.start_soon(self._collect)
+        else:  # nothing to write or fetch per ended job: its outcome is handed over at once
+            self._watcher.hand_ended_to(self._task_ended)
         if self._worker is not None:
             task_group.start_soon(self._heartbeats, self._worker)
         return self
@@ -458,24 +461,39 @@ class JobStream:
     # -- finishing -------------------------------------------------------------------------
 
     async def _collect(self) -> None:
+        # Journal writes and downloads take time: finish jobs side by side.
         task_group = self._tasks.task_group
         while True:
             task_id, outcome = await self._watcher.next_outcome()
             job = self._book.stopped_running(task_id)
-            if self._journal.enabled or self._download_to is not None:
-                # Journal writes and downloads take time: finish jobs side by side.
-                task_group.start_soon(self._finish, job, task_id, outcome)
-            else:
-                await self._finish(job, task_id, outcome)
+            task_group.start_soon(self._finish, job, task_id, outcome)
+
+    def _task_ended(self, task_id: str, outcome: TaskResult | HailuoError) -> None:
+        """A watched task ended, in a batch with nothing to write or fetch for it."""
+        job = self._book.stopped_running(task_id)
+        self._hand_over_ended(job, task_id, outcome)
 
     async def _finish(self, job: BatchJob, task_id: str, outcome: TaskResult | HailuoError) -> None:
         await self._journal.ended(job.key, outcome)
         path: Path | None = None
+        download_error: HailuoError | None = None
+        if isinstance(outcome, TaskResult) and outcome.ok and self._download_to is not None:
+            path, download_error = await self._download(job, outcome)
+        self._hand_over_ended(job, task_id, outcome, path, download_error)
+
+    def _hand_over_ended(
+        self,
+        job: BatchJob,
+        task_id: str,
+        outcome: TaskResult | HailuoError,
+        path: Path | None = None,
+        download_error: HailuoError | None = None,
+    ) -> None:
         if isinstance(outcome, TaskResult):
             result: TaskResult | None = outcome
-            error: HailuoError | None = None if outcome.ok else TaskFailedError(outcome)
-            if outcome.ok and self._download_to is not None:
-                path, error = await self._download(job, outcome)
+            error: HailuoError | None = download_error
+            if error is None and not outcome.ok:
+                error = TaskFailedError(outcome)
         else:
             result, error = None, outcome
         if isinstance(error, _FATAL):

@@ -159,14 +159,15 @@ class Transport:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise map_transport_error(exc, method=method, url=url) from exc
         finally:
-            logger.debug(
-                "%s %s -> %s (attempt %d, %.3f s)",
-                method,
-                log_path,
-                status,
-                attempt,
-                time.monotonic() - started,
-            )
+            if logger.isEnabledFor(logging.DEBUG):  # no clock read nor call per request else
+                logger.debug(
+                    "%s %s -> %s (attempt %d, %.3f s)",
+                    method,
+                    log_path,
+                    status,
+                    attempt,
+                    time.monotonic() - started,
+                )
 
     async def _read_capped(
         self, response: aiohttp.ClientResponse, *, method: str, url: str

@@ -10,6 +10,7 @@ the ``async with`` is left.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import time
@@ -70,6 +71,9 @@ MAX_POLL_FAILURES = 8
 _PERMANENT = (NotFoundError, BadRequestError, InvalidRequestError)
 # Errors after which polling any task cannot help.
 _FATAL = (AuthenticationError, PermissionDeniedError)
+# Idle poll workers wait while the next poll is due within this many seconds (or the
+# policy's min_interval, if longer); they end otherwise.
+_IDLE_HORIZON = 1.0
 
 
 class _Watched:
@@ -146,6 +150,7 @@ class TaskWatcher:
         # Ended tasks wait here for the reader; unbounded because each is a paid result.
         self._ended: deque[WatchOutcome] = deque()
         self._ended_signal = Signal()
+        self._sink: Callable[[str, TaskResult | HailuoError], None] | None = None
         self._subscribers: list[MemoryObjectSendStream[TaskEvent]] = []
         self._tasks = OwnedTaskGroup()
         self.errors: dict[str, HailuoError] = {}
@@ -213,6 +218,15 @@ class TaskWatcher:
             self._schedule(task_id, submitted_at + schedule.first_delay())
         if self._tasks.is_open:
             self._state.push.register(task_id, self)
+
+    def hand_ended_to(self, sink: Callable[[str, TaskResult | HailuoError], None]) -> None:
+        """Give each task that ends to ``sink`` at once, instead of to :meth:`next_outcome`.
+
+        For an owner with nothing to await per ended task (a batch without journal or
+        downloads): no task of its own waiting for them, no wake-up per task. ``sink`` must
+        not raise.
+        """
+        self._sink = sink
 
     def finish(self) -> None:
         """Take no more ids: the iteration ends once the watched tasks have ended."""
@@ -287,7 +301,9 @@ class TaskWatcher:
         idle: list[Signal] = []
         workers = 0
         room = self._poll_slots.free
-        soon = self._policy.min_interval
+        # Not just the next poll interval: with short intervals the workers would be retired
+        # and started again between nearly every two polls, which costs more than waiting.
+        soon = max(self._policy.min_interval, _IDLE_HORIZON)
 
         async def work() -> None:
             nonlocal workers
@@ -330,8 +346,16 @@ class TaskWatcher:
                 task_group.start_soon(work)
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
-        with anyio.move_on_after(timeout):
-            await self._wake.wait()
+        wake = self._wake
+        if timeout is None:
+            await wake.wait()
+        else:
+            # The timeout wakes it as a new deadline would: a timer, not a cancel scope a sleep.
+            timer = asyncio.get_running_loop().call_later(timeout, wake.set)
+            try:
+                await wake.wait()
+            finally:
+                timer.cancel()
         if self._wake.is_set():
             self._wake = Signal()
 
@@ -426,6 +450,9 @@ class TaskWatcher:
         self._state.push.unregister(task_id, self)
         if isinstance(outcome, HailuoError):
             self.errors[task_id] = outcome
+        if self._sink is not None:
+            self._sink(task_id, outcome)
+            return
         self._ended.append((task_id, outcome))
         self._ended_signal.set()
 
