@@ -60,6 +60,9 @@ DEFAULT_BASE_URL = "https://api.highwayapi.ai"
 SUBMIT_PATH = "/v3/async/minimax-hailuo-02"
 TASK_RESULT_PATH = "/v3/async/task-result"
 
+# Made once: json.dumps with options builds a new encoder on every call.
+_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -185,7 +188,7 @@ class HailuoAPI:
         """
         if not isinstance(request, VideoRequest):
             raise TypeError(f"submit() takes a VideoRequest, not {type(request).__name__}")
-        body = json.dumps(request.to_payload(), ensure_ascii=False).encode("utf-8")
+        body = _BODY_ENCODER.encode(request.to_payload()).encode("utf-8")
         resubmit = self.on_unknown_submission == "resubmit"
         try:
             task_id = await with_retries(

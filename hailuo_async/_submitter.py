@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
-import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from ._api import SubmissionRecorder
@@ -95,30 +94,38 @@ class BatchSubmitter:
         return await self._submit(job.request, recorder=recorder, active_jobs=self._active)
 
     def start(self, task_group: TaskGroup, work: Work) -> None:
-        """Run ``work`` as :meth:`shielded` does, on a worker of ``task_group``."""
+        """Run one submission's ``work`` on a worker of ``task_group``, shielded from its
+        cancellation until :meth:`wait_and_cancel`.
+
+        ``work`` gets a ``landed`` function to call once the submission's answer is known
+        (before it may block on a slow reader); if it ends without, it is called for it.
+        """
         self._queue.append(work)
         if self._idle:
             self._idle.pop().set()
         else:
-            task_group.start_soon(self._work)
+            task_group.start_soon(self._work, task_group.cancel_scope)
 
-    async def _work(self) -> None:
-        while True:
-            while self._queue:
-                # Work not yet begun is left to the cancellation, as a task not yet started
-                # would be: nothing was sent for it.
-                await anyio.lowlevel.checkpoint_if_cancelled()
-                await self.shielded(self._queue.popleft())
-            woken = Signal()
-            self._idle.append(woken)  # no await since the queue was found empty: no lost wake
-            await woken.wait()
+    async def _work(self, group: anyio.CancelScope) -> None:
+        # Shielded for its whole life, not once per submission (a cancel scope costs more
+        # than a submission's own bookkeeping): wait_and_cancel ends it, busy or idle.
+        with anyio.CancelScope(shield=True) as scope:
+            self._scopes.add(scope)
+            try:
+                while True:
+                    while self._queue:
+                        if group.cancel_called:
+                            # Work not yet begun is left to the cancellation, as a task not
+                            # yet started would be: nothing was sent for it.
+                            return
+                        await self._run(self._queue.popleft())
+                    woken = Signal()
+                    self._idle.append(woken)  # no await since the queue was found empty
+                    await woken.wait()
+            finally:
+                self._scopes.discard(scope)
 
-    async def shielded(self, work: Work) -> None:
-        """Run one submission's ``work`` shielded from the caller's cancellation.
-
-        ``work`` gets a ``landed`` function to call once the submission's answer is known
-        (before it may block on a slow reader); if it ends without, this calls it.
-        """
+    async def _run(self, work: Work) -> None:
         done = False
 
         def landed() -> None:
@@ -130,14 +137,11 @@ class BatchSubmitter:
                     self._changed.set()
                     self._changed = None
 
-        with anyio.CancelScope(shield=True) as scope:
-            self._scopes.add(scope)
-            try:
-                await work(landed)
-            finally:
-                self._scopes.discard(scope)
-                # Cancelled (on exit, after the grace): no answer is coming to wait for.
-                landed()
+        try:
+            await work(landed)
+        finally:
+            # Cancelled (on exit, after the grace): no answer is coming to wait for.
+            landed()
 
     async def wait_and_cancel(self, grace: float = SUBMISSION_GRACE) -> None:
         """Give the submissions on the wire ``grace`` seconds to land, then cancel them."""
