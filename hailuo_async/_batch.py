@@ -5,7 +5,7 @@ each one once a place among the active jobs is free (:mod:`._submitter`); the ba
 watcher polls the submitted ones; a finisher per ended job writes it to the journal,
 downloads its video if asked, and hands its JobOutcome to the reader. A job's place is given
 back only once its outcome has been taken, so a slow reader slows submissions instead of
-piling up results (the outcomes waiting for the reader are never more than the places). The
+piling up results (an outcome waiting for the reader still holds its job's place). The
 counters live in :mod:`._bookkeeping`.
 
 With a journal, each job is recorded before its POST and its task id as soon as it is known;
@@ -87,10 +87,10 @@ _ADD_CHUNK = 500
 _YIELD_EVERY = 16
 logger = logging.getLogger("hailuo_async.batch")
 
-_Place = Literal["none", "unsubmitted", "completed", "timed_out"]
 # What an outcome's job holds until the reader takes the outcome: no place (a replay), the
 # place of a job never accepted, or that of a submitted job that ended (or whose watch timed
 # out: it may still be running, so it teaches the active-job limit nothing).
+_Place = Literal["none", "unsubmitted", "completed", "timed_out"]
 
 
 class JobStream:
@@ -133,8 +133,8 @@ class JobStream:
         self._submitter = BatchSubmitter(
             submit, active_jobs=active_jobs, journal=self._journal, book=self._book
         )
-        # Outcomes wait here for the reader, each with the place it gives back once taken;
-        # unbounded, but each holds a place (or is a replay): never more than the places.
+        # Outcomes wait here for the reader, each with the place it gives back once taken: so
+        # while the reader lags, no more jobs start (a replayed outcome holds no place).
         self._outcomes: deque[tuple[JobOutcome, _Place]] = deque()
         self._reader_waiting: Signal | None = None
         self._ended = False  # every outcome was taken and no more will come
