@@ -58,8 +58,15 @@ async def _hailuo_run(
 ) -> dict[str, Any]:
     from hailuo_async import HailuoClient, Limits, PollPolicy
 
+    # max_aimed_interval too: otherwise the first poll is aimed from the durations learnt in
+    # the run (under contention the slowest one seen, tens of ms), not made after POLL_DELAY
+    # as the bare loops make it, and the run would compare poll plans, not client overhead.
     policy = PollPolicy(
-        first_poll_delay=POLL_DELAY, min_interval=POLL_DELAY, max_interval=POLL_DELAY, jitter=0.1
+        first_poll_delay=POLL_DELAY,
+        min_interval=POLL_DELAY,
+        max_interval=POLL_DELAY,
+        max_aimed_interval=POLL_DELAY,
+        jitter=0.1,
     )
     async with HailuoClient(
         api_key=api_key,

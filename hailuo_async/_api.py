@@ -41,6 +41,7 @@ from ._retry import (
     UnknownSubmissionPolicy,
     parse_retry_after,
     poll_should_retry,
+    retry_after,
     submit_should_retry,
     with_retries,
 )
@@ -58,6 +59,9 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.highwayapi.ai"
 SUBMIT_PATH = "/v3/async/minimax-hailuo-02"
 TASK_RESULT_PATH = "/v3/async/task-result"
+
+# Made once: json.dumps with options builds a new encoder on every call.
+_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
@@ -184,7 +188,7 @@ class HailuoAPI:
         """
         if not isinstance(request, VideoRequest):
             raise TypeError(f"submit() takes a VideoRequest, not {type(request).__name__}")
-        body = json.dumps(request.to_payload(), ensure_ascii=False).encode("utf-8")
+        body = _BODY_ENCODER.encode(request.to_payload()).encode("utf-8")
         resubmit = self.on_unknown_submission == "resubmit"
         try:
             task_id = await with_retries(
@@ -270,7 +274,13 @@ class HailuoAPI:
     async def get_task(self, task_id: str) -> TaskResult:
         """Poll a task once (retrying transient failures) and return what the service says."""
         check_task_id(task_id)
-        return await with_retries(
+        try:
+            # The first attempt here, not in with_retries: one frame less on every poll.
+            return await self._poll_once(task_id, attempt=1)
+        except Exception as exc:
+            failure = exc  # retried outside the handler: no first failure chained to the last
+        return await retry_after(
+            failure,
             lambda attempt: self._poll_once(task_id, attempt=attempt),
             self.retry_policy,
             max_retries=self.max_retries,

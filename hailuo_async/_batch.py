@@ -5,7 +5,8 @@ each one once a place among the active jobs is free (:mod:`._submitter`); the ba
 watcher polls the submitted ones; a finisher per ended job writes it to the journal,
 downloads its video if asked, and hands its JobOutcome to the reader. A job's place is given
 back only once its outcome has been taken, so a slow reader slows submissions instead of
-piling up results. The counters live in :mod:`._bookkeeping`.
+piling up results (an outcome waiting for the reader still holds its job's place). The
+counters live in :mod:`._bookkeeping`.
 
 With a journal, each job is recorded before its POST and its task id as soon as it is known;
 a rerun skips finished jobs, re-watches submitted ones and never resends one whose outcome
@@ -20,19 +21,19 @@ task keeps the leases alive; leaving releases them.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import anyio
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._bookkeeping import BatchBook, BatchCounts, BatchJob, LeftRunningJob
 from ._download import sweep_partial_downloads
@@ -49,6 +50,7 @@ from ._limits import ActiveJobs
 from ._models import JobOutcome, TaskResult, VideoRequest
 from ._retry import UnknownSubmissionPolicy
 from ._submitter import SUBMISSION_GRACE, BatchSubmitter, SubmitOne
+from ._sync import Signal
 from ._taskgroup import OwnedTaskGroup
 from ._watcher import TaskEvent, TaskWatcher
 from ._worker import WorkerSettings
@@ -85,7 +87,14 @@ _ADD_CHUNK = 500
 _REPLAYED = frozenset({ResumeAction.FINISHED, ResumeAction.FAILED, ResumeAction.UNKNOWN})
 # Ended jobs a run may submit again when asked (retry_failed, on_unknown_submission).
 _RETRIED = frozenset({JobState.FAILED, JobState.UNKNOWN})
+# Items of a synchronous source read between two turns given to the batch's other tasks.
+_YIELD_EVERY = 16
 logger = logging.getLogger("hailuo_async.batch")
+
+# What an outcome's job holds until the reader takes the outcome: no place (a replay), the
+# place of a job never accepted, or that of a submitted job that ended (or whose watch timed
+# out: it may still be running, so it teaches the active-job limit nothing).
+_Place = Literal["none", "unsubmitted", "completed", "timed_out"]
 
 
 class JobStream:
@@ -128,9 +137,11 @@ class JobStream:
         self._submitter = BatchSubmitter(
             submit, active_jobs=active_jobs, journal=self._journal, book=self._book
         )
-        # Made on entry, so a batch that is never entered leaves no stream to close.
-        self._outcomes_in: MemoryObjectSendStream[JobOutcome] | None = None
-        self._outcomes_out: MemoryObjectReceiveStream[JobOutcome] | None = None
+        # Outcomes wait here for the reader, each with the place it gives back once taken: so
+        # while the reader lags, no more jobs start (a replayed outcome holds no place).
+        self._outcomes: deque[tuple[JobOutcome, _Place]] = deque()
+        self._reader_waiting: Signal | None = None
+        self._ended = False  # every outcome was taken and no more will come
         self._tasks = OwnedTaskGroup()
         self._fatal: Exception | None = None
         self._closing = False
@@ -171,13 +182,8 @@ class JobStream:
     async def __aenter__(self) -> JobStream:
         if self._download_to is not None:
             self._download_to.mkdir(parents=True, exist_ok=True)
-        self._outcomes_in, self._outcomes_out = anyio.create_memory_object_stream[JobOutcome]()
 
         async def setup(stack: AsyncExitStack) -> None:
-            assert self._outcomes_in is not None
-            assert self._outcomes_out is not None
-            stack.enter_context(self._outcomes_in)
-            stack.enter_context(self._outcomes_out)
             await self._journal.start(
                 retry_failed=self._retry_failed,
                 on_unknown_submission=self._on_unknown_submission,
@@ -191,7 +197,10 @@ class JobStream:
 
         task_group = await self._tasks.open(setup)
         task_group.start_soon(self._produce)
-        task_group.start_soon(self._collect)
+        if self._journal.enabled or self._download_to is not None:
+            task_group.start_soon(self._collect)
+        else:  # nothing to write or fetch per ended job: its outcome is handed over at once
+            self._watcher.hand_ended_to(self._task_ended)
         if self._worker is not None:
             task_group.start_soon(self._heartbeats, self._worker)
         return self
@@ -220,16 +229,21 @@ class JobStream:
         return self
 
     async def __anext__(self) -> JobOutcome:
-        if not self._tasks.is_open or self._outcomes_out is None:
+        if not self._tasks.is_open:
             raise RuntimeError(
                 "use the batch inside `async with client.generate_many(...) as outcomes`"
             )
-        try:
-            return await self._outcomes_out.receive()
-        except anyio.EndOfStream:
-            if self._fatal is not None:
-                raise self._fatal from None
-            raise StopAsyncIteration from None
+        while not self._outcomes:
+            if self._ended:
+                if self._fatal is not None:
+                    raise self._fatal
+                raise StopAsyncIteration
+            self._reader_waiting = waiting = Signal()
+            await waiting.wait()
+        # No await from here on: a cancelled reader never loses an outcome it was given.
+        outcome, place = self._outcomes.popleft()
+        self._taken(outcome, place)
+        return outcome
 
     # -- producing -------------------------------------------------------------------------
 
@@ -249,7 +263,6 @@ class JobStream:
         self._close_if_finished()
 
     async def _start_each(self) -> None:
-        task_group = self._tasks.task_group
         index = 0
         async for item in _lazily(self._requests):
             if self._fatal is not None or self._stopping():
@@ -265,8 +278,7 @@ class JobStream:
                     if self._stopping():  # the reader left while we waited for a place
                         self._active.release(submitted=False)
                         return
-                    self._book.submitting += 1
-                    task_group.start_soon(self._submit, job)
+                    self._start_submitting(job)
                 case ResumeAction.WATCH:
                     assert entry.record is not None
                     assert entry.record.task_id is not None
@@ -282,10 +294,14 @@ class JobStream:
                 case _:
                     _unhandled(entry.action)
 
-    async def _submit(self, job: BatchJob) -> None:
+    def _start_submitting(self, job: BatchJob) -> None:
+        self._book.submitting += 1
         if job.key is not None:
             self._posting.add(job.key)
-        await self._submitter.shielded(lambda landed: self._submit_shielded(job, landed))
+        self._submitter.start(self._tasks.task_group, lambda landed: self._submit(job, landed))
+
+    async def _submit(self, job: BatchJob, landed: Callable[[], None]) -> None:
+        await self._submit_shielded(job, landed)
         # Not reached when cut short on exit: the job's lease is then left to run out.
         self._posting.discard(job.key or "")
 
@@ -312,14 +328,11 @@ class JobStream:
             if isinstance(exc, (*_FATAL, JournalError)):
                 self._fatal = exc
             await self._journal.submission_failed(job.key, exc)
-            # Counted as finishing until its outcome is handed over: the stream must not close
-            # while this outcome waits for room in it (a lost outcome, found by the soak).
+            # Counted as finishing until the reader takes its outcome: the batch must not end
+            # while this outcome waits for the reader (a lost outcome, found by the soak).
             self._book.finishing += 1
             landed()
-            await self._emit(job.outcome(error=exc))
-            self._active.release(submitted=False)
-            self._book.finishing -= 1
-            self._close_if_finished()
+            self._hand_over(job.outcome(error=exc), "unsubmitted")
             return
         self._active.on_submitted()
         await self._journal.submitted(job.key, task_id)
@@ -412,8 +425,7 @@ class JobStream:
             self._active.on_submitted()
             self._watch(job, record.task_id, submitted_at=None)
         else:
-            self._book.submitting += 1
-            self._tasks.task_group.start_soon(self._submit, job)
+            self._start_submitting(job)
 
     async def _heartbeats(self, worker: WorkerSettings) -> None:
         store = self._shared_store()
@@ -472,22 +484,22 @@ class JobStream:
         else:
             error = error_from_record(record)
             outcome = job.outcome(task_id=record.task_id, error=error, replayed=True)
-        await self._emit(outcome)
-        self._book.finishing -= 1
-        self._close_if_finished()
+        self._hand_over(outcome, "none")
 
     # -- finishing -------------------------------------------------------------------------
 
     async def _collect(self) -> None:
+        # Journal writes and downloads take time: finish jobs side by side.
         task_group = self._tasks.task_group
         while True:
             task_id, outcome = await self._watcher.next_outcome()
             job = self._book.stopped_running(task_id)
-            if self._journal.enabled or self._download_to is not None:
-                # Journal writes and downloads take time: finish jobs side by side.
-                task_group.start_soon(self._finish, job, task_id, outcome)
-            else:
-                await self._finish(job, task_id, outcome)
+            task_group.start_soon(self._finish, job, task_id, outcome)
+
+    def _task_ended(self, task_id: str, outcome: TaskResult | HailuoError) -> None:
+        """A watched task ended, in a batch with nothing to write or fetch for it."""
+        job = self._book.stopped_running(task_id)
+        self._hand_over_ended(job, task_id, outcome)
 
     async def _finish(self, job: BatchJob, task_id: str, outcome: TaskResult | HailuoError) -> None:
         try:
@@ -505,21 +517,31 @@ class JobStream:
             self._close_if_finished()
             return
         path: Path | None = None
+        download_error: HailuoError | None = None
+        if isinstance(outcome, TaskResult) and outcome.ok and self._download_to is not None:
+            path, download_error = await self._download(job, outcome)
+        self._hand_over_ended(job, task_id, outcome, path, download_error)
+
+    def _hand_over_ended(
+        self,
+        job: BatchJob,
+        task_id: str,
+        outcome: TaskResult | HailuoError,
+        path: Path | None = None,
+        download_error: HailuoError | None = None,
+    ) -> None:
         if isinstance(outcome, TaskResult):
             result: TaskResult | None = outcome
-            error: HailuoError | None = None if outcome.ok else TaskFailedError(outcome)
-            if outcome.ok and self._download_to is not None:
-                path, error = await self._download(job, outcome)
+            error: HailuoError | None = download_error
+            if error is None and not outcome.ok:
+                error = TaskFailedError(outcome)
         else:
             result, error = None, outcome
         if isinstance(error, _FATAL):
             self._fatal = error
-        await self._emit(job.outcome(task_id=task_id, result=result, error=error, path=path))
-        self._active.release(submitted=True)
-        if not isinstance(outcome, JobTimeoutError):  # that job may still hold its place
-            self._active.on_completed()
-        self._book.finishing -= 1
-        self._close_if_finished()
+        # A timed-out job may still hold its place at the service: it teaches the limit nothing.
+        place: _Place = "timed_out" if isinstance(outcome, JobTimeoutError) else "completed"
+        self._hand_over(job.outcome(task_id=task_id, result=result, error=error, path=path), place)
 
     async def _download(
         self, job: BatchJob, result: TaskResult
@@ -532,18 +554,31 @@ class JobStream:
         await self._journal.downloaded(job.key, path)
         return path, None
 
-    async def _emit(self, outcome: JobOutcome) -> None:
+    def _hand_over(self, outcome: JobOutcome, place: _Place) -> None:
+        """Queue a job's outcome for the reader (its job counted as finishing until taken)."""
         self._book.yielded(outcome)
-        # Nothing closes the stream while an outcome may still come: it closes once the batch
-        # is finished, or on exit after these tasks were cancelled. This only guards that.
-        assert self._outcomes_in is not None
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            await self._outcomes_in.send(outcome)
-            self._book.handed_over(outcome)
+        self._outcomes.append((outcome, place))
+        self._wake_reader()
+
+    def _taken(self, outcome: JobOutcome, place: _Place) -> None:
+        """The reader took the outcome: its job's place is given back, the job is done."""
+        self._book.handed_over(outcome)
+        if place != "none":
+            self._active.release(submitted=place != "unsubmitted")
+            if place == "completed":
+                self._active.on_completed()
+        self._book.finishing -= 1
+        self._close_if_finished()
+
+    def _wake_reader(self) -> None:
+        if self._reader_waiting is not None:
+            self._reader_waiting.set()
+            self._reader_waiting = None
 
     def _close_if_finished(self) -> None:
-        if self._book.finished and self._outcomes_in is not None:
-            self._outcomes_in.close()
+        if self._book.finished and not self._ended:
+            self._ended = True
+            self._wake_reader()
 
 
 def _unhandled(action: NoReturn) -> NoReturn:
@@ -573,7 +608,10 @@ async def _lazily(requests: RequestSource) -> AsyncIterator[object]:
         async for request in requests:
             yield request
     else:
-        for request in requests:
+        for number, request in enumerate(requests, 1):
             yield request
-            # Let the batch's other tasks run between items of a long synchronous source.
-            await anyio.lowlevel.checkpoint()
+            # Let the batch's other tasks run during a long synchronous source. Not after
+            # every item: the producer mostly waits for a place anyway, and a turn of the
+            # loop per job is a cost every job pays.
+            if number % _YIELD_EVERY == 0:
+                await anyio.lowlevel.checkpoint()

@@ -23,6 +23,7 @@ import anyio
 import attrs
 
 from ._exceptions import InvalidRequestError
+from ._sync import Places, Signal
 
 __all__ = [
     "ActiveJobLimit",
@@ -251,7 +252,8 @@ class _Pacer:
 
 
 class _Slot:
-    """One request's place in a :class:`RequestLimiter` (a class: no generator per request)."""
+    """A request's place in a :class:`RequestLimiter`: a class, no generator per request, and
+    one per kind, reused: it keeps nothing of the request it serves."""
 
     __slots__ = ("_kind", "_limiter")
 
@@ -280,9 +282,10 @@ class RequestLimiter:
         max_pause: float = 60.0,
     ) -> None:
         self._max_in_flight = max_in_flight
-        # A semaphore, not a CapacityLimiter: no borrower bookkeeping per request, and no
-        # extra turn of the loop on a free place (the request itself yields soon enough).
-        self._in_flight = anyio.Semaphore(max_in_flight, fast_acquire=True)
+        # Places, not a CapacityLimiter: no borrower bookkeeping per request, and no extra
+        # turn of the loop on a free place (the request itself yields soon enough).
+        self._in_flight = Places(max_in_flight)
+        self._slots = {kind: _Slot(self, kind) for kind in _KINDS}
         self.rate = AdaptiveRate(window=rate_window, known=requests_per_minute)
         self._pacer = _Pacer(self.rate, utilisation)
         self._turns = {kind: anyio.Lock() for kind in _KINDS}
@@ -301,7 +304,7 @@ class RequestLimiter:
 
     def slot(self, kind: RequestKind) -> AbstractAsyncContextManager[None]:
         """Hold one request's place: wait out pauses and pacing, then take an in-flight slot."""
-        return _Slot(self, kind)
+        return self._slots[kind]
 
     async def _enter(self, kind: RequestKind) -> None:
         # The common case, no pacing and no pause in force: nothing to wait for but a place.
@@ -396,7 +399,8 @@ class ActiveJobLimit:
         self._clean_completions = 0
         self._active = 0
         self._on_server = 0
-        self._changed = anyio.Event()
+        # Made only while a task waits for a place: most releases then have nobody to wake.
+        self._changed: Signal | None = None
 
     @property
     def value(self) -> int:
@@ -411,6 +415,8 @@ class ActiveJobLimit:
     async def acquire(self) -> None:
         """Wait for a place for one more active job."""
         while self._active >= self._value:
+            if self._changed is None:
+                self._changed = Signal()
             await self._changed.wait()
         self._active += 1
 
@@ -459,5 +465,6 @@ class ActiveJobLimit:
         return True
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None

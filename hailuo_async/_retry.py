@@ -49,6 +49,7 @@ __all__ = [
     "UnknownSubmissionPolicy",
     "parse_retry_after",
     "poll_should_retry",
+    "retry_after",
     "submit_should_retry",
     "with_retries",
 ]
@@ -122,10 +123,27 @@ async def with_retries(
     try:
         return await call(1)
     except Exception as exc:
-        if max_retries == 0 or not should_retry(exc):
-            raise
-        first_failure: BaseException = exc
-    await anyio.sleep(policy.wait_for(first_failure, 1))
+        failure = exc
+    return await retry_after(
+        failure, call, policy, max_retries=max_retries, should_retry=should_retry
+    )
+
+
+async def retry_after(
+    failure: Exception,
+    call: Callable[[int], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    max_retries: int,
+    should_retry: Callable[[BaseException], bool],
+) -> T:
+    """Go on from a first attempt that raised ``failure``, as :func:`with_retries` does.
+
+    For a caller that makes its first attempt itself: one frame less on every request.
+    """
+    if max_retries == 0 or not should_retry(failure):
+        raise failure
+    await anyio.sleep(policy.wait_for(failure, 1))
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None

@@ -5,23 +5,30 @@ once would only meet more 429s, so a refused job gives its place back and waits 
 end (the limiter's pause spaces the tries too) rather than fail a job that was never sent.
 A POST on the wire is shielded from the caller's cancellation, so its task id is learnt and
 journaled; leaving the batch waits ``SUBMISSION_GRACE`` for those, then cancels them.
+
+Submissions run on a pool of worker tasks that grows to the most submissions ever under way
+at once and then waits for more, rather than on a task each: a task's start and end cost
+more than the submission's own bookkeeping.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
+from anyio.abc import TaskGroup
 
 from ._api import SubmissionRecorder
 from ._bookkeeping import BatchBook, BatchJob
 from ._exceptions import RateLimitError
 from ._limits import ActiveJobs
 from ._models import VideoRequest
+from ._sync import Signal
 from .journal._batch import BatchJournal
 
-__all__ = ["RATE_LIMITED_ROUNDS", "SUBMISSION_GRACE", "BatchSubmitter", "SubmitOne"]
+__all__ = ["RATE_LIMITED_ROUNDS", "SUBMISSION_GRACE", "BatchSubmitter", "SubmitOne", "Work"]
 
 # On leaving a batch, submissions already on the wire get this long to learn their task id:
 # cut short, each would be a job that may have been paid for with no id to show for it.
@@ -44,6 +51,10 @@ class SubmitOne(Protocol):
     ) -> str: ...
 
 
+Work = Callable[[Callable[[], None]], Awaitable[None]]
+"""One submission's work, given a ``landed`` function to call once its answer is known."""
+
+
 class BatchSubmitter:
     """Submits a batch's jobs under its active-job limit; tracks the ones in flight."""
 
@@ -59,8 +70,12 @@ class BatchSubmitter:
         self._active = active_jobs
         self._journal = journal
         self._book = book
-        self._changed = anyio.Event()
+        # Made only while wait_and_cancel waits: most landings then have nobody to wake.
+        self._changed: Signal | None = None
         self._scopes: set[anyio.CancelScope] = set()
+        # The pool: work not yet taken up, and the workers waiting for some.
+        self._queue: deque[Work] = deque()
+        self._idle: list[Signal] = []
 
     async def submit(self, job: BatchJob) -> str:
         """Submit the job (its place among the active jobs already taken); return its task id."""
@@ -78,12 +93,39 @@ class BatchSubmitter:
                 await self._active.acquire()
         return await self._submit(job.request, recorder=recorder, active_jobs=self._active)
 
-    async def shielded(self, work: Callable[[Callable[[], None]], Awaitable[None]]) -> None:
-        """Run one submission's ``work`` shielded from the caller's cancellation.
+    def start(self, task_group: TaskGroup, work: Work) -> None:
+        """Run one submission's ``work`` on a worker of ``task_group``, shielded from its
+        cancellation until :meth:`wait_and_cancel`.
 
         ``work`` gets a ``landed`` function to call once the submission's answer is known
-        (before it may block on a slow reader); if it ends without, this calls it.
+        (before it may block on a slow reader); if it ends without, it is called for it.
         """
+        self._queue.append(work)
+        if self._idle:
+            self._idle.pop().set()
+        else:
+            task_group.start_soon(self._work, task_group.cancel_scope)
+
+    async def _work(self, group: anyio.CancelScope) -> None:
+        # Shielded for its whole life, not once per submission (a cancel scope costs more
+        # than a submission's own bookkeeping): wait_and_cancel ends it, busy or idle.
+        with anyio.CancelScope(shield=True) as scope:
+            self._scopes.add(scope)
+            try:
+                while True:
+                    while self._queue:
+                        if group.cancel_called:
+                            # Work not yet begun is left to the cancellation, as a task not
+                            # yet started would be: nothing was sent for it.
+                            return
+                        await self._run(self._queue.popleft())
+                    woken = Signal()
+                    self._idle.append(woken)  # no await since the queue was found empty
+                    await woken.wait()
+            finally:
+                self._scopes.discard(scope)
+
+    async def _run(self, work: Work) -> None:
         done = False
 
         def landed() -> None:
@@ -91,23 +133,23 @@ class BatchSubmitter:
             if not done:
                 done = True
                 self._book.submitting -= 1
-                self._changed.set()
-                self._changed = anyio.Event()
+                if self._changed is not None:
+                    self._changed.set()
+                    self._changed = None
 
-        with anyio.CancelScope(shield=True) as scope:
-            self._scopes.add(scope)
-            try:
-                await work(landed)
-            finally:
-                self._scopes.discard(scope)
-                # Cancelled (on exit, after the grace): no answer is coming to wait for.
-                landed()
+        try:
+            await work(landed)
+        finally:
+            # Cancelled (on exit, after the grace): no answer is coming to wait for.
+            landed()
 
     async def wait_and_cancel(self, grace: float = SUBMISSION_GRACE) -> None:
         """Give the submissions on the wire ``grace`` seconds to land, then cancel them."""
         # Shielded: this also runs when the caller is being cancelled (Ctrl-C).
         with anyio.move_on_after(grace, shield=True):
             while self._book.submitting:
+                if self._changed is None:
+                    self._changed = Signal()
                 await self._changed.wait()
         for scope in list(self._scopes):
             scope.cancel()

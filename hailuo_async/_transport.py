@@ -18,6 +18,8 @@ from ._version import __version__
 __all__ = ["USER_AGENT", "Response", "Timeouts", "Transport", "map_transport_error"]
 
 logger = logging.getLogger("hailuo_async")
+# Request bodies up to this size are handed to aiohttp as bytes (it warns from 1 MiB).
+_RAW_BODY_LIMIT = 64 * 1024
 
 USER_AGENT = (
     f"hailuo-async/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
@@ -143,7 +145,8 @@ class Transport:
                 url,
                 headers=headers,
                 # A BytesIO is sent in chunks; large raw bytes make aiohttp warn (and block).
-                data=io.BytesIO(body) if body is not None else None,
+                # Small ones go as they are: wrapping each costs more than sending it.
+                data=body if body is None or len(body) <= _RAW_BODY_LIMIT else io.BytesIO(body),
                 params=params,
                 allow_redirects=False,
             ) as response:
@@ -159,14 +162,15 @@ class Transport:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise map_transport_error(exc, method=method, url=url) from exc
         finally:
-            logger.debug(
-                "%s %s -> %s (attempt %d, %.3f s)",
-                method,
-                log_path,
-                status,
-                attempt,
-                time.monotonic() - started,
-            )
+            if logger.isEnabledFor(logging.DEBUG):  # no clock read nor call per request else
+                logger.debug(
+                    "%s %s -> %s (attempt %d, %.3f s)",
+                    method,
+                    log_path,
+                    status,
+                    attempt,
+                    time.monotonic() - started,
+                )
 
     async def _read_capped(
         self, response: aiohttp.ClientResponse, *, method: str, url: str

@@ -10,6 +10,7 @@ the ``async with`` is left.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import time
@@ -35,6 +36,7 @@ from ._exceptions import (
 from ._models import TaskResult, TaskStatus
 from ._polling import PollPolicy, PollSchedule
 from ._state import SharedState
+from ._sync import Places, Signal
 from ._task_ids import check_task_id
 from ._taskgroup import OwnedTaskGroup
 
@@ -69,6 +71,9 @@ MAX_POLL_FAILURES = 8
 _PERMANENT = (NotFoundError, BadRequestError, InvalidRequestError)
 # Errors after which polling any task cannot help.
 _FATAL = (AuthenticationError, PermissionDeniedError)
+# Idle poll workers wait while the next poll is due within this many seconds (or the
+# policy's min_interval, if longer); they end otherwise.
+_IDLE_HORIZON = 1.0
 
 
 class _Watched:
@@ -135,14 +140,17 @@ class TaskWatcher:
         self._backstop = backstop_interval or 4 * self._policy.max_interval
         self._on_event = on_event
         self._keep_open = keep_open
-        self._poll_slots = anyio.Semaphore(max_concurrent_polls or state.limiter.max_in_flight)
+        # A free slot costs no turn of the loop: the scheduler takes every due poll's slot
+        # at once, rather than yielding once per poll (it yields when it sleeps or runs out).
+        self._poll_slots = Places(max_concurrent_polls or state.limiter.max_in_flight)
         self._watched: dict[str, _Watched] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._sequence = itertools.count()
-        self._wake = anyio.Event()
+        self._wake = Signal()
         # Ended tasks wait here for the reader; unbounded because each is a paid result.
         self._ended: deque[WatchOutcome] = deque()
-        self._ended_signal = anyio.Event()
+        self._ended_signal = Signal()
+        self._sink: Callable[[str, TaskResult | HailuoError], None] | None = None
         self._subscribers: list[MemoryObjectSendStream[TaskEvent]] = []
         self._tasks = OwnedTaskGroup()
         self.errors: dict[str, HailuoError] = {}
@@ -211,6 +219,15 @@ class TaskWatcher:
         if self._tasks.is_open:
             self._state.push.register(task_id, self)
 
+    def hand_ended_to(self, sink: Callable[[str, TaskResult | HailuoError], None]) -> None:
+        """Give each task that ends to ``sink`` at once, instead of to :meth:`next_outcome`.
+
+        For an owner with nothing to await per ended task (a batch without journal or
+        downloads): no task of its own waiting for them, no wake-up per task. ``sink`` must
+        not raise.
+        """
+        self._sink = sink
+
     def finish(self) -> None:
         """Take no more ids: the iteration ends once the watched tasks have ended."""
         self._keep_open = False
@@ -263,7 +280,7 @@ class TaskWatcher:
             if not self._watched and not self._keep_open:
                 raise StopAsyncIteration
             await self._ended_signal.wait()
-            self._ended_signal = anyio.Event()
+            self._ended_signal = Signal()
         return self._ended.popleft()
 
     # -- scheduling ------------------------------------------------------------------------
@@ -281,17 +298,19 @@ class TaskWatcher:
         # workers wait for the next due poll while one is due soon, and end otherwise.
         task_group = self._tasks.task_group
         due: deque[tuple[str, _Watched]] = deque()
-        idle: list[anyio.Event] = []
+        idle: list[Signal] = []
         workers = 0
-        room = self._poll_slots.value
-        soon = self._policy.min_interval
+        room = self._poll_slots.free
+        # Not just the next poll interval: with short intervals the workers would be retired
+        # and started again between nearly every two polls, which costs more than waiting.
+        soon = max(self._policy.min_interval, _IDLE_HORIZON)
 
         async def work() -> None:
             nonlocal workers
             while True:
                 while due:
                     await self._poll(*due.popleft())
-                woken = anyio.Event()
+                woken = Signal()
                 idle.append(woken)  # no await since `due` was found empty: no lost wake-up
                 await woken.wait()
                 if not due:
@@ -327,10 +346,18 @@ class TaskWatcher:
                 task_group.start_soon(work)
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
-        with anyio.move_on_after(timeout):
-            await self._wake.wait()
+        wake = self._wake
+        if timeout is None:
+            await wake.wait()
+        else:
+            # The timeout wakes it as a new deadline would: a timer, not a cancel scope a sleep.
+            timer = asyncio.get_running_loop().call_later(timeout, wake.set)
+            try:
+                await wake.wait()
+            finally:
+                timer.cancel()
         if self._wake.is_set():
-            self._wake = anyio.Event()
+            self._wake = Signal()
 
     def _still_watched(self, task_id: str, watched: _Watched) -> bool:
         # False once a pushed result ended the task while its poll was in flight.
@@ -366,7 +393,7 @@ class TaskWatcher:
         watched.failures = 0
         previous, watched.last = watched.last, result
         change = change_between(previous, result)
-        if change is not None:
+        if change is not None and (self._subscribers or self._on_event is not None):
             await self._emit(TaskEvent(task_id, change, result))
             if not self._still_watched(task_id, watched):
                 return  # a push ended it while the callback ran
@@ -423,6 +450,9 @@ class TaskWatcher:
         self._state.push.unregister(task_id, self)
         if isinstance(outcome, HailuoError):
             self.errors[task_id] = outcome
+        if self._sink is not None:
+            self._sink(task_id, outcome)
+            return
         self._ended.append((task_id, outcome))
         self._ended_signal.set()
 
