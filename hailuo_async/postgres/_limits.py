@@ -433,7 +433,8 @@ class SharedActiveJobLimit:
             self._last_sync = time.monotonic()
             self.value = count.cap
             self.last_count = count
-            self._full = count.total_active >= count.cap
+            # A release during the round trip is not in that total: room, maybe.
+            self._full = count.total_active >= count.cap and self._changes == changes
             if count.granted:
                 self._active += 1
                 self.peak_total = max(self.peak_total, count.total_active)
