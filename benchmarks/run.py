@@ -179,6 +179,25 @@ HEADLINE: list[tuple[str, str, str, str]] = [
     ("rpm_shared", "rate_limited_429", "429s, shared request budget", "0"),
     ("rpm_shared", "polls_per_job", "polls/job, shared request budget", ""),
     (
+        "workers",
+        "shared_2w_jobs_per_min_vs_ceiling_ratio",
+        "jobs/min / ceiling, 2 worker processes, shared limits",
+        ">= 0.9",
+    ),
+    (
+        "workers",
+        "shared_8w_jobs_per_min_vs_ceiling_ratio",
+        "jobs/min / ceiling, 8 worker processes, shared limits",
+        ">= 0.9",
+    ),
+    ("workers", "shared_8w_429_per_1000_jobs", "429s per 1,000 jobs, 8 workers, shared", "0"),
+    (
+        "workers",
+        "per_process_8w_jobs_per_min_vs_ceiling_ratio",
+        "jobs/min / ceiling, 8 workers, independent clients (limits / N)",
+        "",
+    ),
+    (
         "decoding",
         "decode_ratio",
         "(decode_json + decode_task_result) / json.loads",

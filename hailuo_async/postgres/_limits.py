@@ -298,8 +298,12 @@ class SharedActiveJobLimit:
     Same methods as :class:`hailuo_async._limits.ActiveJobLimit`. ``acquire`` is one round
     trip when a place is free; ``release``, ``on_submitted``, ``on_completed`` and
     ``on_rate_limited`` are synchronous: they change this process's counts at once and
-    the next synchronisation (started at once in the background, and merged with any
-    others already waiting) carries them to the database.
+    the next synchronisation carries them to the database. A release or a 429 starts one
+    at once in the background (merged with any others already waiting, and skipped when
+    a waiter's ask has carried it); with a known cap, submissions and completions only
+    ride along with the next one, since only a cap being discovered learns from them.
+    A waiter asks again as soon as this process releases a place, and otherwise every
+    ``wait_poll_interval`` (a place freed by another process).
     """
 
     def __init__(self, owner: SharedAccountLimits, *, adaptive: bool, start: int) -> None:
@@ -313,7 +317,16 @@ class SharedActiveJobLimit:
         self._rate_limited = False
         self._turn = anyio.Lock()  # one waiter of this process asks the database at a time
         self._sync_lock = anyio.Lock()  # counts are sent whole: one synchronisation at a time
-        self._changed = anyio.Event()
+        # Set when a place may be free (a release here, or a sync that saw room); a waiter
+        # takes it before it asks, so a release during its round trip wakes it at once.
+        self._freed = anyio.Event()
+        # Urgent changes counted, and how many of them the database has: a background
+        # sync that a waiter's ask carried already is skipped. Only that task resets _dirty
+        # (a sync replacing it would leave the task waiting on an event nobody sets).
+        self._changes = 0
+        self._sent = 0
+        self._last_sync = 0.0
+        self._full = False  # the last sync saw every place of the account taken
         self._dirty = anyio.Event()
         self.last_count: ActiveJobCount | None = None
         self.peak_total = 0
@@ -330,44 +343,68 @@ class SharedActiveJobLimit:
     async def acquire(self) -> None:
         """Wait for a place for one more active job, counted across every process."""
         async with self._turn:
+            # The cap full at the last sync (and nothing released here since): the ask
+            # would be refused, so wait for a reason to ask first.
+            ask = not self._full
             while True:
-                if await self._sync(want=True):
+                freed = self._freed
+                if ask and await self._sync(want=True):
                     return
-                # Woken by the next synchronisation (one that carries a release of this
-                # process), or after the interval (another process's release).
-                changed = self._changed
+                ask = True
+                # Woken by a release of this process (the next ask carries it), by a sync
+                # that saw room (a cap grown, another process's place freed), or after the
+                # interval (another process's release).
                 with anyio.move_on_after(self._owner.wait_poll_interval):
-                    await changed.wait()
+                    await freed.wait()
 
     def release(self, *, submitted: bool) -> None:
         """Give back a job's place; ``submitted`` says whether the service had accepted it."""
         self._active -= 1
         if submitted:
             self._on_server -= 1
-        self._dirty.set()
+        # The waiter first: its ask carries the release, and the background one is skipped.
+        self._full = False
+        self._wake_waiter()
+        self._changed_here()
 
     def on_submitted(self) -> None:
         """A submission was accepted."""
         self._on_server += 1
         self._submitted += 1
-        self._dirty.set()
+        # Only a cap being discovered learns from it; a known one waits for the next sync.
+        self._changed_here(urgent=self.adaptive)
 
     def on_completed(self) -> None:
         """A job ended (counted toward probing one place higher)."""
         self._completed += 1
-        self._dirty.set()
+        self._changed_here(urgent=self.adaptive)
 
     def on_rate_limited(self) -> bool:
         """A submission met a 429: True when the cap is being discovered (then it is cut)."""
         if not self.adaptive:
             return False
         self._rate_limited = True
-        self._dirty.set()
+        self._changed_here()
         return True
 
-    async def _sync(self, *, want: bool) -> bool:
-        """Send this process's counts (renewing its lease); with ``want``, ask for a place."""
+    def _wake_waiter(self) -> None:
+        self._freed.set()
+        self._freed = anyio.Event()
+
+    def _changed_here(self, *, urgent: bool = True) -> None:
+        if urgent:
+            self._changes += 1
+            self._dirty.set()
+
+    async def _sync(self, *, want: bool, unless_sent: bool = False) -> bool:
+        """Send this process's counts (renewing its lease); with ``want``, ask for a place.
+
+        With ``unless_sent``, nothing is sent when an earlier sync (one this waited for,
+        say) carried every urgent change already.
+        """
         async with self._sync_lock:
+            if unless_sent and self._sent >= self._changes:
+                return False
             submitted, completed, rate_limited = (
                 self._submitted,
                 self._completed,
@@ -375,7 +412,7 @@ class SharedActiveJobLimit:
             )
             self._submitted = self._completed = 0
             self._rate_limited = False
-            self._dirty = anyio.Event()
+            changes = self._changes
             try:
                 count = await self._owner._sync_active(
                     self._active,
@@ -392,22 +429,31 @@ class SharedActiveJobLimit:
                 self._rate_limited = self._rate_limited or rate_limited
                 self._dirty.set()
                 raise
+            self._sent = max(self._sent, changes)
+            self._last_sync = time.monotonic()
             self.value = count.cap
             self.last_count = count
+            # A release during the round trip is not in that total: room, maybe.
+            self._full = count.total_active >= count.cap and self._changes == changes
             if count.granted:
                 self._active += 1
                 self.peak_total = max(self.peak_total, count.total_active)
-            self._changed.set()
-            self._changed = anyio.Event()
+            elif not want and count.total_active < count.cap:
+                self._wake_waiter()  # room seen (say a cap grown by this sync): ask now
             return count.granted
 
     async def _keep_in_sync(self) -> None:
         """Runs for the owner's lifetime: send changes at once, renew the lease regularly."""
+        renew_every = self._owner.lease / 3
         while True:
-            with anyio.move_on_after(self._owner.lease / 3):
-                await self._dirty.wait()
+            dirty = self._dirty
+            with anyio.move_on_after(renew_every):
+                await dirty.wait()
+            self._dirty = anyio.Event()
+            due = time.monotonic() - self._last_sync >= renew_every
             try:
-                await self._sync(want=False)
+                # Skipped when a waiter's ask carried the changes (and renewed the lease).
+                await self._sync(want=False, unless_sent=not due)
             except CoordinationError as exc:
                 logger.warning("shared active-job counts not sent: %s", exc)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 from pgutil import DSN, admin
 from psycopg import sql
 
@@ -346,6 +347,82 @@ async def test_a_round_trip_cancelled_midway_leaves_the_limits_usable(pg_schema:
             assert await limits.active_jobs.try_acquire()
 
 
+# The interval between asks and the lease are far longer than any test: a place that
+# arrives in time arrived by the wake-up under test, not by a later ask.
+_NEVER = 3600.0
+
+
+async def test_a_waiter_asks_again_when_its_process_releases_a_place(pg_schema: str) -> None:
+    """A waiter takes the place its process frees at once, in one round trip with the release."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    options: dict[str, Any] = {"max_active_jobs": 1, "wait_poll_interval": _NEVER}
+    async with _limits(pg_schema, account, lease=_NEVER, **options) as limits:
+        jobs = limits.active_jobs
+        await jobs.acquire()  # the account's only place: the cap is known to be full
+        before = limits.round_trips
+        granted = anyio.Event()
+
+        async def wait_for_a_place() -> None:
+            await jobs.acquire()
+            granted.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait_for_a_place)
+            await wait_all_tasks_blocked()
+            assert not granted.is_set()
+            assert limits.round_trips == before  # a full cap is not asked again
+            jobs.release(submitted=False)
+            with anyio.fail_after(60):
+                await granted.wait()
+        assert jobs.active == 1
+        assert limits.round_trips == before + 1  # the ask carried the release
+        assert _holder_active(pg_schema, account, limits.holder) == 1
+
+
+async def test_a_release_reaches_the_database_after_an_ask(pg_schema: str) -> None:
+    """A place released after an ask is sent at once: another process gets it, not the lease."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    options: dict[str, Any] = {"max_active_jobs": 1, "lease": _NEVER}
+    async with (
+        _limits(pg_schema, account, **options) as first,
+        _limits(pg_schema, account, **options) as second,
+    ):
+        await first.active_jobs.acquire()  # an ask, then a release with nobody waiting here
+        assert not await second.active_jobs.try_acquire()
+        before = first.round_trips
+        first.active_jobs.release(submitted=False)
+        with anyio.fail_after(60):
+            await second.active_jobs.acquire()
+        assert first.round_trips == before + 1  # the release's own synchronisation
+        assert _holder_active(pg_schema, account, first.holder) == 0
+        assert _holder_active(pg_schema, account, second.holder) == 1
+
+
+async def test_a_known_cap_sends_submissions_with_the_next_sync(pg_schema: str) -> None:
+    """With a known cap, submissions and completions cost no round trip of their own."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    options: dict[str, Any] = {"max_active_jobs": 2, "lease": _NEVER}
+    async with _limits(pg_schema, account, **options) as limits:
+        jobs = limits.active_jobs
+        await jobs.acquire()
+        jobs.on_submitted()
+        jobs.on_completed()
+        before = limits.round_trips
+        jobs.release(submitted=True)
+        with anyio.fail_after(60):
+            while _holder_active(pg_schema, account, limits.holder) != 0:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.2)  # room for a stray synchronisation to show in the count
+        assert limits.round_trips == before + 1
+        (on_server,) = _fetch(
+            pg_schema,
+            "SELECT on_server FROM {s}.account_holders WHERE account = %s AND holder = %s",
+            account,
+            limits.holder,
+        )
+        assert on_server == 0
+
+
 # -- helpers -------------------------------------------------------------------------------
 
 
@@ -367,3 +444,13 @@ def _rate(schema: str, account: str) -> float | None:
         schema, "SELECT rate * 60 / rate_window FROM {s}.account_limits WHERE account = %s", account
     )
     return None if rate is None else float(rate)
+
+
+def _holder_active(schema: str, account: str, holder: str) -> int:
+    (active,) = _fetch(
+        schema,
+        "SELECT active FROM {s}.account_holders WHERE account = %s AND holder = %s",
+        account,
+        holder,
+    )
+    return int(active)
