@@ -135,6 +135,15 @@ async def test_batch_and_two_workers_share_the_journal_s_limits(
     assert stats.rate_limited == {}, "the coordinated processes overshot the account's limits"
     # They coordinated through the journal's own database and schema, with the limits given.
     assert _account_caps(pg_schema) == [CAP]
+    # `hailuo status` shows them: the rate and cap given, no active job left, no 429.
+    status = [sys.executable, "-m", "hailuo_async.cli", "status", "--journal", journal]
+    async with running([*status, "--name", BATCH]) as process:
+        code, out, _ = await _outputs(process)
+    assert code == 0
+    assert "Shared account limits" in out
+    row = next(line for line in out.splitlines() if line.startswith("│ key-"))
+    cells = [cell.strip() for cell in row.split("│")[2:7]]
+    assert cells == [str(RPM), f"0 of {CAP}", "0", "no", "0"]
 
 
 async def test_independent_sqlite_batches_share_one_account(pg_schema: str, tmp_path: Path) -> None:
