@@ -148,6 +148,8 @@ class JobStream:
         # A worker's claimed keys, and those whose submission is under way.
         self._held: set[str] = set()
         self._posting: set[str] = set()
+        # Tasks whose end is being written and downloaded (no longer watched, not yet out).
+        self._ending: set[str] = set()
         self.claim_latencies: list[float] = []
         """Seconds each claim of a worker took (empty outside worker mode)."""
 
@@ -418,6 +420,15 @@ class JobStream:
                 self._start_claimed(record)
 
     def _start_claimed(self, record: JobRecord) -> None:
+        task_id = record.task_id
+        if record.key in self._posting or (
+            task_id is not None and (task_id in self._book.running or task_id in self._ending)
+        ):
+            # This worker's own lease ran out (a database restart, a long stall) and it has
+            # claimed the job back: it is still on it, so working it again would report it
+            # twice and hold a second place for it.
+            self._active.release(submitted=False)
+            return
         job = BatchJob(record.index, record.to_request(), record.key)
         self._book.read += 1
         if record.state is JobState.SUBMITTED and record.task_id is not None:
@@ -494,6 +505,7 @@ class JobStream:
         while True:
             task_id, outcome = await self._watcher.next_outcome()
             job = self._book.stopped_running(task_id)
+            self._ending.add(task_id)
             task_group.start_soon(self._finish, job, task_id, outcome)
 
     def _task_ended(self, task_id: str, outcome: TaskResult | HailuoError) -> None:
@@ -502,6 +514,14 @@ class JobStream:
         self._hand_over_ended(job, task_id, outcome)
 
     async def _finish(self, job: BatchJob, task_id: str, outcome: TaskResult | HailuoError) -> None:
+        try:
+            await self._finish_ended(job, task_id, outcome)
+        finally:
+            self._ending.discard(task_id)
+
+    async def _finish_ended(
+        self, job: BatchJob, task_id: str, outcome: TaskResult | HailuoError
+    ) -> None:
         try:
             await self._journal.ended(job.key, outcome)
         except InvalidTransitionError as exc:

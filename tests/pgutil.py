@@ -88,8 +88,9 @@ def hailuo_work(
     scale: float,
     max_active: int = 4,
     rpm: float | None = None,
+    extra: Sequence[str] = (),
 ) -> AbstractAsyncContextManager[Process]:
-    """A `hailuo work` process named ``name`` working ``batch`` against the fake."""
+    """A `hailuo work` process named ``name`` working ``batch`` against the fake (+ ``extra``)."""
     command = [
         sys.executable,
         "-m",
@@ -112,8 +113,12 @@ def hailuo_work(
     ]
     if rpm is not None:
         command += ["--rpm", str(rpm)]
-    env = {**os.environ, "HAILUO_API_KEY": server.api_key, "HAILUO_BASE_URL": server.url}
-    return running(command, env)
+    return running([*command, *extra], fake_env(server))
+
+
+def fake_env(server: FakeHailuoServer) -> dict[str, str]:
+    """This process's environment, with the fake's key and URL for a `hailuo` child."""
+    return {**os.environ, "HAILUO_API_KEY": server.api_key, "HAILUO_BASE_URL": server.url}
 
 
 async def finish(process: Process) -> tuple[int, list[str]]:

@@ -14,6 +14,7 @@ import anyio
 import click
 from rich.console import Console
 
+from .._coordination import Coordination
 from .._decoding import result_summary
 from .._exceptions import (
     HailuoError,
@@ -27,6 +28,7 @@ from .._watcher import TaskEvent
 from ..journal import JobConflictError
 from ..testing.__main__ import main as fake_server_main
 from ._batch_run import run_batch, summary
+from ._coordinate import coordination_for, coordination_options
 from ._display import (
     JobView,
     Ticker,
@@ -265,14 +267,15 @@ def _batch_options(out_help: str) -> Callable[[Callable[..., None]], Callable[..
                 "--max-active",
                 type=click.IntRange(min=1),
                 metavar="N",
-                help="At most N jobs submitted and unfinished at once"
-                " (default: found from the service).",
+                help="At most N jobs submitted and unfinished at once; with coordination, "
+                "for all the account's processes together (default: found from the service).",
             ),
             click.option(
                 "--rpm",
                 type=click.FloatRange(min=0, min_open=True),
                 metavar="N",
-                help="Your account's requests per minute (default: found from the service's 429s).",
+                help="Your account's requests per minute, shared by its coordinated processes "
+                "(default: found from the service's 429s).",
             ),
         ]
         for option in reversed(options):
@@ -318,6 +321,7 @@ def _batch_options(out_help: str) -> Callable[[Callable[..., None]], Callable[..
     metavar="N",
     help="Ask before submitting more than N jobs (when at a terminal).",
 )
+@coordination_options
 @common_options
 @click.pass_context
 def batch(
@@ -333,6 +337,8 @@ def batch(
     dry_run: bool,
     price_per_job: float | None,
     confirm_above: int | None,
+    coordination: str | None,
+    no_coordination: bool,
 ) -> None:
     """Run every job of FILE and download the videos, with a live view; resumable.
 
@@ -342,6 +348,9 @@ def batch(
     is checked before anything is sent. Results go to OUT/results.jsonl as jobs finish.
     Running the same command again resumes: finished jobs are skipped and submitted ones are
     followed, not submitted twice.
+
+    With a postgresql:// journal (or --coordination URL), --rpm and --max-active are the
+    account's, shared with every process coordinated through that database.
 
     Exit status: 0 all jobs succeeded, 1 some failed, 2 usage error or invalid file,
     130 stopped by Ctrl-C.
@@ -365,6 +374,9 @@ def batch(
         cost = f" (estimated ${total:,.2f})" if total is not None else ""
         if not click.confirm(f"Submit {len(loaded.jobs)} paid jobs{cost}?", err=True):
             raise CliError("cancelled; nothing was sent")
+    shared_limits = coordination_for(
+        journal, url=coordination, off=no_coordination, simulate=settings.simulate
+    )
     check_key(settings)
     _make_dir(out)
     resume = _resume_command(
@@ -372,19 +384,23 @@ def batch(
     )
     if is_shared(journal):
         resume += f" --name {shlex.quote(name)}"
+    if coordination is not None:
+        resume += f" --coordination {shlex.quote(coordination)}"
+    if no_coordination:
+        resume += " --no-coordination"
     if journal is None:
         journal = out / (_SIMULATED_JOURNAL_NAME if settings.simulate else _JOURNAL_NAME)
     journal_path: Path | str = journal
 
     async def work() -> int:
         try:
-            async with connect(settings, requests_per_minute=rpm) as service:
+            async with connect(settings, **_limits(rpm, max_active, shared_limits)) as service:
                 report = await run_batch(
                     service,
                     loaded,
                     out=out,
                     journal=journal_path,
-                    max_active_jobs=max_active,
+                    max_active_jobs=None if shared_limits is not None else max_active,
                     retry_failed=retry_failed,
                     name=name,
                     console=stdout,
@@ -415,6 +431,19 @@ def batch(
         return EXIT_FAILED if report.failed else EXIT_OK
 
     ctx.exit(_run(settings, work))
+
+
+def _limits(
+    rpm: float | None, max_active: int | None, coordination: Coordination | None
+) -> dict[str, Any]:
+    """The client's limits: with coordination, --max-active is the account's cap too.
+
+    Without it, --max-active caps this process's batch alone (as the run's own limit).
+    """
+    shared: dict[str, Any] = {"requests_per_minute": rpm, "coordination": coordination}
+    if coordination is not None:
+        shared["max_active_jobs"] = max_active
+    return shared
 
 
 def _load_or_exit(file: Path) -> BatchFile:
@@ -545,6 +574,7 @@ def status(
     help="How long a dead worker's jobs stay its own before others take them over.",
 )
 @click.option("--worker-id", metavar="ID", help="This worker's name (default: host-pid-random).")
+@coordination_options
 @common_options
 @click.pass_context
 def work(
@@ -557,11 +587,16 @@ def work(
     rpm: float | None,
     lease: float,
     worker_id: str | None,
+    coordination: str | None,
+    no_coordination: bool,
 ) -> None:
     """Work the batch NAME of a shared journal until no job of it has work left.
 
     Claims jobs under leases, submits the ones not sent yet, follows the submitted ones
-    (taking over those of workers that died), and downloads the videos into OUT. Add jobs
+    (taking over those of workers that died), and downloads the videos into OUT. Its
+    --rpm and --max-active are the account's, shared with every worker coordinated through
+    the journal's database (or --coordination URL; --no-coordination keeps them to this
+    process). Add jobs
     with `hailuo batch FILE --journal URL --name NAME`; see them with `hailuo status
     --journal URL --name NAME`.
 
@@ -572,12 +607,15 @@ def work(
     if not is_shared(journal):
         raise InputError("--journal must be a postgresql:// URL (a shared journal)")
     shared_journal = journal
+    shared_limits = coordination_for(
+        journal, url=coordination, off=no_coordination, simulate=settings.simulate, lease=lease
+    )
     check_key(settings)
     _make_dir(out)
     stdout = _stdout()
 
     async def run() -> int:
-        async with connect(settings, requests_per_minute=rpm) as service:
+        async with connect(settings, **_limits(rpm, max_active, shared_limits)) as service:
             report = await run_work(
                 service,
                 journal=shared_journal,
@@ -585,7 +623,7 @@ def work(
                 out=out,
                 worker_id=worker_id,
                 lease=lease,
-                max_active_jobs=max_active,
+                max_active_jobs=None if shared_limits is not None else max_active,
                 console=stdout,
             )
         stdout.print(work_summary(report))

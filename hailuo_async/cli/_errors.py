@@ -75,6 +75,7 @@ _CLI_NAMES = {
     "base_url": "--base-url (or HAILUO_BASE_URL)",
     "api_key": "--api-key (or HAILUO_API_KEY)",
     "task_id": "TASK_ID",
+    "schema": "the URL's ?schema=",
 }
 _CLI_FIXES = {
     "pass allow_insecure=True": "add --allow-insecure",

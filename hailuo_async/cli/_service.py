@@ -10,6 +10,7 @@ import attrs
 import click
 
 from .._client import HailuoClient
+from .._coordination import Coordination, _redacted
 from .._limits import Limits
 from .._polling import PollPolicy
 from ..testing import FakeHailuoServer
@@ -23,6 +24,7 @@ __all__ = [
     "common_options",
     "connect",
     "settings_from",
+    "where",
 ]
 
 #: Real seconds per service second of the simulated service: Hailuo's 30-180 s jobs take
@@ -180,7 +182,10 @@ class Service:
         """A few words on the service, for headers."""
         if self.simulated:
             return f"simulated service (time x{self.time_scale:g})"
-        return self.client.base_url
+        coordination = self.client.coordination
+        if coordination is None:
+            return self.client.base_url
+        return f"{self.client.base_url}, limits shared through {where(coordination)}"
 
 
 def check_key(settings: Settings) -> None:
@@ -195,8 +200,14 @@ async def connect(
     *,
     requests_per_minute: float | None = None,
     max_active_jobs: int | None = None,
+    coordination: Coordination | None = None,
 ) -> AsyncIterator[Service]:
-    """A client for the real service, or for a fake one started here with ``--simulate``."""
+    """A client for the real service, or for a fake one started here with ``--simulate``.
+
+    With ``coordination`` (never with ``--simulate``), the limits are the account's, shared
+    with every process coordinated through that database; a database that cannot be used
+    is an InputError (exit 2) raised before any request.
+    """
     check_key(settings)
     scale = settings.effective_time_scale
     options: dict[str, Any] = {}
@@ -216,7 +227,54 @@ async def connect(
         settings.api_key,
         base_url=settings.base_url,
         allow_insecure=settings.allow_insecure,
+        coordination=coordination,
         **options,
     )
-    async with client:
+    async with _opened(client, coordination):
         yield Service(client=client, simulated=False, time_scale=scale)
+
+
+def where(coordination: Coordination) -> str:
+    """The coordination database and schema, without the URL's password."""
+    return f"{_redacted(coordination.dsn)} (schema {coordination.schema})"
+
+
+@asynccontextmanager
+async def _opened(
+    client: HailuoClient, coordination: Coordination | None
+) -> AsyncIterator[HailuoClient]:
+    """``async with client``; a coordination database that cannot be used is exit 2.
+
+    Once open, the client waits out a database that goes away (a restart, a network cut);
+    on starting, a command fails at once instead, before anything is sent, so a wrong URL
+    is one line rather than half a minute of retries.
+    """
+    if coordination is None:
+        async with client:
+            yield client
+        return
+    # Imported only here: a process without coordination never loads the database driver.
+    import psycopg  # noqa: PLC0415
+
+    from ..postgres import CoordinationError  # noqa: PLC0415
+
+    def refused(exc: BaseException) -> InputError:
+        reason = " ".join(str(exc).split())  # psycopg's messages span lines
+        return InputError(
+            f"cannot coordinate limits through {where(coordination)}: {reason} (nothing was "
+            "sent; check --coordination or the journal URL, or add --no-coordination)"
+        )
+
+    try:
+        probe = await psycopg.AsyncConnection.connect(coordination.dsn, connect_timeout=10)
+    except (psycopg.Error, OSError) as exc:
+        raise refused(exc) from None
+    await probe.close()
+    try:
+        await client.__aenter__()
+    except CoordinationError as exc:
+        raise refused(exc) from None
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -18,12 +18,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .._coordination import coordination_from
 from .._models import JobOutcome
 from ..journal import JobState, PostgresJobStore, store_for
 from ..journal._open import is_shared_journal
 from ._display import format_duration, shown_path, summary_table
 from ._interrupt import run_interruptibly
-from ._service import Service
+from ._service import Service, where
 
 __all__ = [
     "JournalParam",
@@ -108,11 +109,13 @@ async def run_work(
         max_active_jobs=max_active_jobs,
     )
     report = WorkReport(worker_id=stream.worker_id or "")
+    coordination = service.client.coordination
+    shared = "" if coordination is None else f", limits shared through {where(coordination)}"
     console.print(
         Text.assemble(
             ("hailuo work ", "bold"),
             f"batch {name!r} in {journal_label(journal)} → {shown_path(out)}  ",
-            (f"worker {report.worker_id}", "dim"),
+            (f"worker {report.worker_id}{shared}", "dim"),
         ),
         soft_wrap=True,
     )
@@ -162,7 +165,10 @@ _STATE_ORDER = (
 
 
 async def show_batch_status(journal: str, name: str, console: Console) -> bool:
-    """Print the batch's counts by state, its workers and its pace; False if it has no job."""
+    """Print the batch's counts by state, its workers, its pace and the shared limits.
+
+    False if the batch has no job.
+    """
     async with store_for(journal, batch=name) as store:
         assert isinstance(store, PostgresJobStore)
         progress = await store.progress()
@@ -181,4 +187,31 @@ async def show_batch_status(journal: str, name: str, console: Console) -> bool:
     if not progress.workers:
         workers.add_row("(none)", "0")
     console.print(workers)
+    await _show_accounts(journal, console)
     return total > 0
+
+
+async def _show_accounts(journal: str, console: Console) -> None:
+    """The shared limits of the accounts coordinated in the journal's schema, if any."""
+    # Imported here: only a postgresql:// journal's status reads them.
+    from ..postgres._report import read_account_states  # noqa: PLC0415
+
+    coordination = coordination_from(journal)
+    states = await read_account_states(coordination.dsn, schema=coordination.schema)
+    if not states:
+        return
+    table = Table(title="Shared account limits", title_justify="left")
+    table.add_column("account", overflow="fold")
+    for column in ("requests/min", "active jobs", "processes", "paused", "429s"):
+        table.add_column(column, justify="right")
+    for state in states:
+        rate = "-" if state.rate is None else f"{state.rate:g}"
+        table.add_row(
+            state.account,
+            rate + (" (learnt)" if state.rate_learnt else ""),
+            f"{state.active} of {state.active_cap}" + (" (learnt)" if state.cap_learnt else ""),
+            str(state.processes),
+            f"{state.paused_for:.1f} s" if state.paused_for > 0 else "no",
+            str(state.rate_limited),
+        )
+    console.print(table)

@@ -188,3 +188,66 @@ async def test_a_job_taken_over_while_watched_is_left_to_its_new_holder(pg_schem
     assert record is not None
     assert (record.state, record.owner) == (JobState.FINISHED, "other")
     assert server.stats.submissions_accepted == 1
+
+
+def _leased(schema: str) -> bool:
+    """True while a worker holds a live lease on the batch's job."""
+    with admin() as connection:
+        row = connection.execute(
+            f'SELECT lease_until > clock_timestamp() FROM "{schema}".hailuo_jobs'  # noqa: S608
+        ).fetchone()
+    return row is not None and row[0] is True
+
+
+class _HeldFinish(PostgresJobStore):
+    """A store whose first ``finished`` write waits for the test (a slow journal write)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.writing = anyio.Event()
+        self.go_on = anyio.Event()
+
+    async def mark_finished(
+        self, key: str, result: TaskResult, *, worker_id: str | None = None
+    ) -> None:
+        """Tell the test the write started, wait for its go, then write."""
+        self.writing.set()
+        await self.go_on.wait()
+        await super().mark_finished(key, result, worker_id=worker_id)
+
+
+async def test_a_job_claimed_back_while_ending_is_reported_once(pg_schema: str) -> None:
+    """Its own lease ran out while it wrote the job's end, it claimed the job back: one outcome."""
+    store = _HeldFinish(DSN, batch="back", schema=pg_schema)
+    request = VideoRequest("a moth")
+    async with _fake() as server, server.client() as client, store:
+        await store.record(
+            [
+                JobSpec(
+                    key="job-0",
+                    index=0,
+                    payload=request.to_payload(),
+                    fingerprint=request.fingerprint,
+                )
+            ]
+        )
+        stream = client.work(store, worker_id="w", lease=30.0, idle_poll=0.05, max_active_jobs=2)
+        with anyio.fail_after(60):
+            async with stream as outcomes:
+                await store.writing.wait()
+                # As when the database was away for longer than the lease.
+                with admin() as connection:
+                    connection.execute(
+                        f'UPDATE "{pg_schema}".hailuo_jobs'  # noqa: S608
+                        " SET lease_until = clock_timestamp() - interval '1 second'"
+                    )
+                # The worker's next claim takes the job back (no event to wait on).
+                while not _leased(pg_schema):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+                store.go_on.set()
+                yielded = [outcome async for outcome in outcomes]
+        record = await store.get("job-0")
+    assert [(outcome.key, outcome.ok) for outcome in yielded] == [("job-0", True)]
+    assert record is not None
+    assert record.state is JobState.FINISHED
+    assert server.stats.submissions_accepted == 1
