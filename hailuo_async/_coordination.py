@@ -13,7 +13,7 @@ import attrs
 
 from ._exceptions import InvalidRequestError
 
-__all__ = ["Coordination", "coordination_from"]
+__all__ = ["Coordination", "coordination_from", "redacted_dsn"]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -23,7 +23,7 @@ def _check_dsn(_: object, attribute: attrs.Attribute[str], value: object) -> Non
         raise InvalidRequestError(attribute.name, "must be a postgresql:// URL")
 
 
-def _redacted(dsn: str) -> str:
+def redacted_dsn(dsn: str) -> str:
     """The URL without its password (a repr or a log line must never show it)."""
     parts = urlsplit(dsn)
     if parts.password is None:
@@ -45,7 +45,7 @@ class Coordination:
     :class:`~hailuo_async.postgres.CoordinationError` (raised before the request it guards).
     """
 
-    dsn: str = attrs.field(validator=_check_dsn, repr=_redacted)
+    dsn: str = attrs.field(validator=_check_dsn, repr=redacted_dsn)
     account: str | None = attrs.field(default=None, kw_only=True)
     schema: str = attrs.field(default="hailuo", kw_only=True)
     lease: float = attrs.field(default=30.0, kw_only=True)

@@ -332,3 +332,22 @@ async def test_failed_requests_are_logged_too(caplog: pytest.LogCaptureFixture) 
     assert len(messages) == 2
     assert all(LOG_LINE.match(m) and " -> error " in m for m in messages)
     assert "(attempt 2," in messages[1]
+
+
+def test_a_printed_resume_command_hides_the_database_password() -> None:
+    """The resume hint names a postgresql:// journal without its password."""
+    from pathlib import Path
+
+    from hailuo_async.cli._app import _resume_command
+    from hailuo_async.cli._service import Settings
+
+    command = _resume_command(
+        Path("prompts.txt"),
+        Path("out"),
+        journal="postgresql://worker:hunter2@db.internal:5432/hailuo",
+        max_active=None,
+        rpm=None,
+        settings=Settings(),
+    )
+    assert "hunter2" not in command
+    assert "postgresql://worker:***@db.internal:5432/hailuo" in command

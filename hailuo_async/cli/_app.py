@@ -14,7 +14,7 @@ import anyio
 import click
 from rich.console import Console
 
-from .._coordination import Coordination
+from .._coordination import Coordination, redacted_dsn
 from .._decoding import result_summary
 from .._exceptions import (
     HailuoError,
@@ -385,9 +385,13 @@ def batch(
     if is_shared(journal):
         resume += f" --name {shlex.quote(name)}"
     if coordination is not None:
-        resume += f" --coordination {shlex.quote(coordination)}"
+        resume += f" --coordination {shlex.quote(redacted_dsn(coordination))}"
     if no_coordination:
         resume += " --no-coordination"
+    if ":***@" in resume:
+        resume_note = " (the database password shows as ***: put it back, or set PGPASSWORD)"
+    else:
+        resume_note = ""
     if journal is None:
         journal = out / (_SIMULATED_JOURNAL_NAME if settings.simulate else _JOURNAL_NAME)
     journal_path: Path | str = journal
@@ -416,7 +420,7 @@ def batch(
             say(
                 stdout,
                 f"{report.failed} job(s) failed (see {shown_path(report.results_path)}). "
-                f"To submit them again as new paid jobs: {resume} --retry-failed",
+                f"To submit them again as new paid jobs: {resume} --retry-failed{resume_note}",
                 style="yellow",
             )
         if report.interrupted:
@@ -424,7 +428,8 @@ def batch(
                 stdout,
                 f"Stopped. Finished jobs are in {shown_path(report.results_path)}; jobs already "
                 "submitted are kept in the journal. To resume, run: "
-                + (f"{resume} --retry-failed" if retry_failed else resume),
+                + (f"{resume} --retry-failed" if retry_failed else resume)
+                + resume_note,
                 style="yellow",
             )
             return EXIT_INTERRUPTED
@@ -471,7 +476,8 @@ def _resume_command(
     """The command that picks the batch up where it stopped."""
     words = ["hailuo", "batch", str(file), "--out", str(out)]
     if journal is not None:
-        words += ["--journal", str(journal)]
+        # A printed command must not show the database's password: libpq reads PGPASSWORD.
+        words += ["--journal", redacted_dsn(journal) if isinstance(journal, str) else str(journal)]
     if max_active is not None:
         words += ["--max-active", str(max_active)]
     if rpm is not None:

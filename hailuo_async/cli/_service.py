@@ -10,7 +10,7 @@ import attrs
 import click
 
 from .._client import HailuoClient
-from .._coordination import Coordination, _redacted
+from .._coordination import Coordination, redacted_dsn
 from .._limits import Limits
 from .._polling import PollPolicy
 from ..testing import FakeHailuoServer
@@ -236,7 +236,7 @@ async def connect(
 
 def where(coordination: Coordination) -> str:
     """The coordination database and schema, without the URL's password."""
-    return f"{_redacted(coordination.dsn)} (schema {coordination.schema})"
+    return f"{redacted_dsn(coordination.dsn)} (schema {coordination.schema})"
 
 
 @asynccontextmanager
