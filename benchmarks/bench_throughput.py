@@ -2,26 +2,54 @@
 
 hailuo_async ``generate_many`` against two hand-written loops (one aiohttp ClientSession, or
 one httpx.AsyncClient, with an asyncio.Semaphore over the jobs), with the same limits: the
-same number of active jobs, 64 connections / requests in flight, and the same poll cadence
-(first poll 2 ms after the submission; every job has ended by then). Jobs last 1 µs
-(``Fixed(1)`` at ``time_scale=1e-6``), so each job is exactly one POST and one GET and the
-run measures nothing but request handling.
+same number of active jobs, 64 connections / requests in flight, and the same poll cadence.
+Jobs last 1 µs (``Fixed(1)`` at ``time_scale=1e-6``), so each job is exactly one POST and
+one GET on every side and the run measures nothing but request handling; the fake's own
+count of requests per job is reported as the proof.
 
-The fake serves from its own process and each contender runs in a fresh interpreter, so the
-CPU seconds are the client's alone. On a 2-core machine the fake's process (one core) is
-usually the bottleneck of jobs/s, which is why CPU seconds per job are reported too: they
-show the client's overhead even when the service caps the rate.
+The same work on both sides: the same request body and headers, the first poll
+``POLL_DELAY`` (2 ms) after the submission's answer came, when every job has ended.
+hailuo_async's ``PollPolicy`` has ``min_interval = max_interval = max_aimed_interval =
+POLL_DELAY``: the interval bounds make every wait exactly 2 ms (the jitter is clamped away),
+and ``max_aimed_interval`` keeps the first poll from being aimed at the durations learnt in
+the run (under load, the slowest answer seen: tens of ms), which would compare poll plans,
+not overhead. The bare loops wait 2 ms +/- 10 % (uniform jitter, same mean).
+
+How the ratios are kept trustworthy on a shared, busy machine: a ratio of two runs taken
+minutes apart mostly measures how the machine's load changed in between. So the runs are
+paired: at each size the scenario plays ``rounds`` rounds (quick: 6, full: 8), each one a
+hailuo_async run and a bare aiohttp run back to back, in ABBA order (hailuo first in even
+rounds, bare first in odd ones), so a drift of the load favours neither side. Each round
+gives one ratio for jobs/s and one for CPU per job; the ``*_ratio`` figures are the median of
+those paired ratios, and ``*_ratio_min`` / ``*_ratio_max`` / ``*_ratio_pairs`` their spread.
+Bare httpx (30x slower, a reference only) runs once per size, right before the first
+hailuo_async run, its pair. The per-contender figures are medians over that contender's runs.
+
+Every run gets a fresh fake (same seed and settings) serving from its own process, and each
+client runs in a fresh interpreter, after a warm-up batch. Client CPU is
+``time.process_time()`` of the client's process over the measured batch: the fake's CPU is
+never in it (it is another process, reported as its own column). On a 2-core machine the
+fake's process (one core) is often the bottleneck of jobs/s, which is why CPU seconds per
+job are reported too: they show the client's overhead even when the service caps the rate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
 from typing import Any, Literal
 
 from benchmarks._bare import PollCadence, run_bare
-from benchmarks._common import FakeProcess, ScenarioResult, markdown_table, run_isolated, timed
+from benchmarks._common import (
+    FakeProcess,
+    ScenarioResult,
+    fmt,
+    markdown_table,
+    run_isolated,
+    timed,
+)
 
 NAME = "throughput"
 TITLE = "1. Throughput: client overhead on instant jobs"
@@ -32,6 +60,9 @@ PROMPT = "a paper boat drifting down a rain gutter, macro lens"
 
 Contender = Literal["hailuo_async", "bare_aiohttp", "bare_httpx"]
 CONTENDERS: tuple[Contender, ...] = ("hailuo_async", "bare_aiohttp", "bare_httpx")
+PAIRED: tuple[Contender, Contender] = ("hailuo_async", "bare_aiohttp")
+WARMUP = 256
+HTTPX_WARMUP = 64
 LABELS = {
     "hailuo_async": "hailuo_async generate_many",
     "bare_aiohttp": "bare aiohttp loop",
@@ -154,45 +185,102 @@ def measure(contender: Contender, jobs: int, active: int, warmup: int) -> dict[s
         count for status, count in stats["responses_by_status"].items() if int(status) >= 400
     )
     result["jobs"] = jobs
+    result["warmup"] = warmup
     result["jobs_per_s"] = result["ok"] / result["wall"]
     result["cpu_ms_per_job"] = result["cpu"] / jobs * 1000.0
     result["polls_per_job"] = result["polls"] / jobs
     return result
 
 
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One contender's runs at one size: medians of the rates, totals of what went wrong."""
+    return {
+        "runs": len(runs),
+        "jobs": runs[0]["jobs"],
+        "jobs_per_s": _median([run["jobs_per_s"] for run in runs]),
+        "cpu_ms_per_job": _median([run["cpu_ms_per_job"] for run in runs]),
+        "polls_per_job": _median([run["polls_per_job"] for run in runs]),
+        # The fake counts the warm-up batch's requests too.
+        "requests_per_job": _median(
+            [run["server_requests"] / (run["jobs"] + run["warmup"]) for run in runs]
+        ),
+        "completed": min(run["ok"] for run in runs),
+        "server_cpu": _median([run["server_cpu"] for run in runs]),
+        "server_errors": sum(run["server_errors"] for run in runs),
+        "client_util": _median([run["cpu"] / run["wall"] for run in runs]),
+        "server_util": _median([run["server_cpu"] / run["wall"] for run in runs]),
+    }
+
+
+Pair = tuple[dict[str, Any], dict[str, Any]]
+
+
+def _rounds(
+    active: int, jobs: int, httpx_jobs: int, rounds: int
+) -> tuple[dict[Contender, list[dict[str, Any]]], dict[str, list[Pair]]]:
+    """Run the contenders at ``active`` in alternating rounds; return every run and the pairs.
+
+    The rounds go hailuo_async then bare aiohttp, then bare aiohttp then hailuo_async (ABBA),
+    so a drift of the machine's load across the rounds favours neither side. Bare httpx runs
+    once, right before the first hailuo_async run, its pair.
+    """
+    runs: dict[Contender, list[dict[str, Any]]] = {contender: [] for contender in CONTENDERS}
+    pairs: dict[str, list[Pair]] = {"aiohttp": [], "httpx": []}
+    for round_ in range(rounds):
+        if round_ == 0:
+            runs["bare_httpx"].append(measure("bare_httpx", httpx_jobs, active, HTTPX_WARMUP))
+        order = PAIRED if round_ % 2 == 0 else PAIRED[::-1]
+        results = {contender: measure(contender, jobs, active, WARMUP) for contender in order}
+        for contender, result in results.items():
+            runs[contender].append(result)
+        pairs["aiohttp"].append((results["hailuo_async"], results["bare_aiohttp"]))
+        if round_ == 0:
+            pairs["httpx"].append((results["hailuo_async"], runs["bare_httpx"][0]))
+    return runs, pairs
+
+
+def _paired_ratios(figures: dict[str, Any], key: str, values: list[float]) -> None:
+    """``key``: the median of the paired ratios; ``key_min``/``_max``/``_pairs``: the spread."""
+    figures[key] = _median(values)
+    figures[f"{key}_min"] = min(values)
+    figures[f"{key}_max"] = max(values)
+    figures[f"{key}_pairs"] = len(values)
+
+
 def run(*, quick: bool = False) -> ScenarioResult:
-    """Measure every contender at 64 and 1,024 active jobs."""
+    """Measure every contender at 64 and 1,024 active jobs, in alternating rounds."""
     # httpx spends milliseconds of CPU per request with many requests queued on its pool,
     # so it gets fewer jobs (a rate needs no more).
     sizes = (
         {64: (1_500, 256), 1024: (3_072, 1_024)}
         if quick
-        else {64: (6_000, 1_000), 1024: (12_288, 2_048)}
+        else {64: (4_000, 1_000), 1024: (8_192, 2_048)}
     )
-    repeats = 1 if quick else 2
-    figures: dict[str, Any] = {"time_scale": TIME_SCALE, "max_in_flight": MAX_IN_FLIGHT}
+    rounds = 6 if quick else 8
+    figures: dict[str, Any] = {
+        "time_scale": TIME_SCALE,
+        "max_in_flight": MAX_IN_FLIGHT,
+        "rounds": rounds,
+    }
     rows: list[list[object]] = []
+    ratio_rows: list[list[object]] = []
     with timed() as elapsed:
         for active, (jobs, httpx_jobs) in sizes.items():
-            best: dict[Contender, dict[str, Any]] = {}
-            for repeat in range(repeats):
-                for contender in CONTENDERS:
-                    if contender == "bare_httpx" and repeat > 0:
-                        continue
-                    count = httpx_jobs if contender == "bare_httpx" else jobs
-                    warmup = 64 if contender == "bare_httpx" else 256
-                    result = measure(contender, count, active, warmup)
-                    previous = best.get(contender)
-                    if previous is None or result["jobs_per_s"] > previous["jobs_per_s"]:
-                        best[contender] = result
+            runs, pairs = _rounds(active, jobs, httpx_jobs, rounds)
             for contender in CONTENDERS:
-                result = best[contender]
+                result = _aggregate(runs[contender])
                 prefix = f"{contender}_{active}"
                 figures[f"{prefix}_jobs"] = result["jobs"]
+                figures[f"{prefix}_runs"] = result["runs"]
                 figures[f"{prefix}_jobs_per_s"] = result["jobs_per_s"]
                 figures[f"{prefix}_cpu_ms_per_job"] = result["cpu_ms_per_job"]
                 figures[f"{prefix}_polls_per_job"] = result["polls_per_job"]
-                figures[f"{prefix}_completed"] = result["ok"]
+                figures[f"{prefix}_requests_per_job"] = result["requests_per_job"]
+                figures[f"{prefix}_completed"] = result["completed"]
                 figures[f"{prefix}_server_cpu_s"] = result["server_cpu"]
                 figures[f"{prefix}_server_errors"] = result["server_errors"]
                 rows.append(
@@ -200,57 +288,92 @@ def run(*, quick: bool = False) -> ScenarioResult:
                         LABELS[contender],
                         active,
                         result["jobs"],
+                        result["runs"],
                         result["jobs_per_s"],
                         result["cpu_ms_per_job"],
                         result["polls_per_job"],
-                        result["cpu"] / result["wall"],
-                        result["server_cpu"] / result["wall"],
+                        result["requests_per_job"],
+                        result["client_util"],
+                        result["server_util"],
                     ]
                 )
-            hailuo = best["hailuo_async"]
-            for rival in ("bare_aiohttp", "bare_httpx"):
-                other = best[rival]
-                short = rival.removeprefix("bare_")
-                figures[f"generate_many_vs_bare_{short}_{active}_ratio"] = (
-                    hailuo["jobs_per_s"] / other["jobs_per_s"]
-                )
-                figures[f"cpu_per_job_generate_many_vs_bare_{short}_{active}_ratio"] = (
-                    hailuo["cpu_ms_per_job"] / other["cpu_ms_per_job"]
+            for short, rival_pairs in pairs.items():
+                rate = [ours["jobs_per_s"] / theirs["jobs_per_s"] for ours, theirs in rival_pairs]
+                cpu = [
+                    ours["cpu_ms_per_job"] / theirs["cpu_ms_per_job"]
+                    for ours, theirs in rival_pairs
+                ]
+                rate_key = f"generate_many_vs_bare_{short}_{active}_ratio"
+                cpu_key = f"cpu_per_job_generate_many_vs_bare_{short}_{active}_ratio"
+                _paired_ratios(figures, rate_key, rate)
+                _paired_ratios(figures, cpu_key, cpu)
+                ratio_rows.append(
+                    [
+                        f"bare {short}",
+                        active,
+                        len(rate),
+                        figures[rate_key],
+                        f"{fmt(min(rate))}-{fmt(max(rate))}",
+                        figures[cpu_key],
+                        f"{fmt(min(cpu))}-{fmt(max(cpu))}",
+                    ]
                 )
     for short in ("aiohttp", "httpx"):
-        figures[f"generate_many_vs_bare_{short}_ratio"] = min(
-            figures[f"generate_many_vs_bare_{short}_{active}_ratio"] for active in sizes
+        # The worse size's median, with that size's spread.
+        worse = min(
+            sizes, key=lambda active: figures[f"generate_many_vs_bare_{short}_{active}_ratio"]
         )
+        source = f"generate_many_vs_bare_{short}_{worse}_ratio"
+        for suffix in ("", "_min", "_max", "_pairs"):
+            figures[f"generate_many_vs_bare_{short}_ratio{suffix}"] = figures[source + suffix]
     table = markdown_table(
         [
             "client",
             "active jobs",
             "jobs",
+            "runs",
             "jobs/s",
             "client CPU ms/job",
             "polls/job",
+            "requests/job",
             "client CPU util",
             "fake CPU util",
         ],
         rows,
     )
+    ratio_table = markdown_table(
+        [
+            "generate_many vs",
+            "active jobs",
+            "pairs",
+            "jobs/s ratio (median)",
+            "min-max",
+            "CPU/job ratio (median)",
+            "min-max",
+        ],
+        ratio_rows,
+    )
     notes = [
-        f"generate_many / bare aiohttp, jobs/s (worse of 64 and 1,024): "
-        f"{figures['generate_many_vs_bare_aiohttp_ratio']:.2f} (target >= 0.9); "
+        f"generate_many / bare aiohttp, jobs/s (median of paired ratios, worse of 64 and "
+        f"1,024): {figures['generate_many_vs_bare_aiohttp_ratio']:.2f} (target >= 0.9); "
         f"/ bare httpx: {figures['generate_many_vs_bare_httpx_ratio']:.2f}.",
-        "CPU ms/job ratios (hailuo_async / bare, lower is better): "
+        "CPU ms/job ratios (hailuo_async / bare aiohttp, median of paired ratios, lower is "
+        "better, target <= 1.3): "
         + ", ".join(
-            f"{short} @{active}: "
-            f"{figures[f'cpu_per_job_generate_many_vs_bare_{short}_{active}_ratio']:.2f}"
+            f"@{active}: {figures[f'cpu_per_job_generate_many_vs_bare_aiohttp_{active}_ratio']:.2f}"
             for active in sizes
-            for short in ("aiohttp", "httpx")
         ),
-        "Each job is one POST and one GET (1 µs jobs, first poll after 2 ms); 64 requests in "
-        "flight at most; the fake serves from its own process (a CPU util near 1.0 means that "
-        f"process is the bottleneck). Best of {repeats} run(s) each (httpx: one), after a "
-        "warm-up batch.",
+        f"{rounds} rounds per size, hailuo_async and bare aiohttp alternating (ABBA), each run "
+        "on a fresh fake and in a fresh interpreter after a warm-up batch; a ratio is taken "
+        "per round (the two runs of a round are adjacent in time) and the median of them is "
+        "reported; bare httpx runs once per size, next to the first hailuo_async run. The "
+        "per-contender rows are medians over the runs.",
+        "Each job is one POST and one GET on every side (1 µs jobs, first poll 2 ms after the "
+        "submission's answer; requests/job is the fake's count); 64 requests in flight at "
+        "most; the fake serves from its own process (a CPU util near 1.0 means that process "
+        "is the bottleneck); client CPU is the client process's own (`time.process_time()`).",
     ]
-    return ScenarioResult(NAME, TITLE, table, figures, notes, elapsed())
+    return ScenarioResult(NAME, TITLE, table + "\n\n" + ratio_table, figures, notes, elapsed())
 
 
 if __name__ == "__main__":
