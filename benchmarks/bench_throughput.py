@@ -272,9 +272,17 @@ class _Contender:
 
         self.contender = contender
         self._stack = contextlib.ExitStack()
-        self.fake = self._stack.enter_context(
-            FakeProcess(time_scale=TIME_SCALE, seed=1, job_duration=Fixed(1.0))
-        )
+        try:
+            self._start(
+                active, warmup, FakeProcess(time_scale=TIME_SCALE, seed=1, job_duration=Fixed(1.0))
+            )
+        except BaseException:
+            self._stack.close()  # no fake or client process left behind
+            raise
+
+    def _start(self, active: int, warmup: int, fake: FakeProcess) -> None:
+        contender = self.contender
+        self.fake = self._stack.enter_context(fake)
         parent, child = _SPAWN.Pipe()
         self._conn = parent
         process = _SPAWN.Process(
@@ -492,7 +500,7 @@ def run(*, quick: bool = False) -> ScenarioResult:
             "client",
             "active jobs",
             "jobs",
-            "runs",
+            "batches",
             "jobs/s",
             "client CPU ms/job",
             "polls/job",
