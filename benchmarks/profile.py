@@ -2,6 +2,12 @@
 
     python -m benchmarks.profile throughput [--active 64] [--jobs 3000]
     python -m benchmarks.profile polling [--jobs 96]
+    python -m benchmarks.profile throughput --calls [--active 64] [--jobs 3000]
+
+``--calls`` runs hailuo_async and the bare aiohttp loop of the throughput scenario under
+cProfile instead and prints function calls per job of each (warm-up batch included in both
+the calls and the jobs). Unlike times, call counts do not depend on the machine's load, so
+they compare a change's cost across runs on a busy machine.
 
 The fake serves from its own process, as in the benchmarks; the client runs in this one
 under the profiler; its call tree and its top entries by own time are printed. The HTML
@@ -39,6 +45,35 @@ def _scenario(name: str, jobs: int, active: int) -> tuple[dict[str, Any], Any]:
     return knobs, lambda url, key: polling._hailuo(url, key, jobs)
 
 
+def _calls_per_job(jobs: int, active: int) -> dict[str, float]:
+    """cProfile's call count per job of each throughput contender (fresh fake each)."""
+    import cProfile
+    import pstats
+
+    from benchmarks import bench_throughput as throughput
+    from benchmarks._common import FakeProcess
+
+    knobs, _ = _scenario("throughput", jobs, active)
+    warmup = throughput.WARMUP
+    counts: dict[str, float] = {}
+    for contender in ("hailuo_async", "bare_aiohttp"):
+        with FakeProcess(**knobs) as fake:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            throughput.client_run(
+                contender=contender,
+                url=fake.url,
+                api_key=fake.api_key,
+                jobs=jobs,
+                active=active,
+                warmup=warmup,
+            )
+            profiler.disable()
+        stats = pstats.Stats(profiler)
+        counts[contender] = stats.total_calls / (jobs + warmup)  # type: ignore[attr-defined]
+    return counts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one scenario's hailuo_async contender under pyinstrument."""
     from pyinstrument import Profiler
@@ -49,8 +84,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("scenario", choices=["throughput", "polling"])
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--active", type=int, default=64)
+    parser.add_argument(
+        "--calls", action="store_true", help="throughput only: cProfile calls per job"
+    )
     args = parser.parse_args(argv)
     jobs = args.jobs or (3_000 if args.scenario == "throughput" else 96)
+    if args.calls:
+        if args.scenario != "throughput":
+            parser.error("--calls measures the throughput scenario only")
+        for contender, calls in _calls_per_job(jobs, args.active).items():
+            print(f"{contender}: {calls:,.0f} calls per job @{args.active}")
+        return 0
     knobs, client = _scenario(args.scenario, jobs, args.active)
     with FakeProcess(**knobs) as fake:
         profiler = Profiler(interval=0.0005, async_mode="enabled")
