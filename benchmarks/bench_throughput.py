@@ -47,7 +47,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
-from benchmarks._bare import PollCadence, aiohttp_fetcher, httpx_fetcher, run_bare, run_jobs
+from benchmarks._bare import PollCadence, aiohttp_fetcher, httpx_fetcher, run_jobs
 from benchmarks._common import (
     FakeProcess,
     ScenarioResult,
@@ -115,67 +115,21 @@ async def _hailuo_batch(client: Any, jobs: int, active: int) -> tuple[int, int]:
     return ok, polls
 
 
-async def _hailuo_run(
-    url: str, api_key: str, jobs: int, active: int, warmup: int
-) -> dict[str, Any]:
-    from hailuo_async import HailuoClient, Limits
-
-    async with HailuoClient(
-        api_key=api_key,
-        base_url=url,
-        poll_policy=_hailuo_policy(),
-        limits=Limits(max_in_flight=MAX_IN_FLIGHT),
-    ) as client:
-        await _hailuo_batch(client, warmup, active)
-        cpu0 = time.process_time()
-        with timed() as elapsed:
-            ok, polls = await _hailuo_batch(client, jobs, active)
-        return {"wall": elapsed(), "cpu": time.process_time() - cpu0, "ok": ok, "polls": polls}
-
-
-async def _bare_run(
-    library: Literal["aiohttp", "httpx"],
-    *,
-    url: str,
-    api_key: str,
-    jobs: int,
-    active: int,
-    warmup: int,
-) -> dict[str, Any]:
-    from hailuo_async import VideoRequest
-
-    body = json.dumps(VideoRequest(prompt=PROMPT).to_payload()).encode()
-    cadence = _bare_cadence()
-    common: dict[str, Any] = {
-        "base_url": url,
-        "api_key": api_key,
-        "active": active,
-        "max_connections": MAX_IN_FLIGHT,
-        "cadence": cadence,
-        "body": body,
-    }
-    await run_bare(library, jobs=warmup, **common)
+async def _measured(run_batch: BatchRunner, jobs: int) -> dict[str, Any]:
+    """One batch of ``jobs`` on an open, warmed-up client: wall and CPU time, completions, polls."""
     cpu0 = time.process_time()
     with timed() as elapsed:
-        run = await run_bare(library, jobs=jobs, **common)
-    return {
-        "wall": elapsed(),
-        "cpu": time.process_time() - cpu0,
-        "ok": len(run.done_at),
-        "polls": run.polls,
-    }
+        ok, polls = await run_batch(jobs)
+    return {"wall": elapsed(), "cpu": time.process_time() - cpu0, "ok": ok, "polls": polls}
 
 
-def client_run(
-    *, contender: Contender, url: str, api_key: str, jobs: int, active: int, warmup: int
+async def measured_run(
+    contender: Contender, *, url: str, api_key: str, jobs: int, active: int, warmup: int
 ) -> dict[str, Any]:
-    """One contender's measured run (called in a fresh interpreter)."""
-    if contender == "hailuo_async":
-        return asyncio.run(_hailuo_run(url, api_key, jobs, active, warmup))
-    library: Literal["aiohttp", "httpx"] = "aiohttp" if contender == "bare_aiohttp" else "httpx"
-    return asyncio.run(
-        _bare_run(library, url=url, api_key=api_key, jobs=jobs, active=active, warmup=warmup)
-    )
+    """One contender's warm-up batch, then its measured one (for the profiler)."""
+    async with _batch_runner(contender, url, api_key, active) as run_batch:
+        await run_batch(warmup)
+        return await _measured(run_batch, jobs)
 
 
 async def _serve_batches(
@@ -198,11 +152,7 @@ async def _serve_batches(
             jobs = await loop.run_in_executor(None, conn.recv)
             if jobs is None:
                 break
-            cpu0 = time.process_time()
-            with timed() as elapsed:
-                ok, polls = await run_batch(jobs)
-            wall, cpu = elapsed(), time.process_time() - cpu0
-            conn.send(("ok", {"wall": wall, "cpu": cpu, "ok": ok, "polls": polls}))
+            conn.send(("ok", await _measured(run_batch, jobs)))
     conn.send(("ok", None))
 
 

@@ -32,7 +32,9 @@ def _scenario(name: str, jobs: int, active: int) -> tuple[dict[str, Any], Any]:
         from hailuo_async.testing import Fixed
 
         knobs = {"time_scale": throughput.TIME_SCALE, "seed": 1, "job_duration": Fixed(1.0)}
-        return knobs, lambda url, key: throughput._hailuo_run(url, key, jobs, active, 200)
+        return knobs, lambda url, key: throughput.measured_run(
+            "hailuo_async", url=url, api_key=key, jobs=jobs, active=active, warmup=200
+        )
     from benchmarks import bench_polling as polling
     from hailuo_async.testing import LogNormal
 
@@ -60,13 +62,15 @@ def _calls_per_job(jobs: int, active: int) -> dict[str, float]:
         with FakeProcess(**knobs) as fake:
             profiler = cProfile.Profile()
             profiler.enable()
-            throughput.client_run(
-                contender=contender,
-                url=fake.url,
-                api_key=fake.api_key,
-                jobs=jobs,
-                active=active,
-                warmup=warmup,
+            asyncio.run(
+                throughput.measured_run(
+                    contender,
+                    url=fake.url,
+                    api_key=fake.api_key,
+                    jobs=jobs,
+                    active=active,
+                    warmup=warmup,
+                )
             )
             profiler.disable()
         stats = pstats.Stats(profiler)
