@@ -15,7 +15,7 @@ import pytest
 from anyio.abc import Process
 
 from hailuo_async import VideoRequest
-from hailuo_async.journal import JobRecord, JobSpec, JobState, PostgresJobStore
+from hailuo_async.journal import JobRecord, JobState, PostgresJobStore, job_specs
 from hailuo_async.testing import FakeHailuoServer, Stats
 
 DSN = os.environ.get("HAILUO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -136,12 +136,7 @@ async def add_jobs(dsn: str, schema: str, batch: str, prompts: Sequence[str]) ->
     """Record a job per prompt (keys ``job-0``, ``job-1``...) in a shared batch."""
     requests = [VideoRequest(prompt) for prompt in prompts]
     async with PostgresJobStore(dsn, batch=batch, schema=schema) as store:
-        await store.record(
-            [
-                JobSpec(key=f"job-{i}", index=i, payload=r.to_payload(), fingerprint=r.fingerprint)
-                for i, r in enumerate(requests)
-            ]
-        )
+        await store.record(job_specs(requests, [f"job-{i}" for i in range(len(requests))]))
 
 
 def _counts(dsn: str, schema: str) -> dict[str, int]:

@@ -22,7 +22,7 @@ from hailuo_async import (
     VideoRequest,
     WorkerSettings,
 )
-from hailuo_async.journal import JobSpec, JobState, JobStore, PostgresJobStore, SQLiteJobStore
+from hailuo_async.journal import JobState, JobStore, PostgresJobStore, SQLiteJobStore, job_specs
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
 pytestmark = pytest.mark.anyio
@@ -106,12 +106,8 @@ async def test_an_unknown_job_of_an_earlier_run_is_reported(journal: Journal) ->
     """A job whose submission's answer was lost is yielded as SubmissionUnknownError."""
     async with _fake() as fake, fake.client() as client:
         async with journal() as store:
-            await store.record(
-                [
-                    JobSpec(key=key, index=i, payload=r.to_payload(), fingerprint=r.fingerprint)
-                    for i, (key, r) in enumerate(_requests()[:1])
-                ]
-            )
+            key, request = _requests()[0]
+            await store.record(job_specs([request], [key]))
             await store.mark_submitting("job-0")
             await store.mark_unknown("job-0", "connection reset")
             outcomes = await _run(client, store)

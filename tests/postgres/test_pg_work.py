@@ -20,7 +20,7 @@ from hailuo_async import (
     VideoRequest,
     WorkerSettings,
 )
-from hailuo_async.journal import JobSpec, JobState, PostgresJobStore
+from hailuo_async.journal import JobState, PostgresJobStore, job_specs
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
 pytestmark = pytest.mark.anyio
@@ -93,11 +93,8 @@ async def test_work_joins_a_batch_and_takes_over_a_dead_workers_jobs(pg_schema: 
     async with _fake() as server, server.client() as client:
         task_id = await client.submit(VideoRequest("a fox, take 0"))
         async with PostgresJobStore(DSN, batch="b", schema=pg_schema) as store:
-            specs = [
-                JobSpec(key=key, index=i, payload=r.to_payload(), fingerprint=r.fingerprint)
-                for i, (key, r) in enumerate(_requests(4))
-            ]
-            await store.record(specs)
+            keys, requests = zip(*_requests(4), strict=True)
+            await store.record(job_specs(requests, keys))
             # A worker that died after job-0's POST was answered: its lease runs out.
             await store.claim("dead", 1, lease_seconds=0.2)
             await store.mark_submitting("job-0", worker_id="dead")
@@ -117,11 +114,8 @@ async def test_a_live_workers_submission_is_left_alone(pg_schema: str) -> None:
     """A job another live worker is submitting is neither made unknown nor sent again."""
     async with _fake() as server, server.client() as client:
         async with PostgresJobStore(DSN, batch="b", schema=pg_schema) as store:
-            specs = [
-                JobSpec(key=key, index=i, payload=r.to_payload(), fingerprint=r.fingerprint)
-                for i, (key, r) in enumerate(_requests(3))
-            ]
-            await store.record(specs)
+            keys, requests = zip(*_requests(3), strict=True)
+            await store.record(job_specs(requests, keys))
             await store.claim("other", 1, lease_seconds=600)
             await store.mark_submitting("job-0", worker_id="other")
 
@@ -221,16 +215,7 @@ async def test_a_job_claimed_back_while_ending_is_reported_once(pg_schema: str) 
     store = _HeldFinish(DSN, batch="back", schema=pg_schema)
     request = VideoRequest("a moth")
     async with _fake() as server, server.client() as client, store:
-        await store.record(
-            [
-                JobSpec(
-                    key="job-0",
-                    index=0,
-                    payload=request.to_payload(),
-                    fingerprint=request.fingerprint,
-                )
-            ]
-        )
+        await store.record(job_specs([request], ["job-0"]))
         stream = client.work(store, worker_id="w", lease=30.0, idle_poll=0.05, max_active_jobs=2)
         with anyio.fail_after(60):
             async with stream as outcomes:
