@@ -388,7 +388,8 @@ def batch(
         resume += f" --coordination {shlex.quote(redacted_dsn(coordination))}"
     if no_coordination:
         resume += " --no-coordination"
-    if ":***@" in resume:
+    urls = [url for url in (journal, coordination) if isinstance(url, str)]
+    if any(redacted_dsn(url) != url for url in urls):
         resume_note = " (the database password shows as ***: put it back, or set PGPASSWORD)"
     else:
         resume_note = ""
