@@ -323,7 +323,13 @@ class TaskWatcher:
 
         while True:
             if not self._heap:
-                retire_idle()
+                if idle:
+                    # Kept a while, not retired at once: on short jobs the heap empties
+                    # between nearly every two polls, and a worker's restart costs more.
+                    await self._sleep_until_woken(soon)
+                    if not self._heap:
+                        retire_idle()
+                    continue
                 await self._sleep_until_woken(None)
                 continue
             deadline, _, task_id = self._heap[0]
