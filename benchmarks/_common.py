@@ -479,6 +479,11 @@ class FakeProcess:
         result: dict[str, float] = self.call("finished_at", *([list(ids)] if ids else []))
         return result
 
+    def polls_by_task(self) -> dict[str, int]:
+        """Task-result requests per task id."""
+        result: dict[str, int] = self.call("polls_by_task")
+        return result
+
     def durations(self) -> list[float]:
         """Every task's duration in service seconds."""
         result: list[float] = self.call("durations")

@@ -13,6 +13,14 @@ seconds. At most 32 jobs are active at once for every contender, which keeps the
 poller's load (32 x 100 requests per real second) under what the fake's process serves, so
 no contender is slowed by a saturated service.
 
+The no-eta variant (contenders ``noeta_*``, figures ``noeta_*``) runs the same jobs on a fake
+that sends no eta and no progress (``forecasts=False``; its ``debug_info`` still tells when a
+job ended): hailuo_async against the geometric backoff it falls back to without any forecast
+(a bare loop: ``first_poll_delay``, then ``min_interval`` x ``backoff`` up to ``max_interval``,
+the default policy's, scaled). It runs more jobs in the quick run (192), and reports polls per
+job and the p95 delay also after a warm-up: the jobs after the first two waves (64), started
+once the run has seen some durations.
+
 Detection delay is the time the client hands the result over (the ``async for`` yields it,
 or the bare loop reads the terminal status) minus ``server.finished_at(task_id)``; one
 request's round trip on loopback (about 0.5 ms, 0.025 service seconds) is part of it.
@@ -45,6 +53,9 @@ ETA_ERROR = 0.3
 ACTIVE = 32
 POLLS_TARGET = 3.0
 P95_BEFORE = 1.07  # service s: the eta-fraction schedule's p95 detection delay, issue 16
+NO_ETA = "noeta_"
+NOETA_POLLS_TARGET = 4.0
+WARMUP = 2 * ACTIVE  # jobs: the first wave knows no duration, the second only the shortest
 PROMPT = "a hot-air balloon rising over terraced rice fields at dawn"
 
 
@@ -67,7 +78,7 @@ async def _hailuo(url: str, api_key: str, jobs: int) -> dict[str, Any]:
     return {"seen": seen, "polls": polls, "wall": elapsed()}
 
 
-async def _fixed(url: str, api_key: str, jobs: int, interval: float) -> dict[str, Any]:
+async def _bare(url: str, api_key: str, jobs: int, cadence: PollCadence) -> dict[str, Any]:
     from hailuo_async import VideoRequest
 
     body = json.dumps(VideoRequest(prompt=PROMPT).to_payload()).encode()
@@ -79,7 +90,7 @@ async def _fixed(url: str, api_key: str, jobs: int, interval: float) -> dict[str
             jobs=jobs,
             active=ACTIVE,
             max_connections=64,
-            cadence=PollCadence(kind="fixed", interval=interval * TIME_SCALE),
+            cadence=cadence,
             body=body,
         )
     return {"seen": run.done_at, "polls": run.polls, "wall": elapsed()}
@@ -87,10 +98,29 @@ async def _fixed(url: str, api_key: str, jobs: int, interval: float) -> dict[str
 
 def client_run(contender: str, url: str, api_key: str, jobs: int) -> dict[str, Any]:
     """One contender's run (in a fresh interpreter): when each task was seen ended."""
-    if contender == "hailuo_async":
+    name = contender.removeprefix(NO_ETA)
+    if name == "hailuo_async":
         return asyncio.run(_hailuo(url, api_key, jobs))
-    interval = float(contender.removeprefix("fixed_").removesuffix("s"))
-    return asyncio.run(_fixed(url, api_key, jobs, interval))
+    if name == "backoff":
+        return asyncio.run(_bare(url, api_key, jobs, _backoff()))
+    interval = float(name.removeprefix("fixed_").removesuffix("s"))
+    fixed = PollCadence(kind="fixed", interval=interval * TIME_SCALE)
+    return asyncio.run(_bare(url, api_key, jobs, fixed))
+
+
+def _backoff() -> PollCadence:
+    """The default policy's backoff (scaled), as hailuo_async polls with no forecast to learn."""
+    from hailuo_async import PollPolicy
+
+    policy = PollPolicy().scaled(TIME_SCALE)
+    return PollCadence(
+        kind="eta",  # with no eta sent, the backoff
+        first_delay=policy.first_poll_delay,
+        min_interval=policy.min_interval,
+        max_interval=policy.max_interval,
+        backoff=policy.backoff,
+        jitter=policy.jitter,
+    )
 
 
 def measure(contender: str, jobs: int) -> dict[str, Any]:
@@ -102,6 +132,7 @@ def measure(contender: str, jobs: int) -> dict[str, Any]:
         seed=7,
         job_duration=LogNormal(MEDIAN_SECONDS, SIGMA),
         eta_error=ETA_ERROR,
+        forecasts=not contender.startswith(NO_ETA),
     ) as fake:
         cpu0 = fake.cpu()
         run = run_isolated(
@@ -110,16 +141,24 @@ def measure(contender: str, jobs: int) -> dict[str, Any]:
         server_cpu = fake.cpu() - cpu0
         stats = fake.stats()
         finished = fake.finished_at(list(run["seen"]))
-    delays = [(run["seen"][tid] - finished[tid]) / TIME_SCALE for tid in run["seen"]]
+        created = list(fake.finished_at())  # every task, in the order it was created
+        polls = fake.polls_by_task()
+    delays = {tid: (run["seen"][tid] - finished[tid]) / TIME_SCALE for tid in run["seen"]}
+    later = created[WARMUP:]
+    later_delays = [delays[tid] for tid in later if tid in delays]
     return {
         "contender": contender,
-        "completed": len(run["seen"]),
+        "completed": len(delays),
         "polls_per_job": stats["polls_total"] / jobs,
         "client_polls_per_job": run["polls"] / jobs,
-        "delay_p50": percentile(delays, 0.5),
-        "delay_p95": percentile(delays, 0.95),
-        "delay_max": max(delays) if delays else None,
-        "delay_mean": sum(delays) / len(delays) if delays else None,
+        "polls_per_job_after_warmup": (
+            sum(polls.get(tid, 0) for tid in later) / len(later) if later else None
+        ),
+        "delay_p95_after_warmup": percentile(later_delays, 0.95),
+        "delay_p50": percentile(list(delays.values()), 0.5),
+        "delay_p95": percentile(list(delays.values()), 0.95),
+        "delay_max": max(delays.values()) if delays else None,
+        "delay_mean": sum(delays.values()) / len(delays) if delays else None,
         "wall": run["wall"],
         "server_util": server_cpu / run["wall"],
         "errors": sum(
@@ -132,17 +171,27 @@ def label(contender: str) -> str:
     """A contender's name for tables and the plot."""
     if contender == "hailuo_async":
         return "hailuo_async (eta-guided)"
+    if contender == f"{NO_ETA}hailuo_async":
+        return "hailuo_async, no eta (duration-guided)"
+    if contender == f"{NO_ETA}backoff":
+        return "backoff 1 s x1.5 to 30 s, no eta"
     return f"fixed every {contender.removeprefix('fixed_')}"
 
 
 def run(*, quick: bool = False) -> ScenarioResult:
-    """Measure hailuo_async and the fixed-interval pollers on the same jobs."""
+    """Measure hailuo_async and the fixed-interval pollers on the same jobs; then, with no eta
+    and no progress sent, hailuo_async and the backoff it would otherwise fall back to.
+    """
     jobs = 96 if quick else 320
+    noeta_jobs = 192 if quick else 320
     intervals = (0.5, 1.0) if quick else (0.5, 1.0, 2.0, 4.0, 8.0)
     contenders = ["hailuo_async", *(f"fixed_{interval:g}s" for interval in intervals)]
+    contenders += [f"{NO_ETA}hailuo_async", f"{NO_ETA}backoff"]
     figures: dict[str, Any] = {
         "time_scale": TIME_SCALE,
         "jobs": jobs,
+        "noeta_jobs": noeta_jobs,
+        "warmup_jobs": WARMUP,
         "active_jobs": ACTIVE,
         "job_duration": f"lognormal median {MEDIAN_SECONDS:g} s sigma {SIGMA:g}",
         "eta_error": ETA_ERROR,
@@ -152,11 +201,14 @@ def run(*, quick: bool = False) -> ScenarioResult:
     results: dict[str, dict[str, Any]] = {}
     with timed() as elapsed:
         for contender in contenders:
-            result = measure(contender, jobs)
+            no_eta = contender.startswith(NO_ETA)
+            result = measure(contender, noeta_jobs if no_eta else jobs)
             results[contender] = result
             key = contender.replace(".", "_")
             for field in (
                 "polls_per_job",
+                "polls_per_job_after_warmup",
+                "delay_p95_after_warmup",
                 "delay_p50",
                 "delay_p95",
                 "delay_max",
@@ -172,6 +224,7 @@ def run(*, quick: bool = False) -> ScenarioResult:
                     label(contender),
                     result["completed"],
                     result["polls_per_job"],
+                    result["polls_per_job_after_warmup"],
                     result["delay_p50"],
                     result["delay_p95"],
                     result["delay_max"],
@@ -179,6 +232,8 @@ def run(*, quick: bool = False) -> ScenarioResult:
                     result["server_util"],
                 ]
             )
+            if no_eta:
+                continue  # the plot is the eta-guided trade-off
             points.append(
                 {
                     "label": label(contender),
@@ -204,11 +259,22 @@ def run(*, quick: bool = False) -> ScenarioResult:
         # The fixed pollers are bare aiohttp loops under the same active-job limit: with
         # jobs of realistic length this is issue 4's jobs/s ratio (same jobs, so wall time).
         figures[f"jobs_per_s_hailuo_vs_bare_aiohttp_{name}_ratio"] = other["wall"] / hailuo["wall"]
+    # Issue 16, no forecasts: <= 4 polls per job after the warm-up, the p95 delay no worse than
+    # the backoff's.
+    guided, backoff = results[f"{NO_ETA}hailuo_async"], results[f"{NO_ETA}backoff"]
+    figures["noeta_polls_per_job_after_warmup_vs_target_4_ratio"] = (
+        guided["polls_per_job_after_warmup"] / NOETA_POLLS_TARGET
+    )
+    figures["noeta_delay_p95_after_warmup_hailuo_vs_backoff_ratio"] = (
+        guided["delay_p95_after_warmup"] / backoff["delay_p95_after_warmup"]
+    )
+    figures["noeta_delay_p95_hailuo_vs_backoff_ratio"] = guided["delay_p95"] / backoff["delay_p95"]
     table = markdown_table(
         [
             "poller",
             "jobs done",
             "polls/job",
+            f"polls/job after {WARMUP}",
             "delay p50 (s)",
             "delay p95 (s)",
             "delay max (s)",
@@ -222,6 +288,11 @@ def run(*, quick: bool = False) -> ScenarioResult:
         f"{MEDIAN_SECONDS:g} s, sigma {SIGMA:g}), eta_error {ETA_ERROR:g}; time_scale "
         f"{TIME_SCALE:g} (a 75 s job runs {MEDIAN_SECONDS * TIME_SCALE:g} real s); delays in "
         "service seconds.",
+        f"No eta, no progress ({noeta_jobs} jobs; after the first {WARMUP}): hailuo_async "
+        f"{guided['polls_per_job_after_warmup']:.2f} polls/job, p95 delay "
+        f"{guided['delay_p95_after_warmup']:.3g} s; the backoff "
+        f"{backoff['polls_per_job_after_warmup']:.2f} polls/job, p95 "
+        f"{backoff['delay_p95_after_warmup']:.3g} s.",
         "hailuo_async / fixed 1 s: polls/job "
         f"{figures['polls_per_job_hailuo_vs_fixed_1s_ratio']:.2f}x, p50 delay "
         f"{figures['delay_p50_hailuo_vs_fixed_1s_ratio']:.1f}x, p95 delay "

@@ -12,6 +12,12 @@ end there is seen within ``min_interval`` (less how late answers come), else one
 in. Until the run has seen enough ends, a cautious prior window stands in (an eta off by
 -40 % to +60 %, a progress off by a point); a schedule without a history polls at a fixed
 fraction of the eta.
+
+An answer without any forecast is placed by the durations the run has seen instead: the next
+poll comes when a share of the jobs seen running as long had ended (a quantile of the
+remaining duration, the Munford-Shahani inspection rule), within ``max_interval``. When the
+service has long sent no forecast, first polls skip the early one that would only bring none.
+Before enough durations are seen, or past the longest, a geometric backoff stands in.
 """
 
 from __future__ import annotations
@@ -45,11 +51,13 @@ class PollPolicy:
     is aimed so that an end is seen at most ``min_interval`` late, inside the window the
     service's forecasts give once widened by how far such forecasts missed in the run (a
     cautious prior before it has seen them miss). Without a history to learn in, a poll
-    comes at ``eta_fraction`` of the service's ``eta``; without any forecast, after a
-    geometric backoff from ``min_interval`` by ``backoff`` up to ``max_interval``. Each
-    wait is jittered by +/- ``jitter`` and kept within [``min_interval``,
-    ``max_interval``], except a wait aimed at an end the forecasts place further out: that
-    one may last up to ``max_aimed_interval``.
+    comes at ``eta_fraction`` of the service's ``eta``. Without any forecast, a poll comes
+    when a share of the jobs seen running as long had ended (durations seen earlier in the
+    run), before those are known after a geometric backoff from ``min_interval`` by
+    ``backoff``. Each wait is jittered by +/- ``jitter`` and kept within
+    [``min_interval``, ``max_interval``], except a wait aimed at an end the forecasts (or,
+    for a first poll, the durations) place further out: that one may last up to
+    ``max_aimed_interval``.
 
     A watched job that has not ended ``max_job_duration`` seconds after its submission
     (after it was first watched, when its submission time is unknown), or whose status
@@ -117,6 +125,12 @@ class _Sample:
         index = min(len(self._sorted) - 1, max(0, round(q * (len(self._sorted) - 1))))
         return self._sorted[index]
 
+    def quantile_above(self, floor: float, q: float) -> float | None:
+        """The q-quantile of the values above ``floor``; None when none is."""
+        start = bisect.bisect_right(self._sorted, floor)
+        above = len(self._sorted) - start
+        return self._sorted[start + round(q * (above - 1))] if above else None
+
 
 # The kinds of forecast an answer carries: the service's eta, and its progress.
 ETA = "eta"
@@ -135,8 +149,8 @@ class _Forecast(NamedTuple):
 class DurationStats:
     """What the run has seen of its jobs: how long they took, and how far forecasts missed.
 
-    Shared by every schedule of a client: durations place first polls, forecast errors
-    place the others.
+    Shared by every schedule of a client: durations place first polls (and every poll of
+    an answer without forecasts), forecast errors place the others.
     """
 
     #: Durations to see before they place first polls.
@@ -161,6 +175,9 @@ class DurationStats:
     MIN_LATE = 16
     LATE_QUANTILE = 0.9
 
+    #: Running answers in a row without a forecast after which the service is taken to give none.
+    QUIET_ANSWERS = 64
+
     #: Weight of the latest poll in the running mean of how late polls come.
     LATENESS_WEIGHT = 0.05
     #: How fast the floor of that lateness (a round trip) may rise, per poll, by weight.
@@ -174,6 +191,16 @@ class DurationStats:
         self._lateness = 0.0
         self._late = _Sample(self.KEPT_LATE)
         self._floor: float | None = None
+        self._silent = 0
+
+    @property
+    def quiet(self) -> bool:
+        """True when the latest QUIET_ANSWERS running answers carried no forecast at all."""
+        return self._silent >= self.QUIET_ANSWERS
+
+    def observe_answer(self, *, forecast: bool) -> None:
+        """Record whether a running answer carried a forecast (an eta or a progress)."""
+        self._silent = 0 if forecast else min(self._silent + 1, self.QUIET_ANSWERS)
 
     @property
     def waiting(self) -> float:
@@ -224,6 +251,16 @@ class DurationStats:
         if len(self._durations) < self.MIN_DURATIONS:
             return None
         return self._durations.quantile(q)
+
+    def remaining_quantile(self, age: float, q: float) -> float | None:
+        """The q-quantile of the recorded durations longer than ``age``: by then a share q of
+        the jobs running that long ended, as far as the run has seen.
+
+        None before enough durations were seen, or past the longest kept.
+        """
+        if len(self._durations) < self.MIN_DURATIONS:
+            return None
+        return self._durations.quantile_above(age, q)
 
     def low_quantile(self, q: float) -> float | None:
         """A low q-quantile of the durations, cautious while few were seen.
@@ -308,6 +345,10 @@ class PollSchedule:
     FIRST_POLL_QUANTILE = 0.015
     #: The share of a loosely known end's bound on an eta's miss recorded as its miss.
     CENSORED_SHARE = 0.95
+    #: Without forecasts, the share of the jobs seen running as long as a task that its next
+    #: poll is aimed to find ended: about 1 / 0.35 polls a job. Each wait is kept within
+    #: max_interval, which bounds how late an end is seen where durations are dense.
+    REMAINING_SHARE = 0.35
 
     def __init__(
         self,
@@ -392,6 +433,10 @@ class PollSchedule:
             typical = history.quantile(1.0) if frugal else history.low_quantile(q)
             if typical is not None:
                 delay = self._jittered(typical)
+                if history.quiet and not frugal:
+                    # That poll would bring no forecast and find few jobs ended: the one
+                    # the durations would aim after it is taken instead.
+                    delay += self._learnt_delay(delay) or 0.0
                 return min(max(delay, policy.min_interval), policy.max_aimed_interval)
         return self._clamped(self._jittered(delay))
 
@@ -405,10 +450,15 @@ class PollSchedule:
             self._last_poll = elapsed
             self._expected_end = None if remaining is None else elapsed + remaining
             self._remember(forecasts)
+            if self._history is not None:
+                self._history.observe_answer(forecast=bool(forecasts))
             aimed = self._aimed_delay(elapsed, forecasts)
             if aimed is not None:
                 self._unguided = 0
                 return min(max(aimed, policy.min_interval), policy.max_aimed_interval)
+        learnt = None if remaining is not None else self._learnt_delay(elapsed)
+        if learnt is not None:
+            return learnt
         if remaining is not None and remaining > policy.min_interval:
             self._unguided = 0
             # Short of the estimate: the next answer's estimate is closer, and an eta that
@@ -421,6 +471,20 @@ class PollSchedule:
             ):  # past the cap the exponent need not (and must not) grow
                 self._unguided += 1
         return self._clamped(self._jittered(delay))
+
+    def _learnt_delay(self, elapsed: float | None) -> float | None:
+        """Without a forecast: the wait until REMAINING_SHARE of the jobs seen running this long
+        had ended, as the durations learnt in the run say (the Munford-Shahani inspection rule).
+
+        None until enough durations are known, for an untimed task (its age is not counted
+        from submission), and past the longest duration kept: there the backoff goes on from
+        where it was, as for a job of a kind the run has not seen.
+        """
+        history = self._history
+        if history is None or elapsed is None or not self._timed:
+            return None
+        end = history.remaining_quantile(elapsed, self.REMAINING_SHARE)
+        return None if end is None else self._clamped(self._jittered(end - elapsed))
 
     def ended(self, elapsed: float, result: TaskResult | None = None) -> None:
         """A poll ``elapsed`` seconds after submission found the task ended: learn from it.
@@ -452,7 +516,7 @@ class PollSchedule:
             self._history.observe(elapsed / 2)
             return
         high = elapsed
-        estimate = self._expected_end if self._expected_end is not None else elapsed
+        estimate = self._expected_end if self._expected_end is not None else (low + high) / 2
         self._history.observe(min(max(estimate, low), high))
         # Forecasts are judged against where the last progress forecast puts the end with its
         # typical miss, else the last eta at its word (the nearest to the end), within the

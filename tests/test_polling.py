@@ -61,6 +61,8 @@ class Run:
     polls_per_job: float
     delays: list[float]
     late_first_polls: int
+    by_start: list[tuple[int, float]] = attrs.Factory(list)
+    """Each job's polls and how late its end was seen, in the order the jobs started."""
 
     def share_seen_within(self, seconds: float) -> float:
         """The share of jobs whose end was seen at most ``seconds`` late."""
@@ -101,6 +103,8 @@ def simulate(
     events: list[tuple[float, int, float, float, PollSchedule]] = []
     polls = late_first = 0
     delays: list[float] = []
+    by_start: dict[int, tuple[int, float]] = {}
+    job_polls: dict[int, int] = {}
     started = 0
 
     def start(now: float) -> None:
@@ -115,12 +119,14 @@ def simulate(
     while events:
         now, number, submitted, length, schedule = heapq.heappop(events)
         polls += 1
+        job_polls[number] = job_polls.get(number, 0) + 1
         age = now - submitted
         if age >= length:
             late_first += schedule._last_poll is None
             end = ended(length) if reported else None
             schedule.ended(age, end)
             delays.append(age - length)
+            by_start[number] = (job_polls.pop(number), age - length)
             if started < jobs:
                 start(now)
             continue
@@ -133,7 +139,7 @@ def simulate(
         )
         wait = schedule.next_delay(answer, elapsed=age)
         heapq.heappush(events, (now + wait, number, submitted, length, schedule))
-    return Run(polls / jobs, delays, late_first)
+    return Run(polls / jobs, delays, late_first, [by_start[number] for number in sorted(by_start)])
 
 
 def ended(seconds: float) -> TaskResult:
@@ -608,3 +614,107 @@ def test_few_durations_place_first_polls_before_the_shortest_seen() -> None:
     true = 75.0 * math.exp(-2.17 * 0.45)
     assert (many.low_quantile(0.015) or 0.0) == pytest.approx(true, rel=0.15)
     assert DurationStats().low_quantile(0.015) is None
+
+
+# -- without forecasts: the durations seen place the polls ---------------------------------------
+
+
+def durations(*seconds: float) -> DurationStats:
+    """A history that has seen jobs of exactly these durations."""
+    history = DurationStats()
+    for value in seconds:
+        history.observe(value)
+    return history
+
+
+def test_without_forecasts_a_poll_aims_at_a_quantile_of_the_remaining_duration() -> None:
+    """Jobs seen to take 10, 20, ..., 100 s: at 25 s, seven longer ones remain, and the poll
+    comes at the 35 % quantile of those (50 s); at 75 s, at the middle of 80, 90, 100.
+    """
+    history = durations(*(10.0 * step for step in range(1, 11)))
+    schedule = PollSchedule(EXACT, history=history)
+    assert PollSchedule.REMAINING_SHARE == 0.35
+    assert schedule.next_delay(running(), elapsed=25.0) == pytest.approx(25.0)
+    assert schedule.next_delay(running(), elapsed=75.0) == pytest.approx(15.0)
+
+
+def test_a_learnt_wait_without_forecasts_stays_within_max_interval() -> None:
+    """Durations far beyond the task's age still wait at most max_interval: an end is never
+    seen later than the backoff's cap would see it; a nearer one at least min_interval.
+    """
+    schedule = PollSchedule(EXACT, history=durations(*([500.0] * 10)))
+    assert schedule.next_delay(running(), elapsed=20.0) == pytest.approx(EXACT.max_interval)
+    near = PollSchedule(EXACT, history=durations(*([20.2] * 10)))
+    assert near.next_delay(running(), elapsed=20.0) == pytest.approx(EXACT.min_interval)
+
+
+def test_without_forecasts_or_enough_durations_polls_back_off() -> None:
+    """Before MIN_DURATIONS ends, and past the longest duration seen, the backoff stands in:
+    from min_interval by backoff, up to max_interval.
+    """
+    policy = PollPolicy(jitter=0.0, min_interval=1.0, backoff=2.0, max_interval=6.0)
+    few = durations(*([50.0] * (DurationStats.MIN_DURATIONS - 1)))
+    schedule = PollSchedule(policy, history=few)
+    waits = [schedule.next_delay(running(), elapsed=10.0 + step) for step in range(5)]
+    assert waits == [1.0, 2.0, 4.0, 6.0, 6.0]
+    past = PollSchedule(policy, history=durations(*([50.0] * 10)))
+    assert past.next_delay(running(), elapsed=60.0) == 1.0
+    assert past.next_delay(running(), elapsed=61.0) == 2.0
+
+
+def test_an_untimed_task_without_forecasts_backs_off() -> None:
+    """A task whose age is counted from when it was first watched is not placed by durations."""
+    schedule = PollSchedule(EXACT, history=durations(*([500.0] * 10)), timed=False)
+    assert schedule.next_delay(running(), elapsed=20.0) == EXACT.min_interval
+
+
+def test_an_end_seen_without_forecasts_is_learnt_mid_span() -> None:
+    """Seen ended between polls at 10 s and 40 s with no forecast, the job is taken to have
+    lasted 25 s (the middle), not 40 s: a span of long waits would bias durations late.
+    """
+    history = DurationStats()
+    schedule = PollSchedule(EXACT, history=history)
+    schedule.next_delay(running(), elapsed=10.0)
+    schedule.ended(40.0)
+    assert history._durations._sorted == pytest.approx([25.0])
+
+
+def test_a_service_that_sends_no_forecasts_has_its_early_first_poll_skipped() -> None:
+    """After QUIET_ANSWERS answers without a forecast, a first poll comes where the durations
+    would aim the poll after the usual early one; one answer with an eta restores that one.
+    """
+    history = durations(*(10.0 * step for step in range(1, 11)))
+
+    def first_after(*answers: TaskResult) -> tuple[bool, float]:
+        for answer in answers:
+            PollSchedule(EXACT, history=history).next_delay(answer, elapsed=5.0)
+        return history.quiet, PollSchedule(EXACT, history=history).first_delay()
+
+    _, early = first_after()
+    assert first_after(*[running()] * (DurationStats.QUIET_ANSWERS - 1)) == (False, early)
+    quiet, later = first_after(running())
+    assert quiet
+    assert later == pytest.approx(early + min(EXACT.max_interval, 40.0 - early))
+    assert first_after(running(eta=30.0)) == (False, early)
+
+
+@pytest.mark.parametrize("reported", [True, False], ids=["reported", "bracketed"])
+def test_without_forecasts_learnt_durations_see_ends_in_under_four_polls(reported: bool) -> None:
+    """The polling benchmark's jobs with no eta and no progress: after the first two waves,
+    under four polls per job (the backoff alone: over nine), and the 95th percentile of how
+    late ends are seen no worse than the backoff's.
+    """
+    policy = PollPolicy()
+    run = simulate(policy, eta=None, progress=False, reported=reported)
+    backoff = simulate(policy, eta=None, progress=False, reported=reported, learn=False)
+
+    def after_warmup(of: Run) -> tuple[float, float]:
+        later = of.by_start[64:]
+        delays = sorted(delay for _, delay in later)
+        return sum(polls for polls, _ in later) / len(later), delays[int(0.95 * len(delays))]
+
+    polls, p95 = after_warmup(run)
+    backoff_polls, backoff_p95 = after_warmup(backoff)
+    assert polls < 4.0
+    assert backoff_polls > 9.0
+    assert p95 <= backoff_p95

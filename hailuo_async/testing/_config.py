@@ -267,6 +267,12 @@ class FakeHailuoConfig:
         "relative error E of the reported eta: within x/(1+E) .. x*(1+E) of the truth",
         metavar="E",
     )
+    forecasts: bool = knob(
+        True,
+        None,
+        "send a running task's eta and progress_percent (--no-forecasts: both stay 0, as from"
+        " a service that forecasts nothing; debug_info still tells the times)",
+    )
     video_url_ttl: float = knob(
         3600.0, _positive, "lifetime of each presigned video URL", metavar="S"
     )

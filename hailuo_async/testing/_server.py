@@ -554,6 +554,7 @@ class FakeHailuoServer:
             task,
             now,
             eta_noise=eta_factor(self._eta_rng, self.config.eta_error),
+            forecasts=self.config.forecasts,
             wall_offset=self._wall_offset,
             time_scale=self.config.time_scale,
             videos=[self._storage.mint(task.task_id, now)] if succeeded else [],

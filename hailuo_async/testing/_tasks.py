@@ -175,6 +175,7 @@ def result_body(
     now: float,
     *,
     eta_noise: float,
+    forecasts: bool = True,
     wall_offset: float,
     time_scale: float,
     videos: list[dict[str, Any]],
@@ -183,7 +184,10 @@ def result_body(
     """The task-result response at `now`, shaped like API.md (or like the captured answers)."""
     status = task.status_at(now)
     terminal = status in (SUCCEED, FAILED)
-    eta = 0 if terminal else report_seconds(task.remaining_at(now) * eta_noise, time_scale)
+    silent = terminal or not forecasts
+    eta = 0 if silent else report_seconds(task.remaining_at(now) * eta_noise, time_scale)
+    # Without forecasts a running task reports no progress either; an ended one still does.
+    progress = task.progress_at(now) if forecasts or terminal else 0
     reason = task.reason if status == FAILED else ""
     shown_videos = videos if status == SUCCEED else []
     if profile == "captured":
@@ -213,7 +217,7 @@ def result_body(
             "status": status,
             "reason": reason,
             "eta": eta,
-            "progress_percent": task.progress_at(now),
+            "progress_percent": progress,
         },
         "videos": shown_videos,
         "images": [],

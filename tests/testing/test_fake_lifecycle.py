@@ -162,6 +162,22 @@ async def test_eta_without_error_is_the_remaining_time() -> None:
     assert 0.5 < eta <= 1.0
 
 
+async def test_without_forecasts_a_running_task_reports_no_eta_and_no_progress() -> None:
+    """forecasts=False: a processing task answers eta 0 and progress 0 (debug_info keeps its
+    times); once ended it reports 100 and when it completed.
+    """
+    async with running(
+        time_scale=0.01, job_duration=Fixed(100), queued_fraction=0.0, forecasts=False
+    ) as api:
+        task_id = await api.create()
+        task = (await api.poll(task_id))["task"]
+        data = await api.wait_terminal(task_id)
+    assert task["status"] == "TASK_STATUS_PROCESSING"
+    assert (task["eta"], task["progress_percent"]) == (0, 0)
+    assert data["task"]["progress_percent"] == 100
+    assert data["extra"]["debug_info"]["complete_time_ms"] != "0"
+
+
 def test_eta_factor_bounds() -> None:
     """The eta noise factor never leaves [1/(1+e), 1+e]."""
     rng = random.Random(3)
