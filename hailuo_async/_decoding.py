@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from math import isfinite
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote_plus
 
 import attrs
@@ -389,17 +389,75 @@ def decode_submission(payload: object) -> str:
 _SUCCEED = TaskStatus.SUCCEED
 
 
-class _StatusMemo(dict[str, TaskStatus]):
-    """The statuses met so far, read once each: the service uses a handful of strings."""
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
 
-    def __missing__(self, raw: str) -> TaskStatus:
-        status = TaskStatus.parse(raw)
+
+class _Memo(dict[_Key, _Value]):
+    """What a pure function gave for each key met so far, up to 64: the service repeats a
+    handful (its statuses, its videos' lifetime), and a lookup costs less than the work."""
+
+    def __init__(self, work_out: Callable[[_Key], _Value]) -> None:
+        super().__init__()
+        self._work_out = work_out
+
+    def __missing__(self, key: _Key) -> _Value:
+        value = self._work_out(key)
         if len(self) < 64:  # an odd service must not grow it without bound
-            self[raw] = status
-        return status
+            self[key] = value
+        return value
 
 
-_STATUSES = _StatusMemo()
+_STATUSES: _Memo[str, TaskStatus] = _Memo(TaskStatus.parse)
+# By position: keywords cost timedelta 70 %; even so, making one costs half a Video.
+_LIFETIMES: _Memo[float, timedelta] = _Memo(lambda seconds: timedelta(0, seconds))
+
+
+def _slot_setters(cls: type[Any], names: tuple[str, ...]) -> tuple[Callable[[Any, Any], None], ...]:
+    """The setters of the slots ``names`` of ``cls``, which must be all its fields, in order.
+
+    The decoder makes a TaskResult or Video as its __init__ would, without calling it: the
+    call packs the keyword arguments into a dict, and a frozen class's __init__ stores each
+    field through a bound ``object.__setattr__``, a third of a poll's decoding in all.
+    Checked at import: a field added, or one that __init__ would check or convert, fails
+    the import instead of being skipped.
+    """
+    fields = attrs.fields(cls)
+    checked = any(field.validator or field.converter for field in fields)
+    hooked = hasattr(cls, "__attrs_pre_init__") or hasattr(cls, "__attrs_post_init__")
+    if tuple(field.name for field in fields) != names or checked or hooked:
+        raise TypeError(f"{cls.__name__} has changed: update how _decoding makes it")
+    return tuple(vars(cls)[name].__set__ for name in names)
+
+
+_new = object.__new__
+_set_url, _set_ttl, _set_video_type, _set_expires_at = _slot_setters(
+    Video, ("url", "ttl", "video_type", "expires_at")
+)
+(
+    _set_task_id,
+    _set_status,
+    _set_raw_status,
+    _set_reason,
+    _set_eta,
+    _set_progress_percent,
+    _set_videos,
+    _set_extra,
+    _set_received_at,
+) = _slot_setters(
+    TaskResult,
+    (
+        "task_id",
+        "status",
+        "raw_status",
+        "reason",
+        "eta",
+        "progress_percent",
+        "videos",
+        "extra",
+        "received_at",
+    ),
+)
 
 
 class _Uncommon(Exception):
@@ -436,13 +494,18 @@ def _video(url: str, ttl: float | None, video_type: str | None, received_at: dat
     expires_at = url_expiry(url)
     if ttl is not None:
         try:
-            lived = received_at + timedelta(0, ttl)  # by position: keywords cost timedelta 70 %
+            lived = received_at + _LIFETIMES[ttl]
         except OverflowError:  # past the calendar's end: the ttl sets no bound
             pass
         else:
             if expires_at is None or lived < expires_at:
                 expires_at = lived
-    return Video(url=url, ttl=ttl, video_type=video_type or None, expires_at=expires_at)
+    video = _new(Video)
+    _set_url(video, url)
+    _set_ttl(video, ttl)
+    _set_video_type(video, video_type or None)
+    _set_expires_at(video, expires_at)
+    return video
 
 
 def _read_common(payload: dict[str, Any], task_id: str, received_at: datetime) -> TaskResult:
@@ -512,17 +575,17 @@ def _result(
         progress = 100.0  # the real service may leave progress_percent at 0 on a finished task
     elif progress is not None:
         progress = min(100.0, max(0.0, progress))
-    return TaskResult(
-        task_id=task_id,
-        status=status,
-        raw_status=raw_status,
-        reason=reason,
-        eta=eta if eta is None or eta >= 0 else None,
-        progress_percent=progress,
-        videos=videos,
-        extra=extra,
-        received_at=received_at,
-    )
+    result = _new(TaskResult)
+    _set_task_id(result, task_id)
+    _set_status(result, status)
+    _set_raw_status(result, raw_status)
+    _set_reason(result, reason)
+    _set_eta(result, eta if eta is None or eta >= 0 else None)
+    _set_progress_percent(result, progress)
+    _set_videos(result, videos)
+    _set_extra(result, extra)
+    _set_received_at(result, received_at)
+    return result
 
 
 def decode_task_result(
