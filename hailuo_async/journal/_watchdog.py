@@ -36,6 +36,7 @@ class RoundTripWatchdog:
         self._fd: int | None = None
         self._deadline = 0.0
         self._stopped = False
+        self._idle = False
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
@@ -48,7 +49,11 @@ class RoundTripWatchdog:
                 )
                 self._thread.start()
             self._fd, self._deadline = fd, time.monotonic() + self.seconds
-            self._changed.notify()
+            # A thread in a timed wait wakes by an earlier deadline and waits on: only an
+            # idle one needs waking (so a busy store wakes it about once per bound, not
+            # once per call).
+            if self._idle:
+                self._changed.notify()
         try:
             yield
         finally:
@@ -70,16 +75,15 @@ class RoundTripWatchdog:
     def _watch(self) -> None:
         with self._changed:
             while not self._stopped:
-                if self._fd is None:
-                    self._changed.wait()
-                    continue
                 left = self._deadline - time.monotonic()
-                if left > 0:
-                    self._changed.wait(left)
+                if self._fd is not None and left <= 0:
+                    _shut_down(self._fd)
+                    self.cuts += 1
+                    self._fd = None
                     continue
-                _shut_down(self._fd)
-                self.cuts += 1
-                self._fd = None
+                self._idle = left <= 0  # nothing due: wait to be woken
+                self._changed.wait(None if self._idle else left)
+                self._idle = False
 
 
 def _shut_down(fd: int) -> None:
