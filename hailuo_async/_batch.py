@@ -53,7 +53,7 @@ from ._submitter import SUBMISSION_GRACE, BatchSubmitter, SubmitOne
 from ._sync import Signal
 from ._taskgroup import OwnedTaskGroup
 from ._watcher import TaskEvent, TaskWatcher
-from ._worker import WorkerSettings
+from ._worker import LeaseClock, WorkerSettings
 from .journal import (
     InvalidTransitionError,
     JobKeyer,
@@ -127,8 +127,12 @@ class JobStream:
         self._watcher = watcher
         self._download_one = download
         self._worker = worker
+        self._leases = LeaseClock(worker.lease) if worker is not None else None
         self._journal = BatchJournal(
-            journal, batch=batch, worker_id=worker.worker_id if worker is not None else None
+            journal,
+            batch=batch,
+            worker_id=worker.worker_id if worker is not None else None,
+            leases=self._leases,
         )
         self._download_to = Path(download_to) if download_to is not None else None
         self._retry_failed = retry_failed
@@ -408,6 +412,8 @@ class JobStream:
                 await anyio.sleep(worker.idle_poll)
                 continue
             self._held.update(record.key for record in records)
+            assert self._leases is not None
+            self._leases.claimed((record.key for record in records), started)
             # Each job starts as soon as it has its place, never holding a place idle while
             # waiting for the next: places held idle across processes sharing one cap could
             # wait for each other for ever.
@@ -442,8 +448,11 @@ class JobStream:
         store = self._shared_store()
         while True:
             await anyio.sleep(worker.heartbeat_every)
+            asked_at = time.monotonic()
             try:
                 await store.heartbeat(worker.worker_id, worker.lease)
+                assert self._leases is not None
+                self._leases.renewed(asked_at, time.monotonic())
             except JournalError as exc:  # the next beat tries again; fencing guards the POSTs
                 logger.warning("heartbeat of worker %r failed: %s", worker.worker_id, exc)
 

@@ -7,11 +7,12 @@ process with none never loads psycopg nor opens a connection.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
 from ._exceptions import InvalidRequestError
+from ._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout, split_url
 
 __all__ = ["Coordination", "coordination_from", "redacted_dsn"]
 
@@ -42,7 +43,9 @@ class Coordination:
     webhooks. ``account`` defaults to a hash of the client's API key (never the key).
     ``lease`` is how long a silent process keeps its active-job places; ``give_up_after``
     how long a database round trip may keep failing before
-    :class:`~hailuo_async.postgres.CoordinationError` (raised before the request it guards).
+    :class:`~hailuo_async.postgres.CoordinationError` (raised before the request it guards);
+    ``round_trip_timeout`` how long one round trip may go unanswered before its connection
+    is taken for dead (a silent network), closed and replaced.
     """
 
     dsn: str = attrs.field(validator=_check_dsn, repr=redacted_dsn)
@@ -50,22 +53,20 @@ class Coordination:
     schema: str = attrs.field(default="hailuo", kw_only=True)
     lease: float = attrs.field(default=30.0, kw_only=True)
     give_up_after: float = attrs.field(default=30.0, kw_only=True)
+    round_trip_timeout: float = attrs.field(
+        default=DEFAULT_ROUND_TRIP_TIMEOUT, kw_only=True, converter=check_round_trip_timeout
+    )
 
 
 def coordination_from(value: str | Coordination) -> Coordination:
     """The setting ``value`` names: a :class:`Coordination`, or a ``postgresql://`` URL.
 
-    A URL's ``schema`` query parameter (``...?schema=team_a``) names the schema, as for a
-    journal URL.
+    A URL's ``schema`` and ``round_trip_timeout`` query parameters (``...?schema=team_a``)
+    set those fields, as for a journal URL.
     """
     if isinstance(value, Coordination):
         return value
     if not isinstance(value, str) or not value.startswith(POSTGRES_SCHEMES):
         raise InvalidRequestError("coordination", "must be a postgresql:// URL or a Coordination")
-    parts = urlsplit(value)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [given for name, given in query if name == "schema"]
-    dsn = urlunsplit(parts._replace(query=urlencode([(n, v) for n, v in query if n != "schema"])))
-    if not schemas:
-        return Coordination(dsn)
-    return Coordination(dsn, schema=schemas[-1])
+    dsn, settings = split_url(value)
+    return Coordination(dsn, **settings)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
+from collections.abc import Iterable
 
 import attrs
 
 from ._exceptions import InvalidRequestError
 
-__all__ = ["WorkerSettings", "default_worker_id"]
+__all__ = ["LeaseClock", "WorkerSettings", "default_worker_id"]
 
 
 def default_worker_id() -> str:
@@ -71,3 +73,37 @@ class WorkerSettings:
     def heartbeat_every(self) -> float:
         """Seconds between heartbeats: three per lease, so one lost beat loses no lease."""
         return self.lease / 3
+
+
+class LeaseClock:
+    """Until when each of a worker's leases surely holds, by this process's monotonic clock.
+
+    The database's clock decides a lease; this one only gives a lower bound of it, with no
+    round trip: a lease asked for (claimed or renewed) at local time ``t`` lasts at least
+    until ``t + lease``. A renewal extends only the leases still live when it ran: those
+    whose bound had not passed when its answer came. A process stopped (SIGSTOP, a frozen
+    VM) past that bound finds it passed when it wakes, before it sends anything.
+    """
+
+    def __init__(self, lease: float) -> None:
+        self.lease = lease
+        # Leases this close to their end are not relied on: a POST must land while it holds.
+        self.margin = lease / 4
+        self._until: dict[str, float] = {}
+
+    def claimed(self, keys: Iterable[str], asked_at: float) -> None:
+        """Leases taken on ``keys`` by a claim sent at ``asked_at``."""
+        until = asked_at + self.lease
+        for key in keys:
+            self._until[key] = until
+
+    def renewed(self, asked_at: float, answered_at: float) -> None:
+        """A heartbeat sent at ``asked_at`` and answered at ``answered_at`` succeeded."""
+        until = asked_at + self.lease
+        for key, known in self._until.items():
+            if answered_at < known:
+                self._until[key] = max(known, until)
+
+    def holds(self, key: str) -> bool:
+        """True while the lease on ``key`` surely holds, with the margin to spare."""
+        return time.monotonic() < self._until.get(key, 0.0) - self.margin

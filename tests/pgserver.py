@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 import anyio.to_thread
+import attrs
 import psycopg
 import pytest
 from pgutil import REQUIRED
@@ -158,18 +159,28 @@ class PrivateCluster:
 
 
 class Link:
-    """A TCP relay to a server that can be cut: open links drop, new ones are refused.
+    """A TCP relay to a server that can be cut, or silenced: as a network that drops would.
 
-    ``port`` is the relay's own, once :meth:`serve` has started; :meth:`dsn` rewrites a URL
-    to go through it.
+    :meth:`cut` drops every open link (the client sees it close) and refuses new ones.
+    :meth:`blackhole` silences them instead, as a firewall that starts dropping packets:
+    sockets stay open and nothing more goes through, either way, for as long as the link
+    lives (its client must notice the silence and give it up); links opened meanwhile are
+    accepted and silent too. :meth:`restore` lets new links through again. ``port`` is the
+    relay's own, once :meth:`serve` has started; :meth:`dsn` rewrites a URL to go through it.
     """
 
     def __init__(self, target_dsn: str) -> None:
         self.target = urlsplit(target_dsn)
         self.up = True
+        self.silent = False
         self.port = 0
         self.cuts = 0
+        self.opened = 0
+        """Links the relay accepted."""
+        self.abandoned = 0
+        """Silent links that their client closed: it noticed the silence."""
         self._scopes: set[anyio.CancelScope] = set()
+        self._links: set[_Silence] = set()
 
     def dsn(self, dsn: str | None = None) -> str:
         """``dsn`` (the target's by default) through the relay."""
@@ -184,14 +195,30 @@ class Link:
         for scope in self._scopes:
             scope.cancel()
 
+    def blackhole(self) -> None:
+        """Silence every open link for good, and new ones until :meth:`restore`."""
+        self.silent = True
+        for link in self._links:
+            link.on = True
+
+    def restore(self) -> None:
+        """Let new links through again (links silenced stay silent)."""
+        self.up = True
+        self.silent = False
+
     async def restore_after(self, seconds: float) -> None:
         """Let new links through again ``seconds`` from now."""
         await anyio.sleep(seconds)
-        self.up = True
+        self.restore()
 
     async def cut_for(self, seconds: float) -> None:
         """Cut the link, and restore it ``seconds`` later."""
         self.cut()
+        await self.restore_after(seconds)
+
+    async def blackhole_for(self, seconds: float) -> None:
+        """Silence the link, and let new links through ``seconds`` later."""
+        self.blackhole()
         await self.restore_after(seconds)
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -204,30 +231,66 @@ class Link:
 
     async def _relay(self, client: anyio.abc.SocketStream, host: str, port: int) -> None:
         async with client:
+            self.opened += 1
             if not self.up:
+                return
+            silence = _Silence(on=self.silent)
+            if silence.on:
+                await self._swallow(client)
                 return
             with anyio.CancelScope() as scope:
                 self._scopes.add(scope)
+                self._links.add(silence)
                 try:
                     async with (
                         await anyio.connect_tcp(host, port) as server,
                         anyio.create_task_group() as group,
                     ):
-                        group.start_soon(_pump, client, server, scope)
-                        group.start_soon(_pump, server, client, scope)
+                        group.start_soon(self._pump, client, server, scope, silence, True)
+                        group.start_soon(self._pump, server, client, scope, silence, False)
                 except OSError:
                     pass  # the server is down: the client sees its link drop
                 finally:
                     self._scopes.discard(scope)
+                    self._links.discard(silence)
+
+    async def _swallow(self, client: anyio.abc.SocketStream) -> None:
+        """Read and drop what a silent link's client sends, until it gives the link up."""
+        try:
+            async for _ in client:
+                pass
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        self.abandoned += 1
+
+    async def _pump(
+        self,
+        source: anyio.abc.SocketStream,
+        sink: anyio.abc.SocketStream,
+        link: anyio.CancelScope,
+        silence: _Silence,
+        from_client: bool,
+    ) -> None:
+        """Copy one direction until either side goes away, then end the whole link.
+
+        Once the link is silenced, what comes is dropped; the client closing its side
+        counts as abandoning it.
+        """
+        try:
+            async for chunk in source:
+                if not silence.on:
+                    await sink.send(chunk)
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        if silence.on and not from_client:
+            return  # a silenced server's close does not reach the client either
+        if silence.on:
+            self.abandoned += 1
+        link.cancel()
 
 
-async def _pump(
-    source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream, link: anyio.CancelScope
-) -> None:
-    """Copy one direction until either side goes away, then end the whole link."""
-    try:
-        async for chunk in source:
-            await sink.send(chunk)
-    except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-        pass
-    link.cancel()
+@attrs.define(eq=False)
+class _Silence:
+    """Whether one link has gone silent."""
+
+    on: bool

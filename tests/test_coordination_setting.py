@@ -10,6 +10,7 @@ import pytest
 
 from hailuo_async import Coordination, HailuoClient, InvalidRequestError, SharedState
 from hailuo_async._coordination import coordination_from
+from hailuo_async.journal import PostgresJobStore, store_for
 
 
 def test_a_client_without_coordination_never_imports_psycopg() -> None:
@@ -45,6 +46,21 @@ def test_a_url_names_the_schema_and_hides_the_password() -> None:
     assert setting == Coordination("postgresql://app:s3cret@db:5432/hailuo", schema="team_a")
     assert "s3cret" not in repr(setting)
     assert "app:***@db:5432" in repr(setting)
+
+
+def test_a_url_bounds_the_round_trips_for_the_journal_and_the_limits() -> None:
+    """``?round_trip_timeout=`` is the library's: taken out of the URL, kept by both settings."""
+    url = "postgresql://app@db/hailuo?sslmode=require&round_trip_timeout=2.5&schema=team_a"
+    setting = coordination_from(url)
+    assert setting == Coordination(
+        "postgresql://app@db/hailuo?sslmode=require", schema="team_a", round_trip_timeout=2.5
+    )
+    store = store_for(url)
+    assert isinstance(store, PostgresJobStore)
+    assert (store.schema, store._watchdog.seconds) == ("team_a", 2.5)
+    for bad in ("0", "soon", "inf"):
+        with pytest.raises(InvalidRequestError, match="round_trip_timeout"):
+            coordination_from(f"postgresql://db/x?round_trip_timeout={bad}")
 
 
 @pytest.mark.parametrize("value", ["sqlite:///x.db", "", "db.internal:5432", 5432])

@@ -8,7 +8,8 @@ from pathlib import Path
 from .._exceptions import HailuoError, SubmissionUnknownError, TaskFailedError
 from .._models import TaskResult, VideoRequest
 from .._retry import UnknownSubmissionPolicy
-from ._errors import JobConflictError
+from .._worker import LeaseClock
+from ._errors import JobConflictError, LeaseLostError
 from ._keys import JobKeyer
 from ._open import store_for
 from ._postgres import PostgresJobStore
@@ -35,6 +36,7 @@ class BatchJournal:
         *,
         batch: str = "default",
         worker_id: str | None = None,
+        leases: LeaseClock | None = None,
     ) -> None:
         self._store: JobStore | None
         self._owned: SQLiteJobStore | PostgresJobStore | None = None
@@ -44,6 +46,7 @@ class BatchJournal:
             self._store = journal
         # A worker of a shared batch submits a job only while it holds the job's lease.
         self.worker_id = worker_id
+        self._leases = leases
         self._keyer = JobKeyer()
         self._plan = ResumePlan({})
 
@@ -106,7 +109,7 @@ class BatchJournal:
         """What tells the journal of each POST of the job's submission (None: no journal)."""
         if self._store is None or key is None:
             return None
-        return _JobRecorder(self._store, key, self.worker_id)
+        return _JobRecorder(self._store, key, self.worker_id, self._leases)
 
     async def submitted(self, key: str | None, task_id: str) -> None:
         """Durably note the job's task id."""
@@ -126,7 +129,8 @@ class BatchJournal:
         """Note how the job's task ended.
 
         A worker of a shared batch whose lease ran out while another worker took the job over
-        gets :class:`InvalidTransitionError` for a success: the job is that worker's to report.
+        gets :class:`InvalidTransitionError` (for a success or a failure): the job is that
+        worker's to report.
         """
         if self._store is None or key is None:
             return
@@ -134,9 +138,14 @@ class BatchJournal:
             # The task could not be watched to its end (an unreadable or unknown id): it may
             # still be running and paid for, so it stays SUBMITTED and a rerun watches it again.
             return
-        if outcome.ok and self.worker_id is not None and isinstance(self._store, PostgresJobStore):
-            # InvalidTransitionError if another worker took the job over meanwhile.
-            await self._store.mark_finished(key, outcome, worker_id=self.worker_id)
+        store = self._store
+        if self.worker_id is not None and isinstance(store, PostgresJobStore):
+            # InvalidTransitionError if another worker took the job over meanwhile, or
+            # reported it first: of two workers watching the task, one reports it.
+            if outcome.ok:
+                await store.mark_finished(key, outcome, worker_id=self.worker_id)
+            else:
+                await store.mark_failed(key, TaskFailedError(outcome), worker_id=self.worker_id)
         elif outcome.ok:
             await self._store.mark_finished(key, outcome)
         else:
@@ -156,14 +165,29 @@ class _JobRecorder:
     is found unsent on resume, not unknown.
     """
 
-    def __init__(self, store: JobStore, key: str, worker_id: str | None) -> None:
+    def __init__(
+        self, store: JobStore, key: str, worker_id: str | None, leases: LeaseClock | None
+    ) -> None:
         self._store = store
         self._key = key
         self._worker_id = worker_id
+        self._leases = leases
 
     async def before_send(self) -> None:
         # With a worker id, LeaseLostError if the lease ran out: the POST is not sent.
         await self._store.mark_submitting(self._key, worker_id=self._worker_id)
+        if self._leases is None or self._worker_id is None or self._leases.holds(self._key):
+            return
+        # The lease was live when `submitting` was written, but this process was stopped
+        # (or stalled) since, past what it surely knows of the lease: another worker may
+        # hold the job, and its place among the active jobs, by now. Checked here, on the
+        # local clock, as the POST would leave: it is not sent, and the job goes back for
+        # a clean claim (by any worker) instead of becoming unknown.
+        await self._store.mark_unsent(self._key)
+        await self._store.release(self._worker_id, [self._key])
+        raise LeaseLostError(
+            self._key, "submitting", "submitted", detail="the lease may have run out meanwhile"
+        )
 
     async def not_sent(self) -> None:
         await self._store.mark_unsent(self._key)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._exceptions import InvalidRequestError
+from .._pg_liveness import split_url
 from ._postgres import POSTGRES_SCHEMES, PostgresJobStore
 from ._sqlite import SQLiteJobStore
 
@@ -19,18 +19,12 @@ def store_for(
 
     A ``postgresql://`` (or ``postgres://``) URL is a :class:`PostgresJobStore`; its
     ``schema`` query parameter (``...?schema=team_a``, default ``hailuo``) names the schema
-    that holds the tables. Anything else is the path of a :class:`SQLiteJobStore` file.
+    that holds the tables, and ``round_trip_timeout`` (seconds) bounds each round trip.
+    Anything else is the path of a :class:`SQLiteJobStore` file.
     """
     if isinstance(target, str) and target.startswith(POSTGRES_SCHEMES):
-        parts = urlsplit(target)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        schemas = [value for name, value in query if name == "schema"]
-        dsn = urlunsplit(
-            parts._replace(query=urlencode([(n, v) for n, v in query if n != "schema"]))
-        )
-        if not schemas:
-            return PostgresJobStore(dsn, batch=batch)
-        return PostgresJobStore(dsn, batch=batch, schema=schemas[-1])
+        dsn, settings = split_url(target)
+        return PostgresJobStore(dsn, batch=batch, **settings)
     if not isinstance(target, (str, os.PathLike)) or not os.fspath(target):
         raise InvalidRequestError("journal", "must be a file path or a postgresql:// URL")
     return SQLiteJobStore(target, batch=batch)

@@ -178,7 +178,8 @@ moved AS (
         submit_token = %(token)s,
         updated_at = {_NOW}
     WHERE {_ONE} AND state IN ('recorded', 'failed', 'unknown')
-        AND CASE WHEN %(worker)s::text IS NULL THEN owner IS NULL OR lease_until <= {_NOW}
+        AND CASE WHEN %(worker)s::text IS NULL
+                 THEN owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW}
                  ELSE owner = %(worker)s AND lease_until > {_NOW} END
     RETURNING attempts
 )
@@ -190,9 +191,12 @@ FROM (SELECT 1) AS one LEFT JOIN before b ON true"""  # noqa: S608
             "state IN ('submitting', 'unknown') OR (state = 'submitted' AND task_id = %(task_id)s)",
         ).format(s=s)
         # A retry after a lost connection finds the job already moved: the first try landed.
+        # A job reaped as unknown (its worker's lease ran out) whose submission is still the
+        # caller's own (its token) started nothing either: it goes back too.
         self.UNSENT = _transition(
-            "state = 'recorded'",
-            "state = 'submitting' OR (%(replaying)s AND state = 'recorded')",
+            "state = 'recorded', error = NULL, error_type = NULL, error_fields = NULL",
+            "state = 'submitting' OR (%(replaying)s AND state = 'recorded')"
+            " OR (state = 'unknown' AND submit_token = %(token)s)",
         ).format(s=s)
         self.UNKNOWN = _transition(
             "state = 'unknown', error = %(reason)s, error_type = %(error_type)s,"
@@ -216,6 +220,18 @@ FROM (SELECT 1) AS one LEFT JOIN before b ON true"""  # noqa: S608
             " error_fields = %(error_fields)s, owner = NULL, lease_until = NULL,"
             f" finished_at = {_NOW}",
             "state <> 'finished'",
+        ).format(s=s)
+        # A watched task that failed, reported by a worker: fenced as FINISHED is, so two
+        # workers watching it report it once. The reporter stays the owner (with no lease,
+        # so a later run's retry may submit the job again); its own retry after a lost
+        # connection finds the job failed under its name.
+        self.FAILED_BY_WORKER = _transition(
+            f"state = 'failed', error = %(error)s, error_type = %(error_type)s,"
+            " error_fields = %(error_fields)s, owner = %(worker)s, lease_until = NULL,"
+            f" finished_at = {_NOW}",
+            "task_id = %(task_id)s AND ((state = 'submitted' AND (owner IS NULL"
+            f" OR owner = %(worker)s OR lease_until <= {_NOW}))"
+            " OR (%(replaying)s AND state = 'failed' AND owner = %(worker)s))",
         ).format(s=s)
         # A retry after a lost connection finds the job already failed: the first try landed.
         self.RESULT_LOST = _transition(

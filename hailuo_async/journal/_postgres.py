@@ -10,7 +10,9 @@ its own transaction) when it is alone; writes that queue up together share a tra
 (``BEGIN``, one statement each, ``COMMIT``: one WAL flush for all of them).
 
 A lost connection (a restarted server, a terminated backend, a network cut) is reopened and
-the interrupted work retried, for up to ``reconnect_for`` seconds. Every write is safe to run
+the interrupted work retried, for up to ``reconnect_for`` seconds. A connection whose peer went
+silent counts as lost: each call (one statement, or one group's transaction) is cut after
+``round_trip_timeout`` seconds, and libpq's TCP keepalives are on. Every write is safe to run
 twice, and a retried ``mark_submitting`` recognises its own first try by a token it wrote: if
 that try was committed and the lease is still live, the submission goes ahead; if the lease
 ran out meanwhile, :class:`LeaseLostError` (the POST is not sent, and the job, still
@@ -30,8 +32,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import anyio
 import attrs
 
-from .._exceptions import InvalidRequestError
+from .._exceptions import InvalidRequestError, TaskFailedError
 from .._models import TaskResult
+from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout, with_keepalives
 from .._schema_lock import SCHEMA_LOCK
 from . import _pg_sql
 from ._committed import GroupCommittedStore, Rejected, raise_rejected
@@ -43,10 +46,12 @@ from ._errors import (
     JournalPermissionError,
     JournalSchemaError,
 )
+from ._failures import encode_error
 from ._group import GroupCommitter
 from ._keys import JobSpec
 from ._records import JobRecord, JobState, dump_result
 from ._sql import to_record
+from ._watchdog import RoundTripWatchdog
 
 if TYPE_CHECKING:
     import psycopg
@@ -157,11 +162,12 @@ class _Session:
         if self.connection is None:
             self.connection = self._store.connect()
             self.reconnects += 1
-        if len(fns) == 1 and getattr(fns[0], "one_statement", False):
-            return [fns[0](self)]
-        with self.connection.transaction():
-            self.round_trips += 2  # BEGIN and COMMIT
-            return [fn(self) for fn in fns]
+        with self._store._watchdog.watching(self.connection.pgconn.socket):
+            if len(fns) == 1 and getattr(fns[0], "one_statement", False):
+                return [fns[0](self)]
+            with self.connection.transaction():
+                self.round_trips += 2  # BEGIN and COMMIT
+                return [fn(self) for fn in fns]
 
     def close(self) -> None:
         connection, self.connection = self.connection, None
@@ -178,7 +184,10 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
     other machines share a batch through :meth:`claim` and leases, with the database's clock.
 
     ``reconnect_for`` bounds how long a call keeps reopening a lost connection before it
-    raises :class:`JournalConnectionError`.
+    raises :class:`JournalConnectionError`. ``round_trip_timeout`` is how long a call's
+    statements may go unanswered before the connection is taken for lost (a network gone
+    silent): it is cut, reopened and the call replayed. Raise it for a batch so large that
+    recording it takes longer.
     """
 
     def __init__(
@@ -189,6 +198,7 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         schema: str = "hailuo",
         connect_timeout: float = 10.0,
         reconnect_for: float = 30.0,
+        round_trip_timeout: float = DEFAULT_ROUND_TRIP_TIMEOUT,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.startswith(POSTGRES_SCHEMES):
             raise InvalidRequestError("dsn", "must be a postgresql:// URL")
@@ -207,11 +217,14 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         self._schema = schema
         self._connect_timeout = connect_timeout
         self.reconnect_for = reconnect_for
+        self._watchdog = RoundTripWatchdog(check_round_trip_timeout(round_trip_timeout))
         self.target = _describe(dsn, schema)
         self._sql = self._statements
         self._session: _Session | None = None
         self._writer: GroupCommitter[_Session] | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        # The token of each job's submission under way from here (see mark_unsent).
+        self._tokens: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<PostgresJobStore {self.target} batch={self._batch!r}>"
@@ -225,6 +238,11 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
     def round_trips(self) -> int:
         """Statements sent to the server since opening, ``BEGIN`` and ``COMMIT`` included."""
         return self._session.round_trips if self._session is not None else 0
+
+    @property
+    def round_trips_cut(self) -> int:
+        """Calls cut for going unanswered past ``round_trip_timeout`` since creation."""
+        return self._watchdog.cuts
 
     @property
     def reconnects(self) -> int:
@@ -250,6 +268,7 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             options = driver.conninfo.conninfo_to_dict(self._dsn)
         except driver.ProgrammingError as exc:
             raise JournalConnectionError(f"the journal URL is not valid: {exc}") from None
+        options = with_keepalives(options)
         options.setdefault("application_name", "hailuo-async")
         options.setdefault("connect_timeout", max(1, round(self._connect_timeout)))
         try:
@@ -321,7 +340,13 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
 
     def _detach(self) -> Callable[[], object]:
         session, self._session = self._session, None
-        return session.close if session is not None else lambda: None
+
+        def close() -> None:
+            self._watchdog.stop()
+            if session is not None:
+                session.close()
+
+        return close
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -420,7 +445,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         holds a live lease on the job by the database's clock (else :class:`LeaseLostError`);
         without, only while no live lease is held by anyone.
         """
-        params = self._params(key, worker=worker_id, token=uuid.uuid4().hex)
+        token = uuid.uuid4().hex
+        params = self._params(key, worker=worker_id, token=token)
         sql = self._statements.SUBMITTING
 
         @_one_statement
@@ -437,7 +463,23 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
                 return Rejected(state, "lease ran out while reconnecting", lease_lost=True)
             return Rejected.submitting(state, owner, bool(live))
 
-        return await self._submitting(key, apply)
+        attempts = await self._submitting(key, apply)
+        self._tokens[key] = token
+        return attempts
+
+    async def mark_submitted(self, key: str, task_id: str) -> None:
+        """Note the task id the service answered with (from SUBMITTING, or UNKNOWN)."""
+        await super().mark_submitted(key, task_id)
+        self._tokens.pop(key, None)
+
+    async def mark_unsent(self, key: str) -> None:
+        """Note that the POST certainly started nothing: the job goes back to RECORDED.
+
+        From SUBMITTING; or from UNKNOWN, when this store's own submission (its token) was
+        the one reaped after its worker's lease ran out: then too nothing was sent.
+        """
+        token = self._tokens.pop(key, None)
+        await self._transition(key, "recorded", self._statements.UNSENT, {"token": token})
 
     async def mark_finished(
         self, key: str, result: TaskResult, *, worker_id: str | None = None
@@ -451,6 +493,38 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         """
         params = {"result": dump_result(result), "task_id": result.task_id, "worker": worker_id}
         await self._transition(key, "finished", self._statements.FINISHED, params)
+
+    async def mark_failed(
+        self,
+        key: str,
+        error: BaseException | str,
+        *,
+        error_type: str | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        """Note that the job failed (from any state but FINISHED).
+
+        With ``worker_id``, for a :class:`TaskFailedError` only (the watched task failed):
+        only while no other worker holds a live lease on the job, and only once. A worker
+        whose lease ran out while another took the job over, or that comes second, gets
+        :class:`InvalidTransitionError` and leaves the job to the one that reported it.
+        The failed job keeps ``worker_id`` as its owner (with no lease: a later run's
+        ``retry_failed`` submits it again as usual).
+        """
+        if worker_id is None:
+            await super().mark_failed(key, error, error_type=error_type)
+            return
+        if not isinstance(error, TaskFailedError):
+            raise InvalidRequestError("error", "a worker reports only a TaskFailedError")
+        message, error_type, error_fields = encode_error(error, error_type)
+        params = {
+            "error": message,
+            "error_type": error_type,
+            "error_fields": error_fields,
+            "task_id": error.task_id,
+            "worker": worker_id,
+        }
+        await self._transition(key, "failed", self._statements.FAILED_BY_WORKER, params)
 
     async def get(self, key: str) -> JobRecord | None:
         """The job's record, or None if it was never recorded."""

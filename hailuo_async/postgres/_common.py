@@ -8,7 +8,9 @@ never reaches the database, a log line or a ``NOTIFY`` channel.
 Each piece talks to the database through a :class:`Session`: one psycopg
 ``AsyncConnection`` in autocommit mode, opened on first use and opened again after it is
 lost. Statements of one process share it one at a time (psycopg serialises them), which
-costs nothing here: each is one short round trip.
+costs nothing here: each is one short round trip. A round trip left unanswered for
+``round_trip_timeout`` seconds means the network went silent: the connection is closed and
+the round trip replayed on a new one, as after a restart (see :mod:`.._pg_liveness`).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import anyio.abc
 
 try:
     import psycopg
-    from psycopg import pq
+    from psycopg import conninfo, pq
 except ImportError as exc:  # the package is imported first through here (see __init__)
     raise ImportError(
         "hailuo_async.postgres needs psycopg 3: pip install 'hailuo-async[postgres]'"
     ) from exc
 
 from .._exceptions import HailuoError, InvalidRequestError
+from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout, with_keepalives
 
 __all__ = [
     "Background",
@@ -135,18 +138,27 @@ Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 class Session:
     """One autocommit connection to the coordination database, reopened when it is lost.
 
-    A round trip interrupted midway (cancelled, or failed inside a transaction) leaves
-    the connection in an unknown state: it is closed, and the next round trip opens
-    another.
+    A round trip interrupted midway (cancelled, timed out, or failed inside a
+    transaction) leaves the connection in an unknown state: it is closed, and the next
+    round trip opens another. ``reconnects`` counts the connections opened after the first.
     """
 
-    def __init__(self, dsn: str, *, application_name: str, give_up_after: float) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        application_name: str,
+        give_up_after: float,
+        round_trip_timeout: float = DEFAULT_ROUND_TRIP_TIMEOUT,
+    ) -> None:
         self._dsn = dsn
         self._application_name = application_name
         self._give_up_after = give_up_after
+        self._round_trip_timeout = check_round_trip_timeout(round_trip_timeout)
         self._connection: Connection | None = None
         self._opening = anyio.Lock()
         self._connected_once = False
+        self.reconnects = 0
 
     @property
     def backend_pid(self) -> int | None:
@@ -160,7 +172,13 @@ class Session:
         async def once() -> _T:
             connection = await self._connected()
             try:
-                return await work(connection)
+                with anyio.fail_after(self._round_trip_timeout):
+                    return await work(connection)
+            except TimeoutError:
+                # Unanswered: the peer went silent. Replayed on a new connection.
+                logger.warning("%s: no answer in %g s", what, self._round_trip_timeout)
+                await self.discard(connection)
+                raise
             except BaseException:
                 if connection.info.transaction_status != pq.TransactionStatus.IDLE:
                     await self.discard(connection)
@@ -193,12 +211,10 @@ class Session:
 
     async def _connect(self) -> Connection:
         try:
-            connection = await psycopg.AsyncConnection.connect(
-                self._dsn,
-                autocommit=True,
-                application_name=self._application_name,
-                connect_timeout=max(1, min(10, round(self._give_up_after))),
-            )
+            options = with_keepalives(conninfo.conninfo_to_dict(self._dsn))
+            options["application_name"] = self._application_name
+            options.setdefault("connect_timeout", max(1, min(10, round(self._give_up_after))))
+            connection = await psycopg.AsyncConnection.connect(**options, autocommit=True)
         except psycopg.ProgrammingError as exc:
             raise CoordinationError(f"connecting: bad database address ({exc})") from None
         except psycopg.OperationalError as exc:
@@ -208,6 +224,8 @@ class Session:
             if refused and not self._connected_once:
                 raise CoordinationError(f"connecting: {message}") from None
             raise
+        if self._connected_once:
+            self.reconnects += 1
         self._connected_once = True
         return connection
 

@@ -69,6 +69,7 @@ class PostgresCoordinator:
             max_in_flight=limits.max_in_flight,
             lease=coordination.lease,
             give_up_after=coordination.give_up_after,
+            round_trip_timeout=coordination.round_trip_timeout,
             initial_pause=retry.initial_delay,
             max_pause=retry.max_retry_after,
         )
@@ -106,6 +107,7 @@ class PostgresCoordinator:
                 self.coordination.dsn,
                 account=self.limits.account,
                 give_up_after=self.coordination.give_up_after,
+                round_trip_timeout=self.coordination.round_trip_timeout,
                 on_notice=self._on_notice,
                 on_gap=self._on_gap,
             )

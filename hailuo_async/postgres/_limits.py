@@ -50,6 +50,7 @@ from psycopg import sql
 
 from .._exceptions import InvalidRequestError
 from .._limits import RequestKind
+from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout
 from ._common import (
     Background,
     Connection,
@@ -475,7 +476,8 @@ class SharedAccountLimits:
     them); left ``None``, the process uses the row's (possibly learnt) values, or, for a
     new account, discovers them. ``lease`` is how long a silent process keeps its active
     places; ``give_up_after`` how long a round trip may keep failing before
-    :class:`CoordinationError`.
+    :class:`CoordinationError`; ``round_trip_timeout`` how long one may go unanswered
+    before its connection is taken for dead and replaced.
     """
 
     def __init__(
@@ -492,6 +494,7 @@ class SharedAccountLimits:
         max_in_flight: int = 64,
         lease: float = 30.0,
         give_up_after: float = 30.0,
+        round_trip_timeout: float = DEFAULT_ROUND_TRIP_TIMEOUT,
         initial_pause: float = 1.0,
         max_pause: float = 60.0,
         max_batch: int = 64,
@@ -520,6 +523,7 @@ class SharedAccountLimits:
         self._max_active_jobs = max_active_jobs
         self.lease = lease
         self.give_up_after = give_up_after
+        self.round_trip_timeout = check_round_trip_timeout(round_trip_timeout)
         self.initial_pause = initial_pause
         self.max_pause = max_pause
         self.wait_poll_interval = wait_poll_interval
@@ -538,6 +542,11 @@ class SharedAccountLimits:
         self._sql_leave = in_schema(self.schema, _LEAVE)
         self._sql_join = in_schema(self.schema, _JOIN)
 
+    @property
+    def reconnects(self) -> int:
+        """Connections opened again after one was lost or went silent."""
+        return 0 if self._session is None else self._session.reconnects
+
     def __repr__(self) -> str:
         return f"<SharedAccountLimits account={self.account!r} holder={self.holder!r}>"
 
@@ -546,6 +555,7 @@ class SharedAccountLimits:
             self._dsn,
             application_name=f"hailuo-limits-{self.holder}",
             give_up_after=self.give_up_after,
+            round_trip_timeout=self.round_trip_timeout,
         )
         self._session = session
         try:

@@ -34,6 +34,7 @@ from psycopg import sql
 
 from .._exceptions import InvalidRequestError
 from .._models import TaskStatus
+from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT
 from .._push import WEBHOOK_EVENT_TYPE, WebhookEvent
 from ._common import (
     Background,
@@ -86,6 +87,7 @@ class PostgresPushBus:
     back: it handles those itself), one at a time in arrival order; its errors are logged.
     ``on_gap`` runs after the listener reconnected, since notices sent while it was away
     are lost. ``account`` defaults to a hash of ``api_key``, as for the shared limits.
+    ``round_trip_timeout`` bounds a publish or a ``LISTEN`` (see :class:`Session`).
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class PostgresPushBus:
         account: str | None = None,
         api_key: str | None = None,
         give_up_after: float = 30.0,
+        round_trip_timeout: float = DEFAULT_ROUND_TRIP_TIMEOUT,
         health_check_interval: float = 5.0,
         max_queued: int = 10_000,
     ) -> None:
@@ -110,10 +113,16 @@ class PostgresPushBus:
         self._health_check_interval = health_check_interval
         self._send, self._receive = anyio.create_memory_object_stream[PushNotice](max_queued)
         self._listener = Session(
-            dsn, application_name=f"hailuo-push-{self.sender}", give_up_after=give_up_after
+            dsn,
+            application_name=f"hailuo-push-{self.sender}",
+            give_up_after=give_up_after,
+            round_trip_timeout=round_trip_timeout,
         )
         self._publisher = Session(
-            dsn, application_name=f"hailuo-push-{self.sender}-out", give_up_after=give_up_after
+            dsn,
+            application_name=f"hailuo-push-{self.sender}-out",
+            give_up_after=give_up_after,
+            round_trip_timeout=round_trip_timeout,
         )
         self._background = Background()
         self.received = 0
