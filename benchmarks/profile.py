@@ -4,6 +4,15 @@
     python -m benchmarks.profile polling [--jobs 96]
     python -m benchmarks.profile throughput --calls [--active 64] [--jobs 3000]
 
+    python -m benchmarks.profile throughput --instructions [--active 64] [--jobs 1000]
+
+``--instructions`` runs each throughput contender in a child interpreter under valgrind's
+callgrind (``apt-get install valgrind``), twice: with ``--jobs`` measured jobs and with
+twice as many, after the same warm-up; the difference of the two instruction counts over
+``--jobs`` is the client's instructions per job, start-up and warm-up cancelled out. Like
+call counts, and closer to CPU time, instruction counts do not move with the machine's
+load. (Each run takes a minute or two: callgrind runs the client some 50 times slower.)
+
 ``--calls`` runs hailuo_async and the bare aiohttp loop of the throughput scenario under
 cProfile instead and prints function calls per job of each (warm-up batch included in both
 the calls and the jobs). Unlike times, call counts do not depend on the machine's load, so
@@ -78,12 +87,70 @@ def _calls_per_job(jobs: int, active: int) -> dict[str, float]:
     return counts
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one scenario's hailuo_async contender under pyinstrument."""
-    from pyinstrument import Profiler
+def _instructions(contender: str, jobs: int, active: int) -> int:
+    """Instructions callgrind counts in a child interpreter running ``jobs`` measured jobs."""
+    import os
+    import re
+    import subprocess
+    import sys
 
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "benchmarks.profile",
+        "throughput",
+        "--run-only",
+        contender,
+        "--jobs",
+        str(jobs),
+        "--active",
+        str(active),
+    ]
+    # PYTHONMALLOC=malloc would change what is measured; the interpreter's own allocator
+    # is what users run, and valgrind copes with it.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    # The command is fixed here; only numbers from our own arguments go into it.
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)  # noqa: S603
+    found = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"callgrind run failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def _instructions_per_job(jobs: int, active: int) -> dict[str, float]:
+    """Callgrind instructions per measured job of each throughput contender."""
+    per_job: dict[str, float] = {}
+    for contender in ("hailuo_async", "bare_aiohttp"):
+        fewer = _instructions(contender, jobs, active)
+        more = _instructions(contender, 2 * jobs, active)
+        per_job[contender] = (more - fewer) / jobs
+    return per_job
+
+
+def _run_only(contender: str, jobs: int, active: int) -> None:
+    """One contender's warm-up and measured batch against a fresh fake (under callgrind)."""
+    from benchmarks import bench_throughput as throughput
     from benchmarks._common import FakeProcess
 
+    knobs, _ = _scenario("throughput", jobs, active)
+    with FakeProcess(**knobs) as fake:
+        asyncio.run(
+            throughput.measured_run(
+                contender,  # type: ignore[arg-type]
+                url=fake.url,
+                api_key=fake.api_key,
+                jobs=jobs,
+                active=active,
+                warmup=throughput.WARMUP,
+            )
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one scenario's hailuo_async contender under pyinstrument."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
     parser.add_argument("scenario", choices=["throughput", "polling"])
     parser.add_argument("--jobs", type=int, default=None)
@@ -91,7 +158,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--calls", action="store_true", help="throughput only: cProfile calls per job"
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="throughput only: callgrind instructions per job (needs valgrind)",
+    )
+    parser.add_argument("--run-only", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.run_only is not None:
+        _run_only(args.run_only, args.jobs, args.active)
+        return 0
+    if args.instructions:
+        if args.scenario != "throughput":
+            parser.error("--instructions measures the throughput scenario only")
+        per_job = _instructions_per_job(args.jobs or 1_000, args.active)
+        for contender, count in per_job.items():
+            print(f"{contender}: {count:,.0f} instructions per job @{args.active}")
+        ratio = per_job["hailuo_async"] / per_job["bare_aiohttp"]
+        print(f"ratio: {ratio:.3f}")
+        return 0
     jobs = args.jobs or (3_000 if args.scenario == "throughput" else 96)
     if args.calls:
         if args.scenario != "throughput":
@@ -99,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for contender, calls in _calls_per_job(jobs, args.active).items():
             print(f"{contender}: {calls:,.0f} calls per job @{args.active}")
         return 0
+    from pyinstrument import Profiler
+
+    from benchmarks._common import FakeProcess
+
     knobs, client = _scenario(args.scenario, jobs, args.active)
     with FakeProcess(**knobs) as fake:
         profiler = Profiler(interval=0.0005, async_mode="enabled")
