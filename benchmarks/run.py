@@ -223,6 +223,12 @@ HEADLINE: list[tuple[str, str, str, str]] = [
     ),
     (
         "decoding",
+        "captured_decode_ratio",
+        "the same on the real service's captured answer (COS URL)",
+        "",
+    ),
+    (
+        "decoding",
         "stdlib_decode_ratio",
         "(json.loads + decode_task_result) / json.loads",
         "",
