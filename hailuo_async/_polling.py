@@ -34,7 +34,7 @@ import attrs
 
 from ._models import TaskResult
 
-__all__ = ["DurationStats", "PollPolicy", "PollSchedule"]
+__all__ = ["DurationStats", "PollPolicy", "PollSchedule", "PollSchedules"]
 
 
 def _none_or_positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -317,6 +317,43 @@ _SHARED_RNG = random.Random()
 _KEPT_FORECASTS = 8
 
 
+@attrs.frozen
+class _ScheduleSettings:
+    """What the schedules of one kind of task share: made once per watcher, not per task id."""
+
+    policy: PollPolicy
+    history: DurationStats | None
+    rng: random.Random
+    # The task's age is counted from its submission (so it can teach durations).
+    timed: bool
+    # Seconds between backstop polls, for a task whose end comes by push; else None.
+    backstop: float | None
+
+
+class PollSchedules:
+    """Makes the schedules of one watcher's tasks: their settings are made once per kind of
+    task (timed or not, pushed or not) and shared, so a task id holds only its own state."""
+
+    __slots__ = ("_kinds",)
+
+    def __init__(
+        self, policy: PollPolicy, *, history: DurationStats | None, backstop: float
+    ) -> None:
+        # Indexed by 2 * pushed + timed.
+        self._kinds = tuple(
+            _ScheduleSettings(policy, history, _SHARED_RNG, timed, backstop if pushed else None)
+            for pushed in (False, True)
+            for timed in (False, True)
+        )
+
+    def fresh(self, *, timed: bool, pushed: bool) -> PollSchedule:
+        """The schedule of a task whose submission time is known (``timed``) or not, whose end
+        comes by push (``pushed``) or not."""
+        schedule = PollSchedule.__new__(PollSchedule)
+        schedule._begin(self._kinds[2 * pushed + timed])
+        return schedule
+
+
 class PollSchedule:
     """The poll timing of one task; ``history`` learns from it when ``timed`` (its age known).
 
@@ -326,16 +363,12 @@ class PollSchedule:
 
     __slots__ = (
         "_attempt",
-        "_backstop",
         "_due",
         "_expected_end",
         "_forecasts",
-        "_history",
         "_last_poll",
         "_overruns",
-        "_policy",
-        "_rng",
-        "_timed",
+        "_settings",
         "_unguided",
         "_window",
     )
@@ -359,11 +392,10 @@ class PollSchedule:
         timed: bool = True,
         backstop: float | None = None,
     ) -> None:
-        self._policy = policy
-        self._backstop = backstop
-        self._history = history
-        self._rng = rng or _SHARED_RNG
-        self._timed = timed
+        self._begin(_ScheduleSettings(policy, history, rng or _SHARED_RNG, timed, backstop))
+
+    def _begin(self, settings: _ScheduleSettings) -> None:
+        self._settings = settings
         self._unguided = 0
         # The pending poll was aimed one tolerance into a wide window, not at its far edge.
         self._attempt = False
@@ -377,6 +409,28 @@ class PollSchedule:
         self._window: tuple[float, float] | None = None
         # When (seconds since submission) the pending poll was aimed at.
         self._due: float | None = None
+
+    # The shared settings, under the names the poll logic reads them by.
+
+    @property
+    def _policy(self) -> PollPolicy:
+        return self._settings.policy
+
+    @property
+    def _history(self) -> DurationStats | None:
+        return self._settings.history
+
+    @property
+    def _rng(self) -> random.Random:
+        return self._settings.rng
+
+    @property
+    def _timed(self) -> bool:
+        return self._settings.timed
+
+    @property
+    def _backstop(self) -> float | None:
+        return self._settings.backstop
 
     @property
     def pushed(self) -> bool:
