@@ -34,7 +34,7 @@ import attrs
 
 from ._models import TaskResult
 
-__all__ = ["DurationStats", "PollPolicy", "PollSchedule"]
+__all__ = ["DurationStats", "PollPolicy", "PollSchedule", "PollSchedules"]
 
 
 def _none_or_positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -317,6 +317,43 @@ _SHARED_RNG = random.Random()
 _KEPT_FORECASTS = 8
 
 
+@attrs.frozen
+class _ScheduleSettings:
+    """What the schedules of one kind of task share: made once per watcher, not per task id."""
+
+    policy: PollPolicy
+    history: DurationStats | None
+    rng: random.Random
+    # The task's age is counted from its submission (so it can teach durations).
+    timed: bool
+    # Seconds between backstop polls, for a task whose end comes by push; else None.
+    backstop: float | None
+
+
+class PollSchedules:
+    """Makes the schedules of one watcher's tasks: their settings are made once per kind of
+    task (timed or not, pushed or not) and shared, so a task id holds only its own state."""
+
+    __slots__ = ("_kinds",)
+
+    def __init__(
+        self, policy: PollPolicy, *, history: DurationStats | None, backstop: float
+    ) -> None:
+        # Indexed by 2 * pushed + timed.
+        self._kinds = tuple(
+            _ScheduleSettings(policy, history, _SHARED_RNG, timed, backstop if pushed else None)
+            for pushed in (False, True)
+            for timed in (False, True)
+        )
+
+    def fresh(self, *, timed: bool, pushed: bool) -> PollSchedule:
+        """The schedule of a task whose submission time is known (``timed``) or not, whose end
+        comes by push (``pushed``) or not."""
+        schedule = PollSchedule.__new__(PollSchedule)
+        schedule._begin(self._kinds[2 * pushed + timed])
+        return schedule
+
+
 class PollSchedule:
     """The poll timing of one task; ``history`` learns from it when ``timed`` (its age known).
 
@@ -326,16 +363,12 @@ class PollSchedule:
 
     __slots__ = (
         "_attempt",
-        "_backstop",
         "_due",
         "_expected_end",
         "_forecasts",
-        "_history",
         "_last_poll",
         "_overruns",
-        "_policy",
-        "_rng",
-        "_timed",
+        "_settings",
         "_unguided",
         "_window",
     )
@@ -359,11 +392,10 @@ class PollSchedule:
         timed: bool = True,
         backstop: float | None = None,
     ) -> None:
-        self._policy = policy
-        self._backstop = backstop
-        self._history = history
-        self._rng = rng or _SHARED_RNG
-        self._timed = timed
+        self._begin(_ScheduleSettings(policy, history, rng or _SHARED_RNG, timed, backstop))
+
+    def _begin(self, settings: _ScheduleSettings) -> None:
+        self._settings = settings
         self._unguided = 0
         # The pending poll was aimed one tolerance into a wide window, not at its far edge.
         self._attempt = False
@@ -381,12 +413,12 @@ class PollSchedule:
     @property
     def pushed(self) -> bool:
         """True when the task's end is expected by push, so polls are only a backstop."""
-        return self._backstop is not None
+        return self._settings.backstop is not None
 
     def first_delay(self) -> float:
         """Seconds from submission to the first poll."""
         delay = self._first_delay()
-        self._due = delay if self._timed else None
+        self._due = delay if self._settings.timed else None
         return delay
 
     def next_delay(self, result: TaskResult, *, elapsed: float | None = None) -> float:
@@ -405,30 +437,36 @@ class PollSchedule:
         A stuck job's forecasts keep placing its end a moment away; aimed polls would then
         come every ``min_interval`` for as long as it is watched.
         """
-        policy = self._policy
+        policy = self._settings.policy
         return min(policy.max_interval, policy.min_interval * policy.backoff**self._overruns)
 
     def _note_lateness(self, elapsed: float | None) -> None:
-        if self._history is not None and self._due is not None and elapsed is not None:
-            self._history.observe_lateness(elapsed - self._due)
+        if self._settings.history is not None and self._due is not None and elapsed is not None:
+            self._settings.history.observe_lateness(elapsed - self._due)
 
     def _frugal(self) -> bool:
         """True when polls wait long for a slot or the request budget: each one is dear."""
-        history = self._history
-        return history is not None and history.waiting > self._policy.min_interval
+        history = self._settings.history
+        return history is not None and history.waiting > self._settings.policy.min_interval
 
     def _first_delay(self) -> float:
-        if self._backstop is not None:
-            slow = self._history.quantile(0.95) if self._history is not None else None
-            return self._jittered(max(self._backstop, 1.5 * slow) if slow else self._backstop)
-        policy = self._policy
+        if self._settings.backstop is not None:
+            slow = (
+                self._settings.history.quantile(0.95)
+                if self._settings.history is not None
+                else None
+            )
+            return self._jittered(
+                max(self._settings.backstop, 1.5 * slow) if slow else self._settings.backstop
+            )
+        policy = self._settings.policy
         delay = policy.first_poll_delay
-        if self._history is not None:
+        if self._settings.history is not None:
             # Aim before nearly every finish: an early poll costs one request (and brings
             # forecasts), a late one costs the caller's time. When requests are what limits
             # the run, a poll costs a job started later: aim after nearly every finish.
             frugal = self._frugal()
-            history = self._history
+            history = self._settings.history
             q = self.FIRST_POLL_QUANTILE
             typical = history.quantile(1.0) if frugal else history.low_quantile(q)
             if typical is not None:
@@ -441,17 +479,17 @@ class PollSchedule:
         return self._clamped(self._jittered(delay))
 
     def _next_delay(self, result: TaskResult, elapsed: float | None) -> float:
-        if self._backstop is not None:
-            return self._jittered(self._backstop)
-        policy = self._policy
+        if self._settings.backstop is not None:
+            return self._jittered(self._settings.backstop)
+        policy = self._settings.policy
         forecasts = self._forecasts_of(result, elapsed)
         remaining = _remaining(forecasts, elapsed)
         if elapsed is not None:
             self._last_poll = elapsed
             self._expected_end = None if remaining is None else elapsed + remaining
             self._remember(forecasts)
-            if self._history is not None:
-                self._history.observe_answer(forecast=bool(forecasts))
+            if self._settings.history is not None:
+                self._settings.history.observe_answer(forecast=bool(forecasts))
             aimed = self._aimed_delay(elapsed, forecasts)
             if aimed is not None:
                 self._unguided = 0
@@ -480,8 +518,8 @@ class PollSchedule:
         from submission), and past the longest duration kept: there the backoff goes on from
         where it was, as for a job of a kind the run has not seen.
         """
-        history = self._history
-        if history is None or elapsed is None or not self._timed:
+        history = self._settings.history
+        if history is None or elapsed is None or not self._settings.timed:
             return None
         end = history.remaining_quantile(elapsed, self.REMAINING_SHARE)
         return None if end is None else self._clamped(self._jittered(end - elapsed))
@@ -497,7 +535,11 @@ class PollSchedule:
         running jobs again.
         """
         self._note_lateness(elapsed)
-        if self._history is None or not self._timed or self._backstop is not None:
+        if (
+            self._settings.history is None
+            or not self._settings.timed
+            or self._settings.backstop is not None
+        ):
             return  # a backstop poll sees the end late: nothing to learn from it
         low = self._last_poll if self._last_poll is not None else 0.0
         reported = None if result is None else _completed_seconds(result.extra)
@@ -506,18 +548,18 @@ class PollSchedule:
         # polls left the end loosely known (a poll came long after the previous one): a job
         # ended before where its forecasts placed it is then still judged, so the learnt
         # window can widen toward early ends, not only narrow.
-        tolerance = self._policy.min_interval
+        tolerance = self._settings.policy.min_interval
         if reported is not None and elapsed - low > 2 * tolerance:
             end = min(max(reported, low), elapsed)
-            self._history.observe(end)
+            self._settings.history.observe(end)
             self._learn(end, tolerance)
             return
         if self._last_poll is None:
-            self._history.observe(elapsed / 2)
+            self._settings.history.observe(elapsed / 2)
             return
         high = elapsed
         estimate = self._expected_end if self._expected_end is not None else (low + high) / 2
-        self._history.observe(min(max(estimate, low), high))
+        self._settings.history.observe(min(max(estimate, low), high))
         # Forecasts are judged against where the last progress forecast puts the end with its
         # typical miss, else the last eta at its word (the nearest to the end), within the
         # span; never against the learnt window's edges, as an end outside it must teach a
@@ -541,23 +583,23 @@ class PollSchedule:
         A share of that bound is recorded instead: while the window is right few ends fall
         so early, but if it is wrong every end does, and the window moves toward them.
         """
-        if self._forecasts is None or self._history is None:
+        if self._forecasts is None or self._settings.history is None:
             return
         last = self._forecasts[-1].at
         for at, kind, value, _ in self._forecasts:
             if kind == ETA and at == last and seen > at:
-                self._history.observe_miss(ETA, self.CENSORED_SHARE * (seen - at) / value)
+                self._settings.history.observe_miss(ETA, self.CENSORED_SHARE * (seen - at) / value)
 
     def _learn(self, end: float, uncertainty: float) -> None:
         """Record how far each remembered forecast missed ``end`` (known within ``uncertainty``)."""
-        if self._forecasts is None or self._history is None:
+        if self._forecasts is None or self._settings.history is None:
             return
         for forecast in self._forecasts:
             at, kind, value, since = forecast
             if kind == ETA and end > at and end - at >= 4 * uncertainty:
-                self._history.observe_miss(kind, (end - at) / value)
+                self._settings.history.observe_miss(kind, (end - at) / value)
             elif kind == PROGRESS and end > since and end - since >= 50 * uncertainty:
-                self._history.observe_miss(kind, (at - since) / (end - since) - value)
+                self._settings.history.observe_miss(kind, (at - since) / (end - since) - value)
 
     def _answered_eta(self) -> bool:
         """True when the last answer gave an eta."""
@@ -568,10 +610,10 @@ class PollSchedule:
 
     def _point_end(self) -> float | None:
         """Where the last progress forecast puts the end, with its typical miss."""
-        if self._forecasts is None or self._history is None:
+        if self._forecasts is None or self._settings.history is None:
             return None
         last = self._forecasts[-1]
-        typical = self._history.miss_median(PROGRESS)
+        typical = self._settings.history.miss_median(PROGRESS)
         if last.kind != PROGRESS or typical is None or last.value + typical <= 0:
             return None
         return last.since + (last.at - last.since) / (last.value + typical)
@@ -589,7 +631,7 @@ class PollSchedule:
         return forecasts
 
     def _remember(self, forecasts: list[_Forecast]) -> None:
-        if not forecasts or self._history is None or not self._timed:
+        if not forecasts or self._settings.history is None or not self._settings.timed:
             return
         if self._forecasts is None:
             self._forecasts = []
@@ -604,13 +646,13 @@ class PollSchedule:
         polled at its far edge; a wider one just past its near edge, for a closer forecast,
         unless requests are what limits the run: then at its far edge too.
         """
-        if self._history is None:
+        if self._settings.history is None:
             return None
         fresh: tuple[float, float] | None = None
         for forecast in forecasts:
-            if forecast.kind == PROGRESS and not self._timed:
+            if forecast.kind == PROGRESS and not self._settings.timed:
                 continue  # its age is counted from when it was first watched, not submitted
-            misses = self._history.miss_bounds(forecast.kind)
+            misses = self._settings.history.miss_bounds(forecast.kind)
             window = _end_window(forecast, misses)
             if window is not None:
                 fresh = window if fresh is None else _overlap(fresh, window) or fresh
@@ -626,7 +668,7 @@ class PollSchedule:
         elif (
             known is not None
             and fresh[0] > known[1]
-            and self._overdue_wait() < self._policy.max_interval
+            and self._overdue_wait() < self._settings.policy.max_interval
         ):
             # The end moved past where the last answer's forecast placed it: a stuck job's
             # forecasts keep doing so, each a moment away.
@@ -637,8 +679,8 @@ class PollSchedule:
         self._window = (low, high)
         # An answer comes some time after the poll was aimed (a round trip, a wait for a slot):
         # an end seen within the tolerance must be aimed at within the tolerance less that.
-        tolerance = self._policy.min_interval
-        tolerance -= min(self._history.lateness, tolerance / 2)
+        tolerance = self._settings.policy.min_interval
+        tolerance -= min(self._settings.history.lateness, tolerance / 2)
         self._attempt = not (high - low <= tolerance or self._frugal())
         # A window wider than that (when polls are cheap) is entered one tolerance in: an end
         # there is seen in time, and a later one leaves a window the next answer, closer to
@@ -649,20 +691,24 @@ class PollSchedule:
         # throw it out of a narrow window): a poll at the far edge only later, within what the
         # tolerance leaves (earlier, it would find an exactly forecast job still running); any
         # other only earlier.
-        spread = self._policy.jitter
+        spread = self._settings.policy.jitter
         delay = aim - elapsed
         if not spread:
             return delay
         if not self._attempt:
-            return delay + self._rng.uniform(0, spread * max(0.0, tolerance - (high - low)))
-        return delay - self._rng.uniform(0, spread * min(delay, tolerance))
+            return delay + self._settings.rng.uniform(
+                0, spread * max(0.0, tolerance - (high - low))
+            )
+        return delay - self._settings.rng.uniform(0, spread * min(delay, tolerance))
 
     def _clamped(self, delay: float) -> float:
-        return min(max(delay, self._policy.min_interval), self._policy.max_interval)
+        return min(
+            max(delay, self._settings.policy.min_interval), self._settings.policy.max_interval
+        )
 
     def _jittered(self, delay: float) -> float:
-        spread = self._policy.jitter
-        return delay * self._rng.uniform(1 - spread, 1 + spread) if spread else delay
+        spread = self._settings.policy.jitter
+        return delay * self._settings.rng.uniform(1 - spread, 1 + spread) if spread else delay
 
 
 def _overlap(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float] | None:

@@ -264,20 +264,31 @@ class InMemoryPushRegistry:
     """A :class:`PushRegistry` for one process: task id -> the subscribers waiting for it."""
 
     def __init__(self) -> None:
-        self._interest: dict[str, set[PushSubscriber]] = {}
+        # A lone subscriber is held as it is, a set only from the second one on: nearly every
+        # id has one watcher, and a set per watched id would be most of a watch's memory.
+        self._interest: dict[str, PushSubscriber | set[PushSubscriber]] = {}
 
     def register(self, task_id: str, subscriber: PushSubscriber) -> None:
         """See :meth:`PushRegistry.register`."""
-        self._interest.setdefault(task_id, set()).add(subscriber)
+        held = self._interest.setdefault(task_id, subscriber)
+        if isinstance(held, set):
+            held.add(subscriber)
+        # A second one, unless a set would take it for the one held (the same, or equal).
+        elif held is not subscriber and held != subscriber:
+            self._interest[task_id] = {held, subscriber}
 
     def unregister(self, task_id: str, subscriber: PushSubscriber) -> None:
         """See :meth:`PushRegistry.unregister`."""
-        subscribers = self._interest.get(task_id)
-        if subscribers is None:
+        held = self._interest.get(task_id)
+        if held is None:
             return
-        subscribers.discard(subscriber)
-        if not subscribers:
-            del self._interest[task_id]
+        if not isinstance(held, set):
+            if held is subscriber or held == subscriber:
+                del self._interest[task_id]
+            return
+        held.discard(subscriber)
+        if len(held) == 1:
+            (self._interest[task_id],) = held
 
     def is_wanted(self, task_id: str) -> bool:
         """See :meth:`PushRegistry.is_wanted`."""
@@ -289,9 +300,13 @@ class InMemoryPushRegistry:
 
     def deliver(self, result: TaskResult) -> int:
         """See :meth:`PushRegistry.deliver`."""
+        held = self._interest.get(result.task_id)
+        if held is None:
+            return 0
+        if not isinstance(held, set):
+            return 1 if held.deliver(result) else 0
         # A copy: a subscriber that takes the result unregisters while we go through them.
-        subscribers = list(self._interest.get(result.task_id, ()))
-        return sum(1 for subscriber in subscribers if subscriber.deliver(result))
+        return sum(1 for subscriber in list(held) if subscriber.deliver(result))
 
 
 class Admission(enum.Enum):

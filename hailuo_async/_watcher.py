@@ -34,7 +34,7 @@ from ._exceptions import (
     PermissionDeniedError,
 )
 from ._models import TaskResult, TaskStatus
-from ._polling import PollPolicy, PollSchedule
+from ._polling import PollPolicy, PollSchedule, PollSchedules
 from ._state import SharedState
 from ._sync import Places, Signal
 from ._task_ids import check_task_id
@@ -138,6 +138,9 @@ class TaskWatcher:
         if max_concurrent_polls is not None and max_concurrent_polls < 1:
             raise InvalidRequestError("max_concurrent_polls", "must be 1 or more")
         self._backstop = backstop_interval or 4 * self._policy.max_interval
+        self._schedules = PollSchedules(
+            self._policy, history=state.durations, backstop=self._backstop
+        )
         self._on_event = on_event
         self._keep_open = keep_open
         # A free slot costs no turn of the loop: the scheduler takes every due poll's slot
@@ -202,12 +205,7 @@ class TaskWatcher:
         if task_id in self._watched:
             return
         # Only a task whose submission time is known can teach how long jobs take.
-        schedule = PollSchedule(
-            self._policy,
-            history=self._state.durations,
-            timed=submitted_at is not None,
-            backstop=self._backstop if pushed else None,
-        )
+        schedule = self._schedules.fresh(timed=submitted_at is not None, pushed=pushed)
         if submitted_at is None:
             # Its age is unknown (it may have ended already): one poll at once either way.
             now = time.monotonic()

@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hailuo_async import PollPolicy, TaskResult, TaskStatus
-from hailuo_async._polling import ETA, PROGRESS, DurationStats, PollSchedule, _queued_seconds
+from hailuo_async._polling import (
+    ETA,
+    PROGRESS,
+    DurationStats,
+    PollSchedule,
+    PollSchedules,
+    _queued_seconds,
+)
 
 EXACT = PollPolicy(jitter=0.0, min_interval=1.0, max_interval=30.0)
 
@@ -718,3 +725,29 @@ def test_without_forecasts_learnt_durations_see_ends_in_under_four_polls(reporte
     assert polls < 4.0
     assert backoff_polls > 9.0
     assert p95 <= backoff_p95
+
+
+@pytest.mark.parametrize("timed", [False, True])
+@pytest.mark.parametrize("pushed", [False, True])
+def test_a_watchers_schedules_share_settings_and_plan_as_alone(timed: bool, pushed: bool) -> None:
+    """Schedules a watcher makes share one settings object per kind of task, keep their own
+    state, and plan each poll as a schedule made on its own with the same settings does."""
+    seen = [10.0 * step for step in range(1, 11)]
+    schedules = PollSchedules(EXACT, history=durations(*seen), backstop=60.0)
+    first = schedules.fresh(timed=timed, pushed=pushed)
+    second = schedules.fresh(timed=timed, pushed=pushed)
+    backstop = 60.0 if pushed else None
+    # A history of its own, as each answer teaches the one it is given.
+    alone = PollSchedule(EXACT, history=durations(*seen), timed=timed, backstop=backstop)
+    assert first._settings is second._settings
+    assert first.pushed is second.pushed is alone.pushed is pushed
+    assert first.first_delay() == alone.first_delay()
+    answers = [running(eta=40.0), running(progress=50.0, queued_ms=2000), running()]
+    for step, answer in enumerate(answers, start=1):
+        elapsed = 12.0 * step
+        assert first.next_delay(answer, elapsed=elapsed) == alone.next_delay(
+            answer, elapsed=elapsed
+        )
+    # The second schedule's state is its own: it has seen none of those answers.
+    assert second._forecasts is None
+    assert second._last_poll is None

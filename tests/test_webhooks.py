@@ -26,9 +26,11 @@ from hailuo_async import (
     Limits,
     PollPolicy,
     RetryPolicy,
+    TaskResult,
     TaskStatus,
     VideoRequest,
 )
+from hailuo_async._push import InMemoryPushRegistry
 from hailuo_async._watcher import TaskEvent
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 from hailuo_async.webhooks import (
@@ -319,6 +321,84 @@ async def test_every_open_watcher_gets_the_result(server: FakeHailuoServer) -> N
             assert [r.task_id async for r in first] == [task_id]
             assert [r.task_id async for r in second] == [task_id]
     assert server.stats.polls_total == 1
+
+
+class Subscriber:
+    """A push subscriber that takes every result once and counts them."""
+
+    def __init__(self) -> None:
+        self.results: list[str] = []
+
+    def deliver(self, result: TaskResult) -> bool:
+        """Take ``result``; True the first time its task id is seen."""
+        if result.task_id in self.results:
+            return False
+        self.results.append(result.task_id)
+        return True
+
+
+def done(task_id: str) -> TaskResult:
+    """An ended task's result."""
+    return TaskResult(task_id=task_id, status=TaskStatus.SUCCEED)
+
+
+def test_registry_with_one_subscriber_per_id() -> None:
+    """A lone subscriber gets its id's result; registering it twice is one interest."""
+    registry = InMemoryPushRegistry()
+    watcher = Subscriber()
+    registry.register("t", watcher)
+    registry.register("t", watcher)
+    registry.unregister("t", Subscriber())  # not registered: nothing changes
+    registry.unregister("other", watcher)
+    assert registry.wanted_ids() == ["t"]
+    assert registry.deliver(done("t")) == 1
+    assert registry.deliver(done("t")) == 0  # it declined the second copy
+    assert registry.deliver(done("other")) == 0
+    registry.unregister("t", watcher)
+    assert not registry.is_wanted("t")
+    assert registry.deliver(done("t")) == 0
+    assert watcher.results == ["t"]
+
+
+def test_registry_with_several_subscribers_per_id() -> None:
+    """Every subscriber of an id gets its result, until each one unregisters."""
+    registry = InMemoryPushRegistry()
+    first, second, third = Subscriber(), Subscriber(), Subscriber()
+    for subscriber in (first, second, third, second):
+        registry.register("t", subscriber)
+    assert registry.deliver(done("t")) == 3
+    registry.unregister("t", second)
+    registry.unregister("t", third)
+    registry.unregister("t", third)
+    assert registry.is_wanted("t")
+    assert registry.deliver(done("u")) == 0
+    registry.register("t", second)  # back to two, after it shrank to one
+    assert registry.deliver(TaskResult(task_id="t", status=TaskStatus.FAILED)) == 0
+    assert second.results == ["t"]
+    registry.unregister("t", first)
+    registry.unregister("t", second)
+    assert registry.wanted_ids() == []
+    assert (first.results, third.results) == (["t"], ["t"])
+
+
+def test_registry_delivers_to_subscribers_that_unregister_while_taking_it() -> None:
+    """A subscriber unregistering as it takes the result does not hide it from the others."""
+    registry = InMemoryPushRegistry()
+    taken: list[Subscriber] = []
+
+    class Leaving(Subscriber):
+        def deliver(self, result: TaskResult) -> bool:
+            """Leave the registry, then take ``result``."""
+            registry.unregister(result.task_id, self)
+            taken.append(self)
+            return True
+
+    leaving = [Leaving(), Leaving()]
+    for subscriber in leaving:
+        registry.register("t", subscriber)
+    assert registry.deliver(done("t")) == 2
+    assert sorted(map(id, taken)) == sorted(map(id, leaving))
+    assert not registry.is_wanted("t")
 
 
 async def test_failed_confirmation_is_logged_not_raised(
