@@ -43,7 +43,6 @@ from ._retry import (
     poll_should_retry,
     retry_after,
     submit_should_retry,
-    with_retries,
 )
 from ._task_ids import check_task_id
 from ._transport import Response, Transport
@@ -189,9 +188,47 @@ class HailuoAPI:
         if not isinstance(request, VideoRequest):
             raise TypeError(f"submit() takes a VideoRequest, not {type(request).__name__}")
         body = _BODY_ENCODER.encode(request.to_payload()).encode("utf-8")
+        raise_unknown = self.on_unknown_submission != "resubmit"
+        try:
+            # The first attempt here, not in a retry loop: nearly every submission succeeds
+            # at once, and the loop's closures and frame cost more than its bookkeeping.
+            task_id = await self._submit_once(
+                request,
+                body,
+                attempt=1,
+                raise_unknown=raise_unknown,
+                recorder=recorder,
+                active_jobs=active_jobs,
+            )
+        except Exception as exc:
+            failure = exc  # retried outside the handler: no first failure chained to the last
+        else:
+            self._remember_submission(task_id)
+            return task_id
+        return await self._submit_again(
+            failure,
+            request,
+            body,
+            recorder=recorder,
+            retry_rate_limited=retry_rate_limited,
+            active_jobs=active_jobs,
+        )
+
+    async def _submit_again(
+        self,
+        failure: Exception,
+        request: VideoRequest,
+        body: bytes,
+        *,
+        recorder: SubmissionRecorder | None,
+        retry_rate_limited: bool,
+        active_jobs: ActiveJobs | None,
+    ) -> str:
+        """Go on from a first attempt that raised ``failure``: retry what may be retried."""
         resubmit = self.on_unknown_submission == "resubmit"
         try:
-            task_id = await with_retries(
+            task_id = await retry_after(
+                failure,
                 lambda attempt: self._submit_once(
                     request,
                     body,
@@ -275,7 +312,7 @@ class HailuoAPI:
         """Poll a task once (retrying transient failures) and return what the service says."""
         check_task_id(task_id)
         try:
-            # The first attempt here, not in with_retries: one frame less on every poll.
+            # The first attempt here, not in a retry loop: one frame less on every poll.
             return await self._poll_once(task_id, attempt=1)
         except Exception as exc:
             failure = exc  # retried outside the handler: no first failure chained to the last
