@@ -359,7 +359,8 @@ class JobStream:
         self._done_posting(job)
 
     def _done_posting(self, job: BatchJob) -> None:
-        # Not reached when cut short on exit: the job's lease is then left to run out.
+        # Called on every way out of _submit but being cut short on exit: that job's lease
+        # is left to run out (its POST may have left).
         if job.key is not None:
             self._posting.discard(job.key)
 

@@ -54,7 +54,8 @@ class SubmitOne(Protocol):
 
 RunOne = Callable[[BatchJob, Callable[[], None]], Awaitable[None]]
 """One job's submission and what follows it, given a ``landed`` function to call once its
-answer is known."""
+answer is known (before anything that may wait long); if it ends without, it is called for it.
+"""
 
 
 class BatchSubmitter:
