@@ -33,6 +33,7 @@ from typing import Literal, NoReturn
 
 import anyio
 import anyio.lowlevel
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._bookkeeping import BatchBook, BatchCounts, BatchJob, LeftRunningJob
@@ -139,7 +140,11 @@ class JobStream:
         self._on_unknown_submission: UnknownSubmissionPolicy = on_unknown_submission
         self._book = BatchBook()
         self._submitter = BatchSubmitter(
-            submit, active_jobs=active_jobs, journal=self._journal, book=self._book
+            submit,
+            run=self._submit,
+            active_jobs=active_jobs,
+            journal=self._journal,
+            book=self._book,
         )
         # Outcomes wait here for the reader, each with the place it gives back once taken: so
         # while the reader lags, no more jobs start (a replayed outcome holds no place).
@@ -269,53 +274,57 @@ class JobStream:
         self._close_if_finished()
 
     async def _start_each(self) -> None:
+        # Without a journal every job is new: nothing to look up or record per job.
+        journal = self._journal if self._journal.enabled else None
+        task_group = self._tasks.task_group
         index = 0
         async for item in _lazily(self._requests):
             if self._fatal is not None or self._stopping():
                 return
             request, key = _as_request(index, item)
-            entry = await self._journal.entry(request, key)
-            job = BatchJob(index, request, entry.key or None)
+            if journal is None:
+                action, record = ResumeAction.SUBMIT, None
+            else:
+                entry = await journal.entry(request, key)
+                action, record, key = entry.action, entry.record, entry.key
+            job = BatchJob(index, request, key or None)
             index += 1
             self._book.read += 1
-            match entry.action:
+            match action:
                 case ResumeAction.SUBMIT:
                     await self._active.acquire()
                     if self._stopping():  # the reader left while we waited for a place
                         self._active.release(submitted=False)
                         return
-                    self._start_submitting(job)
+                    self._start_submitting(job, task_group)
                 case ResumeAction.WATCH:
-                    assert entry.record is not None
-                    assert entry.record.task_id is not None
+                    assert record is not None
+                    assert record.task_id is not None
                     await self._active.acquire()
                     self._active.on_submitted()
-                    self._watch(job, entry.record.task_id, submitted_at=None)
+                    self._watch(job, record.task_id, submitted_at=None)
                 case ResumeAction.LEASED:
                     # Another worker holds it and will report it: no outcome from this run.
                     self._book.skipped += 1
                 case ResumeAction.FINISHED | ResumeAction.FAILED | ResumeAction.UNKNOWN:
-                    assert entry.record is not None
-                    self._start_replay(job, entry.action, entry.record)
+                    assert record is not None
+                    self._start_replay(job, action, record)
                 case _:
-                    _unhandled(entry.action)
+                    _unhandled(action)
 
-    def _start_submitting(self, job: BatchJob) -> None:
+    def _start_submitting(self, job: BatchJob, task_group: TaskGroup) -> None:
         self._book.submitting += 1
         if job.key is not None:
             self._posting.add(job.key)
-        self._submitter.start(self._tasks.task_group, lambda landed: self._submit(job, landed))
+        self._submitter.start(task_group, job)
 
     async def _submit(self, job: BatchJob, landed: Callable[[], None]) -> None:
-        await self._submit_shielded(job, landed)
-        # Not reached when cut short on exit: the job's lease is then left to run out.
-        self._posting.discard(job.key or "")
-
-    async def _submit_shielded(self, job: BatchJob, landed: Callable[[], None]) -> None:
+        """Submit the job and act on the answer (run on a submission worker, shielded)."""
         if self._stopping():  # started just as the reader left: never sent, nothing to do
             landed()
             self._active.release(submitted=False)
             self._close_if_finished()
+            self._done_posting(job)
             return
         try:
             task_id = await self._submitter.submit(job)
@@ -328,6 +337,7 @@ class JobStream:
             landed()
             self._active.release(submitted=False)
             self._close_if_finished()
+            self._done_posting(job)
             return
         except HailuoError as exc:
             # A journal that cannot write, or a key the account refuses, stops the batch.
@@ -339,11 +349,20 @@ class JobStream:
             self._book.finishing += 1
             landed()
             self._hand_over(job.outcome(error=exc), "unsubmitted")
+            self._done_posting(job)
             return
         self._active.on_submitted()
-        await self._journal.submitted(job.key, task_id)
+        if self._journal.enabled:
+            await self._journal.submitted(job.key, task_id)
         self._watch(job, task_id, submitted_at=time.monotonic())
         landed()
+        self._done_posting(job)
+
+    def _done_posting(self, job: BatchJob) -> None:
+        # Called on every way out of _submit but being cut short on exit: that job's lease
+        # is left to run out (its POST may have left).
+        if job.key is not None:
+            self._posting.discard(job.key)
 
     # -- working a shared batch ------------------------------------------------------------
 
@@ -442,7 +461,7 @@ class JobStream:
             self._active.on_submitted()
             self._watch(job, record.task_id, submitted_at=None)
         else:
-            self._start_submitting(job)
+            self._start_submitting(job, self._tasks.task_group)
 
     async def _heartbeats(self, worker: WorkerSettings) -> None:
         store = self._shared_store()

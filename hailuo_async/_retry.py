@@ -51,7 +51,6 @@ __all__ = [
     "poll_should_retry",
     "retry_after",
     "submit_should_retry",
-    "with_retries",
 ]
 
 T = TypeVar("T")
@@ -107,28 +106,6 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
     return max(0.0, seconds)
 
 
-async def with_retries(
-    call: Callable[[int], Awaitable[T]],
-    policy: RetryPolicy,
-    *,
-    max_retries: int,
-    should_retry: Callable[[BaseException], bool],
-) -> T:
-    """``await call(attempt)`` until it succeeds, retrying the failures ``should_retry`` allows.
-
-    The first attempt runs bare, because almost every call succeeds at once and building a
-    retry loop costs more than the request's own bookkeeping; after a first failure
-    tenacity runs the rest.
-    """
-    try:
-        return await call(1)
-    except Exception as exc:
-        failure = exc
-    return await retry_after(
-        failure, call, policy, max_retries=max_retries, should_retry=should_retry
-    )
-
-
 async def retry_after(
     failure: Exception,
     call: Callable[[int], Awaitable[T]],
@@ -137,9 +114,12 @@ async def retry_after(
     max_retries: int,
     should_retry: Callable[[BaseException], bool],
 ) -> T:
-    """Go on from a first attempt that raised ``failure``, as :func:`with_retries` does.
+    """Go on from a first attempt that raised ``failure``: ``await call(attempt)`` until it
+    succeeds, retrying the failures ``should_retry`` allows.
 
-    For a caller that makes its first attempt itself: one frame less on every request.
+    Callers make the first attempt themselves, because almost every call succeeds at once
+    and building a retry loop costs more than the request's own bookkeeping; after a first
+    failure tenacity runs the rest.
     """
     if max_retries == 0 or not should_retry(failure):
         raise failure

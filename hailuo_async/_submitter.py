@@ -13,6 +13,7 @@ more than the submission's own bookkeeping.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -28,7 +29,7 @@ from ._models import VideoRequest
 from ._sync import Signal
 from .journal._batch import BatchJournal
 
-__all__ = ["RATE_LIMITED_ROUNDS", "SUBMISSION_GRACE", "BatchSubmitter", "SubmitOne", "Work"]
+__all__ = ["RATE_LIMITED_ROUNDS", "SUBMISSION_GRACE", "BatchSubmitter", "RunOne", "SubmitOne"]
 
 # On leaving a batch, submissions already on the wire get this long to learn their task id:
 # cut short, each would be a job that may have been paid for with no id to show for it.
@@ -51,35 +52,44 @@ class SubmitOne(Protocol):
     ) -> str: ...
 
 
-Work = Callable[[Callable[[], None]], Awaitable[None]]
-"""One submission's work, given a ``landed`` function to call once its answer is known."""
+RunOne = Callable[[BatchJob, Callable[[], None]], Awaitable[None]]
+"""One job's submission and what follows it, given a ``landed`` function to call once its
+answer is known (before anything that may wait long); if it ends without, it is called for it.
+"""
 
 
 class BatchSubmitter:
-    """Submits a batch's jobs under its active-job limit; tracks the ones in flight."""
+    """Submits a batch's jobs under its active-job limit; tracks the ones in flight.
+
+    ``run`` is the batch's work for one job, run on a worker: it calls :meth:`submit` and
+    acts on the answer.
+    """
 
     def __init__(
         self,
         submit: SubmitOne,
         *,
+        run: RunOne,
         active_jobs: ActiveJobs,
         journal: BatchJournal,
         book: BatchBook,
     ) -> None:
         self._submit = submit
+        self._run = run
         self._active = active_jobs
         self._journal = journal
         self._book = book
         # Made only while wait_and_cancel waits: most landings then have nobody to wake.
         self._changed: Signal | None = None
         self._scopes: set[anyio.CancelScope] = set()
-        # The pool: work not yet taken up, and the workers waiting for some.
-        self._queue: deque[Work] = deque()
-        self._idle: list[Signal] = []
+        # The pool: jobs not yet taken up, and the workers waiting for some. A worker waits
+        # on a bare future, not a Signal: one is set per job, and the future is the cheaper.
+        self._queue: deque[BatchJob] = deque()
+        self._idle: list[asyncio.Future[None]] = []
 
     async def submit(self, job: BatchJob) -> str:
         """Submit the job (its place among the active jobs already taken); return its task id."""
-        recorder = self._journal.recorder(job.key)
+        recorder = self._journal.recorder(job.key) if job.key is not None else None
         for _ in range(RATE_LIMITED_ROUNDS - 1):
             try:
                 return await self._submit(
@@ -93,20 +103,33 @@ class BatchSubmitter:
                 await self._active.acquire()
         return await self._submit(job.request, recorder=recorder, active_jobs=self._active)
 
-    def start(self, task_group: TaskGroup, work: Work) -> None:
-        """Run one submission's ``work`` on a worker of ``task_group``, shielded from its
-        cancellation until :meth:`wait_and_cancel`.
-
-        ``work`` gets a ``landed`` function to call once the submission's answer is known
-        (before it may block on a slow reader); if it ends without, it is called for it.
+    def start(self, task_group: TaskGroup, job: BatchJob) -> None:
+        """Run ``job`` on a worker of ``task_group``, shielded from its cancellation until
+        :meth:`wait_and_cancel`.
         """
-        self._queue.append(work)
-        if self._idle:
-            self._idle.pop().set()
-        else:
-            task_group.start_soon(self._work, task_group.cancel_scope)
+        self._queue.append(job)
+        while self._idle:
+            woken = self._idle.pop()
+            if not woken.done():  # done: cancelled by wait_and_cancel while it waited
+                woken.set_result(None)
+                return
+        task_group.start_soon(self._work, task_group.cancel_scope)
 
     async def _work(self, group: anyio.CancelScope) -> None:
+        # One landed function per worker, not per job: a worker runs one job at a time.
+        done = True
+
+        def landed() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._book.submitting -= 1
+                if self._changed is not None:
+                    self._changed.set()
+                    self._changed = None
+
+        run = self._run
+        loop = asyncio.get_running_loop()
         # Shielded for its whole life, not once per submission (a cancel scope costs more
         # than a submission's own bookkeeping): wait_and_cancel ends it, busy or idle.
         with anyio.CancelScope(shield=True) as scope:
@@ -118,30 +141,19 @@ class BatchSubmitter:
                             # Work not yet begun is left to the cancellation, as a task not
                             # yet started would be: nothing was sent for it.
                             return
-                        await self._run(self._queue.popleft())
-                    woken = Signal()
+                        done = False
+                        try:
+                            await run(self._queue.popleft(), landed)
+                        finally:
+                            # Cancelled (on exit, after the grace), or ended without landing:
+                            # no answer is coming to wait for.
+                            if not done:
+                                landed()
+                    woken = loop.create_future()
                     self._idle.append(woken)  # no await since the queue was found empty
-                    await woken.wait()
+                    await woken
             finally:
                 self._scopes.discard(scope)
-
-    async def _run(self, work: Work) -> None:
-        done = False
-
-        def landed() -> None:
-            nonlocal done
-            if not done:
-                done = True
-                self._book.submitting -= 1
-                if self._changed is not None:
-                    self._changed.set()
-                    self._changed = None
-
-        try:
-            await work(landed)
-        finally:
-            # Cancelled (on exit, after the grace): no answer is coming to wait for.
-            landed()
 
     async def wait_and_cancel(self, grace: float = SUBMISSION_GRACE) -> None:
         """Give the submissions on the wire ``grace`` seconds to land, then cancel them."""

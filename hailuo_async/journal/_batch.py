@@ -49,16 +49,14 @@ class BatchJournal:
         self._leases = leases
         self._keyer = JobKeyer()
         self._plan = ResumePlan({})
+        # An attribute, not a property: a batch without a journal asks it once per job.
+        self.enabled = self._store is not None
+        """True when the batch is journaled."""
 
     @property
     def store(self) -> JobStore | None:
         """The journal's store (None without a journal)."""
         return self._store
-
-    @property
-    def enabled(self) -> bool:
-        """True when the batch is journaled."""
-        return self._store is not None
 
     async def start(
         self, *, retry_failed: bool, on_unknown_submission: UnknownSubmissionPolicy
