@@ -21,6 +21,7 @@ task keeps the leases alive; leaving releases them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -48,10 +49,9 @@ from ._exceptions import (
     TaskFailedError,
 )
 from ._limits import ActiveJobs
-from ._models import JobOutcome, TaskResult, VideoRequest
+from ._models import JobOutcome, TaskResult, TaskStatus, VideoRequest
 from ._retry import UnknownSubmissionPolicy
 from ._submitter import SUBMISSION_GRACE, BatchSubmitter, SubmitOne
-from ._sync import Signal
 from ._taskgroup import OwnedTaskGroup
 from ._watcher import TaskEvent, TaskWatcher
 from ._worker import LeaseClock, WorkerSettings
@@ -82,6 +82,7 @@ BatchItem = VideoRequest | tuple[str, VideoRequest]
 RequestSource = Iterable[BatchItem] | AsyncIterable[BatchItem]
 """What ``generate_many`` reads lazily: an iterable or async iterable of batch items."""
 _FATAL = (AuthenticationError, PermissionDeniedError)
+_SUCCEED = TaskStatus.SUCCEED  # looked up once: an enum member costs a lookup per job
 # Requests a worker adds to the shared journal per round trip.
 _ADD_CHUNK = 500
 # What a batch yields from the journal, without a request, for a job an earlier run ended.
@@ -149,7 +150,7 @@ class JobStream:
         # Outcomes wait here for the reader, each with the place it gives back once taken: so
         # while the reader lags, no more jobs start (a replayed outcome holds no place).
         self._outcomes: deque[tuple[JobOutcome, _Place]] = deque()
-        self._reader_waiting: Signal | None = None
+        self._reader_waiting: asyncio.Future[None] | None = None
         self._ended = False  # every outcome was taken and no more will come
         self._tasks = OwnedTaskGroup()
         self._fatal: Exception | None = None
@@ -249,8 +250,9 @@ class JobStream:
                 if self._fatal is not None:
                     raise self._fatal
                 raise StopAsyncIteration
-            self._reader_waiting = waiting = Signal()
-            await waiting.wait()
+            # A bare future, not a Signal: the reader parks once per outcome or so.
+            self._reader_waiting = waiting = asyncio.get_running_loop().create_future()
+            await waiting
         # No await from here on: a cancelled reader never loses an outcome it was given.
         outcome, place = self._outcomes.popleft()
         self._taken(outcome, place)
@@ -578,17 +580,19 @@ class JobStream:
         path: Path | None = None,
         download_error: HailuoError | None = None,
     ) -> None:
+        place: _Place = "completed"
         if isinstance(outcome, TaskResult):
             result: TaskResult | None = outcome
             error: HailuoError | None = download_error
-            if error is None and not outcome.ok:
+            if error is None and outcome.status is not _SUCCEED:
                 error = TaskFailedError(outcome)
         else:
             result, error = None, outcome
-        if isinstance(error, _FATAL):
+            if isinstance(outcome, JobTimeoutError):
+                # It may still hold its place at the service: it teaches the limit nothing.
+                place = "timed_out"
+        if error is not None and isinstance(error, _FATAL):
             self._fatal = error
-        # A timed-out job may still hold its place at the service: it teaches the limit nothing.
-        place: _Place = "timed_out" if isinstance(outcome, JobTimeoutError) else "completed"
         self._hand_over(job.outcome(task_id=task_id, result=result, error=error, path=path), place)
 
     async def _download(
@@ -619,9 +623,11 @@ class JobStream:
         self._close_if_finished()
 
     def _wake_reader(self) -> None:
-        if self._reader_waiting is not None:
-            self._reader_waiting.set()
+        waiting = self._reader_waiting
+        if waiting is not None:
             self._reader_waiting = None
+            if not waiting.done():  # a reader cancelled while it waited left it cancelled
+                waiting.set_result(None)
 
     def _close_if_finished(self) -> None:
         if self._book.finished and not self._ended:

@@ -31,6 +31,7 @@ __all__ = [
     "result_from_json",
     "result_summary",
     "result_to_json",
+    "slot_setters",
     "url_expiry",
 ]
 
@@ -413,25 +414,25 @@ _STATUSES: _Memo[str, TaskStatus] = _Memo(TaskStatus.parse)
 _LIFETIMES: _Memo[float, timedelta] = _Memo(lambda seconds: timedelta(0, seconds))
 
 
-def _slot_setters(cls: type[Any], names: tuple[str, ...]) -> tuple[Callable[[Any, Any], None], ...]:
+def slot_setters(cls: type[Any], names: tuple[str, ...]) -> tuple[Callable[[Any, Any], None], ...]:
     """The setters of the slots ``names`` of ``cls``, which must be all its fields, in order.
 
-    The decoder makes a TaskResult or Video as its __init__ would, without calling it: the
-    call packs the keyword arguments into a dict, and a frozen class's __init__ stores each
-    field through a bound ``object.__setattr__``, a third of a poll's decoding in all.
-    Checked at import: a field added, or one that __init__ would check or convert, fails
-    the import instead of being skipped.
+    The decoder makes a TaskResult or Video as its __init__ would, without calling it (and a
+    batch its JobOutcomes): the call packs the keyword arguments into a dict, and a frozen
+    class's __init__ stores each field through a bound ``object.__setattr__``, a third of a
+    poll's decoding in all. Checked at import: a field added, or one that __init__ would
+    check or convert, fails the import instead of being skipped.
     """
     fields = attrs.fields(cls)
     checked = any(field.validator or field.converter for field in fields)
     hooked = hasattr(cls, "__attrs_pre_init__") or hasattr(cls, "__attrs_post_init__")
     if tuple(field.name for field in fields) != names or checked or hooked:
-        raise TypeError(f"{cls.__name__} has changed: update how _decoding makes it")
+        raise TypeError(f"{cls.__name__} has changed: update where it is made by its slots")
     return tuple(vars(cls)[name].__set__ for name in names)
 
 
 _new = object.__new__
-_set_url, _set_ttl, _set_video_type, _set_expires_at = _slot_setters(
+_set_url, _set_ttl, _set_video_type, _set_expires_at = slot_setters(
     Video, ("url", "ttl", "video_type", "expires_at")
 )
 (
@@ -444,7 +445,7 @@ _set_url, _set_ttl, _set_video_type, _set_expires_at = _slot_setters(
     _set_videos,
     _set_extra,
     _set_received_at,
-) = _slot_setters(
+) = slot_setters(
     TaskResult,
     (
         "task_id",

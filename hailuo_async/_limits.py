@@ -173,13 +173,14 @@ class AdaptiveRate:
         self._floor = floor
         self._min_sample = min_sample
         self._admitted: deque[float] = deque()
-        self._first_sent: float | None = None
+        # When the first request was sent (the first window's start), once one was.
+        self.first_sent: float | None = None
         self._last_change = time.monotonic()
 
     def record_sent(self, now: float) -> None:
         """Note a request sent at ``now`` (the first one starts the first window)."""
-        if self.adaptive and self._first_sent is None:
-            self._first_sent = now
+        if self.adaptive and self.first_sent is None:
+            self.first_sent = now
 
     def _forget_before(self, horizon: float) -> None:
         while self._admitted and self._admitted[0] < horizon:
@@ -190,8 +191,11 @@ class AdaptiveRate:
         if not self.adaptive:
             return
         if self.value is None:
-            self._admitted.append(now)  # to size the first cut
-            self._forget_before(now - self.window)
+            admitted = self._admitted
+            admitted.append(now)  # to size the first cut
+            horizon = now - self.window
+            while admitted[0] < horizon:  # inline: this runs on every request
+                admitted.popleft()
             return
         elapsed = now - self._last_change
         self.value *= 1 + self._increase * min(elapsed, self.window) / self.window
@@ -203,7 +207,7 @@ class AdaptiveRate:
             return
         if self.value is None:
             self._forget_before(now - self.window)
-            full_window = self._first_sent is not None and now - self._first_sent >= self.window
+            full_window = self.first_sent is not None and now - self.first_sent >= self.window
             if not full_window and len(self._admitted) < self._min_sample:
                 return
             self.value = max(self._floor, len(self._admitted) * self._decrease)
@@ -262,10 +266,12 @@ class _Slot:
         self._kind = kind
 
     async def __aenter__(self) -> None:
-        await self._limiter._enter(self._kind)
+        # A place taken without a coroutine of its own when nothing holds the request back.
+        if not self._limiter.take_now(self._kind):
+            await self._limiter._enter(self._kind)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._limiter._exit()
+        self._limiter.give_back()
 
 
 class RequestLimiter:
@@ -306,6 +312,24 @@ class RequestLimiter:
         """Hold one request's place: wait out pauses and pacing, then take an in-flight slot."""
         return self._slots[kind]
 
+    def take_now(self, kind: RequestKind) -> bool:
+        """Take a place at once if no pacing, no pause and no queue holds ``kind`` back.
+
+        True when taken: it is given back by :meth:`give_back`. The same as entering
+        :meth:`slot` where nothing waits, without a coroutine (most requests, on most runs).
+        """
+        if kind != "download":
+            rate = self.rate
+            if rate.value is not None:
+                return False
+            now = time.monotonic()
+            if self._last_pause_end > now or not self._in_flight.try_acquire():
+                return False
+            if rate.first_sent is None:  # the first request only: it dates the first window
+                rate.record_sent(now)
+            return True
+        return self._last_pause_end <= time.monotonic() and self._in_flight.try_acquire()
+
     async def _enter(self, kind: RequestKind) -> None:
         # The common case, no pacing and no pause in force: nothing to wait for but a place.
         if kind == "download" or self.rate.value is None:
@@ -319,7 +343,8 @@ class RequestLimiter:
                 self._in_flight.release()  # a 429 came while we waited: take the long way
         await self._enter_paced(kind)
 
-    def _exit(self) -> None:
+    def give_back(self) -> None:
+        """Give back a place taken by :meth:`take_now`."""
         self._in_flight.release()
 
     async def _enter_paced(self, kind: RequestKind) -> None:
@@ -340,10 +365,12 @@ class RequestLimiter:
 
     def on_success(self, kind: RequestKind) -> None:
         """Record an answered request that was not rate limited."""
-        self._pause_streak.pop(kind, None)
-        if kind in _BUDGET_KINDS:
-            self._pause_streak.pop("rate", None)
-        self.rate.on_success(time.monotonic())
+        if self._pause_streak:  # empty but after 429s: no lookups per request else
+            self._pause_streak.pop(kind, None)
+            if kind in _BUDGET_KINDS:
+                self._pause_streak.pop("rate", None)
+        if self.rate.adaptive:
+            self.rate.on_success(time.monotonic())
 
     def on_rate_limited(
         self, kind: RequestKind, retry_after: float | None, *, rate_exceeded: bool = True

@@ -23,6 +23,7 @@ Before enough durations are seen, or past the longest, a geometric backoff stand
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import random
 from collections import deque
@@ -275,7 +276,7 @@ class DurationStats:
         count = len(self._durations)
         mean = self._log_sums[0] / count
         spread = math.sqrt(max(0.0, self._log_sums[1] / count - mean * mean))
-        return min(seen, math.exp(mean + NormalDist().inv_cdf(q) * spread))
+        return min(seen, math.exp(mean + _normal_quantile(q) * spread))
 
     def observe_miss(self, kind: str, miss: float) -> None:
         """Record how far a forecast of ``kind`` missed (a factor for eta, points for progress)."""
@@ -305,6 +306,12 @@ class DurationStats:
         # miss; the window could only narrow. It is kept at least a reported unit wide (a
         # progress point), the extra on the side of early ends.
         return low, max(high, low + self.MIN_WIDTH[kind])
+
+
+@functools.lru_cache(maxsize=16)
+def _normal_quantile(q: float) -> float:
+    """The standard normal's q-quantile: worked out once per q, not on each first poll."""
+    return NormalDist().inv_cdf(q)
 
 
 # Durations are taken to be at least this long (s) for their logarithm.
@@ -552,7 +559,8 @@ class PollSchedule:
         if reported is not None and elapsed - low > 2 * tolerance:
             end = min(max(reported, low), elapsed)
             self._settings.history.observe(end)
-            self._learn(end, tolerance)
+            if self._forecasts is not None:  # else nothing to judge: no call per job
+                self._learn(end, tolerance)
             return
         if self._last_poll is None:
             self._settings.history.observe(elapsed / 2)
@@ -742,13 +750,14 @@ def _end_window(forecast: _Forecast, misses: tuple[float, float]) -> tuple[float
     return since + processed / min(most, 1.0), latest
 
 
-def _service_times(extra: Mapping[str, Any], *names: str) -> list[int] | None:
-    """The named ``extra.debug_info`` times (ms), when all are there and readable."""
-    info = extra.get("debug_info") if isinstance(extra, Mapping) else None
-    if not isinstance(info, Mapping):
+def _service_times(extra: Mapping[str, Any], first: str, second: str) -> tuple[int, int] | None:
+    """The two named ``extra.debug_info`` times (ms), when both are there and readable."""
+    # A dict is checked as such first: an isinstance of an ABC costs several calls, per poll.
+    info = extra.get("debug_info") if type(extra) is dict or isinstance(extra, Mapping) else None
+    if type(info) is not dict and not isinstance(info, Mapping):
         return None
     try:
-        return [int(info.get(name, 0)) for name in names]
+        return int(info.get(first, 0)), int(info.get(second, 0))  # no loop's frame per poll
     except (TypeError, ValueError):
         return None
 

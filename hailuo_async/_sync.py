@@ -37,6 +37,13 @@ class Places:
         """Places free now."""
         return self._free
 
+    def try_acquire(self) -> bool:
+        """Take a free place if one is, without waiting: True when taken."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Take a place, waiting in line for one if none is free."""
         if self._free > 0 and not self._waiters:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from ._exceptions import InvalidRequestError
 
-__all__ = ["MAX_TASK_ID_CHARS", "check_task_id", "task_id_problem"]
+__all__ = ["MAX_TASK_ID_CHARS", "check_task_id", "is_plain_task_id", "task_id_problem"]
 
 MAX_TASK_ID_CHARS = 256
+
+is_plain_task_id = re.compile(rf"[A-Za-z0-9._~-]{{1,{MAX_TASK_ID_CHARS}}}").fullmatch
+"""A match when the string is a task id of the usual kind: valid, and needing no quoting in a
+URL's query. One call where :func:`task_id_problem` makes several (ids are checked per poll)."""
 
 
 def task_id_problem(task_id: object) -> str | None:

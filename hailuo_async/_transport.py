@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import aiohttp
 import attrs
+from yarl import URL
 
 from ._exceptions import APIConnectionError, APIResponseValidationError, APITimeoutError
 from ._version import __version__
@@ -40,14 +41,17 @@ class Timeouts:
     read: float | None = 60.0
 
 
-@attrs.frozen
+@attrs.define
 class Response:
-    """A complete answer: status, headers and the whole (size-capped) body."""
+    """A complete answer: status, headers and the whole (size-capped) body.
+
+    Not frozen, though nothing changes one: a frozen class's __init__ costs a bound
+    ``object.__setattr__`` per field, on every request.
+    """
 
     status: int
     headers: Mapping[str, str]
     body: bytes
-    elapsed: float
 
 
 def map_transport_error(exc: BaseException, *, method: str, url: str) -> APIConnectionError:
@@ -86,6 +90,11 @@ def map_transport_error(exc: BaseException, *, method: str, url: str) -> APIConn
     return APIConnectionError(
         f"connection failed during {where} ({reason})", method=method, url=url
     )
+
+
+def _shown(url: str | URL) -> str:
+    """The URL as errors show it: a made URL's query is left out, as ``params`` are."""
+    return url if isinstance(url, str) else str(url.with_query(None))
 
 
 class Transport:
@@ -128,19 +137,26 @@ class Transport:
     async def send(
         self,
         method: str,
-        url: str,
-        *,
+        url: str | URL,
         headers: Mapping[str, str],
         body: bytes | None = None,
         params: Mapping[str, str] | None = None,
+        *,
         log_path: str,
         attempt: int = 1,
     ) -> Response:
-        """Send a request and read its whole answer, or raise APIConnectionError."""
-        started = time.monotonic()
+        """Send a request and read its whole answer, or raise APIConnectionError.
+
+        ``url`` may be a made :class:`yarl.URL` (aiohttp then parses nothing); its query is
+        left out of errors, as ``params`` are.
+        """
+        # Asked once: no clock read nor logging call per request unless it is logged.
+        started = time.monotonic() if logger.isEnabledFor(logging.DEBUG) else None
         status: int | str = "error"
         try:
-            async with self.session.request(
+            # The session itself, not the property, once open: two calls less per request.
+            session = self._session if self._session is not None else self.session
+            async with session.request(
                 method,
                 url,
                 headers=headers,
@@ -151,18 +167,22 @@ class Transport:
                 allow_redirects=False,
             ) as response:
                 status = response.status
-                payload = await self._read_capped(response, method=method, url=url)
+                declared = response.content_length
+                if declared is not None and declared <= self._max_response_bytes:
+                    # aiohttp reads no more than a declared length: the cap holds uncounted.
+                    payload = await response.read()
+                else:
+                    payload = await self._read_capped(response, method=method, url=url)
                 return Response(
-                    status=response.status,
+                    status=status,
                     # Already a read-only view, of headers that no longer change: no copy.
                     headers=response.headers,
                     body=payload,
-                    elapsed=time.monotonic() - started,
                 )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise map_transport_error(exc, method=method, url=url) from exc
+            raise map_transport_error(exc, method=method, url=_shown(url)) from exc
         finally:
-            if logger.isEnabledFor(logging.DEBUG):  # no clock read nor call per request else
+            if started is not None:
                 logger.debug(
                     "%s %s -> %s (attempt %d, %.3f s)",
                     method,
@@ -173,13 +193,12 @@ class Transport:
                 )
 
     async def _read_capped(
-        self, response: aiohttp.ClientResponse, *, method: str, url: str
+        self, response: aiohttp.ClientResponse, *, method: str, url: str | URL
     ) -> bytes:
+        # What send() does not read at once: no declared length, or one over the limit.
         limit = self._max_response_bytes
         declared = response.content_length
-        if declared is not None and declared <= limit:
-            # aiohttp reads no more than a declared length: the cap holds without counting.
-            return await response.read()
+        url = _shown(url)
         # An error status says what went wrong by itself: its oversized body is cut, not refused.
         is_error = response.status >= 400
         if declared is not None and declared > limit and not is_error:

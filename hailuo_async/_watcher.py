@@ -37,7 +37,7 @@ from ._models import TaskResult, TaskStatus
 from ._polling import PollPolicy, PollSchedule, PollSchedules
 from ._state import SharedState
 from ._sync import Places, Signal
-from ._task_ids import check_task_id
+from ._task_ids import check_task_id, is_plain_task_id
 from ._taskgroup import OwnedTaskGroup
 
 __all__ = ["EventCallback", "EventKind", "PollOne", "TaskEvent", "TaskWatcher", "WatchOutcome"]
@@ -67,6 +67,7 @@ WatchOutcome = tuple[str, "TaskResult | HailuoError"]
 # ends with the last error; the task itself may run on, and a journaled batch watches it
 # again when rerun.
 MAX_POLL_FAILURES = 8
+_TERMINAL = frozenset(status for status in TaskStatus if status.is_terminal)
 # Errors after which polling this task again cannot help.
 _PERMANENT = (NotFoundError, BadRequestError, InvalidRequestError)
 # Errors after which polling any task cannot help.
@@ -149,7 +150,10 @@ class TaskWatcher:
         self._watched: dict[str, _Watched] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._sequence = itertools.count()
-        self._wake = Signal()
+        # The scheduler's sleep, while it sleeps: a new earliest deadline ends it early. A
+        # bare future, not a Signal: one is made per sleep, and the scheduler looks at the
+        # heap again before each one, so a wake-up while it is awake need not be kept.
+        self._waker: asyncio.Future[None] | None = None
         # Ended tasks wait here for the reader; unbounded because each is a paid result.
         self._ended: deque[WatchOutcome] = deque()
         self._ended_signal = Signal()
@@ -201,7 +205,8 @@ class TaskWatcher:
         expected finish; without it the task is polled at once. ``pushed=True`` says a
         webhook will bring its end: it is then polled only as a slow backstop.
         """
-        check_task_id(task_id)
+        if type(task_id) is not str or not is_plain_task_id(task_id):  # one call for most
+            check_task_id(task_id)
         if task_id in self._watched:
             return
         # Only a task whose submission time is known can teach how long jobs take.
@@ -286,19 +291,22 @@ class TaskWatcher:
     def _schedule(self, task_id: str, deadline: float) -> None:
         first = not self._heap or deadline < self._heap[0][0]
         heapq.heappush(self._heap, (deadline, next(self._sequence), task_id))
-        if first:
-            self._wake.set()
+        if first and self._waker is not None:
+            _resolve(self._waker)
 
     async def _schedule_polls(self) -> None:
         # Due polls go to a pool of workers, started as needed up to the number of poll
         # slots, rather than to a task each: a task's start and end cost more than its poll's
-        # own bookkeeping. A slot is taken here and given back by _poll, as before. Idle
+        # own bookkeeping. A slot is taken here and given back once its poll is answered. Idle
         # workers wait for the next due poll while one is due soon, and end otherwise.
         task_group = self._tasks.task_group
+        loop = asyncio.get_running_loop()
+        slots = self._poll_slots
         due: deque[tuple[str, _Watched]] = deque()
-        idle: list[Signal] = []
+        # Idle workers' wake-ups: bare futures, one made per idle spell of a worker.
+        idle: list[asyncio.Future[None]] = []
         workers = 0
-        room = self._poll_slots.free
+        room = slots.free
         # Not just the next poll interval: with short intervals the workers would be retired
         # and started again between nearly every two polls, which costs more than waiting.
         soon = max(self._policy.min_interval, _IDLE_HORIZON)
@@ -306,18 +314,17 @@ class TaskWatcher:
         async def work() -> None:
             nonlocal workers
             while True:
-                while due:
-                    await self._poll(*due.popleft())
-                woken = Signal()
+                await self._poll_all_due(due)
+                woken = loop.create_future()
                 idle.append(woken)  # no await since `due` was found empty: no lost wake-up
-                await woken.wait()
+                await woken
                 if not due:
                     workers -= 1  # woken without work: retired
                     return
 
         def retire_idle() -> None:
             while idle:
-                idle.pop().set()
+                _resolve(idle.pop())
 
         while True:
             if not self._heap:
@@ -341,78 +348,124 @@ class TaskWatcher:
             watched = self._watched.get(task_id)
             if watched is None:
                 continue  # ended (by a push) since it was scheduled
-            await self._poll_slots.acquire()
+            if not slots.try_acquire():
+                await slots.acquire()
             due.append((task_id, watched))
             if idle:
-                idle.pop().set()
+                _resolve(idle.pop())
             elif workers < room:  # every worker is busy: slots bound the polls, so few more
                 workers += 1
                 task_group.start_soon(work)
 
+    def _take_due(self) -> tuple[str, _Watched] | None:
+        """A poll come due while a worker's last one was answered, with its slot taken.
+
+        The worker takes it at once, without waiting for the scheduler to hand it over:
+        no wake-up of an idle worker for it. None when none is due, or no slot is free.
+        """
+        heap = self._heap
+        while heap and heap[0][0] <= time.monotonic() and self._poll_slots.try_acquire():
+            task_id = heapq.heappop(heap)[2]
+            watched = self._watched.get(task_id)
+            if watched is not None:
+                return task_id, watched
+            self._poll_slots.release()  # ended (by a push) since it was scheduled
+        return None
+
     async def _sleep_until_woken(self, timeout: float | None) -> None:
-        wake = self._wake
-        if timeout is None:
-            await wake.wait()
-        else:
-            # The timeout wakes it as a new deadline would: a timer, not a cancel scope a sleep.
-            timer = asyncio.get_running_loop().call_later(timeout, wake.set)
-            try:
-                await wake.wait()
-            finally:
+        loop = asyncio.get_running_loop()
+        self._waker = waker = loop.create_future()
+        # The timeout wakes it as a new deadline would: a timer, not a cancel scope a sleep.
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, waker)
+        try:
+            await waker
+        finally:
+            self._waker = None
+            if timer is not None:
                 timer.cancel()
-        if self._wake.is_set():
-            self._wake = Signal()
 
     def _still_watched(self, task_id: str, watched: _Watched) -> bool:
         # False once a pushed result ended the task while its poll was in flight.
         return self._watched.get(task_id) is watched
 
-    async def _poll(self, task_id: str, watched: _Watched) -> None:
-        try:
+    async def _poll_all_due(self, due: deque[tuple[str, _Watched]]) -> None:
+        """Make the polls handed over in ``due``, then those come due meanwhile, in turn.
+
+        Each poll is awaited here, not in a coroutine of its own: one less per poll.
+        """
+        slots = self._poll_slots
+        while (item := due.popleft() if due else self._take_due()) is not None:
+            task_id, watched = item
             self.polls += 1
-            result = await self._poll_one(task_id)
-        except _PERMANENT + _FATAL as exc:
-            if not self._still_watched(task_id, watched):
-                return
+            try:
+                result = await self._poll_one(task_id)
+            except HailuoError as exc:
+                slots.release()
+                await self._poll_failed(task_id, watched, exc)
+                continue
+            except BaseException:
+                slots.release()
+                raise
+            slots.release()
+            if self._watched.get(task_id) is not watched:  # _still_watched, inline: every poll
+                continue  # a pushed result ended it while this poll was in flight
+            then = self._answered(task_id, watched, result)
+            if then is not None:
+                await then
+
+    async def _poll_failed(self, task_id: str, watched: _Watched, exc: HailuoError) -> None:
+        if not self._still_watched(task_id, watched):
+            return
+        if isinstance(exc, _PERMANENT + _FATAL):
             await self._end_with_error(task_id, watched, watched.last, exc)
             return
-        except HailuoError as exc:
-            if not self._still_watched(task_id, watched):
-                return
-            # The client already retried; keep the task and try again later, up to a point:
-            # a task whose every answer fails (unreadable, say) must not be watched forever.
-            watched.failures += 1
-            if watched.failures >= MAX_POLL_FAILURES:
-                await self._end_with_error(task_id, watched, watched.last, exc)
-                return
-            delay = min(
-                self._policy.max_interval, self._policy.min_interval * 2.0**watched.failures
-            )
-            self._schedule(task_id, time.monotonic() + delay)
+        # The client already retried; keep the task and try again later, up to a point:
+        # a task whose every answer fails (unreadable, say) must not be watched forever.
+        watched.failures += 1
+        if watched.failures >= MAX_POLL_FAILURES:
+            await self._end_with_error(task_id, watched, watched.last, exc)
             return
-        finally:
-            self._poll_slots.release()
-        if not self._still_watched(task_id, watched):
-            return  # a pushed result ended it while this poll was in flight
+        delay = min(self._policy.max_interval, self._policy.min_interval * 2.0**watched.failures)
+        self._schedule(task_id, time.monotonic() + delay)
+
+    def _answered(
+        self, task_id: str, watched: _Watched, result: TaskResult
+    ) -> Awaitable[None] | None:
+        """Take a poll's answer; return what is left to await (an event, an error), if any."""
         watched.failures = 0
         previous, watched.last = watched.last, result
-        change = change_between(previous, result)
-        if change is not None and (self._subscribers or self._on_event is not None):
-            await self._emit(TaskEvent(task_id, change, result))
-            if not self._still_watched(task_id, watched):
-                return  # a push ended it while the callback ran
-        if result.is_done:
+        if self._subscribers or self._on_event is not None:  # else no event to make
+            change = change_between(previous, result)
+            if change is not None:
+                return self._emit_then_settle(task_id, watched, change, result)
+        return self._settle(task_id, watched, result)
+
+    async def _emit_then_settle(
+        self, task_id: str, watched: _Watched, change: EventKind, result: TaskResult
+    ) -> None:
+        await self._emit(TaskEvent(task_id, change, result))
+        if not self._still_watched(task_id, watched):
+            return  # a push ended it while the callback ran
+        then = self._settle(task_id, watched, result)
+        if then is not None:
+            await then
+
+    def _settle(
+        self, task_id: str, watched: _Watched, result: TaskResult
+    ) -> Awaitable[None] | None:
+        """End the task or schedule its next poll; return the error's end to await, if any."""
+        if result.status in _TERMINAL:  # result.is_done, without two property calls
             watched.schedule.ended(time.monotonic() - watched.started, result)
             self._end(task_id, result)
-            return
+            return None
         now = time.monotonic()
         overdue = self._overdue(task_id, watched, result, now)
         if overdue is not None:
-            await self._end_with_error(task_id, watched, result, overdue)
-            return
+            return self._end_with_error(task_id, watched, result, overdue)
         delay = watched.schedule.next_delay(result, elapsed=now - watched.started)
         # The poll that decides comes when a limit is reached, not a backoff later.
         self._schedule(task_id, now + min(delay, self._until_limit(watched, now)))
+        return None
 
     async def _end_with_error(
         self, task_id: str, watched: _Watched, last: TaskResult | None, error: HailuoError
@@ -481,6 +534,12 @@ class TaskWatcher:
     @staticmethod
     async def _call_on_event(on_event: EventCallback, event: TaskEvent) -> None:
         await guarded_call(on_event, event, task_id=event.task_id)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    """Wake the task awaiting ``waiter``, unless it was woken or cancelled already."""
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def change_between(previous: TaskResult | None, result: TaskResult) -> EventKind | None:

@@ -410,6 +410,21 @@ async def test_unknown_statuses_are_tolerated() -> None:
     assert hits <= 8
 
 
+@pytest.mark.parametrize("task_id", ["plain-id_1.v~2", "an id&with=odd/chars?é%41"])
+async def test_a_poll_names_its_task_exactly(task_id: str) -> None:
+    """A plain id and one that needs quoting both reach the service as given, once each."""
+    seen: list[tuple[str, str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append((request.path, request.query["task_id"]))
+        return web.json_response(task_answer(request.query["task_id"], "TASK_STATUS_QUEUED"))
+
+    async with serve(handler) as url, client_for(url) as client:
+        result = await client.get_task(task_id)
+    assert result.task_id == task_id
+    assert seen == [("/v3/async/task-result", task_id)]
+
+
 async def test_numbers_as_strings_over_the_wire() -> None:
     """eta, progress and TTL sent as strings are parsed."""
     body = task_answer("t-1", "TASK_STATUS_SUCCEED", eta="0", progress_percent="100")

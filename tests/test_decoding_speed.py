@@ -319,7 +319,7 @@ def test_the_decoder_refuses_a_model_whose_fields_it_does_not_know() -> None:
     """Making a model without its __init__ fails loudly when a field was added or is checked."""
     import attrs
 
-    from hailuo_async._decoding import _slot_setters
+    from hailuo_async._decoding import slot_setters
 
     @attrs.frozen(kw_only=True)
     class Grown:
@@ -331,8 +331,8 @@ def test_the_decoder_refuses_a_model_whose_fields_it_does_not_know() -> None:
         url: str = attrs.field(validator=attrs.validators.instance_of(str))
 
     with pytest.raises(TypeError, match="has changed"):
-        _slot_setters(Grown, ("url",))
+        slot_setters(Grown, ("url",))
     with pytest.raises(TypeError, match="has changed"):
-        _slot_setters(Checked, ("url",))
-    made = _slot_setters(Grown, ("url", "added"))
+        slot_setters(Checked, ("url",))
+    made = slot_setters(Grown, ("url", "added"))
     assert len(made) == 2
