@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import anyio
 import pytest
+from anyio.abc import TaskGroup
 
 from hailuo_async import VideoRequest
 from hailuo_async._api import SubmissionRecorder
@@ -57,9 +58,12 @@ def submitter_for(runs: Runs, book: BatchBook) -> BatchSubmitter:
     return runs.submitter
 
 
-def job(index: int) -> BatchJob:
-    """The batch's job number ``index``."""
-    return BatchJob(index, VideoRequest(prompt=str(index)), None)
+def start_job(
+    submitter: BatchSubmitter, book: BatchBook, task_group: TaskGroup, index: int
+) -> None:
+    """Start the batch's job number ``index``, counted as submitting as the batch does."""
+    book.submitting += 1
+    submitter.start(task_group, BatchJob(index, VideoRequest(prompt=str(index)), None))
 
 
 async def test_jobs_run_once_each_and_land_once() -> None:
@@ -68,8 +72,7 @@ async def test_jobs_run_once_each_and_land_once() -> None:
     submitter = submitter_for(runs, book)
     async with anyio.create_task_group() as task_group:
         for index in range(20):
-            book.submitting += 1
-            submitter.start(task_group, job(index))
+            start_job(submitter, book, task_group, index)
             if index % 3 == 0:  # let some workers go idle before the next jobs come
                 await anyio.wait_all_tasks_blocked()
         await anyio.wait_all_tasks_blocked()
@@ -84,13 +87,11 @@ async def test_a_job_after_idle_workers_were_cancelled_runs_on_a_new_one() -> No
     submitter = submitter_for(runs, book)
     async with anyio.create_task_group() as first:
         for index in range(3):
-            book.submitting += 1
-            submitter.start(first, job(index))
+            start_job(submitter, book, first, index)
         await anyio.wait_all_tasks_blocked()
         await submitter.wait_and_cancel(grace=0)
     async with anyio.create_task_group() as second:
-        book.submitting += 1
-        submitter.start(second, job(3))
+        start_job(submitter, book, second, 3)
         await anyio.wait_all_tasks_blocked()
         assert sorted(runs.ran) == [0, 1, 2, 3]
         assert book.submitting == 0
