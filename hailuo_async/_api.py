@@ -60,42 +60,8 @@ DEFAULT_BASE_URL = "https://api.highwayapi.ai"
 SUBMIT_PATH = "/v3/async/minimax-hailuo-02"
 TASK_RESULT_PATH = "/v3/async/task-result"
 
-
-def _body_encoder() -> Callable[[object], str]:
-    """What turns a request's payload into its JSON body (as ``ensure_ascii=False`` does).
-
-    Made once: json.dumps with options builds a new encoder on every call, and even a kept
-    JSONEncoder builds its C encoder anew on each ``encode`` (a third of a submission's
-    encoding). Where the interpreter offers the C encoder (CPython's undocumented
-    ``c_make_encoder``), it is made here once, without the cycle check a payload of plain
-    values does not need; elsewhere the pure-Python encoder serves.
-    """
-    encoder = json.JSONEncoder(ensure_ascii=False)
-    make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
-    if make_c_encoder is None:
-        return encoder.encode
-    try:
-        c_encode = make_c_encoder(
-            None,  # no cycle check
-            encoder.default,
-            json.encoder.encode_basestring,
-            None,  # no indent
-            encoder.key_separator,
-            encoder.item_separator,
-            False,  # sort_keys
-            False,  # skipkeys
-            True,  # allow_nan
-        )
-    except TypeError:  # another interpreter's signature
-        return encoder.encode
-
-    def encode(payload: object) -> str:
-        return "".join(c_encode(payload, 0))
-
-    return encode
-
-
-_encode_body = _body_encoder()
+# Made once: json.dumps with options builds a new encoder on every call.
+_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
@@ -237,7 +203,7 @@ class HailuoAPI:
         """
         if not isinstance(request, VideoRequest):
             raise TypeError(f"submit() takes a VideoRequest, not {type(request).__name__}")
-        body = _encode_body(request.to_payload()).encode("utf-8")
+        body = _BODY_ENCODER.encode(request.to_payload()).encode("utf-8")
         raise_unknown = self.on_unknown_submission != "resubmit"
         try:
             # The first attempt here, not in a retry loop: nearly every submission succeeds

@@ -49,9 +49,10 @@ from ._exceptions import (
     TaskFailedError,
 )
 from ._limits import ActiveJobs
-from ._models import JobOutcome, TaskResult, TaskStatus, VideoRequest
+from ._models import JobOutcome, TaskResult, VideoRequest
 from ._retry import UnknownSubmissionPolicy
 from ._submitter import SUBMISSION_GRACE, BatchSubmitter, SubmitOne
+from ._sync import resolve
 from ._taskgroup import OwnedTaskGroup
 from ._watcher import TaskEvent, TaskWatcher
 from ._worker import LeaseClock, WorkerSettings
@@ -82,7 +83,6 @@ BatchItem = VideoRequest | tuple[str, VideoRequest]
 RequestSource = Iterable[BatchItem] | AsyncIterable[BatchItem]
 """What ``generate_many`` reads lazily: an iterable or async iterable of batch items."""
 _FATAL = (AuthenticationError, PermissionDeniedError)
-_SUCCEED = TaskStatus.SUCCEED  # looked up once: an enum member costs a lookup per job
 # Requests a worker adds to the shared journal per round trip.
 _ADD_CHUNK = 500
 # What a batch yields from the journal, without a request, for a job an earlier run ended.
@@ -584,14 +584,14 @@ class JobStream:
         if isinstance(outcome, TaskResult):
             result: TaskResult | None = outcome
             error: HailuoError | None = download_error
-            if error is None and outcome.status is not _SUCCEED:
+            if error is None and not outcome.ok:
                 error = TaskFailedError(outcome)
         else:
             result, error = None, outcome
             if isinstance(outcome, JobTimeoutError):
                 # It may still hold its place at the service: it teaches the limit nothing.
                 place = "timed_out"
-        if error is not None and isinstance(error, _FATAL):
+        if isinstance(error, _FATAL):
             self._fatal = error
         self._hand_over(job.outcome(task_id=task_id, result=result, error=error, path=path), place)
 
@@ -623,11 +623,9 @@ class JobStream:
         self._close_if_finished()
 
     def _wake_reader(self) -> None:
-        waiting = self._reader_waiting
-        if waiting is not None:
+        if self._reader_waiting is not None:
+            resolve(self._reader_waiting)  # unless a reader cancelled while it waited
             self._reader_waiting = None
-            if not waiting.done():  # a reader cancelled while it waited left it cancelled
-                waiting.set_result(None)
 
     def _close_if_finished(self) -> None:
         if self._book.finished and not self._ended:

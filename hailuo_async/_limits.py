@@ -191,11 +191,8 @@ class AdaptiveRate:
         if not self.adaptive:
             return
         if self.value is None:
-            admitted = self._admitted
-            admitted.append(now)  # to size the first cut
-            horizon = now - self.window
-            while admitted[0] < horizon:  # inline: this runs on every request
-                admitted.popleft()
+            self._admitted.append(now)  # to size the first cut
+            self._forget_before(now - self.window)
             return
         elapsed = now - self._last_change
         self.value *= 1 + self._increase * min(elapsed, self.window) / self.window
@@ -318,17 +315,15 @@ class RequestLimiter:
         True when taken: it is given back by :meth:`give_back`. The same as entering
         :meth:`slot` where nothing waits, without a coroutine (most requests, on most runs).
         """
-        if kind != "download":
-            rate = self.rate
-            if rate.value is not None:
-                return False
-            now = time.monotonic()
-            if self._last_pause_end > now or not self._in_flight.try_acquire():
-                return False
-            if rate.first_sent is None:  # the first request only: it dates the first window
-                rate.record_sent(now)
-            return True
-        return self._last_pause_end <= time.monotonic() and self._in_flight.try_acquire()
+        paced = kind != "download"
+        if paced and self.rate.value is not None:
+            return False
+        now = time.monotonic()
+        if self._last_pause_end > now or not self._in_flight.try_acquire():
+            return False
+        if paced and self.rate.first_sent is None:  # the first request: it dates the window
+            self.rate.record_sent(now)
+        return True
 
     async def _enter(self, kind: RequestKind) -> None:
         # The common case, no pacing and no pause in force: nothing to wait for but a place.

@@ -26,7 +26,7 @@ from ._bookkeeping import BatchBook, BatchJob
 from ._exceptions import RateLimitError
 from ._limits import ActiveJobs
 from ._models import VideoRequest
-from ._sync import Signal
+from ._sync import Signal, resolve
 from .journal._batch import BatchJournal
 
 __all__ = ["RATE_LIMITED_ROUNDS", "SUBMISSION_GRACE", "BatchSubmitter", "RunOne", "SubmitOne"]
@@ -111,7 +111,7 @@ class BatchSubmitter:
         while self._idle:
             woken = self._idle.pop()
             if not woken.done():  # done: cancelled by wait_and_cancel while it waited
-                woken.set_result(None)
+                resolve(woken)
                 return
         task_group.start_soon(self._work, task_group.cancel_scope)
 

@@ -36,7 +36,7 @@ from ._exceptions import (
 from ._models import TaskResult, TaskStatus
 from ._polling import PollPolicy, PollSchedule, PollSchedules
 from ._state import SharedState
-from ._sync import Places, Signal
+from ._sync import Places, Signal, resolve
 from ._task_ids import check_task_id, is_plain_task_id
 from ._taskgroup import OwnedTaskGroup
 
@@ -67,7 +67,6 @@ WatchOutcome = tuple[str, "TaskResult | HailuoError"]
 # ends with the last error; the task itself may run on, and a journaled batch watches it
 # again when rerun.
 MAX_POLL_FAILURES = 8
-_TERMINAL = frozenset(status for status in TaskStatus if status.is_terminal)
 # Errors after which polling this task again cannot help.
 _PERMANENT = (NotFoundError, BadRequestError, InvalidRequestError)
 # Errors after which polling any task cannot help.
@@ -292,7 +291,7 @@ class TaskWatcher:
         first = not self._heap or deadline < self._heap[0][0]
         heapq.heappush(self._heap, (deadline, next(self._sequence), task_id))
         if first and self._waker is not None:
-            _resolve(self._waker)
+            resolve(self._waker)
 
     async def _schedule_polls(self) -> None:
         # Due polls go to a pool of workers, started as needed up to the number of poll
@@ -324,7 +323,7 @@ class TaskWatcher:
 
         def retire_idle() -> None:
             while idle:
-                _resolve(idle.pop())
+                resolve(idle.pop())
 
         while True:
             if not self._heap:
@@ -352,31 +351,16 @@ class TaskWatcher:
                 await slots.acquire()
             due.append((task_id, watched))
             if idle:
-                _resolve(idle.pop())
+                resolve(idle.pop())
             elif workers < room:  # every worker is busy: slots bound the polls, so few more
                 workers += 1
                 task_group.start_soon(work)
-
-    def _take_due(self) -> tuple[str, _Watched] | None:
-        """A poll come due while a worker's last one was answered, with its slot taken.
-
-        The worker takes it at once, without waiting for the scheduler to hand it over:
-        no wake-up of an idle worker for it. None when none is due, or no slot is free.
-        """
-        heap = self._heap
-        while heap and heap[0][0] <= time.monotonic() and self._poll_slots.try_acquire():
-            task_id = heapq.heappop(heap)[2]
-            watched = self._watched.get(task_id)
-            if watched is not None:
-                return task_id, watched
-            self._poll_slots.release()  # ended (by a push) since it was scheduled
-        return None
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
         self._waker = waker = loop.create_future()
         # The timeout wakes it as a new deadline would: a timer, not a cancel scope a sleep.
-        timer = None if timeout is None else loop.call_later(timeout, _resolve, waker)
+        timer = None if timeout is None else loop.call_later(timeout, resolve, waker)
         try:
             await waker
         finally:
@@ -389,13 +373,13 @@ class TaskWatcher:
         return self._watched.get(task_id) is watched
 
     async def _poll_all_due(self, due: deque[tuple[str, _Watched]]) -> None:
-        """Make the polls handed over in ``due``, then those come due meanwhile, in turn.
+        """Make the polls handed over in ``due``, in turn.
 
         Each poll is awaited here, not in a coroutine of its own: one less per poll.
         """
         slots = self._poll_slots
-        while (item := due.popleft() if due else self._take_due()) is not None:
-            task_id, watched = item
+        while due:
+            task_id, watched = due.popleft()
             self.polls += 1
             try:
                 result = await self._poll_one(task_id)
@@ -454,7 +438,7 @@ class TaskWatcher:
         self, task_id: str, watched: _Watched, result: TaskResult
     ) -> Awaitable[None] | None:
         """End the task or schedule its next poll; return the error's end to await, if any."""
-        if result.status in _TERMINAL:  # result.is_done, without two property calls
+        if result.is_done:
             watched.schedule.ended(time.monotonic() - watched.started, result)
             self._end(task_id, result)
             return None
@@ -534,12 +518,6 @@ class TaskWatcher:
     @staticmethod
     async def _call_on_event(on_event: EventCallback, event: TaskEvent) -> None:
         await guarded_call(on_event, event, task_id=event.task_id)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    """Wake the task awaiting ``waiter``, unless it was woken or cancelled already."""
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def change_between(previous: TaskResult | None, result: TaskResult) -> EventKind | None:
