@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import platform
+import sys
 import time
 from collections.abc import Mapping
 
@@ -21,6 +22,15 @@ __all__ = ["USER_AGENT", "Response", "Timeouts", "Transport", "map_transport_err
 logger = logging.getLogger("hailuo_async")
 # Request bodies up to this size are handed to aiohttp as bytes (it warns from 1 MiB).
 _RAW_BODY_LIMIT = 64 * 1024
+
+# asyncio's socket transports read into a fresh 256 KiB bytes on every read. glibc's malloc
+# serves a block that large with mmap (then mremap and munmap: three system calls and a page
+# fault per read, a quarter of a request's cost on loopback) until a block over its mmap
+# threshold has been freed once; it then raises the threshold to that block's size
+# (mallopt(3): the dynamic mmap threshold) and serves such reads from the heap. Whether a
+# process has done so is an accident of what it ran before: one such block, freed as the
+# session opens, makes it so.
+_READ_BLOCK = 512 * 1024
 
 USER_AGENT = (
     f"hailuo-async/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
@@ -92,6 +102,12 @@ def map_transport_error(exc: BaseException, *, method: str, url: str) -> APIConn
     )
 
 
+def _serve_reads_from_the_heap() -> None:
+    """Raise glibc's mmap threshold above a socket read's buffer (see ``_READ_BLOCK``)."""
+    if sys.platform.startswith("linux"):
+        bytes(_READ_BLOCK)  # made and freed at once; calloc'd, so no page is touched
+
+
 def _shown(url: str | URL) -> str:
     """The URL as errors show it: a made URL's query is left out, as ``params`` are."""
     return url if isinstance(url, str) else str(url.with_query(None))
@@ -116,6 +132,7 @@ class Transport:
     def session(self) -> aiohttp.ClientSession:
         """The shared session, opened on first use inside the running event loop."""
         if self._session is None or self._session.closed:
+            _serve_reads_from_the_heap()
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
                 timeout=aiohttp.ClientTimeout(
