@@ -89,6 +89,20 @@ class ScenarioResult:
         return "\n".join(lines)
 
 
+def same_malloc_footing() -> None:
+    """Raise glibc's mmap threshold in this (client) process, as hailuo_async's session does.
+
+    asyncio's socket transports read into a fresh 256 KiB buffer each time; until a block that
+    large has been freed once, glibc serves each one with mmap, mremap and munmap (three
+    system calls and a page fault per read). hailuo_async raises the threshold when its
+    session opens (``hailuo_async/_transport.py``); a bare loop's process gets there, or not,
+    by accident of what it freed before (runs of the bare loop were seen both ways). The
+    throughput ratios compare the clients' own work, so every contender starts here.
+    """
+    if sys.platform.startswith("linux"):
+        bytes(512 * 1024)  # made and freed at once
+
+
 def fmt(value: object, digits: int = 3) -> str:
     """A number for a table: a few significant digits, thousands separated."""
     if value is None:

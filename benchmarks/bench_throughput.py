@@ -53,6 +53,7 @@ from benchmarks._common import (
     ScenarioResult,
     fmt,
     markdown_table,
+    same_malloc_footing,
     timed,
 )
 
@@ -168,6 +169,7 @@ async def _batch_runner(
     contender: Contender, url: str, api_key: str, active: int
 ) -> AsyncIterator[BatchRunner]:
     """An open client of ``contender``, as a function running a batch: (completed, polls)."""
+    same_malloc_footing()
     if contender == "hailuo_async":
         from hailuo_async import HailuoClient, Limits
 

@@ -123,6 +123,7 @@ class JobStream:
         on_unknown_submission: UnknownSubmissionPolicy = "raise",
         batch: str = "default",
         worker: WorkerSettings | None = None,
+        max_submitting: int,
     ) -> None:
         self._requests = requests
         self._active = active_jobs
@@ -146,6 +147,7 @@ class JobStream:
             active_jobs=active_jobs,
             journal=self._journal,
             book=self._book,
+            max_workers=max_submitting,
         )
         # Outcomes wait here for the reader, each with the place it gives back once taken: so
         # while the reader lags, no more jobs start (a replayed outcome holds no place).

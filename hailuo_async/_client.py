@@ -506,6 +506,7 @@ class HailuoClient:
             on_unknown_submission=self.on_unknown_submission,
             batch=batch,
             worker=worker,
+            max_submitting=self._state.limiter.max_in_flight,
         )
 
     # -- downloads -------------------------------------------------------------------------

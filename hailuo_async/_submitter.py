@@ -6,9 +6,10 @@ end (the limiter's pause spaces the tries too) rather than fail a job that was n
 A POST on the wire is shielded from the caller's cancellation, so its task id is learnt and
 journaled; leaving the batch waits ``SUBMISSION_GRACE`` for those, then cancels them.
 
-Submissions run on a pool of worker tasks that grows to the most submissions ever under way
-at once and then waits for more, rather than on a task each: a task's start and end cost
-more than the submission's own bookkeeping.
+Submissions run on a pool of worker tasks rather than on a task each: a task's start and end
+cost more than the submission's own bookkeeping. The pool grows to ``max_workers`` (the
+client's cap on requests in flight: more submissions at once could only wait for a place)
+and then waits for more; jobs beyond it wait in the queue, in order.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class BatchSubmitter:
     """Submits a batch's jobs under its active-job limit; tracks the ones in flight.
 
     ``run`` is the batch's work for one job, run on a worker: it calls :meth:`submit` and
-    acts on the answer.
+    acts on the answer. At most ``max_workers`` jobs run at once.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class BatchSubmitter:
         active_jobs: ActiveJobs,
         journal: BatchJournal,
         book: BatchBook,
+        max_workers: int,
     ) -> None:
         self._submit = submit
         self._run = run
@@ -86,6 +88,8 @@ class BatchSubmitter:
         # on a bare future, not a Signal: one is set per job, and the future is the cheaper.
         self._queue: deque[BatchJob] = deque()
         self._idle: list[asyncio.Future[None]] = []
+        self._workers = 0
+        self._max_workers = max_workers
 
     async def submit(self, job: BatchJob) -> str:
         """Submit the job (its place among the active jobs already taken); return its task id."""
@@ -113,7 +117,9 @@ class BatchSubmitter:
             if not woken.done():  # done: cancelled by wait_and_cancel while it waited
                 resolve(woken)
                 return
-        task_group.start_soon(self._work, task_group.cancel_scope)
+        if self._workers < self._max_workers:  # else a busy worker takes it up next
+            self._workers += 1
+            task_group.start_soon(self._work, task_group.cancel_scope)
 
     async def _work(self, group: anyio.CancelScope) -> None:
         # One landed function per worker, not per job: a worker runs one job at a time.
@@ -153,6 +159,7 @@ class BatchSubmitter:
                     self._idle.append(woken)  # no await since the queue was found empty
                     await woken
             finally:
+                self._workers -= 1
                 self._scopes.discard(scope)
 
     async def wait_and_cancel(self, grace: float = SUBMISSION_GRACE) -> None:

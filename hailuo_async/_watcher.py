@@ -302,8 +302,10 @@ class TaskWatcher:
         loop = asyncio.get_running_loop()
         slots = self._poll_slots
         due: deque[tuple[str, _Watched]] = deque()
-        # Idle workers' wake-ups: bare futures, one made per idle spell of a worker.
-        idle: list[asyncio.Future[None]] = []
+        # Idle workers' wake-ups: bare futures, one made per idle spell of a worker, set to
+        # True to retire it. Woken for work, a worker may find it taken by a busy one: it
+        # waits again, as a new worker would (starting one costs more than the wait).
+        idle: list[asyncio.Future[bool]] = []
         workers = 0
         room = slots.free
         # Not just the next poll interval: with short intervals the workers would be retired
@@ -314,16 +316,11 @@ class TaskWatcher:
             nonlocal workers
             while True:
                 await self._poll_all_due(due)
-                woken = loop.create_future()
+                woken: asyncio.Future[bool] = loop.create_future()
                 idle.append(woken)  # no await since `due` was found empty: no lost wake-up
-                await woken
-                if not due:
-                    workers -= 1  # woken without work: retired
+                if await woken:
+                    workers -= 1
                     return
-
-        def retire_idle() -> None:
-            while idle:
-                resolve(idle.pop())
 
         while True:
             if not self._heap:
@@ -332,7 +329,7 @@ class TaskWatcher:
                     # between nearly every two polls, and a worker's restart costs more.
                     await self._sleep_until_woken(soon)
                     if not self._heap:
-                        retire_idle()
+                        _retire(idle)
                     continue
                 await self._sleep_until_woken(None)
                 continue
@@ -340,7 +337,7 @@ class TaskWatcher:
             delay = deadline - time.monotonic()
             if delay > 0:
                 if delay > soon:
-                    retire_idle()
+                    _retire(idle)
                 await self._sleep_until_woken(delay)
                 continue
             heapq.heappop(self._heap)
@@ -350,11 +347,15 @@ class TaskWatcher:
             if not slots.try_acquire():
                 await slots.acquire()
             due.append((task_id, watched))
-            if idle:
-                resolve(idle.pop())
-            elif workers < room:  # every worker is busy: slots bound the polls, so few more
-                workers += 1
-                task_group.start_soon(work)
+            while idle:
+                woken = idle.pop()
+                if not woken.done():  # done: cancelled with the task group
+                    woken.set_result(False)
+                    break
+            else:
+                if workers < room:  # every worker is busy: slots bound the polls, so few more
+                    workers += 1
+                    task_group.start_soon(work)
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
@@ -518,6 +519,14 @@ class TaskWatcher:
     @staticmethod
     async def _call_on_event(on_event: EventCallback, event: TaskEvent) -> None:
         await guarded_call(on_event, event, task_id=event.task_id)
+
+
+def _retire(idle: list[asyncio.Future[bool]]) -> None:
+    """End the idle poll workers' waits with the word to retire."""
+    while idle:
+        woken = idle.pop()
+        if not woken.done():  # done: cancelled with the task group
+            woken.set_result(True)
 
 
 def change_between(previous: TaskResult | None, result: TaskResult) -> EventKind | None:

@@ -54,6 +54,7 @@ def submitter_for(runs: Runs, book: BatchBook) -> BatchSubmitter:
         active_jobs=ActiveJobLimit(known=8),
         journal=BatchJournal(None),
         book=book,
+        max_workers=4,
     )
     return runs.submitter
 
