@@ -109,8 +109,8 @@ HEADLINE: list[tuple[str, str, str, str]] = [
     ("polling", "polls_per_job_vs_target_3_ratio", "hailuo_async polls/job / 3", "<= 1"),
     (
         "polling",
-        "delay_p95_vs_before_ratio",
-        "hailuo_async p95 delay / 1.07 s (before learning)",
+        "delay_p95_hailuo_vs_eta_fraction_ratio",
+        "p95 delay, hailuo_async / 0.7 x eta (the schedule before learning)",
         "<= 1",
     ),
     (
