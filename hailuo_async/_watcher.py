@@ -146,6 +146,7 @@ class TaskWatcher:
         # A free slot costs no turn of the loop: the scheduler takes every due poll's slot
         # at once, rather than yielding once per poll (it yields when it sleeps or runs out).
         self._poll_slots = Places(max_concurrent_polls or state.limiter.max_in_flight)
+        self._poll_workers = 0
         self._watched: dict[str, _Watched] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._sequence = itertools.count()
@@ -299,28 +300,14 @@ class TaskWatcher:
         # own bookkeeping. A slot is taken here and given back once its poll is answered. Idle
         # workers wait for the next due poll while one is due soon, and end otherwise.
         task_group = self._tasks.task_group
-        loop = asyncio.get_running_loop()
         slots = self._poll_slots
         due: deque[tuple[str, _Watched]] = deque()
-        # Idle workers' wake-ups: bare futures, one made per idle spell of a worker, set to
-        # True to retire it. Woken for work, a worker may find it taken by a busy one: it
-        # waits again, as a new worker would (starting one costs more than the wait).
+        # Idle workers' wake-ups (see _poll_worker).
         idle: list[asyncio.Future[bool]] = []
-        workers = 0
         room = slots.free
         # Not just the next poll interval: with short intervals the workers would be retired
         # and started again between nearly every two polls, which costs more than waiting.
         soon = max(self._policy.min_interval, _IDLE_HORIZON)
-
-        async def work() -> None:
-            nonlocal workers
-            while True:
-                await self._poll_all_due(due)
-                woken: asyncio.Future[bool] = loop.create_future()
-                idle.append(woken)  # no await since `due` was found empty: no lost wake-up
-                if await woken:
-                    workers -= 1
-                    return
 
         while True:
             if not self._heap:
@@ -353,9 +340,9 @@ class TaskWatcher:
                     woken.set_result(False)
                     break
             else:
-                if workers < room:  # every worker is busy: slots bound the polls, so few more
-                    workers += 1
-                    task_group.start_soon(work)
+                if self._poll_workers < room:  # all busy: slots bound the polls, so few more
+                    self._poll_workers += 1
+                    task_group.start_soon(self._poll_worker, due, idle)
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
@@ -373,30 +360,43 @@ class TaskWatcher:
         # False once a pushed result ended the task while its poll was in flight.
         return self._watched.get(task_id) is watched
 
-    async def _poll_all_due(self, due: deque[tuple[str, _Watched]]) -> None:
-        """Make the polls handed over in ``due``, in turn.
+    async def _poll_worker(
+        self, due: deque[tuple[str, _Watched]], idle: list[asyncio.Future[bool]]
+    ) -> None:
+        """Make the polls handed over in ``due``, in turn; then wait idle for more.
 
-        Each poll is awaited here, not in a coroutine of its own: one less per poll.
+        Each poll is awaited here, not in a coroutine or method of its own: one frame less
+        on every step of every poll. Idle, a
+        worker waits on a bare future of its own in ``idle``, set to True to retire it. Woken
+        for work, it may find it taken by a busy worker: it waits again, as a new worker
+        would (starting one costs more than the wait).
         """
+        loop = asyncio.get_running_loop()
         slots = self._poll_slots
-        while due:
-            task_id, watched = due.popleft()
-            self.polls += 1
-            try:
-                result = await self._poll_one(task_id)
-            except HailuoError as exc:
+        while True:
+            while due:
+                task_id, watched = due.popleft()
+                self.polls += 1
+                try:
+                    result = await self._poll_one(task_id)
+                except HailuoError as exc:
+                    slots.release()
+                    await self._poll_failed(task_id, watched, exc)
+                    continue
+                except BaseException:
+                    slots.release()
+                    raise
                 slots.release()
-                await self._poll_failed(task_id, watched, exc)
-                continue
-            except BaseException:
-                slots.release()
-                raise
-            slots.release()
-            if self._watched.get(task_id) is not watched:  # _still_watched, inline: every poll
-                continue  # a pushed result ended it while this poll was in flight
-            then = self._answered(task_id, watched, result)
-            if then is not None:
-                await then
+                if self._watched.get(task_id) is not watched:  # _still_watched, inline
+                    continue  # a pushed result ended it while this poll was in flight
+                then = self._answered(task_id, watched, result)
+                if then is not None:
+                    await then
+            woken: asyncio.Future[bool] = loop.create_future()
+            idle.append(woken)  # no await since `due` was found empty: no lost wake-up
+            if await woken:
+                self._poll_workers -= 1
+                return
 
     async def _poll_failed(self, task_id: str, watched: _Watched, exc: HailuoError) -> None:
         if not self._still_watched(task_id, watched):
