@@ -202,6 +202,21 @@ async def test_leaving_early_stops_everything(server: FakeHailuoServer) -> None:
         assert server.stats.polls_total == polled
 
 
+async def test_jobs_queued_past_the_in_flight_cap_are_not_sent_after_leaving(
+    server: FakeHailuoServer,
+) -> None:
+    """Jobs queued past max_in_flight are dropped on leaving, unsent; no task id is lost."""
+    async with make_client(server, max_in_flight=2) as client:
+        async with client.generate_many(prompts(40), max_active_jobs=20) as outcomes:
+            first = await anext(outcomes)
+        assert outcomes.counts.submitting == 0
+        known = {first.task_id} | {job.task_id for job in outcomes.left_running}
+    # Every task the fake made is one the caller can see: yielded, or left running.
+    assert set(server.tasks) == known
+    assert server.stats.submission_attempts == len(server.tasks) < 40
+    assert server.stats.duplicate_submissions == 0
+
+
 async def test_cancellation_stops_everything(server: FakeHailuoServer) -> None:
     """Cancelling the consumer from outside leaves no task behind."""
     async with make_client(server) as client:

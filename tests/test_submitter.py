@@ -97,3 +97,43 @@ async def test_a_job_after_idle_workers_were_cancelled_runs_on_a_new_one() -> No
         assert sorted(runs.ran) == [0, 1, 2, 3]
         assert book.submitting == 0
         await submitter.wait_and_cancel(grace=0)
+
+
+class GatedRuns(Runs):
+    """Runs whose jobs wait at a gate: how many run at once, and in which order they start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+        self.started: list[int] = []
+        self.running = 0
+        self.peak = 0
+
+    async def run(self, job: BatchJob, landed: Callable[[], None]) -> None:
+        """Wait at the gate, then submit as Runs does."""
+        self.started.append(job.index)
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await self.gate.wait()
+            await super().run(job, landed)
+        finally:
+            self.running -= 1
+
+
+async def test_jobs_past_max_workers_wait_in_the_queue_and_start_in_order() -> None:
+    """With 4 workers, 12 jobs run at most 4 at once, start in order, and all run."""
+    runs, book = GatedRuns(), BatchBook()
+    submitter = submitter_for(runs, book)
+    async with anyio.create_task_group() as task_group:
+        for index in range(12):
+            start_job(submitter, book, task_group, index)
+        await anyio.wait_all_tasks_blocked()
+        assert runs.started == [0, 1, 2, 3]
+        runs.gate.set()
+        await anyio.wait_all_tasks_blocked()
+        assert runs.peak == 4
+        assert runs.started == list(range(12))
+        assert sorted(runs.ran) == list(range(12))
+        assert book.submitting == 0
+        await submitter.wait_and_cancel(grace=0)
