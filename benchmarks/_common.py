@@ -97,10 +97,12 @@ def same_malloc_footing() -> None:
     system calls and a page fault per read). hailuo_async raises the threshold when its
     session opens (``hailuo_async/_transport.py``); a bare loop's process gets there, or not,
     by accident of what it freed before (runs of the bare loop were seen both ways). The
-    throughput ratios compare the clients' own work, so every contender starts here.
+    throughput ratios compare the clients' own work, so every contender starts here, with the
+    very call the session makes.
     """
-    if sys.platform.startswith("linux"):
-        bytes(512 * 1024)  # made and freed at once
+    from hailuo_async._transport import _serve_reads_from_the_heap
+
+    _serve_reads_from_the_heap()
 
 
 def fmt(value: object, digits: int = 3) -> str:

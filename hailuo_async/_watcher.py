@@ -316,7 +316,7 @@ class TaskWatcher:
                     # between nearly every two polls, and a worker's restart costs more.
                     await self._sleep_until_woken(soon)
                     if not self._heap:
-                        _retire(idle)
+                        _retire_all(idle)
                     continue
                 await self._sleep_until_woken(None)
                 continue
@@ -324,7 +324,7 @@ class TaskWatcher:
             delay = deadline - time.monotonic()
             if delay > 0:
                 if delay > soon:
-                    _retire(idle)
+                    _retire_all(idle)
                 await self._sleep_until_woken(delay)
                 continue
             heapq.heappop(self._heap)
@@ -334,15 +334,10 @@ class TaskWatcher:
             if not slots.try_acquire():
                 await slots.acquire()
             due.append((task_id, watched))
-            while idle:
-                woken = idle.pop()
-                if not woken.done():  # done: cancelled with the task group
-                    woken.set_result(False)
-                    break
-            else:
-                if self._poll_workers < room:  # all busy: slots bound the polls, so few more
-                    self._poll_workers += 1
-                    task_group.start_soon(self._poll_worker, due, idle)
+            if not _wake_one(idle, retire=False) and self._poll_workers < room:
+                # Every worker is busy: slots bound the polls, so few more.
+                self._poll_workers += 1
+                task_group.start_soon(self._poll_worker, due, idle)
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
@@ -366,10 +361,9 @@ class TaskWatcher:
         """Make the polls handed over in ``due``, in turn; then wait idle for more.
 
         Each poll is awaited here, not in a coroutine or method of its own: one frame less
-        on every step of every poll. Idle, a
-        worker waits on a bare future of its own in ``idle``, set to True to retire it. Woken
-        for work, it may find it taken by a busy worker: it waits again, as a new worker
-        would (starting one costs more than the wait).
+        on every step of every poll. Idle, a worker waits on a bare future of its own in
+        ``idle``, set to True to retire it. Woken for work, it may find it taken by a busy
+        worker: it waits again, as a new worker would (starting one costs more than the wait).
         """
         loop = asyncio.get_running_loop()
         slots = self._poll_slots
@@ -521,12 +515,20 @@ class TaskWatcher:
         await guarded_call(on_event, event, task_id=event.task_id)
 
 
-def _retire(idle: list[asyncio.Future[bool]]) -> None:
-    """End the idle poll workers' waits with the word to retire."""
+def _wake_one(idle: list[asyncio.Future[bool]], *, retire: bool) -> bool:
+    """Wake one idle poll worker, for work or to retire; False when none was waiting."""
     while idle:
         woken = idle.pop()
         if not woken.done():  # done: cancelled with the task group
-            woken.set_result(True)
+            woken.set_result(retire)
+            return True
+    return False
+
+
+def _retire_all(idle: list[asyncio.Future[bool]]) -> None:
+    """Retire every idle poll worker."""
+    while _wake_one(idle, retire=True):
+        pass
 
 
 def change_between(previous: TaskResult | None, result: TaskResult) -> EventKind | None:
