@@ -82,8 +82,9 @@ async def _hailuo(url: str, api_key: str, jobs: int) -> dict[str, Any]:
 
 async def _bare(url: str, api_key: str, jobs: int, cadence: PollCadence) -> dict[str, Any]:
     from hailuo_async import VideoRequest
+    from hailuo_async.providers._gateway import gateway_body
 
-    body = json.dumps(VideoRequest(prompt=PROMPT).to_payload()).encode()
+    body = json.dumps(gateway_body(VideoRequest(prompt=PROMPT))).encode()
     with timed() as elapsed:
         run = await run_bare(
             "aiohttp",

@@ -182,8 +182,9 @@ async def _batch_runner(
             yield lambda jobs: _hailuo_batch(client, jobs, active)
         return
     from hailuo_async import VideoRequest
+    from hailuo_async.providers._gateway import gateway_body
 
-    body = json.dumps(VideoRequest(prompt=PROMPT).to_payload()).encode()
+    body = json.dumps(gateway_body(VideoRequest(prompt=PROMPT))).encode()
     stack = contextlib.AsyncExitStack()
     async with stack:
         if contender == "bare_aiohttp":

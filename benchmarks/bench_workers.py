@@ -137,6 +137,7 @@ def measure(workers: int, jobs: int, *, shared: bool) -> dict[str, Any]:
     import psycopg
 
     from hailuo_async import VideoRequest
+    from hailuo_async._decoding import request_to_json
     from hailuo_async.journal import JobSpec, PostgresJobStore
     from hailuo_async.testing import Fixed
 
@@ -147,7 +148,9 @@ def measure(workers: int, jobs: int, *, shared: bool) -> dict[str, Any]:
             requests = [VideoRequest(f"benchmark job {i}") for i in range(jobs)]
             await store.record(
                 [
-                    JobSpec(key=f"j{i}", index=i, payload=r.to_payload(), fingerprint=r.fingerprint)
+                    JobSpec(
+                        key=f"j{i}", index=i, payload=request_to_json(r), fingerprint=r.fingerprint
+                    )
                     for i, r in enumerate(requests)
                 ]
             )

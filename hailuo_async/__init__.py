@@ -1,4 +1,4 @@
-"""An asyncio-native client for the MiniMax Hailuo-02 video-generation API."""
+"""An asyncio-native client for MiniMax's Hailuo video models: the gateway's API, or MiniMax's own."""
 
 from ._api import DEFAULT_BASE_URL, SubmissionRecorder
 from ._batch import BatchCounts, BatchItem, JobStream, RequestSource
@@ -14,8 +14,10 @@ from ._exceptions import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ContentPolicyError,
     DownloadError,
     HailuoError,
+    InsufficientBalanceError,
     InternalServerError,
     InvalidRequestError,
     JobTimeoutError,
@@ -28,7 +30,16 @@ from ._exceptions import (
     WebhookError,
 )
 from ._limits import ActiveJobs, Limits, RequestKind, RequestLimits
-from ._models import Duration, JobOutcome, Resolution, TaskResult, TaskStatus, Video, VideoRequest
+from ._models import (
+    Duration,
+    JobOutcome,
+    Model,
+    Resolution,
+    TaskResult,
+    TaskStatus,
+    Video,
+    VideoRequest,
+)
 from ._polling import DurationStats, PollPolicy
 from ._push import PushRegistry, PushSubscriber
 from ._retry import RetryPolicy, UnknownSubmissionPolicy
@@ -51,6 +62,7 @@ __all__ = [
     "BadRequestError",
     "BatchCounts",
     "BatchItem",
+    "ContentPolicyError",
     "Coordination",
     "DownloadError",
     "DownloadProgress",
@@ -60,6 +72,7 @@ __all__ = [
     "EventKind",
     "HailuoClient",
     "HailuoError",
+    "InsufficientBalanceError",
     "InternalServerError",
     "InvalidRequestError",
     "JobOutcome",
@@ -67,6 +80,7 @@ __all__ = [
     "JobTimeoutError",
     "LeftRunningJob",
     "Limits",
+    "Model",
     "NotFoundError",
     "PermissionDeniedError",
     "PollOne",

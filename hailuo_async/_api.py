@@ -1,19 +1,19 @@
-"""The HTTP/API layer: one submission, one task-result GET, status codes mapped to errors.
+"""The HTTP/API layer: a provider's calls sent with limits, retries, key masking and typed errors.
 
 Only here is the API key attached to a request, and only here are error answers masked of
-any echo of it. Every request passes through the shared :class:`RequestLimits`; a 429 on a
-submission made under an active-job limit teaches that limit (and only that one).
+any echo of it. Every request passes through the shared :class:`RequestLimits`; a
+rate-limit answer to a submission made under an active-job limit teaches that limit (and
+only that one), when the provider's service caps active jobs. What each call is, and how
+its answer reads, is the provider's (:mod:`hailuo_async.providers`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import ipaddress
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -21,32 +21,28 @@ import attrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ._decoding import DecodeError, decode_json, decode_submission, decode_task_result
+from ._decoding import DecodeError
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
     APIStatusError,
-    AuthenticationError,
-    BadRequestError,
-    InternalServerError,
     InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
     RateLimitError,
     SubmissionUnknownError,
 )
-from ._limits import ActiveJobs, RequestKind, RequestLimiter, RequestLimits
+from ._limits import ActiveJobs, RequestLimiter, RequestLimits
 from ._models import TaskResult, VideoRequest
 from ._retry import (
     RetryPolicy,
     UnknownSubmissionPolicy,
-    parse_retry_after,
     poll_should_retry,
     retry_after,
     submit_should_retry,
 )
 from ._task_ids import check_task_id, is_plain_task_id
 from ._transport import Response, Transport
+from .providers import Call, Provider, Step
+from .providers._gateway import DEFAULT_BASE_URL
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -55,21 +51,6 @@ __all__ = [
     "check_api_key",
     "check_base_url",
 ]
-
-DEFAULT_BASE_URL = "https://api.highwayapi.ai"
-SUBMIT_PATH = "/v3/async/minimax-hailuo-02"
-TASK_RESULT_PATH = "/v3/async/task-result"
-
-# Made once: json.dumps with options builds a new encoder on every call.
-_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False)
-
-_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
-    400: BadRequestError,
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    429: RateLimitError,
-}
 
 
 class SubmissionRecorder(Protocol):
@@ -83,7 +64,7 @@ class SubmissionRecorder(Protocol):
 
 
 class HailuoAPI:
-    """The two endpoints, with retries, limits, key masking and typed errors.
+    """A provider's calls, with retries, limits, key masking and typed errors.
 
     ``api_key`` and ``base_url`` must have passed :func:`check_api_key` and
     :func:`check_base_url`.
@@ -94,6 +75,7 @@ class HailuoAPI:
         *,
         api_key: str,
         base_url: str,
+        provider: Provider,
         transport: Transport,
         limiter: RequestLimits,
         retry_policy: RetryPolicy,
@@ -102,9 +84,10 @@ class HailuoAPI:
     ) -> None:
         self._api_key = api_key
         self.base_url = base_url
+        self.provider = provider
         self._transport = transport
         self.limiter = limiter
-        # The in-process limiter lends a free place without a coroutine (see _call_api).
+        # The in-process limiter lends a free place without a coroutine (see _send).
         self._local_limiter = limiter if type(limiter) is RequestLimiter else None
         self.retry_policy = retry_policy
         self.max_retries = max_retries
@@ -112,35 +95,30 @@ class HailuoAPI:
         # Made once: aiohttp copies a request's headers, so one dict serves every request.
         self._get_headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         self._post_headers = {**self._get_headers, "Content-Type": "application/json"}
-        # Parsed once: aiohttp takes a URL as it is, where a string is parsed per request.
-        self._urls = {path: URL(base_url + path) for path in (SUBMIT_PATH, TASK_RESULT_PATH)}
+        # The base URL as sent (a host in IDNA, escapes made): each call's URL is this and
+        # its path and query, taken as encoded, which is cheaper than a URL built of parts.
+        self._origin = str(URL(base_url))
         # Submission times of recent tasks: a 404 for one of them is the service catching up.
         self._recent_submissions: OrderedDict[str, float] = OrderedDict()
 
-    async def _call_api(
+    async def _send(
         self,
-        method: str,
-        path: str,
+        call: Call,
         *,
-        kind: RequestKind,
         attempt: int,
-        body: bytes | None = None,
-        params: dict[str, str] | None = None,
-        target: URL | None = None,
         before_send: Callable[[], Awaitable[None]] | None = None,
         active_jobs: ActiveJobs | None = None,
     ) -> Response:
-        """Send one request to the API (never elsewhere: only here is the key attached).
+        """Send one call to the API (never elsewhere: only here is the key attached).
 
-        ``target`` is the whole URL when already made (``path`` with its query): no
-        ``params`` then. ``before_send`` is awaited once the request's turn has come, just
-        before it leaves. ``active_jobs`` is the limit a submission was made under: it alone
-        learns from a 429.
+        ``before_send`` is awaited once the request's turn has come, just before it leaves.
+        ``active_jobs`` is the limit a submission was made under: it alone learns from a
+        rate-limit answer. Raises the provider's error for an error answer.
         """
-        headers = self._get_headers if body is None else self._post_headers
-        url: URL | str | None = target if target is not None else self._urls.get(path)
-        if url is None:
-            url = self.base_url + path
+        kind = call.kind
+        headers = self._get_headers if call.body is None else self._post_headers
+        target = self._origin + call.path
+        url = URL(target + "?" + call.query if call.query else target, encoded=True)
         local = self._local_limiter
         if local is not None and local.take_now(kind):
             # A free place, taken at once: the same as the slot below, less two coroutines.
@@ -148,7 +126,7 @@ class HailuoAPI:
                 if before_send is not None:
                     await before_send()
                 response = await self._transport.send(
-                    method, url, headers, body, params, log_path=path, attempt=attempt
+                    call.method, url, headers, call.body, log_path=call.path, attempt=attempt
                 )
             finally:
                 local.give_back()
@@ -157,25 +135,31 @@ class HailuoAPI:
                 if before_send is not None:
                     await before_send()
                 response = await self._transport.send(
-                    method, url, headers, body, params, log_path=path, attempt=attempt
+                    call.method, url, headers, call.body, log_path=call.path, attempt=attempt
                 )
-        if response.status < 300:
+        where = self.base_url + call.path  # the query left out, as errors show URLs
+        if self.provider.answer_error(call, response, url=where) is None:
             self.limiter.on_success(kind)
             return response
         # An error's body and headers end up in messages and logs: no echo of the key may go
-        # with them. (A good answer is read as sent: masking could corrupt it.)
-        response = _without_secret(response, self._api_key)
-        where = self.base_url + path  # the query left out, as aiohttp's params were
-        if response.status == 429:
-            retry_after = parse_retry_after(response.headers)
-            # A 429 on a submit that reveals the cap on active jobs says nothing of the rate.
-            # A submission made under no active-job limit teaches none: its 429 is put down
-            # to the cap too (pausing submits only); the many polls reveal a rate limit.
-            active_cap = kind == "submit" and (active_jobs is None or active_jobs.on_rate_limited())
-            self.limiter.on_rate_limited(kind, retry_after, rate_exceeded=not active_cap)
-            raise _status_error(response, method=method, url=where, retry_after=retry_after)
-        # Redirects are not followed (they could take the key elsewhere): an error too.
-        raise _status_error(response, method=method, url=where)
+        # with them. (A good answer is read as sent: masking could corrupt it.) Redirects are
+        # not followed (they could take the key elsewhere): an error too.
+        error = self.provider.answer_error(
+            call, _without_secret(response, self._api_key), url=where
+        )
+        assert error is not None
+        if isinstance(error, RateLimitError):
+            # A refused submit that may reveal the cap on active jobs says nothing of the
+            # rate. A submission made under no active-job limit teaches none: its refusal is
+            # put down to the cap too (pausing submits only); the many polls reveal a rate
+            # limit. A service without such a cap refuses only for the rate.
+            active_cap = (
+                kind == "submit"
+                and self.provider.caps_active_jobs
+                and (active_jobs is None or active_jobs.on_rate_limited())
+            )
+            self.limiter.on_rate_limited(kind, error.retry_after, rate_exceeded=not active_cap)
+        raise error
 
     async def aclose(self) -> None:
         """Close the connection pool (a later request opens a new one)."""
@@ -193,24 +177,25 @@ class HailuoAPI:
     ) -> str:
         """Start a paid generation job and return its task id.
 
+        The provider's rules are checked first (:class:`InvalidRequestError`, nothing sent).
         Retried only where the job certainly did not start. When the request left but no
         readable answer came back, raises :class:`SubmissionUnknownError`, unless the client
         was made with ``on_unknown_submission="resubmit"``. ``recorder`` (a journal) is told
         just before each POST leaves and after each one the service certainly refused.
-        ``retry_rate_limited=False`` hands a 429 back at once, for a caller that waits for a
-        free place among its active jobs instead (as ``generate_many`` does);
-        ``active_jobs`` is the limit the submission was made under.
+        ``retry_rate_limited=False`` hands a rate-limit answer back at once, for a caller
+        that waits for a free place among its active jobs instead (as ``generate_many``
+        does); ``active_jobs`` is the limit the submission was made under.
         """
         if not isinstance(request, VideoRequest):
             raise TypeError(f"submit() takes a VideoRequest, not {type(request).__name__}")
-        body = _BODY_ENCODER.encode(request.to_payload()).encode("utf-8")
+        call = self.provider.submit_call(request)
         raise_unknown = self.on_unknown_submission != "resubmit"
         try:
             # The first attempt here, not in a retry loop: nearly every submission succeeds
             # at once, and the loop's closures and frame cost more than its bookkeeping.
             task_id = await self._submit_once(
                 request,
-                body,
+                call,
                 attempt=1,
                 raise_unknown=raise_unknown,
                 recorder=recorder,
@@ -224,7 +209,7 @@ class HailuoAPI:
         return await self._submit_again(
             failure,
             request,
-            body,
+            call,
             recorder=recorder,
             retry_rate_limited=retry_rate_limited,
             active_jobs=active_jobs,
@@ -234,7 +219,7 @@ class HailuoAPI:
         self,
         failure: Exception,
         request: VideoRequest,
-        body: bytes,
+        call: Call,
         *,
         recorder: SubmissionRecorder | None,
         retry_rate_limited: bool,
@@ -247,7 +232,7 @@ class HailuoAPI:
                 failure,
                 lambda attempt: self._submit_once(
                     request,
-                    body,
+                    call,
                     attempt=attempt,
                     raise_unknown=not resubmit,
                     recorder=recorder,
@@ -269,7 +254,7 @@ class HailuoAPI:
     async def _submit_once(
         self,
         request: VideoRequest,
-        body: bytes,
+        call: Call,
         *,
         attempt: int,
         raise_unknown: bool,
@@ -277,21 +262,16 @@ class HailuoAPI:
         active_jobs: ActiveJobs | None,
     ) -> str:
         try:
-            response = await self._call_api(
-                "POST",
-                SUBMIT_PATH,
-                kind="submit",
+            response = await self._send(
+                call,
                 attempt=attempt,
-                body=body,
                 before_send=recorder.before_send if recorder is not None else None,
                 active_jobs=active_jobs,
             )
             try:
-                return decode_submission(decode_json(response.body))
+                return self.provider.read_submission(response)
             except DecodeError as exc:
-                raise self._unreadable(
-                    response, "POST", SUBMIT_PATH, "the submission's answer", exc
-                ) from exc
+                raise self._unreadable(response, call, exc) from exc
         except APIStatusError:
             # An answered refusal: nothing started.
             if recorder is not None:
@@ -325,61 +305,57 @@ class HailuoAPI:
     # -- poll ------------------------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> TaskResult:
-        """Poll a task once (retrying transient failures) and return what the service says."""
-        target: URL | None = None
-        params: dict[str, str] | None = None
-        if type(task_id) is str and is_plain_task_id(task_id):  # a valid id: checked too
-            # Its URL made from a string, with none of the parsing and encoding a query of
-            # parameters costs (most of a poll's URL work).
-            target = self._urls[TASK_RESULT_PATH].with_query("task_id=" + task_id)
-        else:
+        """Poll a task once (retrying transient failures) and return what the service says.
+
+        One call for the gateway; a query, then one retrieve once the task has succeeded,
+        for MiniMax. Each call is retried on its own.
+        """
+        if type(task_id) is not str or not is_plain_task_id(task_id):
             check_task_id(task_id)
-            params = {"task_id": task_id}  # aiohttp quotes it
-        try:
-            # The first attempt here, not in a retry loop, its request awaited here too: two
-            # frames less on every poll.
-            response = await self._call_api(
-                "GET", TASK_RESULT_PATH, kind="poll", attempt=1, params=params, target=target
-            )
-            return self._read_task(response, task_id)
-        except Exception as exc:
-            failure = exc  # retried outside the handler: no first failure chained to the last
-        return await retry_after(
-            failure,
-            lambda attempt: self._poll_once(task_id, target, params, attempt=attempt),
-            self.retry_policy,
-            max_retries=self.max_retries,
-            should_retry=poll_should_retry(lambda: self._in_not_found_grace(task_id)),
-        )
+        return await self._run(self.provider.poll(task_id), task_id)
 
-    async def _poll_once(
-        self, task_id: str, target: URL | None, params: dict[str, str] | None, *, attempt: int
-    ) -> TaskResult:
-        response = await self._call_api(
-            "GET", TASK_RESULT_PATH, kind="poll", attempt=attempt, params=params, target=target
-        )
-        return self._read_task(response, task_id)
+    async def refresh_video(self, result: TaskResult) -> TaskResult:
+        """A finished task's result with fresh video URLs (for a download whose URL expired).
 
-    def _read_task(self, response: Response, task_id: str) -> TaskResult:
-        received_at = datetime.now(timezone.utc)
+        The gateway polls the task again; MiniMax retrieves the file's URL again (one call).
+        """
+        return await self._run(self.provider.refresh(result), result.task_id)
+
+    async def _run(self, step: Step, task_id: str) -> TaskResult:
+        """Run a poll's steps, each retried on its own, until one gives the result."""
+        while True:
+            try:
+                # The first attempt here, not in a retry loop: nearly every poll succeeds.
+                outcome = await self._step(step, 1)
+            except Exception as exc:
+                failure = exc  # retried outside the handler: no first failure chained
+                outcome = await retry_after(
+                    failure,
+                    functools.partial(self._step, step),
+                    self.retry_policy,
+                    max_retries=self.max_retries,
+                    should_retry=poll_should_retry(lambda: self._in_not_found_grace(task_id)),
+                )
+            if not isinstance(outcome, Step):
+                return outcome
+            step = outcome
+
+    async def _step(self, step: Step, attempt: int) -> TaskResult | Step:
+        response = await self._send(step.call, attempt=attempt)
         try:
-            return decode_task_result(
-                decode_json(response.body), task_id=task_id, received_at=received_at
-            )
+            return step.read(response)
         except DecodeError as exc:
-            raise self._unreadable(
-                response, "GET", TASK_RESULT_PATH, f"the task result for {task_id}", exc
-            ) from exc
+            raise self._unreadable(response, step.call, exc) from exc
 
     def _unreadable(
-        self, response: Response, method: str, path: str, subject: str, exc: DecodeError
+        self, response: Response, call: Call, exc: DecodeError
     ) -> APIResponseValidationError:
         return APIResponseValidationError(
-            f"{subject} cannot be read: {exc}",
+            f"{call.subject} cannot be read: {exc}",
             status_code=response.status,
             body=_without_secret(response, self._api_key).body[:2000].decode("utf-8", "replace"),
-            method=method,
-            url=self.base_url + path,
+            method=call.method,
+            url=self.base_url + call.path,
         )
 
 
@@ -396,38 +372,6 @@ def _without_secret(response: Response, secret: str) -> Response:
         headers=CIMultiDictProxy(headers),
         body=response.body.replace(token, b"[redacted]"),
     )
-
-
-def _status_error(
-    response: Response, *, method: str, url: str, retry_after: float | None = None
-) -> APIStatusError:
-    text = response.body.decode("utf-8", "replace")
-    body: object = text
-    message = ""
-    with contextlib.suppress(ValueError, RecursionError):
-        body = json.loads(text)
-    if isinstance(body, dict):
-        for key in ("message", "reason", "error", "detail", "msg"):
-            value = body.get(key)
-            if isinstance(value, str) and value:
-                message = value
-                break
-    summary = f"{response.status} from {method} {urlsplit(url).path}"
-    if message:
-        summary = f"{summary}: {message[:500]}"
-    kwargs = {
-        "status_code": response.status,
-        "body": body,
-        "headers": response.headers,
-        "method": method,
-        "url": url,
-    }
-    if response.status == 429:
-        return RateLimitError(summary, retry_after=retry_after, **kwargs)
-    if response.status >= 500:
-        return InternalServerError(summary, **kwargs)  # type: ignore[arg-type]
-    error_class = _STATUS_ERRORS.get(response.status, APIStatusError)
-    return error_class(summary, **kwargs)  # type: ignore[arg-type]
 
 
 def check_api_key(api_key: object) -> str:

@@ -113,6 +113,7 @@ class JobStream:
         self,
         requests: RequestSource,
         *,
+        provider: str = "gateway",
         submit: SubmitOne,
         watcher: TaskWatcher,
         active_jobs: ActiveJobs,
@@ -126,6 +127,7 @@ class JobStream:
         max_submitting: int,
     ) -> None:
         self._requests = requests
+        self._provider = provider
         self._active = active_jobs
         self._watcher = watcher
         self._download_one = download
@@ -201,6 +203,7 @@ class JobStream:
             await self._journal.start(
                 retry_failed=self._retry_failed,
                 on_unknown_submission=self._on_unknown_submission,
+                provider=self._provider,
             )
             if self._download_to is not None:  # a killed run's half-downloaded videos
                 await sweep_partial_downloads(self._download_to, self._journal.task_ids)

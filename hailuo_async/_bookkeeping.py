@@ -6,7 +6,6 @@ from pathlib import Path
 
 import attrs
 
-from ._decoding import slot_setters
 from ._exceptions import HailuoError
 from ._models import JobOutcome, TaskResult, VideoRequest
 
@@ -49,21 +48,6 @@ class LeftRunningJob:
     task_id: str
 
 
-_new = object.__new__
-(
-    _set_index,
-    _set_request,
-    _set_task_id,
-    _set_result,
-    _set_error,
-    _set_key,
-    _set_path,
-    _set_replayed,
-) = slot_setters(
-    JobOutcome, ("index", "request", "task_id", "result", "error", "key", "path", "replayed")
-)
-
-
 @attrs.define
 class BatchJob:
     """One request of a batch: its place in the source, and its journal key if any."""
@@ -82,18 +66,16 @@ class BatchJob:
         replayed: bool = False,
     ) -> JobOutcome:
         """The job's JobOutcome."""
-        # Made as its __init__ would, without the keywords' dict and a bound __setattr__
-        # per field (see slot_setters): one is made per job.
-        outcome = _new(JobOutcome)
-        _set_index(outcome, self.index)
-        _set_request(outcome, self.request)
-        _set_task_id(outcome, task_id)
-        _set_result(outcome, result)
-        _set_error(outcome, error)
-        _set_key(outcome, self.key)
-        _set_path(outcome, str(path) if path is not None else None)
-        _set_replayed(outcome, replayed)
-        return outcome
+        return JobOutcome(
+            index=self.index,
+            request=self.request,
+            task_id=task_id,
+            result=result,
+            error=error,
+            key=self.key,
+            path=str(path) if path is not None else None,
+            replayed=replayed,
+        )
 
 
 @attrs.define

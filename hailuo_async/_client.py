@@ -32,7 +32,7 @@ from ._exceptions import InvalidRequestError, TaskFailedError, WaitTimeoutError
 from ._limits import ActiveJobLimit, Limits
 from ._models import TaskResult, TaskStatus, Video, VideoRequest
 from ._polling import PollPolicy, PollSchedule
-from ._push import WebhookConfirmer, WebhookEvent, parse_webhook
+from ._push import WebhookConfirmer, WebhookEvent
 from ._retry import RetryPolicy, UnknownSubmissionPolicy
 from ._state import SharedState
 from ._task_ids import check_task_id
@@ -41,6 +41,7 @@ from ._watcher import EventCallback, TaskWatcher, change_between
 from ._worker import WorkerSettings
 from .journal import JobStore, PostgresJobStore
 from .journal._open import is_shared_journal
+from .providers import Provider, parse_webhook, provider_for
 
 if TYPE_CHECKING:
     from .postgres._coordinator import PostgresCoordinator
@@ -60,11 +61,14 @@ ProgressCallback = Callable[[TaskResult], "Awaitable[None] | None"]
 
 
 class HailuoClient:
-    """An asyncio client for the Hailuo-02 API.
+    """An asyncio client for the Hailuo video models, through the gateway or MiniMax's own API.
 
-    Use it as an async context manager, or call :meth:`aclose` when done. The key comes from
-    ``api_key`` or the ``HAILUO_API_KEY`` variable; the base URL from ``base_url``, the
-    ``HAILUO_BASE_URL`` variable, or the public gateway.
+    Use it as an async context manager, or call :meth:`aclose` when done. ``provider`` is the
+    service's dialect: ``"gateway"`` (the default), ``"minimax"``, or a
+    :class:`~hailuo_async.providers.Provider` object; by default it comes from the
+    ``HAILUO_PROVIDER`` variable. The key comes from ``api_key`` or the ``HAILUO_API_KEY``
+    variable; the base URL from ``base_url``, the ``HAILUO_BASE_URL`` variable, or the
+    provider's public host.
 
     ``timeout`` (seconds for a whole request, or :class:`Timeouts`), ``limits``
     (:class:`Limits`: in flight, per minute, active jobs), ``retry_policy`` and
@@ -95,10 +99,13 @@ class HailuoClient:
         max_response_bytes: int = 8 * 1024 * 1024,
         state: SharedState | None = None,
         coordination: str | Coordination | None = None,
+        provider: str | Provider | None = None,
     ) -> None:
+        self.provider = provider_for(provider)
+        """The service's dialect (see :mod:`hailuo_async.providers`)."""
         api_key = check_api_key(api_key or os.environ.get("HAILUO_API_KEY"))
         base_url = check_base_url(
-            base_url or os.environ.get("HAILUO_BASE_URL") or DEFAULT_BASE_URL,
+            base_url or os.environ.get("HAILUO_BASE_URL") or self.provider.default_base_url,
             allow_insecure=allow_insecure,
         )
         if max_retries < 0:
@@ -133,6 +140,7 @@ class HailuoClient:
         self._api = HailuoAPI(
             api_key=api_key,
             base_url=base_url,
+            provider=self.provider,
             transport=self._transport,
             limiter=self._state.limiter,
             retry_policy=self.retry_policy,
@@ -142,7 +150,7 @@ class HailuoClient:
         self._webhooks = WebhookConfirmer(self._state.push)
 
     def __repr__(self) -> str:
-        return f"<HailuoClient base_url={self.base_url!r}>"
+        return f"<HailuoClient provider={self.provider.name!r} base_url={self.base_url!r}>"
 
     @property
     def coordination(self) -> Coordination | None:
@@ -296,21 +304,23 @@ class HailuoClient:
     async def handle_webhook(
         self, body: bytes | str | Mapping[str, Any] | WebhookEvent
     ) -> TaskResult | None:
-        """Take a webhook event the gateway pushed; return the result it delivered, if any.
+        """Take a webhook event the service pushed; return the result it delivered, if any.
 
-        ``body`` is the request body as received (or already decoded). A body that is not an
-        event of the documented shape raises :class:`~hailuo_async.webhooks.WebhookError`.
-        Events of other types, events that do not claim an end, task ids no open watcher is
-        watching (unknown, or ended already) and duplicates are ignored: None. Otherwise the
-        event is confirmed with one task-result GET (the body is never trusted: no signature
-        is documented) and the confirmed result goes to every open watcher watching the id.
-        A failed confirmation is logged and ignored; the watchers' backstop polls catch up.
+        ``body`` is the request body as received (or already decoded), in the provider's
+        dialect. A body that is not an event of the documented shape raises
+        :class:`~hailuo_async.webhooks.WebhookError`. Events of other types, events that do
+        not claim an end (MiniMax's challenge among them: the receivers answer it), task ids
+        no open watcher is watching (unknown, or ended already) and duplicates are ignored:
+        None. Otherwise the event is confirmed by polling the task once (the body is never
+        trusted: no signature is documented) and the confirmed result goes to every open
+        watcher watching the id. A failed confirmation is logged and ignored; the watchers'
+        backstop polls catch up.
 
         A coordinated client first tells the other processes (one ``NOTIFY``): the one
         watching the task confirms it with its own GET, and nobody fetches an id nobody
         watches.
         """
-        event = body if isinstance(body, WebhookEvent) else parse_webhook(body)
+        event = body if isinstance(body, WebhookEvent) else parse_webhook(body, self.provider)
         if self._coordinator is not None:
             await self._coordinator.publish(event)
         return await self._confirm_webhook(event)
@@ -497,6 +507,7 @@ class HailuoClient:
         )
         return JobStream(
             requests,
+            provider=self.provider.name,
             submit=self._api.submit,
             watcher=self.watch(keep_open=True, on_event=on_event),
             active_jobs=active_jobs,
@@ -528,15 +539,22 @@ class HailuoClient:
         suffix (``"videos"``, ``"out/clips/"``): the file is then named after the task id.
         A name with a suffix (``"clip.mp4"``) is the file itself, replaced if it exists.
         Missing folders are created. The file appears complete or not at all; the storage
-        host never gets the API key; an expired URL is renewed by polling the task again.
-        ``verify`` checks the MP4 structure. Raises :class:`DownloadError`.
+        host never gets the API key; an expired URL is renewed through the service (the
+        gateway's task is polled again, MiniMax's file retrieved again). ``verify`` checks
+        the MP4 structure. Raises :class:`DownloadError`.
         """
+
+        async def refresh(task_id: str) -> TaskResult:
+            if isinstance(source, TaskResult) and source.task_id == task_id:
+                return await self._api.refresh_video(source)
+            return await self._api.get_task(task_id)
+
         return await download_video(
             self._transport.session,
             source,
             dest,
             task_id=task_id,
-            refresh=self.get_task,
+            refresh=refresh,
             progress=progress,
             max_bytes=max_bytes,
             retry_policy=self.retry_policy,

@@ -5,22 +5,27 @@ Catch :class:`HailuoError` to handle them all. The hierarchy::
     HailuoError
     ├── InvalidRequestError          (also a ValueError) bad input, caught before anything is sent
     ├── APIError                     something went wrong talking to the service
-    │   ├── APIStatusError           the service answered with an error status
-    │   │   ├── BadRequestError          400
-    │   │   ├── AuthenticationError      401
+    │   ├── APIStatusError           the service answered with an error (status or code)
+    │   │   ├── BadRequestError          400 (MiniMax: 2013)
+    │   │   │   └── ContentPolicyError       the prompt or image was refused (MiniMax: 1026)
+    │   │   ├── AuthenticationError      401 (MiniMax: 1004, 2049)
     │   │   ├── PermissionDeniedError    403
     │   │   ├── NotFoundError            404
-    │   │   ├── RateLimitError           429
-    │   │   └── InternalServerError      5xx
+    │   │   ├── RateLimitError           429 (MiniMax: 1002, 2045, 2056)
+    │   │   ├── InsufficientBalanceError the account cannot pay for more jobs (MiniMax: 1008)
+    │   │   └── InternalServerError      5xx (MiniMax: 1000, 1001, 1024, 1033)
     │   ├── APIConnectionError       no usable answer: refused, reset, DNS, TLS ...
     │   │   └── APITimeoutError          ... or no answer in time
     │   └── APIResponseValidationError  an answer that is not what the API documents
     ├── SubmissionUnknownError       a submission may or may not have started a paid job
-    ├── TaskFailedError              the job ended with TASK_STATUS_FAILED
+    ├── TaskFailedError              the job ended failed (TaskStatus.FAILED)
     ├── WaitTimeoutError             the job did not end within the caller's timeout
     ├── JobTimeoutError              a watched job ran past max_job_duration (or stayed UNKNOWN)
     ├── DownloadError                a video could not be downloaded completely
     └── WebhookError                 (also a ValueError) a webhook body of the wrong shape
+
+MiniMax's own API answers most errors with HTTP 200 and a code in its body
+(``base_resp.status_code``): those are the same classes, with the code in ``code``.
 
 No message, repr or attribute of these errors ever holds the API key.
 """
@@ -43,8 +48,10 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "ContentPolicyError",
     "DownloadError",
     "HailuoError",
+    "InsufficientBalanceError",
     "InternalServerError",
     "InvalidRequestError",
     "JobTimeoutError",
@@ -74,7 +81,11 @@ class APIError(HailuoError):
 
 
 class APIStatusError(APIError):
-    """The service answered with an error status."""
+    """The service answered with an error: an error status, or an error code in its body.
+
+    ``status_code`` is the HTTP status; ``code`` the service's own error code when it sent
+    one (MiniMax's ``base_resp.status_code``, in answers whose status is 200), else None.
+    """
 
     def __init__(
         self,
@@ -85,9 +96,11 @@ class APIStatusError(APIError):
         headers: Mapping[str, str] | None = None,
         method: str | None = None,
         url: str | None = None,
+        code: int | None = None,
     ) -> None:
         super().__init__(message, method=method, url=url)
         self.status_code = status_code
+        self.code = code
         self.body = _truncate_body(body)
         self.headers: dict[str, str] = {
             name: value
@@ -98,6 +111,10 @@ class APIStatusError(APIError):
 
 class BadRequestError(APIStatusError):
     """400: the service refused the request's parameters."""
+
+
+class ContentPolicyError(BadRequestError):
+    """The service refused the prompt or an image as sensitive: no task was made."""
 
 
 class AuthenticationError(APIStatusError):
@@ -118,6 +135,14 @@ class RateLimitError(APIStatusError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+
+
+class InsufficientBalanceError(APIStatusError):
+    """The account's balance cannot pay for another job: no task was made.
+
+    An account-level refusal: a batch stops submitting at the first one, and its jobs not
+    yet sent stay unsent.
+    """
 
 
 class InternalServerError(APIStatusError):

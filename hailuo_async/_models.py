@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -16,30 +17,43 @@ from ._base_errors import HailuoError, InvalidRequestError
 from ._images import ImageInput, image_reference
 
 __all__ = [
+    "DEFAULT_MODEL",
     "DURATIONS",
     "MAX_PROMPT_CHARS",
+    "MODELS",
     "RESOLUTIONS",
     "RESOLUTIONS_BY_DURATION",
     "JobOutcome",
+    "Model",
     "TaskResult",
     "TaskStatus",
     "Video",
     "VideoRequest",
 ]
 
-# The API's rules, stated once: VideoRequest checks them, and the FastAPI request model
-# (hailuo_async.fastapi.VideoRequestBody) derives its JSON schema from them.
+# The models' rules, stated once: VideoRequest checks those every provider shares, and the
+# FastAPI request model (hailuo_async.fastapi.VideoRequestBody) derives its JSON schema from
+# them. What one provider adds (a model it does not serve, 512P only from a first frame) is
+# that provider's to check (hailuo_async.providers), before anything is sent.
 Duration = Literal[6, 10]
-Resolution = Literal["768P", "1080P"]
+Resolution = Literal["512P", "768P", "1080P"]
+Model = Literal["MiniMax-Hailuo-02", "MiniMax-Hailuo-2.3", "MiniMax-Hailuo-2.3-Fast"]
 
 MAX_PROMPT_CHARS = 2000
 """The longest prompt, in characters (Unicode code points)."""
 DURATIONS: tuple[Duration, ...] = get_args(Duration)
-"""The video lengths the API makes, in seconds."""
+"""The video lengths the models make, in seconds."""
 RESOLUTIONS: tuple[Resolution, ...] = get_args(Resolution)
-"""The resolutions the API makes."""
-RESOLUTIONS_BY_DURATION: Mapping[int, tuple[Resolution, ...]] = {6: RESOLUTIONS, 10: ("768P",)}
-"""The resolutions each duration is made at (10-second videos only at 768P)."""
+"""The resolutions the models make (512P from a first frame, on MiniMax's own API only)."""
+RESOLUTIONS_BY_DURATION: Mapping[int, tuple[Resolution, ...]] = {
+    6: RESOLUTIONS,
+    10: ("512P", "768P"),
+}
+"""The resolutions each duration is made at (10-second videos never at 1080P)."""
+MODELS: tuple[Model, ...] = get_args(Model)
+"""The video models a request may name (the gateway serves only the first)."""
+DEFAULT_MODEL: Model = "MiniMax-Hailuo-02"
+"""The model a request names unless told otherwise."""
 
 
 def _check_prompt(_: object, attribute: attrs.Attribute[str], value: object) -> None:
@@ -67,6 +81,12 @@ def _check_resolution(_: object, attribute: attrs.Attribute[str], value: object)
     if value not in RESOLUTIONS:
         allowed = " or ".join(repr(r) for r in RESOLUTIONS)
         raise InvalidRequestError("resolution", f"must be {allowed}, not {value!r}")
+
+
+def _check_model(_: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if value not in MODELS:
+        allowed = ", ".join(repr(model) for model in MODELS)
+        raise InvalidRequestError("model", f"must be one of {allowed}, not {value!r}")
 
 
 def _check_bool(_: object, attribute: attrs.Attribute[bool], value: object) -> None:
@@ -112,7 +132,7 @@ def _short(value: str | None) -> str:
 
 @attrs.frozen
 class VideoRequest:
-    """One Hailuo-02 generation job, checked against the API's rules when it is made.
+    """One video generation job, checked against the models' rules when it is made.
 
     The prompt may be given by position (``VideoRequest("a red fox")``); every other field is
     keyword-only. ``image`` and ``end_image`` take an http(s) URL, a
@@ -121,6 +141,10 @@ class VideoRequest:
     :class:`pathlib.Path`: a plain string is always read as a URL or data URI, so text from a
     web form can never make the library read a file of the server. Breaking a rule raises
     :class:`InvalidRequestError` naming the field.
+
+    ``model`` and ``aigc_watermark`` (a visible AI-generated mark) are MiniMax's own API's;
+    the gateway serves ``MiniMax-Hailuo-02`` without a watermark. Each provider checks its own
+    rules before anything is sent (see ``docs/concepts/providers.md``).
     """
 
     prompt: str = attrs.field(validator=_check_prompt, repr=lambda p: repr(p[:60]))
@@ -135,6 +159,8 @@ class VideoRequest:
     webhook_url: str | None = attrs.field(
         default=None, validator=_check_webhook_url, repr=_url_origin, kw_only=True
     )
+    model: Model = attrs.field(default=DEFAULT_MODEL, validator=_check_model, kw_only=True)
+    aigc_watermark: bool = attrs.field(default=False, validator=_check_bool, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         allowed = RESOLUTIONS_BY_DURATION[self.duration]
@@ -144,48 +170,114 @@ class VideoRequest:
                 "resolution", f"{self.duration}-second videos are only made at {made_at}"
             )
 
-    def to_payload(self) -> dict[str, Any]:
-        """The JSON body the API takes for this request."""
-        payload: dict[str, Any] = {"prompt": self.prompt}
-        if self.image is not None:
-            payload["image"] = self.image
-        if self.end_image is not None:
-            payload["end_image"] = self.end_image
-        payload["duration"] = self.duration
-        payload["resolution"] = self.resolution
-        payload["enable_prompt_expansion"] = self.enable_prompt_expansion
-        payload["fast_pretreatment"] = self.fast_pretreatment
-        if self.webhook_url is not None:
-            payload["extra"] = {"webhook": {"url": self.webhook_url}}
-        return payload
-
     @property
     def fingerprint(self) -> str:
-        """A stable hash of the request body: the same job asked twice has the same fingerprint."""
-        body = json.dumps(self.to_payload(), sort_keys=True, separators=(",", ":"))
+        """A stable hash of the request: the same job asked twice has the same fingerprint.
+
+        It is the same in every release and through every provider (a journal's job keys
+        are made from it): see :func:`canonical_body`.
+        """
+        body = json.dumps(canonical_body(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-class TaskStatus(str, enum.Enum):
-    """Where a job is. ``UNKNOWN`` stands for any status this library does not know yet."""
+# The fields of the first release, which hashed its API body as it wrote it: every one of
+# these, at its default or not, with the webhook inside `extra`. Frozen: changing it would
+# change every job key, and an old journal would pay for its jobs again.
+_V1_FIELDS = frozenset(
+    (
+        "prompt",
+        "image",
+        "end_image",
+        "duration",
+        "resolution",
+        "enable_prompt_expansion",
+        "fast_pretreatment",
+        "webhook_url",
+    )
+)
 
-    QUEUED = "TASK_STATUS_QUEUED"
-    PROCESSING = "TASK_STATUS_PROCESSING"
-    SUCCEED = "TASK_STATUS_SUCCEED"
-    FAILED = "TASK_STATUS_FAILED"
-    UNKNOWN = "UNKNOWN"
+
+@functools.cache
+def _later_fields() -> tuple[tuple[str, object], ...]:
+    """Each field added since the first release, with its default."""
+    return tuple(
+        (field.name, field.default)
+        for field in attrs.fields(VideoRequest)
+        if field.name not in _V1_FIELDS
+    )
+
+
+def canonical_body(request: VideoRequest) -> dict[str, Any]:
+    """The request as its fingerprint hashes it: the same in every release, for every provider.
+
+    The first release's fields exactly as that release hashed them, and each field added
+    since only when it is not at its default (under its own name), so a new field leaves the
+    keys of every request that does not use it as they were.
+    """
+    body: dict[str, Any] = {"prompt": request.prompt}
+    if request.image is not None:
+        body["image"] = request.image
+    if request.end_image is not None:
+        body["end_image"] = request.end_image
+    body["duration"] = request.duration
+    body["resolution"] = request.resolution
+    body["enable_prompt_expansion"] = request.enable_prompt_expansion
+    body["fast_pretreatment"] = request.fast_pretreatment
+    if request.webhook_url is not None:
+        body["extra"] = {"webhook": {"url": request.webhook_url}}
+    for name, default in _later_fields():
+        value = getattr(request, name)
+        if value != default:
+            body[name] = value
+    return body
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a job is, in the library's own words, whatever the provider calls it.
+
+    The service's own string stays in :attr:`TaskResult.raw_status`. ``UNKNOWN`` stands for
+    any status this library does not know yet.
+    """
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCEED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
 
     @classmethod
-    def parse(cls, raw: str) -> TaskStatus:
-        """Map the service's status string (with or without its prefix) to a member."""
-        name = raw.strip().upper().removeprefix("TASK_STATUS_")
-        member = cls.__members__.get(name)
-        return member if member is not None else cls.UNKNOWN
+    def parse(cls, text: str) -> TaskStatus:
+        """The member a stored or relayed status names; UNKNOWN for any other text.
+
+        Takes the library's values and member names, and the gateway's strings
+        (``TASK_STATUS_SUCCEED``) that releases before 0.2 stored as the values, so journals
+        and notices written by them read the same.
+        """
+        return _STORED_STATUSES.get(text) or _parse_status(text)
 
     @property
     def is_terminal(self) -> bool:
         """True for SUCCEED and FAILED."""
         return self in (TaskStatus.SUCCEED, TaskStatus.FAILED)
+
+
+def _parse_status(text: str) -> TaskStatus:
+    word = text.strip()
+    member = _BY_VALUE.get(word.lower())
+    if member is not None:
+        return member
+    name = word.upper().removeprefix("TASK_STATUS_")
+    return TaskStatus.__members__.get(name, TaskStatus.UNKNOWN)
+
+
+_BY_VALUE = {member.value: member for member in TaskStatus}
+# What a status is read back from, all but instantly: the values, and those of old releases.
+_STORED_STATUSES = {
+    **_BY_VALUE,
+    **{f"TASK_STATUS_{name}": member for name, member in TaskStatus.__members__.items()},
+    "UNKNOWN": TaskStatus.UNKNOWN,
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -213,10 +305,13 @@ class Video:
 
 @attrs.frozen(kw_only=True)
 class TaskResult:
-    """One answer of the task-result endpoint.
+    """What the service says of a task at one moment, whichever provider said it.
 
     ``status`` is UNKNOWN for statuses this library does not know; ``raw_status`` keeps the
-    service's own string. ``extra`` is the service's ``extra`` object, as sent.
+    service's own string. ``eta`` (seconds left) and ``progress_percent`` are the service's
+    forecasts, when it gives any; ``started_after`` and ``ended_after`` are the seconds from
+    the submission to the start of processing and to the end, by the service's own clock,
+    when it says. ``extra`` holds the service's other fields, as sent.
     """
 
     task_id: str
@@ -226,6 +321,8 @@ class TaskResult:
     eta: float | None = None
     progress_percent: float | None = None
     videos: tuple[Video, ...] = ()
+    started_after: float | None = None
+    ended_after: float | None = None
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
     received_at: datetime = attrs.field(
         factory=lambda: datetime.now(timezone.utc), repr=False, eq=False

@@ -1,17 +1,17 @@
 """When to poll a task next: near its expected finish, then backing off, never on a fixed beat.
 
 The service's own forecasts are taken with the error they showed earlier in the run: each
-ended job teaches how far its forecasts were from its real end (the end the service reports
-in the final answer's ``debug_info`` when the polls left it loosely known). An ``eta``
-misses by a factor (``real remaining / eta``); a ``progress_percent`` misses by some points
-(``real fraction done - reported fraction``, the real fraction being the time processed over
-the real processing time, processing taken to start when the answer's ``debug_info`` says,
-else at submission). A task's next poll is then aimed inside the window those misses'
-quantiles give for its end, intersected over all of its answers: at its far edge when an
-end there is seen within ``min_interval`` (less how late answers come), else one tolerance
-in. Until the run has seen enough ends, a cautious prior window stands in (an eta off by
--40 % to +60 %, a progress off by a point); a schedule without a history polls at a fixed
-fraction of the eta.
+ended job teaches how far its forecasts were from its real end (the end the service reports,
+``TaskResult.ended_after``, when the polls left it loosely known). An ``eta`` misses by a
+factor (``real remaining / eta``); a ``progress_percent`` misses by some points (``real
+fraction done - reported fraction``, the real fraction being the time processed over the
+real processing time, processing taken to start when the answer says,
+``TaskResult.started_after``, else at submission); which provider said it does not matter.
+A task's next poll is then aimed inside the window those misses' quantiles give for its end,
+intersected over all of its answers: at its far edge when an end there is seen within
+``min_interval`` (less how late answers come), else one tolerance in. Until the run has
+seen enough ends, a cautious prior window stands in (an eta off by -40 % to +60 %, a
+progress off by a point); a schedule without a history polls at a fixed fraction of the eta.
 
 An answer without any forecast is placed by the durations the run has seen instead: the next
 poll comes when a share of the jobs seen running as long had ended (a quantile of the
@@ -536,7 +536,7 @@ class PollSchedule:
 
         The job really ended between the previous poll and this one. When that span is long
         and the ending answer (``result``) says when, by the service's clock
-        (``extra.debug_info``'s ``complete_time_ms``), that end is taken; else the service's
+        (``result.ended_after``), that end is taken; else the service's
         forecasts place it inside the span. Seen ended at the first poll without it, it ended
         some time before: the middle is taken, so first polls move earlier until they meet
         running jobs again.
@@ -549,7 +549,7 @@ class PollSchedule:
         ):
             return  # a backstop poll sees the end late: nothing to learn from it
         low = self._last_poll if self._last_poll is not None else 0.0
-        reported = None if result is None else _completed_seconds(result.extra)
+        reported = None if result is None else result.ended_after
         # The service's clock starts when it took the submission, ours when its answer came
         # back: the end it reports is that much late by ours. That matters only where our
         # polls left the end loosely known (a poll came long after the previous one): a job
@@ -634,7 +634,7 @@ class PollSchedule:
             forecasts.append(_Forecast(at, ETA, result.eta))
         done = None if result.progress_percent is None else result.progress_percent / 100
         if elapsed is not None and done is not None and 0 < done < 1:
-            since = min(_queued_seconds(result.extra), elapsed)
+            since = min(result.started_after or 0.0, elapsed)
             forecasts.append(_Forecast(at, PROGRESS, done, since))
         return forecasts
 
@@ -748,41 +748,3 @@ def _end_window(forecast: _Forecast, misses: tuple[float, float]) -> tuple[float
         return None
     latest = since + processed / least if least > 0 else float("inf")
     return since + processed / min(most, 1.0), latest
-
-
-def _service_times(extra: Mapping[str, Any], first: str, second: str) -> tuple[int, int] | None:
-    """The two named ``extra.debug_info`` times (ms), when both are there and readable."""
-    # A dict is checked as such first: an isinstance of an ABC costs several calls, per poll.
-    info = extra.get("debug_info") if type(extra) is dict or isinstance(extra, Mapping) else None
-    if type(info) is not dict and not isinstance(info, Mapping):
-        return None
-    try:
-        return int(info.get(first, 0)), int(info.get(second, 0))  # no loop's frame per poll
-    except (TypeError, ValueError):
-        return None
-
-
-def _completed_seconds(extra: Mapping[str, Any]) -> float | None:
-    """Seconds from submission to the end, by the service's clock; None when not said."""
-    times = _service_times(extra, "submit_time_ms", "complete_time_ms")
-    if times is None:
-        return None
-    submitted, completed = times
-    if submitted <= 0 or completed < submitted:
-        return None
-    return (completed - submitted) / 1000
-
-
-def _queued_seconds(extra: Mapping[str, Any]) -> float:
-    """Seconds between submission and the start of processing, by the service's clock.
-
-    0 when the answer does not say (``extra.debug_info``'s ``submit_time_ms`` and
-    ``execute_time_ms``) or says something unreadable.
-    """
-    times = _service_times(extra, "submit_time_ms", "execute_time_ms")
-    if times is None:
-        return 0.0
-    submitted, started = times
-    if submitted <= 0 or started < submitted:
-        return 0.0
-    return (started - submitted) / 1000

@@ -1,9 +1,10 @@
 """Push plumbing: webhook events parsed, confirmed and handed to whoever waits for the task.
 
 The public receivers live in :mod:`hailuo_async.webhooks`; this module holds what they and
-the client share: the event's shape (:func:`parse_webhook`), the registry of interest in
-task ids (:class:`PushRegistry`, kept in the client's shared state), and the confirmation
-of an event by one task-result GET (:class:`WebhookConfirmer`).
+the client share: what an event claims (:class:`WebhookEvent`, which each provider reads
+from its own bodies), the registry of interest in task ids (:class:`PushRegistry`, kept in
+the client's shared state), and the confirmation of an event by polling the task once
+(:class:`WebhookConfirmer`).
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ import attrs
 from ._decoding import json_type
 from ._exceptions import HailuoError, InvalidRequestError, WebhookError
 from ._models import TaskResult, TaskStatus
-from ._task_ids import task_id_problem
 
 __all__ = [
     "BUSY_MESSAGE",
     "MAX_CONCURRENT_CONFIRMATIONS",
     "MAX_WAITING_CONFIRMATIONS",
     "MAX_WEBHOOK_BYTES",
-    "WEBHOOK_EVENT_TYPE",
     "WEBHOOK_SECRET_ENV",
     "Admission",
     "InMemoryPushRegistry",
@@ -44,14 +43,12 @@ __all__ = [
     "WebhookSecret",
     "admit_delivery",
     "error_body",
-    "parse_webhook",
     "read_capped",
+    "webhook_data",
 ]
 
 logger = logging.getLogger("hailuo_async.webhooks")
 
-WEBHOOK_EVENT_TYPE = "ASYNC_TASK_RESULT"
-"""The one event type the gateway documents; receivers ignore any other."""
 MAX_WEBHOOK_BYTES = 1024 * 1024
 """Bodies larger than this are refused unread: a task-result event is a few kilobytes."""
 # How many task ids' last confirmation times are remembered for the cool-down.
@@ -165,19 +162,23 @@ class WebhookSecret:
 class WebhookEvent:
     """A webhook body whose shape was checked; nothing in it is confirmed yet.
 
-    ``task_id`` and ``status`` are what the body *claims*; they are ``None`` for events of
-    a type other than ``ASYNC_TASK_RESULT`` (whose payload is not read).
+    ``task_id`` and ``status`` are what the body *claims* of a task; they are ``None`` for
+    events that are not about one (a gateway event of another type, whose payload is not
+    read). ``challenge`` is set for MiniMax's check of a callback URL, which a receiver
+    answers with ``{"challenge": challenge}`` at once. ``event_type`` is the gateway's, or
+    ``"challenge"`` and ``"task_state"`` for MiniMax's bodies (which carry none).
     """
 
     event_type: str
     task_id: str | None = None
     status: TaskStatus | None = None
     payload: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    challenge: str | None = None
 
     @property
     def is_task_result(self) -> bool:
-        """True for the ``ASYNC_TASK_RESULT`` events this library acts on."""
-        return self.event_type == WEBHOOK_EVENT_TYPE
+        """True for the events about a task, which this library acts on."""
+        return self.task_id is not None
 
     @property
     def claims_done(self) -> bool:
@@ -185,11 +186,11 @@ class WebhookEvent:
         return self.status is not None and self.status.is_terminal
 
 
-def parse_webhook(body: bytes | str | Mapping[str, Any]) -> WebhookEvent:
-    """Check a webhook body's shape and return what it claims, or raise :class:`WebhookError`.
+def webhook_data(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A webhook body as the JSON object it must be, or :class:`WebhookError`.
 
-    ``body`` is the raw request body (bytes or text) or the JSON object already decoded.
-    Only the fields needed to route the event are read; it is confirmed later, by a GET.
+    ``body`` is the raw request body (bytes or text, at most :data:`MAX_WEBHOOK_BYTES`) or
+    the object already decoded. What the object says is the provider's to read.
     """
     data: object
     if isinstance(body, (bytes, bytearray, memoryview, str)):
@@ -206,28 +207,7 @@ def parse_webhook(body: bytes | str | Mapping[str, Any]) -> WebhookEvent:
         raise WebhookError("body", f"must be bytes, text or a mapping, not {type(body).__name__}")
     if not isinstance(data, Mapping):
         raise WebhookError("body", f"must be a JSON object, not {json_type(data)}")
-    event_type = data.get("event_type")
-    if not isinstance(event_type, str) or not event_type:
-        raise WebhookError("event_type", "must be a non-empty string")
-    if event_type != WEBHOOK_EVENT_TYPE:
-        return WebhookEvent(event_type=event_type[:200])
-    payload = data.get("payload")
-    if not isinstance(payload, Mapping):
-        raise WebhookError("payload", f"must be an object, not {json_type(payload)}")
-    task = payload.get("task")
-    if not isinstance(task, Mapping):
-        raise WebhookError("payload.task", f"must be an object, not {json_type(task)}")
-    task_id = task.get("task_id")
-    problem = task_id_problem(task_id)
-    if problem is not None:
-        raise WebhookError("payload.task.task_id", problem)
-    assert isinstance(task_id, str)
-    status = task.get("status", "")
-    if not isinstance(status, str):
-        raise WebhookError("payload.task.status", f"must be a string, not {json_type(status)}")
-    return WebhookEvent(
-        event_type=event_type, task_id=task_id, status=TaskStatus.parse(status), payload=payload
-    )
+    return data
 
 
 class PushSubscriber(Protocol):

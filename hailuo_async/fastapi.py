@@ -355,16 +355,17 @@ def result_json(result: TaskResult) -> dict[str, Any]:
 def webhook_router(
     *, path: str = "/hailuo/webhook", max_body_bytes: int = MAX_WEBHOOK_BYTES
 ) -> APIRouter:
-    """A router with the webhook route: ``POST path/{secret}`` takes the gateway's events.
+    """A router with the webhook route: ``POST path/{secret}`` takes the service's events.
 
     A delivery whose secret (the last path segment, see :func:`open_hailuo`) is wrong or
     missing gets 404 before anything else; ``POST path`` itself answers only when the app
     runs without a secret. It answers 202 at once for any well-formed event (400 naming the
     field for garbage, 413 for a body over ``max_body_bytes``) and confirms the event in the
-    lifespan's task group with one task-result GET (at most
+    lifespan's task group by polling the task once (at most
     :data:`~hailuo_async.webhooks.MAX_CONCURRENT_CONFIRMATIONS` at once; past the waiting
     ones, 503, which the gateway retries). Replays and duplicates are ignored, so the route
-    is idempotent.
+    is idempotent. MiniMax's ``{"challenge": X}`` is answered 200 ``{"challenge": X}`` at
+    once, as its callbacks require.
     """
     router = APIRouter()
 
@@ -388,9 +389,11 @@ def webhook_router(
         if body is None:
             return _error(413, "body", f"larger than {max_body_bytes} bytes")
         try:
-            event = parse_webhook(body)
+            event = parse_webhook(body, state.client.provider)
         except WebhookError as exc:
             return _error(400, exc.field, exc.message)
+        if event.challenge is not None:
+            return JSONResponse({"challenge": event.challenge}, status_code=200)
         confirm = admit_for(state.client, event)
         if confirm is Admission.BUSY:
             return _error(503, "body", BUSY_MESSAGE)

@@ -1,20 +1,23 @@
-"""Push delivery: read the gateway's webhook events, confirm each one, hand it to the watchers.
+"""Push delivery: read the service's webhook events, confirm each one, hand it to the watchers.
 
-A submission made with ``VideoRequest(..., webhook_url=...)`` asks the gateway to POST an
-``ASYNC_TASK_RESULT`` event to that URL when the task ends (API.md, section 3). No signature
-scheme is documented, so an event is never trusted by itself:
+A submission made with ``VideoRequest(..., webhook_url=...)`` asks the service to POST to
+that URL: the gateway an ``ASYNC_TASK_RESULT`` event when the task ends (API.md, section 3),
+MiniMax first ``{"challenge": X}`` (to be answered ``{"challenge": X}`` within 3 seconds)
+and then the task's state on each change. No signature scheme is documented, so an event is
+never trusted by itself:
 
-1. :func:`parse_webhook` checks the shape of the body (a :class:`WebhookError` otherwise);
+1. :func:`parse_webhook` checks the shape of the body in the provider's dialect (a
+   :class:`WebhookError` otherwise); the receivers answer a challenge at once;
 2. :meth:`HailuoClient.handle_webhook <hailuo_async.HailuoClient.handle_webhook>` ignores
    events of other types, events that do not claim an end, ids no open watcher is watching
    (unknown, or already ended) and duplicates of an event being confirmed; then
-3. it confirms the event with one task-result GET and hands the *confirmed* result to every
+3. it confirms the event by polling the task once and hands the *confirmed* result to every
    open watcher watching that id, so ``async for`` over a watcher (or a ``generate_many``
    batch) yields pushed and polled results alike.
 
 The gateway retries a delivery that is not answered 2xx within 5 seconds, so a receiver
 must answer at once and do the confirmation afterwards: :func:`aiohttp_handler` (here) and
-:func:`hailuo_async.fastapi.webhook_router` do exactly that.
+:func:`hailuo_async.fastapi.webhook_router` do exactly that, for the client's provider.
 
 Since the gateway signs nothing, anyone who can reach the receiver and guesses a watched
 task id could make it spend a GET per forged delivery. Give the receiver a
@@ -39,16 +42,16 @@ from ._push import (
     MAX_CONCURRENT_CONFIRMATIONS,
     MAX_WAITING_CONFIRMATIONS,
     MAX_WEBHOOK_BYTES,
-    WEBHOOK_EVENT_TYPE,
     WEBHOOK_SECRET_ENV,
     Admission,
     WebhookEvent,
     WebhookSecret,
     admit_delivery,
     error_body,
-    parse_webhook,
     read_capped,
 )
+from .providers import parse_webhook
+from .providers._gateway import WEBHOOK_EVENT_TYPE
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -105,6 +108,7 @@ class AiohttpWebhookReceiver:
 
         With a secret, a request whose ``{secret}`` route segment is wrong or missing gets
         404 first, before its body is read; 503 when confirmations are at their cap.
+        MiniMax's ``{"challenge": X}`` gets 200 ``{"challenge": X}``.
         """
         if self._secret is not None and not self._secret.matches(
             request.match_info.get(SECRET_SEGMENT)
@@ -118,9 +122,11 @@ class AiohttpWebhookReceiver:
         if body is None:
             return _error(413, "body", f"larger than {self._max_body_bytes} bytes")
         try:
-            event = parse_webhook(body)
+            event = parse_webhook(body, self._client.provider)
         except WebhookError as exc:
             return _error(400, exc.field, exc.message)
+        if event.challenge is not None:
+            return _json({"challenge": event.challenge}, 200)
         confirm = admit_for(self._client, event)
         if confirm is Admission.BUSY:
             return _error(503, "body", BUSY_MESSAGE)
@@ -173,8 +179,9 @@ def aiohttp_handler(
 ) -> AiohttpWebhookHandler:
     """An aiohttp handler that feeds webhook events to ``client``'s open watchers.
 
-    It answers 202 at once and confirms the event in the background (one task-result GET),
-    so the gateway never times out and retries; replays and duplicates are harmless. With
+    It answers 202 at once and confirms the event in the background (the task polled once),
+    so the service never times out and retries; replays and duplicates are harmless;
+    MiniMax's challenge is answered at once. With
     a ``secret`` (recommended), the route carries it as its ``{secret}`` segment and the
     jobs are sent with ``secret.url(...)`` as their webhook URL::
 

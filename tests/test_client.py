@@ -36,6 +36,7 @@ from hailuo_async import (
     WaitTimeoutError,
 )
 from hailuo_async._polling import DurationStats, PollSchedule
+from hailuo_async.providers._gateway import gateway_body
 from hailuo_async.testing import FakeHailuoServer, Faults, Fixed
 from hailuo_async.testing.pytest_plugin import FakeHailuoFactory
 
@@ -593,5 +594,5 @@ async def test_submit_sends_json_with_bearer_auth() -> None:
     assert (method, path) == ("POST", "/v3/async/minimax-hailuo-02")
     assert headers["Authorization"] == f"Bearer {KEY}"
     assert headers["Content-Type"].startswith("application/json")
-    assert body == REQUEST.to_payload()
+    assert body == gateway_body(REQUEST)
     assert json.loads(json.dumps(body)) == body

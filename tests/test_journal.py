@@ -26,6 +26,7 @@ from hailuo_async import (
     Video,
     VideoRequest,
 )
+from hailuo_async._decoding import request_to_json
 from hailuo_async.journal import (
     SCHEMA_VERSION,
     InvalidTransitionError,
@@ -138,7 +139,7 @@ def test_job_specs_carry_payload_and_fingerprint() -> None:
     """A spec holds the request's API body, fingerprint and batch index."""
     request = VideoRequest(prompt="a cat", duration=10, webhook_url="https://hook.test/x")
     (spec,) = job_specs([request])
-    assert spec.payload == request.to_payload()
+    assert spec.payload == request_to_json(request)
     assert spec.fingerprint == request.fingerprint
     assert spec.index == 0
 
@@ -166,7 +167,7 @@ async def test_record_then_get(open_store: OpenStore) -> None:
     assert record is not None
     assert record.state is JobState.RECORDED
     assert record.index == 0
-    assert record.payload == request.to_payload()
+    assert record.payload == request_to_json(request)
     assert record.to_request() == request
     assert record.attempts == 0
     assert record.created_at <= datetime.now(timezone.utc)

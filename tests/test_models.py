@@ -25,8 +25,14 @@ from hailuo_async import (
     Video,
     VideoRequest,
 )
-from hailuo_async._decoding import DecodeError, decode_json, decode_submission, decode_task_result
+from hailuo_async._decoding import DecodeError, decode_json
 from hailuo_async._images import MAX_IMAGE_BYTES
+from hailuo_async.providers._gateway import (
+    gateway_body,
+    gateway_status,
+    read_submission,
+    read_task_result,
+)
 
 # -- tiny real images, made here ---------------------------------------------------------------
 
@@ -112,23 +118,25 @@ def test_defaults_are_the_apis() -> None:
 
 
 def test_payload_has_every_field_and_no_extra_without_a_webhook() -> None:
-    """to_payload sends the documented fields, and `extra` only for a webhook."""
-    assert make(prompt="p").to_payload() == {
+    """The gateway's body has the documented fields, and `extra` only for a webhook."""
+    assert gateway_body(make(prompt="p")) == {
         "prompt": "p",
         "duration": 6,
         "resolution": "768P",
         "enable_prompt_expansion": True,
         "fast_pretreatment": False,
     }
-    payload = make(
-        prompt="p",
-        image="https://example.com/a.png",
-        end_image="https://example.com/b.png",
-        duration=10,
-        enable_prompt_expansion=False,
-        fast_pretreatment=True,
-        webhook_url="https://hooks.example.com/h",
-    ).to_payload()
+    payload = gateway_body(
+        make(
+            prompt="p",
+            image="https://example.com/a.png",
+            end_image="https://example.com/b.png",
+            duration=10,
+            enable_prompt_expansion=False,
+            fast_pretreatment=True,
+            webhook_url="https://hooks.example.com/h",
+        )
+    )
     assert payload["image"] == "https://example.com/a.png"
     assert payload["end_image"] == "https://example.com/b.png"
     assert payload["duration"] == 10
@@ -163,8 +171,8 @@ def test_invalid_request_error_is_a_hailuo_error_and_a_value_error() -> None:
 def test_any_prompt_of_1_to_2000_characters_is_accepted(prompt: str) -> None:
     """Every prompt of 1 to 2000 valid characters is taken and sent as it is."""
     request = VideoRequest(prompt=prompt)
-    assert request.to_payload()["prompt"] == prompt
-    json.dumps(request.to_payload(), ensure_ascii=False).encode("utf-8")
+    assert gateway_body(request)["prompt"] == prompt
+    json.dumps(gateway_body(request), ensure_ascii=False).encode("utf-8")
 
 
 @settings(max_examples=30, deadline=None)
@@ -402,7 +410,9 @@ def test_fingerprint_is_stable_and_tells_requests_apart() -> None:
     ],
 )
 def test_status_parsing_tolerates_unknown_values(raw: str, status: TaskStatus) -> None:
-    """Known statuses map to members, anything else to UNKNOWN."""
+    """The gateway's statuses map to members (any case, prefix or not), anything else to UNKNOWN;
+    stored statuses of old releases (the gateway's strings) read as the same members."""
+    assert gateway_status(raw) is status
     assert TaskStatus.parse(raw) is status
 
 
@@ -410,7 +420,22 @@ def test_only_succeed_and_failed_are_terminal() -> None:
     """is_terminal holds for SUCCEED and FAILED only."""
     assert {s for s in TaskStatus if s.is_terminal} == {TaskStatus.SUCCEED, TaskStatus.FAILED}
     assert isinstance(TaskStatus.SUCCEED, str)
-    assert TaskStatus.SUCCEED.value == "TASK_STATUS_SUCCEED"
+
+
+def test_status_values_are_the_librarys_own() -> None:
+    """The values are the library's words, whatever the provider says; parse reads them back."""
+    values = {status.name: status.value for status in TaskStatus}
+    assert values == {
+        "QUEUED": "queued",
+        "PROCESSING": "processing",
+        "SUCCEED": "succeeded",
+        "FAILED": "failed",
+        "UNKNOWN": "unknown",
+    }
+    for status in TaskStatus:
+        assert TaskStatus.parse(status.value) is status
+        assert TaskStatus.parse(status.name) is status
+    assert TaskStatus.parse("UNKNOWN") is TaskStatus.UNKNOWN  # as releases before 0.2 stored it
 
 
 @pytest.mark.parametrize(
@@ -491,7 +516,7 @@ def documented_answer(**task: Any) -> dict[str, Any]:
 
 def test_documented_answer_is_decoded() -> None:
     """Every documented field reaches the TaskResult and its Video."""
-    result = decode_task_result(documented_answer(), task_id="t-1", received_at=RECEIVED)
+    result = read_task_result(documented_answer(), task_id="t-1", received_at=RECEIVED)
     assert result.task_id == "t-1"
     assert result.status is TaskStatus.SUCCEED
     assert result.raw_status == "TASK_STATUS_SUCCEED"
@@ -513,13 +538,13 @@ def test_numbers_as_strings_are_parsed() -> None:
     """eta, progress and the TTL may come as strings, with spaces, or empty."""
     answer = documented_answer(status="TASK_STATUS_PROCESSING", eta=" 12.5 ", progress_percent="40")
     answer["videos"] = []
-    result = decode_task_result(answer, task_id="t-1", received_at=RECEIVED)
+    result = read_task_result(answer, task_id="t-1", received_at=RECEIVED)
     assert result.eta == 12.5
     assert result.progress_percent == 40
     answer = documented_answer()
     answer["videos"][0]["video_url_ttl"] = "600"
     answer["task"]["eta"] = ""
-    result = decode_task_result(answer, task_id="t-1", received_at=RECEIVED)
+    result = read_task_result(answer, task_id="t-1", received_at=RECEIVED)
     assert result.videos[0].ttl == 600
     assert result.videos[0].expires_at == RECEIVED + timedelta(minutes=10)
     assert result.eta is None
@@ -539,20 +564,20 @@ def test_any_number_as_a_string_reads_as_the_number(eta: float, progress: int) -
             "progress_percent": str(progress),
         }
     }
-    result = decode_task_result(answer, task_id="t", received_at=RECEIVED)
+    result = read_task_result(answer, task_id="t", received_at=RECEIVED)
     assert result.eta == eta
     assert result.progress_percent == progress
 
 
 def test_missing_fields_have_defaults_and_extra_fields_are_ignored() -> None:
     """A minimal answer decodes; unknown fields anywhere are ignored; nulls are empty."""
-    result = decode_task_result(
+    result = read_task_result(
         {"task": {"status": "TASK_STATUS_QUEUED"}}, task_id="t", received_at=RECEIVED
     )
     assert (result.reason, result.eta, result.progress_percent) == ("", None, None)
     assert result.videos == ()
     assert dict(result.extra) == {}
-    result = decode_task_result(
+    result = read_task_result(
         {
             "task": {"status": "TASK_STATUS_QUEUED", "reason": None, "new": {"x": 1}},
             "videos": None,
@@ -568,7 +593,7 @@ def test_missing_fields_have_defaults_and_extra_fields_are_ignored() -> None:
 
 def test_unknown_status_keeps_the_raw_value() -> None:
     """An unknown status decodes to UNKNOWN, with the service's string kept."""
-    result = decode_task_result(
+    result = read_task_result(
         {"task": {"status": "TASK_STATUS_CANCELED"}}, task_id="t", received_at=RECEIVED
     )
     assert result.status is TaskStatus.UNKNOWN
@@ -579,7 +604,7 @@ def test_unknown_status_keeps_the_raw_value() -> None:
 def test_out_of_range_numbers_are_tamed() -> None:
     """A negative eta reads as unknown; progress is clipped to 0..100."""
     answer = {"task": {"status": "TASK_STATUS_PROCESSING", "eta": -3, "progress_percent": 250}}
-    result = decode_task_result(answer, task_id="t", received_at=RECEIVED)
+    result = read_task_result(answer, task_id="t", received_at=RECEIVED)
     assert result.eta is None
     assert result.progress_percent == 100
 
@@ -605,16 +630,16 @@ def test_out_of_range_numbers_are_tamed() -> None:
 def test_answers_that_matter_are_checked_strictly(answer: object, where: str) -> None:
     """Wrong types, a success without a video or another task's answer are DecodeErrors."""
     with pytest.raises(DecodeError, match=where):
-        decode_task_result(answer, task_id="t", received_at=RECEIVED)
+        read_task_result(answer, task_id="t", received_at=RECEIVED)
 
 
 def test_submission_answers() -> None:
     """A submission's answer yields its task id; a missing or empty id is an error."""
-    assert decode_submission({"task_id": "abc", "other": 1}) == "abc"
+    assert read_submission({"task_id": "abc", "other": 1}) == "abc"
     bad_answers: list[object] = [{}, {"task_id": ""}, {"task_id": None}, [], {"task_id": {}}]
     for bad in bad_answers:
         with pytest.raises(DecodeError):
-            decode_submission(bad)
+            read_submission(bad)
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b'{"task_id": "a"', b"\xff\xfe", b"[" * 100_000])

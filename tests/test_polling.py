@@ -20,8 +20,8 @@ from hailuo_async._polling import (
     DurationStats,
     PollSchedule,
     PollSchedules,
-    _queued_seconds,
 )
+from hailuo_async.providers._gateway import read_task_result
 
 EXACT = PollPolicy(jitter=0.0, min_interval=1.0, max_interval=30.0)
 
@@ -35,21 +35,13 @@ def no_margin(monkeypatch: pytest.MonkeyPatch) -> None:
 def running(
     *, eta: float | None = None, progress: float | None = None, queued_ms: int | None = None
 ) -> TaskResult:
-    """A PROCESSING answer with the given forecasts (and debug_info times when queued_ms)."""
-    extra = {}
-    if queued_ms is not None:
-        extra = {
-            "debug_info": {
-                "submit_time_ms": "1700000000000",
-                "execute_time_ms": str(1700000000000 + queued_ms),
-            }
-        }
+    """A PROCESSING answer with the given forecasts (and the time queued when queued_ms)."""
     return TaskResult(
         task_id="t",
         status=TaskStatus.PROCESSING,
         eta=eta,
         progress_percent=progress,
-        extra=extra,
+        started_after=None if queued_ms is None else queued_ms / 1000,
     )
 
 
@@ -150,11 +142,8 @@ def simulate(
 
 
 def ended(seconds: float) -> TaskResult:
-    """A SUCCEED answer whose debug_info says the job ended ``seconds`` after submission."""
-    submitted = 1_700_000_000_000
-    completed = submitted + round(seconds * 1000)
-    info = {"submit_time_ms": str(submitted), "complete_time_ms": str(completed)}
-    return TaskResult(task_id="t", status=TaskStatus.SUCCEED, extra={"debug_info": info})
+    """A SUCCEED answer that says the job ended ``seconds`` after submission."""
+    return TaskResult(task_id="t", status=TaskStatus.SUCCEED, ended_after=round(seconds, 3))
 
 
 def test_before_enough_ends_a_cautious_prior_window_aims_the_poll() -> None:
@@ -312,9 +301,14 @@ def test_a_pushed_task_keeps_its_backstop_and_teaches_nothing() -> None:
     assert len(history._misses[ETA]) == DurationStats.MIN_MISSES
 
 
-def test_unreadable_debug_info_reads_as_no_queue() -> None:
-    """Missing, non-numeric or backwards debug_info times give 0 s queued."""
+def test_unreadable_debug_info_reads_as_no_service_times() -> None:
+    """The gateway's missing, non-numeric or backwards debug_info times give no time hints."""
     ms = "1700000000000"
+
+    def read(extra: dict[str, Any]) -> TaskResult:
+        answer = {"task": {"status": "TASK_STATUS_PROCESSING"}, "extra": extra}
+        return read_task_result(answer, task_id="t")
+
     for extra in (
         {},
         {"debug_info": "x"},
@@ -322,8 +316,10 @@ def test_unreadable_debug_info_reads_as_no_queue() -> None:
         {"debug_info": {"submit_time_ms": ms, "execute_time_ms": "0"}},
         {"debug_info": {"submit_time_ms": None, "execute_time_ms": ms}},
     ):
-        assert _queued_seconds(extra) == 0.0
-    assert _queued_seconds({"debug_info": {"submit_time_ms": 1000, "execute_time_ms": 3500}}) == 2.5
+        assert read(extra).started_after is None
+    times = {"submit_time_ms": 1000, "execute_time_ms": 3500, "complete_time_ms": "4000"}
+    result = read({"debug_info": times})
+    assert (result.started_after, result.ended_after) == (2.5, 3.0)
 
 
 def test_learning_halves_the_polls_of_a_simulated_batch() -> None:

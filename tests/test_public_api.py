@@ -11,10 +11,16 @@ from pathlib import Path
 
 import hailuo_async
 import hailuo_async.journal
+import hailuo_async.providers
 import hailuo_async.webhooks
 
 # Public homes of names: the package, and its public submodules.
-PUBLIC_MODULES = (hailuo_async, hailuo_async.journal, hailuo_async.webhooks)
+PUBLIC_MODULES = (
+    hailuo_async,
+    hailuo_async.journal,
+    hailuo_async.providers,
+    hailuo_async.webhooks,
+)
 
 INTENDED = {
     "ActiveJobs",
@@ -38,6 +44,7 @@ INTENDED = {
     "TaskWatcher",
     "UnknownSubmissionPolicy",
     "Duration",
+    "Model",
     "Resolution",
     "DurationStats",
     "SubmitOne",
@@ -52,6 +59,8 @@ INTENDED = {
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "ContentPolicyError",
+    "InsufficientBalanceError",
     "DownloadError",
     "HailuoClient",
     "HailuoError",

@@ -10,7 +10,8 @@ import pytest
 from clientutil import fake_client
 
 from hailuo_async import TaskStatus, VideoRequest
-from hailuo_async._decoding import decode_task_result, url_expiry
+from hailuo_async._decoding import url_expiry
+from hailuo_async.providers._gateway import read_task_result
 from hailuo_async.testing import FakeHailuoServer
 from hailuo_async.webhooks import parse_webhook
 
@@ -39,7 +40,7 @@ WEBHOOK = """{"event_type":"ASYNC_TASK_RESULT","payload":{"task":{"task_id":"t-h
 def test_captured_answer_is_read_whole() -> None:
     """The captured body decodes: succeeded, progress complete, URL kept exactly, ttl unknown."""
     received = SIGNED_AT + timedelta(seconds=5)
-    result = decode_task_result(json.loads(CAPTURED), task_id=CAPTURED_ID, received_at=received)
+    result = read_task_result(json.loads(CAPTURED), task_id=CAPTURED_ID, received_at=received)
     assert result.status is TaskStatus.SUCCEED
     assert result.ok
     assert result.progress_percent == 100.0
@@ -54,7 +55,7 @@ def test_captured_answer_is_read_whole() -> None:
 def test_ttl_zero_is_unknown_and_the_url_says_the_expiry() -> None:
     """video_url_ttl "0" is not "expired": the COS q-sign-time end is the expiry."""
     received = SIGNED_AT + timedelta(seconds=5)
-    result = decode_task_result(json.loads(CAPTURED), task_id=CAPTURED_ID, received_at=received)
+    result = read_task_result(json.loads(CAPTURED), task_id=CAPTURED_ID, received_at=received)
     video = result.video
     assert video is not None
     assert video.expires_at == SIGNED_UNTIL
@@ -70,7 +71,7 @@ def test_zero_or_missing_ttl_without_a_signed_expiry_is_unknown(ttl: str | None)
         '{"task":{"task_id":"t","status":"TASK_STATUS_SUCCEED"},'
         f'"videos":[{{"video_url":"https://cdn.example/v.mp4"{ttl_part}}}]}}'
     )
-    video = decode_task_result(json.loads(body), task_id="t").video
+    video = read_task_result(json.loads(body), task_id="t").video
     assert video is not None
     assert video.ttl is None
     assert video.expires_at is None
@@ -80,7 +81,7 @@ def test_zero_or_missing_ttl_without_a_signed_expiry_is_unknown(ttl: str | None)
 def test_documented_string_ttl_is_read() -> None:
     """The documented "3600" (a string) gives an expiry an hour after receipt."""
     received = datetime(2025, 6, 20, tzinfo=timezone.utc)
-    result = decode_task_result(json.loads(DOCUMENTED), task_id="t-doc", received_at=received)
+    result = read_task_result(json.loads(DOCUMENTED), task_id="t-doc", received_at=received)
     assert result.video is not None
     assert result.video.ttl == 3600.0
     assert result.video.expires_at == received + timedelta(hours=1)
@@ -92,7 +93,7 @@ def test_webhook_wrapper_with_string_ttls_is_read() -> None:
     event = parse_webhook(WEBHOOK)
     assert event.task_id == "t-hook"
     assert event.status is TaskStatus.SUCCEED
-    result = decode_task_result(json.loads(WEBHOOK)["payload"], task_id="t-hook")
+    result = read_task_result(json.loads(WEBHOOK)["payload"], task_id="t-hook")
     assert result.video is not None
     assert result.video.ttl == 3600.0
 
@@ -135,7 +136,7 @@ def test_the_earlier_of_url_and_ttl_wins(ttl: int, url_seconds: int, wins: str) 
             {"video_url": f"https://s.example/v.mp4?Expires={url_until}", "video_url_ttl": ttl}
         ],
     }
-    video = decode_task_result(body, task_id="t", received_at=received).video
+    video = read_task_result(body, task_id="t", received_at=received).video
     assert video is not None
     expected = received + timedelta(seconds=url_seconds if wins == "url" else ttl)
     assert video.expires_at == expected

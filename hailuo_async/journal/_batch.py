@@ -9,7 +9,7 @@ from .._exceptions import HailuoError, SubmissionUnknownError, TaskFailedError
 from .._models import TaskResult, VideoRequest
 from .._retry import UnknownSubmissionPolicy
 from .._worker import LeaseClock
-from ._errors import JobConflictError, LeaseLostError
+from ._errors import JobConflictError, JournalProviderError, LeaseLostError
 from ._keys import JobKeyer
 from ._open import store_for
 from ._postgres import PostgresJobStore
@@ -44,6 +44,7 @@ class BatchJournal:
             self._store = self._owned = store_for(journal, batch=batch)
         else:
             self._store = journal
+        self.batch = batch
         # A worker of a shared batch submits a job only while it holds the job's lease.
         self.worker_id = worker_id
         self._leases = leases
@@ -59,15 +60,26 @@ class BatchJournal:
         return self._store
 
     async def start(
-        self, *, retry_failed: bool, on_unknown_submission: UnknownSubmissionPolicy
+        self,
+        *,
+        retry_failed: bool,
+        on_unknown_submission: UnknownSubmissionPolicy,
+        provider: str = "gateway",
     ) -> None:
-        """Open the journal if it is ours and read what an earlier run left."""
+        """Open the journal if it is ours and read what an earlier run left.
+
+        Raises :class:`JournalProviderError` when the batch was started through another
+        provider than ``provider`` (before anything is sent).
+        """
         if self._store is None:
             return
         if isinstance(self._owned, SQLiteJobStore):
             self._owned.path.parent.mkdir(parents=True, exist_ok=True)
         if self._owned is not None:
             await self._owned.open()
+        recorded = await self._store.bind_provider(provider)
+        if recorded != provider:
+            raise JournalProviderError(self.batch, recorded=recorded, asked=provider)
         self._plan = await self._store.resume(
             None, retry_failed=retry_failed, on_unknown_submission=on_unknown_submission
         )

@@ -13,6 +13,7 @@ __all__ = [
     "JournalConnectionError",
     "JournalError",
     "JournalPermissionError",
+    "JournalProviderError",
     "JournalSchemaError",
     "LeaseLostError",
     "UnknownJobError",
@@ -42,6 +43,24 @@ class JournalSchemaError(JournalError):
         super().__init__(message)
         self.found = found
         self.supported = supported
+
+
+class JournalProviderError(JournalError):
+    """The batch was sent through another provider than the one asked to resume it.
+
+    Its task ids are that provider's: resuming it through another would poll tasks that
+    service does not know and submit its unsent jobs there. Nothing was sent.
+    """
+
+    def __init__(self, batch: str, *, recorded: str, asked: str) -> None:
+        super().__init__(
+            f"the batch {batch!r} in this journal was sent through the {recorded!r} provider,"
+            f" not {asked!r}: resume it with provider={recorded!r} (--provider {recorded}),"
+            " or use another journal or batch name for a new run; nothing was sent"
+        )
+        self.batch = batch
+        self.recorded = recorded
+        self.asked = asked
 
 
 class UnknownJobError(JournalError):

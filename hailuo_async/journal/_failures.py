@@ -2,7 +2,7 @@
 
 The journal stores the error's message (``error``), its class name (``error_type``) and its
 attributes as JSON (``error_fields``): a task result as :func:`result_to_json` writes it, a
-request as its API payload, anything else that JSON can hold as it is. A replayed failure
+request in the library's JSON form, anything else that JSON can hold as it is. A replayed failure
 is then an instance of the same class with the same attributes, so code that handles a
 :class:`RateLimitError` or reads ``TaskFailedError.result`` works the same on a resumed run.
 """
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import _exceptions
-from .._decoding import request_from_payload, result_from_json, result_to_json
+from .._decoding import request_from_json, request_to_json, result_from_json, result_to_json
 from .._models import TaskResult, VideoRequest
 from . import _errors
 from ._records import JobRecord
@@ -38,7 +38,7 @@ def _encode(value: object) -> object:
     if isinstance(value, TaskResult):
         return {_RESULT: result_to_json(value)}
     if isinstance(value, VideoRequest):
-        return {_REQUEST: value.to_payload()}
+        return {_REQUEST: request_to_json(value)}
     if isinstance(value, tuple):
         return [_encode(item) for item in value]
     return value
@@ -49,7 +49,7 @@ def _decode(value: object) -> object:
         if _RESULT in value:
             return result_from_json(value[_RESULT])
         if _REQUEST in value:
-            return request_from_payload(value[_REQUEST])
+            return request_from_json(value[_REQUEST])
     return value
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from .._decoding import request_to_json
 from .._exceptions import InvalidRequestError
 from .._models import VideoRequest
 
@@ -17,7 +18,8 @@ MAX_KEY_CHARS = 512
 
 @attrs.frozen(kw_only=True)
 class JobSpec:
-    """One job to record: its key, its place in the batch and the body the API will get."""
+    """One job to record: its key, its place in the batch, its request (the library's JSON
+    form, :func:`~hailuo_async._decoding.request_to_json`) and the request's fingerprint."""
 
     key: str
     index: int
@@ -61,7 +63,9 @@ class JobKeyer:
             raise InvalidRequestError("keys", f"key {key!r} is given to more than one request")
         self._seen.add(key)
         self._next_index = index + 1
-        return JobSpec(key=key, index=index, payload=request.to_payload(), fingerprint=fingerprint)
+        return JobSpec(
+            key=key, index=index, payload=request_to_json(request), fingerprint=fingerprint
+        )
 
 
 def job_specs(

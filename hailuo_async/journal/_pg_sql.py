@@ -17,8 +17,9 @@ from ._errors import JournalError
 
 __all__ = ["SCHEMA_VERSION", "Statements", "check_schema_name"]
 
-# Version 1: the jobs table and its indexes. Add an entry to _UPGRADES for each new version.
-SCHEMA_VERSION = 1
+# Version 1: the jobs table and its indexes; 2: the batches' providers. Add an entry to
+# _UPGRADES for each new version.
+SCHEMA_VERSION = 2
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -73,6 +74,14 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
         "CREATE INDEX hailuo_jobs_submitting ON {s}.hailuo_jobs (batch, lease_until)"
         " WHERE state = 'submitting'",
         "CREATE INDEX hailuo_jobs_owner ON {s}.hailuo_jobs (batch, owner) WHERE owner IS NOT NULL",
+    ),
+    # The provider each batch is sent through (a batch without a row predates providers).
+    2: (
+        """CREATE TABLE {s}.hailuo_batches (
+            batch text PRIMARY KEY,
+            provider text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+        )""",
     ),
 }
 
@@ -133,6 +142,18 @@ class Statements:
             f"SELECT {_COLUMNS} FROM {s}.hailuo_jobs"  # noqa: S608
             " WHERE batch = %(batch)s AND key = ANY(%(keys)s) ORDER BY idx"
         )
+        # A batch recorded before providers were is the gateway's. A row inserted by another
+        # worker since this statement's snapshot is not seen: the caller asks again.
+        self.bind_provider = f"""
+WITH inserted AS (
+    INSERT INTO {s}.hailuo_batches (batch, provider)
+    SELECT %(batch)s, CASE WHEN EXISTS (SELECT 1 FROM {s}.hailuo_jobs WHERE batch = %(batch)s)
+                           THEN 'gateway' ELSE %(provider)s END
+    ON CONFLICT (batch) DO NOTHING
+    RETURNING provider
+)
+SELECT provider FROM inserted
+UNION ALL SELECT provider FROM {s}.hailuo_batches WHERE batch = %(batch)s"""  # noqa: S608
         self.counts = (
             f"SELECT state, count(*) FROM {s}.hailuo_jobs"  # noqa: S608
             " WHERE batch = %(batch)s GROUP BY state"

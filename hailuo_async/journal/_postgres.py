@@ -388,6 +388,24 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
 
     # -- JobStore ----------------------------------------------------------------------------
 
+    async def bind_provider(self, provider: str) -> str:
+        """Record the batch's provider unless one is; return the one recorded (see
+        :meth:`JobStore.bind_provider`). Safe for several workers to call at once."""
+        params = {"batch": self._batch, "provider": provider}
+        statement = self._statements.bind_provider
+
+        @_one_statement
+        def apply(session: _Session) -> str | None:
+            row = session.fetchone(statement, params)
+            return None if row is None else str(row[0])
+
+        recorded = await self._write(apply)
+        if recorded is None:  # another worker's row, committed after this one's snapshot
+            recorded = await self._write(apply)
+        if recorded is None:
+            raise JournalError(f"the provider of batch {self._batch!r} could not be recorded")
+        return recorded
+
     async def record(self, jobs: Sequence[JobSpec]) -> int:
         """Record jobs not recorded yet (others are left as they are); return how many were new.
 

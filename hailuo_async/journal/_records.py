@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from .._decoding import request_from_payload, result_from_json, result_to_json
+from .._decoding import request_from_json, result_from_json, result_to_json
 from .._models import TaskResult, VideoRequest
 
 __all__ = ["JobRecord", "JobState", "dump_result", "result_from_json", "result_to_json"]
@@ -68,8 +68,9 @@ class JobRecord:
         return self.path is not None
 
     def to_request(self) -> VideoRequest:
-        """The request this job was recorded for, rebuilt from the stored payload."""
-        return request_from_payload(self.payload)
+        """The request this job was recorded for, rebuilt from the stored payload (the
+        library's own form, or the gateway's body in journals of releases before 0.2)."""
+        return request_from_json(self.payload)
 
 
 def dump_result(result: TaskResult) -> str:

@@ -12,6 +12,7 @@ from ._errors import JournalError, JournalSchemaError
 from ._records import JobRecord, JobState, result_from_json
 
 __all__ = [
+    "BIND_PROVIDER",
     "CLAIMABLE",
     "DOWNLOADED",
     "FAILED",
@@ -21,6 +22,7 @@ __all__ = [
     "INTERRUPTED",
     "LEASE",
     "LEASE_EXPIRED",
+    "PROVIDER_OF",
     "RELEASE_ALL",
     "RELEASE_ONE",
     "RESULT_LOST",
@@ -40,7 +42,11 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
-"""2 added ``error_fields`` (the failed job's error attributes as JSON); 1 is upgraded in place."""
+"""2 added ``error_fields`` (the failed job's error attributes as JSON); 1 is upgraded in place.
+
+The provider a batch is sent through is a row of ``hailuo_journal_meta`` (``provider:`` and
+the batch's name); a batch without one was recorded before providers were: the gateway's.
+"""
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS hailuo_journal_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -163,6 +169,16 @@ UPDATE hailuo_jobs SET owner = NULL, lease_until = NULL WHERE batch = :batch AND
 RELEASE_ONE = """
 UPDATE hailuo_jobs SET owner = NULL, lease_until = NULL
 WHERE batch = ? AND owner = ? AND key = ?
+"""
+
+# The provider of a batch: its own, or the gateway for a batch recorded before providers.
+PROVIDER_OF = "SELECT value FROM hailuo_journal_meta WHERE name = ?"
+BIND_PROVIDER = """
+INSERT INTO hailuo_journal_meta (name, value)
+SELECT :name, CASE WHEN EXISTS (SELECT 1 FROM hailuo_jobs WHERE batch = :batch)
+                   THEN 'gateway' ELSE :provider END
+WHERE true
+ON CONFLICT (name) DO NOTHING
 """
 
 # SQLite's default limit of host parameters is 999 on older builds.

@@ -154,6 +154,20 @@ class SQLiteJobStore(GroupCommittedStore[sqlite3.Connection]):
 
     # -- JobStore ----------------------------------------------------------------------------
 
+    async def bind_provider(self, provider: str) -> str:
+        """Record the batch's provider unless one is; return the one recorded (see
+        :meth:`JobStore.bind_provider`)."""
+        name = f"provider:{self._batch}"
+        batch = self._batch
+
+        def apply(connection: sqlite3.Connection) -> str:
+            connection.execute(
+                sql.BIND_PROVIDER, {"name": name, "batch": batch, "provider": provider}
+            )
+            return str(connection.execute(sql.PROVIDER_OF, (name,)).fetchone()[0])
+
+        return await self._write(apply)
+
     async def record(self, jobs: Sequence[JobSpec]) -> int:
         """Record jobs not recorded yet (others are left as they are); return how many were new.
 

@@ -25,6 +25,15 @@ class JobStore(Protocol):
     workers; a single process may ignore them.
     """
 
+    async def bind_provider(self, provider: str) -> str:
+        """Record that the batch is sent through ``provider`` unless one is recorded; return
+        the one recorded (``"gateway"`` for a batch recorded before providers were).
+
+        A batch is resumed through the provider it was started with: its task ids are that
+        service's.
+        """
+        ...
+
     async def record(self, jobs: Sequence[JobSpec]) -> int:
         """Record jobs not recorded yet (others are left as they are); return how many were new.
 

@@ -35,7 +35,7 @@ from psycopg import sql
 from .._exceptions import InvalidRequestError
 from .._models import TaskStatus
 from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT
-from .._push import WEBHOOK_EVENT_TYPE, WebhookEvent
+from .._push import WebhookEvent
 from ._common import (
     Background,
     Connection,
@@ -56,6 +56,9 @@ GapHandler = Callable[[], Awaitable[None]]
 
 _log = logging.getLogger("hailuo_async.postgres.push")
 
+RELAYED = "relayed"
+"""The ``event_type`` of an event another process received (in its provider's dialect)."""
+
 
 @attrs.frozen
 class PushNotice:
@@ -67,7 +70,7 @@ class PushNotice:
 
     def as_event(self) -> WebhookEvent:
         """The (unconfirmed) webhook event to hand to ``HailuoClient.handle_webhook``."""
-        return WebhookEvent(event_type=WEBHOOK_EVENT_TYPE, task_id=self.task_id, status=self.status)
+        return WebhookEvent(event_type=RELAYED, task_id=self.task_id, status=self.status)
 
 
 class PostgresPushBus:

@@ -31,6 +31,7 @@ from hailuo_async import (
     Timeouts,
     VideoRequest,
 )
+from hailuo_async.providers._gateway import gateway_body
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
 from .support import Figures, canary, count_in, error_texts, scaled, serve
@@ -282,7 +283,7 @@ async def build_and_submit(kwargs: dict[str, Any], client: HailuoClient) -> None
         REQUEST_TALLY["built by VideoRequest, refused by the fake (400)"] += 1
         payload = {
             name: value if len(str(value)) < 200 else f"{str(value)[:200]}..."
-            for name, value in request.to_payload().items()
+            for name, value in gateway_body(request).items()
         }
         raise AssertionError(f"the fake refused a request we built: {exc}\n{payload}") from exc
     REQUEST_TALLY["built by VideoRequest and accepted by the fake"] += 1

@@ -1,5 +1,5 @@
-"""The common-shape reading of task results agrees with cattrs' detailed hooks on every input;
-the hand-written readers of a URL's expiry read as the standard library would."""
+"""The gateway's task results are read by one reader: any answer gives a result or a DecodeError
+naming the field; the hand-written readers of a URL's expiry read as the standard library would."""
 
 from __future__ import annotations
 
@@ -12,18 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hailuo_async._decoding as decoding
-from hailuo_async import TaskResult, Video
+from hailuo_async import TaskStatus, Video
 from hailuo_async._decoding import (
     DecodeError,
     _json_parser,
-    _read_common,
-    _read_detailed,
     decode_json,
-    decode_task_result,
     result_from_json,
     result_to_json,
     url_expiry,
 )
+from hailuo_async.providers._gateway import read_task_result
 
 RECEIVED = datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
 # Video URLs whose query states an expiry in each of the forms read, and one that does not.
@@ -105,65 +103,82 @@ results = st.one_of(
 )
 
 
-def outcome(read: Any, payload: dict[str, Any]) -> object:
-    """The TaskResult with its videos' expiries, or the type and text of the error raised."""
-    try:
-        result: TaskResult = read(payload, task_id="t", received_at=RECEIVED)
-    except Exception as exc:  # compared, not handled
-        return type(exc), str(exc)
-    return result, [video.expires_at for video in result.videos]
-
-
-def detailed(payload: object, *, task_id: str, received_at: datetime) -> TaskResult:
-    """The reading through cattrs' generated hooks only."""
-    return _read_detailed(payload, task_id, received_at)
-
-
 @settings(max_examples=500, deadline=None)
 @given(results)
-def test_common_reading_gives_what_the_detailed_hooks_give(payload: dict[str, Any]) -> None:
-    """Same TaskResult and expiries, or the same error, for any shape of answer."""
-    assert outcome(decode_task_result, payload) == outcome(detailed, payload)
+def test_any_answer_reads_as_a_result_or_a_named_error(payload: dict[str, Any]) -> None:
+    """Whatever its shape, an answer gives a TaskResult that keeps the library's promises, or
+    a DecodeError naming a field ($...): never another exception."""
+    try:
+        result = read_task_result(payload, task_id="t", received_at=RECEIVED)
+    except DecodeError as exc:
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        assert problem.startswith("$")
+        return
+    assert result.task_id == "t"
+    assert result.eta is None or result.eta >= 0
+    assert result.progress_percent is None or 0 <= result.progress_percent <= 100
+    assert all(video.url for video in result.videos)
+    if result.status is TaskStatus.SUCCEED:
+        assert result.videos
+        assert result.progress_percent == 100
 
 
-def test_service_answers_take_the_common_reading() -> None:
-    """The fake's and the captured real service's shapes are read without the detailed hooks."""
+def test_service_answers_read_as_sent() -> None:
+    """The fake's and the captured real service's shapes give the fields they hold."""
     task = {"task_id": "t", "task_type": "MINIMAX_HAILUO_02_T2V", "reason": "", "eta": 0.249}
     debug = {"request_info": "", "submit_time_ms": "1796102551204"}
-    answers: list[dict[str, Any]] = [
-        {
-            "task": {**task, "status": "TASK_STATUS_PROCESSING", "progress_percent": 3},
-            "videos": [],
-            "images": [],
-            "audios": [],
-            "extra": {"seed": "543415040", "debug_info": debug},
-        },
-        {
-            "task": {**task, "status": "TASK_STATUS_SUCCEED", "eta": 0, "progress_percent": 100},
-            "videos": [{"video_url": URLS[3], "video_url_ttl": 36.0, "video_type": "mp4"}],
-            "extra": {"seed": "543415040", "debug_info": debug},
-        },
-        {
-            "task": {**task, "status": "TASK_STATUS_SUCCEED", "eta": 0, "progress_percent": 0},
-            "videos": [
-                {
-                    "nsfw_detection_result": None,
-                    "video_type": "mp4",
-                    "video_url": URLS[2],
-                    "video_url_ttl": "0",
-                }
-            ],
-            "images": [],
-            "audios": [],
-            "extra": {},
-        },
-    ]
-    for answer in answers:
-        assert _read_common(answer, "t", RECEIVED) == _read_detailed(answer, "t", RECEIVED)
+    running = {
+        "task": {**task, "status": "TASK_STATUS_PROCESSING", "progress_percent": 3},
+        "videos": [],
+        "images": [],
+        "audios": [],
+        "extra": {"seed": "543415040", "debug_info": debug},
+    }
+    result = read_task_result(running, task_id="t", received_at=RECEIVED)
+    assert (result.status, result.raw_status) == (TaskStatus.PROCESSING, "TASK_STATUS_PROCESSING")
+    assert (result.eta, result.progress_percent, result.videos) == (0.249, 3.0, ())
+    assert result.extra == running["extra"]
+    captured = {
+        "task": {**task, "status": "TASK_STATUS_SUCCEED", "eta": 0, "progress_percent": 0},
+        "videos": [
+            {
+                "nsfw_detection_result": None,
+                "video_type": "mp4",
+                "video_url": URLS[2],
+                "video_url_ttl": "0",
+            }
+        ],
+        "images": [],
+        "audios": [],
+        "extra": {},
+    }
+    result = read_task_result(captured, task_id="t", received_at=RECEIVED)
+    assert result.ok
+    assert result.progress_percent == 100  # the real service leaves it at 0
+    assert result.videos == (
+        Video(url=URLS[2], ttl=None, video_type="mp4", expires_at=url_expiry(URLS[2])),
+    )
+
+
+def test_numbers_and_nulls_are_read_leniently() -> None:
+    """Numbers as text, nulls for empty text, numbers for text, and null lists read as sent."""
+    answer = {
+        "task": {"task_id": 7, "status": "TASK_STATUS_PROCESSING", "reason": None, "eta": " 12.5 "},
+        "videos": None,
+        "extra": None,
+    }
+    result = read_task_result(answer, task_id="7", received_at=RECEIVED)
+    assert (result.reason, result.eta, result.videos, dict(result.extra)) == ("", 12.5, (), {})
+    huge = {"task": {"status": "TASK_STATUS_PROCESSING", "eta": 10**400}}
+    with pytest.raises(DecodeError, match=r"\$\.task\.eta"):
+        read_task_result(huge, task_id="t")
 
 
 def test_decoding_works_out_each_expiry_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """decode_task_result reads each video's URL once, and expires_at holds the earlier bound."""
+    """The reader reads each video's URL once, and expires_at holds the earlier bound."""
     parsed: list[str] = []
     url_expiry = decoding.url_expiry
 
@@ -179,7 +194,7 @@ def test_decoding_works_out_each_expiry_once(monkeypatch: pytest.MonkeyPatch) ->
             {"video_url": URLS[3], "video_url_ttl": 60},
         ],
     }
-    result = decode_task_result(answer, task_id="t", received_at=RECEIVED)
+    result = read_task_result(answer, task_id="t", received_at=RECEIVED)
     assert parsed == [URLS[0], URLS[3]]
     first, second = result.videos
     assert first.expires_at == datetime(2026, 1, 1, 1, tzinfo=timezone.utc)  # the URL's
@@ -194,7 +209,7 @@ def test_a_decoded_video_is_the_video_made_by_hand(url: str) -> None:
         "task": {"task_id": "t", "status": "TASK_STATUS_SUCCEED"},
         "videos": [{"video_url": url, "video_url_ttl": 60, "video_type": "mp4"}],
     }
-    result = decode_task_result(answer, task_id="t", received_at=RECEIVED)
+    result = read_task_result(answer, task_id="t", received_at=RECEIVED)
     lived = RECEIVED + timedelta(seconds=60)
     signed = url_expiry(url)
     expected = lived if signed is None or lived < signed else signed
@@ -209,7 +224,7 @@ def test_a_bad_field_is_still_named() -> None:
     """A wrong type deep in an answer is reported with its path, as before."""
     payload = {"task": {"task_id": "t", "status": "TASK_STATUS_SUCCEED", "eta": [1]}}
     with pytest.raises(DecodeError, match=r"\$\.task\.eta"):
-        decode_task_result(payload, task_id="t")
+        read_task_result(payload, task_id="t")
 
 
 def test_both_parsers_read_an_answer_alike() -> None:
@@ -313,26 +328,3 @@ def test_signing_time_reads_as_strptime(text: str) -> None:
     except ValueError:
         got = ValueError
     assert got == expected
-
-
-def test_the_decoder_refuses_a_model_whose_fields_it_does_not_know() -> None:
-    """Making a model without its __init__ fails loudly when a field was added or is checked."""
-    import attrs
-
-    from hailuo_async._decoding import slot_setters
-
-    @attrs.frozen(kw_only=True)
-    class Grown:
-        url: str
-        added: int = 0
-
-    @attrs.frozen(kw_only=True)
-    class Checked:
-        url: str = attrs.field(validator=attrs.validators.instance_of(str))
-
-    with pytest.raises(TypeError, match="has changed"):
-        slot_setters(Grown, ("url",))
-    with pytest.raises(TypeError, match="has changed"):
-        slot_setters(Checked, ("url",))
-    made = slot_setters(Grown, ("url", "added"))
-    assert len(made) == 2

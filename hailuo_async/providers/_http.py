@@ -1,0 +1,96 @@
+"""What every provider's dialect shares: HTTP error statuses, queries, JSON bodies."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import attrs
+
+from .._base_errors import InvalidRequestError
+from .._exceptions import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+)
+from .._models import VideoRequest
+from .._retry import parse_retry_after
+from .._task_ids import is_plain_task_id
+from .._transport import Response
+
+__all__ = ["encode_body", "error_text", "query", "refuse_unmapped", "status_error"]
+
+# Made once: json.dumps with options builds a new encoder on every call.
+_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """A request's JSON body, as UTF-8."""
+    return _BODY_ENCODER.encode(body).encode("utf-8")
+
+
+def query(name: str, value: str) -> str:
+    """``name=value`` as a URL's query, encoded (a task id of the usual kind needs none)."""
+    if is_plain_task_id(value):
+        return f"{name}={value}"
+    return urlencode({name: value})
+
+
+def refuse_unmapped(request: VideoRequest, mapped: frozenset[str], provider: str) -> None:
+    """Refuse a request that sets a field this provider does not send (off its default)."""
+    for field in attrs.fields(VideoRequest):
+        if field.name not in mapped and getattr(request, field.name) != field.default:
+            raise InvalidRequestError(
+                field.name,
+                f"is not taken by the {provider} provider (leave it at {field.default!r},"
+                " or use a provider that takes it)",
+            )
+
+
+def error_text(body: object) -> str:
+    """The message an error body carries in one of its usual fields, or ""."""
+    if isinstance(body, dict):
+        for key in ("message", "reason", "error", "detail", "msg", "status_msg"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return ""
+
+
+def status_error(answer: Response, *, method: str, url: str) -> APIStatusError:
+    """The library's error for an answer with an error status (>= 300), its body untrusted."""
+    text = answer.body.decode("utf-8", "replace")
+    body: object = text
+    with contextlib.suppress(ValueError, RecursionError):
+        body = json.loads(text)
+    message = error_text(body)
+    summary = f"{answer.status} from {method} {urlsplit(url).path}"
+    if message:
+        summary = f"{summary}: {message[:500]}"
+    kwargs: dict[str, Any] = {
+        "status_code": answer.status,
+        "body": body,
+        "headers": answer.headers,
+        "method": method,
+        "url": url,
+    }
+    if answer.status == 429:
+        return RateLimitError(summary, retry_after=parse_retry_after(answer.headers), **kwargs)
+    if answer.status >= 500:
+        return InternalServerError(summary, **kwargs)
+    return _STATUS_ERRORS.get(answer.status, APIStatusError)(summary, **kwargs)
