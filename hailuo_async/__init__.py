@@ -1,4 +1,4 @@
-"""An asyncio-native client for MiniMax's Hailuo video models: the gateway's API, or MiniMax's own."""
+"""An asyncio-native client for MiniMax's Hailuo video models, through a gateway or MiniMax."""
 
 from ._api import DEFAULT_BASE_URL, SubmissionRecorder
 from ._batch import BatchCounts, BatchItem, JobStream, RequestSource

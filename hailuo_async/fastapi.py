@@ -77,15 +77,14 @@ from ._images import IMAGE_REFERENCE_MAX_CHARS, IMAGE_REFERENCE_PATTERN
 from ._models import (
     DURATIONS,
     MAX_PROMPT_CHARS,
-    RESOLUTIONS,
     RESOLUTIONS_BY_DURATION,
     Duration,
-    Resolution,
     TaskResult,
     VideoRequest,
 )
 from ._push import BUSY_MESSAGE, Admission, WebhookSecret, error_body, read_capped
 from ._watcher import TaskEvent, TaskWatcher
+from .providers._gateway import RESOLUTIONS, GatewayResolution
 from .webhooks import (
     MAX_WEBHOOK_BYTES,
     SECRET_SEGMENT,
@@ -448,7 +447,9 @@ class VideoRequestBody(BaseModel):
 
     A route that takes it gets FastAPI's 422 for a body that breaks a rule, before any job is
     submitted; :meth:`to_request` makes the ``VideoRequest``. The webhook is left out: it is
-    the application's business (``open_hailuo(webhook_url=...)``), not its callers'.
+    the application's business (``open_hailuo(webhook_url=...)``), not its callers'. The
+    fields are those every provider takes (the gateway's): a request for MiniMax's own
+    models or watermark is made with ``VideoRequest`` itself (``attrs.evolve`` of this one).
     """
 
     model_config = ConfigDict(
@@ -482,7 +483,7 @@ class VideoRequestBody(BaseModel):
         description="Length in seconds; 10-second videos are made at 768P only.",
         examples=[6],
     )
-    resolution: Resolution = Field(default=_DEFAULTS["resolution"], examples=["1080P"])
+    resolution: GatewayResolution = Field(default=_DEFAULTS["resolution"], examples=["1080P"])
     enable_prompt_expansion: bool = Field(
         default=_DEFAULTS["enable_prompt_expansion"],
         description="Let the service rewrite the prompt.",
@@ -521,7 +522,7 @@ _SERVICE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 SUBMIT_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _documented("The video service refused the request."),
+    400: _documented("The request was refused (before it was sent, or by the video service)."),
     **_SERVICE_ERRORS,
 }
 """``responses=`` for a route that submits a job: the statuses :func:`http_error` answers."""
@@ -536,11 +537,12 @@ TASK_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def http_error(exc: HailuoError) -> HTTPException:
     """The HTTP answer for a library error, with a status in the documented responses.
 
-    400 when the service refused the request, 404 for an unknown task, 429 (with
+    400 when the request was refused (by the provider's rules before anything was sent, or by
+    the service), 404 for an unknown task, 429 (with
     ``Retry-After``) when rate limited, 502 for any other failure of the service, including
     a submission whose outcome is unknown (the job may have started: do not simply resubmit).
     """
-    if isinstance(exc, BadRequestError):
+    if isinstance(exc, (BadRequestError, InvalidRequestError)):
         return HTTPException(status_code=400, detail=exc.message)
     if isinstance(exc, NotFoundError):
         return HTTPException(status_code=404, detail=exc.message)

@@ -287,7 +287,8 @@ def test_status_watch_download_follow_existing_tasks(tmp_path: Path) -> None:
     assert early.exit_code == 0, early.output
     rows = [json.loads(line) for line in early.stdout.splitlines()]
     assert [row["task_id"] for row in rows] == ids
-    assert {row["status"] for row in rows} <= {"TASK_STATUS_QUEUED", "TASK_STATUS_PROCESSING"}
+    assert {row["status"] for row in rows} <= {"queued", "processing"}
+    assert {row["raw_status"] for row in rows} <= {"TASK_STATUS_QUEUED", "TASK_STATUS_PROCESSING"}
 
     assert watched.exit_code == 0, watched.output
     assert watched.stdout.count("SUCCEED") == 2

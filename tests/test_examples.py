@@ -176,7 +176,7 @@ def test_try_it_steps_make_a_video(try_it: TryIt) -> None:
     assert kinds[-1] == "done", stream
     last = json.loads(stream.strip().splitlines()[-1].removeprefix("data: "))
     assert last["task_id"] == task_id
-    assert last["status"] == "TASK_STATUS_SUCCEED"
+    assert last["status"] == "succeeded"
 
 
 @pytest.mark.parametrize("mode", ["positive", "negative"])

@@ -218,7 +218,8 @@ async def test_get_status_and_unknown_task(
         async with http.get(f"{base}/videos/nope") as response:
             assert response.status == 404
     assert status["task_id"] == task_id
-    assert status["status"] in ("TASK_STATUS_QUEUED", "TASK_STATUS_PROCESSING")
+    assert status["status"] in ("queued", "processing")
+    assert status["raw_status"] in ("TASK_STATUS_QUEUED", "TASK_STATUS_PROCESSING")
     assert status["done"] is False
 
 

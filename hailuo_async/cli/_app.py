@@ -22,7 +22,16 @@ from .._exceptions import (
     NotFoundError,
     TaskFailedError,
 )
-from .._models import Duration, Resolution, TaskResult, VideoRequest
+from .._models import (
+    DEFAULT_MODEL,
+    MODELS,
+    RESOLUTIONS,
+    Duration,
+    Model,
+    Resolution,
+    TaskResult,
+    VideoRequest,
+)
 from .._version import __version__
 from .._watcher import TaskEvent
 from ..journal import JobConflictError
@@ -122,7 +131,21 @@ def cli() -> None:
 @click.option("--end-image", metavar="PATH|URL", help="Last frame: a local image or a URL.")
 @click.option("--duration", type=click.Choice(["6", "10"]), default="6", show_default=True)
 @click.option(
-    "--resolution", type=click.Choice(["768P", "1080P"]), default="768P", show_default=True
+    "--resolution",
+    type=click.Choice(list(RESOLUTIONS)),
+    default="768P",
+    show_default=True,
+    help="512P from a first frame, with --provider minimax only.",
+)
+@click.option(
+    "--model",
+    type=click.Choice(list(MODELS)),
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="The 2.3 models with --provider minimax only (2.3-Fast from a first frame).",
+)
+@click.option(
+    "--aigc-watermark", is_flag=True, help="Mark the video as AI-made (--provider minimax)."
 )
 @click.option(
     "--no-prompt-expansion", is_flag=True, help="Do not let the service rewrite the prompt."
@@ -149,6 +172,8 @@ def generate(
     resolution: str,
     no_prompt_expansion: bool,
     fast_pretreatment: bool,
+    model: str,
+    aigc_watermark: bool,
     out: Path,
     dry_run: bool,
     price_per_job: float | None,
@@ -165,7 +190,10 @@ def generate(
             resolution=cast("Resolution", resolution),
             enable_prompt_expansion=not no_prompt_expansion,
             fast_pretreatment=fast_pretreatment,
+            model=cast("Model", model),
+            aigc_watermark=aigc_watermark,
         )
+        settings.dialect.check(request)
     except InvalidRequestError as exc:
         raise InputError(f"invalid request: {describe(exc)}") from None
     if dry_run:
@@ -343,9 +371,10 @@ def batch(
     """Run every job of FILE and download the videos, with a live view; resumable.
 
     FILE is JSONL (one request object per line: prompt, image, end_image, duration,
-    resolution, enable_prompt_expansion, fast_pretreatment, and an optional "key") or plain
-    text (one prompt per line; blank lines and lines starting with # are skipped). Every line
-    is checked before anything is sent. Results go to OUT/results.jsonl as jobs finish.
+    resolution, enable_prompt_expansion, fast_pretreatment, model, aigc_watermark, and an
+    optional "key") or plain text (one prompt per line; blank lines and lines starting with #
+    are skipped). Every line is checked, by the provider's rules too, before anything is
+    sent. Results go to OUT/results.jsonl as jobs finish.
     Running the same command again resumes: finished jobs are skipped and submitted ones are
     followed, not submitted twice.
 
@@ -357,7 +386,7 @@ def batch(
     """
     settings = settings_from(ctx)
     stdout = _stdout()
-    loaded = _load_or_exit(file)
+    loaded = _load_or_exit(file, settings)
     if dry_run:
         requests = [job.request for job in loaded.jobs]
         say(stdout, f"{file}: {len(requests)} valid job(s) ({loaded.format}); nothing was sent.")
@@ -452,9 +481,9 @@ def _limits(
     return shared
 
 
-def _load_or_exit(file: Path) -> BatchFile:
+def _load_or_exit(file: Path, settings: Settings) -> BatchFile:
     try:
-        return load_batch(file)
+        return load_batch(file, check=settings.dialect.check)
     except BatchFileError as exc:
         err = _stderr()
         for problem in exc.problems[:_MAX_PROBLEMS_SHOWN]:
@@ -476,6 +505,8 @@ def _resume_command(
 ) -> str:
     """The command that picks the batch up where it stopped."""
     words = ["hailuo", "batch", str(file), "--out", str(out)]
+    if settings.provider != "gateway":
+        words += ["--provider", settings.provider]
     if journal is not None:
         # A printed command must not show the database's password: libpq reads PGPASSWORD.
         words += ["--journal", redacted_dsn(journal) if isinstance(journal, str) else str(journal)]

@@ -76,7 +76,7 @@ def status_text(result: TaskResult) -> Text:
     if result.status is TaskStatus.UNKNOWN:
         word = result.raw_status or "UNKNOWN"
     else:
-        word = result.status.value.removeprefix("TASK_STATUS_")
+        word = result.status.name
     return Text(word, style=_STATUS_STYLES[result.status])
 
 

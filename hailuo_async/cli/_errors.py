@@ -13,6 +13,7 @@ from .._exceptions import (
     InvalidRequestError,
     PermissionDeniedError,
 )
+from ..journal import JournalProviderError
 
 __all__ = [
     "EXIT_FAILED",
@@ -75,6 +76,7 @@ _CLI_NAMES = {
     "base_url": "--base-url (or HAILUO_BASE_URL)",
     "api_key": "--api-key (or HAILUO_API_KEY)",
     "task_id": "TASK_ID",
+    "provider": "--provider (or HAILUO_PROVIDER)",
     "schema": "the URL's ?schema=",
 }
 _CLI_FIXES = {
@@ -100,7 +102,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, AuthenticationError):
         return f"{exc} - the service refused the API key: check HAILUO_API_KEY (or try --simulate)"
     if isinstance(exc, PermissionDeniedError):
-        return f"{exc} - this API key may not use the Hailuo-02 model"
+        return f"{exc} - this API key may not use this model"
     if isinstance(exc, APIConnectionError):
         return f"cannot reach the service: {exc} (check --base-url / HAILUO_BASE_URL)"
     if isinstance(exc, HailuoError):
@@ -112,7 +114,8 @@ def describe(exc: BaseException) -> str:
 
 
 def error_for(exc: BaseException) -> CliError:
-    """The one-line error for ``exc``: exit 2 for bad input caught before sending, else 1."""
-    if isinstance(_leaf(exc), InvalidRequestError):
+    """The one-line error for ``exc``: exit 2 for bad input caught before sending (a request
+    the provider refuses, a journal of another provider), else 1."""
+    if isinstance(_leaf(exc), (InvalidRequestError, JournalProviderError)):
         return InputError(describe(exc))
     return CliError(describe(exc))

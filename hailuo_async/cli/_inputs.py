@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,8 +99,11 @@ def image_argument(value: str, base: Path) -> str | Path:
     return path if path.is_absolute() else base / path
 
 
-def load_batch(path: Path) -> BatchFile:
-    """Read and validate the whole file; raise BatchFileError listing every problem."""
+def load_batch(path: Path, *, check: Callable[[VideoRequest], None] | None = None) -> BatchFile:
+    """Read and validate the whole file; raise BatchFileError listing every problem.
+
+    ``check`` adds a provider's rules (it raises InvalidRequestError naming the field).
+    """
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -117,11 +120,37 @@ def load_batch(path: Path) -> BatchFile:
         jobs, problems = _parse_jsonl(lines, base=path.parent)
     else:
         jobs, problems = _parse_text(lines)
+    if check is not None:
+        jobs, refused = _checked(jobs, check)
+        problems = sorted([*problems, *refused], key=lambda problem: problem.line)
     if problems:
         raise BatchFileError(path, problems)
     if not jobs:
         raise BatchFileError(path, [], summary=f"{path}: holds no jobs")
     return BatchFile(path=path, format=kind, jobs=tuple(jobs))
+
+
+def _checked(
+    jobs: list[BatchJob], check: Callable[[VideoRequest], None]
+) -> tuple[list[BatchJob], list[Problem]]:
+    """The jobs ``check`` passes, and a problem for each one it refuses."""
+    passed: list[BatchJob] = []
+    problems: list[Problem] = []
+    for job in jobs:
+        problem = _refusal(job.request, check)
+        if problem is None:
+            passed.append(job)
+        else:
+            problems.append(Problem(job.line, problem))
+    return passed, problems
+
+
+def _refusal(request: VideoRequest, check: Callable[[VideoRequest], None]) -> str | None:
+    try:
+        check(request)
+    except InvalidRequestError as exc:
+        return describe(exc)
+    return None
 
 
 def _detect_format(path: Path, lines: list[str]) -> Format:

@@ -13,6 +13,7 @@ from .._client import HailuoClient
 from .._coordination import Coordination, redacted_dsn
 from .._limits import Limits
 from .._polling import PollPolicy
+from ..providers import PROVIDER_ENV, PROVIDERS, Provider, provider_for
 from ..testing import FakeHailuoServer
 from ._errors import InputError
 
@@ -51,12 +52,18 @@ class Settings:
 
     simulate: bool = False
     debug: bool = False
+    provider: str = "gateway"
     api_key: str | None = None
     base_url: str | None = None
     time_scale: float | None = None
     simulate_failure_rate: float = 0.0
     max_retries: int | None = None
     allow_insecure: bool = False
+
+    @property
+    def dialect(self) -> Provider:
+        """The provider the command talks to (its service, or the simulated one's dialect)."""
+        return provider_for(self.provider)
 
     @property
     def effective_time_scale(self) -> float:
@@ -83,6 +90,16 @@ _COMMON_OPTIONS = (
         "video is the same short sample clip). Env HAILUO_SIMULATE=1.",
     ),
     click.option(
+        "--provider",
+        type=click.Choice(sorted(PROVIDERS)),
+        metavar="NAME",
+        envvar=PROVIDER_ENV,
+        expose_value=False,
+        callback=_store,
+        help="The service's dialect: gateway (the default: the v3 gateway API) or minimax "
+        f"(MiniMax's own API); --simulate fakes the same one. Env {PROVIDER_ENV}.",
+    ),
+    click.option(
         "--api-key",
         envvar="HAILUO_API_KEY",
         metavar="KEY",
@@ -96,7 +113,7 @@ _COMMON_OPTIONS = (
         metavar="URL",
         expose_value=False,
         callback=_store,
-        help="API base URL (default the public gateway; env HAILUO_BASE_URL).",
+        help="API base URL (default the provider's public host; env HAILUO_BASE_URL).",
     ),
     click.option(
         "--time-scale",
@@ -160,6 +177,7 @@ def settings_from(ctx: click.Context) -> Settings:
     return Settings(
         simulate=bool(values.get("simulate")),
         debug=bool(values.get("debug")),
+        provider=values.get("provider") or "gateway",
         api_key=values.get("api_key") or None,
         base_url=values.get("base_url") or None,
         time_scale=values.get("time_scale"),
@@ -180,12 +198,14 @@ class Service:
     @property
     def description(self) -> str:
         """A few words on the service, for headers."""
+        provider = self.client.provider.name
         if self.simulated:
-            return f"simulated service (time x{self.time_scale:g})"
+            return f"simulated {provider} service (time x{self.time_scale:g})"
         coordination = self.client.coordination
+        place = f"{self.client.base_url} ({provider})"
         if coordination is None:
-            return self.client.base_url
-        return f"{self.client.base_url}, limits shared through {where(coordination)}"
+            return place
+        return f"{place}, limits shared through {where(coordination)}"
 
 
 def check_key(settings: Settings) -> None:
@@ -215,7 +235,10 @@ async def connect(
         options["max_retries"] = settings.max_retries
     limits = Limits(requests_per_minute=requests_per_minute, max_active_jobs=max_active_jobs)
     if settings.simulate:
-        fake = FakeHailuoServer(time_scale=scale, failure_rate=settings.simulate_failure_rate)
+        dialect = {"provider": settings.dialect.name} if settings.provider != "gateway" else {}
+        fake = FakeHailuoServer(
+            time_scale=scale, failure_rate=settings.simulate_failure_rate, **dialect
+        )
         # fake.client() paces the polls and the rate window to the fake's time scale.
         async with fake, fake.client(limits=limits, **options) as client:
             yield Service(client=client, simulated=True, time_scale=scale)
@@ -225,6 +248,7 @@ async def connect(
     options["limits"] = attrs.evolve(limits, rate_window=60.0 * scale)
     client = HailuoClient(
         settings.api_key,
+        provider=settings.provider,
         base_url=settings.base_url,
         allow_insecure=settings.allow_insecure,
         coordination=coordination,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .._decoding import (
     DecodeError,
@@ -33,10 +33,12 @@ from ._protocol import Call, Step
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "RESOLUTIONS",
     "SUBMIT_PATH",
     "TASK_RESULT_PATH",
     "WEBHOOK_EVENT_TYPE",
     "GatewayProvider",
+    "GatewayResolution",
     "gateway_body",
     "read_submission",
     "read_task_result",
@@ -61,7 +63,9 @@ _FIELDS = frozenset(
         "webhook_url",
     )
 )
-_RESOLUTIONS = ("768P", "1080P")
+GatewayResolution = Literal["768P", "1080P"]
+RESOLUTIONS: tuple[GatewayResolution, ...] = get_args(GatewayResolution)
+"""The resolutions the gateway documents (no 512P)."""
 
 
 class GatewayProvider:
@@ -77,10 +81,10 @@ class GatewayProvider:
     def check(self, request: VideoRequest) -> None:
         """Refuse what the gateway does not document: other models, a watermark, 512P."""
         refuse_unmapped(request, _FIELDS, self.name)
-        if request.resolution not in _RESOLUTIONS:
+        if request.resolution not in RESOLUTIONS:
             raise InvalidRequestError(
                 "resolution",
-                f"the gateway makes {' or '.join(_RESOLUTIONS)}, not {request.resolution!r}",
+                f"the gateway makes {' or '.join(RESOLUTIONS)}, not {request.resolution!r}",
             )
 
     def submit_call(self, request: VideoRequest) -> Call:

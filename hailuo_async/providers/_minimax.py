@@ -39,6 +39,7 @@ from .._exceptions import (
     InsufficientBalanceError,
     InternalServerError,
     InvalidRequestError,
+    NotFoundError,
     RateLimitError,
     WebhookError,
 )
@@ -207,8 +208,10 @@ class MiniMaxProvider:
         code, message = _base_resp(payload)
         if code == 0 or code is None:
             return None
-        if code == _OUTPUT_SENSITIVE and call.path == QUERY_PATH:
-            return None  # the task failed: its answer is read as such
+        if call.path == QUERY_PATH and (
+            code == _OUTPUT_SENSITIVE or minimax_status(_text(payload.get("status"))).is_terminal
+        ):
+            return None  # the task ended (failed): the code is its reason, read as such
         return _code_error(code, message, call, answer, payload, url)
 
     def parse_webhook(self, data: Mapping[str, Any]) -> WebhookEvent:
@@ -378,6 +381,9 @@ def _code_error(  # noqa: PLR0917 - the answer's parts, each needed by some erro
     if code == _INPUT_SENSITIVE:
         return ContentPolicyError(summary, **kwargs)
     if code == _INVALID:
+        if call.kind == "poll":
+            # A query's or retrieve's one parameter is its id: one the service does not know.
+            return NotFoundError(summary, **kwargs)
         return BadRequestError(summary, **kwargs)
     if code in _SERVER_FAULTS:
         if call.kind == "submit" and _task_id_of(payload):
@@ -396,6 +402,10 @@ def _code_error(  # noqa: PLR0917 - the answer's parts, each needed by some erro
 def _task_id_of(payload: Mapping[str, Any]) -> str:
     """The task id an answer carries, or "" (also for one of the wrong kind)."""
     value = payload.get("task_id")
+    return value if isinstance(value, str) else ""
+
+
+def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 

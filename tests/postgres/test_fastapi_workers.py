@@ -118,7 +118,7 @@ async def test_webhook_on_worker_b_ends_the_stream_on_worker_a(
     assert kinds[0] == "status", logs  # the stream opened before the job ended
     assert kinds[-1] == "done", logs
     assert last["task_id"] == task_id
-    assert last["status"] == "TASK_STATUS_SUCCEED"
+    assert last["status"] == "succeeded"
     assert stats.webhooks_sent == 1  # to B: A never received a webhook
     # A's stream read the task once, and A confirmed B's webhook with one GET; B fetched nothing.
     assert stats.polls_by_task == {task_id: 2}
