@@ -63,9 +63,7 @@ def test_fingerprints_are_those_of_the_first_release(
 
 
 @pytest.mark.parametrize(("request_", "fingerprint"), GOLDEN)
-def test_fields_added_since_leave_old_keys_alone(
-    request_: VideoRequest, fingerprint: str
-) -> None:
+def test_fields_added_since_leave_old_keys_alone(request_: VideoRequest, fingerprint: str) -> None:
     """At their defaults the new fields (model, aigc_watermark) change no key; set, they make
     another job."""
     assert attrs.evolve(request_, model="MiniMax-Hailuo-02").fingerprint == fingerprint
