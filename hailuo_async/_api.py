@@ -98,6 +98,8 @@ class HailuoAPI:
         # The base URL as sent (a host in IDNA, escapes made): each call's URL is this and
         # its path and query, taken as encoded, which is cheaper than a URL built of parts.
         self._origin = str(URL(base_url))
+        # Parsed once per path: aiohttp takes a URL as it is, where a string is parsed.
+        self._paths: dict[str, URL] = {}
         # Submission times of recent tasks: a 404 for one of them is the service catching up.
         self._recent_submissions: OrderedDict[str, float] = OrderedDict()
 
@@ -117,8 +119,7 @@ class HailuoAPI:
         """
         kind = call.kind
         headers = self._get_headers if call.body is None else self._post_headers
-        target = self._origin + call.path
-        url = URL(target + "?" + call.query if call.query else target, encoded=True)
+        url = self._url(call)
         local = self._local_limiter
         if local is not None and local.take_now(kind):
             # A free place, taken at once: the same as the slot below, less two coroutines.
@@ -137,15 +138,14 @@ class HailuoAPI:
                 response = await self._transport.send(
                     call.method, url, headers, call.body, log_path=call.path, attempt=attempt
                 )
-        where = self.base_url + call.path  # the query left out, as errors show URLs
-        if self.provider.answer_error(call, response, url=where) is None:
+        if self.provider.answer_error(call, response, base_url=self.base_url) is None:
             self.limiter.on_success(kind)
             return response
         # An error's body and headers end up in messages and logs: no echo of the key may go
         # with them. (A good answer is read as sent: masking could corrupt it.) Redirects are
         # not followed (they could take the key elsewhere): an error too.
         error = self.provider.answer_error(
-            call, _without_secret(response, self._api_key), url=where
+            call, _without_secret(response, self._api_key), base_url=self.base_url
         )
         assert error is not None
         if isinstance(error, RateLimitError):
@@ -160,6 +160,19 @@ class HailuoAPI:
             )
             self.limiter.on_rate_limited(kind, error.retry_after, rate_exceeded=not active_cap)
         raise error
+
+    def _url(self, call: Call) -> URL:
+        url = self._paths.get(call.path)
+        if url is None:
+            url = self._paths[call.path] = URL(self._origin + call.path, encoded=True)
+        query = call.query
+        if not query:
+            return url
+        if "%" in query or "+" in query:
+            # Escapes made already: the whole URL taken as encoded (with_query would escape
+            # them again). A URL parsed whole costs more; ids of the usual kind need none.
+            return URL(f"{self._origin}{call.path}?{query}", encoded=True)
+        return url.with_query(query)
 
     async def aclose(self) -> None:
         """Close the connection pool (a later request opens a new one)."""
@@ -312,7 +325,16 @@ class HailuoAPI:
         """
         if type(task_id) is not str or not is_plain_task_id(task_id):
             check_task_id(task_id)
-        return await self._run(self.provider.poll(task_id), task_id)
+        step = self.provider.poll(task_id)
+        try:
+            # The first call here, its request awaited here too: no frame of _run's on the
+            # way of nearly every poll (one call that succeeds at once).
+            outcome = self._read(step, await self._send(step.call, attempt=1))
+        except Exception as exc:
+            failure = exc  # retried outside the handler: no first failure chained to the last
+        else:
+            return outcome if not isinstance(outcome, Step) else await self._run(outcome, task_id)
+        return await self._run(step, task_id, failure)
 
     async def refresh_video(self, result: TaskResult) -> TaskResult:
         """A finished task's result with fresh video URLs (for a download whose URL expired).
@@ -321,14 +343,19 @@ class HailuoAPI:
         """
         return await self._run(self.provider.refresh(result), result.task_id)
 
-    async def _run(self, step: Step, task_id: str) -> TaskResult:
-        """Run a poll's steps, each retried on its own, until one gives the result."""
+    async def _run(self, step: Step, task_id: str, failure: Exception | None = None) -> TaskResult:
+        """Run a poll's steps, each retried on its own, until one gives the result.
+
+        ``failure`` is what a first attempt at ``step``, made by the caller, raised.
+        """
         while True:
-            try:
-                # The first attempt here, not in a retry loop: nearly every poll succeeds.
-                outcome = await self._step(step, 1)
-            except Exception as exc:
-                failure = exc  # retried outside the handler: no first failure chained
+            if failure is None:
+                try:
+                    # The first attempt here, not in a retry loop: nearly every call succeeds.
+                    outcome = self._read(step, await self._send(step.call, attempt=1))
+                except Exception as exc:
+                    failure = exc  # retried outside the handler: no first failure chained
+            if failure is not None:
                 outcome = await retry_after(
                     failure,
                     functools.partial(self._step, step),
@@ -336,12 +363,15 @@ class HailuoAPI:
                     max_retries=self.max_retries,
                     should_retry=poll_should_retry(lambda: self._in_not_found_grace(task_id)),
                 )
+                failure = None
             if not isinstance(outcome, Step):
                 return outcome
             step = outcome
 
     async def _step(self, step: Step, attempt: int) -> TaskResult | Step:
-        response = await self._send(step.call, attempt=attempt)
+        return self._read(step, await self._send(step.call, attempt=attempt))
+
+    def _read(self, step: Step, response: Response) -> TaskResult | Step:
         try:
             return step.read(response)
         except DecodeError as exc:

@@ -182,7 +182,7 @@ def run(step: Step, *answers: Response) -> TaskResult | Step:
     outcome: TaskResult | Step = step
     for given in answers:
         assert isinstance(outcome, Step)
-        assert MINIMAX.answer_error(outcome.call, given, url="u") is None
+        assert MINIMAX.answer_error(outcome.call, given, base_url="u") is None
         outcome = outcome.read(given)
     return outcome
 
@@ -270,7 +270,7 @@ def test_minimax_codes_are_the_library_errors(
     """Each documented code is its error class, carrying the code; an unknown code is an
     APIStatusError, never a crash."""
     call = MINIMAX.submit_call(VideoRequest("p"))
-    found = MINIMAX.answer_error(call, answer(refused(code, "msg", task_id="")), url="u")
+    found = MINIMAX.answer_error(call, answer(refused(code, "msg", task_id="")), base_url="u")
     assert type(found) is error
     assert isinstance(found, APIStatusError)
     assert (found.code, found.status_code) == (code, 200)
@@ -282,14 +282,14 @@ def test_a_server_fault_with_a_task_id_is_never_resent() -> None:
     """A 1000 that comes with a task id does not prove no task was made: the submission's
     outcome is unknown (never resent unless the caller chose to)."""
     call = MINIMAX.submit_call(VideoRequest("p"))
-    found = MINIMAX.answer_error(call, answer(refused(1000, task_id="55")), url="u")
+    found = MINIMAX.answer_error(call, answer(refused(1000, task_id="55")), base_url="u")
     assert isinstance(found, APIResponseValidationError)
 
 
 def test_an_unknown_id_is_not_found_for_queries() -> None:
     """2013 to a query or a retrieve (their one parameter is the id) is NotFoundError."""
     step = MINIMAX.poll("7")
-    found = MINIMAX.answer_error(step.call, answer(refused(2013, "task not found")), url="u")
+    found = MINIMAX.answer_error(step.call, answer(refused(2013, "task not found")), base_url="u")
     assert isinstance(found, NotFoundError)
 
 
@@ -297,10 +297,10 @@ def test_minimax_http_errors_are_read_as_the_gateways() -> None:
     """An error status (a proxy's 502, a 429) is the same error on both providers."""
     for provider in (GATEWAY, MINIMAX):
         call = provider.poll("7").call
-        found = provider.answer_error(call, answer(b"bad gateway", status=502), url="u")
+        found = provider.answer_error(call, answer(b"bad gateway", status=502), base_url="u")
         assert isinstance(found, InternalServerError)
         limited = answer({"message": "slow"}, status=429, headers={"Retry-After": "3"})
-        found = provider.answer_error(call, limited, url="u")
+        found = provider.answer_error(call, limited, base_url="u")
         assert isinstance(found, RateLimitError)
         assert found.retry_after == 3
 

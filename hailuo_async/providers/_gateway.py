@@ -28,7 +28,7 @@ from .._models import TaskResult, TaskStatus, Video, VideoRequest
 from .._push import WebhookEvent
 from .._task_ids import task_id_problem
 from .._transport import Response
-from ._http import encode_body, query, refuse_unmapped, status_error
+from ._http import Unmapped, encode_body, query, status_error
 from ._protocol import Call, Step
 
 __all__ = [
@@ -51,17 +51,20 @@ WEBHOOK_EVENT_TYPE = "ASYNC_TASK_RESULT"
 """The one event type the gateway documents; receivers ignore any other."""
 
 # The request's fields the gateway takes; any other must stay at its default.
-_FIELDS = frozenset(
-    (
-        "prompt",
-        "image",
-        "end_image",
-        "duration",
-        "resolution",
-        "enable_prompt_expansion",
-        "fast_pretreatment",
-        "webhook_url",
-    )
+_UNMAPPED = Unmapped(
+    "gateway",
+    frozenset(
+        (
+            "prompt",
+            "image",
+            "end_image",
+            "duration",
+            "resolution",
+            "enable_prompt_expansion",
+            "fast_pretreatment",
+            "webhook_url",
+        )
+    ),
 )
 GatewayResolution = Literal["768P", "1080P"]
 RESOLUTIONS: tuple[GatewayResolution, ...] = get_args(GatewayResolution)
@@ -80,7 +83,7 @@ class GatewayProvider:
 
     def check(self, request: VideoRequest) -> None:
         """Refuse what the gateway does not document: other models, a watermark, 512P."""
-        refuse_unmapped(request, _FIELDS, self.name)
+        _UNMAPPED.refuse(request)
         if request.resolution not in RESOLUTIONS:
             raise InvalidRequestError(
                 "resolution",
@@ -121,11 +124,11 @@ class GatewayProvider:
         """A poll: every task result carries fresh video URLs."""
         return self.poll(result.task_id)
 
-    def answer_error(self, call: Call, answer: Response, *, url: str) -> APIError | None:
+    def answer_error(self, call: Call, answer: Response, *, base_url: str) -> APIError | None:
         """The gateway's errors are its HTTP statuses."""
         if answer.status < 300:
             return None
-        return status_error(answer, method=call.method, url=url)
+        return status_error(answer, method=call.method, url=base_url + call.path)
 
     def parse_webhook(self, data: Mapping[str, Any]) -> WebhookEvent:
         """An ``ASYNC_TASK_RESULT`` event's task id and claimed status; other types as such."""
@@ -210,9 +213,12 @@ def read_task_result(
             raise DecodeError("$.task: required field missing")
         raise DecodeError(f"$.task: expected an object, not {json_type(task)}")
     get = task.get
-    reported = lenient_str(get("task_id"), "$.task.task_id")
-    raw_status = lenient_str(get("status"), "$.task.status")
-    reason = lenient_str(get("reason"), "$.task.reason")
+    reported, raw_status, reason = get("task_id", ""), get("status", ""), get("reason", "")
+    if type(reported) is not str or type(raw_status) is not str or type(reason) is not str:
+        # Text as the gateway sends it is read as it is; anything else leniently, or named.
+        reported = lenient_str(reported, "$.task.task_id")
+        raw_status = lenient_str(raw_status, "$.task.status")
+        reason = lenient_str(reason, "$.task.reason")
     eta = lenient_float(get("eta"), "$.task.eta")
     progress = lenient_float(get("progress_percent"), "$.task.progress_percent")
     items = payload.get("videos")
@@ -252,17 +258,25 @@ def _videos(items: object, received_at: datetime) -> tuple[Video, ...]:
         raise DecodeError(f"$.videos: expected an array, not {json_type(items)}")
     videos = []
     for number, item in enumerate(items):
-        where = f"$.videos[{number}]"
         if not isinstance(item, dict):
-            raise DecodeError(f"{where}: expected an object, not {json_type(item)}")
-        if "video_url" not in item:
-            raise DecodeError(f"{where}.video_url: required field missing")
-        url = lenient_str(item["video_url"], f"{where}.video_url")
-        ttl = lenient_float(item.get("video_url_ttl"), f"{where}.video_url_ttl")
-        video_type = lenient_str(item.get("video_type"), f"{where}.video_type")
+            raise DecodeError(f"$.videos[{number}]: expected an object, not {json_type(item)}")
+        url, ttl, video_type = (
+            item.get("video_url"),
+            item.get("video_url_ttl"),
+            item.get("video_type"),
+        )
+        if type(url) is not str or (video_type is not None and type(video_type) is not str):
+            if "video_url" not in item:
+                raise DecodeError(f"$.videos[{number}].video_url: required field missing")
+            url = lenient_str(url, f"$.videos[{number}].video_url")
+            video_type = lenient_str(video_type, f"$.videos[{number}].video_type")
         if url:
+            ttl = lenient_float(ttl, f"$.videos[{number}].video_url_ttl")
             videos.append(make_video(url, ttl, video_type, received_at))
     return tuple(videos)
+
+
+_TIMES = ("submit_time_ms", "execute_time_ms", "complete_time_ms")
 
 
 def _service_times(extra: Mapping[str, Any]) -> tuple[float | None, float | None]:
@@ -271,11 +285,15 @@ def _service_times(extra: Mapping[str, Any]) -> tuple[float | None, float | None
     info = extra.get("debug_info")
     if not isinstance(info, dict):
         return None, None
-    submitted = _milliseconds(info, "submit_time_ms")
+    get = info.get
+    try:
+        submitted = int(get("submit_time_ms", 0))
+        started = int(get("execute_time_ms", 0))
+        completed = int(get("complete_time_ms", 0))
+    except (TypeError, ValueError, OverflowError):
+        submitted, started, completed = (_milliseconds(info, name) for name in _TIMES)
     if submitted is None or submitted <= 0:
         return None, None
-    started = _milliseconds(info, "execute_time_ms")
-    completed = _milliseconds(info, "complete_time_ms")
     return (
         None if started is None or started < submitted else (started - submitted) / 1000,
         None if completed is None or completed < submitted else (completed - submitted) / 1000,

@@ -25,7 +25,7 @@ from .._retry import parse_retry_after
 from .._task_ids import is_plain_task_id
 from .._transport import Response
 
-__all__ = ["encode_body", "error_text", "query", "refuse_unmapped", "status_error"]
+__all__ = ["Unmapped", "encode_body", "error_text", "query", "status_error"]
 
 # Made once: json.dumps with options builds a new encoder on every call.
 _BODY_ENCODER = json.JSONEncoder(ensure_ascii=False)
@@ -51,15 +51,27 @@ def query(name: str, value: str) -> str:
     return urlencode({name: value})
 
 
-def refuse_unmapped(request: VideoRequest, mapped: frozenset[str], provider: str) -> None:
-    """Refuse a request that sets a field this provider does not send (off its default)."""
-    for field in attrs.fields(VideoRequest):
-        if field.name not in mapped and getattr(request, field.name) != field.default:
-            raise InvalidRequestError(
-                field.name,
-                f"is not taken by the {provider} provider (leave it at {field.default!r},"
-                " or use a provider that takes it)",
-            )
+class Unmapped:
+    """The request's fields a provider does not send, which must stay at their defaults."""
+
+    def __init__(self, provider: str, mapped: frozenset[str]) -> None:
+        self._provider = provider
+        # Worked out once: a request is checked on every submission.
+        self._defaults = tuple(
+            (field.name, field.default)
+            for field in attrs.fields(VideoRequest)
+            if field.name not in mapped
+        )
+
+    def refuse(self, request: VideoRequest) -> None:
+        """Raise InvalidRequestError naming a field set off its default."""
+        for name, default in self._defaults:
+            if getattr(request, name) != default:
+                raise InvalidRequestError(
+                    name,
+                    f"is not taken by the {self._provider} provider (leave it at {default!r},"
+                    " or use a provider that takes it)",
+                )
 
 
 def error_text(body: object) -> str:

@@ -48,7 +48,7 @@ from .._push import WebhookEvent
 from .._retry import parse_retry_after
 from .._task_ids import task_id_problem
 from .._transport import Response
-from ._http import encode_body, query, refuse_unmapped, status_error
+from ._http import Unmapped, encode_body, query, status_error
 from ._protocol import Call, Step
 
 __all__ = [
@@ -74,19 +74,22 @@ RETRIEVE_PATH = "/v1/files/retrieve"
 _DOWNLOAD_URL_TTL = 32_400.0
 
 # The request's fields this provider sends; every one of VideoRequest's today.
-_FIELDS = frozenset(
-    (
-        "prompt",
-        "image",
-        "end_image",
-        "duration",
-        "resolution",
-        "enable_prompt_expansion",
-        "fast_pretreatment",
-        "webhook_url",
-        "model",
-        "aigc_watermark",
-    )
+_UNMAPPED = Unmapped(
+    "minimax",
+    frozenset(
+        (
+            "prompt",
+            "image",
+            "end_image",
+            "duration",
+            "resolution",
+            "enable_prompt_expansion",
+            "fast_pretreatment",
+            "webhook_url",
+            "model",
+            "aigc_watermark",
+        )
+    ),
 )
 _FAST = "MiniMax-Hailuo-2.3-Fast"
 
@@ -142,7 +145,7 @@ class MiniMaxProvider:
 
     def check(self, request: VideoRequest) -> None:
         """MiniMax's rules: 2.3-Fast and 512P need a first frame, a last frame Hailuo-02."""
-        refuse_unmapped(request, _FIELDS, self.name)
+        _UNMAPPED.refuse(request)
         if request.model == _FAST and request.image is None:
             raise InvalidRequestError(
                 "image", f"{_FAST} makes videos from a first frame only: give an image"
@@ -195,8 +198,9 @@ class MiniMaxProvider:
             return self.poll(result.task_id)
         return self._retrieve(result, file_id)
 
-    def answer_error(self, call: Call, answer: Response, *, url: str) -> APIError | None:
+    def answer_error(self, call: Call, answer: Response, *, base_url: str) -> APIError | None:
         """An error status, or a non-zero ``base_resp.status_code`` in a good answer."""
+        url = base_url + call.path
         if answer.status >= 300:
             return status_error(answer, method=call.method, url=url)
         try:

@@ -27,14 +27,15 @@ from .._transport import Response
 __all__ = ["Call", "Provider", "Step"]
 
 
-@attrs.frozen
+@attrs.define
 class Call:
     """One request to the API, as a provider builds it (the key is added when it is sent).
 
     ``path`` is relative to the base URL; ``query`` the encoded query string (``""`` for
     none); ``body`` the JSON body of a POST. ``kind`` is what the request spends in the
     limits: every call of a poll is a ``"poll"``. ``subject`` names the answer in errors
-    ("the task result for 8f0c...").
+    ("the task result for 8f0c..."). Not frozen, though nothing changes one (as
+    ``Response``): one is made per request, and a frozen one costs a setattr per field.
     """
 
     method: Literal["GET", "POST"]
@@ -45,7 +46,7 @@ class Call:
     body: bytes | None = attrs.field(default=None, repr=False)
 
 
-@attrs.frozen
+@attrs.define
 class Step:
     """One call of a poll, and how to read its answer: a result, or the next step."""
 
@@ -94,11 +95,12 @@ class Provider(Protocol):
     def refresh(self, result: TaskResult) -> Step:
         """The first step of renewing a finished task's expired video URL."""
 
-    def answer_error(self, call: Call, answer: Response, *, url: str) -> APIError | None:
+    def answer_error(self, call: Call, answer: Response, *, base_url: str) -> APIError | None:
         """The error an answer to ``call`` carries, or None: an :class:`APIStatusError` for
         an error status or an error code in a good answer, an
         :class:`APIResponseValidationError` for an answer that contradicts itself (an error
-        that may yet have started a job). ``url`` is where the call went, without its query.
+        that may yet have started a job). An error shows ``base_url + call.path`` as its URL
+        (the query left out).
         """
 
     def parse_webhook(self, data: Mapping[str, Any]) -> WebhookEvent:
