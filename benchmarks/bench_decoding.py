@@ -74,7 +74,8 @@ def _best(statements: dict[str, Any], number: int) -> dict[str, float]:
 
 def run(*, quick: bool = False) -> ScenarioResult:
     """Time both on each payload."""
-    from hailuo_async._decoding import _parse_json, decode_json, decode_task_result
+    from hailuo_async._decoding import _parse_json, decode_json
+    from hailuo_async.providers._gateway import read_task_result as decode_task_result
 
     number = 2_000 if quick else 20_000
     received_at = datetime.now(timezone.utc)

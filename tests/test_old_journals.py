@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from clientutil import make_client
-from fixtures.make_old_journal import KEYED, REQUESTS
+from old_journal_requests import KEYED, REQUESTS
 from pgutil import DSN, admin
 
 from hailuo_async import (

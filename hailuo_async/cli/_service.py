@@ -235,9 +235,10 @@ async def connect(
         options["max_retries"] = settings.max_retries
     limits = Limits(requests_per_minute=requests_per_minute, max_active_jobs=max_active_jobs)
     if settings.simulate:
-        dialect = {"provider": settings.dialect.name} if settings.provider != "gateway" else {}
         fake = FakeHailuoServer(
-            time_scale=scale, failure_rate=settings.simulate_failure_rate, **dialect
+            time_scale=scale,
+            failure_rate=settings.simulate_failure_rate,
+            provider=settings.dialect.name,
         )
         # fake.client() paces the polls and the rate window to the fake's time scale.
         async with fake, fake.client(limits=limits, **options) as client:

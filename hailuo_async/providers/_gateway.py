@@ -286,6 +286,9 @@ def _service_times(extra: Mapping[str, Any]) -> tuple[float | None, float | None
     if not isinstance(info, dict):
         return None, None
     get = info.get
+    submitted: int | None
+    started: int | None
+    completed: int | None
     try:
         submitted = int(get("submit_time_ms", 0))
         started = int(get("execute_time_ms", 0))

@@ -21,6 +21,7 @@ from ._minimax import MiniMaxDialect
 from ._service import Dialect, FakeService
 from ._stats import Stats
 from ._tasks import FakeTask
+from ._validation import SubmitRequest
 
 __all__ = ["RESULT_PATH", "SUBMIT_PATH", "FakeHailuoServer"]
 
@@ -214,6 +215,31 @@ class FakeHailuoServer:
         """The `time.monotonic()` instant the task became terminal, None while it is not."""
         task = self._service.tasks[task_id]
         return task.finished_at if time.monotonic() >= task.finished_at else None
+
+    def add_task(
+        self, task_id: str, prompt: str = "a task taken before this fake started"
+    ) -> FakeTask:
+        """Know ``task_id`` as a task of this fake's key, submitted now and running on its
+        schedule, as the real service knows the tasks an earlier process submitted.
+
+        For tests that resume a journal whose jobs a service of an earlier run took: the
+        task is not counted as a submission (``stats`` sees no POST for it). It has no
+        webhook. KeyError if the fake already knows the id; call it once started.
+        """
+        if task_id in self._service.tasks:
+            raise KeyError(f"the fake already knows task {task_id!r}")
+        submission = SubmitRequest(
+            prompt=prompt,
+            duration=6,
+            resolution="768P",
+            enable_prompt_expansion=True,
+            fast_pretreatment=False,
+            image=None,
+            end_image=None,
+            extra=None,
+            canonical=prompt,
+        )
+        return self._service.create_task(self.api_key, submission, task_id=task_id)
 
     def expire_urls(self) -> int:
         """Expire every video URL handed out so far (they answer 403); return how many.

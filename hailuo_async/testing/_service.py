@@ -306,13 +306,22 @@ class FakeService:
     # -- tasks ----------------------------------------------------------------------------
 
     def create_task(
-        self, key: str, submission: SubmitRequest, *, fail_reason: str | None = None
+        self,
+        key: str,
+        submission: SubmitRequest,
+        *,
+        fail_reason: str | None = None,
+        task_id: str | None = None,
     ) -> FakeTask:
-        """Accept a submission: draw the task's schedule and count a paid job."""
+        """Accept a submission: draw the task's schedule and count a paid job.
+
+        ``task_id`` names a task taken before this fake started (see ``add_task``): it is
+        not counted as a submission.
+        """
         now = time.monotonic()
         index = len(self.tasks)
         task = schedule_task(
-            task_id=self.dialect.new_task_id(self.id_rng),
+            task_id=task_id if task_id is not None else self.dialect.new_task_id(self.id_rng),
             api_key=key,
             request=submission,
             created_at=now,
@@ -322,10 +331,13 @@ class FakeService:
         )
         self.tasks[task.task_id] = task
         stats = self.stats
-        stats.submissions_accepted += 1
-        stats.task_ids.append(task.task_id)
-        digest = hashlib.sha256(submission.canonical.encode("utf-8", "surrogatepass")).hexdigest()
-        stats.task_ids_by_body.setdefault(digest, []).append(task.task_id)
+        if task_id is None:
+            stats.submissions_accepted += 1
+            stats.task_ids.append(task.task_id)
+            digest = hashlib.sha256(
+                submission.canonical.encode("utf-8", "surrogatepass")
+            ).hexdigest()
+            stats.task_ids_by_body.setdefault(digest, []).append(task.task_id)
         if self.config.max_active_tasks is not None:
             heapq.heappush(self._active.setdefault(key, []), task.finished_at)
         timer = asyncio.get_running_loop().call_later(
