@@ -238,10 +238,11 @@ class _Pacer:
     a run, say, every place held by a job not yet due for its first poll) is not lost but
     kept, for up to a sixth of the window, and spent later: a request may leave that far
     ahead of the even schedule. Then the window itself keeps the service's count: a request
-    leaves only while fewer than the budget's requests are in flight or were answered within
-    the last window. An answered request had arrived before its answer came and one in
-    flight may arrive at any moment, so no window of the service's, sliding or fixed, ever
-    counts more than the budget. A discovered rate is spaced alone: its value is the guess.
+    leaves only while fewer than the account's limit (less one) are in flight or were
+    answered within the last window. An answered request had arrived before its answer came
+    and one in flight may arrive at any moment, so no window of the service's, sliding or
+    fixed, ever counts more than the limit. A discovered rate is spaced alone: its value is
+    the guess.
     """
 
     def __init__(self, rate: AdaptiveRate, utilisation: float) -> None:
