@@ -12,6 +12,12 @@ With a journal, each job is recorded before its POST and its task id as soon as 
 a rerun skips finished jobs, re-watches submitted ones and never resends one whose outcome
 is unknown unless the client's ``on_unknown_submission`` says "resubmit".
 
+A refusal of the account (:func:`~._refusals.refuses_the_account`: a balance that cannot
+pay) stops the submissions at the first one: nothing was created, the job stays unsent, and
+so does every job not sent yet, each coming out with that error (no request made). Jobs
+already running are watched to their end; a rerun once the account is put right submits
+the unsent ones as if new.
+
 As one worker of a shared batch (a PostgreSQL journal, :mod:`._worker`), the producer first
 adds the requests to the journal, then claims jobs under leases as places free up: it
 submits the recorded ones (only while its lease holds), watches the submitted ones (taken
@@ -50,6 +56,7 @@ from ._exceptions import (
 )
 from ._limits import ActiveJobs
 from ._models import JobOutcome, TaskResult, VideoRequest
+from ._refusals import refuses_the_account
 from ._retry import UnknownSubmissionPolicy
 from ._submitter import SUBMISSION_GRACE, BatchSubmitter, SubmitOne
 from ._sync import resolve
@@ -158,6 +165,8 @@ class JobStream:
         self._ended = False  # every outcome was taken and no more will come
         self._tasks = OwnedTaskGroup()
         self._fatal: Exception | None = None
+        # The account's refusal that stopped the submissions (see the module's docstring).
+        self._refused: HailuoError | None = None
         self._closing = False
         # A worker's claimed keys, and those whose submission is under way.
         self._held: set[str] = set()
@@ -298,6 +307,8 @@ class JobStream:
             index += 1
             self._book.read += 1
             match action:
+                case ResumeAction.SUBMIT if self._refused is not None:
+                    self._leave_unsent(job, self._refused, "none")
                 case ResumeAction.SUBMIT:
                     await self._active.acquire()
                     if self._stopping():  # the reader left while we waited for a place
@@ -333,6 +344,11 @@ class JobStream:
             self._close_if_finished()
             self._done_posting(job)
             return
+        if self._refused is not None:  # the account was refused while this job waited
+            landed()
+            self._leave_unsent(job, self._refused, "unsubmitted")
+            self._done_posting(job)
+            return
         try:
             task_id = await self._submitter.submit(job)
         except InvalidTransitionError as exc:
@@ -350,6 +366,14 @@ class JobStream:
             # A journal that cannot write, or a key the account refuses, stops the batch.
             if isinstance(exc, (*_FATAL, JournalError)):
                 self._fatal = exc
+            if refuses_the_account(exc):
+                # Nothing was created: the job stays unsent (the API layer said so to the
+                # journal), as does every job after it.
+                self._refused = self._refused or exc
+                landed()
+                self._leave_unsent(job, exc, "unsubmitted")
+                self._done_posting(job)
+                return
             await self._journal.submission_failed(job.key, exc)
             # Counted as finishing until the reader takes its outcome: the batch must not end
             # while this outcome waits for the reader (a lost outcome, found by the soak).
@@ -364,6 +388,14 @@ class JobStream:
         self._watch(job, task_id, submitted_at=time.monotonic())
         landed()
         self._done_posting(job)
+
+    def _leave_unsent(self, job: BatchJob, refusal: HailuoError, place: _Place) -> None:
+        """Yield a job not sent because the account was refused (see the module's docstring).
+
+        Its journal entry, if any, is left as it is (recorded), for a rerun to submit.
+        """
+        self._book.finishing += 1
+        self._hand_over(job.outcome(error=refusal), place)
 
     def _done_posting(self, job: BatchJob) -> None:
         # Called on every way out of _submit but being cut short on exit: that job's lease
@@ -421,7 +453,7 @@ class JobStream:
     async def _work_claims(self, worker: WorkerSettings) -> None:
         """Claim jobs as places free up, until no job of the batch has work left."""
         store = self._shared_store()
-        while self._fatal is None:
+        while self._fatal is None and self._refused is None:
             await self._active.acquire()
             if self._stopping():
                 self._active.release(submitted=False)

@@ -29,7 +29,13 @@ from hailuo_async.cli._app import cli
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
 FAST = "0.002"  # --time-scale for simulated runs: 30-180 s jobs take 60-360 ms
-ENV_VARS = ("HAILUO_API_KEY", "HAILUO_BASE_URL", "HAILUO_SIMULATE", "HAILUO_TIME_SCALE")
+ENV_VARS = (
+    "HAILUO_API_KEY",
+    "HAILUO_BASE_URL",
+    "HAILUO_SIMULATE",
+    "HAILUO_TIME_SCALE",
+    "HAILUO_PROVIDER",
+)
 MP4_MAGIC = b"ftyp"
 
 
