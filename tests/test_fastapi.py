@@ -26,7 +26,15 @@ pytest.importorskip("uvicorn")
 import uvicorn
 from fastapi import Depends, FastAPI
 
-from hailuo_async import HailuoClient, Limits, PollPolicy, RetryPolicy, VideoRequest
+from hailuo_async import (
+    HailuoClient,
+    Limits,
+    PollPolicy,
+    RetryPolicy,
+    TaskResult,
+    TaskStatus,
+    VideoRequest,
+)
 from hailuo_async.fastapi import (
     Hailuo,
     HailuoState,
@@ -501,3 +509,53 @@ async def test_forged_deliveries_get_404_and_cost_no_get(
             while fake.stats.polls_total == 0:  # noqa: ASYNC110 - the fake has no event for it
                 await anyio.sleep(0.005)
     assert fake.stats.polls_total == 1
+
+
+async def test_minimax_callbacks_reach_the_route_challenge_first(
+    http: aiohttp.ClientSession,
+) -> None:
+    """With the MiniMax provider the route answers the callback URL's challenge at once (200,
+    the value echoed), then takes the pushed states: the job ends by push, confirmed once."""
+    sock = loopback_socket()
+    hook = f"http://127.0.0.1:{sock.getsockname()[1]}/hailuo/webhook"
+    async with FakeHailuoServer(
+        time_scale=SCALE, seed=11, job_duration=Fixed(30), provider="minimax"
+    ) as minimax:
+
+        def make_client() -> HailuoClient:
+            client = minimax.client()
+            # The backstop polls come long after the end: only the push can end the watch.
+            client.poll_policy = attrs.evolve(client.poll_policy, max_interval=60.0)
+            return client
+
+        app = FastAPI(
+            lifespan=hailuo_lifespan(make_client, webhook_url=hook, webhook_secret=HOOK_SECRET)
+        )
+        app.include_router(webhook_router())
+
+        states: list[HailuoState] = []
+
+        @app.post("/videos")
+        async def create(hailuo: Hailuo) -> dict[str, str]:
+            states.append(hailuo)
+            return {"task_id": await hailuo.submit(VideoRequest("a lantern, pushed"))}
+
+        async with serving(app, sock) as base:
+            challenge = {"challenge": "abc123"}
+            async with http.post(f"{hook}/{HOOK_SECRET}", json=challenge) as response:
+                assert response.status == 200, await response.text()
+                assert await response.json() == challenge
+            async with http.post(f"{hook}/wrong-secret-0123456789", json=challenge) as response:
+                assert response.status == 404
+            async with http.post(f"{base}/videos") as response:
+                task_id = (await response.json())["task_id"]
+            with anyio.fail_after(30):
+                while (outcome := states[0].outcome(task_id)) is None:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            confirmed = states[0].client._webhooks.confirmed
+        stats = minimax.stats
+    assert isinstance(outcome, TaskResult)
+    assert (outcome.status, outcome.raw_status) == (TaskStatus.SUCCEED, "Success")
+    assert confirmed == 1  # the push ended the watch
+    assert (stats.challenges_sent, stats.challenges_failed) == (1, 0)
+    assert stats.polls_total == 1  # the confirmation
