@@ -28,7 +28,7 @@ from .._models import TaskResult, TaskStatus, Video, VideoRequest
 from .._push import WebhookEvent
 from .._task_ids import task_id_problem
 from .._transport import Response
-from ._http import Unmapped, encode_body, query, status_error
+from ._http import Unmapped, lookup_call, status_error, submit_call
 from ._protocol import Call, Step
 
 __all__ = [
@@ -93,13 +93,7 @@ class GatewayProvider:
     def submit_call(self, request: VideoRequest) -> Call:
         """``POST /v3/async/minimax-hailuo-02`` with the request's body."""
         self.check(request)
-        return Call(
-            "POST",
-            SUBMIT_PATH,
-            kind="submit",
-            subject="the submission's answer",
-            body=encode_body(gateway_body(request)),
-        )
+        return submit_call(SUBMIT_PATH, gateway_body(request))
 
     def read_submission(self, answer: Response) -> str:
         """The task id of ``{"task_id": ...}``."""
@@ -107,12 +101,8 @@ class GatewayProvider:
 
     def poll(self, task_id: str) -> Step:
         """One ``GET /v3/async/task-result``: the whole task, videos included."""
-        call = Call(
-            "GET",
-            TASK_RESULT_PATH,
-            kind="poll",
-            subject=f"the task result for {task_id}",
-            query=query("task_id", task_id),
+        call = lookup_call(
+            TASK_RESULT_PATH, "task_id", task_id, subject=f"the task result for {task_id}"
         )
 
         def read(answer: Response) -> TaskResult:

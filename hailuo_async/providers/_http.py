@@ -24,8 +24,17 @@ from .._models import VideoRequest
 from .._retry import parse_retry_after
 from .._task_ids import is_plain_task_id
 from .._transport import Response
+from ._protocol import Call
 
-__all__ = ["Unmapped", "encode_body", "error_text", "query", "status_error"]
+__all__ = [
+    "Unmapped",
+    "encode_body",
+    "error_text",
+    "lookup_call",
+    "query",
+    "status_error",
+    "submit_call",
+]
 
 # Made once: json.dumps with options builds a new encoder on every call.
 _BODY_ENCODER = json.JSONEncoder(ensure_ascii=False)
@@ -42,6 +51,18 @@ _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
 def encode_body(body: Mapping[str, Any]) -> bytes:
     """A request's JSON body, as UTF-8."""
     return _BODY_ENCODER.encode(body).encode("utf-8")
+
+
+def submit_call(path: str, body: Mapping[str, Any]) -> Call:
+    """A submission: ``body`` POSTed as JSON to ``path``."""
+    return Call(
+        "POST", path, kind="submit", subject="the submission's answer", body=encode_body(body)
+    )
+
+
+def lookup_call(path: str, name: str, value: str, *, subject: str) -> Call:
+    """A GET of ``path`` for one id (``?name=value``), as a poll spends the budget."""
+    return Call("GET", path, kind="poll", subject=subject, query=query(name, value))
 
 
 def query(name: str, value: str) -> str:

@@ -48,7 +48,7 @@ from .._push import WebhookEvent
 from .._retry import parse_retry_after
 from .._task_ids import task_id_problem
 from .._transport import Response
-from ._http import Unmapped, encode_body, query, status_error
+from ._http import Unmapped, lookup_call, status_error, submit_call
 from ._protocol import Call, Step
 
 __all__ = [
@@ -160,13 +160,7 @@ class MiniMaxProvider:
     def submit_call(self, request: VideoRequest) -> Call:
         """``POST /v1/video_generation`` with the request in MiniMax's words."""
         self.check(request)
-        return Call(
-            "POST",
-            SUBMIT_PATH,
-            kind="submit",
-            subject="the submission's answer",
-            body=encode_body(minimax_body(request)),
-        )
+        return submit_call(SUBMIT_PATH, minimax_body(request))
 
     def read_submission(self, answer: Response) -> str:
         """The task id of ``{"task_id": ..., "base_resp": {"status_code": 0}}``."""
@@ -178,13 +172,7 @@ class MiniMaxProvider:
 
     def poll(self, task_id: str) -> Step:
         """A query; once the task has succeeded, one retrieve of its file's URL follows."""
-        call = Call(
-            "GET",
-            QUERY_PATH,
-            kind="poll",
-            subject=f"the query of task {task_id}",
-            query=query("task_id", task_id),
-        )
+        call = lookup_call(QUERY_PATH, "task_id", task_id, subject=f"the query of task {task_id}")
 
         def read(answer: Response) -> TaskResult | Step:
             return self._read_query(decode_json(answer.body), task_id)
@@ -269,12 +257,8 @@ class MiniMaxProvider:
         return self._retrieve(result, file_id)
 
     def _retrieve(self, result: TaskResult, file_id: str) -> Step:
-        call = Call(
-            "GET",
-            RETRIEVE_PATH,
-            kind="poll",
-            subject=f"the file of task {result.task_id}",
-            query=query("file_id", file_id),
+        call = lookup_call(
+            RETRIEVE_PATH, "file_id", file_id, subject=f"the file of task {result.task_id}"
         )
         return Step(call, _with_file(result, file_id))
 
