@@ -21,9 +21,8 @@ from test_cli import (  # _clean_env: each test in its own folder, without HAILU
     threaded_fake,
 )
 
-from hailuo_async.cli._app import _resume_command
+from hailuo_async.cli._app import _resume_command, cli
 from hailuo_async.cli._errors import EXIT_USAGE
-from hailuo_async.cli._service import Settings
 from hailuo_async.testing import Fixed
 
 
@@ -109,10 +108,10 @@ def test_watch_prints_its_final_table_once() -> None:
 
 def test_resume_command_keeps_the_time_scale_and_simulation() -> None:
     """The printed resume command runs the same service at the same pace."""
-    settings = Settings(simulate=True, time_scale=0.5, simulate_failure_rate=0.25)
-    command = _resume_command(
-        Path("p.txt"), Path("out"), journal=None, max_active=3, rpm=None, settings=settings
-    )
+    argv = ["p.txt", "--out", "out", "--max-active", "3", "--simulate", "--time-scale", "0.5"]
+    ctx = cli.commands["batch"].make_context("batch", [*argv, "--simulate-failure-rate", "0.25"])
+    with ctx:
+        command, _ = _resume_command(ctx)
     assert command == (
         "hailuo batch p.txt --out out --max-active 3 --simulate --time-scale 0.5 "
         "--simulate-failure-rate 0.25"

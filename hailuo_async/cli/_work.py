@@ -19,21 +19,27 @@ from rich.table import Table
 from rich.text import Text
 
 from .._coordination import coordination_from
+from .._dsn import check_not_a_dsn
+from .._exceptions import InvalidRequestError
 from .._models import JobOutcome
 from ..journal import JobState, PostgresJobStore, store_for
 from ..journal._open import is_shared_journal
 from ._display import format_duration, shown_path, summary_table
+from ._errors import InputError
 from ._interrupt import run_interruptibly
 from ._service import Service, where
 
 __all__ = [
     "JournalParam",
     "WorkReport",
+    "check_batch_exists",
     "is_shared",
     "journal_label",
     "run_work",
     "show_batch_status",
 ]
+
+_MAX_BATCHES_LISTED = 20
 
 
 def is_shared(journal: Path | str | None) -> TypeGuard[str]:
@@ -54,6 +60,11 @@ class JournalParam(click.ParamType[Path | str]):
         text = str(value)
         if not text:
             self.fail("must be a file path or a postgresql:// URL", param, ctx)
+        try:
+            check_not_a_dsn(text, field="--journal")
+        except InvalidRequestError as exc:
+            # One line, exit 2, nothing made; the value itself is not shown (a password?).
+            raise InputError(f"--journal: {exc.message}") from None
         if Path(text).is_dir():
             self.fail(f"{text!r} is a directory, not a journal file", param, ctx)
         return Path(text)
@@ -66,6 +77,28 @@ def journal_label(journal: Path | str) -> str:
     store = store_for(journal)
     assert isinstance(store, PostgresJobStore)
     return store.target
+
+
+async def check_batch_exists(journal: str, name: str) -> None:
+    """InputError (exit 2, nothing sent) when the journal holds no batch ``name``.
+
+    The message lists the batches it does hold, so a misspelt ``--name`` is one glance away.
+    """
+    async with store_for(journal, batch=name) as store:
+        assert isinstance(store, PostgresJobStore)
+        if await store.has_jobs():
+            return
+        names = await store.batches()
+    where = journal_label(journal)
+    if names:
+        listed = ", ".join(repr(batch) for batch in names[:_MAX_BATCHES_LISTED])
+        more = len(names) - _MAX_BATCHES_LISTED
+        listed += f" and {more} more" if more > 0 else ""
+        raise InputError(f"no batch {name!r} in {where}; the batches there: {listed}")
+    raise InputError(
+        f"no batch {name!r} in {where}, which holds none yet: add one with "
+        f"`hailuo batch FILE --journal URL --name {name}`"
+    )
 
 
 @attrs.define
@@ -174,6 +207,12 @@ async def show_batch_status(journal: str, name: str, console: Console) -> bool:
         progress = await store.progress()
     total = sum(progress.counts.values())
     rows = [(state.value, str(progress.counts.get(state, 0))) for state in _STATE_ORDER]
+    if progress.not_downloaded:
+        # Paid for: `hailuo work --out DIR` (or a rerun of the batch) fetches them.
+        rows.insert(
+            _STATE_ORDER.index(JobState.FINISHED) + 1,
+            ("finished, not downloaded", str(progress.not_downloaded)),
+        )
     rows += [
         ("total", str(total)),
         ("ended in the last minute", f"{progress.ended_last_minute} jobs/min"),

@@ -26,7 +26,7 @@ from aiohttp import web
 from .._client import HailuoClient
 from .._limits import Limits
 from .._polling import PollPolicy
-from ._config import FakeHailuoConfig
+from ._config import FakeHailuoConfig, StorageFaults
 from ._faults import DROPPED, draw_fault, drop_connection, malformed_json, server_error
 from ._stats import Stats, bump
 from ._storage import VideoStore
@@ -198,6 +198,19 @@ class FakeHailuoServer:
         if self._url is None:
             raise RuntimeError("FakeHailuoServer is not started")
         return self._url
+
+    @property
+    def storage_faults(self) -> StorageFaults:
+        """The storage host's faults in force; set it to change them while serving.
+
+        Video URLs minted before the change keep what they were minted with (a
+        ``wrong_content`` URL serves something else until it expires).
+        """
+        return self._storage.faults
+
+    @storage_faults.setter
+    def storage_faults(self, faults: StorageFaults) -> None:
+        self._storage.faults = faults
 
     @property
     def storage_url(self) -> str:
