@@ -170,6 +170,8 @@ class JobStream:
         self._posting: set[str] = set()
         # Tasks whose end is being written and downloaded (no longer watched, not yet out).
         self._ending: set[str] = set()
+        # Keys whose video this run tried to save and could not (a worker tries each once).
+        self._not_downloaded: set[str] = set()
         self.claim_latencies: list[float] = []
         """Seconds each claim of a worker took (empty outside worker mode)."""
 
@@ -486,14 +488,16 @@ class JobStream:
         """Fetch the videos of the batch's finished jobs nobody saved; False if there are none.
 
         Asked once the batch has no other work left (it costs a scan of the batch). Each
-        is leased like a claimed job, downloaded (its URL refreshed if it expired) and
-        yielded as a replayed outcome. A download that fails again keeps its lease until
-        this worker leaves, so it is not taken up again at once; the next worker tries.
+        is leased like a claimed job, downloaded from a fresh URL and yielded as a replayed
+        outcome. One whose download failed in this run (here, or as its job ended) is not
+        tried again by this worker: the next worker, or run, tries it.
         """
         if self._download_to is None:
             return False
         started = time.monotonic()
-        records = await store.claim_undownloaded(worker.worker_id, worker.claim, worker.lease)
+        records = await store.claim_undownloaded(
+            worker.worker_id, worker.claim, worker.lease, tried=self._not_downloaded
+        )
         if not records:
             return False
         self._held.update(record.key for record in records)
@@ -666,6 +670,8 @@ class JobStream:
         try:
             path = await self._download_one(result, self._download_to)
         except HailuoError as exc:
+            if job.key is not None:
+                self._not_downloaded.add(job.key)
             return None, exc
         await self._journal.downloaded(job.key, path)
         return path, None

@@ -696,8 +696,8 @@ def work(
     stdout = _stdout()
 
     async def run() -> int:
-        await check_batch_exists(shared_journal, name)  # before anything is sent
         async with connect(settings, **_limits(rpm, max_active, shared_limits)) as service:
+            await check_batch_exists(shared_journal, name)  # before any request
             report = await run_work(
                 service,
                 journal=shared_journal,
@@ -711,7 +711,15 @@ def work(
         stdout.print(work_summary(report))
         if report.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_FAILED if report.failed else EXIT_OK
+        if report.not_downloaded:
+            say(
+                stdout,
+                f"{report.not_downloaded} job(s) finished (and were paid for) but their video "
+                "could not be saved: run `hailuo work` again (or the batch) to fetch them; "
+                "nothing is paid again.",
+                style="yellow",
+            )
+        return EXIT_FAILED if report.failed or report.not_downloaded else EXIT_OK
 
     ctx.exit(_run(settings, run))
 

@@ -13,15 +13,22 @@ from rich.text import Text
 
 from .._batch import BatchItem, JobStream
 from .._bookkeeping import LeftRunningJob
-from .._exceptions import NotFoundError, SubmissionUnknownError
+from .._exceptions import NotFoundError
 from .._models import JobOutcome
 from .._refusals import refuses_the_account, refuses_the_job
 from ..journal import JobKeyer, JobState, SQLiteJobStore
-from ._display import BatchView, Ticker, format_duration, shown_path, summary_table
+from ._display import (
+    BatchView,
+    Ticker,
+    format_duration,
+    not_downloaded_line,
+    shown_path,
+    summary_table,
+)
 from ._errors import describe
 from ._inputs import BatchFile, BatchJob
 from ._interrupt import run_interruptibly
-from ._results import RESULTS_NAME, ResultsFile
+from ._results import RESULTS_NAME, ResultsFile, outcome_kind
 from ._service import Service
 from ._work import is_shared, journal_label
 
@@ -88,24 +95,6 @@ class BatchReport:
         return max(0, self.total - self.finished)
 
 
-def _kind(outcome: JobOutcome) -> str:
-    """How a job came out: succeeded, not_downloaded, unsent or failed."""
-    if outcome.ok:
-        return "succeeded"
-    if outcome.result is not None and outcome.result.ok:
-        return "not_downloaded"  # finished and paid; its video is fetched by a rerun
-    error = outcome.error
-    if (
-        outcome.task_id is None
-        and error is not None
-        and not isinstance(error, SubmissionUnknownError)
-        and not refuses_the_job(error)
-        and not outcome.replayed
-    ):
-        return "unsent"
-    return "failed"
-
-
 def _reason(outcome: JobOutcome) -> str:
     if outcome.ok:
         return ""
@@ -123,7 +112,7 @@ def outcome_record(job: BatchJob, outcome: JobOutcome, *, simulated: bool) -> di
         "key": outcome.key if outcome.key is not None else job.key,
         "request": dict(job.source),
         "task_id": outcome.task_id,
-        "status": _kind(outcome),
+        "status": outcome_kind(outcome),
         "reason": _reason(outcome) or None,
         "file": outcome.path,
     }
@@ -137,13 +126,8 @@ def _outcome_line(job: BatchJob, outcome: JobOutcome) -> Text:
     if outcome.ok:
         where = shown_path(outcome.path) if outcome.path else "(not downloaded)"
         return Text.assemble(("✓ ", "green"), (f"line {job.line}  ", "dim"), f"{task}  → {where}")
-    if _kind(outcome) == "not_downloaded":
-        return Text.assemble(
-            ("… ", "yellow"),
-            (f"line {job.line}  ", "dim"),
-            f"{task}  ",
-            (f"finished, not downloaded: {_reason(outcome)}", "yellow"),
-        )
+    if outcome_kind(outcome) == "not_downloaded":
+        return not_downloaded_line(f"line {job.line}", task, _reason(outcome))
     return Text.assemble(
         ("✗ ", "red"),
         (f"line {job.line}  ", "dim"),
@@ -224,7 +208,7 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
                     # Submitted to the simulated service of an earlier run, which is gone.
                     forgotten.append((job, outcome.key))
                     continue
-                kind = _kind(outcome)
+                kind = outcome_kind(outcome)
                 if kind == "unsent":
                     # Refused before any task was made: nothing to record, a rerun sends it.
                     report.unsent += 1

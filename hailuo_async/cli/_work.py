@@ -24,9 +24,10 @@ from .._exceptions import InvalidRequestError
 from .._models import JobOutcome
 from ..journal import JobState, PostgresJobStore, store_for
 from ..journal._open import is_shared_journal
-from ._display import format_duration, shown_path, summary_table
+from ._display import format_duration, not_downloaded_line, shown_path, summary_table
 from ._errors import InputError
 from ._interrupt import run_interruptibly
+from ._results import outcome_kind
 from ._service import Service, where
 
 __all__ = [
@@ -108,6 +109,8 @@ class WorkReport:
     worker_id: str
     succeeded: int = 0
     failed: int = 0
+    not_downloaded: int = 0
+    """Finished (and paid for), their video not saved: the next worker or rerun fetches it."""
     interrupted: bool = False
     elapsed: float = 0.0
 
@@ -118,6 +121,8 @@ def _outcome_line(outcome: JobOutcome) -> Text:
         where = shown_path(outcome.path) if outcome.path else "(not downloaded)"
         return Text.assemble(("✓ ", "green"), (f"{outcome.key}  ", "dim"), f"{task}  → {where}")
     reason = str(outcome.error) if outcome.error is not None else "failed"
+    if outcome_kind(outcome) == "not_downloaded":
+        return not_downloaded_line(f"{outcome.key}", task, reason)
     return Text.assemble(("✗ ", "red"), (f"{outcome.key}  ", "dim"), f"{task}  ", (reason, "red"))
 
 
@@ -158,8 +163,11 @@ async def run_work(
         async with stream as outcomes:
             async for outcome in outcomes:
                 console.print(_outcome_line(outcome), soft_wrap=True)
-                if outcome.ok:
+                kind = outcome_kind(outcome)
+                if kind == "succeeded":
                     report.succeeded += 1
+                elif kind == "not_downloaded":
+                    report.not_downloaded += 1
                 else:
                     report.failed += 1
 
@@ -180,6 +188,11 @@ def work_summary(report: WorkReport) -> Table:
             ("worker", report.worker_id),
             ("succeeded", str(report.succeeded)),
             ("failed", str(report.failed)),
+            *(
+                [("finished, not downloaded", str(report.not_downloaded))]
+                if report.not_downloaded
+                else []
+            ),
             ("elapsed", format_duration(report.elapsed)),
             ("throughput", rate),
         ],

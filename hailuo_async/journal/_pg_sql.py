@@ -106,6 +106,7 @@ def check_schema_name(schema: str) -> str:
 _CLAIMABLE = f"state IN ('recorded', 'submitted') AND (owner IS NULL OR lease_until <= {_NOW})"
 _UNDOWNLOADED = (
     f"state = 'finished' AND path IS NULL AND (lease_until IS NULL OR lease_until <= {_NOW})"
+    " AND NOT key = ANY(%(tried)s::text[])"
 )
 
 

@@ -272,7 +272,7 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         except driver.ProgrammingError:
             # Not the driver's words: they may quote a piece of the URL, say its password.
             raise JournalConnectionError(
-                f"the journal URL {self.target} cannot be read as a libpq URL"
+                f"the journal URL {self.target} is not valid (libpq cannot read it)"
             ) from None
         options = with_keepalives(options)
         options.setdefault("application_name", "hailuo-async")
@@ -606,17 +606,17 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         return await self._write(apply)
 
     async def claim_undownloaded(
-        self, worker_id: str, n: int, lease_seconds: float
+        self, worker_id: str, n: int, lease_seconds: float, *, tried: Iterable[str] = ()
     ) -> list[JobRecord]:
         """Lease up to ``n`` finished jobs whose video nobody saved, for a worker to fetch.
 
         Such a job is finished and paid for: its download failed, or its worker died between
         the end and the file. One scan of the batch's jobs: a worker asks once it has no
-        other work left. A job stays leased to the worker (kept alive by its heartbeat) until
-        it releases it, so one whose download fails again is not taken up again at once.
+        other work left. ``tried``: keys this worker tried to download already (in this run),
+        left for another worker or run.
         """
         sql = self._statements.claim_undownloaded
-        return await self._lease(sql, worker_id, n, lease_seconds)
+        return await self._lease(sql, worker_id, n, lease_seconds, {"tried": list(tried)})
 
     async def heartbeat(self, worker_id: str, lease_seconds: float) -> int:
         """Extend the worker's live leases; return how many it still holds.
