@@ -387,12 +387,17 @@ class HailuoClient:
         ``requests`` (an iterable or async iterable of VideoRequest, or of ``(key,
         VideoRequest)`` pairs) is read lazily. At most ``max_active_jobs`` jobs are submitted
         and unfinished at once; without it, the client's limit (given, or discovered from
-        429s) applies. One failed job never stops the others.
+        429s) applies. One failed job never stops the others; a refusal of the account (a
+        refused key, a model the key may not use, a balance that cannot pay) stops the
+        submissions, and the jobs not sent yet come out with that error, unsent (a rerun
+        submits them).
 
         ``journal`` (a SQLite file path, or an open :class:`~hailuo_async.journal.JobStore`)
         makes the batch durable and resumable: run it again and the jobs an earlier run ended
         are yielded from the journal (``outcome.replayed``) without a request, submitted ones
-        watched again, none paid twice; ``retry_failed`` submits failed ones again.
+        watched again, none paid twice; ``retry_failed`` submits failed ones again. A SQLite
+        journal is this batch's alone while it runs: a second batch on the same file (in
+        this process or another) raises :class:`~hailuo_async.JournalInUseError`.
         ``download_to`` downloads each video into that folder as its job ends (always a
         folder, whatever its name; created if missing). Use it as
         ``async with client.generate_many(...) as outcomes``.
