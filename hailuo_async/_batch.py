@@ -619,8 +619,11 @@ class JobStream:
     async def _finish_ended(
         self, job: BatchJob, task_id: str, outcome: TaskResult | HailuoError
     ) -> None:
+        # A worker that downloads holds the finished job until its video is saved, so no
+        # other worker fetches it meanwhile (see _fetch_undownloaded).
+        hold = self._worker.lease if self._worker and self._download_to is not None else None
         try:
-            await self._journal.ended(job.key, outcome)
+            await self._journal.ended(job.key, outcome, hold_for=hold)
         except InvalidTransitionError as exc:
             if self._worker is None:
                 raise

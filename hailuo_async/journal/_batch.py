@@ -150,12 +150,19 @@ class BatchJournal:
         elif refuses_the_job(error) or not created_nothing(error):
             await self._store.mark_failed(key, error)
 
-    async def ended(self, key: str | None, outcome: TaskResult | HailuoError) -> None:
+    async def ended(
+        self,
+        key: str | None,
+        outcome: TaskResult | HailuoError,
+        *,
+        hold_for: float | None = None,
+    ) -> None:
         """Note how the job's task ended.
 
         A worker of a shared batch whose lease ran out while another worker took the job over
         gets :class:`InvalidTransitionError` (for a success or a failure): the job is that
-        worker's to report.
+        worker's to report. ``hold_for``: a worker that downloads keeps a lease of that many
+        seconds on a finished job until its video is saved.
         """
         if self._store is None or key is None:
             return
@@ -168,7 +175,7 @@ class BatchJournal:
             # InvalidTransitionError if another worker took the job over meanwhile, or
             # reported it first: of two workers watching the task, one reports it.
             if outcome.ok:
-                await store.mark_finished(key, outcome, worker_id=self.worker_id)
+                await store.mark_finished(key, outcome, worker_id=self.worker_id, hold_for=hold_for)
             else:
                 await store.mark_failed(key, TaskFailedError(outcome), worker_id=self.worker_id)
         elif outcome.ok:

@@ -236,10 +236,14 @@ FROM (SELECT 1) AS one LEFT JOIN before b ON true"""  # noqa: S608
         # With a worker, only while no other worker holds the job: one whose lease ran out
         # (stopped, or cut off) while another took the job over leaves it to that one. The
         # finisher stays the owner (with no lease): a retry after a lost connection knows
-        # its own first try by it, and a late worker knows the job was another's.
+        # its own first try by it, and a late worker knows the job was another's. A finisher
+        # about to download the video keeps a lease of %(hold)s seconds on it instead, until
+        # the video is saved (DOWNLOADED drops it): no other worker fetches it meanwhile.
         self.FINISHED = _transition(
             f"state = 'finished', result = %(result)s, error = NULL, error_type = NULL,"
-            f" error_fields = NULL, owner = %(worker)s, lease_until = NULL, finished_at = {_NOW}",
+            f" error_fields = NULL, owner = %(worker)s, finished_at = {_NOW},"
+            " lease_until = CASE WHEN %(hold)s::float8 IS NULL THEN NULL"
+            f" ELSE {_NOW} + make_interval(secs => %(hold)s::float8) END",
             "task_id = %(task_id)s AND CASE WHEN %(worker)s::text IS NULL"
             " THEN state IN ('submitted', 'finished')"
             " ELSE (state = 'submitted' AND (owner IS NULL OR owner = %(worker)s"
@@ -269,8 +273,9 @@ FROM (SELECT 1) AS one LEFT JOIN before b ON true"""  # noqa: S608
             " owner = NULL, lease_until = NULL",
             "(state = 'finished' AND path IS NULL) OR (%(replaying)s AND state = 'failed')",
         ).format(s=s)
+        # The video is saved: a lease held for its download is dropped (the owner's name stays).
         self.DOWNLOADED = _transition(
-            f"path = %(path)s, downloaded_at = {_NOW}", "state = 'finished'"
+            f"path = %(path)s, downloaded_at = {_NOW}, lease_until = NULL", "state = 'finished'"
         ).format(s=s)
         # At resume, every submission nobody holds a live lease on was interrupted.
         self.interrupted = (

@@ -488,16 +488,28 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         await self._transition(key, "recorded", self._statements.UNSENT, {"token": token})
 
     async def mark_finished(
-        self, key: str, result: TaskResult, *, worker_id: str | None = None
+        self,
+        key: str,
+        result: TaskResult,
+        *,
+        worker_id: str | None = None,
+        hold_for: float | None = None,
     ) -> None:
         """Note the task's final result (from SUBMITTED; again from FINISHED to refresh it).
 
         With ``worker_id``, only while no other worker holds a live lease on the job, and not
         again once another finished it: a worker whose lease ran out while another took the
         job over gets :class:`InvalidTransitionError`, and leaves the job to that one to
-        report. The finished job keeps ``worker_id`` as its owner (with no lease).
+        report. The finished job keeps ``worker_id`` as its owner (with no lease; with
+        ``hold_for``, a lease of that many seconds, kept by its heartbeat until the video is
+        saved: no other worker fetches a video its finisher is downloading).
         """
-        params = {"result": dump_result(result), "task_id": result.task_id, "worker": worker_id}
+        params = {
+            "result": dump_result(result),
+            "task_id": result.task_id,
+            "worker": worker_id,
+            "hold": hold_for,
+        }
         await self._transition(key, "finished", self._statements.FINISHED, params)
 
     async def mark_failed(

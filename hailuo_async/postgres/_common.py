@@ -225,7 +225,7 @@ class Session:
         except psycopg.ProgrammingError:
             # Not the driver's words: they may quote a piece of the URL, say its password.
             raise CoordinationError(
-                "connecting: the database address is not valid (libpq cannot read it)"
+                "connecting: bad database address (libpq cannot read it)"
             ) from None
         except psycopg.OperationalError as exc:
             message = str(exc)

@@ -12,8 +12,8 @@ import anyio
 import pytest
 from pgutil import DSN, add_jobs, hailuo_work, journal_url, running
 
-from hailuo_async import DownloadError, VideoRequest
-from hailuo_async.journal import JobState, PostgresJobStore
+from hailuo_async import DownloadError, TaskResult, TaskStatus, VideoRequest
+from hailuo_async.journal import JobState, PostgresJobStore, job_specs
 from hailuo_async.testing import FakeHailuoServer, Fixed, StorageFaults, sample_video
 
 pytestmark = pytest.mark.anyio
@@ -153,3 +153,31 @@ async def test_the_work_banner_never_shows_a_query_password(pg_schema: str, tmp_
                 await w.wait()
     assert "hunter2" not in out + err
     assert "password=***" in out + err
+
+
+async def test_a_video_its_finisher_is_saving_is_not_fetched_by_another_worker(
+    pg_schema: str,
+) -> None:
+    """A finisher that downloads holds the job until the file is saved; a dead one does not."""
+    async with PostgresJobStore(DSN, batch=BATCH, schema=pg_schema) as store:
+        await store.record(job_specs([VideoRequest("a grebe"), VideoRequest("a coot")]))
+        records = await store.get_many()
+        keys = list(records)
+        for number, key in enumerate(keys):
+            await store.claim("b", 2, 30.0)
+            await store.mark_submitting(key, worker_id="b")
+            await store.mark_submitted(key, f"task-{number}")
+        saving, dead = keys
+        await store.mark_finished(saving, _done("task-0"), worker_id="b", hold_for=30.0)
+        await store.mark_finished(dead, _done("task-1"), worker_id="b", hold_for=0.001)
+        await anyio.sleep(0.01)  # the dead finisher's hold runs out
+        taken = await store.claim_undownloaded("a", 10, 30.0)
+        assert [record.key for record in taken] == [dead]
+        await store.mark_downloaded(saving, "/videos/task-0.mp4")
+        record = await store.get(saving)
+    assert record is not None
+    assert (record.owner, record.lease_until, record.path) == ("b", None, "/videos/task-0.mp4")
+
+
+def _done(task_id: str) -> TaskResult:
+    return TaskResult(task_id=task_id, status=TaskStatus.SUCCEED, raw_status="TASK_STATUS_SUCCEED")
