@@ -118,10 +118,10 @@ def check_earlier_results(
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         results.rename(results.with_name(f"results-{stamp}.jsonl"))
         return
-    kind = "simulated " if simulated else ""
+    kind, again = ("simulated ", "") if simulated else ("", " as a new paid job")
     raise InputError(
         f"{shown_path(results)} lists {len(earlier)} {kind}job(s) of an earlier run, but the "
         f"journal {shown_path(journal)} is missing or empty: running on would submit every "
-        "job again as a new paid job; nothing was sent. Give the earlier run's journal with "
+        f"job again{again}; nothing was sent. Give the earlier run's journal with "
         "--journal PATH, or add --new-run to start over"
     )
