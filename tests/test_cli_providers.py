@@ -22,7 +22,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_every_command_takes_a_provider() -> None:
     """--provider (and HAILUO_PROVIDER) is an option of every command but fake-server's own."""
-    for name, command in cli.commands.items():  # type: ignore[attr-defined]
+    for name, command in cli.commands.items():
         if name == "fake-server":
             continue
         options = {opt for param in command.params for opt in getattr(param, "opts", ())}

@@ -34,6 +34,10 @@ NOT_RUN = {
         "the test suite itself: CI (.ci/run) runs this very command"
     ),
     "export HAILUO_API_KEY=...": "sets the user's own key; the runs below set a fake's",
+    "export HAILUO_PROVIDER=minimax": (
+        "chooses MiniMax's API for a user's own key; the MiniMax tabs run against the fake's"
+        " MiniMax dialect as written"
+    ),
     'python3.11 -m pip install -e ".[cli]"': (
         "installs this checkout, as the test run already has; a fresh clone is tried by hand"
     ),

@@ -60,7 +60,6 @@ INTENDED = {
     "AuthenticationError",
     "BadRequestError",
     "ContentPolicyError",
-    "InsufficientBalanceError",
     "DownloadError",
     "HailuoClient",
     "HailuoError",

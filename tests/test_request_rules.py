@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from hailuo_async import InvalidRequestError, VideoRequest
 from hailuo_async._images import IMAGE_REFERENCE_PATTERN, image_reference
-from hailuo_async._models import DURATIONS, RESOLUTIONS, RESOLUTIONS_BY_DURATION
+from hailuo_async._models import DURATIONS, RESOLUTIONS_BY_DURATION
 from hailuo_async.fastapi import VideoRequestBody
+from hailuo_async.providers._gateway import RESOLUTIONS
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
@@ -49,9 +50,11 @@ def test_every_string_the_schema_allows_is_accepted(value: str) -> None:
 
 
 def test_request_model_has_videorequests_fields_and_defaults() -> None:
-    """The FastAPI model's fields and defaults are VideoRequest's (but the app's webhook)."""
+    """The FastAPI model's fields and defaults are VideoRequest's that every provider takes
+    (the gateway's: not the app's webhook, nor MiniMax's model and watermark)."""
     fields = {field.name: field.default for field in attrs.fields(VideoRequest)}
-    del fields["webhook_url"]
+    for name in ("webhook_url", "model", "aigc_watermark"):
+        del fields[name]
     model = VideoRequestBody.model_fields
     assert list(model) == list(fields)
     for name, default in fields.items():
@@ -60,7 +63,8 @@ def test_request_model_has_videorequests_fields_and_defaults() -> None:
 
 
 def test_request_model_schema_states_the_rules() -> None:
-    """Lengths, choices and the duration-resolution pairs come from the library's constants."""
+    """Lengths, choices and the duration-resolution pairs come from the library's constants
+    (the resolutions every provider makes: the gateway's)."""
     schema = VideoRequestBody.model_json_schema()
     properties = schema["properties"]
     assert properties["duration"]["enum"] == list(DURATIONS)

@@ -22,7 +22,6 @@ from hailuo_async._push import (
     WebhookConfirmer,
     WebhookEvent,
     admit_delivery,
-    parse_webhook,
 )
 from hailuo_async.testing import FakeHailuoServer, Fixed
 from hailuo_async.webhooks import (
@@ -31,6 +30,7 @@ from hailuo_async.webhooks import (
     WEBHOOK_EVENT_TYPE,
     WebhookSecret,
     aiohttp_handler,
+    parse_webhook,
 )
 
 pytestmark = pytest.mark.anyio

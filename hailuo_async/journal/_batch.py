@@ -87,15 +87,19 @@ class BatchJournal:
         try:
             if self._owned is not None:
                 await self._owned.open()
-            recorded = await store.bind_provider(provider)
-            if recorded != provider:
-                raise JournalProviderError(self.batch, recorded=recorded, asked=provider)
+            await self._bind(store, provider)
             self._plan = await store.resume(
                 None, retry_failed=retry_failed, on_unknown_submission=on_unknown_submission
             )
         except BaseException:
             await self.aclose()
             raise
+
+    async def _bind(self, store: JobStore, provider: str) -> None:
+        """Refuse a batch started through another provider (its task ids are that one's)."""
+        recorded = await store.bind_provider(provider)
+        if recorded != provider:
+            raise JournalProviderError(self.batch, recorded=recorded, asked=provider)
 
     @property
     def task_ids(self) -> list[str]:

@@ -60,7 +60,7 @@ def _app(dsn: str) -> str:
 
 
 async def test_the_schema_is_created_versioned_and_shared_by_batches(pg_schema: str) -> None:
-    """Opening creates the schema at version 1 once; batches in it see only their own jobs."""
+    """Opening creates the schema (versions 1 and 2) once; batches in it see only their own jobs."""
     async with PostgresJobStore(DSN, batch="a", schema=pg_schema) as a:
         await a.record(_specs(2))
     async with (
@@ -74,20 +74,20 @@ async def test_the_schema_is_created_versioned_and_shared_by_batches(pg_schema: 
         versions = connection.execute(
             f'SELECT version FROM "{pg_schema}".schema_version'  # noqa: S608
         ).fetchall()
-    assert versions == [(1,)]
+    assert versions == [(1,), (2,)]
 
 
 async def test_a_schema_from_a_newer_version_is_refused(pg_schema: str) -> None:
-    """A schema at version 2 raises JournalSchemaError naming both versions; no job is touched."""
+    """A schema at version 3 raises JournalSchemaError naming both versions; no job is touched."""
     async with PostgresJobStore(DSN, schema=pg_schema) as store:
         await store.record(_specs(1))
     with admin() as connection:
         connection.execute(
-            f'INSERT INTO "{pg_schema}".schema_version (version) VALUES (2)'  # noqa: S608
+            f'INSERT INTO "{pg_schema}".schema_version (version) VALUES (3)'  # noqa: S608
         )
-    with pytest.raises(JournalSchemaError, match="version 2, newer than version 1") as caught:
+    with pytest.raises(JournalSchemaError, match="version 3, newer than version 2") as caught:
         await PostgresJobStore(DSN, schema=pg_schema).open()
-    assert (caught.value.found, caught.value.supported) == (2, 1)
+    assert (caught.value.found, caught.value.supported) == (3, 2)
 
 
 # -- bad input ---------------------------------------------------------------------------------
