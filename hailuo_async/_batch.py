@@ -423,7 +423,10 @@ class JobStream:
             if self._stopping():
                 self._active.release(submitted=False)
                 return
-            want = min(worker.claim, 1 + max(0, self._active.value - self._active.active))
+            # The job for this place, and one for each further place this worker may take
+            # now (its fair share, with others sharing the account): a job claimed beyond
+            # them would wait here, leased, while another worker could run it.
+            want = min(worker.claim, 1 + self._active.room)
             started = time.monotonic()
             records = await store.claim(worker.worker_id, want, worker.lease)
             self.claim_latencies.append(time.monotonic() - started)
