@@ -37,7 +37,13 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._bookkeeping import BatchBook, BatchCounts, BatchJob, LeftRunningJob
+from ._bookkeeping import (
+    BatchBook,
+    BatchCounts,
+    BatchJob,
+    LeftRunningJob,
+    left_running_summary,
+)
 from ._download import sweep_partial_downloads
 from ._exceptions import (
     AuthenticationError,
@@ -181,9 +187,19 @@ class JobStream:
 
         Each may be running (and paid for) at the service; watch them later with
         ``client.watch([job.task_id for job in outcomes.left_running])``. Empty once every
-        outcome was yielded. A journaled batch also finds them again when rerun.
+        outcome was yielded. A journaled batch also finds them again when rerun. Jobs the
+        service had ended are in :attr:`left_unread` instead.
         """
         return self._book.left_running
+
+    @property
+    def left_unread(self) -> tuple[LeftRunningJob, ...]:
+        """Jobs whose task the service had ended when the batch was left, outcome unread.
+
+        Nothing more is paid for them; ``client.watch`` on their ids gives their results
+        (a journaled batch replays them when rerun).
+        """
+        return self._book.left_unread
 
     def events(self, *, max_buffer: int = 1024) -> MemoryObjectReceiveStream[TaskEvent]:
         """A stream of the batch's task events from now on (see :meth:`TaskWatcher.events`).
@@ -232,12 +248,7 @@ class JobStream:
         await self._tasks.close()
         left = self.left_running
         if left:
-            logger.warning(
-                "left the batch with %d job(s) left running at the service, which may still"
-                " be paid for; watch them with client.watch(ids) or `hailuo watch`: %s",
-                len(left),
-                ", ".join(f"#{job.index} {job.key or '-'} {job.task_id}" for job in left),
-            )
+            logger.warning("%s", left_running_summary(left, self._journal.store))
 
     def __aiter__(self) -> JobStream:
         return self
@@ -539,13 +550,13 @@ class JobStream:
         task_group = self._tasks.task_group
         while True:
             task_id, outcome = await self._watcher.next_outcome()
-            job = self._book.stopped_running(task_id)
+            job = self._book.stopped_running(task_id, ended=isinstance(outcome, TaskResult))
             self._ending.add(task_id)
             task_group.start_soon(self._finish, job, task_id, outcome)
 
     def _task_ended(self, task_id: str, outcome: TaskResult | HailuoError) -> None:
         """A watched task ended, in a batch with nothing to write or fetch for it."""
-        job = self._book.stopped_running(task_id)
+        job = self._book.stopped_running(task_id, ended=isinstance(outcome, TaskResult))
         self._hand_over_ended(job, task_id, outcome)
 
     async def _finish(self, job: BatchJob, task_id: str, outcome: TaskResult | HailuoError) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hailuo_async import HailuoError, TaskResult, TaskStatus, VideoRequest
-from hailuo_async._bookkeeping import BatchBook, BatchJob
+from hailuo_async._bookkeeping import BatchBook, BatchJob, LeftRunningJob, left_running_summary
 from hailuo_async._limits import ActiveJobLimit, ActiveJobs, RequestLimiter, RequestLimits
 from hailuo_async._push import InMemoryPushRegistry, PushRegistry
 
@@ -23,7 +23,7 @@ def test_a_batch_is_finished_only_when_read_and_idle() -> None:
     book.submitting -= 1
     book.started_running("t0", job(0))
     assert not book.finished
-    assert book.stopped_running("t0") == job(0)
+    assert book.stopped_running("t0", ended=True) == job(0)
     assert book.finishing == 1
     assert not book.finished
     book.finishing -= 1
@@ -51,3 +51,31 @@ def test_the_in_memory_parts_keep_the_protocols() -> None:
     assert limiter.max_in_flight == 2
     assert active.value == 3
     assert not push.is_wanted("t")
+
+
+def test_jobs_left_are_split_into_still_running_and_ended_unread() -> None:
+    """left_running holds the tasks that may still run; left_unread those the service ended."""
+    book = BatchBook()
+    for n in range(4):
+        book.started_running(f"t{n}", job(n))
+    book.stopped_running("t1", ended=True)  # ended at the service, outcome not read
+    book.stopped_running("t2", ended=False)  # its watch timed out: it may still run
+    taken = book.stopped_running("t3", ended=True)
+    book.handed_over(taken.outcome(task_id="t3"))
+    assert [left.task_id for left in book.left_running] == ["t0", "t2"]
+    assert [left.task_id for left in book.left_unread] == ["t1"]
+
+
+def test_the_left_running_summary_is_short_whatever_is_left() -> None:
+    """250 jobs with long keys: one line under 2,000 characters, a few named, where the rest are."""
+    task_ids = [f"{n:06d}{'7' * 30}" for n in range(250)]
+    left = [LeftRunningJob(n, "k" * 300 + str(n), task_ids[n]) for n in range(250)]
+    line = left_running_summary(left, "<SQLiteJobStore 'runs/x.db' batch='b'>")
+    assert len(line) <= 2000
+    assert "\n" not in line
+    assert "250 job(s) still running" in line
+    assert "and 245 more" in line
+    assert all(task_id in line for task_id in task_ids[:5])  # named in full, never cut
+    assert "left_running" in line
+    assert "<SQLiteJobStore 'runs/x.db' batch='b'>" in line
+    assert "journal" not in left_running_summary(left[:2], None)
