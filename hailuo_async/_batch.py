@@ -51,6 +51,7 @@ from ._exceptions import (
     InvalidRequestError,
     JobTimeoutError,
     PermissionDeniedError,
+    ServiceUnreachableError,
     SubmissionUnknownError,
     TaskFailedError,
 )
@@ -88,7 +89,7 @@ BatchItem = VideoRequest | tuple[str, VideoRequest]
 """One item of a batch's source: a request, or a ``(key, request)`` pair for the journal."""
 RequestSource = Iterable[BatchItem] | AsyncIterable[BatchItem]
 """What ``generate_many`` reads lazily: an iterable or async iterable of batch items."""
-_FATAL = (AuthenticationError, PermissionDeniedError)
+_FATAL = (AuthenticationError, PermissionDeniedError, ServiceUnreachableError)
 # Requests a worker adds to the shared journal per round trip.
 _ADD_CHUNK = 500
 # What a batch yields from the journal, without a request, for a job an earlier run ended.
@@ -308,7 +309,8 @@ class JobStream:
             match action:
                 case ResumeAction.SUBMIT:
                     await self._active.acquire()
-                    if self._stopping():  # the reader left while we waited for a place
+                    # The reader left, or a fatal error came, while we waited for a place.
+                    if self._stopping() or self._fatal is not None:
                         self._active.release(submitted=False)
                         return
                     self._start_submitting(job, task_group)
@@ -431,7 +433,7 @@ class JobStream:
         store = self._shared_store()
         while self._fatal is None:
             await self._active.acquire()
-            if self._stopping():
+            if self._stopping() or self._fatal is not None:
                 self._active.release(submitted=False)
                 return
             # The job for this place, and one for each further place this worker may take

@@ -65,6 +65,7 @@ INTENDED = {
     "PollPolicy",
     "RateLimitError",
     "RetryPolicy",
+    "ServiceUnreachableError",
     "SubmissionUnknownError",
     "TaskFailedError",
     "TaskResult",
