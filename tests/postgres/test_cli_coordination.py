@@ -197,7 +197,7 @@ async def test_workers_joining_a_running_batch_get_their_share(
             f'SELECT path FROM "{pg_schema}".hailuo_jobs WHERE state = %s',  # noqa: S608
             ("finished",),
         ).fetchall()
-    done = {Path(path).parent.name for (path,) in paths}
+    done = {Path(str(path)).parent.name for (path,) in paths}
     assert len(paths) == n
     assert done == {"batch", "w0", "w1"}, "a worker that joined got no job"
     assert all(keys for _, keys in finished)
