@@ -20,6 +20,7 @@ from ._display import BatchView, Ticker, format_duration, shown_path, summary_ta
 from ._inputs import BatchFile, BatchJob
 from ._interrupt import run_interruptibly
 from ._results import RESULTS_NAME, ResultsFile
+from ._results_page import PAGE_NAME, PageJob
 from ._service import Service
 from ._work import is_shared, journal_label
 
@@ -196,8 +197,11 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
                     reason = str((earlier or record).get("reason") or "failed")
                     report.failures.append(Failure(job.line, outcome.task_id, reason))
 
+    page_jobs = [PageJob(job.line, job.request.prompt, job.key) for job in batch.jobs]
+
     async def body() -> None:
-        with ResultsFile(out / RESULTS_NAME) as results:
+        page_title = f"hailuo batch {batch.path.name}"
+        with ResultsFile(out / RESULTS_NAME, title=page_title, jobs=page_jobs) as results:
             jobs: list[tuple[BatchJob, str | None]] = [(job, job.key) for job in batch.jobs]
             lost: list[tuple[BatchJob, str | None]] = []
             if service.simulated and not is_shared(journal):
@@ -281,6 +285,7 @@ def summary(report: BatchReport) -> list[Table]:
         ("throughput", per_minute),
         ("videos", shown_path(report.out)),
         ("results", shown_path(report.results_path)),
+        ("page", shown_path(report.results_path.with_name(PAGE_NAME))),
         ("journal", journal_label(report.journal)),
     ]
     title = "Batch stopped" if report.interrupted else "Batch summary"
