@@ -103,7 +103,7 @@ _RESERVE = (
 )
 _RATE_LIMITED = "SELECT {s}.note_rate_limited(%s, %s, %s, %s, %s, %s)"
 _SYNC_ACTIVE = (
-    "SELECT granted, cap, total_active, room, db_now"
+    "SELECT granted, cap, total_active, room, holders, db_now"
     " FROM {s}.sync_active_jobs(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 # Seconds a holder's server process must stay gone before its places are freed: its own
@@ -140,7 +140,8 @@ class ActiveJobCount:
     """What one synchronisation of the active-job counts found (database clock).
 
     ``room``: how many more places this process could take at once, its fair share
-    considered (every free place while no other process waits for one).
+    considered (every free place while no other process waits for one); ``holders``: the
+    live processes of the account, this one included.
     """
 
     granted: bool
@@ -148,6 +149,7 @@ class ActiveJobCount:
     total_active: int
     db_now: dt.datetime
     room: int = 0
+    holders: int = 1
 
 
 class _Waiter:
@@ -360,6 +362,11 @@ class SharedActiveJobLimit:
         return self._active
 
     @property
+    def _alone(self) -> bool:
+        """True when the last sync saw no other live process on the account."""
+        return self.last_count is None or self.last_count.holders <= 1
+
+    @property
     def room(self) -> int:
         """Places this process could take at once, as the last synchronisation found.
 
@@ -374,10 +381,10 @@ class SharedActiveJobLimit:
         granted = False
         try:
             async with self._turn:
-                # The cap full at the last sync (and nothing released here since) and the
-                # database told that this process waits: an ask would be refused, so wait
-                # for a reason to ask first.
-                ask = not (self._full and self._said_waiting)
+                # The cap full at the last sync (and nothing released here since): an ask
+                # would be refused, so wait for a reason to ask first; unless other
+                # processes share the places and do not know yet that this one waits.
+                ask = not (self._full and (self._said_waiting or self._alone))
                 while True:
                     freed = self._freed
                     if ask and await self._sync(want=True, asking=True):
@@ -684,7 +691,7 @@ class SharedAccountLimits:
         completed: int,
         rate_limited: bool,
     ) -> ActiveJobCount:
-        granted, cap, total_active, room, db_now = await self._round_trip(
+        granted, cap, total_active, room, holders, db_now = await self._round_trip(
             "counting active jobs",
             self._sql_sync_active,
             (
@@ -703,7 +710,12 @@ class SharedAccountLimits:
             ),
         )
         return ActiveJobCount(
-            granted=granted, cap=cap, total_active=total_active, db_now=db_now, room=room
+            granted=granted,
+            cap=cap,
+            total_active=total_active,
+            db_now=db_now,
+            room=room,
+            holders=holders,
         )
 
     async def _round_trip(

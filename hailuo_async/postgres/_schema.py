@@ -197,7 +197,7 @@ CREATE OR REPLACE FUNCTION {s}.sync_active_jobs(
     p_ask_every double precision, p_absent_grace double precision,
     p_submitted integer, p_completed integer, p_rate_limited boolean
 ) RETURNS TABLE (granted boolean, cap integer, total_active integer, room integer,
-                 db_now timestamptz)
+                 holders integer, db_now timestamptz)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     r {s}.account_limits%ROWTYPE;
@@ -210,6 +210,7 @@ DECLARE
     total integer;
     total_on_server integer;
     contenders integer;
+    everyone integer;
     learned integer;
     ok boolean;
     free integer;
@@ -249,8 +250,9 @@ BEGIN
         END IF;
     END IF;
     SELECT coalesce(sum(active), 0), coalesce(sum(on_server), 0),
-           count(*) FILTER (WHERE active > 0 OR waiting_until > t OR holder = p_holder)
-        INTO total, total_on_server, contenders
+           count(*) FILTER (WHERE active > 0 OR waiting_until > t OR holder = p_holder),
+           count(*)
+        INTO total, total_on_server, contenders, everyone
         FROM {s}.account_holders WHERE account = p_account;
     IF p_rate_limited AND r.active_adaptive THEN
         r.clean_completions := 0;
@@ -291,7 +293,7 @@ BEGIN
         clean_completions = r.clean_completions,
         probe_after = r.probe_after
     WHERE account = p_account;
-    RETURN QUERY SELECT ok, r.active_cap, total, free, t;
+    RETURN QUERY SELECT ok, r.active_cap, total, free, everyone, t;
 END
 $fn$;
 """
