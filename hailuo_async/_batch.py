@@ -44,7 +44,7 @@ from ._bookkeeping import (
     LeftRunningJob,
     left_running_summary,
 )
-from ._download import sweep_partial_downloads
+from ._download import copy_video, sweep_partial_downloads
 from ._exceptions import (
     AuthenticationError,
     HailuoError,
@@ -516,7 +516,8 @@ class JobStream:
         return self._closing
 
     def _watch(self, job: BatchJob, task_id: str, *, submitted_at: float | None) -> None:
-        self._book.started_running(task_id, job)
+        # submitted_at is None for a task an earlier run (or another worker) submitted.
+        self._book.started_running(task_id, job, submitted_here=submitted_at is not None)
         # A job with a webhook ends by push (client.handle_webhook); polls are its backstop.
         pushed = job.request.webhook_url is not None
         self._watcher.add(task_id, submitted_at=submitted_at, pushed=pushed)
@@ -530,8 +531,8 @@ class JobStream:
         error: HailuoError | None = None
         if action is ResumeAction.FINISHED and record.result is not None:
             path = Path(record.path) if record.path is not None else None
-            if path is None and self._download_to is not None:
-                path, error = await self._download(job, record.result)
+            if self._download_to is not None and not _saved_in(path, self._download_to):
+                path, error = await self._save_again(job, record.result, path)
             outcome = job.outcome(
                 task_id=record.task_id, result=record.result, error=error, path=path, replayed=True
             )
@@ -613,6 +614,24 @@ class JobStream:
             self._fatal = error
         self._hand_over(job.outcome(task_id=task_id, result=result, error=error, path=path), place)
 
+    async def _save_again(
+        self, job: BatchJob, result: TaskResult, saved: Path | None
+    ) -> tuple[Path | None, HailuoError | None]:
+        """A replayed job's video, into ``download_to``: copied from where an earlier run
+        saved it (another folder), else downloaded. A shared batch's worker leaves the
+        videos other workers saved where they are, in their own folders."""
+        assert self._download_to is not None
+        if saved is not None and self._worker is not None:
+            return saved, None
+        if saved is None or not await anyio.Path(saved).is_file():
+            return await self._download(job, result)
+        try:
+            path = await copy_video(saved, self._download_to)
+        except HailuoError as exc:
+            return None, exc
+        await self._journal.downloaded(job.key, path)
+        return path, None
+
     async def _download(
         self, job: BatchJob, result: TaskResult
     ) -> tuple[Path | None, HailuoError | None]:
@@ -649,6 +668,11 @@ class JobStream:
         if self._book.finished and not self._ended:
             self._ended = True
             self._wake_reader()
+
+
+def _saved_in(path: Path | None, folder: Path) -> bool:
+    """True when the video ``path`` is a file in ``folder``."""
+    return path is not None and path.parent.resolve() == folder.resolve() and path.is_file()
 
 
 def _unhandled(action: NoReturn) -> NoReturn:

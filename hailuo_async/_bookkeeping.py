@@ -24,7 +24,9 @@ class BatchCounts:
     """A snapshot of a batch: jobs read, being submitted, running, ended, skipped; polls made.
 
     ``skipped`` counts jobs another worker holds (a shared journal's lease): this run leaves
-    them alone and yields no outcome for them.
+    them alone and yields no outcome for them. ``ended_here`` counts the jobs this run
+    submitted whose task has ended: the run's own throughput (jobs an earlier run submitted,
+    watched again or replayed from a journal, are not in it).
     """
 
     read: int
@@ -35,6 +37,7 @@ class BatchCounts:
     active_limit: int
     skipped: int = 0
     polls: int = 0
+    ended_here: int = 0
 
     @property
     def done(self) -> int:
@@ -124,22 +127,30 @@ class BatchBook:
     unyielded: dict[str, BatchJob] = attrs.field(factory=dict)
     # Those of them the service said had ended (the others may still run).
     ended: set[str] = attrs.field(factory=set)
+    # Tasks this run submitted, until they end; then counted in ended_here.
+    submitted_here: set[str] = attrs.field(factory=set)
+    ended_here: int = 0
 
     @property
     def finished(self) -> bool:
         """True when every job read has ended and nothing more will be read."""
         return self.all_read and not (self.submitting or self.running or self.finishing)
 
-    def started_running(self, task_id: str, job: BatchJob) -> None:
-        """The job's task ``task_id`` is being watched."""
+    def started_running(self, task_id: str, job: BatchJob, *, submitted_here: bool) -> None:
+        """The job's task ``task_id`` is being watched (``submitted_here``: this run made it)."""
         self.running[task_id] = job
         self.unyielded[task_id] = job
+        if submitted_here:
+            self.submitted_here.add(task_id)
 
     def stopped_running(self, task_id: str, *, ended: bool) -> BatchJob:
         """Its watch ended (``ended``: the service said the task ended): on to finishing."""
         self.finishing += 1
         if ended:
             self.ended.add(task_id)
+            if task_id in self.submitted_here:
+                self.submitted_here.discard(task_id)
+                self.ended_here += 1
         return self.running.pop(task_id)
 
     def handed_off(self, task_id: str) -> None:
@@ -190,6 +201,7 @@ class BatchBook:
             active_limit=active_limit,
             skipped=self.skipped,
             polls=polls,
+            ended_here=self.ended_here,
         )
 
 

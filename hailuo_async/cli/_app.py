@@ -55,7 +55,14 @@ from ._inputs import BatchFile, BatchFileError, image_argument, load_batch
 from ._interrupt import run_interruptibly
 from ._pricing import ESTIMATED_PRICE_PER_JOB_USD, estimate
 from ._service import Service, Settings, check_key, common_options, connect, settings_from
-from ._work import JournalParam, is_shared, run_work, show_batch_status, work_summary
+from ._work import (
+    JournalParam,
+    check_journal,
+    is_shared,
+    run_work,
+    show_batch_status,
+    work_summary,
+)
 
 __all__ = ["cli"]
 
@@ -398,6 +405,7 @@ def batch(
     journal_path: Path | str = journal
 
     async def work() -> int:
+        await check_journal(journal_path, name)
         try:
             async with connect(settings, **_limits(rpm, max_active, shared_limits)) as service:
                 report = await run_batch(
@@ -529,6 +537,7 @@ def status(
         shared_journal = journal
 
         async def show() -> int:
+            await check_journal(shared_journal, name)
             found = await show_batch_status(shared_journal, name, _stdout())
             return EXIT_OK if found else EXIT_FAILED
 
@@ -622,6 +631,7 @@ def work(
     stdout = _stdout()
 
     async def run() -> int:
+        await check_journal(shared_journal, name)
         async with connect(settings, **_limits(rpm, max_active, shared_limits)) as service:
             report = await run_work(
                 service,

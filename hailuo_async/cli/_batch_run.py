@@ -16,7 +16,15 @@ from .._bookkeeping import LeftRunningJob
 from .._exceptions import NotFoundError
 from .._models import JobOutcome
 from ..journal import JobKeyer, JobState, store_for
-from ._display import BatchView, Ticker, format_duration, shown_path, summary_table
+from ._display import (
+    BatchView,
+    Ticker,
+    format_duration,
+    id_column,
+    shown_path,
+    summary_table,
+    throughput,
+)
 from ._inputs import BatchFile, BatchJob
 from ._interrupt import run_interruptibly
 from ._results import RESULTS_NAME, ResultsFile
@@ -54,6 +62,8 @@ class BatchReport:
     """Of the jobs counted, those an earlier run had already finished and recorded."""
     interrupted: bool = False
     elapsed: float = 0.0
+    ended_here: int = 0
+    """Jobs this run submitted whose task ended (its throughput: re-watched ones left out)."""
     failures: list[Failure] = attrs.Factory(list)
     left_running: list[tuple[int, LeftRunningJob]] = attrs.Factory(list)
     """Jobs left running at the service when the batch stopped, with their line."""
@@ -165,6 +175,7 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
         finally:
             # Stopped early: these run on at the service, and the summary names them.
             report.left_running += [(jobs[job.index][0].line, job) for job in stream.left_running]
+            report.ended_here += stream.counts.ended_here
         return forgotten
 
     async def read_outcomes(
@@ -205,7 +216,7 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
             jobs: list[tuple[BatchJob, str | None]] = [(job, job.key) for job in batch.jobs]
             lost: list[tuple[BatchJob, str | None]] = []
             if service.simulated and not is_shared(journal):
-                jobs, lost = await _split_lost(batch, journal, name)
+                jobs, lost = await _split_lost(batch, journal, name, out)
             forgotten = await run_pass(results, jobs, retry=retry_failed)
             if forgotten:
                 # The library keeps a task it could not watch as submitted (it may still be
@@ -235,15 +246,18 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
 
 
 async def _split_lost(
-    batch: BatchFile, journal: Path | str, name: str
+    batch: BatchFile, journal: Path | str, name: str, out: Path
 ) -> tuple[list[tuple[BatchJob, str | None]], list[tuple[BatchJob, str | None]]]:
     """The jobs to run, and apart those whose result an earlier run's simulated service kept.
 
     Each run of --simulate starts a simulated service of its own, and its tasks and videos
-    go when it stops. A job it finished whose video was not saved yet (Ctrl-C came between
-    the two) cannot be downloaded any more, and one an earlier run found forgotten may not
-    have been submitted again before that run stopped too: both are submitted again. Every
-    job gets the key the journal knows it by, so that setting some apart renames none.
+    go when it stops. A job it finished whose video is not on disk (Ctrl-C came between the
+    two, or the file is gone; a journal of another run, real or simulated, whose videos
+    are neither where it saved them nor in ``out``) cannot be downloaded any more, and one
+    an earlier run found forgotten may not have been submitted again before that run
+    stopped too: both are submitted again. A video that is on disk elsewhere is copied into
+    ``out`` by the batch itself. Every job gets the key the journal knows it by, so that
+    setting some apart renames none.
     """
     keyer = JobKeyer()
     specs = [keyer.spec(job.request, job.key) for job in batch.jobs]
@@ -256,7 +270,7 @@ async def _split_lost(
             record = records.get(spec.key)
             if record is None or record.fingerprint != spec.fingerprint:
                 kept.append((job, spec.key))  # new, or a conflict the batch reports
-            elif record.state is JobState.FINISHED and record.path is None:
+            elif record.state is JobState.FINISHED and not _video_on_disk(record.path, out):
                 await store.mark_result_lost(spec.key, FORGOTTEN)
                 lost.append((job, spec.key))
             elif record.state is JobState.FAILED and record.error == FORGOTTEN:
@@ -264,6 +278,14 @@ async def _split_lost(
             else:
                 kept.append((job, spec.key))
     return kept, lost
+
+
+def _video_on_disk(path: str | None, out: Path) -> bool:
+    """True when a finished job's video is where it was saved, or in ``out`` by its name."""
+    if path is None:
+        return False
+    saved = Path(path)
+    return saved.is_file() or (out / saved.name).is_file()
 
 
 def summary(report: BatchReport) -> list[Table]:
@@ -278,8 +300,7 @@ def summary(report: BatchReport) -> list[Table]:
     # A shared batch's other jobs are other workers' to finish.
     if report.interrupted or (report.unfinished and not is_shared(report.journal)):
         rows.append(("not finished", str(report.unfinished)))
-    new = report.finished - report.replayed
-    per_minute = f"{new / report.elapsed * 60:.1f} jobs/min" if new and report.elapsed else "-"
+    per_minute = throughput(report.ended_here, report.elapsed)
     rows += [
         ("elapsed", format_duration(report.elapsed)),
         ("throughput", per_minute),
@@ -295,9 +316,10 @@ def summary(report: BatchReport) -> list[Table]:
     if report.failures:
         failures = Table(title="Failed jobs", title_justify="left")
         failures.add_column("line", justify="right")
-        failures.add_column("task")
+        shown = report.failures[:_MAX_FAILURES_SHOWN]
+        id_column(failures, (failure.task_id or "-" for failure in shown))
         failures.add_column("reason", overflow="fold")
-        for failure in report.failures[:_MAX_FAILURES_SHOWN]:
+        for failure in shown:
             failures.add_row(str(failure.line), failure.task_id or "-", failure.reason)
         hidden = len(report.failures) - _MAX_FAILURES_SHOWN
         if hidden > 0:
@@ -315,8 +337,9 @@ def _left_running_table(report: BatchReport) -> Table:
         title_justify="left",
     )
     left.add_column("line", justify="right")
-    left.add_column("task")
-    for line, job in report.left_running[:_MAX_FAILURES_SHOWN]:
+    shown = report.left_running[:_MAX_FAILURES_SHOWN]
+    id_column(left, (job.task_id for _, job in shown))
+    for line, job in shown:
         left.add_row(str(line), job.task_id)
     hidden = len(report.left_running) - _MAX_FAILURES_SHOWN
     if hidden > 0:
