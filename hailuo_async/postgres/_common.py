@@ -30,7 +30,8 @@ try:
     from psycopg import conninfo, pq
 except ImportError as exc:  # the package is imported first through here (see __init__)
     raise ImportError(
-        "hailuo_async.postgres needs psycopg 3: pip install 'hailuo-async[postgres]'"
+        "hailuo_async.postgres needs psycopg 3: pip install -e '.[postgres]' in the checkout"
+        " (or 'psycopg[binary]>=3.2')"
     ) from exc
 
 from .._exceptions import HailuoError, InvalidRequestError
