@@ -412,7 +412,7 @@ async def _fake_serve(conn: multiprocessing.connection.Connection, knobs: dict[s
                 ids = []
                 for start in range(0, count, 5000):
                     for _ in range(min(5000, count - start)):
-                        ids.append(server._create_task(server.api_key, submission).task_id)
+                        ids.append(server._service.create_task(server.api_key, submission).task_id)
                     await asyncio.sleep(0)
                 result = ids
             elif command == "cpu":

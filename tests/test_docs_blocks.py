@@ -379,10 +379,34 @@ async def postgres_names(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
             connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+@asynccontextmanager
+async def minimax_names(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """``server``: a fake speaking MiniMax's own API, once one job has gone through it as its
+    page says (submit, query until ``Success``, retrieve the file), by plain HTTP."""
+    async with FakeHailuoServer(provider="minimax", time_scale=0.01, seed=27) as server:
+        auth = {"Authorization": f"Bearer {server.api_key}"}
+        async with aiohttp.ClientSession(server.url, headers=auth) as http:
+            body = {"model": "MiniMax-Hailuo-02", "prompt": "a red fox"}
+            async with http.post("/v1/video_generation", json=body) as reply:
+                task_id = (await reply.json())["task_id"]
+            with anyio.fail_after(RUN_TIMEOUT):
+                while True:
+                    query = {"task_id": task_id}
+                    async with http.get("/v1/query/video_generation", params=query) as reply:
+                        answer = await reply.json()
+                    if answer["status"] == "Success":
+                        break
+                    await anyio.sleep(0.05)
+            async with http.get("/v1/files/retrieve", params={"file_id": answer["file_id"]}):
+                pass
+        yield {"server": server}
+
+
 FUNCTION_BODY: dict[str, Callable[[Path], Any]] = {
     "client": client_names,
     "batch": batch_names,
     "postgres": postgres_names,
+    "minimax": minimax_names,
 }
 """Contexts whose blocks run as the body of an async function, with the public names of
 hailuo_async (and FakeHailuoServer, Faults, Fixed) imported, in a folder of their own."""

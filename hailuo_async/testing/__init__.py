@@ -2,9 +2,11 @@
 
 ``FakeHailuoServer`` runs the API and a separate storage host on local ports, with seeded job
 timing, a time scale, rate limits and injected faults, and counts what its clients did in
-``server.stats``. The pytest fixtures ``fake_hailuo`` and ``fake_hailuo_factory`` are
-registered automatically (entry point ``hailuo_async.testing.pytest_plugin``), and
-``python -m hailuo_async.testing`` runs the fake from the command line.
+``server.stats``. It speaks the gateway's API (API.md) or, with ``provider="minimax"``,
+MiniMax's own v1 video API over the same machinery. The pytest fixtures ``fake_hailuo``,
+``fake_minimax`` and ``fake_hailuo_factory`` are registered automatically (entry point
+``hailuo_async.testing.pytest_plugin``), and ``python -m hailuo_async.testing`` runs the fake
+from the command line.
 """
 
 from ._config import (

@@ -27,8 +27,10 @@ _GROUPS = {
     "service": "service (durations in service seconds)",
     "limits": "limits (off by default)",
     "faults": "injected faults (fractions F of eligible requests)",
-    "webhooks": "webhooks (for submissions with extra.webhook.url)",
+    "webhooks": "webhooks (for submissions with extra.webhook.url, or MiniMax's callback_url)",
+    "minimax": "MiniMax dialect (--provider minimax)",
 }
+_TITLES = {"gateway": "fake Hailuo API", "minimax": "fake MiniMax API"}
 
 
 def _knobs(cls: type[Any], prefix: str = "") -> Iterator[tuple[str, attrs.Attribute[Any], Knob]]:
@@ -100,7 +102,10 @@ def build_parser(prog: str = "python -m hailuo_async.testing") -> argparse.Argum
     """The command line: one flag per knob of FakeHailuoConfig, built from its fields."""
     parser = _OneLineParser(
         prog=prog,
-        description="Serve a fake of the Hailuo-02 API (and its storage host) locally.",
+        description=(
+            "Serve a fake of the Hailuo-02 API (and its storage host) locally, in the gateway's"
+            " dialect or MiniMax's own (--provider minimax)."
+        ),
     )
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
@@ -172,14 +177,18 @@ async def _serve(server: FakeHailuoServer, args: argparse.Namespace) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with server:
-        print(f"fake Hailuo API on {server.url} (storage host {server.storage_url})", flush=True)
+        title = _TITLES[server.provider]
+        print(f"{title} on {server.url} (storage host {server.storage_url})", flush=True)
         print(
             f"api key {server.api_key!r}, time scale {server.config.time_scale:g},"
             f" seed {server.seed}; Ctrl-C to stop",
             flush=True,
         )
         # What a client in another shell needs next (the hailuo command, or HailuoClient()).
-        print(f"export HAILUO_BASE_URL={server.url} HAILUO_API_KEY={server.api_key}", flush=True)
+        exports = f"HAILUO_BASE_URL={server.url} HAILUO_API_KEY={server.api_key}"
+        if server.provider != "gateway":
+            exports += f" HAILUO_PROVIDER={server.provider}"
+        print(f"export {exports}", flush=True)
         await stop.wait()
     if args.stats_on_exit:
         print(json.dumps(server.stats.as_dict(), indent=2), flush=True)

@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_API_KEY",
     "KNOB",
     "PROFILES",
+    "PROVIDERS",
     "DurationModel",
     "FakeHailuoConfig",
     "Faults",
@@ -20,6 +21,7 @@ __all__ = [
     "Knob",
     "LogNormal",
     "Profile",
+    "Provider",
     "StorageFaults",
     "Uniform",
     "parse_duration_model",
@@ -31,6 +33,16 @@ MIB = 1024 * 1024
 Profile = Literal["documented", "captured"]
 PROFILES: tuple[Profile, ...] = ("documented", "captured")
 
+Provider = Literal["gateway", "minimax"]
+PROVIDERS: tuple[Provider, ...] = ("gateway", "minimax")
+"""The dialects the fake speaks: the gateway's (API.md) and MiniMax's own v1 API."""
+
+StatusCase = Literal["lower", "capitalised"]
+STATUS_CASES: tuple[StatusCase, ...] = ("lower", "capitalised")
+
+# A presigned URL lives this long unless video_url_ttl says otherwise (service seconds).
+DEFAULT_URL_TTL: dict[Provider, float] = {"gateway": 3600.0, "minimax": 32_400.0}
+
 KNOB = "hailuo_async.testing.knob"
 """The metadata key under which a config field keeps its :class:`Knob`."""
 
@@ -41,7 +53,7 @@ class Knob:
 
     help: str
     group: str = "service"
-    """The --help section: "service", "limits", "faults" or "webhooks"."""
+    """The --help section: "service", "limits", "faults", "webhooks" or "minimax"."""
     metavar: str | None = None
     flag: str | None = None
     """The flag's name without dashes (default: the field's name); for a field holding a
@@ -84,9 +96,19 @@ def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) 
         raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
 
 
-def _profile(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value not in PROFILES:
-        raise ValueError(f"{attribute.name} must be one of {', '.join(PROFILES)}, got {value!r}")
+def _one_of(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def check(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
+
+    return check
+
+
+def _optional_positive(
+    _instance: object, attribute: attrs.Attribute[Any], value: float | None
+) -> None:
+    if value is not None:
+        _positive(_instance, attribute, value)
 
 
 def _optional_positive_int(
@@ -94,6 +116,11 @@ def _optional_positive_int(
 ) -> None:
     if value is not None and (isinstance(value, bool) or value < 1):
         raise ValueError(f"{attribute.name} must be None or an integer >= 1, got {value!r}")
+
+
+def _optional_whole(_instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or value < 0):
+        raise ValueError(f"{attribute.name} must be None or an integer >= 0, got {value!r}")
 
 
 @attrs.frozen
@@ -183,6 +210,14 @@ class Faults:
         metavar="S",
         flag="slow-seconds",
     )
+    rate_limit_burst: float = knob(
+        0.0,
+        _non_negative,
+        "service seconds an injected rate-limit answer lasts: every API request in that span"
+        " is refused too, as in a burst of them",
+        metavar="S",
+        flag="rate-limit-burst",
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.total > 1.0 + 1e-9:
@@ -231,6 +266,13 @@ class FakeHailuoConfig:
     command line (``python -m hailuo_async.testing --help``) are both built from these fields.
     """
 
+    provider: Provider = knob(
+        "gateway",
+        _one_of(PROVIDERS),
+        "the dialect spoken: the gateway's API ('gateway', API.md) or MiniMax's own v1 video"
+        " API ('minimax', MINIMAX_API.md: answers in base_resp, a files/retrieve step)",
+        choices=PROVIDERS,
+    )
     api_key: str = knob(DEFAULT_API_KEY, None, "the one bearer key the fake accepts")
     time_scale: float = knob(
         1.0,
@@ -243,10 +285,10 @@ class FakeHailuoConfig:
     )
     profile: Profile = knob(
         "documented",
-        _profile,
+        _one_of(PROFILES),
         "answer as API.md documents ('documented') or in the style of responses captured from"
         " the real service ('captured': video_url_ttl '0', COS-style presigned URLs, progress 0"
-        " on success, task types like MINIMAX_HAILUO_02_6S_768P)",
+        " on success, task types like MINIMAX_HAILUO_02_6S_768P; gateway only)",
         choices=PROFILES,
     )
     job_duration: DurationModel = knob(
@@ -273,8 +315,12 @@ class FakeHailuoConfig:
         "send a running task's eta and progress_percent (--no-forecasts: both stay 0, as from"
         " a service that forecasts nothing; debug_info still tells the times)",
     )
-    video_url_ttl: float = knob(
-        3600.0, _positive, "lifetime of each presigned video URL", metavar="S"
+    video_url_ttl: float | None = knob(
+        None,
+        _optional_positive,
+        "lifetime of each presigned video URL (default: 3600 on the gateway, 32400, 9 hours,"
+        " on MiniMax)",
+        metavar="S",
     )
     max_body_bytes: int = knob(
         30 * MIB, _positive, "requests with a larger body get 413", metavar="N"
@@ -341,6 +387,49 @@ class FakeHailuoConfig:
         group="webhooks",
         metavar="S",
     )
+    insufficient_balance_after: int | None = knob(
+        None,
+        _optional_whole,
+        "once this many tasks were accepted, submissions answer 1008 (insufficient balance)"
+        " and create no task",
+        group="minimax",
+        metavar="N",
+    )
+    input_sensitive_marker: str = knob(
+        "#input-sensitive",
+        None,
+        "a prompt holding this text is refused with 1026 (input sensitive): no task",
+        group="minimax",
+        metavar="TEXT",
+    )
+    output_sensitive_marker: str = knob(
+        "#output-sensitive",
+        None,
+        "a prompt holding this text makes a task that ends Fail with 1027 (output sensitive)",
+        group="minimax",
+        metavar="TEXT",
+    )
+    callback_status_case: StatusCase = knob(
+        "lower",
+        _one_of(STATUS_CASES),
+        "the status in callbacks: 'lower' (success, failed: MiniMax's callback docs) or"
+        " 'capitalised' (Success, Fail: as the query answers, and one official example)",
+        group="minimax",
+        choices=STATUS_CASES,
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.provider == "minimax" and self.profile != "documented":
+            raise ValueError("profile='captured' is the gateway's; MiniMax has only 'documented'")
+        if self.provider == "gateway" and self.insufficient_balance_after is not None:
+            raise ValueError("insufficient_balance_after is a MiniMax knob (provider='minimax')")
+
+    @property
+    def url_ttl(self) -> float:
+        """The presigned URLs' lifetime in service seconds (the provider's default if unset)."""
+        if self.video_url_ttl is not None:
+            return self.video_url_ttl
+        return DEFAULT_URL_TTL[self.provider]
 
 
 for _cls in (Faults, StorageFaults, FakeHailuoConfig):

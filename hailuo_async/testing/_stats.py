@@ -27,8 +27,18 @@ class Stats:
     """Every GET that reached the task-result endpoint, whatever its answer."""
     polls_by_task: dict[str, int] = attrs.Factory(dict)
     """Authenticated task-result GETs naming a known task, per task id."""
+    retrieves_total: int = 0
+    """Every GET that reached MiniMax's files/retrieve endpoint, whatever its answer."""
+    retrieves_by_task: dict[str, int] = attrs.Factory(dict)
+    """Authenticated retrieves naming a known task's file, per task id."""
+    requests_by_second: dict[int, int] = attrs.Factory(dict)
+    """Every API request (any endpoint, any answer) by the service second it arrived in,
+    counted from the server's start: the request rate as the service saw it."""
     rate_limited: dict[str, int] = attrs.Factory(dict)
-    """429s served by cause: "rate_window", "active_cap" or "injected"."""
+    """Rate-limit answers by cause: "rate_window", "active_cap", "injected" or "burst"
+    (429s on the gateway; base_resp 1002, 2045 or 2056 on MiniMax)."""
+    error_codes: dict[int, int] = attrs.Factory(dict)
+    """MiniMax answers by their non-zero ``base_resp.status_code`` (rate limits included)."""
     faults_injected: dict[str, int] = attrs.Factory(dict)
     """Injected API faults by kind (the `Faults` field names)."""
     storage_faults_injected: dict[str, int] = attrs.Factory(dict)
@@ -63,6 +73,15 @@ class Stats:
     """Webhook events silently never sent (the `webhook_drop` knob)."""
     webhooks_duplicated: int = 0
     """Webhook events delivered twice (the `webhook_duplicate` knob)."""
+    challenges_sent: int = 0
+    """MiniMax callback challenges POSTed (one per task submitted with a callback_url)."""
+    challenges_failed: int = 0
+    """Challenges not echoed back in time: those tasks get no callbacks."""
+
+    @property
+    def api_requests(self) -> int:
+        """Every request that reached an API endpoint: submits, polls and retrieves."""
+        return self.submission_attempts + self.polls_total + self.retrieves_total
 
     @property
     def never_polled_task_ids(self) -> list[str]:
@@ -81,7 +100,7 @@ class Stats:
 
     @property
     def rate_limited_total(self) -> int:
-        """All 429s served, whatever the cause."""
+        """All rate-limit answers served, whatever the cause."""
         return sum(self.rate_limited.values())
 
     def snapshot(self) -> Stats:
@@ -91,11 +110,13 @@ class Stats:
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data, the derived properties included."""
         data = attrs.asdict(self)
-        data["responses_by_status"] = {str(k): v for k, v in self.responses_by_status.items()}
+        for name in ("responses_by_status", "requests_by_second", "error_codes"):
+            data[name] = {str(k): v for k, v in data[name].items()}
         data["never_polled_task_ids"] = self.never_polled_task_ids
         data["duplicate_bodies"] = self.duplicate_bodies
         data["duplicate_submissions"] = self.duplicate_submissions
         data["rate_limited_total"] = self.rate_limited_total
+        data["api_requests"] = self.api_requests
         return data
 
 

@@ -80,15 +80,19 @@ class VideoStore:
         self._minted = 0
         self.base_url = ""
 
-    def mint(self, task_id: str, now: float) -> dict[str, Any]:
-        """A fresh `videos[]` entry for a succeeded task, valid for the TTL from `now`."""
+    def _presign(self, task_id: str, now: float) -> tuple[str, int]:
+        """A new token for the task's video, valid for the TTL from `now`, and its wall expiry."""
         self._minted += 1
         if self._minted % _SWEEP_EVERY == 0:
             self._urls = {t: v for t, v in self._urls.items() if v[1] > now}
         token = secrets.token_urlsafe(24)
         expires_at = now + self._ttl_real
         self._urls[token] = (task_id, expires_at)
-        expires_wall = math.ceil(expires_at + self._wall_offset)
+        return token, math.ceil(expires_at + self._wall_offset)
+
+    def mint(self, task_id: str, now: float) -> dict[str, Any]:
+        """A fresh `videos[]` entry for a succeeded task, valid for the TTL from `now`."""
+        token, expires_wall = self._presign(task_id, now)
         if self._profile == "captured":
             return _captured_video(self.base_url, token, now + self._wall_offset, expires_wall)
         return {
@@ -96,6 +100,29 @@ class VideoStore:
             "video_url_ttl": report_seconds(self._ttl_real, self._time_scale),
             "video_type": "mp4",
         }
+
+    def download_url(self, task_id: str, now: float) -> str:
+        """A fresh presigned URL for the task's video, in the style of MiniMax's object store."""
+        token, expires_wall = self._presign(task_id, now)
+        signature = hashlib.sha1(token.encode(), usedforsecurity=False).hexdigest()
+        return (
+            f"{self.base_url}/videos/{token}.mp4"
+            f"?Expires={expires_wall}&OSSAccessKeyId=FAKEKEY&Signature={signature}"
+        )
+
+    @property
+    def video_bytes(self) -> int:
+        """The size of the video every URL serves."""
+        return len(self._video)
+
+    def expire_all(self) -> int:
+        """Make every URL minted so far answer 403 "expired" from now on; return how many."""
+        now = time.monotonic()
+        live = [token for token, (_, expires_at) in self._urls.items() if expires_at > now]
+        for token in live:
+            task_id, _ = self._urls[token]
+            self._urls[token] = (task_id, now)
+        return len(live)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """GET/HEAD /videos/{token}.mp4"""

@@ -114,19 +114,23 @@ def schedule_task(
     created_at: float,
     config: FakeHailuoConfig,
     rng: random.Random,
+    fail_reason: str | None = None,
 ) -> FakeTask:
-    """Draw a task's whole timeline from the configured distributions."""
+    """Draw a task's whole timeline from the configured distributions.
+
+    ``fail_reason`` makes the task fail with that reason, whatever ``failure_rate`` draws.
+    """
     total = config.job_duration.sample(rng)
     queued = total * config.queued_fraction
     processing = total - queued
     image_task = request.image is not None or request.end_image is not None
     reason = ""
     lived = processing
-    if rng.random() < config.failure_rate:
+    if rng.random() < config.failure_rate or fail_reason is not None:
         # Failures come part way through processing, not at the very end.
         lived = processing * rng.uniform(0.1, 0.9)
         reasons = _FAILURE_REASONS + (_IMAGE_FAILURE_REASONS if image_task else ())
-        reason = rng.choice(reasons)
+        reason = fail_reason if fail_reason is not None else rng.choice(reasons)
     # Drawn only when asked for, so that seeded runs without it keep their timelines.
     undocumented = config.unknown_status > 0 and rng.random() < config.unknown_status
     scale = config.time_scale

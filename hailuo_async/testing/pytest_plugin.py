@@ -20,19 +20,29 @@ asyncio backend (aiohttp runs on asyncio only; other backends are skipped), e.g.
         async with fake_hailuo_factory(faults=Faults(server_error=0.3)) as server:
             ...
 
+``fake_minimax`` is the same fake speaking MiniMax's own API; the factory makes one with
+``fake_hailuo_factory(provider="minimax", ...)``.
+
 Sessions that never ask for these fixtures are not affected by the plugin.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
 from ._server import FakeHailuoServer
 
-__all__ = ["FAST_DEFAULTS", "FakeHailuoFactory", "fake_hailuo", "fake_hailuo_factory"]
+__all__ = [
+    "FAST_DEFAULTS",
+    "FakeHailuoFactory",
+    "fake_hailuo",
+    "fake_hailuo_factory",
+    "fake_minimax",
+]
 
 FakeHailuoFactory = Callable[..., FakeHailuoServer]
 """Takes FakeHailuoServer's keyword arguments; returns a server to enter with `async with`."""
@@ -62,7 +72,24 @@ async def fake_hailuo(
     anyio_backend: object, fake_hailuo_factory: FakeHailuoFactory
 ) -> AsyncIterator[FakeHailuoServer]:
     """A running fake Hailuo service with the fast defaults, closed after the test."""
+    async with _started(anyio_backend, fake_hailuo_factory()) as server:
+        yield server
+
+
+@pytest.fixture
+async def fake_minimax(
+    anyio_backend: object, fake_hailuo_factory: FakeHailuoFactory
+) -> AsyncIterator[FakeHailuoServer]:
+    """A running fake speaking MiniMax's v1 video API, with the fast defaults."""
+    async with _started(anyio_backend, fake_hailuo_factory(provider="minimax")) as server:
+        yield server
+
+
+@asynccontextmanager
+async def _started(
+    anyio_backend: object, server: FakeHailuoServer
+) -> AsyncIterator[FakeHailuoServer]:
     if _backend_name(anyio_backend) != "asyncio":
         pytest.skip("the fake Hailuo service runs on asyncio only")
-    async with fake_hailuo_factory() as server:
+    async with server:
         yield server

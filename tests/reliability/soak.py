@@ -26,7 +26,7 @@ from hailuo_async import (
     VideoRequest,
 )
 from hailuo_async.testing import FakeHailuoServer, Faults, StorageFaults, Uniform
-from hailuo_async.testing import _server as fake_server_module
+from hailuo_async.testing import _service as fake_service_module
 from hailuo_async.testing._faults import draw_fault
 
 from .support import LogCapture, capture_logs, client_tasks, sockets_to, wait_for_no_sockets
@@ -101,7 +101,7 @@ def tally_faults(monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, str]]:
             tally["POST" if submit else "GET", kind] += 1
         return kind
 
-    monkeypatch.setattr(fake_server_module, "draw_fault", counting_draw)
+    monkeypatch.setattr(fake_service_module, "draw_fault", counting_draw)
     return tally
 
 

@@ -5,16 +5,20 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import anyio
+from aiohttp import web
+from clientutil import serve_app
 
 from hailuo_async.testing import RESULT_PATH, SUBMIT_PATH, FakeHailuoServer
 
 VALID_BODY: dict[str, Any] = {"prompt": "a red fox trotting through fresh snow"}
+VALID: Any = object()
+"""Stands for a valid body in the fake's dialect (``None`` is sent as JSON null)."""
 TERMINAL = ("TASK_STATUS_SUCCEED", "TASK_STATUS_FAILED")
 
 
@@ -36,6 +40,9 @@ class Reply:
 
 class Api:
     """Raw requests against a running FakeHailuoServer."""
+
+    submit_path = SUBMIT_PATH
+    valid_body: Any = VALID_BODY
 
     def __init__(self, server: FakeHailuoServer, session: aiohttp.ClientSession) -> None:
         self.server = server
@@ -69,24 +76,29 @@ class Api:
 
     async def submit(
         self,
-        body: Any = VALID_BODY,
+        body: Any = VALID,
         *,
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
         timeout: float = 10.0,
     ) -> Reply:
-        """POST a submission: `body` as JSON, or `raw` bytes as they are."""
+        """POST a submission: `body` (default: a valid one) as JSON, or `raw` bytes as they are."""
         sent_headers = {"Content-Type": "application/json", **self.auth()}
         sent_headers.update(headers or {})
+        body = self.valid_body if body is VALID else body
         data: Any = raw if raw is not None else json.dumps(body, ensure_ascii=False).encode()
         if len(data) > 1024 * 1024:
             # aiohttp warns (an error here) about large raw-bytes bodies.
             data = io.BytesIO(data)
         return await self.request(
-            "POST", self.server.url + SUBMIT_PATH, headers=sent_headers, data=data, timeout=timeout
+            "POST",
+            self.server.url + self.submit_path,
+            headers=sent_headers,
+            data=data,
+            timeout=timeout,
         )
 
-    async def create(self, body: Any = VALID_BODY) -> str:
+    async def create(self, body: Any = VALID) -> str:
         """Submit a valid body and return the task id."""
         reply = await self.submit(body)
         assert reply.status == 200, reply
@@ -133,3 +145,70 @@ async def running(**knobs: Any) -> AsyncIterator[Api]:
     knobs = {"time_scale": 0.001, "seed": 0, **knobs}
     async with FakeHailuoServer(**knobs) as server, open_api(server) as api:
         yield api
+
+
+MINIMAX_BODY: dict[str, Any] = {"model": "MiniMax-Hailuo-02", "prompt": "a red fox in the snow"}
+MINIMAX_TERMINAL = ("Success", "Fail")
+
+
+class MiniMaxApi(Api):
+    """Raw requests against a FakeHailuoServer speaking MiniMax's v1 video API."""
+
+    submit_path = "/v1/video_generation"
+    valid_body = MINIMAX_BODY
+
+    async def create(self, body: Any = VALID) -> str:
+        """Submit a valid body and return the task id, asserting a clean answer."""
+        answer = (await self.submit(body)).json()
+        assert answer["base_resp"] == {"status_code": 0, "status_msg": "success"}, answer
+        task_id: str = answer["task_id"]
+        return task_id
+
+    async def query(self, task_id: str, *, headers: dict[str, str] | None = None) -> Reply:
+        """GET /v1/query/video_generation."""
+        return await self.request(
+            "GET",
+            self.server.url + "/v1/query/video_generation",
+            headers=headers if headers is not None else self.auth(),
+            params={"task_id": task_id},
+        )
+
+    async def retrieve(self, file_id: str, *, headers: dict[str, str] | None = None) -> Reply:
+        """GET /v1/files/retrieve."""
+        return await self.request(
+            "GET",
+            self.server.url + "/v1/files/retrieve",
+            headers=headers if headers is not None else self.auth(),
+            params={"file_id": file_id},
+        )
+
+    async def wait_terminal(self, task_id: str, *, timeout: float = 10.0) -> dict[str, Any]:
+        """Query until the task is Success or Fail; return that answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = await self.query(task_id)
+            assert reply.status == 200, reply
+            data: dict[str, Any] = reply.json()
+            if data["status"] in MINIMAX_TERMINAL:
+                return data
+            assert time.monotonic() < deadline, f"task {task_id} never finished"
+            await anyio.sleep(0.01)
+
+
+@asynccontextmanager
+async def running_minimax(**knobs: Any) -> AsyncIterator[MiniMaxApi]:
+    """Start a MiniMax-speaking fake (fast and seeded unless told otherwise) and an Api onto it."""
+    knobs = {"time_scale": 0.001, "seed": 0, "provider": "minimax", **knobs}
+    async with FakeHailuoServer(**knobs) as server, aiohttp.ClientSession() as session:
+        yield MiniMaxApi(server, session)
+
+
+@asynccontextmanager
+async def serving(
+    path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> AsyncIterator[str]:
+    """Serve ``handler`` for POSTs to ``path`` on a free loopback port; yield its URL."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    async with serve_app(app, shutdown_timeout=0.1) as base_url:
+        yield base_url + path

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 from aiohttp import web
-from fakeutil import open_api
+from fakeutil import open_api, serving
 
 from hailuo_async.testing import FakeHailuoConfig, FakeHailuoServer, Fixed
 from hailuo_async.testing.__main__ import build_parser, config_from_args
@@ -67,17 +67,8 @@ async def eventually(condition: Callable[[], bool], *, timeout: float = 30.0) ->
 async def receiving(behaviour: Behaviour | None = None) -> AsyncIterator[Receiver]:
     """Serve a Receiver on a free loopback port."""
     receiver = Receiver(behaviour)
-    app = web.Application()
-    app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    receiver.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    try:
+    async with serving("/hook", receiver.handle) as receiver.url:
         yield receiver
-    finally:
-        await runner.cleanup()
 
 
 def hooked(url: str, **webhook: Any) -> dict[str, Any]:
@@ -87,7 +78,7 @@ def hooked(url: str, **webhook: Any) -> dict[str, Any]:
 
 async def settle(server: FakeHailuoServer, *, timeout: float = 30.0) -> None:
     """Wait until the fake has no delivery under way."""
-    await eventually(lambda: not server._webhook_tasks, timeout=timeout)
+    await eventually(lambda: not server._service.webhook_tasks, timeout=timeout)
 
 
 async def test_event_is_the_task_result_wrapped() -> None:
@@ -135,7 +126,7 @@ async def test_no_webhook_asked_none_sent() -> None:
         task_id = await api.create()
         await api.wait_terminal(task_id)
         await anyio.sleep(0.02)
-        assert not server._webhook_tasks
+        assert not server._service.webhook_tasks
     assert server.stats.webhook_attempts == 0
     assert server.stats.webhooks_sent == 0
 
@@ -307,8 +298,8 @@ async def test_close_cancels_deliveries_under_way() -> None:
             started = time.monotonic()
         # Well under the 10 s the delivery would otherwise wait for the hung receiver.
         assert time.monotonic() - started < 5.0
-        assert not server._webhook_tasks
-        assert server._webhook_session is None
+        assert not server._service.webhook_tasks
+        assert server._service.webhook_session is None
     assert server.stats.webhooks_sent == 0
 
 
