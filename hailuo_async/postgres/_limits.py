@@ -104,7 +104,7 @@ _RESERVE = (
 _RATE_LIMITED = "SELECT {s}.note_rate_limited(%s, %s, %s, %s, %s, %s)"
 _SYNC_ACTIVE = (
     "SELECT granted, cap, total_active, room, holders, db_now"
-    " FROM {s}.sync_active_jobs(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " FROM {s}.sync_active_jobs(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 # Seconds a holder's server process must stay gone before its places are freed: its own
 # reconnection (a connection dropped while it lives) re-registers it well within them.
@@ -708,6 +708,7 @@ class SharedAccountLimits:
                 completed,
                 rate_limited,
             ),
+            with_pid=True,
         )
         return ActiveJobCount(
             granted=granted,
@@ -719,16 +720,27 @@ class SharedAccountLimits:
         )
 
     async def _round_trip(
-        self, what: str, query: sql.Composed, params: tuple[Any, ...]
+        self,
+        what: str,
+        query: sql.Composed,
+        params: tuple[Any, ...],
+        *,
+        with_pid: bool = False,
     ) -> tuple[Any, ...]:
-        """One statement, one round trip: its first row."""
+        """One statement, one round trip: its first row.
+
+        ``with_pid``: the server process id this connection's client knows (libpq's, from
+        the server's key data) goes last among the parameters. A pooler answers with its
+        own, which the database's ``pg_backend_pid()`` does not match.
+        """
         session = self._session
         if session is None:
             raise CoordinationError("the shared limits are used outside their 'async with'")
 
         async def fetch(connection: Connection) -> tuple[Any, ...]:
             self.round_trips += 1
-            cursor = await connection.execute(query, params)
+            sent = (*params, connection.info.backend_pid) if with_pid else params
+            cursor = await connection.execute(query, sent)
             row = await cursor.fetchone()
             assert row is not None
             return row

@@ -195,7 +195,7 @@ CREATE OR REPLACE FUNCTION {s}.sync_active_jobs(
     p_account text, p_holder text, p_lease double precision,
     p_active integer, p_on_server integer, p_want boolean, p_waiting boolean,
     p_ask_every double precision, p_absent_grace double precision,
-    p_submitted integer, p_completed integer, p_rate_limited boolean
+    p_submitted integer, p_completed integer, p_rate_limited boolean, p_client_pid integer
 ) RETURNS TABLE (granted boolean, cap integer, total_active integer, room integer,
                  holders integer, db_now timestamptz)
 LANGUAGE plpgsql AS $fn$
@@ -206,6 +206,10 @@ DECLARE
     -- a waiting holder asks again every p_ask_every seconds: silent for four, it is gone
     waiting timestamptz := CASE WHEN p_want OR p_waiting
         THEN t + 4 * p_ask_every * interval '1 second' END;
+    -- The server process of this connection, when the client is connected to it directly:
+    -- behind a pooler (PgBouncer) the client's pid is the pooler's, and a server process
+    -- outlives (or leaves before) its clients, so only the lease can tell.
+    own_pid integer := CASE WHEN p_client_pid = pg_backend_pid() THEN pg_backend_pid() END;
     mine integer := p_active;
     total integer;
     total_on_server integer;
@@ -233,7 +237,7 @@ BEGIN
     INSERT INTO {s}.account_holders AS h (account, holder, active, on_server, expires_at,
             waiting_until, backend_pid, server_started, absent_since)
         VALUES (p_account, p_holder, p_active, p_on_server, t + p_lease * interval '1 second',
-                waiting, pg_backend_pid(), started, NULL)
+                waiting, own_pid, started, NULL)
         ON CONFLICT (account, holder) DO UPDATE SET
             active = excluded.active, on_server = excluded.on_server,
             expires_at = excluded.expires_at, waiting_until = excluded.waiting_until,

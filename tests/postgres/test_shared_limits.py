@@ -169,6 +169,29 @@ async def test_a_killed_process_places_return_once_its_connection_is_gone(
     ) == (0,)
 
 
+async def test_behind_a_pooler_only_the_lease_tells_a_holder_dead(pg_schema: str) -> None:
+    """A client whose server process id is not the connection's (a pooler's) is not tracked."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    async with _limits(pg_schema, account, max_active_jobs=2):
+        pass  # the tables and functions exist
+    call = sql.SQL(
+        "SELECT granted FROM {s}.sync_active_jobs"
+        "(%s, %s, 30, 0, 0, true, false, 0.5, 1, 0, 0, false, %s)"
+    ).format(s=sql.Identifier(pg_schema))
+    with admin() as connection:
+        row = connection.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        own = int(str(row[0]))
+        connection.execute(call, (account, "direct", own))
+        connection.execute(call, (account, "pooled", own + 1))  # a pooler's own pid
+        rows = connection.execute(
+            sql.SQL("SELECT holder, backend_pid FROM {s}.account_holders").format(
+                s=sql.Identifier(pg_schema)
+            )
+        ).fetchall()
+    assert {str(holder): pid for holder, pid in rows} == {"direct": own, "pooled": None}
+
+
 async def test_a_stopped_process_places_return_after_its_lease(pg_schema: str) -> None:
     """A holder stopped (SIGSTOP) keeps its connection: its places return when its lease lapses."""
     account = f"acct-{uuid.uuid4().hex[:8]}"
