@@ -392,6 +392,10 @@ async def _fake_serve(conn: multiprocessing.connection.Connection, knobs: dict[s
                     "responses_by_status": dict(stats.responses_by_status),
                     "tasks_terminal": stats.tasks_terminal,
                     "faults_injected": dict(stats.faults_injected),
+                    "retrieves_total": stats.retrieves_total,
+                    "api_requests": stats.api_requests,
+                    "requests_by_second": dict(stats.requests_by_second),
+                    "error_codes": dict(stats.error_codes),
                 }
             elif command == "polls_by_task":
                 result = dict(server.stats.polls_by_task)

@@ -24,9 +24,12 @@ it would be 100 service seconds per 429, which no real run would see.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks._common import FakeProcess, ScenarioResult, markdown_table, timed
+
+if TYPE_CHECKING:
+    from hailuo_async import HailuoClient
 
 NAME = "limits"
 TITLE = "5. Limits: jobs per minute vs the ceiling, and 429s"
@@ -37,16 +40,16 @@ SHORT = (3.0, 9.0, 0.05)
 PROMPT = "a street market at night in the rain, neon reflections"
 
 
-async def _batch(
+def scaled_client(
     fake: FakeProcess,
-    jobs: int,
-    *,
-    given: bool,
     scale: float,
-    active_cap: int = ACTIVE_CAP,
-    rpm: int = RPM,
-) -> dict[str, Any]:
-    from hailuo_async import HailuoClient, Limits, PollPolicy, RetryPolicy, VideoRequest
+    *,
+    requests_per_minute: float | None,
+    max_active_jobs: int | None,
+    **options: Any,
+) -> HailuoClient:
+    """A client of ``fake`` with every interval scaled by ``scale`` (its 429 pause too)."""
+    from hailuo_async import HailuoClient, Limits, PollPolicy, RetryPolicy
 
     retry = RetryPolicy()
     client = HailuoClient(
@@ -61,14 +64,36 @@ async def _batch(
         ),
         limits=Limits(
             rate_window=60.0 * scale,
-            requests_per_minute=rpm if given else None,
-            max_active_jobs=active_cap if given else None,
+            requests_per_minute=requests_per_minute,
+            max_active_jobs=max_active_jobs,
         ),
+        **options,
     )
     # No public knob scales the 429 pause; see the module docstring.
     limiter: Any = client._state.limiter
     limiter._initial_pause *= scale
     limiter._max_pause *= scale
+    return client
+
+
+async def _batch(
+    fake: FakeProcess,
+    jobs: int,
+    *,
+    given: bool,
+    scale: float,
+    active_cap: int = ACTIVE_CAP,
+    rpm: int = RPM,
+) -> dict[str, Any]:
+    from hailuo_async import VideoRequest
+
+    client = scaled_client(
+        fake,
+        scale,
+        requests_per_minute=rpm if given else None,
+        max_active_jobs=active_cap if given else None,
+    )
+    limiter: Any = client._state.limiter
     request = VideoRequest(prompt=PROMPT)
     half: dict[str, Any] = {}
     ok = done = 0

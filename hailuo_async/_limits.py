@@ -14,6 +14,7 @@ a 429), so a long run settles just under the real limit.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from contextlib import AbstractAsyncContextManager
@@ -226,37 +227,100 @@ class AdaptiveRate:
         return 0.0 if self.value is None else self.window / self.value
 
 
+# Spacing nobody used is kept for up to this share of the window (10 s of a minute: the
+# first_poll_delay during which a run's first jobs hold their places before any is polled).
+_CARRY_OVER = 1.0 / 6.0
+
+
 class _Pacer:
-    """Spaces requests evenly at the current rate (a leaky bucket with a burst of one).
+    """Spaces requests evenly at the current rate (GCRA, a leaky bucket).
 
     It leaves two requests of each window unspent, or ``1 - utilisation`` of the rate if
     that is more: evenly spaced requests put one more than the window's length over the
     interval inside a closed sliding window, and requests reach the service a little earlier
     or later than they leave here, which the second one absorbs. A fixed share would waste
     several requests a window on a large budget.
+
+    With the rate given, spacing that went unused (nothing asked to leave: at the start of
+    a run, say, every place held by a job not yet due for its first poll) is not lost but
+    kept, for up to a sixth of the window, and spent later: a request may leave that far
+    ahead of the even schedule. Then the window itself keeps the service's count: a request
+    leaves only while fewer than the account's limit (less one) are in flight or were
+    answered within the last window. An answered request had arrived before its answer came
+    and one in flight may arrive at any moment, so no window of the service's, sliding or
+    fixed, ever counts more than the limit. A discovered rate is spaced alone: its value is
+    the guess.
     """
 
     def __init__(self, rate: AdaptiveRate, utilisation: float) -> None:
         self.rate = rate
         self._utilisation = utilisation
-        self._next_free = 0.0
+        self._next_free: float | None = None  # the even schedule's next departure
         self._lock = anyio.Lock()
+        self.counting = not rate.adaptive
+        """Whether requests are counted in the window (and spacing carried over)."""
+        self._in_flight = 0
+        self._answered: deque[float] = deque()  # when each request of the window was answered
 
     def paced_interval(self) -> float:
-        """Seconds between two requests leaving (0 when unpaced)."""
+        """Seconds between two requests leaving on the even schedule (0 when unpaced)."""
         rate = self.rate.value
         if rate is None:
             return 0.0
         return self.rate.window / max(rate * self._utilisation, rate - 2.0)
 
     async def acquire(self) -> None:
+        """Wait for this request's turn; with ``counting``, it is in flight from here."""
         async with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next_free)
-            self._next_free = start + self.paced_interval()
-            if start > now:
-                await anyio.sleep(start - now)
-            self.rate.record_sent(time.monotonic())
+            while (wait := self.wait(time.monotonic())) > 0:  # noqa: ASYNC110
+                await anyio.sleep(wait)
+            self.depart(time.monotonic())
+
+    def depart(self, now: float) -> None:
+        """A request leaves at ``now`` (its turn come: :meth:`wait` said 0 or less)."""
+        assert self._next_free is not None
+        self._next_free = max(self._next_free, now) + self.paced_interval()
+        if self.counting:
+            self._in_flight += 1
+        self.rate.record_sent(now)
+
+    def withdraw(self) -> None:
+        """A request that had its turn did not leave after all (a pause, a cancellation)."""
+        if self.counting:
+            self._in_flight -= 1
+
+    def answered(self, now: float) -> None:
+        """A request counted in the window was answered (or abandoned) at ``now``."""
+        self._in_flight -= 1
+        self._answered.append(now)
+
+    def wait(self, now: float) -> float:
+        """Seconds from ``now`` until the next request may leave (0 or less: at once)."""
+        carry = self.rate.window * _CARRY_OVER if self.counting else 0.0
+        if self._next_free is None:
+            self._next_free = now + carry  # credit is earned, not granted at the start
+        wait = self._next_free - carry - now
+        if self.counting:
+            wait = max(wait, self._window_wait(now))
+        return wait
+
+    def _window_wait(self, now: float) -> float:
+        """Seconds until one more request fits in the window (0 or less: it does now)."""
+        window = self.rate.window
+        answered = self._answered
+        # One expression for "out of the window", here and in the wait below.
+        while answered and answered[0] + window <= now:
+            answered.popleft()
+        assert self.rate.value is not None
+        # One request of the account's limit kept in reserve, as the service rounds it.
+        limit = max(1, math.floor(self.rate.value) - 1)
+        excess = self._in_flight + len(answered) + 1 - limit
+        if excess <= 0:
+            return 0.0
+        if excess <= len(answered):
+            return answered[excess - 1] + window - now
+        # The requests in flight fill the window by themselves: look again a little later.
+        return self.paced_interval()
 
 
 class _Slot:
@@ -275,7 +339,7 @@ class _Slot:
             await self._limiter._enter(self._kind)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._limiter.give_back()
+        self._limiter.leave(self._kind)
 
 
 class RequestLimiter:
@@ -349,21 +413,35 @@ class RequestLimiter:
         """Give back a place taken by :meth:`take_now`."""
         self._in_flight.release()
 
+    def leave(self, kind: RequestKind) -> None:
+        """Give back a place taken through :meth:`slot`, its answer read."""
+        self._in_flight.release()
+        if kind != "download" and self._pacer.counting:
+            self._pacer.answered(time.monotonic())
+
     async def _enter_paced(self, kind: RequestKind) -> None:
         while True:
             await self._wait_out_pause(kind)
             # Downloads go to the storage host, which the API's request budget does not cover.
+            paced = kind != "download" and self.rate.value is not None
             if kind != "download":
                 if self.rate.value is None:
                     self.rate.record_sent(time.monotonic())  # unpaced: no queue to wait in
                 else:
                     async with self._turns[kind]:
                         await self._pacer.acquire()
-            await self._in_flight.acquire()
+            try:
+                await self._in_flight.acquire()
+            except BaseException:
+                if paced:
+                    self._pacer.withdraw()
+                raise
             if self.paused_for(kind) <= 0:
                 break
             # A 429 paused this kind while we waited our turn: leaving now would meet another.
             self._in_flight.release()
+            if paced:
+                self._pacer.withdraw()
 
     def on_success(self, kind: RequestKind) -> None:
         """Record an answered request that was not rate limited."""

@@ -68,8 +68,11 @@ def _records(folder: Path) -> list[dict[str, Any]]:
 def test_the_page_escapes_everything_and_loads_nothing_from_elsewhere(tmp_path: Path) -> None:
     """Hostile prompts, errors and ids come out as text; every src is a relative path."""
     jobs = [PageJob(1, HOSTILE_PROMPT), PageJob(2, "an owl"), PageJob(3, "a wren", key="w-3")]
+    jobs.append(PageJob(4, "a kite"))
+    paid = {"line": 4, "request": {"prompt": "a kite"}, "task_id": "t4", "status": "not_downloaded"}
+    records = [*_records(tmp_path), paid]
     page = write_results_page(
-        tmp_path / PAGE_NAME, _records(tmp_path), title="batch <x>", jobs=jobs
+        tmp_path / PAGE_NAME, records, title="batch <x>", jobs=jobs
     ).read_text(encoding="utf-8")
     parsed = _Parsed(page)
     names = {tag for tag, _ in parsed.tags}
@@ -83,6 +86,7 @@ def test_the_page_escapes_everything_and_loads_nothing_from_elsewhere(tmp_path: 
     assert HOSTILE_REASON in text
     assert HOSTILE_TASK in text  # the whole id, never cut
     assert "not finished" in text  # line 3 has no result yet
+    assert "the same command run again fetches it" in text  # line 4: paid, not saved yet
     assert "w-3" in text
     (policy,) = [
         attrs["content"]

@@ -41,10 +41,11 @@ article { background: #fff; border: 1px solid #d6d3d1; border-radius: 8px; paddi
           overflow-wrap: anywhere; }
 article.failed { border-color: #dc2626; }
 article.unfinished { border-style: dashed; }
+article.not_downloaded { border-color: #ca8a04; }
 .line { color: #78716c; font-size: 13px; }
 .status { font-weight: 600; font-size: 13px; text-transform: uppercase; }
 .succeeded .status { color: #15803d; } .failed .status { color: #dc2626; }
-.unfinished .status { color: #a16207; }
+.unfinished .status, .not_downloaded .status { color: #a16207; }
 .prompt { margin: 6px 0 8px; white-space: pre-wrap; }
 video { width: 100%; border-radius: 4px; background: #000; }
 .error { color: #b91c1c; white-space: pre-wrap; margin: 6px 0; }
@@ -96,6 +97,7 @@ def write_results_page(
     counts = [
         ("succeeded", states.count("succeeded")),
         ("failed", states.count("failed")),
+        ("not downloaded", states.count("not_downloaded")),
         ("not finished", states.count(None)),
     ]
     page = _PAGE.format(
@@ -141,11 +143,16 @@ def _card(record: Mapping[str, Any], folder: Path, key: str | None) -> str:
     parts = [
         f'<article class="{status}">',
         f'<div class="line">line {_text(record.get("line"))}</div>',
-        f'<div class="status">{_text(status)}</div>',
+        f'<div class="status">{_text(status.replace("_", " "))}</div>',
         f'<div class="prompt">{_text(prompt if prompt is not None else "")}</div>',
     ]
     if status == "succeeded":
         parts.append(_video(record.get("file"), folder))
+    elif status == "not_downloaded":
+        parts.append(
+            '<div class="line">finished (and paid for), its video not saved yet: the same'
+            " command run again fetches it</div>"
+        )
     else:
         parts.append(f'<div class="error">{_text(record.get("reason") or "failed")}</div>')
     details = [("task", _task_id(record.get("task_id")))]
@@ -205,7 +212,9 @@ def _details(rows: list[tuple[str, str]]) -> str:
 
 
 def _status(record: Mapping[str, Any]) -> str:
-    return "succeeded" if record.get("status") == "succeeded" else "failed"
+    """The card's status: results.jsonl's ``succeeded`` or ``not_downloaded``, else failed."""
+    status = record.get("status")
+    return status if status in ("succeeded", "not_downloaded") else "failed"
 
 
 def _prompt(record: Mapping[str, Any]) -> object:

@@ -13,7 +13,11 @@ Contracts:
   the database's clock; a caller sleeps until its start. Concurrent waiters of one process
   share one round trip (group reservation), so a busy process makes fewer than one round
   trip per request, an idle one exactly one. A reservation is never taken back: a waiter
-  cancelled while asleep wastes its start time, which only lowers the rate.
+  cancelled while asleep wastes its start time, which only lowers the rate. With the rate
+  given, spacing nobody used (the start of a run, while every place holds a job not yet
+  due for a poll) carries over to later requests as far as the share of the rate the
+  spacing leaves unspent (``1 - utilisation``) allows: no window of the rate's length then
+  holds more than ``rate - 1`` starts, one request kept for the spread of arrival times.
 - **429 pause**: a 429 writes ``paused_until`` for its kind of call (one round trip, in the
   background: the method is synchronous); every process meets it at its next reservation.
   ``paused_for`` answers from what this process last saw.

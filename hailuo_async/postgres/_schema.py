@@ -101,6 +101,7 @@ DECLARE
     win interval;
     pause timestamptz;
     gap double precision;
+    tolerance double precision;
     start_at timestamptz;
 BEGIN
     r := {s}.lock_account(p_account);
@@ -117,7 +118,12 @@ BEGIN
         r.rate_changed_at := t;
     END IF;
     gap := CASE WHEN r.rate IS NULL THEN 0.0 ELSE r.rate_window / (r.rate * r.utilisation) END;
-    start_at := greatest(r.next_free, t);
+    -- A given rate carries spacing nobody used over to later requests, as far as the share
+    -- the spacing leaves unspent allows: then any window holds at most rate - 1 starts (one
+    -- of the account's requests kept for the spread of arrival times).
+    tolerance := CASE WHEN r.rate IS NULL OR r.rate_adaptive THEN 0.0
+                      ELSE gap * greatest(0.0, r.rate - 2.0 - r.rate * r.utilisation) END;
+    start_at := greatest(r.next_free - tolerance * interval '1 second', t);
     IF t >= r.window_start + win THEN
         r.previous_count := CASE WHEN t < r.window_start + 2 * win THEN r.window_count ELSE 0 END;
         r.window_start := t;
@@ -126,7 +132,7 @@ BEGIN
     UPDATE {s}.account_limits SET
         rate = r.rate,
         rate_changed_at = r.rate_changed_at,
-        next_free = start_at + gap * p_count * interval '1 second',
+        next_free = greatest(r.next_free, t) + gap * p_count * interval '1 second',
         first_sent = coalesce(r.first_sent, t),
         window_start = r.window_start,
         window_count = r.window_count + p_count,

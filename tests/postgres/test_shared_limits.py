@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import signal
 import subprocess
@@ -109,11 +108,17 @@ async def test_four_processes_never_exceed_the_shared_request_rate(pg_schema: st
     busiest = max(
         sum(1 for other in starts[i:] if other < start + window) for i, start in enumerate(starts)
     )
-    assert busiest <= per_window
+    assert busiest <= per_window - 1  # one of the rate kept for the spread of arrivals
     # More turns than one window allows were granted, so the limit really bound them.
     assert starts[-1] - starts[0] >= window
+    # Evenly spaced, but for spacing nobody used, carried over: within the 5 % the spacing
+    # leaves unspent, less the request kept, so any j + 1 starts span j - 1 spacings.
     spacing = window / (per_window * 0.95)
-    assert min(b - a for a, b in itertools.pairwise(starts)) >= spacing * 0.999
+    carried = per_window - 2 - per_window * 0.95
+    for first in range(len(starts)):
+        for later in range(first + 1, len(starts)):
+            span = (later - first - carried) * spacing
+            assert starts[later] - starts[first] >= span * 0.999 - 1e-6
     # At most one round trip per request (concurrent waiters share one), plus joining.
     assert sum(report["round_trips"] for report in reports) <= len(starts) + 4 * 3
 

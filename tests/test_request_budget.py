@@ -1,0 +1,132 @@
+"""The request budget's pacer: unused spacing carried over, and a window never over budget."""
+
+from __future__ import annotations
+
+import heapq
+import random
+
+import anyio
+import pytest
+
+from hailuo_async import Limits, VideoRequest
+from hailuo_async._limits import AdaptiveRate, RequestLimiter, _Pacer
+from hailuo_async.testing import FakeHailuoServer, Fixed
+
+pytestmark = pytest.mark.anyio
+
+WINDOW, RPM = 60.0, 240.0
+SPACING = WINDOW / (RPM - 2.0)  # the even schedule leaves two requests a window unspent
+
+
+def _pacer(*, known: float | None = RPM) -> _Pacer:
+    rate = AdaptiveRate(window=WINDOW, known=known)
+    return _Pacer(rate, 0.95)
+
+
+def _burst(pacer: _Pacer, now: float) -> int:
+    """Requests that may leave at ``now``, one after the other, without waiting."""
+    left = 0
+    while pacer.wait(now) <= 0:
+        pacer.depart(now)
+        left += 1
+    return left
+
+
+def test_the_start_is_evenly_spaced() -> None:
+    """Credit is earned by spacing left unused, never granted at the start."""
+    pacer = _pacer()
+    assert _burst(pacer, 0.0) == 1
+    assert pacer.wait(0.0) == pytest.approx(SPACING)
+
+
+def test_unused_spacing_carries_over_up_to_a_sixth_of_the_window() -> None:
+    """After 30 idle seconds, 10 seconds' worth of requests (a sixth of 60) leave at once."""
+    pacer = _pacer()
+    _burst(pacer, 0.0)
+    pacer.answered(0.1)
+    carried = int(WINDOW / 6 / SPACING)
+    assert _burst(pacer, 30.0) == 1 + carried
+    # Then the even schedule again, from where the credit left it.
+    assert pacer.wait(30.0) == pytest.approx((carried + 1) * SPACING - WINDOW / 6)
+
+
+def test_a_discovered_rate_is_spaced_alone() -> None:
+    """A rate learnt from 429s carries nothing over: its value is the uncertain part."""
+    pacer = _pacer(known=None)
+    pacer.rate.value = RPM
+    _burst(pacer, 0.0)
+    assert _burst(pacer, 30.0) == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_window_can_count_more_than_the_budget(seed: int) -> None:
+    """However demand and answers come, no window of the service's can hold the account's
+    limit: a request leaves only while fewer are in flight or answered within a window."""
+    rng = random.Random(seed)
+    pacer = _pacer()
+    sent: list[tuple[float, float]] = []  # (left, answered)
+    answers: list[tuple[float, int]] = []  # (when, index into sent)
+    now = 0.0
+    wanted = 6 * int(RPM)
+    while len(sent) < wanted:
+        if rng.random() < 0.01:
+            now += rng.uniform(0.0, 20.0)  # nothing asked for a while: spacing goes unused
+        while answers and answers[0][0] <= now:
+            when, _ = heapq.heappop(answers)
+            pacer.answered(when)
+        wait = pacer.wait(now)
+        if wait > 0:
+            now = min(now + wait, answers[0][0]) if answers else now + wait
+            continue
+        pacer.depart(now)
+        # Answers come back after anything from a moment to several seconds.
+        latency = rng.choice([0.001, 0.05, 0.5, 3.0]) * rng.random()
+        heapq.heappush(answers, (now + latency, len(sent)))
+        sent.append((now, now + latency))
+    for index, (left, _) in enumerate(sent):
+        # The service counts a request from when it arrives (between leaving and its
+        # answer): at worst every earlier one arrived as late, and this one at once.
+        counted = sum(1 for _, answered in sent[: index + 1] if answered + WINDOW > left)
+        assert counted <= RPM - 1
+
+
+async def test_turns_taken_but_not_used_leave_nothing_in_flight() -> None:
+    """A request cancelled after its turn, or sent back by a pause, is not left counted."""
+    limiter = RequestLimiter(max_in_flight=1, requests_per_minute=600, rate_window=60.0)
+    pacer = limiter._pacer
+    async with limiter.slot("poll"):
+        async with anyio.create_task_group() as group:
+            group.start_soon(_enter_and_leave, limiter)
+            await anyio.sleep(0.3)  # past its turn, it waits for the one place in flight
+            group.cancel_scope.cancel()
+        assert pacer._in_flight == 1
+    assert pacer._in_flight == 0
+    assert len(pacer._answered) == 1
+
+
+async def _enter_and_leave(limiter: RequestLimiter) -> None:
+    async with limiter.slot("submit"):
+        pass
+
+
+async def test_a_short_budget_bound_batch_meets_no_rate_limit() -> None:
+    """A batch whose places fill before any poll is due spends the carried-over spacing
+    later, and the fake's window (sliding, every request counted) never refuses one."""
+    rpm, cap, jobs = 60, 5, 40
+    async with FakeHailuoServer(
+        time_scale=0.01,
+        seed=2,
+        job_duration=Fixed(2.0),
+        requests_per_minute=rpm,
+        max_active_tasks=cap,
+    ) as server:
+        limits = Limits(requests_per_minute=rpm, max_active_jobs=cap)
+        async with server.client(limits=limits) as client:
+            requests = (VideoRequest(f"a fox, take {i}") for i in range(jobs))
+            async with client.generate_many(requests) as outcomes:
+                done = [outcome async for outcome in outcomes]
+        stats = server.stats
+    assert all(outcome.ok for outcome in done)
+    assert len(done) == jobs
+    assert stats.rate_limited == {}
+    assert stats.api_requests > rpm  # more than one window's budget: the window bound
