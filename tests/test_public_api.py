@@ -76,6 +76,7 @@ INTENDED = {
     "PollPolicy",
     "RateLimitError",
     "RetryPolicy",
+    "ServiceUnreachableError",
     "SubmissionUnknownError",
     "TaskFailedError",
     "TaskResult",
