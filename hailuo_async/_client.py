@@ -36,7 +36,7 @@ from ._push import WebhookConfirmer, WebhookEvent, parse_webhook
 from ._retry import RetryPolicy, UnknownSubmissionPolicy
 from ._state import SharedState
 from ._task_ids import check_task_id
-from ._transport import Timeouts, Transport
+from ._transport import HTTPTransport, Timeouts, Transport
 from ._watcher import EventCallback, TaskWatcher, change_between
 from ._worker import WorkerSettings
 from .journal import JobStore, PostgresJobStore
@@ -78,6 +78,10 @@ class HailuoClient:
     together, and a webhook received by any of them ends the watch of the one watching
     the task. The database connections are opened and closed by ``async with client``,
     which a coordinated client must be used in. Without it, no database is touched.
+
+    ``transport`` (an :class:`HTTPTransport`) is where connections come from: TCP by default;
+    ``FakeHailuoServer.transport()`` reaches the fake service in memory, for tests. It
+    carries every request, but only the API's requests carry the key, whatever it is.
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class HailuoClient:
         max_response_bytes: int = 8 * 1024 * 1024,
         state: SharedState | None = None,
         coordination: str | Coordination | None = None,
+        transport: HTTPTransport | None = None,
     ) -> None:
         api_key = check_api_key(api_key or os.environ.get("HAILUO_API_KEY"))
         base_url = check_base_url(
@@ -107,6 +112,8 @@ class HailuoClient:
             raise InvalidRequestError("on_unknown_submission", "must be 'raise' or 'resubmit'")
         if limits is not None and not isinstance(limits, Limits):
             raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        if transport is not None and not callable(getattr(transport, "connector", None)):
+            raise InvalidRequestError("transport", "must be an HTTPTransport (a connector method)")
         self.timeouts = timeout if isinstance(timeout, Timeouts) else Timeouts(total=timeout)
         self.limits = limits or Limits()
         self.retry_policy = retry_policy or RetryPolicy()
@@ -129,6 +136,7 @@ class HailuoClient:
             timeouts=self.timeouts,
             max_connections=self.limits.max_in_flight,
             max_response_bytes=max_response_bytes,
+            connections=transport,
         )
         self._api = HailuoAPI(
             api_key=api_key,

@@ -70,6 +70,8 @@ INTENDED = {
     "TaskResult",
     "TaskStatus",
     "Timeouts",
+    "HTTPTransport",
+    "TCPTransport",
     "Video",
     "VideoRequest",
     "WaitTimeoutError",
