@@ -6,24 +6,31 @@ Run it (``pip install -e '.[fastapi]'`` in a checkout)::
     export HAILUO_BASE_URL=...                     # optional: another gateway, or a fake
     export HAILUO_WEBHOOK_URL=https://my.host/hailuo/webhook   # optional: push delivery
     export HAILUO_WEBHOOK_SECRET=...               # its secret, the same for every worker
+    export VIDEO_APP_TOKEN=...                     # the bearer token callers must send
     uvicorn examples.fastapi_app:app --timeout-graceful-shutdown 5
 
-Routes (their OpenAPI document is at ``/docs`` and ``/openapi.json``):
+Routes (their OpenAPI document is at ``/docs`` and ``/openapi.json``); the ``/videos``
+routes answer 401 unless the request carries ``Authorization: Bearer $VIDEO_APP_TOKEN``
+(every request, when the variable is unset). Swap :func:`authenticated` for your own
+scheme (OAuth2, API keys, sessions), but keep one: every job is paid for.
 
 - ``POST /videos`` takes a JSON :class:`~hailuo_async.fastapi.VideoRequestBody` (``prompt``,
   ``image``, ``end_image``, ``duration``, ``resolution``, ``enable_prompt_expansion``,
   ``fast_pretreatment``): 422 naming the field, and nothing submitted, when it breaks a rule;
   else it is submitted and the answer is 202 ``{"task_id": ...}``.
-- ``GET /videos/{task_id}`` answers the task's status (one task-result GET); 404 for an
-  unknown task.
+- ``GET /videos/{task_id}`` answers the task's status from what the app's watcher holds
+  (no request to the service); 404 for a task this app did not submit.
 - ``GET /videos/{task_id}/events`` streams the task's progress as server-sent events until
-  it ends (events ``status``, ``progress``, ``done`` and ``error``, each with a JSON body).
+  it ends (events ``status``, ``progress``, ``done`` and ``error``, each with a JSON body);
+  404, before any stream, for a task this app did not submit.
 - ``POST /hailuo/webhook/{secret}`` takes the gateway's webhook events (when
   ``HAILUO_WEBHOOK_URL`` points here; the jobs are sent with the secret appended): 404 for
   a wrong or missing secret, else 202 at once, confirmed in the background, idempotent.
+  The gateway sends no bearer token: the secret in the URL is its authentication.
 
 Errors from the video service are answered 400, 429 or 502, as each route's OpenAPI entry
-says.
+says. Reads cost the account nothing, however many: the app answers them from its watcher
+(every task it follows, and the latest ``keep_results`` to end).
 
 Several workers (``uvicorn --workers 4``, replicas, machines) share the account's limits
 and the webhooks when they are given one PostgreSQL database (``pip install -e
@@ -34,6 +41,8 @@ and the webhooks when they are given one PostgreSQL database (``pip install -e
 Then every worker paces its requests and counts its active jobs with all the others, and
 a webhook that lands on any worker ends the watch (and the event stream) of the worker
 that submitted the job. Without the variable, each worker keeps its limits in memory.
+Each worker answers reads for the tasks it submitted: route a task's reads to the worker
+that answered its POST, or keep what you show in your own database.
 
 Try it against the fake service, in two shells from the checkout (the fake on port 8001,
 the app on uvicorn's 8000; ``--time-scale 0.02`` makes a job take seconds, not minutes, and
@@ -42,28 +51,32 @@ the app on uvicorn's 8000; ``--time-scale 0.02`` makes a job take seconds, not m
     hailuo fake-server --port 8001 --time-scale 0.02
 
     HAILUO_API_KEY=fake-hailuo-key HAILUO_BASE_URL=http://127.0.0.1:8001 \
-    HAILUO_TIME_SCALE=0.02 uvicorn examples.fastapi_app:app --port 8000
+    HAILUO_TIME_SCALE=0.02 VIDEO_APP_TOKEN=try-it-token \
+    uvicorn examples.fastapi_app:app --port 8000
 
 then, in a third::
 
-    curl -s -X POST localhost:8000/videos -H 'content-type: application/json' \
+    curl -s -X POST localhost:8000/videos -H 'authorization: Bearer try-it-token' \
+        -H 'content-type: application/json' \
         -d '{"prompt": "a red fox trotting through fresh snow"}'
-    curl -sN localhost:8000/videos/TASK_ID/events
+    curl -sN localhost:8000/videos/TASK_ID/events -H 'authorization: Bearer try-it-token'
 
 ``tests/test_examples.py`` runs these steps as written.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from hailuo_async import HailuoClient, HailuoError, Limits, PollPolicy, TaskEvent
@@ -71,11 +84,12 @@ from hailuo_async.fastapi import (
     STATE_KEY,
     SUBMIT_ERROR_RESPONSES,
     TASK_ERROR_RESPONSES,
+    ErrorDetail,
     Hailuo,
     VideoRequestBody,
+    event_json,
     http_error,
     open_hailuo,
-    result_json,
     webhook_router,
 )
 
@@ -109,8 +123,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         yield {STATE_KEY: hailuo}
 
 
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_bearer = HTTPBearer(auto_error=False, description="The app's token (VIDEO_APP_TOKEN).")
+
+
+def authenticated(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """The /videos routes' authentication: ``Authorization: Bearer $VIDEO_APP_TOKEN``.
+
+    Every job is paid for, and every read could be too: no route of the app is open to
+    anyone. Unset, the variable lets nobody in (compared in constant time).
+    """
+    expected = os.environ.get("VIDEO_APP_TOKEN", "")
+    given = credentials.credentials if credentials is not None else ""
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(status_code=401, detail="a bearer token is needed", headers=_CHALLENGE)
+
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorDetail, "description": "No bearer token, or a wrong one."}
+}
+
 app = FastAPI(title="Hailuo video service", lifespan=lifespan)
 app.include_router(webhook_router(path=WEBHOOK_PATH))
+videos = APIRouter(dependencies=[Depends(authenticated)], responses=AUTH_RESPONSES)
 
 # Task ids as the service makes them: URL-safe, printable, at most 256 characters.
 TaskId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9._~-]{1,256}$")]
@@ -128,7 +165,7 @@ class TaskAccepted(BaseModel):
     task_id: str
 
 
-@app.post("/videos", status_code=202, responses=SUBMIT_ERROR_RESPONSES)
+@videos.post("/videos", status_code=202, responses=SUBMIT_ERROR_RESPONSES)
 async def create_video(body: VideoRequestBody, hailuo: Hailuo) -> TaskAccepted:
     """Check the request with the library's rules, submit it, answer its task id."""
     request = body.to_request()
@@ -139,25 +176,20 @@ async def create_video(body: VideoRequestBody, hailuo: Hailuo) -> TaskAccepted:
     return TaskAccepted(task_id=task_id)
 
 
-@app.get("/videos/{task_id}", responses=TASK_ERROR_RESPONSES)
+@videos.get("/videos/{task_id}", responses=TASK_ERROR_RESPONSES)
 async def video_status(task_id: TaskId, hailuo: Hailuo) -> dict[str, Any]:
-    """The task's status now."""
-    try:
-        result = await hailuo.client.get_task(task_id)
-    except HailuoError as exc:
-        raise http_error(exc) from None
-    return result_json(result)
+    """The task's status now, as the app's watcher last saw it: no request to the service."""
+    known = hailuo.current(task_id)
+    if known is None:
+        raise HTTPException(status_code=404, detail="no such task")
+    return event_json(known)
 
 
 def _sse(event: TaskEvent) -> str:
-    if event.result is not None:
-        data: dict[str, Any] = result_json(event.result)
-    else:
-        data = {"task_id": event.task_id, "error": str(event.error)}
-    return f"event: {event.kind}\ndata: {json.dumps(data)}\n\n"
+    return f"event: {event.kind}\ndata: {json.dumps(event_json(event))}\n\n"
 
 
-@app.get(
+@videos.get(
     "/videos/{task_id}/events",
     response_class=StreamingResponse,
     responses={**EVENTS_RESPONSE, **TASK_ERROR_RESPONSES},
@@ -181,3 +213,6 @@ async def video_events(task_id: TaskId, hailuo: Hailuo) -> StreamingResponse:
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+app.include_router(videos)

@@ -12,6 +12,12 @@ With a journal, each job is recorded before its POST and its task id as soon as 
 a rerun skips finished jobs, re-watches submitted ones and never resends one whose outcome
 is unknown unless the client's ``on_unknown_submission`` says "resubmit".
 
+A refusal of the account (:func:`~._refusals.refuses_the_account`: a refused key, a model
+the key may not use, a balance that cannot pay) stops the submissions at the first one:
+nothing was created, the job stays unsent, and so does every job not sent yet, each coming
+out with that error (no place taken, no request made). Jobs already running are watched to
+their end; a rerun once the account is put right submits the unsent ones as if new.
+
 As one worker of a shared batch (a PostgreSQL journal, :mod:`._worker`), the producer first
 adds the requests to the journal, then claims jobs under leases as places free up: it
 submits the recorded ones (only while its lease holds), watches the submitted ones (taken
@@ -40,16 +46,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from ._bookkeeping import BatchBook, BatchCounts, BatchJob, LeftRunningJob
 from ._download import sweep_partial_downloads
 from ._exceptions import (
-    AuthenticationError,
     HailuoError,
     InvalidRequestError,
     JobTimeoutError,
-    PermissionDeniedError,
     SubmissionUnknownError,
     TaskFailedError,
 )
 from ._limits import ActiveJobs
 from ._models import JobOutcome, TaskResult, VideoRequest
+from ._refusals import refuses_the_account
 from ._retry import UnknownSubmissionPolicy
 from ._submitter import SUBMISSION_GRACE, BatchSubmitter, SubmitOne
 from ._sync import resolve
@@ -82,7 +87,6 @@ BatchItem = VideoRequest | tuple[str, VideoRequest]
 """One item of a batch's source: a request, or a ``(key, request)`` pair for the journal."""
 RequestSource = Iterable[BatchItem] | AsyncIterable[BatchItem]
 """What ``generate_many`` reads lazily: an iterable or async iterable of batch items."""
-_FATAL = (AuthenticationError, PermissionDeniedError)
 # Requests a worker adds to the shared journal per round trip.
 _ADD_CHUNK = 500
 # What a batch yields from the journal, without a request, for a job an earlier run ended.
@@ -117,6 +121,7 @@ class JobStream:
         watcher: TaskWatcher,
         active_jobs: ActiveJobs,
         download: Callable[[TaskResult, Path], Awaitable[Path]],
+        fetch_result: Callable[[str], Awaitable[TaskResult]] | None = None,
         journal: JobStore | str | os.PathLike[str] | None = None,
         download_to: str | os.PathLike[str] | None = None,
         retry_failed: bool = False,
@@ -129,6 +134,7 @@ class JobStream:
         self._active = active_jobs
         self._watcher = watcher
         self._download_one = download
+        self._fetch_result = fetch_result
         self._worker = worker
         self._leases = LeaseClock(worker.lease) if worker is not None else None
         self._journal = BatchJournal(
@@ -156,12 +162,16 @@ class JobStream:
         self._ended = False  # every outcome was taken and no more will come
         self._tasks = OwnedTaskGroup()
         self._fatal: Exception | None = None
+        # The account's refusal that stopped the submissions (see the module's docstring).
+        self._refused: HailuoError | None = None
         self._closing = False
         # A worker's claimed keys, and those whose submission is under way.
         self._held: set[str] = set()
         self._posting: set[str] = set()
         # Tasks whose end is being written and downloaded (no longer watched, not yet out).
         self._ending: set[str] = set()
+        # Keys whose video this run tried to save and could not (a worker tries each once).
+        self._not_downloaded: set[str] = set()
         self.claim_latencies: list[float] = []
         """Seconds each claim of a worker took (empty outside worker mode)."""
 
@@ -289,12 +299,16 @@ class JobStream:
             if journal is None:
                 action, record = ResumeAction.SUBMIT, None
             else:
-                entry = await journal.entry(request, key)
+                # Once the account is refused, a new job is not even recorded: nothing of it
+                # is sent, and a rerun records it as any new job.
+                entry = await journal.entry(request, key, record=self._refused is None)
                 action, record, key = entry.action, entry.record, entry.key
             job = BatchJob(index, request, key or None)
             index += 1
             self._book.read += 1
             match action:
+                case ResumeAction.SUBMIT if self._refused is not None:
+                    self._leave_unsent(job, self._refused, "none")
                 case ResumeAction.SUBMIT:
                     await self._active.acquire()
                     if self._stopping():  # the reader left while we waited for a place
@@ -330,6 +344,11 @@ class JobStream:
             self._close_if_finished()
             self._done_posting(job)
             return
+        if self._refused is not None:  # the account was refused while this job waited
+            landed()
+            self._leave_unsent(job, self._refused, "unsubmitted")
+            self._done_posting(job)
+            return
         try:
             task_id = await self._submitter.submit(job)
         except InvalidTransitionError as exc:
@@ -344,9 +363,11 @@ class JobStream:
             self._done_posting(job)
             return
         except HailuoError as exc:
-            # A journal that cannot write, or a key the account refuses, stops the batch.
-            if isinstance(exc, (*_FATAL, JournalError)):
+            # A journal that cannot write stops the batch; a refused account, its submissions.
+            if isinstance(exc, JournalError):
                 self._fatal = exc
+            if refuses_the_account(exc):
+                self._refused = self._refused or exc
             await self._journal.submission_failed(job.key, exc)
             # Counted as finishing until the reader takes its outcome: the batch must not end
             # while this outcome waits for the reader (a lost outcome, found by the soak).
@@ -361,6 +382,15 @@ class JobStream:
         self._watch(job, task_id, submitted_at=time.monotonic())
         landed()
         self._done_posting(job)
+
+    def _leave_unsent(self, job: BatchJob, refusal: HailuoError, place: _Place) -> None:
+        """Yield a job not sent because the account was refused (see the module's docstring).
+
+        Its journal entry, if any, is left as it is: recorded (or failed, or unknown, for a
+        retry that was not made), for a rerun to act on as before.
+        """
+        self._book.finishing += 1
+        self._hand_over(job.outcome(error=refusal), place)
 
     def _done_posting(self, job: BatchJob) -> None:
         # Called on every way out of _submit but being cut short on exit: that job's lease
@@ -408,6 +438,10 @@ class JobStream:
             entry = self._journal.planned(spec.key)
             if entry.record is None:
                 continue
+            if self._download_to is not None and _undownloaded(entry.record):
+                # Fetched under a lease once the batch has no other work (_fetch_undownloaded):
+                # a worker that has the same folder may be fetching it now.
+                continue
             if entry.action in _REPLAYED:
                 self._book.read += 1
                 self._start_replay(job, entry.action, entry.record)
@@ -418,7 +452,7 @@ class JobStream:
     async def _work_claims(self, worker: WorkerSettings) -> None:
         """Claim jobs as places free up, until no job of the batch has work left."""
         store = self._shared_store()
-        while self._fatal is None:
+        while self._fatal is None and self._refused is None:
             await self._active.acquire()
             if self._stopping():
                 self._active.release(submitted=False)
@@ -431,6 +465,8 @@ class JobStream:
                 self._active.release(submitted=False)
                 idle = not (self._book.submitting or self._book.running or self._book.finishing)
                 if idle and not await store.work_left(worker.worker_id):
+                    if await self._fetch_undownloaded(store, worker):
+                        continue
                     return
                 await anyio.sleep(worker.idle_poll)
                 continue
@@ -447,6 +483,31 @@ class JobStream:
                     self._active.release(submitted=False)
                     return
                 self._start_claimed(record)
+
+    async def _fetch_undownloaded(self, store: PostgresJobStore, worker: WorkerSettings) -> bool:
+        """Fetch the videos of the batch's finished jobs nobody saved; False if there are none.
+
+        Asked once the batch has no other work left (it costs a scan of the batch). Each
+        is leased like a claimed job, downloaded from a fresh URL and yielded as a replayed
+        outcome. One whose download failed in this run (here, or as its job ended) is not
+        tried again by this worker: the next worker, or run, tries it.
+        """
+        if self._download_to is None:
+            return False
+        started = time.monotonic()
+        records = await store.claim_undownloaded(
+            worker.worker_id, worker.claim, worker.lease, tried=self._not_downloaded
+        )
+        if not records:
+            return False
+        self._held.update(record.key for record in records)
+        assert self._leases is not None
+        self._leases.claimed((record.key for record in records), started)
+        for record in records:
+            job = BatchJob(record.index, record.to_request(), record.key)
+            self._book.read += 1
+            self._start_replay(job, ResumeAction.FINISHED, record)
+        return True
 
     def _start_claimed(self, record: JobRecord) -> None:
         task_id = record.task_id
@@ -513,11 +574,15 @@ class JobStream:
         """Yield what an earlier run of the batch already knows about this job."""
         error: HailuoError | None = None
         if action is ResumeAction.FINISHED and record.result is not None:
+            result = record.result
             path = Path(record.path) if record.path is not None else None
             if path is None and self._download_to is not None:
-                path, error = await self._download(job, record.result)
+                # Finished and paid, its video never saved: fetched now, from a fresh URL (the
+                # one journaled may have expired, or be what failed).
+                result = await self._fresh(result)
+                path, error = await self._download(job, result)
             outcome = job.outcome(
-                task_id=record.task_id, result=record.result, error=error, path=path, replayed=True
+                task_id=record.task_id, result=result, error=error, path=path, replayed=True
             )
         elif action is ResumeAction.UNKNOWN:
             error = SubmissionUnknownError(
@@ -554,8 +619,11 @@ class JobStream:
     async def _finish_ended(
         self, job: BatchJob, task_id: str, outcome: TaskResult | HailuoError
     ) -> None:
+        # A worker that downloads holds the finished job until its video is saved, so no
+        # other worker fetches it meanwhile (see _fetch_undownloaded).
+        hold = self._worker.lease if self._worker and self._download_to is not None else None
         try:
-            await self._journal.ended(job.key, outcome)
+            await self._journal.ended(job.key, outcome, hold_for=hold)
         except InvalidTransitionError as exc:
             if self._worker is None:
                 raise
@@ -593,8 +661,9 @@ class JobStream:
             if isinstance(outcome, JobTimeoutError):
                 # It may still hold its place at the service: it teaches the limit nothing.
                 place = "timed_out"
-        if isinstance(error, _FATAL):
-            self._fatal = error
+        if error is not None and refuses_the_account(error):
+            # A refused poll refuses the key: submitting more would be refused too.
+            self._refused = self._refused or error
         self._hand_over(job.outcome(task_id=task_id, result=result, error=error, path=path), place)
 
     async def _download(
@@ -604,9 +673,23 @@ class JobStream:
         try:
             path = await self._download_one(result, self._download_to)
         except HailuoError as exc:
+            if job.key is not None:
+                self._not_downloaded.add(job.key)
             return None, exc
         await self._journal.downloaded(job.key, path)
         return path, None
+
+    async def _fresh(self, result: TaskResult) -> TaskResult:
+        """The task's result asked for again (one GET); the one given if that fails or the
+        task does not answer a finished result with a video (the download then says why)."""
+        if self._fetch_result is None:
+            return result
+        try:
+            fresh = await self._fetch_result(result.task_id)
+        except HailuoError as exc:
+            logger.warning("could not refresh the result of task %s: %s", result.task_id, exc)
+            return result
+        return fresh if fresh.ok and fresh.video is not None else result
 
     def _hand_over(self, outcome: JobOutcome, place: _Place) -> None:
         """Queue a job's outcome for the reader (its job counted as finishing until taken)."""
@@ -633,6 +716,11 @@ class JobStream:
         if self._book.finished and not self._ended:
             self._ended = True
             self._wake_reader()
+
+
+def _undownloaded(record: JobRecord) -> bool:
+    """A finished job (paid for) whose video was never saved."""
+    return record.state is JobState.FINISHED and record.path is None
 
 
 def _unhandled(action: NoReturn) -> NoReturn:

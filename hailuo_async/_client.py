@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from yarl import URL
 
 from ._api import (
     DEFAULT_BASE_URL,
@@ -27,7 +28,13 @@ from ._api import (
 from ._batch import JobStream, RequestSource
 from ._callbacks import guarded_call
 from ._coordination import Coordination, coordination_from
-from ._download import DEFAULT_MAX_BYTES, DownloadProgress, download_video
+from ._download import (
+    DEFAULT_MAX_BYTES,
+    DownloadProgress,
+    StorageAddresses,
+    download_video,
+    is_private_host,
+)
 from ._exceptions import InvalidRequestError, TaskFailedError, WaitTimeoutError
 from ._limits import ActiveJobLimit, Limits
 from ._models import TaskResult, TaskStatus, Video, VideoRequest
@@ -148,6 +155,8 @@ class HailuoClient:
             on_unknown_submission=on_unknown_submission,
         )
         self._webhooks = WebhookConfirmer(self._state.push)
+        # Where the storage host may be: found on the first download (see StorageAddresses).
+        self._storage_addresses: StorageAddresses | None = None
 
     def __repr__(self) -> str:
         return f"<HailuoClient base_url={self.base_url!r}>"
@@ -386,12 +395,17 @@ class HailuoClient:
         ``requests`` (an iterable or async iterable of VideoRequest, or of ``(key,
         VideoRequest)`` pairs) is read lazily. At most ``max_active_jobs`` jobs are submitted
         and unfinished at once; without it, the client's limit (given, or discovered from
-        429s) applies. One failed job never stops the others.
+        429s) applies. One failed job never stops the others; a refusal of the account (a
+        refused key, a model the key may not use, a balance that cannot pay) stops the
+        submissions, and the jobs not sent yet come out with that error, unsent (a rerun
+        submits them).
 
         ``journal`` (a SQLite file path, or an open :class:`~hailuo_async.journal.JobStore`)
         makes the batch durable and resumable: run it again and the jobs an earlier run ended
         are yielded from the journal (``outcome.replayed``) without a request, submitted ones
-        watched again, none paid twice; ``retry_failed`` submits failed ones again.
+        watched again, none paid twice; ``retry_failed`` submits failed ones again. A SQLite
+        journal is this batch's alone while it runs: a second batch on the same file (in
+        this process or another) raises :class:`~hailuo_async.JournalInUseError`.
         ``download_to`` downloads each video into that folder as its job ends (always a
         folder, whatever its name; created if missing). Use it as
         ``async with client.generate_many(...) as outcomes``.
@@ -509,6 +523,7 @@ class HailuoClient:
             watcher=self.watch(keep_open=True, on_event=on_event),
             active_jobs=active_jobs,
             download=self.download,
+            fetch_result=self.get_task,
             journal=journal,
             download_to=download_to,
             retry_failed=retry_failed,
@@ -537,12 +552,21 @@ class HailuoClient:
         A name with a suffix (``"clip.mp4"``) is the file itself, replaced if it exists.
         Missing folders are created. The file appears complete or not at all; the storage
         host never gets the API key; an expired URL is renewed by polling the task again.
-        ``verify`` checks the MP4 structure. Raises :class:`DownloadError`.
+
+        The answer is not trusted: the extension comes from an allow-list (mp4, mov, webm),
+        bytes that are not the announced container are refused, the storage host may not be
+        on a link-local, unspecified or metadata address (nor a private or loopback one,
+        unless the API is on one), and the whole download must end within
+        ``Timeouts.download`` (600 s by default). ``verify`` also checks the MP4 structure.
+        Raises :class:`DownloadError`.
         """
+        if self._storage_addresses is None:
+            host = URL(self.base_url).host or ""
+            self._storage_addresses = StorageAddresses(allow_private=await is_private_host(host))
         return await download_video(
-            self._transport.session,
             source,
             dest,
+            addresses=self._storage_addresses,
             task_id=task_id,
             refresh=self.get_task,
             progress=progress,
@@ -553,6 +577,7 @@ class HailuoClient:
             connect_timeout=self.timeouts.connect,
             read_timeout=self.timeouts.read,
             limiter=self._state.limiter,
+            deadline=self.timeouts.download,
         )
 
 

@@ -7,31 +7,18 @@ process with none never loads psycopg nor opens a connection.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 import attrs
 
+from ._dsn import POSTGRES_SCHEMES, is_postgres_url, mask_dsn
 from ._exceptions import InvalidRequestError
 from ._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout, split_url
 
-__all__ = ["Coordination", "coordination_from", "redacted_dsn"]
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+__all__ = ["POSTGRES_SCHEMES", "Coordination", "coordination_from"]
 
 
 def _check_dsn(_: object, attribute: attrs.Attribute[str], value: object) -> None:
-    if not isinstance(value, str) or not value.startswith(POSTGRES_SCHEMES):
+    if not is_postgres_url(value):
         raise InvalidRequestError(attribute.name, "must be a postgresql:// URL")
-
-
-def redacted_dsn(dsn: str) -> str:
-    """The URL without its password (a repr or a log line must never show it)."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.rpartition("@")
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[2]}"))
 
 
 @attrs.frozen
@@ -48,7 +35,7 @@ class Coordination:
     is taken for dead (a silent network), closed and replaced.
     """
 
-    dsn: str = attrs.field(validator=_check_dsn, repr=redacted_dsn)
+    dsn: str = attrs.field(validator=_check_dsn, repr=mask_dsn)
     account: str | None = attrs.field(default=None, kw_only=True)
     schema: str = attrs.field(default="hailuo", kw_only=True)
     lease: float = attrs.field(default=30.0, kw_only=True)
@@ -66,7 +53,7 @@ def coordination_from(value: str | Coordination) -> Coordination:
     """
     if isinstance(value, Coordination):
         return value
-    if not isinstance(value, str) or not value.startswith(POSTGRES_SCHEMES):
+    if not is_postgres_url(value):
         raise InvalidRequestError("coordination", "must be a postgresql:// URL or a Coordination")
     dsn, settings = split_url(value)
     return Coordination(dsn, **settings)

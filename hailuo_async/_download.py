@@ -2,19 +2,38 @@
 
 The body streams into a temporary file beside the destination, which is fsynced and then
 renamed over it (``os.replace``), so the destination holds either the whole video or nothing
-new. Requests go out on a session of their own that shares the client's connection pool but
-none of its defaults: no headers but a User-Agent, no cookie jar, no netrc, no proxy auth.
+new. Requests go out on a session of their own with none of the client's defaults: no headers
+but a User-Agent, no cookie jar, no netrc, no proxy auth.
+
+The service's answer names the storage host and the file's type; neither is trusted:
+
+- **Where it connects.** Every address the host resolves to is checked before a connection
+  is opened (through the session's own resolver, so the address connected to is one that
+  was checked; a literal address in the URL is checked as is, and each redirect hop too),
+  and the address connected to is checked again. Link-local (``169.254.0.0/16``,
+  ``fe80::/10``), unspecified, multicast and cloud metadata addresses are refused always;
+  private and loopback ones (and the rest of what is not public) unless the API itself is
+  on such an address, as a local fake or a gateway inside one's own network is
+  (:class:`StorageAddresses`).
+- **What it saves.** The file's extension comes from an allow-list (``mp4``, ``mov``,
+  ``webm``; any other ``video_type`` is taken for ``mp4``), and bytes that do not start as
+  that container does are refused (:class:`DownloadError`, nothing at the final path).
+- **How long it takes.** Each download has an overall deadline (``Timeouts.download``,
+  600 s by default, every attempt and URL refresh included), so a storage host that trickles
+  bytes cannot hold a job for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import os
 import re
 import secrets
+import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import IO
@@ -33,12 +52,17 @@ from ._retry import RetryPolicy, parse_retry_after
 from ._transport import USER_AGENT
 
 __all__ = [
+    "DEFAULT_DOWNLOAD_DEADLINE",
     "DEFAULT_MAX_BYTES",
     "MAX_NAME_CHARS",
+    "VIDEO_TYPES",
     "DownloadProgress",
     "RefreshResult",
+    "StorageAddresses",
+    "address_problem",
     "download_video",
     "is_folder_destination",
+    "is_private_host",
     "mp4_problem",
     "safe_filename",
     "sweep_partial_downloads",
@@ -46,6 +70,10 @@ __all__ = [
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 MAX_NAME_CHARS = 128
+DEFAULT_DOWNLOAD_DEADLINE = 600.0
+"""Seconds one download may take in all (attempts and URL refreshes included)."""
+VIDEO_TYPES = ("mp4", "mov", "webm")
+"""The containers a video is saved as; any other ``video_type`` the service names is mp4."""
 
 DownloadProgress = Callable[[int, "int | None"], "Awaitable[None] | None"]
 """Called (or awaited) with bytes received so far and the declared total, if any."""
@@ -66,7 +94,24 @@ _EXTENSION = re.compile(r"[A-Za-z0-9]{1,8}")
 _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"} | {f"{kind}{n}" for kind in ("COM", "LPT") for n in range(1, 10)}
 )
-_MP4_TYPES = frozenset({"mp4", "m4v", "mov"})
+_MP4_TYPES = frozenset({"mp4", "mov"})
+# Bytes of the body read before its container is checked (an EBML header fits in them).
+_HEAD_BYTES = 64
+# The first box of a QuickTime file may be any of these; an MP4 starts with `ftyp`.
+_MOV_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"wide", b"free", b"skip", b"mdat", b"pnot"})
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+# Metadata services of the clouds (what a forged URL would aim at), whatever their range.
+_METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(address)
+    for address in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean ...
+        "169.254.170.2",  # AWS ECS task metadata
+        "fd00:ec2::254",  # AWS, over IPv6
+        "100.100.100.200",  # Alibaba Cloud
+        "168.63.129.16",  # Azure's wire server (a public address)
+        "192.0.0.192",  # Oracle Cloud
+    )
+)
 _TEMP_TOKEN_BYTES = 6
 _TEMP_FILE = re.compile(rf"\.(?P<name>.+)\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}\.part")
 _QUERY = re.compile(r"\?[^\s'\")>]*")
@@ -156,9 +201,150 @@ def _destination(dest: str | os.PathLike[str], task_id: str | None, video: Video
         stem = task_id
         if stem is None:
             stem = Path(urlsplit(video.url).path).stem or "video"
-        return path / safe_filename(stem, video.video_type or "mp4")
+        return path / safe_filename(stem, container_of(video))
     _make_folder(path.parent)
     return path
+
+
+def container_of(video: Video) -> str:
+    """The container the video is saved (and checked) as: its type if allowed, else mp4."""
+    kind = (video.video_type or "").strip().lower()
+    return kind if kind in VIDEO_TYPES else "mp4"
+
+
+def container_problem(container: str, head: bytes) -> str | None:
+    """None when ``head`` (a file's first bytes) starts as a ``container`` file does."""
+    if container == "webm":
+        if head.startswith(_EBML_MAGIC) and b"webm" in head[:_HEAD_BYTES]:
+            return None
+        return "its first bytes are not a WebM file's"
+    box = head[4:8]
+    if box == b"ftyp" or (container == "mov" and box in _MOV_FIRST_BOXES):
+        return None
+    return f"its first bytes are not {'a QuickTime' if container == 'mov' else 'an MP4'} file's"
+
+
+# -- where the storage host may be ------------------------------------------------------------
+
+Resolve = Callable[[str, int], Awaitable[Sequence[str]]]
+"""Resolves a host name and port to its addresses (as text); for tests, a stub."""
+
+
+def address_problem(address: str, *, allow_private: bool) -> str | None:
+    """Why a download must not connect to ``address``, or None when it may.
+
+    Refused always: link-local, unspecified, multicast and cloud metadata addresses;
+    unless ``allow_private``: loopback, private and every other address that is not public.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone is not the address
+    except ValueError:
+        return "an address that cannot be read"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip in _METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if not ip.is_global and not allow_private:
+        kind = "loopback" if ip.is_loopback else "private or reserved"
+        return f"a {kind} address (the API is not on one)"
+    return None
+
+
+async def _system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    return [str(info[4][0]) for info in infos]
+
+
+async def is_private_host(host: str, *, resolve: Resolve | None = None) -> bool:
+    """True when ``host`` (the API's) is on a loopback or private address: every address it
+    resolves to is not public. Then a storage host on such an address is allowed too."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        addresses = [str(ipaddress.ip_address(host.strip("[]")))]
+    except ValueError:
+        try:
+            addresses = list(await (resolve or _system_resolve)(host, 443))
+        except OSError:
+            return False
+    return bool(addresses) and all(
+        not ipaddress.ip_address(address.split("%", 1)[0]).is_global for address in addresses
+    )
+
+
+@attrs.frozen
+class StorageAddresses:
+    """Where a download may connect: see :func:`address_problem`.
+
+    ``allow_private`` is True when the API itself is on a loopback or private address
+    (:func:`is_private_host`). ``resolve`` replaces the system's resolver (tests).
+    """
+
+    allow_private: bool = False
+    resolve: Resolve | None = None
+
+    def check(self, host: str, address: str) -> None:
+        """Raise :class:`DownloadError` if a download must not connect to ``address``."""
+        problem = address_problem(address, allow_private=self.allow_private)
+        if problem is not None:
+            raise DownloadError(
+                f"the storage host {host!r} is at {address}, {problem}: refused, nothing sent"
+            )
+
+
+class _GuardedResolver(aiohttp.abc.AbstractResolver):
+    """Resolves for the storage session, refusing a host any of whose addresses is refused.
+
+    The session connects only to the addresses this returns: the address checked is the
+    address connected to (no second lookup a rebinding DNS could answer otherwise).
+    """
+
+    def __init__(self, addresses: StorageAddresses) -> None:
+        self._addresses = addresses
+        self._system = aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        stub = self._addresses.resolve
+        if stub is not None:
+            found = [_result(host, address, port) for address in await stub(host, port)]
+        else:
+            found = await self._system.resolve(host, port, family)
+        for entry in found:
+            self._addresses.check(host, entry["host"])
+        return found
+
+    async def close(self) -> None:
+        await self._system.close()
+
+
+def _result(host: str, address: str, port: int) -> aiohttp.abc.ResolveResult:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return {
+        "hostname": host,
+        "host": address,
+        "port": port,
+        "family": family,
+        "proto": 0,
+        "flags": socket.AI_NUMERICHOST,
+    }
+
+
+def _literal_address(host: str) -> str | None:
+    """The host when it is an address written out (``1.2.3.4``, ``[::1]``), else None."""
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None
 
 
 def _temp_name(final_name: str) -> str:
@@ -287,14 +473,14 @@ def _finish(file: IO[bytes], temp: Path, final: Path, *, check_mp4: bool) -> Non
 
 @asynccontextmanager
 async def _storage_session(
-    session: aiohttp.ClientSession, *, connect_timeout: float | None, read_timeout: float | None
+    addresses: StorageAddresses, *, connect_timeout: float | None, read_timeout: float | None
 ) -> AsyncIterator[aiohttp.ClientSession]:
-    connector = session.connector
-    if session.closed or connector is None:
-        raise DownloadError("the HTTP session is closed")
+    # A connector of its own: its resolver is the guard (the API's connector resolves the
+    # API host, which may be where storage must not go).
+    connector = aiohttp.TCPConnector(resolver=_GuardedResolver(addresses), limit=4)
     storage = aiohttp.ClientSession(
         connector=connector,
-        connector_owner=False,
+        connector_owner=True,
         headers={"User-Agent": USER_AGENT},
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
@@ -311,15 +497,26 @@ async def _storage_session(
         await storage.close()
 
 
-async def _open(storage: aiohttp.ClientSession, url: str) -> aiohttp.ClientResponse:
-    """GET ``url``, following a few redirects by hand (never to plain http from https)."""
+async def _open(
+    storage: aiohttp.ClientSession, url: str, addresses: StorageAddresses
+) -> aiohttp.ClientResponse:
+    """GET ``url``, following a few redirects by hand (never to plain http from https).
+
+    Each hop's host is checked before anything is sent (see the module's docstring), and
+    the address the answer came from after.
+    """
     target = URL(url, encoded=True)  # re-quoting would break the signature
     for _ in range(_MAX_REDIRECTS + 1):
-        if target.scheme not in ("http", "https") or not target.host:
+        host = target.host
+        if target.scheme not in ("http", "https") or not host:
             raise DownloadError(f"not an http(s) URL: {_redact(str(target))!r}")
+        literal = _literal_address(host)
+        if literal is not None:  # the session's resolver never sees a literal address
+            addresses.check(host, literal)
         response = await storage.get(
             target, allow_redirects=False, headers={"Accept-Encoding": "identity"}
         )
+        _check_peer(response, host, addresses)
         location = response.headers.get("Location")
         if response.status not in _REDIRECTS or not location:
             return response
@@ -329,6 +526,20 @@ async def _open(storage: aiohttp.ClientSession, url: str) -> aiohttp.ClientRespo
             raise DownloadError("the storage host redirected from https to plain http")
         target = following
     raise DownloadError(f"more than {_MAX_REDIRECTS} redirects from {_redact(url)!r}")
+
+
+def _check_peer(response: aiohttp.ClientResponse, host: str, addresses: StorageAddresses) -> None:
+    """Check the address the answer came from (the checks before connecting should suffice)."""
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if not peer:
+        return
+    try:
+        addresses.check(host, str(peer[0]))
+    except DownloadError:
+        response.release()
+        raise
 
 
 async def _report(progress: DownloadProgress | None, done: int, total: int | None) -> None:
@@ -342,6 +553,7 @@ async def _stream(
     *,
     max_bytes: int,
     progress: DownloadProgress | None,
+    container: str,
 ) -> None:
     status = response.status
     if status in _EXPIRED_STATUSES:
@@ -361,21 +573,34 @@ async def _stream(
         raise DownloadError(f"the video declares {declared} bytes; the limit is {max_bytes}")
     done = 0
     pending = bytearray()
+    checked = False
     await _report(progress, 0, declared)
     async for chunk in response.content.iter_chunked(_READ_CHUNK):
         done += len(chunk)
         if done > max_bytes:
             raise DownloadError(f"the video is larger than the limit of {max_bytes} bytes")
         pending += chunk
+        if not checked and done >= _HEAD_BYTES:
+            _check_container(container, bytes(pending[:_HEAD_BYTES]))
+            checked = True
         if len(pending) >= _WRITE_CHUNK:
             await anyio.to_thread.run_sync(file.write, bytes(pending))
             pending.clear()
             await _report(progress, done, declared)
-    if pending:
-        await anyio.to_thread.run_sync(file.write, bytes(pending))
     if declared is not None and done != declared:
         raise _Retryable(f"the body ended after {done} of {declared} bytes")
+    if not checked:
+        _check_container(container, bytes(pending))
+    if pending:
+        await anyio.to_thread.run_sync(file.write, bytes(pending))
     await _report(progress, done, declared)
+
+
+def _check_container(container: str, head: bytes) -> None:
+    problem = container_problem(container, head)
+    if problem is not None:
+        # Not retried: the storage host serves something else under this URL.
+        raise DownloadError(f"the storage host sent something other than a video: {problem}")
 
 
 async def _attempt(
@@ -387,14 +612,21 @@ async def _attempt(
     progress: DownloadProgress | None,
     check_mp4: bool,
     limiter: RequestLimits | None,
+    addresses: StorageAddresses,
 ) -> None:
     temp, file = _create_temp(final)
     try:
         try:
             async with limiter.slot("download") if limiter else nullcontext():
-                response = await _open(storage, video.url)
+                response = await _open(storage, video.url, addresses)
                 try:
-                    await _stream(response, file, max_bytes=max_bytes, progress=progress)
+                    await _stream(
+                        response,
+                        file,
+                        max_bytes=max_bytes,
+                        progress=progress,
+                        container=container_of(video),
+                    )
                 finally:
                     response.release()
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
@@ -479,10 +711,10 @@ class _Budget:
 
 
 async def download_video(
-    session: aiohttp.ClientSession,
     source: TaskResult | Video,
     dest: str | os.PathLike[str],
     *,
+    addresses: StorageAddresses,
     task_id: str | None = None,
     refresh: RefreshResult | None = None,
     progress: DownloadProgress | None = None,
@@ -494,6 +726,7 @@ async def download_video(
     read_timeout: float | None = 60.0,
     verify: bool = True,
     limiter: RequestLimits | None = None,
+    deadline: float | None = DEFAULT_DOWNLOAD_DEADLINE,
 ) -> Path:
     """Download a task's video to ``dest`` and return the file's path.
 
@@ -503,9 +736,12 @@ async def download_video(
     created. Connection errors, 5xx answers and bodies cut short are retried up to
     ``max_retries`` times with the policy's capped backoff. A URL that has expired (by its
     ``expires_at`` or by a 403) is replaced through ``refresh(task_id)``, at most
-    ``max_refreshes`` times. Bodies over ``max_bytes`` are refused. With ``verify``, an MP4
-    must be complete (its boxes fill the file) to count as downloaded. ``progress`` gets
-    ``(bytes_done, bytes_total)``; it starts again from 0 on a retry.
+    ``max_refreshes`` times. Bodies over ``max_bytes`` are refused. Bodies that do not start
+    as the announced container does (:func:`container_of`) are refused; with ``verify``, an
+    MP4 must also be complete (its boxes fill the file) to count as downloaded. ``progress``
+    gets ``(bytes_done, bytes_total)``; it starts again from 0 on a retry. ``addresses``
+    says where the storage host may be; ``deadline`` bounds the whole download, every
+    attempt and refresh included (None: no bound).
 
     Raises :class:`DownloadError` (chained to the cause); no partial file is left behind.
     """
@@ -523,9 +759,46 @@ async def download_video(
         max_retries=max_retries,
         max_refreshes=max_refreshes,
     )
-    check_mp4 = verify and (video.video_type or "mp4").lower() in _MP4_TYPES
+    if deadline is not None and not deadline > 0:
+        raise InvalidRequestError("deadline", "must be a positive number of seconds, or None")
+    check_mp4 = verify and container_of(video) in _MP4_TYPES
+    try:
+        with anyio.fail_after(deadline):
+            return await _download(
+                budget,
+                final,
+                addresses=addresses,
+                max_bytes=max_bytes,
+                progress=progress,
+                check_mp4=check_mp4,
+                limiter=limiter,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+            )
+    except TimeoutError:
+        if deadline is None:
+            raise
+        # The attempt under way was cut: its temporary file is gone, nothing at `final`.
+        raise DownloadError(
+            f"the download did not complete within {deadline:g} s (Timeouts.download)",
+            url=_redact(budget.video.url),
+        ) from None
+
+
+async def _download(
+    budget: _Budget,
+    final: Path,
+    *,
+    addresses: StorageAddresses,
+    max_bytes: int,
+    progress: DownloadProgress | None,
+    check_mp4: bool,
+    limiter: RequestLimits | None,
+    connect_timeout: float | None,
+    read_timeout: float | None,
+) -> Path:
     async with _storage_session(
-        session, connect_timeout=connect_timeout, read_timeout=read_timeout
+        addresses, connect_timeout=connect_timeout, read_timeout=read_timeout
     ) as storage:
         while True:
             await budget.refresh_if_expired()
@@ -538,6 +811,7 @@ async def download_video(
                     progress=progress,
                     check_mp4=check_mp4,
                     limiter=limiter,
+                    addresses=addresses,
                 )
             except _Expired as exc:
                 await budget.after_expired(exc)

@@ -9,6 +9,7 @@ Catch :class:`HailuoError` to handle them all. The hierarchy::
     │   │   ├── BadRequestError          400
     │   │   ├── AuthenticationError      401
     │   │   ├── PermissionDeniedError    403
+    │   │   ├── InsufficientBalanceError the account's balance cannot pay for the job
     │   │   ├── NotFoundError            404
     │   │   ├── RateLimitError           429
     │   │   └── InternalServerError      5xx
@@ -20,9 +21,15 @@ Catch :class:`HailuoError` to handle them all. The hierarchy::
     ├── WaitTimeoutError             the job did not end within the caller's timeout
     ├── JobTimeoutError              a watched job ran past max_job_duration (or stayed UNKNOWN)
     ├── DownloadError                a video could not be downloaded completely
+    ├── JournalError                 the journal could not be used (more in hailuo_async.journal)
+    │   └── JournalInUseError            another run holds the SQLite journal (or out folder)
     └── WebhookError                 (also a ValueError) a webhook body of the wrong shape
 
-No message, repr or attribute of these errors ever holds the API key.
+No message, repr or attribute of these errors ever holds the API key, and a journal error's
+message shows no database password (see :func:`hailuo_async._dsn.mask_dsn`).
+
+Which answered refusals of a submission concern the account rather than the job (and stop
+a batch's submissions) is decided in one place: :mod:`hailuo_async._refusals`.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._base_errors import HailuoError, InvalidRequestError
+from ._dsn import mask_dsn
 
 if TYPE_CHECKING:
     from ._models import TaskResult, VideoRequest
@@ -45,9 +53,12 @@ __all__ = [
     "BadRequestError",
     "DownloadError",
     "HailuoError",
+    "InsufficientBalanceError",
     "InternalServerError",
     "InvalidRequestError",
     "JobTimeoutError",
+    "JournalError",
+    "JournalInUseError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -106,6 +117,15 @@ class AuthenticationError(APIStatusError):
 
 class PermissionDeniedError(APIStatusError):
     """403: the key may not use this model (or a presigned URL has expired)."""
+
+
+class InsufficientBalanceError(APIStatusError):
+    """The account's balance cannot pay for the job: nothing was started.
+
+    A refusal of the account, not of the job: a batch stops submitting at the first one, and
+    its jobs not sent yet come out with it, unsent (a rerun submits them once the account
+    can pay).
+    """
 
 
 class NotFoundError(APIStatusError):
@@ -242,6 +262,34 @@ class DownloadError(HailuoError):
         super().__init__(message)
         self.message = message
         self.url = url
+
+
+class JournalError(HailuoError):
+    """The journal could not read or write its records.
+
+    Its message never shows a database password: whatever it quotes (an address, a driver's
+    error) is masked first.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str):
+            args = (mask_dsn(args[0]), *args[1:])
+        super().__init__(*args)
+
+
+class JournalInUseError(JournalError):
+    """Another run holds the SQLite journal (or the folder a batch writes its results to).
+
+    A SQLite journal is one run's at a time: two runs on one journal would each take the
+    other's jobs for interrupted ones. ``holder`` says who holds it (host, process id, since
+    when) as that run wrote it; ``path`` is the journal (or folder). The hold is an
+    operating-system lock, released when that process ends however it ends.
+    """
+
+    def __init__(self, path: str, holder: str, *, what: str = "the journal") -> None:
+        super().__init__(f"{what} {path} is in use by another run ({holder})")
+        self.path = path
+        self.holder = holder
 
 
 class WebhookError(HailuoError, ValueError):

@@ -18,6 +18,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Mapping
+from functools import partial
 from typing import Any, Protocol
 
 import anyio
@@ -328,6 +329,11 @@ class WebhookConfirmer:
     take over the request budget. Receivers :meth:`admit` each event first: past
     ``max_concurrent + max_waiting`` admitted ones, an event is refused (BUSY) and the
     receiver answers 503, which the gateway retries later.
+
+    A coordinated receiver relays an event nobody here waits for to the other processes
+    (one ``NOTIFY``); relays are admitted the same way (:meth:`admit_relay`), share the
+    same cap, and each id is relayed once per cool-down, so a flood of deliveries costs
+    the database no more than it would cost the service.
     """
 
     def __init__(
@@ -340,6 +346,8 @@ class WebhookConfirmer:
         self._registry = registry
         self._confirming: set[str] = set()
         self._confirmed_at: OrderedDict[str, float] = OrderedDict()
+        self._relaying: set[str] = set()
+        self._relayed_at: OrderedDict[str, float] = OrderedDict()
         self._max_concurrent = max_concurrent
         self._max_admitted = max_concurrent + max_waiting
         # Made on first use, inside the event loop that confirms.
@@ -353,6 +361,44 @@ class WebhookConfirmer:
         until :meth:`release`."""
         if not self._wanted(event, cool_down):
             return Admission.IGNORED
+        return self._take_place(event)
+
+    def admit_relay(self, event: WebhookEvent, *, cool_down: float) -> Admission:
+        """Whether a coordinated receiver should relay ``event`` (one ``NOTIFY``) now.
+
+        Events that claim no end, an id being relayed or relayed within ``cool_down`` are
+        IGNORED; past the cap shared with confirmations, BUSY. An ADMITTED relay holds a
+        place until :meth:`relayed`.
+        """
+        task_id = event.task_id
+        if not event.is_task_result or not event.claims_done or task_id is None:
+            return Admission.IGNORED
+        relayed_at = self._relayed_at.get(task_id)
+        if task_id in self._relaying or (
+            relayed_at is not None and time.monotonic() - relayed_at < cool_down
+        ):
+            return Admission.IGNORED
+        admission = self._take_place(event)
+        if admission is Admission.ADMITTED:
+            self._relaying.add(task_id)
+        return admission
+
+    async def relay(
+        self, event: WebhookEvent, send: Callable[[WebhookEvent], Awaitable[object]]
+    ) -> None:
+        """Send an admitted relay, within the cap on what runs at once."""
+        if self._slots is None:
+            self._slots = anyio.Semaphore(self._max_concurrent)
+        task_id = event.task_id
+        assert task_id is not None
+        try:
+            async with self._slots:
+                await send(event)
+        finally:
+            self._relaying.discard(task_id)
+            _remember(self._relayed_at, task_id)
+
+    def _take_place(self, event: WebhookEvent) -> Admission:
         if self._admitted >= self._max_admitted:
             self.refused += 1
             logger.warning(
@@ -412,10 +458,15 @@ class WebhookConfirmer:
         return confirmed_at is None or time.monotonic() - confirmed_at >= cool_down
 
     def _remember(self, task_id: str) -> None:
-        self._confirmed_at[task_id] = time.monotonic()
-        self._confirmed_at.move_to_end(task_id)
-        while len(self._confirmed_at) > _CONFIRMED_MEMORY:
-            self._confirmed_at.popitem(last=False)
+        _remember(self._confirmed_at, task_id)
+
+
+def _remember(times: OrderedDict[str, float], task_id: str) -> None:
+    """Note ``task_id`` was handled now, forgetting the oldest past the memory's size."""
+    times[task_id] = time.monotonic()
+    times.move_to_end(task_id)
+    while len(times) > _CONFIRMED_MEMORY:
+        times.popitem(last=False)
 
 
 # -- what both receivers (aiohttp and FastAPI) share ------------------------------------------
@@ -441,17 +492,26 @@ def admit_delivery(
     *,
     cool_down: float,
     handle: Callable[[WebhookEvent], Awaitable[object]],
+    relay: Callable[[WebhookEvent], Awaitable[object]] | None = None,
 ) -> Callable[[], Coroutine[Any, Any, None]] | Admission:
     """For a receiver: the confirmation (``handle``) to start in the background at once, or
     why there is none (IGNORED: answer 202; BUSY: answer 503, so the gateway delivers it
-    again later)."""
+    again later). With ``relay`` (a coordinated client), an event nobody here waits for is
+    relayed to the other processes instead, admitted under the same cap."""
     admission = confirmer.admit(event, cool_down=cool_down)
-    if admission is not Admission.ADMITTED:
+    if admission is Admission.IGNORED and relay is not None:
+        admission = confirmer.admit_relay(event, cool_down=cool_down)
+        if admission is not Admission.ADMITTED:
+            return admission
+        work: Callable[[], Awaitable[object]] = partial(confirmer.relay, event, relay)
+    elif admission is Admission.ADMITTED:
+        work = partial(handle, event)
+    else:
         return admission
 
     async def confirm() -> None:
         try:
-            await handle(event)
+            await work()
         except Exception:  # a background task must not die silently, nor kill the app
             logger.exception("webhook event for task %s could not be handled", event.task_id)
         finally:

@@ -51,13 +51,16 @@ class Timeouts:
     """Seconds to wait: for a whole API request, for a connection to open, for a video's bytes.
 
     ``total`` bounds each API request; ``connect`` each connection (to the API or to the
-    storage host); ``read`` the silence a video download may meet between two reads (a
-    download as a whole is not bounded: videos are large).
+    storage host); ``read`` the silence a video download may meet between two reads;
+    ``download`` a whole download, every attempt and URL refresh included (600 s: a few
+    minutes for a large video on a slow link, and a storage host that trickles bytes cannot
+    hold a job for ever; None for no bound).
     """
 
     total: float | None = 60.0
     connect: float | None = 10.0
     read: float | None = 60.0
+    download: float | None = 600.0
 
 
 class HTTPTransport(Protocol):

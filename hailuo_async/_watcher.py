@@ -198,6 +198,11 @@ class TaskWatcher:
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._watched
 
+    def latest(self, task_id: str) -> TaskResult | None:
+        """The last answer seen for a watched task (None: not polled yet, or not watched)."""
+        watched = self._watched.get(task_id)
+        return None if watched is None else watched.last
+
     def add(self, task_id: str, *, submitted_at: float | None = None, pushed: bool = False) -> None:
         """Watch ``task_id`` (again adding one already watched does nothing).
 

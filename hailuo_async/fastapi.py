@@ -3,12 +3,14 @@
 Needs the ``[fastapi]`` extra (``pip install -e '.[fastapi]'`` in a checkout); the core package
 never imports this module. A minimal service::
 
-    from fastapi import FastAPI
+    from fastapi import FastAPI, HTTPException
     from hailuo_async import HailuoError
     from hailuo_async.fastapi import (
         SUBMIT_ERROR_RESPONSES,
+        TASK_ERROR_RESPONSES,
         Hailuo,
         VideoRequestBody,
+        event_json,
         hailuo_lifespan,
         http_error,
         webhook_router,
@@ -26,6 +28,13 @@ never imports this module. A minimal service::
             raise http_error(exc) from None
         return {"task_id": task_id}
 
+    @app.get("/videos/{task_id}", responses=TASK_ERROR_RESPONSES)
+    async def status(task_id: str, hailuo: Hailuo) -> dict[str, object]:
+        known = hailuo.current(task_id)  # what the app knows: no request to the service
+        if known is None:
+            raise HTTPException(status_code=404, detail="no such task")
+        return event_json(known)
+
 :class:`VideoRequestBody` is :class:`~hailuo_async.VideoRequest` as a request model: its
 OpenAPI schema lists every field with its type, limits, default and an example, all taken
 from the constants ``VideoRequest`` checks against, so the two cannot disagree.
@@ -34,6 +43,12 @@ The lifespan opens one :class:`~hailuo_async.HailuoClient` (and its connection p
 keep-open :class:`~hailuo_async.TaskWatcher` and one task group for background work,
 and closes them all on shutdown. The webhook route answers 202 at once and confirms each
 event in that task group, so the gateway never waits on the confirmation GET.
+
+Reads cost the account nothing: :meth:`HailuoState.current` and :meth:`HailuoState.follow`
+answer from what the app's watcher already holds of the tasks it submitted, and know no
+other task (a 404 with no request), so anyone who can reach a read route cannot spend the
+account's request budget through it. Guard the routes with your own authentication all
+the same (the example service shows a dependency).
 """
 
 from __future__ import annotations
@@ -82,6 +97,7 @@ from ._models import (
     Duration,
     Resolution,
     TaskResult,
+    TaskStatus,
     VideoRequest,
 )
 from ._push import BUSY_MESSAGE, Admission, WebhookSecret, error_body, read_capped
@@ -102,6 +118,7 @@ __all__ = [
     "Hailuo",
     "HailuoState",
     "VideoRequestBody",
+    "event_json",
     "get_client",
     "get_hailuo",
     "hailuo_lifespan",
@@ -127,6 +144,11 @@ class HailuoState:
     app's webhook route, given to the jobs when set, with ``webhook_secret`` (when set) as
     its last path segment; the route answers 404 without it. The outcomes of the latest
     ``keep_results`` jobs to end are kept (see :meth:`outcome`).
+
+    What the app knows of a task (:meth:`current`) is what its watcher holds: the tasks it
+    submitted and follows, and the latest ``keep_results`` of them to end. Reads answer from
+    it with no request; a task the app does not know (another app's, one ended long ago,
+    with several workers another worker's) is unknown here.
     """
 
     def __init__(
@@ -172,6 +194,17 @@ class HailuoState:
         watch), while it is among the latest ``keep_results``; None otherwise."""
         return self._outcomes.get(task_id)
 
+    def current(self, task_id: str) -> TaskEvent | None:
+        """What the app knows of a task now, with no request to the service; None if nothing.
+
+        A task it follows gives a ``"status"`` event with the last answer seen (``result``
+        None until the first poll); one that ended (among the latest ``keep_results``) a
+        ``"done"`` or ``"error"`` event. :func:`event_json` is its JSON view.
+        """
+        if task_id in self.watcher:
+            return TaskEvent(task_id, "status", self.watcher.latest(task_id))
+        return self._ended_event(task_id)
+
     def start_soon(self, func: Callable[..., Any], *args: Any) -> None:
         """Run ``await func(*args)`` in the background, until it ends or the app shuts down.
 
@@ -181,22 +214,22 @@ class HailuoState:
         self._task_group.start_soon(_logged, func, args)
 
     async def follow(self, task_id: str) -> AsyncGenerator[TaskEvent, None]:
-        """Yield the task's events from now until it ends.
+        """Yield the task's events from now until it ends, with no request of its own.
 
-        The first event holds its current state (``"status"``, or ``"done"`` when it has
-        ended already); then come the changes the app's watcher sees, up to ``"done"`` or
-        ``"error"``. A task whose end comes by webhook shows few changes: it is polled
-        only as a backstop. Raises what :meth:`HailuoClient.get_task` raises for an
-        unknown task (:class:`~hailuo_async.NotFoundError`).
+        The first event is :meth:`current` (``"status"``, or ``"done"``/``"error"`` when it
+        has ended already); then come the changes the app's watcher sees, up to ``"done"``
+        or ``"error"``. A task whose end comes by webhook shows few changes: it is polled
+        only as a backstop. A task the app does not know raises
+        :class:`~hailuo_async.NotFoundError` before anything is sent (any number of
+        followers cost the account nothing).
         """
         watcher = self.watcher
         with watcher.events() as events:
-            first = await self.client.get_task(task_id)
-            if not first.is_done and task_id not in watcher:
-                # Not one of this app's jobs: the watcher follows it too, by polling.
-                watcher.add(task_id, submitted_at=time.monotonic())
-            yield TaskEvent(task_id, "done" if first.is_done else "status", first)
-            if first.is_done:
+            first = self.current(task_id)
+            if first is None:
+                raise NotFoundError(f"task {task_id} is not one this app follows", status_code=404)
+            yield first
+            if first.kind != "status":
                 return
             check_every = self.client.poll_policy.max_interval
             while True:
@@ -350,6 +383,23 @@ Hailuo = Annotated[HailuoState, Depends(get_hailuo)]
 def result_json(result: TaskResult) -> dict[str, Any]:
     """A task's result as plain JSON for an HTTP answer (the video's presigned URL included)."""
     return result_summary(result)
+
+
+def event_json(event: TaskEvent) -> dict[str, Any]:
+    """What a :class:`~hailuo_async.TaskEvent` says of its task, as plain JSON.
+
+    A result's :func:`result_json`; before the first poll, the task queued (just submitted:
+    nothing else is known yet); for an error that ended its watch, ``done`` with the
+    ``error``'s message.
+    """
+    if event.result is not None:
+        data = result_json(event.result)
+    else:
+        data = {"task_id": event.task_id, "status": TaskStatus.QUEUED.value, "raw_status": None}
+        data.update(done=False, ok=False)
+    if event.error is not None:
+        data.update(done=True, ok=False, error=str(event.error))
+    return data
 
 
 def webhook_router(

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
-from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ._exceptions import WebhookError
@@ -205,17 +204,17 @@ def admit_for(
 ) -> Callable[[], Coroutine[Any, Any, None]] | Admission:
     """For the receivers: ``client``'s confirmation of ``event`` to start in the background,
     or why there is none (IGNORED: answer 202; BUSY: answer 503)."""
-    admission = admit_delivery(
+    # Nobody here watches the task, but a process sharing the coordination may: the event
+    # is relayed (one NOTIFY, no GET, under the same cap), and the watching process
+    # confirms it itself.
+    relay = client._relay_webhook if client._coordinator is not None else None
+    return admit_delivery(
         client._webhooks,
         event,
         cool_down=client.poll_policy.min_interval,
         handle=client.handle_webhook,
+        relay=relay,
     )
-    if admission is Admission.IGNORED and client._coordinator is not None:
-        # Nobody here watches the task, but a process sharing the coordination may: relay
-        # the event (one NOTIFY, no GET); the watching process confirms it itself.
-        return partial(client._relay_webhook, event)
-    return admission
 
 
 def _json(body: dict[str, Any], status: int) -> web.Response:

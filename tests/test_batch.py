@@ -280,17 +280,19 @@ async def test_async_sources_and_keys_are_accepted(server: FakeHailuoServer) -> 
     assert keys == [f"key-{i}" for i in range(5)]
 
 
-async def test_a_wrong_key_ends_the_batch_with_authentication_error(
+async def test_a_wrong_key_stops_the_submissions_and_every_job_comes_out_unsent(
     server: FakeHailuoServer,
 ) -> None:
-    """A wrong API key stops the batch after the first refusals and raises."""
+    """A wrong API key stops the submissions at the first refusals; each job comes out unsent."""
     async with HailuoClient("wrong", base_url=server.url, max_retries=0) as client:
-        with pytest.raises(AuthenticationError):
-            async with client.generate_many(prompts(100), max_active_jobs=4) as outcomes:
-                async for outcome in outcomes:
-                    assert isinstance(outcome.error, AuthenticationError)
+        async with client.generate_many(prompts(100), max_active_jobs=4) as outcomes:
+            seen = [outcome async for outcome in outcomes]
+    assert len(seen) == 100
+    assert all(isinstance(outcome.error, AuthenticationError) for outcome in seen)
+    assert all(outcome.task_id is None for outcome in seen)
     assert server.stats.submissions_accepted == 0
-    assert server.stats.submission_attempts <= 5
+    # The POSTs already on their way when the first refusal came (one per place), no more.
+    assert server.stats.submission_attempts <= 4
 
 
 async def test_a_failed_submission_waiting_for_room_is_yielded_before_the_stream_closes() -> None:

@@ -5,6 +5,7 @@ that resume the same run."""
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import subprocess
 import sys
@@ -21,9 +22,8 @@ from test_cli import (  # _clean_env: each test in its own folder, without HAILU
     threaded_fake,
 )
 
-from hailuo_async.cli._app import _resume_command
+from hailuo_async.cli._app import _resume_command, cli
 from hailuo_async.cli._errors import EXIT_USAGE
-from hailuo_async.cli._service import Settings
 from hailuo_async.testing import Fixed
 
 
@@ -109,10 +109,10 @@ def test_watch_prints_its_final_table_once() -> None:
 
 def test_resume_command_keeps_the_time_scale_and_simulation() -> None:
     """The printed resume command runs the same service at the same pace."""
-    settings = Settings(simulate=True, time_scale=0.5, simulate_failure_rate=0.25)
-    command = _resume_command(
-        Path("p.txt"), Path("out"), journal=None, max_active=3, rpm=None, settings=settings
-    )
+    argv = ["p.txt", "--out", "out", "--max-active", "3", "--simulate", "--time-scale", "0.5"]
+    ctx = cli.commands["batch"].make_context("batch", [*argv, "--simulate-failure-rate", "0.25"])
+    with ctx:
+        command, _ = _resume_command(ctx)
     assert command == (
         "hailuo batch p.txt --out out --max-active 3 --simulate --time-scale 0.5 "
         "--simulate-failure-rate 0.25"
@@ -163,3 +163,43 @@ def test_bad_image_is_one_line_in_the_cli_s_words(image: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
     assert "pathlib" not in result.stderr
     assert "=True" not in result.stderr
+
+
+def _parsed(argv: list[str], env: dict[str, str] | None = None) -> tuple[dict[str, object], str]:
+    """The options `hailuo batch ARGV` runs with (its own and the shared ones), and its resume."""
+    command = cli.commands["batch"]
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in (env or {}).items():
+            patch.setenv(name, value)
+        with command.make_context("batch", list(argv)) as ctx:
+            resume, _ = _resume_command(ctx)
+            settings = ctx.meta.get("hailuo.settings", {})
+            options = {**ctx.params, **settings}
+    return options, resume
+
+
+def test_the_resume_command_parses_back_to_the_same_run() -> None:
+    """Every option deciding where and how the batch runs survives: --base-url and the rest."""
+    argv = [
+        "jobs.jsonl",
+        "--out", "clips",
+        "--max-active", "7",
+        "--rpm", "90.5",
+        "--journal", "state/run.sqlite",
+        "--confirm-above", "40",
+        "--coordination", "postgresql://app@db/x?schema=team",
+        "--time-scale", "0.25",
+        "--max-retries", "2",
+        "--allow-insecure",
+    ]  # fmt: skip
+    env = {"HAILUO_BASE_URL": "http://gateway.internal:8080", "HAILUO_API_KEY": "sk-secret"}
+    given, resume = _parsed(argv, env)
+    words = shlex.split(resume)
+    assert words[:2] == ["hailuo", "batch"]
+    # Parsed back without the environment: the command alone says where and how.
+    again, _ = _parsed(words[2:])
+    kept = {name: value for name, value in given.items() if name not in ("api_key", "debug")}
+    assert {name: again[name] for name in kept} == kept
+    assert again["base_url"] == "http://gateway.internal:8080"
+    assert "sk-secret" not in resume
+    assert "--api-key" not in resume

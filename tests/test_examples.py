@@ -99,6 +99,10 @@ class TryIt:
         self.fake_port = free_port()
         self.app_port = free_port()
         self.commands = try_it_commands()
+        # The app's bearer token, as the documented command sets it.
+        found = re.search(r"VIDEO_APP_TOKEN=(\S+)", self.commands[1])
+        assert found is not None
+        self.token = found.group(1)
 
     def command(self, index: int, **substitutions: str) -> str:
         """The ``index``-th documented command, on this run's ports."""
@@ -165,6 +169,11 @@ def test_try_it_names_two_ports_and_a_time_scale() -> None:
     assert f"--port {DOCUMENTED_APP_PORT}" in app
     assert submit.startswith("curl")
     assert events.startswith("curl")
+    # The app's routes need its token, and the documented requests send it.
+    token = re.search(r"VIDEO_APP_TOKEN=(\S+)", app)
+    assert token is not None
+    assert f"Bearer {token.group(1)}" in submit
+    assert f"Bearer {token.group(1)}" in events
 
 
 def test_try_it_steps_make_a_video(try_it: TryIt) -> None:
@@ -194,6 +203,6 @@ def test_example_keeps_its_openapi_promises(try_it: TryIt, mode: str) -> None:
         suppress_health_check=list(HealthCheck),
     )
     def holds(case: Case[Any]) -> None:
-        case.call_and_validate()
+        case.call_and_validate(headers={"Authorization": f"Bearer {try_it.token}"})
 
     holds()

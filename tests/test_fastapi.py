@@ -43,6 +43,7 @@ pytestmark = pytest.mark.anyio
 
 SCALE = 0.01
 HOOK_SECRET = "test-webhook-secret-0123456789"
+APP_TOKEN = "test-app-token"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fastapi_app.py"
 VALID = {"prompt": "a paper lantern drifting over a dark lake"}
 
@@ -117,6 +118,7 @@ def example(fake: FakeHailuoServer, monkeypatch: pytest.MonkeyPatch) -> ModuleTy
     """The example service, configured through its environment variables for the fake."""
     monkeypatch.setenv("HAILUO_API_KEY", fake.api_key)
     monkeypatch.setenv("HAILUO_BASE_URL", fake.url)
+    monkeypatch.setenv("VIDEO_APP_TOKEN", APP_TOKEN)
     monkeypatch.delenv("HAILUO_WEBHOOK_URL", raising=False)
     module = load_example()
     monkeypatch.setattr(module, "make_client", scaled_client)
@@ -125,8 +127,11 @@ def example(fake: FakeHailuoServer, monkeypatch: pytest.MonkeyPatch) -> ModuleTy
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP client session."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+    """An HTTP client session, sending the example's bearer token (other apps ignore it)."""
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=10),
+        headers={"Authorization": f"Bearer {APP_TOKEN}"},
+    ) as session:
         yield session
 
 
@@ -255,16 +260,85 @@ async def test_events_of_ended_and_unknown_tasks(
     assert [kind for kind, _ in events] == ["done"]
 
 
-async def test_events_follow_tasks_submitted_elsewhere(
+async def test_a_task_submitted_elsewhere_is_unknown_here_and_costs_nothing(
     example: ModuleType, fake: FakeHailuoServer, http: aiohttp.ClientSession
 ) -> None:
-    """A task the app did not submit is followed by polling until it ends."""
+    """A task the app did not submit: 404 for its status and its events, and no GET."""
     async with scaled_client() as client:
         task_id = await client.submit(VideoRequest(prompt="made elsewhere"))
     async with serving(example.app) as base:
-        with anyio.fail_after(5):
-            events = await read_sse(http, f"{base}/videos/{task_id}/events")
-    assert events[-1][0] == "done"
+        async with http.get(f"{base}/videos/{task_id}") as response:
+            assert response.status == 404
+        async with http.get(f"{base}/videos/{task_id}/events") as response:
+            assert response.status == 404
+    assert fake.stats.polls_total == 0
+
+
+async def test_reads_cost_the_account_nothing(
+    example: ModuleType, fake: FakeHailuoServer, http: aiohttp.ClientSession
+) -> None:
+    """100 reads of an ended task, 50 of unknown ids, 30 event streams: 0 API requests."""
+    async with serving(example.app) as base:
+        async with http.post(f"{base}/videos", json=VALID) as response:
+            task_id = (await response.json())["task_id"]
+        with anyio.fail_after(10):
+            while True:  # the app's own watch, to the end: the polls it needs anyway
+                async with http.get(f"{base}/videos/{task_id}") as response:
+                    if (await response.json())["done"]:
+                        break
+                await anyio.sleep(0.05)
+        polls = fake.stats.polls_total
+        for _ in range(100):
+            async with http.get(f"{base}/videos/{task_id}") as response:
+                assert response.status == 200
+                assert (await response.json())["ok"] is True
+        for n in range(50):
+            async with http.get(f"{base}/videos/unknown-{n}") as response:
+                assert response.status == 404
+        streams = [await read_sse(http, f"{base}/videos/{task_id}/events") for _ in range(30)]
+        assert fake.stats.polls_total == polls
+    assert all([kind for kind, _ in events] == ["done"] for events in streams)
+
+
+async def test_a_running_task_is_answered_from_what_the_watcher_holds(
+    example: ModuleType,
+    fake: FakeHailuoServer,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before the watcher's first poll, reads answer "queued" from memory: no GET at all."""
+    client = scaled_client()
+    # The first poll comes long after the test: every read here is the app's memory.
+    client.poll_policy = attrs.evolve(
+        client.poll_policy, first_poll_delay=3000.0, max_interval=3000.0
+    )
+    monkeypatch.setattr(example, "make_client", lambda: client)
+    async with serving(example.app) as base:
+        async with http.post(f"{base}/videos", json=VALID) as response:
+            task_id = (await response.json())["task_id"]
+        for _ in range(20):
+            async with http.get(f"{base}/videos/{task_id}") as response:
+                status = await response.json()
+        assert fake.stats.polls_total == 0
+    assert status["task_id"] == task_id
+    assert status["done"] is False
+    assert status["status"] == "TASK_STATUS_QUEUED"
+
+
+async def test_the_example_s_routes_need_its_token(
+    example: ModuleType, fake: FakeHailuoServer
+) -> None:
+    """Without the bearer token (or with a wrong one) the /videos routes answer 401."""
+    async with serving(example.app) as base, aiohttp.ClientSession() as anonymous:
+        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+            async with anonymous.post(f"{base}/videos", json=VALID, headers=headers) as answer:
+                assert answer.status == 401
+                assert answer.headers["WWW-Authenticate"] == "Bearer"
+            async with anonymous.get(f"{base}/videos/x", headers=headers) as answer:
+                assert answer.status == 401
+            async with anonymous.get(f"{base}/videos/x/events", headers=headers) as answer:
+                assert answer.status == 401
+    assert fake.stats.submission_attempts == 0
 
 
 async def test_webhooks_end_jobs_without_polling(
@@ -273,8 +347,8 @@ async def test_webhooks_end_jobs_without_polling(
     http: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With HAILUO_WEBHOOK_URL set, a job ends by push: its only GETs are the stream's
-    first look and the confirmation of the event."""
+    """With HAILUO_WEBHOOK_URL set, a job ends by push: its only GET is the confirmation of
+    the event (the stream answers from the app's watcher)."""
     sock = loopback_socket()
     port = sock.getsockname()[1]
     monkeypatch.setenv("HAILUO_WEBHOOK_URL", f"http://127.0.0.1:{port}/hailuo/webhook")
@@ -300,7 +374,7 @@ async def test_webhooks_end_jobs_without_polling(
     assert events[-1][1]["ok"] is True
     assert client._webhooks.confirmed == 1  # the watch was ended by the push
     assert fake.stats.webhooks_sent == 1
-    assert fake.stats.polls_by_task[task_id] == 2
+    assert fake.stats.polls_by_task[task_id] == 1
 
 
 async def test_webhook_route_is_fast_strict_and_idempotent(
@@ -345,7 +419,7 @@ async def test_webhook_route_is_fast_strict_and_idempotent(
     assert events == [("done", events[0][1])]
     assert client._webhooks.confirmed == 1
     # One confirmation for three deliveries, and the stream's own first look.
-    assert fake.stats.polls_by_task[task_id] == 2
+    assert fake.stats.polls_by_task[task_id] == 1
 
 
 # -- the library's pieces in an app of one's own -------------------------------------------

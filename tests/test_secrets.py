@@ -334,20 +334,27 @@ async def test_failed_requests_are_logged_too(caplog: pytest.LogCaptureFixture) 
     assert "(attempt 2," in messages[1]
 
 
-def test_a_printed_resume_command_hides_the_database_password() -> None:
-    """The resume hint names a postgresql:// journal without its password."""
-    from pathlib import Path
+@pytest.mark.parametrize(
+    ("journal", "shown"),
+    [
+        (
+            "postgresql://worker:hunter2@db.internal:5432/hailuo",
+            "postgresql://worker:***@db.internal:5432/hailuo",
+        ),
+        (
+            "postgresql://worker@db.internal/hailuo?password=hunter2&sslmode=require",
+            "postgresql://worker@db.internal/hailuo?password=***&sslmode=require",
+        ),
+    ],
+)
+def test_a_printed_resume_command_hides_the_database_password(journal: str, shown: str) -> None:
+    """The resume hint names a postgresql:// journal without its password, in either form."""
+    from hailuo_async.cli._app import _resume_command, cli
 
-    from hailuo_async.cli._app import _resume_command
-    from hailuo_async.cli._service import Settings
-
-    command = _resume_command(
-        Path("prompts.txt"),
-        Path("out"),
-        journal="postgresql://worker:hunter2@db.internal:5432/hailuo",
-        max_active=None,
-        rpm=None,
-        settings=Settings(),
-    )
-    assert "hunter2" not in command
-    assert "postgresql://worker:***@db.internal:5432/hailuo" in command
+    command = cli.commands["batch"]
+    ctx = command.make_context("batch", ["prompts.txt", "--out", "out", "--journal", journal])
+    with ctx:
+        printed, masked = _resume_command(ctx)
+    assert "hunter2" not in printed
+    assert shown in printed
+    assert masked

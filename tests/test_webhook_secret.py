@@ -16,6 +16,14 @@ from aiohttp import web
 from clientutil import make_client, serve_app
 
 from hailuo_async import HailuoClient, InvalidRequestError, TaskResult, TaskStatus, VideoRequest
+from hailuo_async._push import (
+    Admission,
+    InMemoryPushRegistry,
+    WebhookConfirmer,
+    WebhookEvent,
+    admit_delivery,
+    parse_webhook,
+)
 from hailuo_async.testing import FakeHailuoServer, Fixed
 from hailuo_async.webhooks import (
     MAX_CONCURRENT_CONFIRMATIONS,
@@ -190,3 +198,48 @@ def test_access_logs_show_the_secret_masked(caplog: pytest.LogCaptureFixture) ->
     assert len(caplog.records) == 2
     assert secret.reveal() not in caplog.text
     assert caplog.text.count("/hailuo/webhook/***") == 2
+
+
+async def test_relays_to_other_processes_are_capped_like_confirmations() -> None:
+    """100 events nobody here watches, for a coordinated receiver: 8 NOTIFYs at once, 64
+    waiting, the rest 503; a repeated id is relayed once per cool-down."""
+    confirmer = WebhookConfirmer(InMemoryPushRegistry())
+    gate = anyio.Event()
+    running = peak = 0
+    relayed: list[str] = []
+
+    async def relay(event: WebhookEvent) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await gate.wait()
+            relayed.append(event.task_id or "")
+        finally:
+            running -= 1
+
+    async def confirm(event: WebhookEvent) -> None:
+        raise AssertionError("nobody here watches these ids: nothing to confirm")
+
+    def deliver(task_id: str) -> Any:
+        event = parse_webhook(event_for(task_id))
+        return admit_delivery(confirmer, event, cool_down=60.0, handle=confirm, relay=relay)
+
+    admitted = MAX_CONCURRENT_CONFIRMATIONS + MAX_WAITING_CONFIRMATIONS
+    task_ids = [str(uuid.uuid4()) for _ in range(100)]
+    async with anyio.create_task_group() as group:
+        answers = [deliver(task_id) for task_id in task_ids]
+        works = [answer for answer in answers if not isinstance(answer, Admission)]
+        for work in works:
+            group.start_soon(work)
+        assert deliver(task_ids[0]) is Admission.IGNORED  # already being relayed
+        with anyio.fail_after(10):
+            while running < MAX_CONCURRENT_CONFIRMATIONS:  # noqa: ASYNC110 - no event tells
+                await anyio.sleep(0.005)
+        gate.set()
+    assert len(works) == admitted
+    assert answers.count(Admission.BUSY) == 100 - admitted
+    assert peak == MAX_CONCURRENT_CONFIRMATIONS
+    assert sorted(relayed) == sorted(task_ids[:admitted])
+    assert deliver(task_ids[0]) is Admission.IGNORED  # relayed a moment ago
+    assert not isinstance(deliver(task_ids[-1]), Admission)  # refused before: relayed now

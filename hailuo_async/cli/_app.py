@@ -12,10 +12,12 @@ from typing import Any, cast
 
 import anyio
 import click
+from click.core import ParameterSource
 from rich.console import Console
 
-from .._coordination import Coordination, redacted_dsn
+from .._coordination import Coordination
 from .._decoding import result_summary
+from .._dsn import mask_dsn
 from .._exceptions import (
     HailuoError,
     InvalidRequestError,
@@ -25,9 +27,9 @@ from .._exceptions import (
 from .._models import Duration, Resolution, TaskResult, VideoRequest
 from .._version import __version__
 from .._watcher import TaskEvent
-from ..journal import JobConflictError
+from ..journal import JobConflictError, SQLiteJobStore
 from ..testing.__main__ import main as fake_server_main
-from ._batch_run import run_batch, summary
+from ._batch_run import BatchReport, next_steps, run_batch, summary
 from ._coordinate import coordination_for, coordination_options
 from ._display import (
     JobView,
@@ -51,11 +53,27 @@ from ._errors import (
     describe,
     error_for,
 )
+from ._holds import check_earlier_results, held_journal, results_held
 from ._inputs import BatchFile, BatchFileError, image_argument, load_batch
 from ._interrupt import run_interruptibly
 from ._pricing import ESTIMATED_PRICE_PER_JOB_USD, estimate
-from ._service import Service, Settings, check_key, common_options, connect, settings_from
-from ._work import JournalParam, is_shared, run_work, show_batch_status, work_summary
+from ._service import (
+    Service,
+    Settings,
+    check_key,
+    common_options,
+    connect,
+    setting_value,
+    settings_from,
+)
+from ._work import (
+    JournalParam,
+    check_batch_exists,
+    is_shared,
+    run_work,
+    show_batch_status,
+    work_summary,
+)
 
 __all__ = ["cli"]
 
@@ -308,6 +326,13 @@ def _batch_options(out_help: str) -> Callable[[Callable[..., None]], Callable[..
     is_flag=True,
     help="Submit again the jobs that failed in an earlier run (new paid jobs).",
 )
+@click.option(
+    "--new-run",
+    is_flag=True,
+    help="Start over in an OUT whose journal is missing or empty: its results.jsonl (an "
+    "earlier run's) is kept as results-TIME.jsonl, and every job is submitted as a new paid "
+    "job. Without it such a run is refused.",
+)
 @click.option("--dry-run", is_flag=True, help="Validate the file, count and price the jobs.")
 @click.option(
     "--price-per-job",
@@ -334,6 +359,7 @@ def batch(
     journal: Path | str | None,
     name: str,
     retry_failed: bool,
+    new_run: bool,
     dry_run: bool,
     price_per_job: float | None,
     confirm_above: int | None,
@@ -352,11 +378,17 @@ def batch(
     With a postgresql:// journal (or --coordination URL), --rpm and --max-active are the
     account's, shared with every process coordinated through that database.
 
-    Exit status: 0 all jobs succeeded, 1 some failed, 2 usage error or invalid file,
-    130 stopped by Ctrl-C.
+    One run at a time per OUT and per journal: a second one stops at once (exit 2) naming
+    the run that holds them. Where the journal is missing or empty but OUT/results.jsonl
+    lists an earlier run's jobs, the run is refused (exit 2): give that run's --journal, or
+    --new-run to start over.
+
+    Exit status: 0 all jobs succeeded, 1 some failed (or were not sent, or not downloaded),
+    2 usage error, invalid file, or a refusal before anything was sent, 130 stopped by Ctrl-C.
     """
     settings = settings_from(ctx)
     stdout = _stdout()
+    _check_name(ctx, journal)
     loaded = _load_or_exit(file)
     if dry_run:
         requests = [job.request for job in loaded.jobs]
@@ -379,17 +411,8 @@ def batch(
     )
     check_key(settings)
     _make_dir(out)
-    resume = _resume_command(
-        file, out, journal=journal, max_active=max_active, rpm=rpm, settings=settings
-    )
-    if is_shared(journal):
-        resume += f" --name {shlex.quote(name)}"
-    if coordination is not None:
-        resume += f" --coordination {shlex.quote(redacted_dsn(coordination))}"
-    if no_coordination:
-        resume += " --no-coordination"
-    urls = [url for url in (journal, coordination) if isinstance(url, str)]
-    if any(redacted_dsn(url) != url for url in urls):
+    resume, masked = _resume_command(ctx)
+    if masked:
         resume_note = " (the database password shows as ***: put it back, or set PGPASSWORD)"
     else:
         resume_note = ""
@@ -397,14 +420,14 @@ def batch(
         journal = out / (_SIMULATED_JOURNAL_NAME if settings.simulate else _JOURNAL_NAME)
     journal_path: Path | str = journal
 
-    async def work() -> int:
+    async def run(journal: SQLiteJobStore | str) -> BatchReport:
         try:
             async with connect(settings, **_limits(rpm, max_active, shared_limits)) as service:
-                report = await run_batch(
+                return await run_batch(
                     service,
                     loaded,
                     out=out,
-                    journal=journal_path,
+                    journal=journal,
                     max_active_jobs=None if shared_limits is not None else max_active,
                     retry_failed=retry_failed,
                     name=name,
@@ -415,28 +438,56 @@ def batch(
                 f"{exc}: {journal_path} was written for another version of {file}; "
                 "give the changed lines new keys, or use another --out or --journal"
             ) from None
-        for table in summary(report):
-            stdout.print(table)
-        if report.failed and not report.interrupted:
-            say(
-                stdout,
-                f"{report.failed} job(s) failed (see {shown_path(report.results_path)}). "
-                f"To submit them again as new paid jobs: {resume} --retry-failed{resume_note}",
-                style="yellow",
-            )
-        if report.interrupted:
-            say(
-                stdout,
-                f"Stopped. Finished jobs are in {shown_path(report.results_path)}; jobs already "
-                "submitted are kept in the journal. To resume, run: "
-                + (f"{resume} --retry-failed" if retry_failed else resume)
-                + resume_note,
-                style="yellow",
-            )
-            return EXIT_INTERRUPTED
-        return EXIT_FAILED if report.failed else EXIT_OK
+
+    async def work() -> int:
+        with results_held(out):
+            if isinstance(journal_path, str):
+                report = await run(journal_path)
+            else:
+                check_earlier_results(
+                    out, journal_path, batch=name, simulated=settings.simulate, new_run=new_run
+                )
+                store = held_journal(journal_path, batch=name)
+                try:
+                    await store.open()
+                    report = await run(store)
+                finally:
+                    await store.aclose()
+        return _end_of_batch(
+            stdout, report, resume=resume, note=resume_note, retry_failed=retry_failed
+        )
 
     ctx.exit(_run(settings, work))
+
+
+def _end_of_batch(
+    console: Console, report: BatchReport, *, resume: str, note: str, retry_failed: bool
+) -> int:
+    """Print the summary and what to do next; return the exit status."""
+    for table in summary(report):
+        console.print(table)
+    if report.interrupted:
+        resumed = f"{resume} --retry-failed" if retry_failed else resume
+        say(
+            console,
+            f"Stopped. Finished jobs are in {shown_path(report.results_path)}; jobs already "
+            f"submitted are kept in the journal. To resume, run: {resumed}{note}",
+            style="yellow",
+        )
+        return EXIT_INTERRUPTED
+    for advice in next_steps(report, resume=resume, note=note):
+        say(console, advice, style="yellow")
+    return EXIT_OK if report.all_succeeded else EXIT_FAILED
+
+
+def _check_name(ctx: click.Context, journal: Path | str | None) -> None:
+    """--name names a batch in a postgresql:// journal: refused (exit 2) with any other."""
+    given = ctx.get_parameter_source("name") not in (None, ParameterSource.DEFAULT)
+    if given and not is_shared(journal):
+        raise InputError(
+            "--name names a batch in a postgresql:// journal (--journal URL); a SQLite "
+            "journal holds one batch: give each batch its own --out or --journal"
+        )
 
 
 def _limits(
@@ -465,31 +516,51 @@ def _load_or_exit(file: Path) -> BatchFile:
         raise InputError(exc.summary) from None
 
 
-def _resume_command(
-    file: Path,
-    out: Path,
-    *,
-    journal: Path | str | None,
-    max_active: int | None,
-    rpm: float | None,
-    settings: Settings,
-) -> str:
-    """The command that picks the batch up where it stopped."""
-    words = ["hailuo", "batch", str(file), "--out", str(out)]
-    if journal is not None:
-        # A printed command must not show the database's password: libpq reads PGPASSWORD.
-        words += ["--journal", redacted_dsn(journal) if isinstance(journal, str) else str(journal)]
-    if max_active is not None:
-        words += ["--max-active", str(max_active)]
-    if rpm is not None:
-        words += ["--rpm", f"{rpm:g}"]
-    if settings.simulate:
-        words.append("--simulate")
-    if settings.time_scale is not None:
-        words += ["--time-scale", f"{settings.time_scale:g}"]
-    if settings.simulate_failure_rate:
-        words += ["--simulate-failure-rate", f"{settings.simulate_failure_rate:g}"]
-    return shlex.join(words)
+# Options the printed command leaves out: secrets, and what says what to do rather than where
+# and how the batch runs (--retry-failed is added where it is meant).
+_NOT_RESUMED = frozenset(
+    {"api_key", "dry_run", "price_per_job", "debug", "retry_failed", "new_run"}
+)
+
+
+# Shown even at their default, so the command says where it writes.
+_ALWAYS_RESUMED = frozenset({"out"})
+
+
+def _resume_command(ctx: click.Context) -> tuple[str, bool]:
+    """The command that picks the batch up where it stopped, and whether a password was masked.
+
+    Every option given (on the command line or by its variable) that decides where and how
+    the batch runs is kept: the service (--base-url, --simulate ...), the journal, the limits,
+    the coordination. The API key is never printed (it comes from HAILUO_API_KEY again), nor
+    a database password (libpq reads PGPASSWORD).
+    """
+    command = ctx.command
+    words = ["hailuo", ctx.info_name or command.name or "batch"]
+    masked = False
+    for param in command.params:
+        name = param.name
+        if name is None or name in _NOT_RESUMED:
+            continue
+        source = ctx.get_parameter_source(name)
+        defaulted = source in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+        if defaulted and name not in _ALWAYS_RESUMED:
+            continue
+        value = ctx.params[name] if param.expose_value else setting_value(ctx, name)
+        if value is None or value is False:
+            continue
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+            continue
+        assert isinstance(param, click.Option)
+        if param.is_flag:
+            words.append(param.opts[0])
+            continue
+        text = repr(value) if isinstance(value, float) else str(value)
+        if isinstance(value, str) and mask_dsn(value) != value:
+            text, masked = mask_dsn(value), True
+        words += [param.opts[0], text]
+    return shlex.join(words), masked
 
 
 # -- status / watch / download -------------------------------------------------------------
@@ -523,12 +594,14 @@ def status(
     by state, the workers holding leases, and the jobs ended in the last minute.
     """
     settings = settings_from(ctx)
+    _check_name(ctx, journal)
     if journal is not None:
         if task_ids or not is_shared(journal):
             raise InputError("--journal takes a postgresql:// URL, and no task ids")
         shared_journal = journal
 
         async def show() -> int:
+            await check_batch_exists(shared_journal, name)
             found = await show_batch_status(shared_journal, name, _stdout())
             return EXIT_OK if found else EXIT_FAILED
 
@@ -608,7 +681,8 @@ def work(
     --journal URL --name NAME`.
 
     Exit status: 0 the batch is done and this worker's jobs succeeded, 1 some failed,
-    2 usage error, 130 stopped by Ctrl-C.
+    2 usage error (or no batch NAME in the journal: the batches it holds are listed),
+    130 stopped by Ctrl-C.
     """
     settings = settings_from(ctx)
     if not is_shared(journal):
@@ -623,6 +697,7 @@ def work(
 
     async def run() -> int:
         async with connect(settings, **_limits(rpm, max_active, shared_limits)) as service:
+            await check_batch_exists(shared_journal, name)  # before any request
             report = await run_work(
                 service,
                 journal=shared_journal,
@@ -636,7 +711,15 @@ def work(
         stdout.print(work_summary(report))
         if report.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_FAILED if report.failed else EXIT_OK
+        if report.not_downloaded:
+            say(
+                stdout,
+                f"{report.not_downloaded} job(s) finished (and were paid for) but their video "
+                "could not be saved: run `hailuo work` again (or the batch) to fetch them; "
+                "nothing is paid again.",
+                style="yellow",
+            )
+        return EXIT_FAILED if report.failed or report.not_downloaded else EXIT_OK
 
     ctx.exit(_run(settings, run))
 

@@ -15,15 +15,24 @@ from .._batch import BatchItem, JobStream
 from .._bookkeeping import LeftRunningJob
 from .._exceptions import NotFoundError
 from .._models import JobOutcome
-from ..journal import JobKeyer, JobState, store_for
-from ._display import BatchView, Ticker, format_duration, shown_path, summary_table
+from .._refusals import refuses_the_account, refuses_the_job
+from ..journal import JobKeyer, JobState, SQLiteJobStore
+from ._display import (
+    BatchView,
+    Ticker,
+    format_duration,
+    not_downloaded_line,
+    shown_path,
+    summary_table,
+)
+from ._errors import describe
 from ._inputs import BatchFile, BatchJob
 from ._interrupt import run_interruptibly
-from ._results import RESULTS_NAME, ResultsFile
+from ._results import RESULTS_NAME, ResultsFile, outcome_kind
 from ._service import Service
 from ._work import is_shared, journal_label
 
-__all__ = ["BatchReport", "Failure", "run_batch"]
+__all__ = ["BatchReport", "Failure", "next_steps", "run_batch"]
 
 _MAX_FAILURES_SHOWN = 20
 FORGOTTEN = "forgotten by the simulated service"
@@ -56,6 +65,14 @@ class BatchReport:
     failures: list[Failure] = attrs.Factory(list)
     left_running: list[tuple[int, LeftRunningJob]] = attrs.Factory(list)
     """Jobs left running at the service when the batch stopped, with their line."""
+    not_downloaded: int = 0
+    """Jobs finished (and paid) at the service whose video could not be saved yet."""
+    unsent: int = 0
+    """Jobs not sent: refused before any task was made (the account, a 5xx past retries)."""
+    refusal: str | None = None
+    """The account's refusal that stopped the submissions, if any."""
+    refused_jobs: int = 0
+    """Of the failed jobs, those the service refused at submission: nothing was paid."""
 
     @property
     def results_path(self) -> Path:
@@ -65,7 +82,12 @@ class BatchReport:
     @property
     def finished(self) -> int:
         """Jobs that have ended, in this run or an earlier one."""
-        return self.succeeded + self.failed
+        return self.succeeded + self.failed + self.not_downloaded
+
+    @property
+    def all_succeeded(self) -> bool:
+        """True when every job of the file succeeded and was saved."""
+        return not (self.failed or self.not_downloaded or self.unsent)
 
     @property
     def unfinished(self) -> int:
@@ -90,7 +112,7 @@ def outcome_record(job: BatchJob, outcome: JobOutcome, *, simulated: bool) -> di
         "key": outcome.key if outcome.key is not None else job.key,
         "request": dict(job.source),
         "task_id": outcome.task_id,
-        "status": "succeeded" if outcome.ok else "failed",
+        "status": outcome_kind(outcome),
         "reason": _reason(outcome) or None,
         "file": outcome.path,
     }
@@ -104,6 +126,8 @@ def _outcome_line(job: BatchJob, outcome: JobOutcome) -> Text:
     if outcome.ok:
         where = shown_path(outcome.path) if outcome.path else "(not downloaded)"
         return Text.assemble(("✓ ", "green"), (f"line {job.line}  ", "dim"), f"{task}  → {where}")
+    if outcome_kind(outcome) == "not_downloaded":
+        return not_downloaded_line(f"line {job.line}", task, _reason(outcome))
     return Text.assemble(
         ("✗ ", "red"),
         (f"line {job.line}  ", "dim"),
@@ -117,7 +141,7 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
     batch: BatchFile,
     *,
     out: Path,
-    journal: Path | str,
+    journal: SQLiteJobStore | str,
     max_active_jobs: int | None,
     retry_failed: bool = False,
     name: str = "default",
@@ -125,11 +149,15 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
 ) -> BatchReport:
     """Submit every job, follow them live, record each as it ends; stop cleanly on Ctrl-C.
 
-    ``out`` must exist. A ``postgresql://`` journal is shared: the file's jobs are added to
-    the batch ``name`` and this process works on it as one worker among any number.
+    ``out`` must exist. ``journal`` is an open SQLite store (held by this run) or a
+    ``postgresql://`` URL, which is shared: the file's jobs are added to the batch ``name``
+    and this process works on it as one worker among any number.
     """
     report = BatchReport(
-        total=len(batch.jobs), out=out, journal=journal, simulated=service.simulated
+        total=len(batch.jobs),
+        out=out,
+        journal=journal.path if isinstance(journal, SQLiteJobStore) else journal,
+        simulated=service.simulated,
     )
     title = Text.assemble(
         ("hailuo batch ", "bold"), f"{batch.path} → {out}  ", (service.description, "dim")
@@ -180,6 +208,13 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
                     # Submitted to the simulated service of an earlier run, which is gone.
                     forgotten.append((job, outcome.key))
                     continue
+                kind = outcome_kind(outcome)
+                if kind == "unsent":
+                    # Refused before any task was made: nothing to record, a rerun sends it.
+                    report.unsent += 1
+                    if outcome.error is not None and refuses_the_account(outcome.error):
+                        report.refusal = report.refusal or describe(outcome.error)
+                    continue
                 record = outcome_record(job, outcome, simulated=service.simulated)
                 earlier = results.recorded(record)
                 if earlier is None:
@@ -189,10 +224,14 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
                     # An earlier run ended it: no news, and no part of this run's rate.
                     report.replayed += 1
                     view.replayed += 1
-                if outcome.ok:
+                if kind == "succeeded":
                     report.succeeded += 1
+                elif kind == "not_downloaded":
+                    report.not_downloaded += 1
                 else:
                     report.failed += 1
+                    if outcome.error is not None and refuses_the_job(outcome.error):
+                        report.refused_jobs += 1
                     reason = str((earlier or record).get("reason") or "failed")
                     report.failures.append(Failure(job.line, outcome.task_id, reason))
 
@@ -200,16 +239,15 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
         with ResultsFile(out / RESULTS_NAME) as results:
             jobs: list[tuple[BatchJob, str | None]] = [(job, job.key) for job in batch.jobs]
             lost: list[tuple[BatchJob, str | None]] = []
-            if service.simulated and not is_shared(journal):
-                jobs, lost = await _split_lost(batch, journal, name)
+            if service.simulated and isinstance(journal, SQLiteJobStore):
+                jobs, lost = await _split_lost(batch, journal)
             forgotten = await run_pass(results, jobs, retry=retry_failed)
-            if forgotten:
+            if forgotten and isinstance(journal, SQLiteJobStore):
                 # The library keeps a task it could not watch as submitted (it may still be
                 # running, and paid for); these are known to be gone, so they may be retried.
-                async with store_for(journal, batch=name) as store:
-                    for _, key in forgotten:
-                        if key is not None:
-                            await store.mark_failed(key, FORGOTTEN)
+                for _, key in forgotten:
+                    if key is not None:
+                        await journal.mark_failed(key, FORGOTTEN)
             forgotten += lost
             if forgotten:
                 console.print(
@@ -231,7 +269,7 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
 
 
 async def _split_lost(
-    batch: BatchFile, journal: Path | str, name: str
+    batch: BatchFile, store: SQLiteJobStore
 ) -> tuple[list[tuple[BatchJob, str | None]], list[tuple[BatchJob, str | None]]]:
     """The jobs to run, and apart those whose result an earlier run's simulated service kept.
 
@@ -245,20 +283,18 @@ async def _split_lost(
     specs = [keyer.spec(job.request, job.key) for job in batch.jobs]
     kept: list[tuple[BatchJob, str | None]] = []
     lost: list[tuple[BatchJob, str | None]] = []
-    Path(journal).parent.mkdir(parents=True, exist_ok=True)  # as the batch itself would
-    async with store_for(journal, batch=name) as store:
-        records = await store.get_many(spec.key for spec in specs)
-        for job, spec in zip(batch.jobs, specs, strict=True):
-            record = records.get(spec.key)
-            if record is None or record.fingerprint != spec.fingerprint:
-                kept.append((job, spec.key))  # new, or a conflict the batch reports
-            elif record.state is JobState.FINISHED and record.path is None:
-                await store.mark_result_lost(spec.key, FORGOTTEN)
-                lost.append((job, spec.key))
-            elif record.state is JobState.FAILED and record.error == FORGOTTEN:
-                lost.append((job, spec.key))
-            else:
-                kept.append((job, spec.key))
+    records = await store.get_many(spec.key for spec in specs)
+    for job, spec in zip(batch.jobs, specs, strict=True):
+        record = records.get(spec.key)
+        if record is None or record.fingerprint != spec.fingerprint:
+            kept.append((job, spec.key))  # new, or a conflict the batch reports
+        elif record.state is JobState.FINISHED and record.path is None:
+            await store.mark_result_lost(spec.key, FORGOTTEN)
+            lost.append((job, spec.key))
+        elif record.state is JobState.FAILED and record.error == FORGOTTEN:
+            lost.append((job, spec.key))
+        else:
+            kept.append((job, spec.key))
     return kept, lost
 
 
@@ -269,6 +305,10 @@ def summary(report: BatchReport) -> list[Table]:
         ("succeeded", str(report.succeeded)),
         ("failed", str(report.failed)),
     ]
+    if report.not_downloaded:
+        rows.append(("finished, not downloaded", str(report.not_downloaded)))
+    if report.unsent:
+        rows.append(("not sent", str(report.unsent)))
     if report.replayed:
         rows.append(("ended in earlier runs", f"{report.replayed} (of the above)"))
     # A shared batch's other jobs are other workers' to finish.
@@ -301,6 +341,46 @@ def summary(report: BatchReport) -> list[Table]:
     if report.left_running:
         tables.append(_left_running_table(report))
     return tables
+
+
+def next_steps(report: BatchReport, *, resume: str, note: str = "") -> list[str]:
+    """What to do about the jobs that did not succeed, one line per kind, as the batch ends.
+
+    Each says what it costs: fetching a finished video or sending a job never sent pays
+    nothing again; only jobs that failed at the service (or whose submission may have
+    started one) are new paid jobs with ``--retry-failed``. ``note`` follows each command
+    (a word on a masked password).
+    """
+    results = shown_path(report.results_path)
+    steps: list[str] = []
+    if report.unsent:
+        why = f"the service refused the account: {report.refusal}. " if report.refusal else ""
+        steps.append(
+            f"{report.unsent} job(s) were not sent: {why}Nothing was paid for them; once "
+            f"that is put right, run the same command again to submit them: "
+            f"{resume}{note}"
+        )
+    if report.not_downloaded:
+        steps.append(
+            f"{report.not_downloaded} job(s) finished (and were paid for) but their video "
+            "could not be saved yet (see "
+            f"{results}). Run the same command again to fetch them; nothing is paid again: "
+            f"{resume}{note}"
+        )
+    refused = report.refused_jobs
+    paid = report.failed - refused
+    if refused:
+        steps.append(
+            f"{refused} job(s) were refused by the service when submitted (see {results}); no "
+            "task was made and nothing was paid. Fix those lines, or try them again with: "
+            f"{resume} --retry-failed{note}"
+        )
+    if paid:
+        steps.append(
+            f"{paid} job(s) failed (see {results}). To submit them again as new paid jobs: "
+            f"{resume} --retry-failed{note}"
+        )
+    return steps
 
 
 def _left_running_table(report: BatchReport) -> Table:

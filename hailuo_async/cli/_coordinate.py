@@ -16,7 +16,8 @@ from typing import TypeVar
 import attrs
 import click
 
-from .._coordination import POSTGRES_SCHEMES, Coordination, coordination_from
+from .._coordination import Coordination, coordination_from
+from .._dsn import is_postgres_url
 from ._errors import InputError
 from ._work import is_shared
 
@@ -58,7 +59,7 @@ def coordination_for(
     """
     if url is not None and off:
         raise InputError("give --coordination URL or --no-coordination, not both")
-    if url is not None and not url.startswith(POSTGRES_SCHEMES):
+    if url is not None and not is_postgres_url(url):
         raise InputError("--coordination must be a postgresql:// URL")
     if url is not None and simulate:
         raise InputError(

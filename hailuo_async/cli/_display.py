@@ -35,6 +35,7 @@ __all__ = [
     "add_task_row",
     "estimate_table",
     "format_duration",
+    "not_downloaded_line",
     "say",
     "shown_path",
     "status_line",
@@ -83,6 +84,16 @@ def status_text(result: TaskResult) -> Text:
 def say(console: Console, message: str | Text, *, style: str = "") -> None:
     """Print a message as one line (never wrapped, no markup), as logs and scripts want it."""
     console.print(message, style=style, soft_wrap=True, markup=False, highlight=False)
+
+
+def not_downloaded_line(label: str, task: str, reason: str) -> Text:
+    """One line for a job finished (and paid for) whose video could not be saved yet."""
+    return Text.assemble(
+        ("… ", "yellow"),
+        (f"{label}  ", "dim"),
+        f"{task}  ",
+        (f"finished, not downloaded: {reason}", "yellow"),
+    )
 
 
 def status_line(result: TaskResult) -> Text:

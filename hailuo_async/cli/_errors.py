@@ -6,6 +6,7 @@ from typing import IO, Any
 
 import click
 
+from .._dsn import mask_dsn
 from .._exceptions import (
     APIConnectionError,
     AuthenticationError,
@@ -93,8 +94,11 @@ def _cli_wording(exc: InvalidRequestError) -> str:
 
 
 def describe(exc: BaseException) -> str:
-    """One line saying what went wrong, without a traceback."""
-    exc = _leaf(exc)
+    """One line saying what went wrong, without a traceback (nor a database password)."""
+    return mask_dsn(_describe(_leaf(exc)))
+
+
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, InvalidRequestError):
         return _cli_wording(exc)
     if isinstance(exc, AuthenticationError):

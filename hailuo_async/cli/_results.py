@@ -15,11 +15,41 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Literal
 
-__all__ = ["RESULTS_NAME", "ResultsFile", "compact", "read_results"]
+from .._models import JobOutcome
+from .._refusals import created_nothing, refuses_the_job
+
+__all__ = ["RESULTS_NAME", "OutcomeKind", "ResultsFile", "compact", "outcome_kind", "read_results"]
 
 RESULTS_NAME = "results.jsonl"
+
+OutcomeKind = Literal["succeeded", "not_downloaded", "unsent", "failed"]
+"""How a job came out; the first two and ``failed`` are results.jsonl's ``status`` values."""
+
+
+def outcome_kind(outcome: JobOutcome) -> OutcomeKind:
+    """How a job came out of a batch, for its results line and for what to do next.
+
+    ``not_downloaded``: finished (and paid for) at the service, its video not saved yet;
+    a rerun or ``hailuo work`` fetches it. ``unsent``: refused before any task was made, and
+    not for its own fault (the account refused, a 5xx past the retries): a rerun submits it.
+    ``failed``: everything else that did not succeed.
+    """
+    if outcome.ok:
+        return "succeeded"
+    if outcome.result is not None and outcome.result.ok:
+        return "not_downloaded"
+    error = outcome.error
+    if (
+        outcome.task_id is None
+        and error is not None
+        and created_nothing(error)
+        and not refuses_the_job(error)
+        and not outcome.replayed
+    ):
+        return "unsent"
+    return "failed"
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:

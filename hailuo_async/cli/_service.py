@@ -10,7 +10,8 @@ import attrs
 import click
 
 from .._client import HailuoClient
-from .._coordination import Coordination, redacted_dsn
+from .._coordination import Coordination
+from .._dsn import mask_dsn
 from .._limits import Limits
 from .._polling import PollPolicy
 from ..testing import FakeHailuoServer
@@ -23,6 +24,7 @@ __all__ = [
     "Settings",
     "common_options",
     "connect",
+    "setting_value",
     "settings_from",
     "where",
 ]
@@ -154,6 +156,12 @@ def common_options(command: _F) -> _F:
     return command
 
 
+def setting_value(ctx: click.Context, name: str) -> object:
+    """The value of one shared option (``--base-url`` ...) as given on this command line."""
+    values: dict[str, Any] = ctx.meta.get(_SETTINGS_KEY, {})
+    return values.get(name)
+
+
 def settings_from(ctx: click.Context) -> Settings:
     """The shared options of the command being run."""
     values: dict[str, Any] = ctx.meta.get(_SETTINGS_KEY, {})
@@ -236,7 +244,7 @@ async def connect(
 
 def where(coordination: Coordination) -> str:
     """The coordination database and schema, without the URL's password."""
-    return f"{redacted_dsn(coordination.dsn)} (schema {coordination.schema})"
+    return f"{mask_dsn(coordination.dsn)} (schema {coordination.schema})"
 
 
 @asynccontextmanager
@@ -259,7 +267,7 @@ async def _opened(
     from ..postgres import CoordinationError  # noqa: PLC0415
 
     def refused(exc: BaseException) -> InputError:
-        reason = " ".join(str(exc).split())  # psycopg's messages span lines
+        reason = mask_dsn(" ".join(str(exc).split()))  # psycopg's messages span lines
         return InputError(
             f"cannot coordinate limits through {where(coordination)}: {reason} (nothing was "
             "sent; check --coordination or the journal URL, or add --no-coordination)"

@@ -19,21 +19,28 @@ from rich.table import Table
 from rich.text import Text
 
 from .._coordination import coordination_from
+from .._dsn import check_not_a_dsn
+from .._exceptions import InvalidRequestError
 from .._models import JobOutcome
 from ..journal import JobState, PostgresJobStore, store_for
 from ..journal._open import is_shared_journal
-from ._display import format_duration, shown_path, summary_table
+from ._display import format_duration, not_downloaded_line, shown_path, summary_table
+from ._errors import InputError
 from ._interrupt import run_interruptibly
+from ._results import outcome_kind
 from ._service import Service, where
 
 __all__ = [
     "JournalParam",
     "WorkReport",
+    "check_batch_exists",
     "is_shared",
     "journal_label",
     "run_work",
     "show_batch_status",
 ]
+
+_MAX_BATCHES_LISTED = 20
 
 
 def is_shared(journal: Path | str | None) -> TypeGuard[str]:
@@ -54,6 +61,11 @@ class JournalParam(click.ParamType[Path | str]):
         text = str(value)
         if not text:
             self.fail("must be a file path or a postgresql:// URL", param, ctx)
+        try:
+            check_not_a_dsn(text, field="--journal")
+        except InvalidRequestError as exc:
+            # One line, exit 2, nothing made; the value itself is not shown (a password?).
+            raise InputError(f"--journal: {exc.message}") from None
         if Path(text).is_dir():
             self.fail(f"{text!r} is a directory, not a journal file", param, ctx)
         return Path(text)
@@ -68,6 +80,28 @@ def journal_label(journal: Path | str) -> str:
     return store.target
 
 
+async def check_batch_exists(journal: str, name: str) -> None:
+    """InputError (exit 2, nothing sent) when the journal holds no batch ``name``.
+
+    The message lists the batches it does hold, so a misspelt ``--name`` is one glance away.
+    """
+    async with store_for(journal, batch=name) as store:
+        assert isinstance(store, PostgresJobStore)
+        if await store.has_jobs():
+            return
+        names = await store.batches()
+    where = journal_label(journal)
+    if names:
+        listed = ", ".join(repr(batch) for batch in names[:_MAX_BATCHES_LISTED])
+        more = len(names) - _MAX_BATCHES_LISTED
+        listed += f" and {more} more" if more > 0 else ""
+        raise InputError(f"no batch {name!r} in {where}; the batches there: {listed}")
+    raise InputError(
+        f"no batch {name!r} in {where}, which holds none yet: add one with "
+        f"`hailuo batch FILE --journal URL --name {name}`"
+    )
+
+
 @attrs.define
 class WorkReport:
     """What one worker did."""
@@ -75,6 +109,8 @@ class WorkReport:
     worker_id: str
     succeeded: int = 0
     failed: int = 0
+    not_downloaded: int = 0
+    """Finished (and paid for), their video not saved: the next worker or rerun fetches it."""
     interrupted: bool = False
     elapsed: float = 0.0
 
@@ -85,6 +121,8 @@ def _outcome_line(outcome: JobOutcome) -> Text:
         where = shown_path(outcome.path) if outcome.path else "(not downloaded)"
         return Text.assemble(("✓ ", "green"), (f"{outcome.key}  ", "dim"), f"{task}  → {where}")
     reason = str(outcome.error) if outcome.error is not None else "failed"
+    if outcome_kind(outcome) == "not_downloaded":
+        return not_downloaded_line(f"{outcome.key}", task, reason)
     return Text.assemble(("✗ ", "red"), (f"{outcome.key}  ", "dim"), f"{task}  ", (reason, "red"))
 
 
@@ -125,8 +163,11 @@ async def run_work(
         async with stream as outcomes:
             async for outcome in outcomes:
                 console.print(_outcome_line(outcome), soft_wrap=True)
-                if outcome.ok:
+                kind = outcome_kind(outcome)
+                if kind == "succeeded":
                     report.succeeded += 1
+                elif kind == "not_downloaded":
+                    report.not_downloaded += 1
                 else:
                     report.failed += 1
 
@@ -147,6 +188,11 @@ def work_summary(report: WorkReport) -> Table:
             ("worker", report.worker_id),
             ("succeeded", str(report.succeeded)),
             ("failed", str(report.failed)),
+            *(
+                [("finished, not downloaded", str(report.not_downloaded))]
+                if report.not_downloaded
+                else []
+            ),
             ("elapsed", format_duration(report.elapsed)),
             ("throughput", rate),
         ],
@@ -174,6 +220,12 @@ async def show_batch_status(journal: str, name: str, console: Console) -> bool:
         progress = await store.progress()
     total = sum(progress.counts.values())
     rows = [(state.value, str(progress.counts.get(state, 0))) for state in _STATE_ORDER]
+    if progress.not_downloaded:
+        # Paid for: `hailuo work --out DIR` (or a rerun of the batch) fetches them.
+        rows.insert(
+            _STATE_ORDER.index(JobState.FINISHED) + 1,
+            ("finished, not downloaded", str(progress.not_downloaded)),
+        )
     rows += [
         ("total", str(total)),
         ("ended in the last minute", f"{progress.ended_last_minute} jobs/min"),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .._exceptions import HailuoError, SubmissionUnknownError, TaskFailedError
 from .._models import TaskResult, VideoRequest
+from .._refusals import created_nothing, refuses_the_job
 from .._retry import UnknownSubmissionPolicy
 from .._worker import LeaseClock
 from ._errors import JobConflictError, LeaseLostError
@@ -27,7 +28,9 @@ class BatchJournal:
     unjournaled one and do nothing.
 
     Give it a path or a ``postgresql://`` URL (a journal it opens and closes, see
-    :func:`store_for`) or an open :class:`JobStore`.
+    :func:`store_for`) or an open :class:`JobStore`. A SQLite journal is held for the run
+    (:meth:`SQLiteJobStore.hold`): a second run on the same file is refused before anything
+    is read or written, since it would take this run's submissions for interrupted ones.
     """
 
     def __init__(
@@ -49,6 +52,8 @@ class BatchJournal:
         self._leases = leases
         self._keyer = JobKeyer()
         self._plan = ResumePlan({})
+        # The SQLite store this run holds, between start and aclose.
+        self._running: SQLiteJobStore | None = None
         # An attribute, not a property: a batch without a journal asks it once per job.
         self.enabled = self._store is not None
         """True when the batch is journaled."""
@@ -62,15 +67,23 @@ class BatchJournal:
         self, *, retry_failed: bool, on_unknown_submission: UnknownSubmissionPolicy
     ) -> None:
         """Open the journal if it is ours and read what an earlier run left."""
-        if self._store is None:
+        store = self._store
+        if store is None:
             return
-        if isinstance(self._owned, SQLiteJobStore):
-            self._owned.path.parent.mkdir(parents=True, exist_ok=True)
-        if self._owned is not None:
-            await self._owned.open()
-        self._plan = await self._store.resume(
-            None, retry_failed=retry_failed, on_unknown_submission=on_unknown_submission
-        )
+        if isinstance(store, SQLiteJobStore):
+            # Before anything is read: resuming turns `submitting` jobs into unknown ones,
+            # and another run's are its submissions on the wire.
+            store._begin_run()
+            self._running = store
+        try:
+            if self._owned is not None:
+                await self._owned.open()
+            self._plan = await store.resume(
+                None, retry_failed=retry_failed, on_unknown_submission=on_unknown_submission
+            )
+        except BaseException:
+            await self.aclose()
+            raise
 
     @property
     def task_ids(self) -> list[str]:
@@ -86,12 +99,19 @@ class BatchJournal:
         return self._plan.entry_for(key)
 
     async def aclose(self) -> None:
-        """Write what is pending, and close the journal if it is ours."""
-        if self._owned is not None:
-            await self._owned.aclose()
+        """Write what is pending, close the journal if it is ours, end the run's hold."""
+        try:
+            if self._owned is not None:
+                await self._owned.aclose()
+        finally:
+            running, self._running = self._running, None
+            if running is not None:
+                running._end_run()
 
-    async def entry(self, request: VideoRequest, key: str | None) -> ResumeEntry:
-        """The job's key and what to do with it; a new job is recorded first."""
+    async def entry(
+        self, request: VideoRequest, key: str | None, *, record: bool = True
+    ) -> ResumeEntry:
+        """The job's key and what to do with it; a new job is recorded first (if ``record``)."""
         if self._store is None:
             return ResumeEntry(key=key or "", action=ResumeAction.SUBMIT)
         spec = self._keyer.spec(request, key)
@@ -99,7 +119,7 @@ class BatchJournal:
         if entry.record is not None and entry.record.fingerprint != spec.fingerprint:
             # The key now names another request: its journal entry is not this job's.
             raise JobConflictError([spec.key])
-        if entry.record is None:
+        if entry.record is None and record:
             await self._store.record([spec])
         return entry
 
@@ -115,20 +135,34 @@ class BatchJournal:
             await self._store.mark_submitted(key, task_id)
 
     async def submission_failed(self, key: str | None, error: HailuoError) -> None:
-        """Note a submission that failed, or whose outcome cannot be known."""
+        """Note a submission that failed, or whose outcome cannot be known.
+
+        A refusal that proves nothing was created and is not the job's own fault (the
+        account refused, a 5xx or 429 past its retries, a connection never opened) writes
+        nothing: the API layer already put the job back to ``recorded``, and a rerun
+        submits it as if new. A refusal of the job itself (:func:`refuses_the_job`) is a
+        failure, with nothing paid.
+        """
         if self._store is None or key is None:
             return
         if isinstance(error, SubmissionUnknownError):
             await self._store.mark_unknown(key, error.reason)
-        else:
+        elif refuses_the_job(error) or not created_nothing(error):
             await self._store.mark_failed(key, error)
 
-    async def ended(self, key: str | None, outcome: TaskResult | HailuoError) -> None:
+    async def ended(
+        self,
+        key: str | None,
+        outcome: TaskResult | HailuoError,
+        *,
+        hold_for: float | None = None,
+    ) -> None:
         """Note how the job's task ended.
 
         A worker of a shared batch whose lease ran out while another worker took the job over
         gets :class:`InvalidTransitionError` (for a success or a failure): the job is that
-        worker's to report.
+        worker's to report. ``hold_for``: a worker that downloads keeps a lease of that many
+        seconds on a finished job until its video is saved.
         """
         if self._store is None or key is None:
             return
@@ -141,7 +175,7 @@ class BatchJournal:
             # InvalidTransitionError if another worker took the job over meanwhile, or
             # reported it first: of two workers watching the task, one reports it.
             if outcome.ok:
-                await store.mark_finished(key, outcome, worker_id=self.worker_id)
+                await store.mark_finished(key, outcome, worker_id=self.worker_id, hold_for=hold_for)
             else:
                 await store.mark_failed(key, TaskFailedError(outcome), worker_id=self.worker_id)
         elif outcome.ok:

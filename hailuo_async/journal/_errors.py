@@ -1,10 +1,10 @@
-"""Errors of the job journal; all are HailuoError, so one ``except`` still catches everything."""
+"""Errors of the job journal; all are JournalError (a HailuoError): one ``except`` catches them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._exceptions import HailuoError
+from .._exceptions import JournalError, JournalInUseError
 
 __all__ = [
     "InvalidTransitionError",
@@ -12,15 +12,12 @@ __all__ = [
     "JournalClosedError",
     "JournalConnectionError",
     "JournalError",
+    "JournalInUseError",
     "JournalPermissionError",
     "JournalSchemaError",
     "LeaseLostError",
     "UnknownJobError",
 ]
-
-
-class JournalError(HailuoError):
-    """The journal could not read or write its records."""
 
 
 class JournalClosedError(JournalError):

@@ -102,6 +102,29 @@ def check_schema_name(schema: str) -> str:
     return schema
 
 
+# Jobs with work left that nobody holds; finished ones whose video nobody saved or holds.
+_CLAIMABLE = f"state IN ('recorded', 'submitted') AND (owner IS NULL OR lease_until <= {_NOW})"
+_UNDOWNLOADED = (
+    f"state = 'finished' AND path IS NULL AND (lease_until IS NULL OR lease_until <= {_NOW})"
+    " AND NOT key = ANY(%(tried)s::text[])"
+)
+
+
+def _lease_picked(s: str, open_jobs: str) -> str:
+    """``picked AS (...) UPDATE ...``: lease the first jobs where ``open_jobs`` holds to the
+    worker, and return them. SKIP LOCKED: claimers never wait for each other."""
+    return f"""picked AS (
+    SELECT key FROM {s}.hailuo_jobs
+    WHERE batch = %(batch)s AND {open_jobs}
+    ORDER BY idx LIMIT %(n)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {s}.hailuo_jobs AS j
+SET owner = %(worker)s, lease_until = {_NOW} + make_interval(secs => %(lease)s)
+FROM picked WHERE j.batch = %(batch)s AND j.key = picked.key
+RETURNING {_COLUMNS.replace("key, idx", "j.key, j.idx", 1)}"""  # noqa: S608
+
+
 def _transition(set_clause: str, condition: str) -> str:
     # One round trip: `moved` says whether the row changed; `before` (the snapshot the
     # statement started from) says what the job was when it did not.
@@ -137,6 +160,13 @@ class Statements:
             f"SELECT state, count(*) FROM {s}.hailuo_jobs"  # noqa: S608
             " WHERE batch = %(batch)s GROUP BY state"
         )
+        # Like counts, with the finished jobs whose video no worker has saved yet.
+        self.progress_counts = (
+            f"SELECT state, count(*), count(*) FILTER (WHERE path IS NULL)"  # noqa: S608
+            f" FROM {s}.hailuo_jobs WHERE batch = %(batch)s GROUP BY state"
+        )
+        self.has_jobs = f"SELECT EXISTS (SELECT 1 FROM {s}.hailuo_jobs WHERE batch = %(batch)s)"  # noqa: S608
+        self.batches = f"SELECT DISTINCT batch FROM {s}.hailuo_jobs ORDER BY batch"  # noqa: S608
         # Conflicts are read from the statement's snapshot; a job recorded at the same moment
         # by another worker is compared afterwards (see PostgresJobStore.record).
         self.record = f"""
@@ -206,10 +236,14 @@ FROM (SELECT 1) AS one LEFT JOIN before b ON true"""  # noqa: S608
         # With a worker, only while no other worker holds the job: one whose lease ran out
         # (stopped, or cut off) while another took the job over leaves it to that one. The
         # finisher stays the owner (with no lease): a retry after a lost connection knows
-        # its own first try by it, and a late worker knows the job was another's.
+        # its own first try by it, and a late worker knows the job was another's. A finisher
+        # about to download the video keeps a lease of %(hold)s seconds on it instead, until
+        # the video is saved (DOWNLOADED drops it): no other worker fetches it meanwhile.
         self.FINISHED = _transition(
             f"state = 'finished', result = %(result)s, error = NULL, error_type = NULL,"
-            f" error_fields = NULL, owner = %(worker)s, lease_until = NULL, finished_at = {_NOW}",
+            f" error_fields = NULL, owner = %(worker)s, finished_at = {_NOW},"
+            " lease_until = CASE WHEN %(hold)s::float8 IS NULL THEN NULL"
+            f" ELSE {_NOW} + make_interval(secs => %(hold)s::float8) END",
             "task_id = %(task_id)s AND CASE WHEN %(worker)s::text IS NULL"
             " THEN state IN ('submitted', 'finished')"
             " ELSE (state = 'submitted' AND (owner IS NULL OR owner = %(worker)s"
@@ -239,8 +273,9 @@ FROM (SELECT 1) AS one LEFT JOIN before b ON true"""  # noqa: S608
             " owner = NULL, lease_until = NULL",
             "(state = 'finished' AND path IS NULL) OR (%(replaying)s AND state = 'failed')",
         ).format(s=s)
+        # The video is saved: a lease held for its download is dropped (the owner's name stays).
         self.DOWNLOADED = _transition(
-            f"path = %(path)s, downloaded_at = {_NOW}", "state = 'finished'"
+            f"path = %(path)s, downloaded_at = {_NOW}, lease_until = NULL", "state = 'finished'"
         ).format(s=s)
         # At resume, every submission nobody holds a live lease on was interrupted.
         self.interrupted = (
@@ -258,17 +293,11 @@ WITH reaped AS (
         WHERE batch = %(batch)s AND state = 'submitting' AND lease_until <= {_NOW}
         FOR UPDATE SKIP LOCKED)
 ),
-picked AS (
-    SELECT key FROM {s}.hailuo_jobs
-    WHERE batch = %(batch)s AND state IN ('recorded', 'submitted')
-        AND (owner IS NULL OR lease_until <= {_NOW})
-    ORDER BY idx LIMIT %(n)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE {s}.hailuo_jobs AS j
-SET owner = %(worker)s, lease_until = {_NOW} + make_interval(secs => %(lease)s)
-FROM picked WHERE j.batch = %(batch)s AND j.key = picked.key
-RETURNING {_COLUMNS.replace("key, idx", "j.key, j.idx", 1)}"""  # noqa: S608
+{_lease_picked(s, _CLAIMABLE)}"""  # noqa: S608
+        # Finished jobs whose video was never saved (the download failed, or its worker died
+        # between the end and the file): leased to a worker that downloads. Their finisher's
+        # name (an owner with no lease) gives way to the downloader's.
+        self.claim_undownloaded = "WITH " + _lease_picked(s, _UNDOWNLOADED)
         self.heartbeat = (
             f"UPDATE {s}.hailuo_jobs"  # noqa: S608
             f" SET lease_until = {_NOW} + make_interval(secs => %(lease)s)"

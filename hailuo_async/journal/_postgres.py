@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import anyio
 import attrs
 
+from .._dsn import POSTGRES_SCHEMES, is_postgres_url, mask_dsn
 from .._exceptions import InvalidRequestError, TaskFailedError
 from .._models import TaskResult
 from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout, with_keepalives
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
 
 __all__ = ["POSTGRES_SCHEMES", "BatchProgress", "PostgresJobStore"]
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # A worker paused inside a transaction (SIGSTOP, a frozen VM) would hold its rows' locks for
 # ever: claims skip locked rows and writes wait on them, so no lease could hand its jobs on.
 # The server ends such a transaction after this long (milliseconds); the worker's retry,
@@ -96,6 +96,9 @@ class BatchProgress:
     """Each worker holding live leases, and how many."""
     ended_last_minute: int
     """Jobs that finished or failed in the last 60 seconds (by the database's clock)."""
+    not_downloaded: int = 0
+    """Finished jobs (paid for) whose video no worker has saved yet: ``hailuo work`` and a
+    rerun of the batch fetch them."""
 
 
 class _Session:
@@ -200,7 +203,7 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         reconnect_for: float = 30.0,
         round_trip_timeout: float = DEFAULT_ROUND_TRIP_TIMEOUT,
     ) -> None:
-        if not isinstance(dsn, str) or not dsn.startswith(POSTGRES_SCHEMES):
+        if not is_postgres_url(dsn):
             raise InvalidRequestError("dsn", "must be a postgresql:// URL")
         if not isinstance(batch, str) or not batch:
             raise InvalidRequestError("batch", "must be a non-empty string")
@@ -266,8 +269,11 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         driver = _driver()
         try:
             options = driver.conninfo.conninfo_to_dict(self._dsn)
-        except driver.ProgrammingError as exc:
-            raise JournalConnectionError(f"the journal URL is not valid: {exc}") from None
+        except driver.ProgrammingError:
+            # Not the driver's words: they may quote a piece of the URL, say its password.
+            raise JournalConnectionError(
+                f"the journal URL {self.target} is not valid (libpq cannot read it)"
+            ) from None
         options = with_keepalives(options)
         options.setdefault("application_name", "hailuo-async")
         options.setdefault("connect_timeout", max(1, round(self._connect_timeout)))
@@ -482,16 +488,28 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         await self._transition(key, "recorded", self._statements.UNSENT, {"token": token})
 
     async def mark_finished(
-        self, key: str, result: TaskResult, *, worker_id: str | None = None
+        self,
+        key: str,
+        result: TaskResult,
+        *,
+        worker_id: str | None = None,
+        hold_for: float | None = None,
     ) -> None:
         """Note the task's final result (from SUBMITTED; again from FINISHED to refresh it).
 
         With ``worker_id``, only while no other worker holds a live lease on the job, and not
         again once another finished it: a worker whose lease ran out while another took the
         job over gets :class:`InvalidTransitionError`, and leaves the job to that one to
-        report. The finished job keeps ``worker_id`` as its owner (with no lease).
+        report. The finished job keeps ``worker_id`` as its owner (with no lease; with
+        ``hold_for``, a lease of that many seconds, kept by its heartbeat until the video is
+        saved: no other worker fetches a video its finisher is downloading).
         """
-        params = {"result": dump_result(result), "task_id": result.task_id, "worker": worker_id}
+        params = {
+            "result": dump_result(result),
+            "task_id": result.task_id,
+            "worker": worker_id,
+            "hold": hold_for,
+        }
         await self._transition(key, "finished", self._statements.FINISHED, params)
 
     async def mark_failed(
@@ -573,14 +591,24 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
     async def _claim(self, worker_id: str, n: int, lease_seconds: float) -> list[JobRecord]:
         # A claim retried after a lost connection may leave leases of its first try behind;
         # they run out like any other.
+        params = {"lost": _pg_sql.LOST_WITH_LEASE}
+        return await self._lease(self._statements.claim, worker_id, n, lease_seconds, params)
+
+    async def _lease(
+        self,
+        sql: str,
+        worker_id: str,
+        n: int,
+        lease_seconds: float,
+        extra: Mapping[str, object] | None = None,
+    ) -> list[JobRecord]:
         params = {
             "batch": self._batch,
             "worker": worker_id,
             "n": n,
             "lease": float(lease_seconds),
-            "lost": _pg_sql.LOST_WITH_LEASE,
+            **(extra or {}),
         }
-        sql = self._statements.claim
 
         @_one_statement
         def apply(session: _Session) -> list[JobRecord]:
@@ -588,6 +616,19 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             return sorted(records, key=lambda record: record.index)
 
         return await self._write(apply)
+
+    async def claim_undownloaded(
+        self, worker_id: str, n: int, lease_seconds: float, *, tried: Iterable[str] = ()
+    ) -> list[JobRecord]:
+        """Lease up to ``n`` finished jobs whose video nobody saved, for a worker to fetch.
+
+        Such a job is finished and paid for: its download failed, or its worker died between
+        the end and the file. One scan of the batch's jobs: a worker asks once it has no
+        other work left. ``tried``: keys this worker tried to download already (in this run),
+        left for another worker or run.
+        """
+        sql = self._statements.claim_undownloaded
+        return await self._lease(sql, worker_id, n, lease_seconds, {"tried": list(tried)})
 
     async def heartbeat(self, worker_id: str, lease_seconds: float) -> int:
         """Extend the worker's live leases; return how many it still holds.
@@ -659,25 +700,40 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         params: dict[str, Any] = {"batch": self._batch, "window": 60.0}
 
         def read(session: _Session) -> BatchProgress:
-            counts = {
-                JobState(state): int(n) for state, n in session.fetchall(statements.counts, params)
-            }
+            rows = session.fetchall(statements.progress_counts, params)
+            counts = {JobState(state): int(n) for state, n, _ in rows}
+            not_downloaded = sum(
+                int(pathless) for state, _, pathless in rows if state == JobState.FINISHED
+            )
             workers = {
                 str(owner): int(n) for owner, n in session.fetchall(statements.live_leases, params)
             }
             row = session.fetchone(statements.finished_since, params)
-            return BatchProgress(counts, workers, 0 if row is None else int(row[0]))
+            ended = 0 if row is None else int(row[0])
+            return BatchProgress(counts, workers, ended, not_downloaded=not_downloaded)
+
+        return await self._read(read)
+
+    async def has_jobs(self) -> bool:
+        """True when the batch holds at least one job (one indexed lookup)."""
+        sql, params = self._statements.has_jobs, {"batch": self._batch}
+
+        def read(session: _Session) -> bool:
+            row = session.fetchone(sql, params)
+            return bool(row is not None and row[0])
+
+        return await self._read(read)
+
+    async def batches(self) -> list[str]:
+        """The names of every batch in the schema (a scan of the table: for error messages)."""
+        sql = self._statements.batches
+
+        def read(session: _Session) -> list[str]:
+            return [str(name) for (name,) in session.fetchall(sql, {})]
 
         return await self._read(read)
 
 
 def _describe(dsn: str, schema: str) -> str:
-    """Where the journal lives, without the password: ``postgresql://user@host:port/db``."""
-    try:
-        parts = _driver().conninfo.conninfo_to_dict(dsn)
-    except Exception:  # psycopg missing or an unreadable URL: say no more than the scheme
-        return "postgresql://(unreadable URL)"
-    user = f"{parts['user']}@" if parts.get("user") else ""
-    host = parts.get("host") or "localhost"
-    port = f":{parts['port']}" if parts.get("port") else ""
-    return f"postgresql://{user}{host}{port}/{parts.get('dbname', '')} (schema {schema})"
+    """Where the journal lives, for messages: the URL with its password masked, and the schema."""
+    return f"{mask_dsn(dsn)} (schema {schema})"

@@ -8,7 +8,9 @@ from datetime import datetime
 
 import attrs
 
+from .._refusals import refuses_the_account
 from .._retry import UnknownSubmissionPolicy
+from ._failures import error_from_record
 from ._records import JobRecord, JobState
 
 __all__ = ["ResumeAction", "ResumeEntry", "ResumePlan", "classify"]
@@ -89,10 +91,19 @@ def _action(
     if state is JobState.FINISHED:
         return ResumeAction.FINISHED
     if state is JobState.FAILED:
-        return ResumeAction.SUBMIT if retry_failed else ResumeAction.FAILED
+        return ResumeAction.SUBMIT if retry_failed or _never_sent(record) else ResumeAction.FAILED
     # SUBMITTING here means the process that wrote it is gone: the POST may have reached the
     # service, so sending it again could pay twice.
     return ResumeAction.SUBMIT if on_unknown_submission == "resubmit" else ResumeAction.UNKNOWN
+
+
+def _never_sent(record: JobRecord) -> bool:
+    """A job journaled failed because its account was refused: nothing was ever sent.
+
+    Earlier releases journaled such jobs failed; they are submitted again as if new (this
+    release leaves them recorded in the first place).
+    """
+    return record.task_id is None and refuses_the_account(error_from_record(record))
 
 
 def classify(

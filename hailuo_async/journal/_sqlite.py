@@ -22,7 +22,8 @@ from typing import Any, Literal, TypeVar
 import anyio
 
 from .._download import fsync_directory
-from .._exceptions import InvalidRequestError
+from .._exceptions import InvalidRequestError, JournalInUseError
+from .._lockfile import FileHold, hold_file
 from . import _sql as sql
 from ._committed import GroupCommittedStore, Rejected, raise_rejected
 from ._errors import (
@@ -47,6 +48,10 @@ class SQLiteJobStore(GroupCommittedStore[sqlite3.Connection]):
     store.open()`` and ``await store.aclose()``. All database work runs on a worker thread,
     one call at a time; writes are group-committed. One process per batch: a second process
     working on the same batch must go through :meth:`claim` and leases.
+
+    A batch run (``generate_many``) holds the file for its whole length (:meth:`hold`): a
+    second run on the same file, in this process or another, gets
+    :class:`~hailuo_async.JournalInUseError` naming the holder before it reads anything.
     """
 
     def __init__(
@@ -69,6 +74,10 @@ class SQLiteJobStore(GroupCommittedStore[sqlite3.Connection]):
         self._connection: sqlite3.Connection | None = None
         self._writer: GroupCommitter[sqlite3.Connection] | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        self._hold: FileHold | None = None
+        # A batch run on this store: the hold it took (None if the store was held already).
+        self._running = False
+        self._run_hold: FileHold | None = None
 
     def __repr__(self) -> str:
         return f"<SQLiteJobStore {str(self._path)!r} batch={self._batch!r}>"
@@ -77,6 +86,53 @@ class SQLiteJobStore(GroupCommittedStore[sqlite3.Connection]):
     def path(self) -> Path:
         """The database file."""
         return self._path
+
+    # -- holding the file --------------------------------------------------------------------
+
+    @property
+    def held(self) -> bool:
+        """True while this store holds its file (:meth:`hold`)."""
+        return self._hold is not None and self._hold.held
+
+    def hold(self) -> None:
+        """Hold the journal file for this store until :meth:`aclose`: no other run may.
+
+        Raises :class:`~hailuo_async.JournalInUseError`, naming the holder (host, process
+        id, since when), when another store holds it, in this process or another. The hold
+        is an operating-system lock: a killed process holds nothing (see
+        :mod:`hailuo_async._lockfile`). Calling it again while held does nothing.
+        """
+        if not self.held:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._hold = hold_file(self._path)
+
+    def _begin_run(self) -> None:
+        """A batch run starts on this store: hold the file unless held already."""
+        if self._running:
+            raise JournalInUseError(
+                str(self._path), "a batch of this process already runs on this store"
+            )
+        if not self.held:
+            self.hold()
+            self._run_hold = self._hold
+        self._running = True
+
+    def _end_run(self) -> None:
+        """The batch run ends: let the file go if the run took the hold."""
+        self._running = False
+        hold, self._run_hold = self._run_hold, None
+        if hold is not None and hold is self._hold:
+            hold.release()
+            self._hold = None
+
+    async def aclose(self) -> None:
+        """Commit writes still due, close the connection, and let the file go."""
+        try:
+            await super().aclose()
+        finally:
+            hold, self._hold = self._hold, None
+            if hold is not None:
+                hold.release()
 
     # -- lifecycle ---------------------------------------------------------------------------
 

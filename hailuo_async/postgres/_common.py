@@ -33,6 +33,7 @@ except ImportError as exc:  # the package is imported first through here (see __
         "hailuo_async.postgres needs psycopg 3: pip install 'hailuo-async[postgres]'"
     ) from exc
 
+from .._dsn import mask_dsn
 from .._exceptions import HailuoError, InvalidRequestError
 from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout, with_keepalives
 
@@ -63,8 +64,14 @@ _NOT_READY = ("starting up", "shutting down", "recovery", "not yet accepting", "
 class CoordinationError(HailuoError):
     """The PostgreSQL database that coordinates processes could not be used.
 
-    Raised before the request it guards is sent: nothing is spent when it is raised.
+    Raised before the request it guards is sent: nothing is spent when it is raised. Its
+    message never shows a database password (whatever it quotes is masked).
     """
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str):
+            args = (mask_dsn(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 def account_name(api_key: str) -> str:
@@ -215,8 +222,11 @@ class Session:
             options["application_name"] = self._application_name
             options.setdefault("connect_timeout", max(1, min(10, round(self._give_up_after))))
             connection = await psycopg.AsyncConnection.connect(**options, autocommit=True)
-        except psycopg.ProgrammingError as exc:
-            raise CoordinationError(f"connecting: bad database address ({exc})") from None
+        except psycopg.ProgrammingError:
+            # Not the driver's words: they may quote a piece of the URL, say its password.
+            raise CoordinationError(
+                "connecting: bad database address (libpq cannot read it)"
+            ) from None
         except psycopg.OperationalError as exc:
             message = str(exc)
             refused = _REFUSED in message and not any(word in message for word in _NOT_READY)

@@ -252,6 +252,12 @@ class StorageFaults:
     reject_authorization: bool = knob(
         False, None, "403 for downloads that carry an Authorization header, as presigned stores do"
     )
+    wrong_content: float = knob(
+        0.0,
+        _fraction,
+        "video URLs whose task result says video_type 'sh' and whose storage host serves a"
+        " shell script (a storage host serving something else)",
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.truncate + self.wrong_content_length > 1.0 + 1e-9:

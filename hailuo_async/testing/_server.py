@@ -17,7 +17,7 @@ from yarl import URL
 from .._client import HailuoClient
 from .._limits import Limits
 from .._polling import PollPolicy
-from ._config import FakeHailuoConfig, Provider
+from ._config import FakeHailuoConfig, Provider, StorageFaults
 from ._gateway import RESULT_PATH, SUBMIT_PATH, GatewayDialect
 from ._in_process import InProcessTransport, ServerEnd
 from ._minimax import MiniMaxDialect
@@ -179,6 +179,19 @@ class FakeHailuoServer:
         if self._url is None:
             raise RuntimeError("FakeHailuoServer is not started")
         return self._url
+
+    @property
+    def storage_faults(self) -> StorageFaults:
+        """The storage host's faults in force; set it to change them while serving.
+
+        Video URLs minted before the change keep what they were minted with (a
+        ``wrong_content`` URL serves something else until it expires).
+        """
+        return self._storage.faults
+
+    @storage_faults.setter
+    def storage_faults(self, faults: StorageFaults) -> None:
+        self._storage.faults = faults
 
     @property
     def storage_url(self) -> str:

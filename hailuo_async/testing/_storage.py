@@ -19,6 +19,8 @@ from ._tasks import report_seconds
 __all__ = ["VideoStore", "sample_video"]
 
 _SWEEP_EVERY = 1024
+# What a storage host serving something else serves (the `wrong_content` fault): never run.
+_SCRIPT = b"#!/bin/sh\n# not a video: a storage host serving something else\nexit 1\n"
 
 
 def sample_video() -> bytes:
@@ -68,7 +70,8 @@ class VideoStore:
         profile: Profile = "documented",
     ) -> None:
         self._stats = stats
-        self._faults = faults
+        self.faults = faults
+        """The storage faults in force; replace them to change the host's behaviour mid-run."""
         self._rng = rng
         self._ttl_real = ttl_real
         self._time_scale = time_scale
@@ -77,6 +80,8 @@ class VideoStore:
         self._video = sample_video()
         # token -> (task id, monotonic expiry)
         self._urls: dict[str, tuple[str, float]] = {}
+        # Tokens minted as serving something else (the `wrong_content` fault).
+        self._hostile: set[str] = set()
         self._minted = 0
         self.base_url = ""
 
@@ -85,6 +90,7 @@ class VideoStore:
         self._minted += 1
         if self._minted % _SWEEP_EVERY == 0:
             self._urls = {t: v for t, v in self._urls.items() if v[1] > now}
+            self._hostile &= self._urls.keys()
         token = secrets.token_urlsafe(24)
         expires_at = now + self._ttl_real
         self._urls[token] = (task_id, expires_at)
@@ -94,12 +100,18 @@ class VideoStore:
         """A fresh `videos[]` entry for a succeeded task, valid for the TTL from `now`."""
         token, expires_wall = self._presign(task_id, now)
         if self._profile == "captured":
-            return _captured_video(self.base_url, token, now + self._wall_offset, expires_wall)
-        return {
-            "video_url": f"{self.base_url}/videos/{token}.mp4?expires={expires_wall}",
-            "video_url_ttl": report_seconds(self._ttl_real, self._time_scale),
-            "video_type": "mp4",
-        }
+            video = _captured_video(self.base_url, token, now + self._wall_offset, expires_wall)
+        else:
+            video = {
+                "video_url": f"{self.base_url}/videos/{token}.mp4?expires={expires_wall}",
+                "video_url_ttl": report_seconds(self._ttl_real, self._time_scale),
+                "video_type": "mp4",
+            }
+        if self.faults.wrong_content and self._rng.random() < self.faults.wrong_content:
+            bump(self._stats.storage_faults_injected, "wrong_content")
+            self._hostile.add(token)
+            video["video_type"] = "sh"
+        return video
 
     def download_url(self, task_id: str, now: float) -> str:
         """A fresh presigned URL for the task's video, in the style of MiniMax's object store."""
@@ -131,7 +143,7 @@ class VideoStore:
         authorization = request.headers.get("Authorization")
         if authorization is not None:
             stats.storage_authorization_headers.append(authorization)
-            if self._faults.reject_authorization:
+            if self.faults.reject_authorization:
                 stats.storage_denied += 1
                 return _s3_error("AccessDenied", "Only one auth mechanism allowed")
         name = request.match_info["name"]
@@ -148,8 +160,11 @@ class VideoStore:
         return await self._serve(request)
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
+        token = request.match_info["name"].removesuffix(".mp4")
+        if token in self._hostile:
+            return web.Response(body=_SCRIPT, content_type="text/x-sh")
         video = self._video
-        faults = self._faults
+        faults = self.faults
         point = self._rng.random()
         if point < faults.truncate:
             bump(self._stats.storage_faults_injected, "truncate")

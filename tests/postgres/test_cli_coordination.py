@@ -183,12 +183,24 @@ async def _outputs(process: Process) -> tuple[int, str, str]:
     return await process.wait(), out.decode(), err.decode()
 
 
+@pytest.mark.parametrize(
+    ("nowhere", "shown"),
+    [
+        (
+            "postgresql://postgres:secret@127.0.0.1:1/test",
+            "postgresql://postgres:***@127.0.0.1:1/test",
+        ),
+        (
+            "postgresql://postgres@127.0.0.1:1/test?password=secret",
+            "postgresql://postgres@127.0.0.1:1/test?password=***",
+        ),
+    ],
+)
 async def test_a_wrong_coordination_url_is_one_line_and_exit_2(
-    pg_schema: str, tmp_path: Path
+    pg_schema: str, tmp_path: Path, nowhere: str, shown: str
 ) -> None:
     """A database that cannot be reached: one line, exit 2, no request sent, no job claimed."""
     await add_jobs(DSN, pg_schema, BATCH, ["an owl"])
-    nowhere = "postgresql://postgres:secret@127.0.0.1:1/test"
     async with fake() as server:
         async with _worker(
             server, pg_schema, "w", tmp_path, extra=["--coordination", nowhere]
@@ -199,9 +211,7 @@ async def test_a_wrong_coordination_url_is_one_line_and_exit_2(
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith(
-        "error: cannot coordinate limits through postgresql://postgres:***@127.0.0.1:1/test"
-    )
+    assert lines[0].startswith(f"error: cannot coordinate limits through {shown}")
     assert "secret" not in err
     assert stats.submission_attempts == 0
     assert stats.polls_total == 0

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.anyio
 REPO = Path(__file__).resolve().parents[2]
 SCALE = 0.05
 START_TIMEOUT = 60.0
+APP_TOKEN = "two-workers-app-token"
 
 
 def free_port() -> int:
@@ -81,6 +82,7 @@ def app_env(server: FakeHailuoServer, coordination: str, webhook_url: str) -> di
         HAILUO_WEBHOOK_URL=webhook_url,
         # Every worker behind the webhook URL must know its secret (docs: FastAPI recipe).
         HAILUO_WEBHOOK_SECRET="shared-secret-of-the-two-workers",
+        VIDEO_APP_TOKEN=APP_TOKEN,
     )
     return env
 
@@ -97,7 +99,9 @@ async def test_webhook_on_worker_b_ends_the_stream_on_worker_a(
         async with (
             worker(port_a, env, tmp_path / "a.log"),
             worker(port_b, env, tmp_path / "b.log"),
-            aiohttp.ClientSession(f"http://127.0.0.1:{port_a}") as worker_a,
+            aiohttp.ClientSession(
+                f"http://127.0.0.1:{port_a}", headers={"Authorization": f"Bearer {APP_TOKEN}"}
+            ) as worker_a,
         ):
             async with worker_a.post("/videos", json={"prompt": "a fox in the snow"}) as answer:
                 assert answer.status == 202, await answer.text()
@@ -120,5 +124,6 @@ async def test_webhook_on_worker_b_ends_the_stream_on_worker_a(
     assert last["task_id"] == task_id
     assert last["status"] == "TASK_STATUS_SUCCEED"
     assert stats.webhooks_sent == 1  # to B: A never received a webhook
-    # A's stream read the task once, and A confirmed B's webhook with one GET; B fetched nothing.
-    assert stats.polls_by_task == {task_id: 2}
+    # A confirmed B's webhook with one GET (its stream answers from its watcher); B fetched
+    # nothing.
+    assert stats.polls_by_task == {task_id: 1}

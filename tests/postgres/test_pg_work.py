@@ -202,12 +202,17 @@ class _HeldFinish(PostgresJobStore):
         self.go_on = anyio.Event()
 
     async def mark_finished(
-        self, key: str, result: TaskResult, *, worker_id: str | None = None
+        self,
+        key: str,
+        result: TaskResult,
+        *,
+        worker_id: str | None = None,
+        hold_for: float | None = None,
     ) -> None:
         """Tell the test the write started, wait for its go, then write."""
         self.writing.set()
         await self.go_on.wait()
-        await super().mark_finished(key, result, worker_id=worker_id)
+        await super().mark_finished(key, result, worker_id=worker_id, hold_for=hold_for)
 
 
 async def test_a_job_claimed_back_while_ending_is_reported_once(pg_schema: str) -> None:
