@@ -43,7 +43,7 @@ from ._push import WebhookConfirmer, WebhookEvent, parse_webhook
 from ._retry import RetryPolicy, UnknownSubmissionPolicy
 from ._state import SharedState
 from ._task_ids import check_task_id
-from ._transport import HTTPTransport, Timeouts, Transport
+from ._transport import HTTPTransport, TCPTransport, Timeouts, Transport
 from ._watcher import EventCallback, TaskWatcher, change_between
 from ._worker import WorkerSettings
 from .journal import JobStore, PostgresJobStore
@@ -139,11 +139,13 @@ class HailuoClient:
             )
             state = self._coordinator.state
         self._state = state or SharedState.in_memory(self.limits, retry=self.retry_policy)
+        self.transport: HTTPTransport = transport or TCPTransport()
+        """Where the client's connections come from (see :class:`HTTPTransport`)."""
         self._transport = Transport(
             timeouts=self.timeouts,
             max_connections=self.limits.max_in_flight,
             max_response_bytes=max_response_bytes,
-            connections=transport,
+            connections=self.transport,
         )
         self._api = HailuoAPI(
             api_key=api_key,
@@ -567,6 +569,7 @@ class HailuoClient:
             source,
             dest,
             addresses=self._storage_addresses,
+            transport=self.transport,
             task_id=task_id,
             refresh=self.get_task,
             progress=progress,

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import aiohttp
 import attrs
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from ._exceptions import APIConnectionError, APIResponseValidationError, APITimeoutError
@@ -66,23 +67,31 @@ class Timeouts:
 class HTTPTransport(Protocol):
     """Where the client's connections come from: what ``HailuoClient(transport=...)`` takes.
 
-    The client asks for one connection pool each time it opens its HTTP session, and sends
-    through it both its API requests (the only ones that carry the key) and its downloads
-    from the storage host. :class:`TCPTransport` (the default) opens TCP connections;
+    The client asks for a connection pool when it opens its HTTP session (for the API's
+    requests, the only ones that carry the key) and for each download (for the storage
+    host). :class:`TCPTransport` (the default) opens TCP connections;
     ``FakeHailuoServer.transport()`` reaches the fake service in memory, with no socket.
     """
 
-    def connector(self, *, limit: int) -> aiohttp.BaseConnector:
-        """A new aiohttp connector holding at most ``limit`` connections (0: no limit)."""
+    def connector(
+        self, *, limit: int, resolver: AbstractResolver | None = None
+    ) -> aiohttp.BaseConnector:
+        """A new aiohttp connector holding at most ``limit`` connections (0: no limit).
+
+        A transport that looks host names up must do so with ``resolver`` when one is given:
+        it is how a download refuses a storage host on an address it must not reach.
+        """
         ...
 
 
 class TCPTransport:
     """TCP connections (TLS for https), as aiohttp's :class:`~aiohttp.TCPConnector` opens them."""
 
-    def connector(self, *, limit: int) -> aiohttp.BaseConnector:
+    def connector(
+        self, *, limit: int, resolver: AbstractResolver | None = None
+    ) -> aiohttp.BaseConnector:
         """A new connection pool of at most ``limit`` connections, any number per host."""
-        return aiohttp.TCPConnector(limit=limit, limit_per_host=0)
+        return aiohttp.TCPConnector(limit=limit, limit_per_host=0, resolver=resolver)
 
     def __repr__(self) -> str:
         return "TCPTransport()"

@@ -737,6 +737,8 @@ async def test_whether_the_api_is_on_a_private_address() -> None:
     assert not await is_private_host("api.example", resolve=_stub({"api.example": ["8.8.8.8"]}))
     mixed = _stub({"mixed.example": ["10.0.0.5", "8.8.8.8"]})
     assert not await is_private_host("mixed.example", resolve=mixed)
+    # A name that never resolves is not looked up: the stub would say private.
+    assert not await is_private_host("a.invalid", resolve=_stub({"a.invalid": ["10.0.0.5"]}))
 
 
 async def test_a_download_that_trickles_ends_at_its_deadline(

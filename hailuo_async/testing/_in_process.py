@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.tracing import Trace
@@ -195,8 +196,14 @@ class InProcessTransport:
     def __init__(self, hosts: Mapping[tuple[str, int], ServerEnd]) -> None:
         self._hosts = dict(hosts)
 
-    def connector(self, *, limit: int) -> aiohttp.BaseConnector:
-        """A new connection pool of at most ``limit`` connections (0: no limit)."""
+    def connector(
+        self, *, limit: int, resolver: AbstractResolver | None = None
+    ) -> aiohttp.BaseConnector:
+        """A new connection pool of at most ``limit`` connections (0: no limit).
+
+        ``resolver`` is not asked: no host name is looked up, and only the servers given
+        are reached.
+        """
         return _InProcessConnector(self._hosts, limit=limit)
 
     def __repr__(self) -> str:

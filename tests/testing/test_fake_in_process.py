@@ -40,12 +40,12 @@ NO_WAIT = RetryPolicy(initial_delay=0.001, max_delay=0.001)
 
 @pytest.fixture
 def no_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to open or serve a TCP connection fails the test."""
+    """Any attempt to open or serve a TCP connection, or to look a host name up, fails the test."""
 
     async def refused(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a socket was opened")
+        raise AssertionError("a socket was opened, or a name looked up")
 
-    for method in ("create_connection", "create_server", "sock_connect"):
+    for method in ("create_connection", "create_server", "sock_connect", "getaddrinfo"):
         monkeypatch.setattr(asyncio.BaseEventLoop, method, refused)
 
 
