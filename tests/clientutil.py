@@ -55,13 +55,15 @@ def client_for(url: str, *, api_key: str, **kwargs: Any) -> HailuoClient:
 def fake_client(
     server: FakeHailuoServer, api_key: str | None = None, **kwargs: Any
 ) -> HailuoClient:
-    """A ``client_for`` the fake (its key unless ``api_key``), policies scaled to its time scale."""
+    """A ``client_for`` the fake (its key unless ``api_key``), policies scaled to its time scale,
+    through its transport when it serves in-process."""
     scale = server.config.time_scale
     # Limits' fields may be given as keywords: they join the scaled rate window.
     limit_fields = {name: kwargs.pop(name) for name in LIMIT_FIELDS if name in kwargs}
     options: dict[str, Any] = {
         "poll_policy": PollPolicy().scaled(scale),
         "limits": Limits(rate_window=60 * scale, **limit_fields),
+        **({"transport": server.transport()} if server.in_process else {}),
         **kwargs,
     }
     return client_for(server.url, api_key=api_key or server.api_key, **options)

@@ -7,9 +7,13 @@ naming its tests, ``-n N`` (``-n 0``: one process) or ``-p no:xdist`` decides fo
 """
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from pgutil import fresh_schema
+
+from hailuo_async.testing import FakeHailuoServer
+from hailuo_async.testing.pytest_plugin import FAST_DEFAULTS, FakeHailuoFactory
 
 # The reliability suite's --soak option and its figures, printed at the end of every run.
 pytest_plugins = ["reliability.plugin"]
@@ -61,6 +65,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def anyio_backend() -> str:
     """Run anyio tests on asyncio only: aiohttp has no other backend."""
     return "asyncio"
+
+
+@pytest.fixture
+def fake_hailuo_factory() -> FakeHailuoFactory:
+    """The plugin's factory, serving in-process (no socket) unless a test asks for ports.
+
+    ``fake_hailuo`` and ``fake_minimax`` are made with it. A test whose subject is a socket
+    (another process, a port, a client other than aiohttp) asks ``in_process=False``.
+    """
+
+    def factory(**knobs: Any) -> FakeHailuoServer:
+        return FakeHailuoServer(**{**FAST_DEFAULTS, "in_process": True, **knobs})
+
+    return factory
 
 
 @pytest.fixture

@@ -69,7 +69,8 @@ async def test_key_and_base_url_come_from_the_environment(
     """HAILUO_API_KEY and HAILUO_BASE_URL configure a client made without arguments."""
     monkeypatch.setenv("HAILUO_API_KEY", fake_hailuo.api_key)
     monkeypatch.setenv("HAILUO_BASE_URL", fake_hailuo.url + "/")
-    async with HailuoClient(retry_policy=FAST_RETRY) as client:
+    transport = fake_hailuo.transport()
+    async with HailuoClient(retry_policy=FAST_RETRY, transport=transport) as client:
         assert client.base_url == fake_hailuo.url
         task_id = await client.submit(REQUEST)
     assert fake_hailuo.task_ids == [task_id]

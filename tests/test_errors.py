@@ -241,7 +241,7 @@ async def test_a_2xx_that_is_not_json_is_a_validation_error() -> None:
 
 async def test_a_wrong_key_is_an_authentication_error(fake_hailuo: FakeHailuoServer) -> None:
     """The fake's 401 for a wrong key is an AuthenticationError on submit and on poll."""
-    async with client_for(fake_hailuo.url, api_key="not-the-key", max_retries=3) as client:
+    async with base_fake_client(fake_hailuo, api_key="not-the-key", max_retries=3) as client:
         with pytest.raises(AuthenticationError) as submitted:
             await client.submit(REQUEST)
         with pytest.raises(AuthenticationError):
