@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -15,11 +16,14 @@ from hailuo_async import (
     AuthenticationError,
     HailuoClient,
     InvalidRequestError,
+    JobStream,
+    Limits,
+    RequestKind,
+    SharedState,
+    TaskEvent,
     TaskFailedError,
     VideoRequest,
 )
-from hailuo_async._batch import JobStream
-from hailuo_async._limits import RequestKind
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 
 pytestmark = pytest.mark.anyio
@@ -328,3 +332,55 @@ async def _after_first_outcome_waits(
     while stream().counts.succeeded < 1:  # noqa: ASYNC110 - the batch has no event for it
         await anyio.sleep(0.01)
     yield second
+
+
+async def test_a_batch_under_its_own_limit_does_not_teach_the_client() -> None:
+    """Submit 429s in a batch with max_active_jobs leave the client's learnt limit alone."""
+    state = SharedState.in_memory(Limits(rate_window=60 * SCALE))
+    async with FakeHailuoServer(
+        time_scale=SCALE, seed=3, job_duration=Uniform(20, 40), max_active_tasks=2
+    ) as server:
+        async with make_client(server, state=state) as client:
+            before = state.active_jobs.value
+            async with client.generate_many(prompts(8), max_active_jobs=8) as outcomes:
+                results = [o async for o in outcomes]
+    assert all(o.ok for o in results)
+    assert server.stats.rate_limited.get("active_cap", 0) > 0
+    assert state.active_jobs.value == before
+
+
+async def test_a_failing_event_callback_loses_no_job(caplog: pytest.LogCaptureFixture) -> None:
+    """An on_event callback that raises is logged with the task id; the batch goes on."""
+
+    def explode(event: TaskEvent) -> None:
+        raise RuntimeError("callback bug")
+
+    caplog.set_level(logging.ERROR, logger="hailuo_async")
+    async with FakeHailuoServer(time_scale=SCALE, seed=3, job_duration=Fixed(20)) as server:
+        async with make_client(server) as client:
+            async with client.generate_many(prompts(5), on_event=explode) as outcomes:
+                results = [o async for o in outcomes]
+    assert sorted(o.index for o in results) == list(range(5))
+    assert all(o.ok for o in results)
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert all(o.task_id in logged for o in results if o.task_id)
+
+
+async def test_a_batch_exposes_events_and_poll_counts_not_its_watcher() -> None:
+    """Callers read a batch's events and counts; its watcher is not public."""
+    async with FakeHailuoServer(time_scale=SCALE, seed=3, job_duration=Fixed(20)) as server:
+        async with make_client(server) as client:
+            async with client.generate_many(prompts(4)) as outcomes:
+                with outcomes.events() as events:
+                    results = [o async for o in outcomes]
+                    seen = []
+                    while True:
+                        try:
+                            seen.append(events.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                counts = outcomes.counts
+    assert not hasattr(outcomes, "watcher")
+    assert len(results) == 4
+    assert {e.task_id for e in seen if e.kind == "done"} == {o.task_id for o in results}
+    assert counts.polls >= 4

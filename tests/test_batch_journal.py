@@ -15,7 +15,7 @@ from hailuo_async import (
     VideoRequest,
 )
 from hailuo_async.journal import JobKeyer, JobState, SQLiteJobStore
-from hailuo_async.testing import FakeHailuoServer, Uniform, sample_video
+from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform, sample_video
 
 pytestmark = pytest.mark.anyio
 
@@ -155,3 +155,22 @@ async def test_keys_name_jobs_across_runs(server: FakeHailuoServer, tmp_path: Pa
     assert first == second
     assert set(first) == {"k0", "k1", "k2", "k3"}
     assert server.stats.submissions_accepted == 4
+
+
+async def test_a_job_leased_by_another_worker_is_skipped_not_failed(tmp_path: Path) -> None:
+    """A job another worker holds is skipped (counted), not reported as failed."""
+    store = SQLiteJobStore(tmp_path / "leased.sqlite")
+    await store.open()
+    requests = list(prompts(3))
+    await store.record([JobKeyer().spec(requests[0], None)])
+    assert len(await store.claim("other-worker", 1, lease_seconds=3600)) == 1
+    async with FakeHailuoServer(time_scale=SCALE, seed=3, job_duration=Fixed(20)) as server:
+        async with make_client(server) as client:
+            async with client.generate_many(requests, journal=store) as outcomes:
+                results = [o async for o in outcomes]
+                counts = outcomes.counts
+    await store.aclose()
+    assert sorted(o.index for o in results) == [1, 2]
+    assert all(o.ok for o in results)
+    assert counts.skipped == 1
+    assert server.stats.submissions_accepted == 2

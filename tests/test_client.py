@@ -596,3 +596,19 @@ async def test_submit_sends_json_with_bearer_auth() -> None:
     assert headers["Content-Type"].startswith("application/json")
     assert body == REQUEST.to_payload()
     assert json.loads(json.dumps(body)) == body
+
+
+async def test_wait_returns_a_result_that_ended_before_the_deadline() -> None:
+    """A deadline that falls during on_progress does not hide a task that had ended."""
+
+    async def handler(request: web.Request) -> web.Response:
+        body = {"task": {"task_id": "t-1", "status": "TASK_STATUS_FAILED", "reason": "nsfw"}}
+        return web.json_response(body)
+
+    async def slow_progress(result: TaskResult) -> None:
+        await anyio.sleep(1.0)
+
+    async with serve(handler) as url, client_for(url) as client:
+        with pytest.raises(TaskFailedError) as info:
+            await client.wait("t-1", timeout=0.1, on_progress=slow_progress)
+    assert info.value.result.is_done
