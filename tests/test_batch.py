@@ -48,7 +48,9 @@ def peak_active(server: FakeHailuoServer) -> int:
 @pytest.fixture
 async def server() -> AsyncIterator[FakeHailuoServer]:
     """A fake whose jobs take 30 to 90 service seconds (0.3 to 0.9 s)."""
-    async with FakeHailuoServer(time_scale=SCALE, seed=3, job_duration=Uniform(30, 90)) as fake:
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=3, job_duration=Uniform(30, 90)
+    ) as fake:
         yield fake
 
 
@@ -97,6 +99,7 @@ async def test_active_job_limit_is_never_exceeded(server: FakeHailuoServer) -> N
 async def test_given_limits_meet_no_429() -> None:
     """With the account's limits given, a batch never meets a 429."""
     async with FakeHailuoServer(
+        in_process=True,
         time_scale=SCALE,
         seed=5,
         job_duration=Uniform(20, 40),
@@ -113,6 +116,7 @@ async def test_given_limits_meet_no_429() -> None:
 async def test_discovered_active_limit_settles() -> None:
     """Without the limit given, the batch finds the service's cap and stays under it."""
     async with FakeHailuoServer(
+        in_process=True,
         time_scale=SCALE,
         seed=5,
         job_duration=Uniform(20, 40),
@@ -132,6 +136,7 @@ async def test_a_429_pauses_the_whole_client() -> None:
     left: list[float] = []  # when each request left the limiter for the wire
     pauses: list[tuple[float, float]] = []  # (start, end) of each pause a 429 set
     async with FakeHailuoServer(
+        in_process=True,
         time_scale=SCALE,
         seed=2,
         job_duration=Fixed(30),
@@ -167,7 +172,7 @@ async def test_a_429_pauses_the_whole_client() -> None:
 async def test_a_failed_job_does_not_stop_the_batch() -> None:
     """Failed jobs come out as outcomes with TaskFailedError and the rest carry on."""
     async with FakeHailuoServer(
-        time_scale=SCALE, seed=11, job_duration=Uniform(20, 40), failure_rate=0.3
+        in_process=True, time_scale=SCALE, seed=11, job_duration=Uniform(20, 40), failure_rate=0.3
     ) as server:
         async with make_client(server) as client:
             async with client.generate_many(prompts(30), max_active_jobs=10) as outcomes:
@@ -288,7 +293,9 @@ async def test_a_wrong_key_stops_the_submissions_and_every_job_comes_out_unsent(
     server: FakeHailuoServer,
 ) -> None:
     """A wrong API key stops the submissions at the first refusals; each job comes out unsent."""
-    async with HailuoClient("wrong", base_url=server.url, max_retries=0) as client:
+    async with HailuoClient(
+        "wrong", base_url=server.url, transport=server.transport(), max_retries=0
+    ) as client:
         async with client.generate_many(prompts(100), max_active_jobs=4) as outcomes:
             seen = [outcome async for outcome in outcomes]
     assert len(seen) == 100
@@ -310,7 +317,9 @@ async def test_a_failed_submission_waiting_for_room_is_yielded_before_the_stream
     small = VideoRequest(prompt="B: a short prompt")
     refused = VideoRequest(prompt="A: " + "too long for the fake's body limit " * 40)
     async with (
-        FakeHailuoServer(time_scale=SCALE, job_duration=Fixed(10), max_body_bytes=1024) as fake,
+        FakeHailuoServer(
+            in_process=True, time_scale=SCALE, job_duration=Fixed(10), max_body_bytes=1024
+        ) as fake,
         make_client(fake) as client,
     ):
         stream = client.generate_many(_after_first_outcome_waits(small, refused, lambda: stream))
@@ -338,7 +347,7 @@ async def test_a_batch_under_its_own_limit_does_not_teach_the_client() -> None:
     """Submit 429s in a batch with max_active_jobs leave the client's learnt limit alone."""
     state = SharedState.in_memory(Limits(rate_window=60 * SCALE))
     async with FakeHailuoServer(
-        time_scale=SCALE, seed=3, job_duration=Uniform(20, 40), max_active_tasks=2
+        in_process=True, time_scale=SCALE, seed=3, job_duration=Uniform(20, 40), max_active_tasks=2
     ) as server:
         async with make_client(server, state=state) as client:
             before = state.active_jobs.value
@@ -356,7 +365,9 @@ async def test_a_failing_event_callback_loses_no_job(caplog: pytest.LogCaptureFi
         raise RuntimeError("callback bug")
 
     caplog.set_level(logging.ERROR, logger="hailuo_async")
-    async with FakeHailuoServer(time_scale=SCALE, seed=3, job_duration=Fixed(20)) as server:
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=3, job_duration=Fixed(20)
+    ) as server:
         async with make_client(server) as client:
             async with client.generate_many(prompts(5), on_event=explode) as outcomes:
                 results = [o async for o in outcomes]
@@ -368,7 +379,9 @@ async def test_a_failing_event_callback_loses_no_job(caplog: pytest.LogCaptureFi
 
 async def test_a_batch_exposes_events_and_poll_counts_not_its_watcher() -> None:
     """Callers read a batch's events and counts; its watcher is not public."""
-    async with FakeHailuoServer(time_scale=SCALE, seed=3, job_duration=Fixed(20)) as server:
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=3, job_duration=Fixed(20)
+    ) as server:
         async with make_client(server) as client:
             async with client.generate_many(prompts(4)) as outcomes:
                 with outcomes.events() as events:

@@ -1,4 +1,4 @@
-"""HailuoClient against the fake service (and tiny aiohttp apps) over real sockets."""
+"""HailuoClient against the fake service (in-process) and tiny aiohttp apps (on loopback ports)."""
 
 from __future__ import annotations
 

@@ -114,6 +114,7 @@ async def test_a_short_budget_bound_batch_meets_no_rate_limit() -> None:
     later, and the fake's window (sliding, every request counted) never refuses one."""
     rpm, cap, jobs = 60, 5, 40
     async with FakeHailuoServer(
+        in_process=True,
         time_scale=0.01,
         seed=2,
         job_duration=Fixed(2.0),

@@ -38,7 +38,7 @@ KEY = "test-key"
 async def server() -> AsyncIterator[FakeHailuoServer]:
     """A fake whose jobs take 30 to 60 service seconds (0.3 to 0.6 s)."""
     async with FakeHailuoServer(
-        time_scale=SCALE, seed=7, job_duration=Uniform(30, 60), eta_error=0.2
+        in_process=True, time_scale=SCALE, seed=7, job_duration=Uniform(30, 60), eta_error=0.2
     ) as fake:
         yield fake
 
@@ -69,7 +69,7 @@ async def test_yields_each_result_once_when_it_ends(server: FakeHailuoServer) ->
 async def test_results_come_in_completion_order() -> None:
     """A job that ends sooner is yielded sooner, whatever order the ids were given in."""
     async with FakeHailuoServer(
-        time_scale=SCALE, seed=1, job_duration=Fixed(100), eta_error=0.05
+        in_process=True, time_scale=SCALE, seed=1, job_duration=Fixed(100), eta_error=0.05
     ) as server:
         async with make_client(server) as client:
             ids = []
@@ -129,7 +129,9 @@ async def test_authentication_failure_is_raised(server: FakeHailuoServer) -> Non
     """A wrong key cannot poll anything: the iteration raises AuthenticationError."""
     async with make_client(server) as good:
         ids = await submit_many(good, 1)
-    bad = HailuoClient("wrong-key", base_url=server.url, max_retries=0)
+    bad = HailuoClient(
+        "wrong-key", base_url=server.url, transport=server.transport(), max_retries=0
+    )
     async with bad:
         with pytest.raises(AuthenticationError):
             async with bad.watch(ids) as watcher:
