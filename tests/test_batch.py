@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
 import pytest
-from clientutil import client_tasks, make_client
+from clientutil import SCALED_RETRY, client_tasks, make_client
 
 from hailuo_async import (
     AuthenticationError,
@@ -345,7 +345,8 @@ async def _after_first_outcome_waits(
 
 async def test_a_batch_under_its_own_limit_does_not_teach_the_client() -> None:
     """Submit 429s in a batch with max_active_jobs leave the client's learnt limit alone."""
-    state = SharedState.in_memory(Limits(rate_window=60 * SCALE))
+    # The client's own state, as make_client would make it, held here to be read after.
+    state = SharedState.in_memory(Limits(rate_window=60 * SCALE), retry=SCALED_RETRY)
     async with FakeHailuoServer(
         in_process=True, time_scale=SCALE, seed=3, job_duration=Uniform(20, 40), max_active_tasks=2
     ) as server:
