@@ -41,6 +41,22 @@ Parameters, and why:
 Without either flag (and in ``python -m benchmarks.run``) both modes run, one after the
 other, so the 429s with shared limits stand beside those of the same processes with
 independent clients.
+
+Then two scenarios of the CLI as the docs run it (real ``hailuo`` processes, limits shared
+through the journal's database, the fake enforcing the account's 10 active tasks):
+
+- *joining*: the "N workers in three commands" recipe on 60 jobs. ``hailuo batch`` starts
+  alone; once it has submitted jobs, two ``hailuo work`` join the running batch. Reported:
+  each process's share of the jobs (from the journal: the folder each video was saved
+  in), the smallest share (the goal: each >= 10 %), and the seconds from a joining
+  worker's launch to its first submission (process start-up included).
+- *replaced*: three ``hailuo work`` on a batch; once a third of it has finished, one is
+  killed with SIGKILL and a new one started. Reported: jobs per service minute over the
+  ceiling, beside the same three workers with none killed. Jobs of 60 service seconds
+  (1.5 real seconds at ``time_scale`` 0.025), so the active-job cap binds (the ceiling is
+  ``ACTIVE_CAP`` jobs per service minute): the places a dead worker holds are what counts.
+
+    python -m benchmarks.bench_workers --sharing   # only these two
 """
 
 from __future__ import annotations
@@ -50,10 +66,17 @@ import asyncio
 import importlib
 import itertools
 import json
+import math
+import os
 import secrets
+import signal
+import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
@@ -136,24 +159,11 @@ def measure(workers: int, jobs: int, *, shared: bool) -> dict[str, Any]:
     """One batch worked by ``workers`` processes against a fresh fake and schema."""
     import psycopg
 
-    from hailuo_async import VideoRequest
-    from hailuo_async.journal import JobSpec, PostgresJobStore
     from hailuo_async.testing import Fixed
 
     schema = f"bench_workers_{secrets.token_hex(4)}"
-
-    async def add() -> None:
-        async with PostgresJobStore(DSN, batch=BATCH, schema=schema) as store:
-            requests = [VideoRequest(f"benchmark job {i}") for i in range(jobs)]
-            await store.record(
-                [
-                    JobSpec(key=f"j{i}", index=i, payload=r.to_payload(), fingerprint=r.fingerprint)
-                    for i, r in enumerate(requests)
-                ]
-            )
-
     try:
-        asyncio.run(add())
+        _add_jobs(schema, jobs)
         with FakeProcess(
             time_scale=TIME_SCALE,
             seed=9,
@@ -206,8 +216,256 @@ def measure(workers: int, jobs: int, *, shared: bool) -> dict[str, Any]:
     }
 
 
-def run(*, quick: bool = False, shared: bool | None = None) -> ScenarioResult:
-    """The same batch worked by 1, 2, 4 and 8 processes; with ``shared`` None, in both modes."""
+# -- the CLI's processes sharing a batch ----------------------------------------------------
+
+JOIN_JOBS = 60
+JOIN_DURATION = 40.0  # service seconds: 2 real seconds at JOIN_SCALE, six rounds of 10 places
+JOIN_SCALE = 0.05
+REPLACE_DURATION = 60.0
+REPLACE_SCALE = 0.025
+REPLACE_RPM = 600
+
+
+class _Shared:
+    """A fresh schema holding one batch, a fake enforcing the account's limits, and ``hailuo``
+    processes started against both (their output to files under ``folder``)."""
+
+    def __init__(self, folder: Path, fake: FakeProcess, scale: float) -> None:
+        self.schema = f"bench_workers_{secrets.token_hex(4)}"
+        self.journal = f"{DSN}?schema={self.schema}"
+        self.folder = folder
+        self.scale = scale
+        self.env = {**os.environ, "HAILUO_API_KEY": fake.api_key, "HAILUO_BASE_URL": fake.url}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.launched: dict[str, float] = {}
+
+    def start(self, name: str, command: str, *arguments: str) -> None:
+        """``hailuo COMMAND ARGUMENTS`` with the account's limits, saving into ``folder/name``."""
+        argv = [sys.executable, "-m", "hailuo_async.cli", command, *arguments]
+        argv += ["--journal", self.journal, "--name", BATCH, "--out", str(self.folder / name)]
+        argv += ["--rpm", str(REPLACE_RPM), "--max-active", str(ACTIVE_CAP)]
+        argv += ["--time-scale", str(self.scale)]
+        with (self.folder / f"{name}.log").open("wb") as log:
+            self.launched[name] = time.time()
+            self.processes[name] = subprocess.Popen(  # noqa: S603 (our own CLI)
+                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def query(self, statement: str, *params: object) -> list[tuple[Any, ...]]:
+        """Rows of ``statement`` ({s} is the schema's jobs table) in a fresh connection."""
+        import psycopg
+
+        with psycopg.connect(DSN, autocommit=True) as connection:
+            table = f'"{self.schema}".hailuo_jobs'
+            return connection.execute(statement.format(s=table), params).fetchall()
+
+    def count(self, state: str) -> int:
+        """Jobs of the batch in ``state`` now (0 before the table exists)."""
+        import psycopg
+
+        try:
+            return int(self.query("SELECT count(*) FROM {s} WHERE state = %s", state)[0][0])
+        except psycopg.errors.UndefinedTable:
+            return 0
+
+    def wait_all(self, timeout: float = 600.0) -> dict[str, int]:
+        """Every process's exit status, once all have ended."""
+        deadline = time.monotonic() + timeout
+        codes = {}
+        for name, process in self.processes.items():
+            codes[name] = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        return codes
+
+    def kill_all(self) -> None:
+        """Kill whatever still runs (after a failure), and drop the schema."""
+        import psycopg
+
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        with psycopg.connect(DSN, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+
+def _add_jobs(journal_schema: str, jobs: int) -> None:
+    from hailuo_async import VideoRequest
+    from hailuo_async.journal import JobSpec, PostgresJobStore
+
+    async def add() -> None:
+        async with PostgresJobStore(DSN, batch=BATCH, schema=journal_schema) as store:
+            requests = [VideoRequest(f"benchmark job {i}") for i in range(jobs)]
+            await store.record(
+                [
+                    JobSpec(key=f"j{i}", index=i, payload=r.to_payload(), fingerprint=r.fingerprint)
+                    for i, r in enumerate(requests)
+                ]
+            )
+
+    asyncio.run(add())
+
+
+def _account(*, scale: float, duration: float, seed: int) -> FakeProcess:
+    """A fake enforcing the account's limits (ACTIVE_CAP active tasks, REPLACE_RPM)."""
+    from hailuo_async.testing import Fixed
+
+    return FakeProcess(
+        time_scale=scale,
+        seed=seed,
+        job_duration=Fixed(duration),
+        max_active_tasks=ACTIVE_CAP,
+        requests_per_minute=REPLACE_RPM,
+    )
+
+
+def measure_joining() -> dict[str, Any]:
+    """`hailuo batch` alone on 60 jobs, then two `hailuo work` joining it once it runs."""
+    with tempfile.TemporaryDirectory(prefix="bench-join-") as tmp:
+        folder = Path(tmp)
+        prompts = folder / "prompts.txt"
+        prompts.write_text("".join(f"a heron, take {i}\n" for i in range(JOIN_JOBS)))
+        with _account(scale=JOIN_SCALE, duration=JOIN_DURATION, seed=25) as fake:
+            run = _Shared(folder, fake, JOIN_SCALE)
+            try:
+                run.start("batch", "batch", str(prompts))
+                deadline = time.monotonic() + 120
+                while run.count("submitted") + run.count("finished") == 0:
+                    if time.monotonic() > deadline or run.processes["batch"].poll() is not None:
+                        raise RuntimeError("hailuo batch submitted nothing")
+                    time.sleep(0.05)
+                for name in ("work-1", "work-2"):
+                    run.start(name, "work")
+                codes = run.wait_all()
+                rows = run.query(
+                    "SELECT path, extract(epoch FROM submitted_at) FROM {s} WHERE state = %s",
+                    "finished",
+                )
+                stats = fake.stats()
+            finally:
+                run.kill_all()
+    done = dict.fromkeys(run.processes, 0)
+    first: dict[str, float] = {}
+    for path, submitted in rows:
+        name = Path(path).parent.name
+        done[name] += 1
+        first[name] = min(first.get(name, math.inf), float(submitted))
+    joined = [first.get(name, math.inf) - run.launched[name] for name in ("work-1", "work-2")]
+    return {
+        "codes": codes,
+        "done": done,
+        "finished": len(rows),
+        "smallest_share": min(done.values()) / JOIN_JOBS,
+        "seconds_to_first_submission": max(joined),
+        "rate_limited": stats["rate_limited_total"],
+        "duplicates": stats["duplicate_submissions"],
+    }
+
+
+def measure_replaced(jobs: int, *, kill: bool) -> dict[str, Any]:
+    """Three `hailuo work` on ``jobs``; with ``kill``, one killed a third of the way, replaced."""
+    with tempfile.TemporaryDirectory(prefix="bench-replace-") as tmp:
+        folder = Path(tmp)
+        with _account(scale=REPLACE_SCALE, duration=REPLACE_DURATION, seed=26) as fake:
+            run = _Shared(folder, fake, REPLACE_SCALE)
+            try:
+                _add_jobs(run.schema, jobs)
+                for name in ("work-1", "work-2", "work-3"):
+                    run.start(name, "work")
+                if kill:
+                    deadline = time.monotonic() + 600
+                    while run.count("finished") < jobs // 3:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("the workers did not finish a third of the batch")
+                        time.sleep(0.05)
+                    run.processes["work-1"].send_signal(signal.SIGKILL)
+                    run.processes["work-1"].wait()
+                    run.start("work-4", "work")
+                codes = run.wait_all()
+                finished, span = run.query(
+                    "SELECT count(*) FILTER (WHERE state = %s),"
+                    " extract(epoch FROM max(finished_at) - min(submitted_at)) FROM {s}",
+                    "finished",
+                )[0]
+                stats = fake.stats()
+            finally:
+                run.kill_all()
+    ceiling = min(ACTIVE_CAP * 60.0 / REPLACE_DURATION, REPLACE_RPM / 2.0)
+    service_minutes = float(span or 0.0) / REPLACE_SCALE / 60.0
+    rate = int(finished) / service_minutes if service_minutes else float("nan")
+    return {
+        "codes": codes,
+        "finished": int(finished),
+        "jobs_per_min": rate,
+        "ratio": rate / ceiling,
+        "rate_limited": stats["rate_limited_total"],
+        "duplicates": stats["duplicate_submissions"],
+    }
+
+
+def run_sharing(*, quick: bool = False) -> tuple[dict[str, Any], list[list[object]], list[str]]:
+    """The joining and replaced scenarios: their figures, table rows and notes."""
+    jobs = 180 if quick else 360
+    figures: dict[str, Any] = {}
+    rows: list[list[object]] = []
+    join = measure_joining()
+    shares = ", ".join(f"{name} {n}" for name, n in join["done"].items())
+    figures["joining_jobs_per_process"] = join["done"]
+    figures["joining_smallest_share"] = join["smallest_share"]
+    figures["joining_seconds_to_first_submission"] = join["seconds_to_first_submission"]
+    figures["joining_429"] = join["rate_limited"]
+    figures["joining_duplicate_submissions"] = join["duplicates"]
+    rows.append(
+        [
+            "joining: batch + 2 work joining it",
+            f"{join['finished']} / {JOIN_JOBS}",
+            f"{shares}; smallest {join['smallest_share']:.0%}",
+            f"{join['seconds_to_first_submission']:.1f} s to a joiner's first submission",
+            join["rate_limited"],
+            join["duplicates"],
+        ]
+    )
+    for kill in (False, True):
+        result = measure_replaced(jobs, kill=kill)
+        prefix = "replaced" if kill else "three_workers"
+        figures[f"{prefix}_jobs_per_min"] = result["jobs_per_min"]
+        figures[f"{prefix}_jobs_per_min_vs_ceiling_ratio"] = result["ratio"]
+        figures[f"{prefix}_429"] = result["rate_limited"]
+        figures[f"{prefix}_duplicate_submissions"] = result["duplicates"]
+        rows.append(
+            [
+                "3 work, one SIGKILLed and replaced" if kill else "3 work, none killed",
+                f"{result['finished']} / {jobs}",
+                f"{result['jobs_per_min']:.2f} jobs/min",
+                f"{result['ratio']:.3f} of the ceiling",
+                result["rate_limited"],
+                result["duplicates"],
+            ]
+        )
+    notes = [
+        f"Sharing: real `hailuo` processes, `--rpm {REPLACE_RPM} --max-active {ACTIVE_CAP}`,"
+        " limits shared through the journal's database. Joining: "
+        f"{JOIN_JOBS} jobs of {JOIN_DURATION:g} service s at time_scale {JOIN_SCALE:g}; the"
+        " workers start once `hailuo batch` has submitted. Replaced: "
+        f"{jobs} jobs of {REPLACE_DURATION:g} service s at time_scale {REPLACE_SCALE:g}, ceiling"
+        f" {ACTIVE_CAP} jobs per service minute (the active-job cap binds); the kill comes"
+        " once a third has finished, and the new worker starts at once. Rate from the"
+        " journal's first submission to its last end.",
+    ]
+    return figures, rows, notes
+
+
+def sharing_table(rows: list[list[object]]) -> str:
+    """The sharing scenarios' rows as a markdown table."""
+    return markdown_table(
+        ["scenario", "finished", "jobs", "figure", "429s", "duplicate POSTs"], rows
+    )
+
+
+def run(*, quick: bool = False, shared: bool | None = None, sharing: bool = True) -> ScenarioResult:
+    """The same batch worked by 1, 2, 4 and 8 processes; with ``shared`` None, in both modes.
+
+    Then (``sharing``) the CLI's processes joining a running batch, and one killed and replaced.
+    """
     jobs = 400 if quick else 2_000
     ceiling = min(ACTIVE_CAP * 60.0 / DURATION, RPM / 2.0)
     modes = (True, False) if shared is None else (shared,)
@@ -281,7 +539,22 @@ def run(*, quick: bool = False, shared: bool | None = None) -> ScenarioResult:
         f" RPM/2) = {ceiling:g} jobs/min. Limits: {limits}. Rate from the journal's first"
         " submission to its last end (process start-up not counted).",
     ]
-    return ScenarioResult(NAME, TITLE, table, figures, notes, elapsed())
+    seconds = elapsed()
+    if sharing:
+        with timed() as sharing_elapsed:
+            more, sharing_rows, sharing_notes = run_sharing(quick=quick)
+        figures.update(more)
+        table += "\n\n" + sharing_table(sharing_rows)
+        notes += sharing_notes
+        seconds += sharing_elapsed()
+    return ScenarioResult(NAME, TITLE, table, figures, notes, seconds)
+
+
+def run_sharing_only(*, quick: bool = False) -> ScenarioResult:
+    """Only the joining and replaced scenarios."""
+    with timed() as elapsed:
+        figures, rows, notes = run_sharing(quick=quick)
+    return ScenarioResult(NAME, TITLE, sharing_table(rows), figures, notes, elapsed())
 
 
 def _mode(shared: bool) -> str:
@@ -307,11 +580,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         const=False,
         help="only independent clients, each with the account's limits / N",
     )
+    parser.add_argument(
+        "--sharing",
+        action="store_true",
+        help="only the CLI's processes: joining a running batch, one killed and replaced",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
     # Imported by the package name, so the workers sent to child processes pickle.
     module = importlib.import_module("benchmarks.bench_workers")
-    result: ScenarioResult = module.run(quick=args.quick, shared=args.shared)
+    result: ScenarioResult
+    if args.sharing:
+        result = module.run_sharing_only(quick=args.quick)
+    else:
+        result = module.run(quick=args.quick, shared=args.shared)
     print(result.render())
     if args.json:
         print(json.dumps(result.as_dict(), indent=2, default=str))

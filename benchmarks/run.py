@@ -226,6 +226,18 @@ HEADLINE: list[tuple[str, str, str, str]] = [
     ("workers", "shared_8w_429_per_1000_jobs", "429s per 1,000 jobs, 8 workers, shared", "0"),
     (
         "workers",
+        "joining_smallest_share",
+        "smallest share of 60 jobs, `hailuo batch` + 2 `hailuo work` joining it",
+        ">= 0.1",
+    ),
+    (
+        "workers",
+        "replaced_jobs_per_min_vs_ceiling_ratio",
+        "jobs/min / ceiling, 3 `hailuo work`, one killed (-9) and replaced",
+        ">= 0.85",
+    ),
+    (
+        "workers",
         "per_process_8w_jobs_per_min_vs_ceiling_ratio",
         "jobs/min / ceiling, 8 workers, independent clients (limits / N)",
         "",

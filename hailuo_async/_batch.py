@@ -43,8 +43,14 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._bookkeeping import BatchBook, BatchCounts, BatchJob, LeftRunningJob
-from ._download import sweep_partial_downloads
+from ._bookkeeping import (
+    BatchBook,
+    BatchCounts,
+    BatchJob,
+    LeftRunningJob,
+    left_running_summary,
+)
+from ._download import copy_video, sweep_partial_downloads
 from ._exceptions import (
     HailuoError,
     InvalidRequestError,
@@ -191,9 +197,19 @@ class JobStream:
 
         Each may be running (and paid for) at the service; watch them later with
         ``client.watch([job.task_id for job in outcomes.left_running])``. Empty once every
-        outcome was yielded. A journaled batch also finds them again when rerun.
+        outcome was yielded. A journaled batch also finds them again when rerun. Jobs the
+        service had ended are in :attr:`left_unread` instead.
         """
         return self._book.left_running
+
+    @property
+    def left_unread(self) -> tuple[LeftRunningJob, ...]:
+        """Jobs whose task the service had ended when the batch was left, outcome unread.
+
+        Nothing more is paid for them; ``client.watch`` on their ids gives their results
+        (a journaled batch replays them when rerun).
+        """
+        return self._book.left_unread
 
     def events(self, *, max_buffer: int = 1024) -> MemoryObjectReceiveStream[TaskEvent]:
         """A stream of the batch's task events from now on (see :meth:`TaskWatcher.events`).
@@ -242,12 +258,7 @@ class JobStream:
         await self._tasks.close()
         left = self.left_running
         if left:
-            logger.warning(
-                "left the batch with %d job(s) left running at the service, which may still"
-                " be paid for; watch them with client.watch(ids) or `hailuo watch`: %s",
-                len(left),
-                ", ".join(f"#{job.index} {job.key or '-'} {job.task_id}" for job in left),
-            )
+            logger.warning("%s", left_running_summary(left, self._journal.store))
 
     def __aiter__(self) -> JobStream:
         return self
@@ -311,7 +322,8 @@ class JobStream:
                     self._leave_unsent(job, self._refused, "none")
                 case ResumeAction.SUBMIT:
                     await self._active.acquire()
-                    if self._stopping():  # the reader left while we waited for a place
+                    # The reader left, or a fatal error came, while we waited for a place.
+                    if self._stopping() or self._fatal is not None:
                         self._active.release(submitted=False)
                         return
                     self._start_submitting(job, task_group)
@@ -454,10 +466,13 @@ class JobStream:
         store = self._shared_store()
         while self._fatal is None and self._refused is None:
             await self._active.acquire()
-            if self._stopping():
+            if self._stopping() or self._fatal is not None:
                 self._active.release(submitted=False)
                 return
-            want = min(worker.claim, 1 + max(0, self._active.value - self._active.active))
+            # The job for this place, and one for each further place this worker may take
+            # now (its fair share, with others sharing the account): a job claimed beyond
+            # them would wait here, leased, while another worker could run it.
+            want = min(worker.claim, 1 + self._active.room)
             started = time.monotonic()
             records = await store.claim(worker.worker_id, want, worker.lease)
             self.claim_latencies.append(time.monotonic() - started)
@@ -561,7 +576,8 @@ class JobStream:
         return self._closing
 
     def _watch(self, job: BatchJob, task_id: str, *, submitted_at: float | None) -> None:
-        self._book.started_running(task_id, job)
+        # submitted_at is None for a task an earlier run (or another worker) submitted.
+        self._book.started_running(task_id, job, submitted_here=submitted_at is not None)
         # A job with a webhook ends by push (client.handle_webhook); polls are its backstop.
         pushed = job.request.webhook_url is not None
         self._watcher.add(task_id, submitted_at=submitted_at, pushed=pushed)
@@ -576,11 +592,8 @@ class JobStream:
         if action is ResumeAction.FINISHED and record.result is not None:
             result = record.result
             path = Path(record.path) if record.path is not None else None
-            if path is None and self._download_to is not None:
-                # Finished and paid, its video never saved: fetched now, from a fresh URL (the
-                # one journaled may have expired, or be what failed).
-                result = await self._fresh(result)
-                path, error = await self._download(job, result)
+            if self._download_to is not None and not _saved_in(path, self._download_to):
+                path, result, error = await self._save_again(job, result, path)
             outcome = job.outcome(
                 task_id=record.task_id, result=result, error=error, path=path, replayed=True
             )
@@ -601,13 +614,13 @@ class JobStream:
         task_group = self._tasks.task_group
         while True:
             task_id, outcome = await self._watcher.next_outcome()
-            job = self._book.stopped_running(task_id)
+            job = self._book.stopped_running(task_id, ended=isinstance(outcome, TaskResult))
             self._ending.add(task_id)
             task_group.start_soon(self._finish, job, task_id, outcome)
 
     def _task_ended(self, task_id: str, outcome: TaskResult | HailuoError) -> None:
         """A watched task ended, in a batch with nothing to write or fetch for it."""
-        job = self._book.stopped_running(task_id)
+        job = self._book.stopped_running(task_id, ended=isinstance(outcome, TaskResult))
         self._hand_over_ended(job, task_id, outcome)
 
     async def _finish(self, job: BatchJob, task_id: str, outcome: TaskResult | HailuoError) -> None:
@@ -666,6 +679,28 @@ class JobStream:
             self._refused = self._refused or error
         self._hand_over(job.outcome(task_id=task_id, result=result, error=error, path=path), place)
 
+    async def _save_again(
+        self, job: BatchJob, result: TaskResult, saved: Path | None
+    ) -> tuple[Path | None, TaskResult, HailuoError | None]:
+        """A replayed job's video, into ``download_to``, and the result it came with:
+        copied from where an earlier run saved it (another folder), else downloaded from a
+        fresh URL (the one journaled may have expired, or be what failed). A shared batch's
+        worker leaves the videos other workers saved where they are, in their own folders."""
+        assert self._download_to is not None
+        if saved is not None and self._worker is not None:
+            return saved, result, None
+        if saved is None or not await anyio.Path(saved).is_file():
+            # Finished and paid, its video not on disk: fetched now.
+            result = await self._fresh(result)
+            path, error = await self._download(job, result)
+            return path, result, error
+        try:
+            path = await copy_video(saved, self._download_to)
+        except HailuoError as exc:
+            return None, result, exc
+        await self._journal.downloaded(job.key, path)
+        return path, result, None
+
     async def _download(
         self, job: BatchJob, result: TaskResult
     ) -> tuple[Path | None, HailuoError | None]:
@@ -716,6 +751,11 @@ class JobStream:
         if self._book.finished and not self._ended:
             self._ended = True
             self._wake_reader()
+
+
+def _saved_in(path: Path | None, folder: Path) -> bool:
+    """True when the video ``path`` is a file in ``folder``."""
+    return path is not None and path.parent.resolve() == folder.resolve() and path.is_file()
 
 
 def _undownloaded(record: JobRecord) -> bool:

@@ -590,6 +590,8 @@ def _coordinator(coordination: Coordination, **wiring: Any) -> PostgresCoordinat
         from .postgres._coordinator import PostgresCoordinator  # noqa: PLC0415
     except ImportError as exc:
         raise InvalidRequestError(
-            "coordination", "needs psycopg 3: pip install 'hailuo-async[postgres]'"
+            "coordination",
+            "needs psycopg 3: pip install -e '.[postgres]' in the checkout"
+            " (or 'psycopg[binary]>=3.2')",
         ) from exc
     return PostgresCoordinator(coordination, **wiring)

@@ -31,6 +31,7 @@ import ipaddress
 import os
 import re
 import secrets
+import shutil
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -60,6 +61,7 @@ __all__ = [
     "RefreshResult",
     "StorageAddresses",
     "address_problem",
+    "copy_video",
     "download_video",
     "is_folder_destination",
     "is_private_host",
@@ -366,6 +368,35 @@ def _create_temp(final: Path) -> tuple[Path, IO[bytes]]:
         except FileExistsError:
             continue
         return temp, os.fdopen(fd, "wb")
+
+
+async def copy_video(source: Path, folder: Path) -> Path:
+    """Copy a video saved earlier into ``folder``, under its own name: whole, or not at all.
+
+    As a download is saved: into a temporary file beside the copy, fsynced, then renamed.
+    Raises DownloadError when it cannot be read or written.
+    """
+    try:
+        return await anyio.to_thread.run_sync(_copy_video, source, folder)
+    except OSError as exc:
+        raise DownloadError(f"could not copy {os.fspath(source)!r}: {exc}") from exc
+
+
+def _copy_video(source: Path, folder: Path) -> Path:
+    _make_folder(folder)
+    final = folder / source.name
+    temp, file = _create_temp(final)
+    try:
+        with file, source.open("rb") as original:
+            shutil.copyfileobj(original, file, _WRITE_CHUNK)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, final)
+    except BaseException:
+        _discard(temp)
+        raise
+    fsync_directory(folder)
+    return final
 
 
 def _discard(temp: Path) -> None:

@@ -14,7 +14,8 @@ Catch :class:`HailuoError` to handle them all. The hierarchy::
     │   │   ├── RateLimitError           429
     │   │   └── InternalServerError      5xx
     │   ├── APIConnectionError       no usable answer: refused, reset, DNS, TLS ...
-    │   │   └── APITimeoutError          ... or no answer in time
+    │   │   ├── APITimeoutError          ... or no answer in time
+    │   │   └── ServiceUnreachableError  ... from a service that never answered this client
     │   └── APIResponseValidationError  an answer that is not what the API documents
     ├── SubmissionUnknownError       a submission may or may not have started a paid job
     ├── TaskFailedError              the job ended with TASK_STATUS_FAILED
@@ -62,6 +63,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ServiceUnreachableError",
     "SubmissionUnknownError",
     "TaskFailedError",
     "WaitTimeoutError",
@@ -149,6 +151,8 @@ class APIConnectionError(APIError):
 
     ``request_sent`` is False only when the request certainly never left this machine
     (for example the connection could not be opened), so a paid job cannot have started.
+    ``first_contact`` is True when the service had not answered any request of this
+    client yet (see ``RetryPolicy.unreachable_after``).
     """
 
     def __init__(
@@ -156,15 +160,26 @@ class APIConnectionError(APIError):
         message: str,
         *,
         request_sent: bool = True,
+        first_contact: bool = False,
         method: str | None = None,
         url: str | None = None,
     ) -> None:
         super().__init__(message, method=method, url=url)
         self.request_sent = request_sent
+        self.first_contact = first_contact
 
 
 class APITimeoutError(APIConnectionError):
     """No answer came back in time."""
+
+
+class ServiceUnreachableError(APIConnectionError):
+    """The service has never answered this client, and no connection to it would open.
+
+    Raised once ``RetryPolicy.unreachable_after`` seconds of tries have passed (the CLI
+    sets 2): the address is wrong, or the service is down. Nothing was sent. A batch or a
+    watcher stops at once on it: every other request would meet the same.
+    """
 
 
 class APIResponseValidationError(APIError):

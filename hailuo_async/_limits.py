@@ -124,6 +124,13 @@ class ActiveJobs(Protocol):
     def active(self) -> int:
         """Jobs holding a place now (being submitted, or submitted and unfinished)."""
 
+    @property
+    def room(self) -> int:
+        """Places that could be taken now without waiting (sizes a shared batch's claims).
+
+        A limit shared by several processes counts only this process's fair share of them.
+        """
+
     async def acquire(self) -> None:
         """Wait for a place for one more active job, and take it."""
 
@@ -511,6 +518,11 @@ class ActiveJobLimit:
     def active(self) -> int:
         """Jobs holding a place now (being submitted, or submitted and unfinished)."""
         return self._active
+
+    @property
+    def room(self) -> int:
+        """Places free now."""
+        return max(0, self._value - self._active)
 
     async def acquire(self) -> None:
         """Wait for a place for one more active job."""

@@ -16,6 +16,7 @@ from ._exceptions import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    ServiceUnreachableError,
 )
 
 __all__ = ["created_nothing", "refuses_the_account", "refuses_the_job"]
@@ -35,8 +36,20 @@ def refuses_the_account(error: BaseException) -> bool:
     not sent yet come out with this error, unsent, and a rerun once the account is put
     right submits them as if new. Sending them would only meet the same refusal, one
     request each. A refused poll counts too: the key that polls is the key that submits.
+
+    A service that never answered this client and whose address takes no connection
+    (:class:`ServiceUnreachableError`, with ``RetryPolicy.unreachable_after``) is treated
+    alike: nothing reached it, and every other job would meet the same wall.
     """
-    if isinstance(error, (AuthenticationError, PermissionDeniedError, InsufficientBalanceError)):
+    if isinstance(
+        error,
+        (
+            AuthenticationError,
+            PermissionDeniedError,
+            InsufficientBalanceError,
+            ServiceUnreachableError,
+        ),
+    ):
         return True
     # getattr: a failure replayed from a journal may lack what its class's __init__ sets.
     return isinstance(error, APIStatusError) and getattr(error, "status_code", None) == 402

@@ -110,16 +110,23 @@ class Response:
     body: bytes
 
 
-def map_transport_error(exc: BaseException, *, method: str, url: str) -> APIConnectionError:
+def map_transport_error(
+    exc: BaseException, *, method: str, url: str, first_contact: bool = False
+) -> APIConnectionError:
     """The library's error for an aiohttp or socket failure.
 
     ``request_sent`` is False only where the request cannot have reached the service: the
-    connection never opened, or opening it timed out.
+    connection never opened, or opening it timed out. ``first_contact``: the service had
+    not answered this client yet (kept on the errors of connections that never opened).
     """
     where = f"{method} {url}"
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return APITimeoutError(
-            f"timed out connecting for {where}", request_sent=False, method=method, url=url
+            f"timed out connecting for {where}",
+            request_sent=False,
+            first_contact=first_contact,
+            method=method,
+            url=url,
         )
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return APITimeoutError(f"no answer in time to {where}", method=method, url=url)
@@ -127,12 +134,17 @@ def map_transport_error(exc: BaseException, *, method: str, url: str) -> APIConn
         return APIConnectionError(
             f"could not connect for {where}: {exc.os_error.strerror or exc.os_error}",
             request_sent=False,
+            first_contact=first_contact,
             method=method,
             url=url,
         )
     if isinstance(exc, aiohttp.InvalidURL):
         return APIConnectionError(
-            f"invalid URL for {where}", request_sent=False, method=method, url=url
+            f"invalid URL for {where}",
+            request_sent=False,
+            first_contact=first_contact,
+            method=method,
+            url=url,
         )
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return APIConnectionError(
@@ -175,6 +187,8 @@ class Transport:
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+        self.answered = False
+        """True once the service has answered a request (any status)."""
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -232,6 +246,7 @@ class Transport:
                 allow_redirects=False,
             ) as response:
                 status = response.status
+                self.answered = True
                 declared = response.content_length
                 if declared is not None and declared <= self._max_response_bytes:
                     # aiohttp reads no more than a declared length: the cap holds uncounted.
@@ -245,7 +260,9 @@ class Transport:
                     body=payload,
                 )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise map_transport_error(exc, method=method, url=_shown(url)) from exc
+            raise map_transport_error(
+                exc, method=method, url=_shown(url), first_contact=not self.answered
+            ) from exc
         finally:
             if started is not None:
                 logger.debug(

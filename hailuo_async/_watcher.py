@@ -32,6 +32,7 @@ from ._exceptions import (
     JobTimeoutError,
     NotFoundError,
     PermissionDeniedError,
+    ServiceUnreachableError,
 )
 from ._models import TaskResult, TaskStatus
 from ._polling import PollPolicy, PollSchedule, PollSchedules
@@ -70,7 +71,7 @@ MAX_POLL_FAILURES = 8
 # Errors after which polling this task again cannot help.
 _PERMANENT = (NotFoundError, BadRequestError, InvalidRequestError)
 # Errors after which polling any task cannot help.
-_FATAL = (AuthenticationError, PermissionDeniedError)
+_FATAL = (AuthenticationError, PermissionDeniedError, ServiceUnreachableError)
 # Idle poll workers wait while the next poll is due within this many seconds (or the
 # policy's min_interval, if longer); they end otherwise.
 _IDLE_HORIZON = 1.0

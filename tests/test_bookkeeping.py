@@ -5,13 +5,14 @@ from __future__ import annotations
 from hailuo_async import (
     ActiveJobs,
     HailuoError,
+    LeftRunningJob,
     PushRegistry,
     RequestLimits,
     TaskResult,
     TaskStatus,
     VideoRequest,
 )
-from hailuo_async._bookkeeping import BatchBook, BatchJob
+from hailuo_async._bookkeeping import BatchBook, BatchJob, left_running_summary
 from hailuo_async._limits import ActiveJobLimit, RequestLimiter
 from hailuo_async._push import InMemoryPushRegistry
 
@@ -29,9 +30,9 @@ def test_a_batch_is_finished_only_when_read_and_idle() -> None:
     book.all_read = True
     assert not book.finished
     book.submitting -= 1
-    book.started_running("t0", job(0))
+    book.started_running("t0", job(0), submitted_here=True)
     assert not book.finished
-    assert book.stopped_running("t0") == job(0)
+    assert book.stopped_running("t0", ended=True) == job(0)
     assert book.finishing == 1
     assert not book.finished
     book.finishing -= 1
@@ -41,7 +42,7 @@ def test_a_batch_is_finished_only_when_read_and_idle() -> None:
 def test_counts_follow_the_jobs() -> None:
     """A snapshot counts running jobs, successes, failures, skips and polls."""
     book = BatchBook(read=4, skipped=1)
-    book.started_running("t1", job(1))
+    book.started_running("t1", job(1), submitted_here=True)
     book.yielded(
         job(2).outcome(task_id="t2", result=TaskResult(task_id="t2", status=TaskStatus.SUCCEED))
     )
@@ -59,3 +60,42 @@ def test_the_in_memory_parts_keep_the_protocols() -> None:
     assert limiter.max_in_flight == 2
     assert active.value == 3
     assert not push.is_wanted("t")
+
+
+def test_jobs_left_are_split_into_still_running_and_ended_unread() -> None:
+    """left_running holds the tasks that may still run; left_unread those the service ended."""
+    book = BatchBook()
+    for n in range(4):
+        book.started_running(f"t{n}", job(n), submitted_here=n != 1)
+    book.stopped_running("t1", ended=True)  # ended at the service, outcome not read
+    book.stopped_running("t2", ended=False)  # its watch timed out: it may still run
+    taken = book.stopped_running("t3", ended=True)
+    book.handed_over(taken.outcome(task_id="t3"))
+    assert [left.task_id for left in book.left_running] == ["t0", "t2"]
+    assert [left.task_id for left in book.left_unread] == ["t1"]
+
+
+def test_the_left_running_summary_is_short_whatever_is_left() -> None:
+    """250 jobs with long keys: one line under 2,000 characters, a few named, where the rest are."""
+    task_ids = [f"{n:06d}{'7' * 30}" for n in range(250)]
+    left = [LeftRunningJob(n, "k" * 300 + str(n), task_ids[n]) for n in range(250)]
+    line = left_running_summary(left, "<SQLiteJobStore 'runs/x.db' batch='b'>")
+    assert len(line) <= 2000
+    assert "\n" not in line
+    assert "250 job(s) still running" in line
+    assert "and 245 more" in line
+    assert all(task_id in line for task_id in task_ids[:5])  # named in full, never cut
+    assert "left_running" in line
+    assert "<SQLiteJobStore 'runs/x.db' batch='b'>" in line
+    assert "journal" not in left_running_summary(left[:2], None)
+
+
+def test_ended_here_counts_only_the_jobs_this_run_submitted() -> None:
+    """A task an earlier run submitted, watched to its end here, is not this run's work."""
+    book = BatchBook()
+    book.started_running("mine", job(0), submitted_here=True)
+    book.started_running("earlier", job(1), submitted_here=False)
+    book.stopped_running("earlier", ended=True)
+    assert book.counts(active_limit=4, polls=0).ended_here == 0
+    book.stopped_running("mine", ended=True)
+    assert book.counts(active_limit=4, polls=0).ended_here == 1

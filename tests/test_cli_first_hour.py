@@ -58,7 +58,7 @@ def test_fake_server_help_shows_defaults() -> None:
         timeout=60,
         check=True,
     )
-    assert "(default: 8000)" in completed.stdout
+    assert "(default: 8001)" in completed.stdout  # uvicorn keeps its 8000
     assert "(default: fake-hailuo-key)" in completed.stdout
 
 

@@ -69,6 +69,7 @@ INTENDED = {
     "PollPolicy",
     "RateLimitError",
     "RetryPolicy",
+    "ServiceUnreachableError",
     "SubmissionUnknownError",
     "TaskFailedError",
     "TaskResult",

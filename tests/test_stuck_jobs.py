@@ -152,7 +152,7 @@ async def test_breaking_out_lists_every_job_whose_outcome_was_not_yielded(
     assert sorted(job.index for job in left) == sorted(set(range(4)) - {first.index})
     for job in left:
         assert job.key == f"job-{job.index}"
-    warnings = [r for r in caplog.records if "left running" in r.getMessage()]
+    warnings = [r for r in caplog.records if "still running" in r.getMessage()]
     assert len(warnings) == 1
     assert all(job.task_id in warnings[0].getMessage() for job in left)
 
@@ -176,6 +176,28 @@ async def test_posts_landing_during_the_exit_grace_are_listed() -> None:
     assert server.stats.submissions_accepted == 2
     assert sorted(job.task_id for job in outcomes.left_running) == sorted(created)
     assert [job.key for job in outcomes.left_running] == [None, None]
+
+
+async def test_leaving_250_running_jobs_logs_one_short_summary(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """250 jobs left running: one WARNING under 2,000 characters; all 250 in left_running."""
+    async with FakeHailuoServer(time_scale=SCALE, job_duration=FOREVER, seed=7) as server:
+        async with make_client(server) as client:
+            with caplog.at_level(logging.WARNING, logger="hailuo_async"):
+                requests = [(f"job-{n}", _request(n)) for n in range(250)]
+                async with client.generate_many(requests, max_active_jobs=250) as outcomes:
+                    with anyio.fail_after(60):
+                        while outcomes.counts.running < 250:  # noqa: ASYNC110 - no event
+                            await anyio.sleep(0.01)
+        created = set(server.task_ids)
+    assert {job.task_id for job in outcomes.left_running} == created
+    assert len(created) == 250
+    assert outcomes.left_unread == ()
+    (warning,) = [r.getMessage() for r in caplog.records if "still running" in r.getMessage()]
+    assert len(warning) <= 2000
+    assert "250 job(s) still running" in warning
+    assert "left_running" in warning
 
 
 async def test_a_batch_read_to_its_end_leaves_nothing_running() -> None:

@@ -69,6 +69,7 @@ from ._service import (
 from ._work import (
     JournalParam,
     check_batch_exists,
+    check_journal,
     is_shared,
     run_work,
     show_batch_status,
@@ -440,6 +441,7 @@ def batch(
             ) from None
 
     async def work() -> int:
+        await check_journal(journal_path, name)
         with results_held(out):
             if isinstance(journal_path, str):
                 report = await run(journal_path)
@@ -601,6 +603,7 @@ def status(
         shared_journal = journal
 
         async def show() -> int:
+            await check_journal(shared_journal, name)
             await check_batch_exists(shared_journal, name)
             found = await show_batch_status(shared_journal, name, _stdout())
             return EXIT_OK if found else EXIT_FAILED
@@ -696,6 +699,7 @@ def work(
     stdout = _stdout()
 
     async def run() -> int:
+        await check_journal(shared_journal, name)
         async with connect(settings, **_limits(rpm, max_active, shared_limits)) as service:
             await check_batch_exists(shared_journal, name)  # before any request
             report = await run_work(

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from .._batch import BatchItem, JobStream
 from .._bookkeeping import LeftRunningJob
-from .._exceptions import NotFoundError
+from .._exceptions import HailuoError, NotFoundError, ServiceUnreachableError
 from .._models import JobOutcome
 from .._refusals import refuses_the_account, refuses_the_job
 from ..journal import JobKeyer, JobState, SQLiteJobStore
@@ -21,14 +21,17 @@ from ._display import (
     BatchView,
     Ticker,
     format_duration,
+    id_column,
     not_downloaded_line,
     shown_path,
     summary_table,
+    throughput,
 )
 from ._errors import describe
 from ._inputs import BatchFile, BatchJob
 from ._interrupt import run_interruptibly
 from ._results import RESULTS_NAME, ResultsFile, outcome_kind
+from ._results_page import PAGE_NAME, PageJob
 from ._service import Service
 from ._work import is_shared, journal_label
 
@@ -62,6 +65,8 @@ class BatchReport:
     """Of the jobs counted, those an earlier run had already finished and recorded."""
     interrupted: bool = False
     elapsed: float = 0.0
+    ended_here: int = 0
+    """Jobs this run submitted whose task ended (its throughput: re-watched ones left out)."""
     failures: list[Failure] = attrs.Factory(list)
     left_running: list[tuple[int, LeftRunningJob]] = attrs.Factory(list)
     """Jobs left running at the service when the batch stopped, with their line."""
@@ -70,7 +75,8 @@ class BatchReport:
     unsent: int = 0
     """Jobs not sent: refused before any task was made (the account, a 5xx past retries)."""
     refusal: str | None = None
-    """The account's refusal that stopped the submissions, if any."""
+    """Why the submissions stopped, if they did: the account refused, or the service out of
+    reach."""
     refused_jobs: int = 0
     """Of the failed jobs, those the service refused at submission: nothing was paid."""
 
@@ -192,6 +198,7 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
         finally:
             # Stopped early: these run on at the service, and the summary names them.
             report.left_running += [(jobs[job.index][0].line, job) for job in stream.left_running]
+            report.ended_here += stream.counts.ended_here
         return forgotten
 
     async def read_outcomes(
@@ -213,7 +220,7 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
                     # Refused before any task was made: nothing to record, a rerun sends it.
                     report.unsent += 1
                     if outcome.error is not None and refuses_the_account(outcome.error):
-                        report.refusal = report.refusal or describe(outcome.error)
+                        report.refusal = report.refusal or _refusal(outcome.error)
                     continue
                 record = outcome_record(job, outcome, simulated=service.simulated)
                 earlier = results.recorded(record)
@@ -235,12 +242,15 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
                     reason = str((earlier or record).get("reason") or "failed")
                     report.failures.append(Failure(job.line, outcome.task_id, reason))
 
+    page_jobs = [PageJob(job.line, job.request.prompt, job.key) for job in batch.jobs]
+
     async def body() -> None:
-        with ResultsFile(out / RESULTS_NAME) as results:
+        page_title = f"hailuo batch {batch.path.name}"
+        with ResultsFile(out / RESULTS_NAME, title=page_title, jobs=page_jobs) as results:
             jobs: list[tuple[BatchJob, str | None]] = [(job, job.key) for job in batch.jobs]
             lost: list[tuple[BatchJob, str | None]] = []
             if service.simulated and isinstance(journal, SQLiteJobStore):
-                jobs, lost = await _split_lost(batch, journal)
+                jobs, lost = await _split_lost(batch, journal, out)
             forgotten = await run_pass(results, jobs, retry=retry_failed)
             if forgotten and isinstance(journal, SQLiteJobStore):
                 # The library keeps a task it could not watch as submitted (it may still be
@@ -269,15 +279,18 @@ async def run_batch(  # noqa: PLR0915 - its passes share one report and view
 
 
 async def _split_lost(
-    batch: BatchFile, store: SQLiteJobStore
+    batch: BatchFile, store: SQLiteJobStore, out: Path
 ) -> tuple[list[tuple[BatchJob, str | None]], list[tuple[BatchJob, str | None]]]:
     """The jobs to run, and apart those whose result an earlier run's simulated service kept.
 
     Each run of --simulate starts a simulated service of its own, and its tasks and videos
-    go when it stops. A job it finished whose video was not saved yet (Ctrl-C came between
-    the two) cannot be downloaded any more, and one an earlier run found forgotten may not
-    have been submitted again before that run stopped too: both are submitted again. Every
-    job gets the key the journal knows it by, so that setting some apart renames none.
+    go when it stops. A job it finished whose video is not on disk (Ctrl-C came between the
+    two, or the file is gone; a journal of another run, real or simulated, whose videos
+    are neither where it saved them nor in ``out``) cannot be downloaded any more, and one
+    an earlier run found forgotten may not have been submitted again before that run
+    stopped too: both are submitted again. A video that is on disk elsewhere is copied into
+    ``out`` by the batch itself. Every job gets the key the journal knows it by, so that
+    setting some apart renames none.
     """
     keyer = JobKeyer()
     specs = [keyer.spec(job.request, job.key) for job in batch.jobs]
@@ -288,7 +301,7 @@ async def _split_lost(
         record = records.get(spec.key)
         if record is None or record.fingerprint != spec.fingerprint:
             kept.append((job, spec.key))  # new, or a conflict the batch reports
-        elif record.state is JobState.FINISHED and record.path is None:
+        elif record.state is JobState.FINISHED and not _video_on_disk(record.path, out):
             await store.mark_result_lost(spec.key, FORGOTTEN)
             lost.append((job, spec.key))
         elif record.state is JobState.FAILED and record.error == FORGOTTEN:
@@ -296,6 +309,14 @@ async def _split_lost(
         else:
             kept.append((job, spec.key))
     return kept, lost
+
+
+def _video_on_disk(path: str | None, out: Path) -> bool:
+    """True when a finished job's video is where it was saved, or in ``out`` by its name."""
+    if path is None:
+        return False
+    saved = Path(path)
+    return saved.is_file() or (out / saved.name).is_file()
 
 
 def summary(report: BatchReport) -> list[Table]:
@@ -314,13 +335,13 @@ def summary(report: BatchReport) -> list[Table]:
     # A shared batch's other jobs are other workers' to finish.
     if report.interrupted or (report.unfinished and not is_shared(report.journal)):
         rows.append(("not finished", str(report.unfinished)))
-    new = report.finished - report.replayed
-    per_minute = f"{new / report.elapsed * 60:.1f} jobs/min" if new and report.elapsed else "-"
+    per_minute = throughput(report.ended_here, report.elapsed)
     rows += [
         ("elapsed", format_duration(report.elapsed)),
         ("throughput", per_minute),
         ("videos", shown_path(report.out)),
         ("results", shown_path(report.results_path)),
+        ("page", shown_path(report.results_path.with_name(PAGE_NAME))),
         ("journal", journal_label(report.journal)),
     ]
     title = "Batch stopped" if report.interrupted else "Batch summary"
@@ -330,9 +351,10 @@ def summary(report: BatchReport) -> list[Table]:
     if report.failures:
         failures = Table(title="Failed jobs", title_justify="left")
         failures.add_column("line", justify="right")
-        failures.add_column("task")
+        shown = report.failures[:_MAX_FAILURES_SHOWN]
+        id_column(failures, (failure.task_id or "-" for failure in shown))
         failures.add_column("reason", overflow="fold")
-        for failure in report.failures[:_MAX_FAILURES_SHOWN]:
+        for failure in shown:
             failures.add_row(str(failure.line), failure.task_id or "-", failure.reason)
         hidden = len(report.failures) - _MAX_FAILURES_SHOWN
         if hidden > 0:
@@ -341,6 +363,13 @@ def summary(report: BatchReport) -> list[Table]:
     if report.left_running:
         tables.append(_left_running_table(report))
     return tables
+
+
+def _refusal(error: HailuoError) -> str:
+    """Why every job not sent yet was left unsent, for the end of the batch."""
+    if isinstance(error, ServiceUnreachableError):
+        return describe(error)  # "cannot reach the service: ...", with the fix
+    return f"the service refused the account: {describe(error)}"
 
 
 def next_steps(report: BatchReport, *, resume: str, note: str = "") -> list[str]:
@@ -354,7 +383,7 @@ def next_steps(report: BatchReport, *, resume: str, note: str = "") -> list[str]
     results = shown_path(report.results_path)
     steps: list[str] = []
     if report.unsent:
-        why = f"the service refused the account: {report.refusal}. " if report.refusal else ""
+        why = f"{report.refusal}. " if report.refusal else ""
         steps.append(
             f"{report.unsent} job(s) were not sent: {why}Nothing was paid for them; once "
             f"that is put right, run the same command again to submit them: "
@@ -390,8 +419,9 @@ def _left_running_table(report: BatchReport) -> Table:
         title_justify="left",
     )
     left.add_column("line", justify="right")
-    left.add_column("task")
-    for line, job in report.left_running[:_MAX_FAILURES_SHOWN]:
+    shown = report.left_running[:_MAX_FAILURES_SHOWN]
+    id_column(left, (job.task_id for _, job in shown))
+    for line, job in shown:
         left.add_row(str(line), job.task_id)
     hidden = len(report.left_running) - _MAX_FAILURES_SHOWN
     if hidden > 0:

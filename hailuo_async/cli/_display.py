@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -35,15 +35,20 @@ __all__ = [
     "add_task_row",
     "estimate_table",
     "format_duration",
+    "id_column",
     "not_downloaded_line",
     "say",
     "shown_path",
     "status_line",
     "status_text",
     "task_table",
+    "throughput",
 ]
 
 _MAX_TASK_ROWS = 8
+_READY_NOTE = (
+    "video ready: `hailuo download TASK_ID` saves it, `hailuo status --json` gives its URL"
+)
 _STATUS_STYLES = {
     TaskStatus.QUEUED: "yellow",
     TaskStatus.PROCESSING: "cyan",
@@ -108,10 +113,34 @@ def status_line(result: TaskResult) -> Text:
     return line
 
 
+def id_column(table: Table, ids: Iterable[str], header: str = "task") -> None:
+    """Add a column for task ids that are never cut: as wide as the longest of ``ids``.
+
+    A task id is copied to follow the job later: one cut with "…" is useless. At a narrow
+    width the other columns fold instead.
+    """
+    table.add_column(header, no_wrap=True, min_width=max((len(i) for i in ids), default=4))
+
+
+def _fits(table: Table, task_id: str) -> None:
+    """Widen the table's id column (its first) to hold ``task_id`` whole."""
+    column = table.columns[0]
+    column.min_width = max(column.min_width or 0, len(task_id))
+
+
+def throughput(jobs: int, elapsed: float) -> str:
+    """Jobs per minute, of the jobs this run submitted and saw end; "-" when there are none.
+
+    Jobs an earlier run submitted (watched again, or replayed from a journal) are left out:
+    counting them would make a resumed run that did no work look very fast.
+    """
+    return f"{jobs / elapsed * 60:.1f} jobs/min" if jobs and elapsed > 0 else "-"
+
+
 def task_table(title: str) -> Table:
-    """An empty table of tasks, filled by :func:`add_task_row`."""
+    """An empty table of tasks, filled by :func:`add_task_row` (task ids never cut)."""
     table = Table(title=title, title_justify="left")
-    table.add_column("task")
+    id_column(table, ())
     table.add_column("status")
     table.add_column("progress", justify="right")
     table.add_column("ETA", justify="right")
@@ -121,6 +150,7 @@ def task_table(title: str) -> Table:
 
 def add_task_row(table: Table, task_id: str, answer: TaskResult | HailuoError | str | None) -> None:
     """One task's row: its last answer, or an error (as a message), or nothing yet."""
+    _fits(table, task_id)
     if answer is None:
         table.add_row(task_id, Text("polling", "dim"), "", "", "")
         return
@@ -130,8 +160,11 @@ def add_task_row(table: Table, task_id: str, answer: TaskResult | HailuoError | 
     progress = "" if answer.progress_percent is None else f"{answer.progress_percent:.0f}%"
     eta = "" if answer.is_done or not answer.eta else format_duration(answer.eta)
     if answer.ok and answer.video is not None:
-        # A presigned URL cut or folded in a table is a broken link: say where the whole is.
-        detail = "video ready: `hailuo download`, or --json for its URL"
+        # A presigned URL cut or folded in a table is a broken link: say, once, under the
+        # table, where the whole is (a short cell keeps the row one line at 80 columns).
+        detail = "video ready"
+        table.caption = _READY_NOTE
+        table.caption_justify = "left"
     else:
         detail = answer.reason
     table.add_row(task_id, status_text(answer), progress, eta, detail)
@@ -253,17 +286,17 @@ class JobView:
 
     def __rich__(self) -> RenderableType:
         head = Text.assemble(("hailuo generate ", "bold"), (_clip(self.prompt, 60), "italic"))
+        # The task id on a line of its own: never squeezed (and cut) by the columns beside it.
+        task = Text(f"task {self.task_id}" if self.task_id else "task: not submitted yet", "dim")
         row = Table.grid(padding=(0, 1))
-        for _ in range(5):
+        for _ in range(4):
             row.add_column(no_wrap=True)
         result = self.result
-        task = Text(f"task {self.task_id}" if self.task_id else "", "dim")
         if result is None:
-            row.add_row(task, Text(self.phase, "yellow"), "", "", "")
+            row.add_row(Text(self.phase, "yellow"), "", "", "")
         else:
             progress = result.progress_percent or 0.0
             row.add_row(
-                task,
                 status_text(result),
                 ProgressBar(total=100, completed=progress, width=30),
                 Text(f"{progress:3.0f}%"),
@@ -272,7 +305,7 @@ class JobView:
         foot = Text(f"elapsed {format_duration(time.monotonic() - self.started)}", "dim")
         if result is not None and self.phase not in ("", "waiting"):
             foot.append(f"  {self.phase}...", "yellow")
-        return Group(head, row, foot)
+        return Group(head, task, row, foot)
 
 
 class BatchView:
@@ -318,8 +351,9 @@ class BatchView:
         counts = self.snapshot
         elapsed = max(time.monotonic() - self.started, 1e-9)
         done = counts.done
-        done_now = max(0, done - self.replayed)
-        rate = done_now / elapsed * 60.0 if done_now else None
+        # The jobs this run submitted and saw end: an earlier run's, ended already or
+        # watched again, say nothing of this run's pace.
+        rate = counts.ended_here / elapsed * 60.0 if counts.ended_here else None
         remaining = max(0, self.total - done)
         eta: float | None
         if remaining == 0:
@@ -383,12 +417,15 @@ class BatchView:
     def _task_table(self, active: int) -> RenderableType:
         table = Table.grid(padding=(0, 1))
         shown = sorted(self.tasks.items(), key=lambda item: -(item[1].progress_percent or 0.0))
+        # Whole task ids (each may be followed later with `hailuo watch`), and a bar short
+        # enough for a row to fit 80 columns beside one.
+        id_column(table, (f"  {task_id}" for task_id, _ in shown[:_MAX_TASK_ROWS]), header="")
         for task_id, result in shown[:_MAX_TASK_ROWS]:
             progress = result.progress_percent or 0.0
             table.add_row(
-                Text(f"  {_clip(task_id, 14)}", "dim"),
+                Text(f"  {task_id}", "dim"),
                 status_text(result),
-                ProgressBar(total=100, completed=progress, width=20),
+                ProgressBar(total=100, completed=progress, width=10),
                 Text(f"{progress:3.0f}%"),
                 Text(f"ETA {format_duration(result.eta)}", "dim"),
             )

@@ -43,8 +43,9 @@ class CliError(click.ClickException):
     exit_code = EXIT_FAILED
 
     def show(self, file: IO[Any] | None = None) -> None:
-        """Print ``error: message`` to stderr."""
-        click.echo(f"error: {self.format_message()}", file=file, err=file is None)
+        """Print ``error: message`` to stderr, on one line (a driver's message may span more)."""
+        message = " ".join(self.format_message().split())
+        click.echo(f"error: {message}", file=file, err=file is None)
 
 
 class InputError(CliError):

@@ -1,17 +1,24 @@
 """Batch files and command-line requests: read, validate every line, report with line numbers.
 
-A batch file is JSONL (one request object per line, with an optional ``"key"``) or plain text
-(one prompt per line; blank lines and lines starting with ``#`` are skipped). Every line is
-checked by building the :class:`VideoRequest` it describes, so the library's own rules apply,
-and every problem is collected before anything is sent.
+A batch file is JSONL (one request object per line, with an optional ``"key"``), CSV (a
+header row naming the same fields, then a request per row; an empty cell leaves its field
+out) or plain text (one prompt per line; blank lines and lines starting with ``#`` are
+skipped). Every line is checked by building the :class:`VideoRequest` it describes, so the
+library's own rules apply, and every problem is collected before anything is sent.
+
+CSV is read by its header, never as one prompt per line: a spreadsheet's header row must
+not become a paid job, and its columns say more than a prompt (a key, a duration...).
 """
 
 from __future__ import annotations
 
+import csv
 import difflib
+import functools
+import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,8 +47,13 @@ _IMAGE_FIELDS = ("image", "end_image")
 _MAX_KEY_CHARS = 512
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _TEXT_SUFFIXES = (".txt", ".text", ".prompts")
+_CSV_SUFFIXES = (".csv",)
+# CSV cells are text: these fields are read as whole numbers, these as yes/no.
+_INTEGER_FIELDS = ("duration",)
+_BOOLEAN_FIELDS = ("enable_prompt_expansion", "fast_pretreatment")
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
-Format = Literal["jsonl", "text"]
+Format = Literal["jsonl", "csv", "text"]
 
 
 @attrs.frozen
@@ -115,6 +127,8 @@ def load_batch(path: Path) -> BatchFile:
     kind = _detect_format(path, lines)
     if kind == "jsonl":
         jobs, problems = _parse_jsonl(lines, base=path.parent)
+    elif kind == "csv":
+        jobs, problems = _parse_csv(text, base=path.parent)
     else:
         jobs, problems = _parse_text(lines)
     if problems:
@@ -130,6 +144,8 @@ def _detect_format(path: Path, lines: list[str]) -> Format:
         return "jsonl"
     if suffix in _TEXT_SUFFIXES:
         return "text"
+    if suffix in _CSV_SUFFIXES:
+        return "csv"
     for line in lines:
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
@@ -153,25 +169,91 @@ def _parse_text(lines: list[str]) -> tuple[list[BatchJob], list[Problem]]:
     return jobs, problems
 
 
-def _parse_jsonl(lines: list[str], *, base: Path) -> tuple[list[BatchJob], list[Problem]]:
-    jobs: list[BatchJob] = []
-    problems: list[Problem] = []
-    keys_seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+class _Collected:
+    """The jobs read so far and the problems found: a key used twice is one."""
+
+    def __init__(self) -> None:
+        self.jobs: list[BatchJob] = []
+        self.problems: list[Problem] = []
+        self._keys: dict[str, int] = {}
+
+    def add(self, number: int, make: Callable[[], BatchJob]) -> None:
+        """The job ``make()`` reads from line ``number``, or the problem it raises."""
         try:
-            job = _parse_jsonl_line(number, line, base=base)
+            job = make()
         except _LineError as exc:
-            problems.append(Problem(number, str(exc)))
-            continue
+            self.problems.append(Problem(number, str(exc)))
+            return
         if job.key is not None:
-            first = keys_seen.setdefault(job.key, number)
+            first = self._keys.setdefault(job.key, number)
             if first != number:
-                problems.append(Problem(number, f"key {job.key!r} is already used on line {first}"))
-                continue
-        jobs.append(job)
-    return jobs, problems
+                self.problems.append(
+                    Problem(number, f"key {job.key!r} is already used on line {first}")
+                )
+                return
+        self.jobs.append(job)
+
+
+def _parse_jsonl(lines: list[str], *, base: Path) -> tuple[list[BatchJob], list[Problem]]:
+    found = _Collected()
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            found.add(number, functools.partial(_parse_jsonl_line, number, line, base=base))
+    return found.jobs, found.problems
+
+
+def _parse_csv(text: str, *, base: Path) -> tuple[list[BatchJob], list[Problem]]:
+    found = _Collected()
+    reader = csv.DictReader(io.StringIO(text, newline=""), restkey="")
+    try:
+        header = list(reader.fieldnames or [])
+        columns = [name for name in header if name not in (*REQUEST_FIELDS, KEY_FIELD)]
+        if "prompt" not in header or columns:
+            wrong = "; ".join(_unknown_field(name) for name in columns)
+            return [], [Problem(1, _csv_header_problem(header, wrong))]
+        for row in reader:
+            if any(value for value in row.values() if isinstance(value, str)):  # not blank
+                number = reader.line_num
+                found.add(number, functools.partial(_csv_job, number, row, base))
+    except csv.Error as exc:
+        found.problems.append(Problem(reader.line_num, f"not valid CSV ({exc})"))
+    return found.jobs, found.problems
+
+
+def _csv_job(number: int, row: dict[str, Any], base: Path) -> BatchJob:
+    return _job_from_fields(number, _csv_fields(row), base=base)
+
+
+def _csv_header_problem(header: list[str], wrong: str) -> str:
+    if "prompt" not in header:
+        found = ", ".join(repr(name) for name in header[:5])
+        return (
+            "a CSV file starts with a header row naming its columns, 'prompt' among them"
+            f" (and any of {', '.join((*REQUEST_FIELDS, KEY_FIELD))}); this one has {found}"
+        )
+    return f"header: {wrong}"
+
+
+def _csv_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row as a request's fields: empty cells left out, numbers and yes/no read."""
+    if "" in row:
+        raise _LineError(f"{len(row[''])} cell(s) more than the header names")
+    fields: dict[str, Any] = {}
+    for name, value in row.items():
+        if value is None or value == "":
+            continue
+        if name in _INTEGER_FIELDS:
+            try:
+                fields[name] = int(value)
+            except ValueError:
+                raise _LineError(f"{name}: must be a whole number, not {value!r}") from None
+        elif name in _BOOLEAN_FIELDS:
+            if value.strip().lower() not in _BOOLEANS:
+                raise _LineError(f"{name}: must be true or false, not {value!r}")
+            fields[name] = _BOOLEANS[value.strip().lower()]
+        else:
+            fields[name] = value
+    return fields
 
 
 class _LineError(Exception):
@@ -187,6 +269,11 @@ def _parse_jsonl_line(number: int, line: str, *, base: Path) -> BatchJob:
         raise _LineError("not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise _LineError(f"expected a JSON object, got {json_type(data)}")
+    return _job_from_fields(number, data, base=base)
+
+
+def _job_from_fields(number: int, data: dict[str, Any], *, base: Path) -> BatchJob:
+    """The job a line's fields describe (a JSONL object, or a CSV row)."""
     fields = dict(data)
     key = fields.pop(KEY_FIELD, None)
     if key is not None:

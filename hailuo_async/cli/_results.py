@@ -4,14 +4,15 @@ A resumed batch appends to the same file. A job already recorded with the same t
 status (a job the journal reports again on resume) is not written twice. A job recorded
 again with another outcome (a failed job submitted again with ``--retry-failed``) gets a
 new line while the batch runs; when the batch ends, stopped or not, the file is rewritten
-atomically with one line per job, its latest.
+atomically with one line per job, its latest, and results.html is written beside it from
+those lines (see :mod:`._results_page`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,7 @@ from typing import IO, Any, Literal
 
 from .._models import JobOutcome
 from .._refusals import created_nothing, refuses_the_job
+from ._results_page import PAGE_NAME, PageJob, write_results_page
 
 __all__ = ["RESULTS_NAME", "OutcomeKind", "ResultsFile", "compact", "outcome_kind", "read_results"]
 
@@ -77,8 +79,11 @@ def _identity(record: Mapping[str, Any]) -> tuple[str, str, str]:
     return (_job(record), str(record.get("task_id")), str(record.get("status")))
 
 
-def compact(path: Path) -> None:
-    """Rewrite ``path`` atomically with one line per job: its latest, in first-seen order."""
+def compact(path: Path) -> list[dict[str, Any]]:
+    """Rewrite ``path`` atomically with one line per job: its latest, in first-seen order.
+
+    Returns those lines' records.
+    """
     latest: dict[str, dict[str, Any]] = {}
     for record in read_results(path):
         latest[_job(record)] = record
@@ -89,13 +94,23 @@ def compact(path: Path) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
+    return list(latest.values())
 
 
 class ResultsFile:
-    """Appends records to results.jsonl, each flushed and synced as soon as it is written."""
+    """Appends records to results.jsonl, each flushed and synced as soon as it is written.
 
-    def __init__(self, path: Path) -> None:
+    On exit the file is compacted and results.html written beside it, titled ``title``,
+    with a card for each of ``jobs`` (the batch file's; those not finished say so).
+    """
+
+    def __init__(
+        self, path: Path, *, title: str = "hailuo batch", jobs: Sequence[PageJob] = ()
+    ) -> None:
         self.path = path
+        self.page_path = path.with_name(PAGE_NAME)
+        self._title = title
+        self._jobs = jobs
         self.previous = read_results(path)
         self._seen: dict[tuple[str, str, str], Mapping[str, Any]] = {
             _identity(record): record for record in self.previous
@@ -116,7 +131,8 @@ class ResultsFile:
         if self._file is not None:
             self._file.close()
             self._file = None
-            compact(self.path)
+            records = compact(self.path)
+            write_results_page(self.page_path, records, title=self._title, jobs=self._jobs)
 
     def recorded(self, record: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """The line already written for this same outcome, if any."""

@@ -14,8 +14,12 @@ from .._coordination import Coordination
 from .._dsn import mask_dsn
 from .._limits import Limits
 from .._polling import PollPolicy
+from .._retry import RetryPolicy
 from ..testing import FakeHailuoServer
 from ._errors import InputError
+
+# Seconds a command tries a service that has not answered it yet (unreachable_after).
+UNREACHABLE_AFTER = 2.0
 
 __all__ = [
     "SIMULATED_TIME_SCALE",
@@ -231,6 +235,9 @@ async def connect(
     if scale != 1.0:
         options["poll_policy"] = PollPolicy().scaled(scale)
     options["limits"] = attrs.evolve(limits, rate_window=60.0 * scale)
+    # A command that has not reached the service yet says so within seconds, not after the
+    # whole retry schedule: a wrong --base-url, or a service down.
+    options["retry_policy"] = RetryPolicy(unreachable_after=UNREACHABLE_AFTER)
     client = HailuoClient(
         settings.api_key,
         base_url=settings.base_url,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TypeGuard
 
+import anyio
 import attrs
 import click
 from rich.console import Console
@@ -22,9 +23,15 @@ from .._coordination import coordination_from
 from .._dsn import check_not_a_dsn
 from .._exceptions import InvalidRequestError
 from .._models import JobOutcome
-from ..journal import JobState, PostgresJobStore, store_for
+from ..journal import JobState, JournalError, PostgresJobStore, store_for
 from ..journal._open import is_shared_journal
-from ._display import format_duration, not_downloaded_line, shown_path, summary_table
+from ._display import (
+    format_duration,
+    not_downloaded_line,
+    shown_path,
+    summary_table,
+    throughput,
+)
 from ._errors import InputError
 from ._interrupt import run_interruptibly
 from ._results import outcome_kind
@@ -34,6 +41,7 @@ __all__ = [
     "JournalParam",
     "WorkReport",
     "check_batch_exists",
+    "check_journal",
     "is_shared",
     "journal_label",
     "run_work",
@@ -69,6 +77,30 @@ class JournalParam(click.ParamType[Path | str]):
         if Path(text).is_dir():
             self.fail(f"{text!r} is a directory, not a journal file", param, ctx)
         return Path(text)
+
+
+async def check_journal(journal: Path | str, name: str) -> None:
+    """Make sure the journal can be used, before anything is sent; else exit 2 (one line).
+
+    A file's folder is made if missing (a file in its way is refused); a ``postgresql://``
+    journal is opened once, so that a wrong address, role or database is named now, with
+    coordination or without, instead of failing the run.
+    """
+    if isinstance(journal, Path):
+        folder = journal.parent
+        try:
+            await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+            raise InputError(
+                f"--journal {journal}: cannot make its folder {folder}: {reason or exc}"
+            ) from None
+        return
+    try:
+        async with store_for(journal, batch=name):
+            pass
+    except JournalError as exc:
+        raise InputError(f"{exc} (nothing was sent; check --journal)") from None
 
 
 def journal_label(journal: Path | str) -> str:
@@ -113,6 +145,8 @@ class WorkReport:
     """Finished (and paid for), their video not saved: the next worker or rerun fetches it."""
     interrupted: bool = False
     elapsed: float = 0.0
+    ended_here: int = 0
+    """Jobs this worker submitted whose task ended (its throughput)."""
 
 
 def _outcome_line(outcome: JobOutcome) -> Text:
@@ -175,13 +209,13 @@ async def run_work(
         report.interrupted = await run_interruptibly(body)
     finally:
         report.elapsed = time.monotonic() - started
+        report.ended_here = stream.counts.ended_here
     return report
 
 
 def work_summary(report: WorkReport) -> Table:
     """The table printed when the worker stops."""
-    done = report.succeeded + report.failed
-    rate = f"{done / report.elapsed * 60:.1f} jobs/min" if done and report.elapsed else "-"
+    rate = throughput(report.ended_here, report.elapsed)
     title = "Worker stopped" if report.interrupted else "Worker done: the batch has no work left"
     return summary_table(
         [

@@ -1,9 +1,10 @@
 """PostgresJobStore: a batch's journal in PostgreSQL, shared by workers on many machines.
 
-Psycopg 3 (``pip install hailuo-async[postgres]``) drives one connection per store, on a
-worker thread, one call at a time, exactly as :class:`SQLiteJobStore` drives its file: the
-same :class:`GroupCommitter` shares one commit among the writes that wait together, and every
-``mark_*`` returns once PostgreSQL has committed it (``synchronous_commit`` is forced on).
+Psycopg 3 (the ``postgres`` extra: ``pip install -e '.[postgres]'`` in a checkout) drives
+one connection per store, on a worker thread, one call at a time, exactly as
+:class:`SQLiteJobStore` drives its file: the same :class:`GroupCommitter` shares one commit
+among the writes that wait together, and every ``mark_*`` returns once PostgreSQL has
+committed it (``synchronous_commit`` is forced on).
 
 Round trips: each transition, claim, heartbeat and release is one statement (one round trip,
 its own transaction) when it is alone; writes that queue up together share a transaction
@@ -75,7 +76,8 @@ def _driver() -> ModuleType:
         import psycopg.conninfo  # noqa: PLC0415
     except ImportError as exc:
         raise JournalError(
-            "a postgresql:// journal needs psycopg: pip install 'hailuo-async[postgres]'"
+            "a postgresql:// journal needs psycopg: pip install -e '.[postgres]' in the checkout"
+            " (or 'psycopg[binary]>=3.2')"
         ) from exc
     return psycopg
 

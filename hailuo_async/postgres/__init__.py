@@ -1,4 +1,4 @@
-"""Coordination of many processes through PostgreSQL (the ``hailuo-async[postgres]`` extra).
+"""Coordination of many processes through PostgreSQL (the ``postgres`` extra).
 
 - :class:`SharedAccountLimits`: the account's request rate, active-job cap and 429 pauses,
   shared by every process that names the same account;

@@ -30,7 +30,8 @@ try:
     from psycopg import conninfo, pq
 except ImportError as exc:  # the package is imported first through here (see __init__)
     raise ImportError(
-        "hailuo_async.postgres needs psycopg 3: pip install 'hailuo-async[postgres]'"
+        "hailuo_async.postgres needs psycopg 3: pip install -e '.[postgres]' in the checkout"
+        " (or 'psycopg[binary]>=3.2')"
     ) from exc
 
 from .._dsn import mask_dsn
@@ -148,6 +149,8 @@ class Session:
     A round trip interrupted midway (cancelled, timed out, or failed inside a
     transaction) leaves the connection in an unknown state: it is closed, and the next
     round trip opens another. ``reconnects`` counts the connections opened after the first.
+    ``on_discard`` is told each time the connection is closed that way (the shared limits
+    then sync at once: their holder is known by its connection's server process).
     """
 
     def __init__(
@@ -157,8 +160,10 @@ class Session:
         application_name: str,
         give_up_after: float,
         round_trip_timeout: float = DEFAULT_ROUND_TRIP_TIMEOUT,
+        on_discard: Callable[[], None] | None = None,
     ) -> None:
         self._dsn = dsn
+        self._on_discard = on_discard
         self._application_name = application_name
         self._give_up_after = give_up_after
         self._round_trip_timeout = check_round_trip_timeout(round_trip_timeout)
@@ -201,13 +206,16 @@ class Session:
         """Close ``connection`` (if still the session's, it is replaced on next use)."""
         if self._connection is connection:
             self._connection = None
+            if self._on_discard is not None:
+                self._on_discard()
         with anyio.CancelScope(shield=True):
             await connection.close()
 
     async def close(self) -> None:
         """Close the connection, if open."""
-        if self._connection is not None:
-            await self.discard(self._connection)
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await self.discard(connection)  # no longer the session's: on_discard is not told
 
     async def _connected(self) -> Connection:
         async with self._opening:

@@ -26,11 +26,15 @@ Contracts:
   429 on a submit, then probes upward after clean completions, as in one process.
 - **Active jobs**: each process is a *holder* with a lease (renewed every ``lease / 3``
   seconds) and its own counts; a place is granted only while the live holders' total is
-  under the cap, decided under the row's lock. A holder whose lease lapses (killed, or
-  stopped past its lease) is deleted by the next process that asks, and its places are
-  free again. A holder that comes back after losing its lease re-registers the places it
-  still holds: until they end the total may pass the cap, and the service's own 429s
-  (which pause everyone) cover it.
+  under the cap, decided under the row's lock. The places are shared fairly: a holder
+  waiting for one says so (for four ``wait_poll_interval`` after each ask), and no holder
+  is granted a place while another that holds fewer waits; with nobody waiting, any
+  holder may take every free place. A holder whose lease lapses (stopped past it, a lost
+  machine), or whose connection's server process has been gone for a second from the
+  server it last synced with (killed), is deleted by the next process that syncs, and its
+  places are free again. A holder that comes back after losing its places re-registers
+  those it still holds: until they end the total may pass the cap, and the service's own
+  429s (which pause everyone) cover it.
 - When the database cannot be reached for ``give_up_after`` seconds, the call raises
   :class:`CoordinationError` *before* the request it guards is sent.
 """
@@ -103,9 +107,12 @@ _RESERVE = (
 )
 _RATE_LIMITED = "SELECT {s}.note_rate_limited(%s, %s, %s, %s, %s, %s)"
 _SYNC_ACTIVE = (
-    "SELECT granted, cap, total_active, db_now"
-    " FROM {s}.sync_active_jobs(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "SELECT granted, cap, total_active, room, holders, db_now"
+    " FROM {s}.sync_active_jobs(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+# Seconds a holder's server process must stay gone before its places are freed: its own
+# reconnection (a connection dropped while it lives) re-registers it well within them.
+_ABSENT_GRACE = 1.0
 _LEAVE = "DELETE FROM {s}.account_holders WHERE account = %s AND holder = %s"
 
 
@@ -134,12 +141,19 @@ class Reservation:
 
 @attrs.frozen
 class ActiveJobCount:
-    """What one synchronisation of the active-job counts found (database clock)."""
+    """What one synchronisation of the active-job counts found (database clock).
+
+    ``room``: how many more places this process could take at once, its fair share
+    considered (every free place while no other process waits for one); ``holders``: the
+    live processes of the account, this one included.
+    """
 
     granted: bool
     cap: int
     total_active: int
     db_now: dt.datetime
+    room: int = 0
+    holders: int = 1
 
 
 class _Waiter:
@@ -309,6 +323,10 @@ class SharedActiveJobLimit:
     ride along with the next one, since only a cap being discovered learns from them.
     A waiter asks again as soon as this process releases a place, and otherwise every
     ``wait_poll_interval`` (a place freed by another process).
+
+    The places are shared fairly: while this process waits, the database knows it (for
+    four poll intervals after each ask), and no process holding more places than this
+    one is granted another; see :attr:`room`.
     """
 
     def __init__(self, owner: SharedAccountLimits, *, adaptive: bool, start: int) -> None:
@@ -333,6 +351,8 @@ class SharedActiveJobLimit:
         self._last_sync = 0.0
         self._full = False  # the last sync saw every place of the account taken
         self._dirty = anyio.Event()
+        self._waiters = 0  # callers of acquire() still without their place
+        self._said_waiting = False  # the last sync told the database this process waits
         self.last_count: ActiveJobCount | None = None
         self.peak_total = 0
 
@@ -345,22 +365,45 @@ class SharedActiveJobLimit:
         """Places this process holds (being submitted, or submitted and unfinished)."""
         return self._active
 
+    @property
+    def _alone(self) -> bool:
+        """True when the last sync saw no other live process on the account."""
+        return self.last_count is None or self.last_count.holders <= 1
+
+    @property
+    def room(self) -> int:
+        """Places this process could take at once, as the last synchronisation found.
+
+        Every free place while no other process waits for one; else no more than this
+        process's share (the cap divided among the processes that hold or want places).
+        """
+        return 0 if self.last_count is None else self.last_count.room
+
     async def acquire(self) -> None:
         """Wait for a place for one more active job, counted across every process."""
-        async with self._turn:
-            # The cap full at the last sync (and nothing released here since): the ask
-            # would be refused, so wait for a reason to ask first.
-            ask = not self._full
-            while True:
-                freed = self._freed
-                if ask and await self._sync(want=True):
-                    return
-                ask = True
-                # Woken by a release of this process (the next ask carries it), by a sync
-                # that saw room (a cap grown, another process's place freed), or after the
-                # interval (another process's release).
-                with anyio.move_on_after(self._owner.wait_poll_interval):
-                    await freed.wait()
+        self._waiters += 1
+        granted = False
+        try:
+            async with self._turn:
+                # The cap full at the last sync (and nothing released here since): an ask
+                # would be refused, so wait for a reason to ask first; unless other
+                # processes share the places and do not know yet that this one waits.
+                ask = not (self._full and (self._said_waiting or self._alone))
+                while True:
+                    freed = self._freed
+                    if ask and await self._sync(want=True, asking=True):
+                        granted = True
+                        return
+                    ask = True
+                    # Woken by a release of this process (the next ask carries it), by a
+                    # sync that saw room (a cap grown, another process's place freed), or
+                    # after the interval (another process's release, or its turn).
+                    with anyio.move_on_after(self._owner.wait_poll_interval):
+                        await freed.wait()
+        finally:
+            self._waiters -= 1
+            if not granted and self._said_waiting and not self._waiters:
+                self._changed_here()  # cancelled: tell the others this process waits no more
 
     def release(self, *, submitted: bool) -> None:
         """Give back a job's place; ``submitted`` says whether the service had accepted it."""
@@ -401,11 +444,12 @@ class SharedActiveJobLimit:
             self._changes += 1
             self._dirty.set()
 
-    async def _sync(self, *, want: bool, unless_sent: bool = False) -> bool:
+    async def _sync(self, *, want: bool, unless_sent: bool = False, asking: bool = False) -> bool:
         """Send this process's counts (renewing its lease); with ``want``, ask for a place.
 
         With ``unless_sent``, nothing is sent when an earlier sync (one this waited for,
-        say) carried every urgent change already.
+        say) carried every urgent change already. ``asking``: the ask is a waiter's (one of
+        ``_waiters``), so the others still wait whether it gets its place or not.
         """
         async with self._sync_lock:
             if unless_sent and self._sent >= self._changes:
@@ -418,11 +462,13 @@ class SharedActiveJobLimit:
             self._submitted = self._completed = 0
             self._rate_limited = False
             changes = self._changes
+            others_waiting = self._waiters - int(asking) > 0
             try:
                 count = await self._owner._sync_active(
                     self._active,
                     self._on_server,
                     want=want,
+                    waiting=others_waiting,
                     submitted=submitted,
                     completed=completed,
                     rate_limited=rate_limited,
@@ -438,6 +484,7 @@ class SharedActiveJobLimit:
             self._last_sync = time.monotonic()
             self.value = count.cap
             self.last_count = count
+            self._said_waiting = others_waiting or (want and not count.granted)
             # A release during the round trip is not in that total: room, maybe.
             self._full = count.total_active >= count.cap and self._changes == changes
             if count.granted:
@@ -560,6 +607,9 @@ class SharedAccountLimits:
             application_name=f"hailuo-limits-{self.holder}",
             give_up_after=self.give_up_after,
             round_trip_timeout=self.round_trip_timeout,
+            # Others free this holder's places once its server process is gone for a
+            # moment: a new connection re-registers it at once.
+            on_discard=self.active_jobs._changed_here,
         )
         self._session = session
         try:
@@ -640,11 +690,12 @@ class SharedAccountLimits:
         on_server: int,
         *,
         want: bool,
+        waiting: bool,
         submitted: int,
         completed: int,
         rate_limited: bool,
     ) -> ActiveJobCount:
-        granted, cap, total_active, db_now = await self._round_trip(
+        granted, cap, total_active, room, holders, db_now = await self._round_trip(
             "counting active jobs",
             self._sql_sync_active,
             (
@@ -654,24 +705,46 @@ class SharedAccountLimits:
                 active,
                 on_server,
                 want,
+                waiting,
+                self.wait_poll_interval,
+                _ABSENT_GRACE,
                 submitted,
                 completed,
                 rate_limited,
             ),
+            with_pid=True,
         )
-        return ActiveJobCount(granted=granted, cap=cap, total_active=total_active, db_now=db_now)
+        return ActiveJobCount(
+            granted=granted,
+            cap=cap,
+            total_active=total_active,
+            db_now=db_now,
+            room=room,
+            holders=holders,
+        )
 
     async def _round_trip(
-        self, what: str, query: sql.Composed, params: tuple[Any, ...]
+        self,
+        what: str,
+        query: sql.Composed,
+        params: tuple[Any, ...],
+        *,
+        with_pid: bool = False,
     ) -> tuple[Any, ...]:
-        """One statement, one round trip: its first row."""
+        """One statement, one round trip: its first row.
+
+        ``with_pid``: the server process id this connection's client knows (libpq's, from
+        the server's key data) goes last among the parameters. A pooler answers with its
+        own, which the database's ``pg_backend_pid()`` does not match.
+        """
         session = self._session
         if session is None:
             raise CoordinationError("the shared limits are used outside their 'async with'")
 
         async def fetch(connection: Connection) -> tuple[Any, ...]:
             self.round_trips += 1
-            cursor = await connection.execute(query, params)
+            sent = (*params, connection.info.backend_pid) if with_pid else params
+            cursor = await connection.execute(query, sent)
             row = await cursor.fetchone()
             assert row is not None
             return row

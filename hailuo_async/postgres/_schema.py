@@ -15,7 +15,7 @@ from ._common import Connection, CoordinationError
 
 __all__ = ["LIMITS_SCHEMA_VERSION", "create_limits_schema", "in_schema"]
 
-LIMITS_SCHEMA_VERSION = 1
+LIMITS_SCHEMA_VERSION = 2
 
 _TABLES = """
 CREATE SCHEMA IF NOT EXISTS {s};
@@ -54,8 +54,24 @@ CREATE TABLE IF NOT EXISTS {s}.account_holders (
     active integer NOT NULL DEFAULT 0,
     on_server integer NOT NULL DEFAULT 0,
     expires_at timestamptz NOT NULL,
+    -- while the holder waits for a place (it asks again before then); NULL otherwise
+    waiting_until timestamptz,
+    -- the server process of its connection, and when that server started: a holder whose
+    -- process is gone from the same server is dead, or reconnecting (absent_since)
+    backend_pid integer,
+    server_started timestamptz,
+    absent_since timestamptz,
     PRIMARY KEY (account, holder)
 );
+"""
+
+# A version-1 table: the columns version 2 added.
+_UPGRADE_TO_2 = """
+ALTER TABLE {s}.account_holders
+    ADD COLUMN IF NOT EXISTS waiting_until timestamptz,
+    ADD COLUMN IF NOT EXISTS backend_pid integer,
+    ADD COLUMN IF NOT EXISTS server_started timestamptz,
+    ADD COLUMN IF NOT EXISTS absent_since timestamptz;
 """
 
 _LOCK_ACCOUNT = """
@@ -183,27 +199,56 @@ $fn$;
 _SYNC_ACTIVE = """
 CREATE OR REPLACE FUNCTION {s}.sync_active_jobs(
     p_account text, p_holder text, p_lease double precision,
-    p_active integer, p_on_server integer, p_want boolean,
-    p_submitted integer, p_completed integer, p_rate_limited boolean
-) RETURNS TABLE (granted boolean, cap integer, total_active integer, db_now timestamptz)
+    p_active integer, p_on_server integer, p_want boolean, p_waiting boolean,
+    p_ask_every double precision, p_absent_grace double precision,
+    p_submitted integer, p_completed integer, p_rate_limited boolean, p_client_pid integer
+) RETURNS TABLE (granted boolean, cap integer, total_active integer, room integer,
+                 holders integer, db_now timestamptz)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     r {s}.account_limits%ROWTYPE;
     t timestamptz := clock_timestamp();
+    started timestamptz := pg_postmaster_start_time();
+    -- a waiting holder asks again every p_ask_every seconds: silent for four, it is gone
+    waiting timestamptz := CASE WHEN p_want OR p_waiting
+        THEN t + 4 * p_ask_every * interval '1 second' END;
+    -- The server process of this connection, when the client is connected to it directly:
+    -- behind a pooler (PgBouncer) the client's pid is the pooler's, and a server process
+    -- outlives (or leaves before) its clients, so only the lease can tell.
+    own_pid integer := CASE WHEN p_client_pid = pg_backend_pid() THEN pg_backend_pid() END;
+    mine integer := p_active;
     total integer;
     total_on_server integer;
+    contenders integer;
+    everyone integer;
     learned integer;
     ok boolean;
+    free integer;
 BEGIN
     r := {s}.lock_account(p_account);
-    -- a holder that stopped renewing its lease (crashed, or stopped) frees its places
+    -- A holder whose server process has gone from this server (the same one it last used)
+    -- was killed, or is reconnecting: seen gone for p_absent_grace seconds, it is dead.
+    IF EXISTS (SELECT 1 FROM {s}.account_holders
+               WHERE account = p_account AND holder <> p_holder AND absent_since IS NULL
+                 AND server_started = started) THEN
+        UPDATE {s}.account_holders SET absent_since = t
+            WHERE account = p_account AND holder <> p_holder AND absent_since IS NULL
+              AND server_started = started
+              AND backend_pid <> ALL (ARRAY(SELECT pid FROM pg_stat_get_activity(NULL)));
+    END IF;
+    -- a dead holder, or one that stopped renewing its lease (stopped), frees its places
     DELETE FROM {s}.account_holders
-        WHERE account = p_account AND expires_at < t AND holder <> p_holder;
-    INSERT INTO {s}.account_holders AS h (account, holder, active, on_server, expires_at)
-        VALUES (p_account, p_holder, p_active, p_on_server, t + p_lease * interval '1 second')
+        WHERE account = p_account AND holder <> p_holder
+          AND (expires_at < t OR absent_since <= t - p_absent_grace * interval '1 second');
+    INSERT INTO {s}.account_holders AS h (account, holder, active, on_server, expires_at,
+            waiting_until, backend_pid, server_started, absent_since)
+        VALUES (p_account, p_holder, p_active, p_on_server, t + p_lease * interval '1 second',
+                waiting, own_pid, started, NULL)
         ON CONFLICT (account, holder) DO UPDATE SET
             active = excluded.active, on_server = excluded.on_server,
-            expires_at = excluded.expires_at;
+            expires_at = excluded.expires_at, waiting_until = excluded.waiting_until,
+            backend_pid = excluded.backend_pid, server_started = excluded.server_started,
+            absent_since = NULL;
     IF r.active_adaptive AND r.active_slow_start THEN
         r.active_cap := least(r.active_ceiling, r.active_cap + p_submitted);
     END IF;
@@ -214,8 +259,10 @@ BEGIN
             r.active_cap := r.active_cap + 1;
         END IF;
     END IF;
-    SELECT coalesce(sum(active), 0), coalesce(sum(on_server), 0)
-        INTO total, total_on_server
+    SELECT coalesce(sum(active), 0), coalesce(sum(on_server), 0),
+           count(*) FILTER (WHERE active > 0 OR waiting_until > t OR holder = p_holder),
+           count(*)
+        INTO total, total_on_server, contenders, everyone
         FROM {s}.account_holders WHERE account = p_account;
     IF p_rate_limited AND r.active_adaptive THEN
         r.clean_completions := 0;
@@ -229,11 +276,26 @@ BEGIN
             r.active_cap := learned;
         END IF;
     END IF;
-    ok := p_want AND total < r.active_cap;
+    -- The fair share: a free place goes to a waiting holder with the fewest places. A
+    -- holder never takes one while another that holds fewer is waiting for one, so a
+    -- process that joins late gets the next places that free up, and the holders even out.
+    ok := p_want AND total < r.active_cap AND NOT EXISTS (
+        SELECT 1 FROM {s}.account_holders
+        WHERE account = p_account AND holder <> p_holder
+          AND waiting_until > t AND active < mine);
     IF ok THEN
-        UPDATE {s}.account_holders SET active = active + 1
-            WHERE account = p_account AND holder = p_holder;
+        mine := mine + 1;
         total := total + 1;
+        UPDATE {s}.account_holders SET active = mine,
+                waiting_until = CASE WHEN p_waiting THEN waiting END
+            WHERE account = p_account AND holder = p_holder;
+    END IF;
+    -- How many more this holder may take now: every free place while nobody else waits,
+    -- else up to its share of the holders that hold or want places.
+    free := greatest(0, r.active_cap - total);
+    IF EXISTS (SELECT 1 FROM {s}.account_holders
+               WHERE account = p_account AND holder <> p_holder AND waiting_until > t) THEN
+        free := least(free, greatest(0, ceil(r.active_cap::numeric / contenders)::integer - mine));
     END IF;
     UPDATE {s}.account_limits SET
         active_cap = r.active_cap,
@@ -241,7 +303,7 @@ BEGIN
         clean_completions = r.clean_completions,
         probe_after = r.probe_after
     WHERE account = p_account;
-    RETURN QUERY SELECT ok, r.active_cap, total, t;
+    RETURN QUERY SELECT ok, r.active_cap, total, free, everyone, t;
 END
 $fn$;
 """
@@ -264,6 +326,8 @@ async def create_limits_schema(connection: Connection, schema: str) -> None:
                 f"schema {schema!r} holds shared limits of version {row[0]}, newer than"
                 f" this library's {LIMITS_SCHEMA_VERSION}: upgrade hailuo-async"
             )
+        if row is not None and row[0] < 2:
+            await connection.execute(in_schema(schema, _UPGRADE_TO_2))
         for function in (_LOCK_ACCOUNT, _RESERVE, _RATE_LIMITED, _SYNC_ACTIVE):
             await connection.execute(in_schema(schema, function))
         await connection.execute(

@@ -1,6 +1,6 @@
 """Run the fake Hailuo service from the command line until Ctrl-C.
 
-python -m hailuo_async.testing --port 8000 --api-key KEY --time-scale 0.05
+python -m hailuo_async.testing --port 8001 --api-key KEY --time-scale 0.05
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import signal
 import sys
 import typing
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -79,9 +79,28 @@ def _dest(flag: str) -> str:
     return flag.replace("-", "_")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (exit 2), not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``error: message`` and where to look, then exit 2."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    """A TCP port number: 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: give 0 (any free one) to 65535")
+    return port
+
+
 def build_parser(prog: str = "python -m hailuo_async.testing") -> argparse.ArgumentParser:
     """The command line: one flag per knob of FakeHailuoConfig, built from its fields."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog=prog,
         description=(
             "Serve a fake of the Hailuo-02 API (and its storage host) locally, in the gateway's"
@@ -92,13 +111,13 @@ def build_parser(prog: str = "python -m hailuo_async.testing") -> argparse.Argum
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     net.add_argument(
         "--port",
-        type=int,
-        default=8000,
+        type=_port,
+        default=8001,
         help="API port, 0 for any free port (default: %(default)s)",
     )
     net.add_argument(
         "--storage-port",
-        type=int,
+        type=_port,
         default=0,
         help="storage host port, 0 for any free port (default: %(default)s)",
     )

@@ -51,7 +51,15 @@ def fake() -> FakeHailuoServer:
 
 
 def _worker(
-    server: FakeHailuoServer, schema: str, name: str, out: Path, extra: Sequence[str] = ()
+    server: FakeHailuoServer,
+    schema: str,
+    name: str,
+    out: Path,
+    extra: Sequence[str] = (),
+    *,
+    scale: float = SCALE,
+    cap: int = CAP,
+    rpm: float | None = RPM,
 ) -> AbstractAsyncContextManager[Process]:
     return hailuo_work(
         server,
@@ -60,9 +68,9 @@ def _worker(
         name,
         out,
         lease=5,
-        scale=SCALE,
-        max_active=CAP,
-        rpm=RPM,
+        scale=scale,
+        max_active=cap,
+        rpm=rpm,
         extra=extra,
     )
 
@@ -144,6 +152,55 @@ async def test_batch_and_two_workers_share_the_journal_s_limits(
     row = next(line for line in out.splitlines() if line.startswith("│ key-"))
     cells = [cell.strip() for cell in row.split("│")[2:7]]
     assert cells == [str(RPM), f"0 of {CAP}", "0", "no", "0"]
+
+
+async def test_workers_joining_a_running_batch_get_their_share(
+    pg_schema: str, tmp_path: Path
+) -> None:
+    """Two `hailuo work` join a `hailuo batch` that holds every place: each finishes jobs.
+
+    The batch's jobs last three rounds of places; a free place goes to the waiting process
+    that holds fewest, so the workers get places as the batch's first jobs end.
+    """
+    n, cap, scale = 9, 3, 0.05
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"a crane, take {i}\n" for i in range(n)))
+    journal = journal_url(DSN, pg_schema)
+    server = FakeHailuoServer(
+        time_scale=scale, seed=25, job_duration=Fixed(60.0), max_active_tasks=cap
+    )
+    limits = ["--max-active", str(cap), "--time-scale", str(scale)]
+    command = [sys.executable, "-m", "hailuo_async.cli", "batch", str(prompts)]
+    command += ["--out", str(tmp_path / "batch"), "--journal", journal, "--name", BATCH]
+    async with server, AsyncExitStack() as stack:
+        adder = await stack.enter_async_context(running([*command, *limits], fake_env(server)))
+        with anyio.fail_after(120):
+            while not server.task_ids:  # noqa: ASYNC110 - the batch is running: no event
+                await anyio.sleep(0.05)
+            workers = [
+                await stack.enter_async_context(
+                    _worker(server, pg_schema, f"w{i}", tmp_path, scale=scale, cap=cap, rpm=None)
+                )
+                for i in range(2)
+            ]
+            finished = [await finish(worker) for worker in workers]
+            batch_code, _ = await finish(adder)
+        stats = server.stats
+    assert [code for code, _ in finished] == [0, 0]
+    assert batch_code == 0
+    assert stats.submissions_accepted == n
+    assert stats.duplicate_submissions == 0
+    assert stats.rate_limited == {}
+    # Each process finished jobs, and the journal saved each video in its folder.
+    with admin() as connection:
+        paths = connection.execute(
+            f'SELECT path FROM "{pg_schema}".hailuo_jobs WHERE state = %s',  # noqa: S608
+            ("finished",),
+        ).fetchall()
+    done = {Path(str(path)).parent.name for (path,) in paths}
+    assert len(paths) == n
+    assert done == {"batch", "w0", "w1"}, "a worker that joined got no job"
+    assert all(keys for _, keys in finished)
 
 
 async def test_independent_sqlite_batches_share_one_account(pg_schema: str, tmp_path: Path) -> None:

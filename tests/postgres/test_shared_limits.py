@@ -143,40 +143,156 @@ async def test_three_processes_never_exceed_the_shared_active_cap(pg_schema: str
     assert left == 0  # every worker left, freeing its places at once
 
 
-async def test_a_killed_process_places_return_after_its_lease(pg_schema: str) -> None:
-    """Places held by a process killed with SIGKILL are granted again once its lease lapses."""
+async def test_a_killed_process_places_return_once_its_connection_is_gone(
+    pg_schema: str,
+) -> None:
+    """SIGKILL closes a holder's connection: its places come back long before its lease ends."""
     account = f"acct-{uuid.uuid4().hex[:8]}"
-    workers = Workers([_settings(pg_schema, account, mode="hold", cap=3, places=3, lease=2.0)])
+    workers = Workers([_settings(pg_schema, account, mode="hold", cap=3, places=3, lease=600.0)])
     try:
         (holder,) = workers.wait_ready()
         workers.processes[0].send_signal(signal.SIGKILL)
         workers.processes[0].wait()
     finally:
         workers.kill_all()
-    (expires_at,) = _fetch(
-        pg_schema,
-        "SELECT expires_at FROM {s}.account_holders WHERE account = %s AND holder = %s",
-        account,
-        holder,
-    )
-    assert expires_at is not None
+    expires_at = _expires_at(pg_schema, account, holder)
     async with _limits(pg_schema, account, max_active_jobs=3) as limits:
         jobs = limits.active_jobs
-        if await jobs.try_acquire():
-            # Only possible once the dead holder's lease had lapsed.
-            assert jobs.last_count is not None
-            assert jobs.last_count.db_now > expires_at
-        else:
-            assert jobs.last_count is not None
-            assert jobs.last_count.db_now <= expires_at + dt.timedelta(milliseconds=1)
-            with anyio.fail_after(60):
-                await jobs.acquire()
-            assert jobs.last_count.db_now > expires_at
-        for _ in range(2):
+        for _ in range(3):
             with anyio.fail_after(60):
                 await jobs.acquire()
         assert jobs.active == 3
+        assert jobs.last_count is not None
+        # Granted on the lease's first minute of ten: the dead connection told, not the lease.
+        assert jobs.last_count.db_now < expires_at - dt.timedelta(seconds=540)
         assert not await jobs.try_acquire()  # the cap still holds
+    assert _fetch(
+        pg_schema,
+        "SELECT count(*) FROM {s}.account_holders WHERE account = %s AND holder = %s",
+        account,
+        holder,
+    ) == (0,)
+
+
+async def test_behind_a_pooler_only_the_lease_tells_a_holder_dead(pg_schema: str) -> None:
+    """A client whose server process id is not the connection's (a pooler's) is not tracked."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    async with _limits(pg_schema, account, max_active_jobs=2):
+        pass  # the tables and functions exist
+    call = sql.SQL(
+        "SELECT granted FROM {s}.sync_active_jobs"
+        "(%s, %s, 30, 0, 0, true, false, 0.5, 1, 0, 0, false, %s)"
+    ).format(s=sql.Identifier(pg_schema))
+    with admin() as connection:
+        row = connection.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        own = int(str(row[0]))
+        connection.execute(call, (account, "direct", own))
+        connection.execute(call, (account, "pooled", own + 1))  # a pooler's own pid
+        rows = connection.execute(
+            sql.SQL("SELECT holder, backend_pid FROM {s}.account_holders").format(
+                s=sql.Identifier(pg_schema)
+            )
+        ).fetchall()
+    assert {str(holder): pid for holder, pid in rows} == {"direct": own, "pooled": None}
+
+
+async def test_a_stopped_process_places_return_after_its_lease(pg_schema: str) -> None:
+    """A holder stopped (SIGSTOP) keeps its connection: its places return when its lease lapses."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    workers = Workers([_settings(pg_schema, account, mode="hold", cap=3, places=3, lease=2.0)])
+    try:
+        (holder,) = workers.wait_ready()
+        workers.processes[0].send_signal(signal.SIGSTOP)
+        expires_at = _expires_at(pg_schema, account, holder)
+        async with _limits(pg_schema, account, max_active_jobs=3) as limits:
+            jobs = limits.active_jobs
+            with anyio.fail_after(60):
+                await jobs.acquire()
+            assert jobs.last_count is not None
+            assert jobs.last_count.db_now > expires_at  # its connection lives: the lease decides
+            for _ in range(2):
+                with anyio.fail_after(60):
+                    await jobs.acquire()
+            assert jobs.active == 3
+            assert not await jobs.try_acquire()  # the cap still holds
+    finally:
+        workers.processes[0].send_signal(signal.SIGCONT)
+        workers.kill_all()
+
+
+async def test_a_free_place_goes_to_the_waiting_process_with_fewer(pg_schema: str) -> None:
+    """A process holding every place frees one: a waiting process with none gets it, not it."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    # The newcomer asks again every second, and counts as waiting for four: its ask and
+    # the holder's below come within them.
+    async with (
+        _limits(pg_schema, account, max_active_jobs=4) as holder,
+        _limits(pg_schema, account, max_active_jobs=4, wait_poll_interval=1.0) as newcomer,
+    ):
+        for _ in range(4):
+            await holder.active_jobs.acquire()
+        assert holder.active_jobs.room == 0
+        granted = anyio.Event()
+
+        async def join() -> None:
+            await newcomer.active_jobs.acquire()
+            granted.set()
+
+        async with anyio.create_task_group() as group:
+            asked = newcomer.round_trips
+            group.start_soon(join)
+            await _asked_since(newcomer, asked)  # its first ask: refused, now waiting
+            holder.active_jobs.release(submitted=True)
+            # The holder asks for the place it freed: refused, a process with fewer waits.
+            assert not await holder.active_jobs.try_acquire()
+            with anyio.fail_after(60):
+                await granted.wait()
+        assert (holder.active_jobs.active, newcomer.active_jobs.active) == (3, 1)
+        assert _holder_active(pg_schema, account, holder.holder) == 3
+        assert _holder_active(pg_schema, account, newcomer.holder) == 1
+
+
+async def test_places_nobody_waits_for_may_go_past_a_share(pg_schema: str) -> None:
+    """With another process holding places but not waiting, one process may take the rest."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    async with (
+        _limits(pg_schema, account, max_active_jobs=4) as first,
+        _limits(pg_schema, account, max_active_jobs=4) as second,
+    ):
+        await second.active_jobs.acquire()  # holds one, and waits for no more
+        for _ in range(3):
+            assert await first.active_jobs.try_acquire()  # past half: nobody else waits
+        assert first.active_jobs.active == 3
+        assert not await first.active_jobs.try_acquire()  # the cap still holds
+        assert not await second.active_jobs.try_acquire()
+
+
+async def test_room_is_the_share_while_another_process_waits(pg_schema: str) -> None:
+    """room: every free place while alone; no more than the share once another waits."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    async with (
+        _limits(pg_schema, account, max_active_jobs=6) as first,
+        _limits(pg_schema, account, max_active_jobs=6, wait_poll_interval=1.0) as second,
+    ):
+        await first.active_jobs.acquire()
+        assert first.active_jobs.room == 5
+        for _ in range(5):
+            await first.active_jobs.acquire()
+
+        async def wait_for_one() -> None:
+            await second.active_jobs.acquire()
+
+        async with anyio.create_task_group() as group:
+            asked = second.round_trips
+            group.start_soon(wait_for_one)
+            await _asked_since(second, asked)
+            for _ in range(4):
+                first.active_jobs.release(submitted=True)
+            # first holds 2 of 6, second waits with none: the share is 3 each.
+            assert not await first.active_jobs.try_acquire()
+            assert first.active_jobs.room == 1
+            group.cancel_scope.cancel()
 
 
 async def test_a_429_pauses_every_process(pg_schema: str) -> None:
@@ -442,6 +558,25 @@ def _fetch(schema: str, query: str, *params: object) -> tuple[Any, ...]:
         row = connection.execute(sql.SQL(query).format(s=sql.Identifier(schema)), params).fetchone()
     assert row is not None
     return row
+
+
+async def _asked_since(limits: SharedAccountLimits, round_trips: int) -> None:
+    """Wait until ``limits`` has made a round trip since it had made ``round_trips``."""
+    with anyio.fail_after(60):
+        while limits.round_trips == round_trips:  # noqa: ASYNC110 - no event for a round trip
+            await anyio.sleep(0.01)
+
+
+def _expires_at(schema: str, account: str, holder: str) -> dt.datetime:
+    """When ``holder``'s lease on its places runs out, on the database's clock."""
+    (expires_at,) = _fetch(
+        schema,
+        "SELECT expires_at FROM {s}.account_holders WHERE account = %s AND holder = %s",
+        account,
+        holder,
+    )
+    assert isinstance(expires_at, dt.datetime)
+    return expires_at
 
 
 def _rate(schema: str, account: str) -> float | None:
