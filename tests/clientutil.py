@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 
 from hailuo_async import HailuoClient, Limits, PollPolicy, RetryPolicy
-from hailuo_async.testing import FakeHailuoServer
+from hailuo_async.testing import FakeHailuoServer, InProcessTransport
 
 LIMIT_FIELDS = ("max_in_flight", "requests_per_minute", "max_active_jobs")
 FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_retry_after=1.0)
@@ -18,6 +19,9 @@ FAST_POLL = PollPolicy(first_poll_delay=0.02, min_interval=0.02, max_interval=0.
 SCALED_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ClientFactory = Callable[..., HailuoClient]
+IN_PROCESS_APP = "https://app.invalid"
+"""Where an app served by :func:`answered_by` is, for its transport alone."""
 
 
 @asynccontextmanager
@@ -44,6 +48,34 @@ async def serve(handler: Handler) -> AsyncIterator[str]:
     app.router.add_route("*", "/{tail:.*}", handle)
     async with serve_app(app) as url:
         yield url
+
+
+@asynccontextmanager
+async def answered_by(
+    handler: Handler, make_client: ClientFactory | None = None, **options: Any
+) -> AsyncIterator[HailuoClient]:
+    """A client (``make_client(url, **options)``, else ``client_for``) whose every request
+    ``handler`` answers in this process, through an in-memory transport: no socket.
+
+    For the tests of what the client makes of answers; those of what a socket does (a
+    refused port, a reset, a timeout) use :func:`serve`.
+    """
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.2)
+    await runner.setup()
+    try:
+        assert runner.server is not None
+        transport = InProcessTransport({("app.invalid", 443): runner.server})
+        make = make_client or partial(client_for, api_key="test-key")
+        async with make(IN_PROCESS_APP, transport=transport, **options) as client:
+            yield client
+    finally:
+        await runner.cleanup()
 
 
 def client_for(url: str, *, api_key: str, **kwargs: Any) -> HailuoClient:

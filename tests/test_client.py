@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from aiohttp import web
-from clientutil import FAST_POLL, FAST_RETRY, fake_client, serve
+from clientutil import FAST_POLL, FAST_RETRY, answered_by, fake_client, serve
 from clientutil import client_for as base_client_for
 
 from hailuo_async import (
@@ -397,7 +397,7 @@ async def test_unknown_statuses_are_tolerated() -> None:
         hits += 1
         return web.json_response(task_answer("t-1", "TASK_STATUS_CANCELED", eta=0))
 
-    async with serve(handler) as url, client_for(url) as client:
+    async with answered_by(handler, client_for) as client:
         result = await client.get_task("t-1")
         assert result.status is TaskStatus.UNKNOWN
         assert result.raw_status == "TASK_STATUS_CANCELED"
@@ -420,7 +420,7 @@ async def test_a_poll_names_its_task_exactly(task_id: str) -> None:
         seen.append((request.path, request.query["task_id"]))
         return web.json_response(task_answer(request.query["task_id"], "TASK_STATUS_QUEUED"))
 
-    async with serve(handler) as url, client_for(url) as client:
+    async with answered_by(handler, client_for) as client:
         result = await client.get_task(task_id)
     assert result.task_id == task_id
     assert seen == [("/v3/async/task-result", task_id)]
@@ -435,7 +435,7 @@ async def test_numbers_as_strings_over_the_wire() -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.json_response(body)
 
-    async with serve(handler) as url, client_for(url) as client:
+    async with answered_by(handler, client_for) as client:
         result = await client.get_task("t-1")
     assert result.ok
     assert result.eta == 0
@@ -453,7 +453,7 @@ async def test_malformed_json_is_retried_then_reported() -> None:
         hits += 1
         return web.Response(text='{"task": {"status": "TASK_ST', content_type="application/json")
 
-    async with serve(handler) as url, client_for(url, max_retries=2) as client:
+    async with answered_by(handler, client_for, max_retries=2) as client:
         with pytest.raises(APIResponseValidationError) as info:
             await client.get_task("t-1")
     assert hits == 3
@@ -491,8 +491,7 @@ async def test_a_huge_answer_is_refused_with_a_typed_error(chunked: bool) -> Non
         return response
 
     async with (
-        serve(handler) as url,
-        client_for(url, max_retries=0, max_response_bytes=100_000) as client,
+        answered_by(handler, client_for, max_retries=0, max_response_bytes=100_000) as client,
     ):
         with pytest.raises(APIResponseValidationError) as info:
             await client.get_task("t-1")
@@ -508,8 +507,7 @@ async def test_a_huge_error_body_keeps_its_status() -> None:
         return web.Response(status=503, text=page, content_type="text/html")
 
     async with (
-        serve(handler) as url,
-        client_for(url, max_retries=0, max_response_bytes=100_000) as client,
+        answered_by(handler, client_for, max_retries=0, max_response_bytes=100_000) as client,
     ):
         with pytest.raises(InternalServerError) as info:
             await client.get_task("t-1")
@@ -576,7 +574,7 @@ async def test_answers_of_other_tasks_are_refused() -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.json_response(task_answer("someone-else", "TASK_STATUS_QUEUED"))
 
-    async with serve(handler) as url, client_for(url, max_retries=0) as client:
+    async with answered_by(handler, client_for, max_retries=0) as client:
         with pytest.raises(APIResponseValidationError, match="someone-else"):
             await client.get_task("t-1")
 
@@ -589,7 +587,7 @@ async def test_submit_sends_json_with_bearer_auth() -> None:
         seen.append((request.method, request.path, dict(request.headers), await request.json()))
         return web.json_response({"task_id": "new-task"})
 
-    async with serve(handler) as url, client_for(url) as client:
+    async with answered_by(handler, client_for) as client:
         assert await client.submit(REQUEST) == "new-task"
     ((method, path, headers, body),) = seen
     assert (method, path) == ("POST", "/v3/async/minimax-hailuo-02")
@@ -609,7 +607,7 @@ async def test_wait_returns_a_result_that_ended_before_the_deadline() -> None:
     async def slow_progress(result: TaskResult) -> None:
         await anyio.sleep(1.0)
 
-    async with serve(handler) as url, client_for(url) as client:
+    async with answered_by(handler, client_for) as client:
         with pytest.raises(TaskFailedError) as info:
             await client.wait("t-1", timeout=0.1, on_progress=slow_progress)
     assert info.value.result.is_done
