@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
 import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
 from clientutil import SCALED_RETRY, client_tasks, make_client
 
 from hailuo_async import (
@@ -45,6 +46,16 @@ def peak_active(server: FakeHailuoServer) -> int:
     return max(itertools.accumulate(step for _, step in changes))
 
 
+def waiting(events: MemoryObjectReceiveStream[TaskEvent]) -> list[TaskEvent]:
+    """The events waiting in the stream, taken without waiting for more."""
+    taken = []
+    while True:
+        try:
+            taken.append(events.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return taken
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[FakeHailuoServer]:
     """A fake whose jobs take 30 to 90 service seconds (0.3 to 0.9 s)."""
@@ -76,12 +87,7 @@ async def test_outcomes_come_in_the_order_their_ends_were_seen(server: FakeHailu
                     assert outcome.task_id is not None
                     assert server.finished_at(outcome.task_id) is not None
                     yielded.append(outcome.task_id)
-                seen = []
-                while True:
-                    try:
-                        seen.append(events.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
+                seen = waiting(events)
     assert len(yielded) == 20
     assert yielded == [event.task_id for event in seen if event.kind == "done"]
 
@@ -388,12 +394,7 @@ async def test_a_batch_exposes_events_and_poll_counts_not_its_watcher() -> None:
             async with client.generate_many(prompts(4)) as outcomes:
                 with outcomes.events() as events:
                     results = [o async for o in outcomes]
-                    seen = []
-                    while True:
-                        try:
-                            seen.append(events.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
+                    seen = waiting(events)
                 counts = outcomes.counts
     assert not hasattr(outcomes, "watcher")
     assert len(results) == 4
