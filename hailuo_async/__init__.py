@@ -48,7 +48,7 @@ from ._push import PushRegistry, PushSubscriber
 from ._retry import RetryPolicy, UnknownSubmissionPolicy
 from ._state import SharedState
 from ._submitter import SubmitOne
-from ._transport import Timeouts
+from ._transport import HTTPTransport, TCPTransport, Timeouts
 from ._version import __version__
 from ._watcher import EventCallback, EventKind, PollOne, TaskEvent, TaskWatcher, WatchOutcome
 from ._worker import WorkerSettings
@@ -73,6 +73,7 @@ __all__ = [
     "DurationStats",
     "EventCallback",
     "EventKind",
+    "HTTPTransport",
     "HailuoClient",
     "HailuoError",
     "InsufficientBalanceError",
@@ -104,6 +105,7 @@ __all__ = [
     "SubmissionRecorder",
     "SubmissionUnknownError",
     "SubmitOne",
+    "TCPTransport",
     "TaskEvent",
     "TaskFailedError",
     "TaskResult",

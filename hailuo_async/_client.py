@@ -43,7 +43,7 @@ from ._push import WebhookConfirmer, WebhookEvent
 from ._retry import RetryPolicy, UnknownSubmissionPolicy
 from ._state import SharedState
 from ._task_ids import check_task_id
-from ._transport import Timeouts, Transport
+from ._transport import HTTPTransport, TCPTransport, Timeouts, Transport
 from ._watcher import EventCallback, TaskWatcher, change_between
 from ._worker import WorkerSettings
 from .journal import JobStore, PostgresJobStore
@@ -89,6 +89,10 @@ class HailuoClient:
     together, and a webhook received by any of them ends the watch of the one watching
     the task. The database connections are opened and closed by ``async with client``,
     which a coordinated client must be used in. Without it, no database is touched.
+
+    ``transport`` (an :class:`HTTPTransport`) is where connections come from: TCP by default;
+    ``FakeHailuoServer.transport()`` reaches the fake service in memory, for tests. It
+    carries every request, but only the API's requests carry the key, whatever it is.
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class HailuoClient:
         state: SharedState | None = None,
         coordination: str | Coordination | None = None,
         provider: str | Provider | None = None,
+        transport: HTTPTransport | None = None,
     ) -> None:
         self.provider = provider_for(provider)
         """The service's dialect (see :mod:`hailuo_async.providers`)."""
@@ -121,6 +126,8 @@ class HailuoClient:
             raise InvalidRequestError("on_unknown_submission", "must be 'raise' or 'resubmit'")
         if limits is not None and not isinstance(limits, Limits):
             raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        if transport is not None and not callable(getattr(transport, "connector", None)):
+            raise InvalidRequestError("transport", "must be an HTTPTransport (a connector method)")
         self.timeouts = timeout if isinstance(timeout, Timeouts) else Timeouts(total=timeout)
         self.limits = limits or Limits()
         self.retry_policy = retry_policy or RetryPolicy()
@@ -139,10 +146,13 @@ class HailuoClient:
             )
             state = self._coordinator.state
         self._state = state or SharedState.in_memory(self.limits, retry=self.retry_policy)
+        self.transport: HTTPTransport = transport or TCPTransport()
+        """Where the client's connections come from (see :class:`HTTPTransport`)."""
         self._transport = Transport(
             timeouts=self.timeouts,
             max_connections=self.limits.max_in_flight,
             max_response_bytes=max_response_bytes,
+            connections=self.transport,
         )
         self._api = HailuoAPI(
             api_key=api_key,
@@ -577,6 +587,7 @@ class HailuoClient:
             source,
             dest,
             addresses=self._storage_addresses,
+            transport=self.transport,
             task_id=task_id,
             refresh=refresh,
             progress=progress,

@@ -50,7 +50,7 @@ from ._exceptions import DownloadError, HailuoError, InvalidRequestError
 from ._limits import RequestLimits
 from ._models import TaskResult, Video
 from ._retry import RetryPolicy, parse_retry_after
-from ._transport import USER_AGENT
+from ._transport import USER_AGENT, HTTPTransport, TCPTransport
 
 __all__ = [
     "DEFAULT_DOWNLOAD_DEADLINE",
@@ -268,8 +268,11 @@ async def _system_resolve(host: str, port: int) -> list[str]:
 async def is_private_host(host: str, *, resolve: Resolve | None = None) -> bool:
     """True when ``host`` (the API's) is on a loopback or private address: every address it
     resolves to is not public. Then a storage host on such an address is allowed too."""
-    if host.lower().rstrip(".") == "localhost":
+    name = host.lower().rstrip(".")
+    if name == "localhost":
         return True
+    if name.endswith(".invalid"):  # never resolves (RFC 6761): no lookup to wait for
+        return False
     try:
         addresses = [str(ipaddress.ip_address(host.strip("[]")))]
     except ValueError:
@@ -504,11 +507,15 @@ def _finish(file: IO[bytes], temp: Path, final: Path, *, check_mp4: bool) -> Non
 
 @asynccontextmanager
 async def _storage_session(
-    addresses: StorageAddresses, *, connect_timeout: float | None, read_timeout: float | None
+    addresses: StorageAddresses,
+    transport: HTTPTransport,
+    *,
+    connect_timeout: float | None,
+    read_timeout: float | None,
 ) -> AsyncIterator[aiohttp.ClientSession]:
     # A connector of its own: its resolver is the guard (the API's connector resolves the
     # API host, which may be where storage must not go).
-    connector = aiohttp.TCPConnector(resolver=_GuardedResolver(addresses), limit=4)
+    connector = transport.connector(limit=4, resolver=_GuardedResolver(addresses))
     storage = aiohttp.ClientSession(
         connector=connector,
         connector_owner=True,
@@ -746,6 +753,7 @@ async def download_video(
     dest: str | os.PathLike[str],
     *,
     addresses: StorageAddresses,
+    transport: HTTPTransport | None = None,
     task_id: str | None = None,
     refresh: RefreshResult | None = None,
     progress: DownloadProgress | None = None,
@@ -772,7 +780,8 @@ async def download_video(
     MP4 must also be complete (its boxes fill the file) to count as downloaded. ``progress``
     gets ``(bytes_done, bytes_total)``; it starts again from 0 on a retry. ``addresses``
     says where the storage host may be; ``deadline`` bounds the whole download, every
-    attempt and refresh included (None: no bound).
+    attempt and refresh included (None: no bound). ``transport`` opens the connections
+    (TCP by default).
 
     Raises :class:`DownloadError` (chained to the cause); no partial file is left behind.
     """
@@ -799,6 +808,7 @@ async def download_video(
                 budget,
                 final,
                 addresses=addresses,
+                transport=transport or TCPTransport(),
                 max_bytes=max_bytes,
                 progress=progress,
                 check_mp4=check_mp4,
@@ -821,6 +831,7 @@ async def _download(
     final: Path,
     *,
     addresses: StorageAddresses,
+    transport: HTTPTransport,
     max_bytes: int,
     progress: DownloadProgress | None,
     check_mp4: bool,
@@ -829,7 +840,7 @@ async def _download(
     read_timeout: float | None,
 ) -> Path:
     async with _storage_session(
-        addresses, connect_timeout=connect_timeout, read_timeout=read_timeout
+        addresses, transport, connect_timeout=connect_timeout, read_timeout=read_timeout
     ) as storage:
         while True:
             await budget.refresh_if_expired()

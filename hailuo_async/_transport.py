@@ -9,15 +9,25 @@ import platform
 import sys
 import time
 from collections.abc import Mapping
+from typing import Protocol
 
 import aiohttp
 import attrs
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from ._exceptions import APIConnectionError, APIResponseValidationError, APITimeoutError
 from ._version import __version__
 
-__all__ = ["USER_AGENT", "Response", "Timeouts", "Transport", "map_transport_error"]
+__all__ = [
+    "USER_AGENT",
+    "HTTPTransport",
+    "Response",
+    "TCPTransport",
+    "Timeouts",
+    "Transport",
+    "map_transport_error",
+]
 
 logger = logging.getLogger("hailuo_async")
 # Request bodies up to this size are handed to aiohttp as bytes (it warns from 1 MiB).
@@ -52,6 +62,39 @@ class Timeouts:
     connect: float | None = 10.0
     read: float | None = 60.0
     download: float | None = 600.0
+
+
+class HTTPTransport(Protocol):
+    """Where the client's connections come from: what ``HailuoClient(transport=...)`` takes.
+
+    The client asks for a connection pool when it opens its HTTP session (for the API's
+    requests, the only ones that carry the key) and for each download (for the storage
+    host). :class:`TCPTransport` (the default) opens TCP connections;
+    ``FakeHailuoServer.transport()`` reaches the fake service in memory, with no socket.
+    """
+
+    def connector(
+        self, *, limit: int, resolver: AbstractResolver | None = None
+    ) -> aiohttp.BaseConnector:
+        """A new aiohttp connector holding at most ``limit`` connections (0: no limit).
+
+        A transport that looks host names up must do so with ``resolver`` when one is given:
+        it is how a download refuses a storage host on an address it must not reach.
+        """
+        ...
+
+
+class TCPTransport:
+    """TCP connections (TLS for https), as aiohttp's :class:`~aiohttp.TCPConnector` opens them."""
+
+    def connector(
+        self, *, limit: int, resolver: AbstractResolver | None = None
+    ) -> aiohttp.BaseConnector:
+        """A new connection pool of at most ``limit`` connections, any number per host."""
+        return aiohttp.TCPConnector(limit=limit, limit_per_host=0, resolver=resolver)
+
+    def __repr__(self) -> str:
+        return "TCPTransport()"
 
 
 @attrs.define
@@ -137,7 +180,9 @@ class Transport:
         timeouts: Timeouts,
         max_connections: int,
         max_response_bytes: int,
+        connections: HTTPTransport | None = None,
     ) -> None:
+        self._connections = connections or TCPTransport()
         self._timeouts = timeouts
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
@@ -151,7 +196,7 @@ class Transport:
         if self._session is None or self._session.closed:
             _serve_reads_from_the_heap()
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
+                connector=self._connections.connector(limit=self._max_connections),
                 timeout=aiohttp.ClientTimeout(
                     total=self._timeouts.total, sock_connect=self._timeouts.connect
                 ),

@@ -43,7 +43,9 @@ def prompts(count: int) -> Iterator[VideoRequest]:
 @pytest.fixture
 async def server() -> AsyncIterator[FakeHailuoServer]:
     """A fake whose jobs take 20 service seconds."""
-    async with FakeHailuoServer(time_scale=SCALE, seed=8, job_duration=Fixed(20)) as fake:
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=8, job_duration=Fixed(20)
+    ) as fake:
         yield fake
 
 
@@ -75,7 +77,9 @@ async def test_a_refused_key_leaves_the_jobs_recorded_and_the_rerun_submits_them
 ) -> None:
     """Wrong key: nothing journaled failed; with the right key the rerun submits every job once."""
     journal = tmp_path / "run.sqlite"
-    async with HailuoClient("wrong", base_url=server.url, max_retries=0) as client:
+    async with HailuoClient(
+        "wrong", base_url=server.url, transport=server.transport(), max_retries=0
+    ) as client:
         async with client.generate_many(prompts(10), journal=journal, max_active_jobs=2) as out:
             refused = [outcome async for outcome in out]
     async with SQLiteJobStore(journal) as store:

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
 import pytest
-from clientutil import client_tasks, make_client
+from anyio.streams.memory import MemoryObjectReceiveStream
+from clientutil import SCALED_RETRY, client_tasks, make_client
 
 from hailuo_async import (
     AuthenticationError,
     HailuoClient,
     InvalidRequestError,
+    JobStream,
+    Limits,
+    RequestKind,
+    SharedState,
+    TaskEvent,
     TaskFailedError,
     VideoRequest,
 )
-from hailuo_async._batch import JobStream
-from hailuo_async._limits import RequestKind
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 
 pytestmark = pytest.mark.anyio
@@ -41,10 +46,22 @@ def peak_active(server: FakeHailuoServer) -> int:
     return max(itertools.accumulate(step for _, step in changes))
 
 
+def waiting(events: MemoryObjectReceiveStream[TaskEvent]) -> list[TaskEvent]:
+    """The events waiting in the stream, taken without waiting for more."""
+    taken = []
+    while True:
+        try:
+            taken.append(events.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return taken
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[FakeHailuoServer]:
     """A fake whose jobs take 30 to 90 service seconds (0.3 to 0.9 s)."""
-    async with FakeHailuoServer(time_scale=SCALE, seed=3, job_duration=Uniform(30, 90)) as fake:
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=3, job_duration=Uniform(30, 90)
+    ) as fake:
         yield fake
 
 
@@ -59,17 +76,20 @@ async def test_every_request_gets_one_outcome(server: FakeHailuoServer) -> None:
     assert server.stats.duplicate_submissions == 0
 
 
-async def test_outcomes_come_in_completion_order(server: FakeHailuoServer) -> None:
-    """Outcomes are yielded in the order the jobs finished on the service."""
+async def test_outcomes_come_in_the_order_their_ends_were_seen(server: FakeHailuoServer) -> None:
+    """Each outcome is yielded as soon as a poll sees its job end: in the order the ends were
+    seen (the watcher's "done" events), never before the service ended the job."""
+    yielded: list[str] = []
     async with make_client(server) as client:
         async with client.generate_many(prompts(20), max_active_jobs=20) as outcomes:
-            order = [outcome.task_id async for outcome in outcomes]
-    finished = [server.finished_at(task_id) for task_id in order if task_id]
-    assert len(finished) == 20
-    ends = [end for end in finished if end is not None]
-    # Polls land near each job's end; allow overtaking only within one poll's slack.
-    overtaken = sum(1 for earlier, later in itertools.pairwise(ends) if later + 0.1 < earlier)
-    assert overtaken == 0
+            with outcomes.events() as events:
+                async for outcome in outcomes:
+                    assert outcome.task_id is not None
+                    assert server.finished_at(outcome.task_id) is not None
+                    yielded.append(outcome.task_id)
+                seen = waiting(events)
+    assert len(yielded) == 20
+    assert yielded == [event.task_id for event in seen if event.kind == "done"]
 
 
 async def test_active_job_limit_is_never_exceeded(server: FakeHailuoServer) -> None:
@@ -85,6 +105,7 @@ async def test_active_job_limit_is_never_exceeded(server: FakeHailuoServer) -> N
 async def test_given_limits_meet_no_429() -> None:
     """With the account's limits given, a batch never meets a 429."""
     async with FakeHailuoServer(
+        in_process=True,
         time_scale=SCALE,
         seed=5,
         job_duration=Uniform(20, 40),
@@ -101,6 +122,7 @@ async def test_given_limits_meet_no_429() -> None:
 async def test_discovered_active_limit_settles() -> None:
     """Without the limit given, the batch finds the service's cap and stays under it."""
     async with FakeHailuoServer(
+        in_process=True,
         time_scale=SCALE,
         seed=5,
         job_duration=Uniform(20, 40),
@@ -120,6 +142,7 @@ async def test_a_429_pauses_the_whole_client() -> None:
     left: list[float] = []  # when each request left the limiter for the wire
     pauses: list[tuple[float, float]] = []  # (start, end) of each pause a 429 set
     async with FakeHailuoServer(
+        in_process=True,
         time_scale=SCALE,
         seed=2,
         job_duration=Fixed(30),
@@ -155,7 +178,7 @@ async def test_a_429_pauses_the_whole_client() -> None:
 async def test_a_failed_job_does_not_stop_the_batch() -> None:
     """Failed jobs come out as outcomes with TaskFailedError and the rest carry on."""
     async with FakeHailuoServer(
-        time_scale=SCALE, seed=11, job_duration=Uniform(20, 40), failure_rate=0.3
+        in_process=True, time_scale=SCALE, seed=11, job_duration=Uniform(20, 40), failure_rate=0.3
     ) as server:
         async with make_client(server) as client:
             async with client.generate_many(prompts(30), max_active_jobs=10) as outcomes:
@@ -277,7 +300,9 @@ async def test_a_wrong_key_stops_the_submissions_and_every_job_comes_out_unsent(
     server: FakeHailuoServer,
 ) -> None:
     """A wrong API key stops the submissions at the first refusals; each job comes out unsent."""
-    async with HailuoClient("wrong", base_url=server.url, max_retries=0) as client:
+    async with HailuoClient(
+        "wrong", base_url=server.url, transport=server.transport(), max_retries=0
+    ) as client:
         async with client.generate_many(prompts(100), max_active_jobs=4) as outcomes:
             seen = [outcome async for outcome in outcomes]
     assert len(seen) == 100
@@ -299,7 +324,9 @@ async def test_a_failed_submission_waiting_for_room_is_yielded_before_the_stream
     small = VideoRequest(prompt="B: a short prompt")
     refused = VideoRequest(prompt="A: " + "too long for the fake's body limit " * 40)
     async with (
-        FakeHailuoServer(time_scale=SCALE, job_duration=Fixed(10), max_body_bytes=1024) as fake,
+        FakeHailuoServer(
+            in_process=True, time_scale=SCALE, job_duration=Fixed(10), max_body_bytes=1024
+        ) as fake,
         make_client(fake) as client,
     ):
         stream = client.generate_many(_after_first_outcome_waits(small, refused, lambda: stream))
@@ -321,3 +348,55 @@ async def _after_first_outcome_waits(
     while stream().counts.succeeded < 1:  # noqa: ASYNC110 - the batch has no event for it
         await anyio.sleep(0.01)
     yield second
+
+
+async def test_a_batch_under_its_own_limit_does_not_teach_the_client() -> None:
+    """Submit 429s in a batch with max_active_jobs leave the client's learnt limit alone."""
+    # The client's own state, as make_client would make it, held here to be read after.
+    state = SharedState.in_memory(Limits(rate_window=60 * SCALE), retry=SCALED_RETRY)
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=3, job_duration=Uniform(20, 40), max_active_tasks=2
+    ) as server:
+        async with make_client(server, state=state) as client:
+            before = state.active_jobs.value
+            async with client.generate_many(prompts(8), max_active_jobs=8) as outcomes:
+                results = [o async for o in outcomes]
+    assert all(o.ok for o in results)
+    assert server.stats.rate_limited.get("active_cap", 0) > 0
+    assert state.active_jobs.value == before
+
+
+async def test_a_failing_event_callback_loses_no_job(caplog: pytest.LogCaptureFixture) -> None:
+    """An on_event callback that raises is logged with the task id; the batch goes on."""
+
+    def explode(event: TaskEvent) -> None:
+        raise RuntimeError("callback bug")
+
+    caplog.set_level(logging.ERROR, logger="hailuo_async")
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=3, job_duration=Fixed(20)
+    ) as server:
+        async with make_client(server) as client:
+            async with client.generate_many(prompts(5), on_event=explode) as outcomes:
+                results = [o async for o in outcomes]
+    assert sorted(o.index for o in results) == list(range(5))
+    assert all(o.ok for o in results)
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert all(o.task_id in logged for o in results if o.task_id)
+
+
+async def test_a_batch_exposes_events_and_poll_counts_not_its_watcher() -> None:
+    """Callers read a batch's events and counts; its watcher is not public."""
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=3, job_duration=Fixed(20)
+    ) as server:
+        async with make_client(server) as client:
+            async with client.generate_many(prompts(4)) as outcomes:
+                with outcomes.events() as events:
+                    results = [o async for o in outcomes]
+                    seen = waiting(events)
+                counts = outcomes.counts
+    assert not hasattr(outcomes, "watcher")
+    assert len(results) == 4
+    assert {e.task_id for e in seen if e.kind == "done"} == {o.task_id for o in results}
+    assert counts.polls >= 4

@@ -15,7 +15,7 @@ from hailuo_async import (
     VideoRequest,
 )
 from hailuo_async.journal import JobKeyer, JobState, SQLiteJobStore
-from hailuo_async.testing import FakeHailuoServer, Uniform, sample_video
+from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform, sample_video
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +30,9 @@ def prompts(count: int) -> Iterator[VideoRequest]:
 @pytest.fixture
 async def server() -> AsyncIterator[FakeHailuoServer]:
     """A fake whose jobs take 20 to 40 service seconds."""
-    async with FakeHailuoServer(time_scale=SCALE, seed=4, job_duration=Uniform(20, 40)) as fake:
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=4, job_duration=Uniform(20, 40)
+    ) as fake:
         yield fake
 
 
@@ -121,13 +123,15 @@ async def test_failed_jobs_are_retried_only_when_asked(tmp_path: Path) -> None:
     """Jobs the service failed stay failed on a rerun, unless retry_failed is given."""
     journal = tmp_path / "run.sqlite"
     async with FakeHailuoServer(
-        time_scale=SCALE, seed=1, job_duration=Uniform(20, 30), failure_rate=1.0
+        in_process=True, time_scale=SCALE, seed=1, job_duration=Uniform(20, 30), failure_rate=1.0
     ) as failing:
         async with make_client(failing) as client:
             async with client.generate_many(prompts(4), max_active_jobs=4, journal=journal) as o:
                 first = [outcome async for outcome in o]
     assert all(isinstance(outcome.error, TaskFailedError) for outcome in first)
-    async with FakeHailuoServer(time_scale=SCALE, seed=2, job_duration=Uniform(20, 30)) as good:
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=2, job_duration=Uniform(20, 30)
+    ) as good:
         async with make_client(good) as client:
             async with client.generate_many(prompts(4), max_active_jobs=4, journal=journal) as o:
                 again = [outcome async for outcome in o]
@@ -155,3 +159,24 @@ async def test_keys_name_jobs_across_runs(server: FakeHailuoServer, tmp_path: Pa
     assert first == second
     assert set(first) == {"k0", "k1", "k2", "k3"}
     assert server.stats.submissions_accepted == 4
+
+
+async def test_a_job_leased_by_another_worker_is_skipped_not_failed(tmp_path: Path) -> None:
+    """A job another worker holds is skipped (counted), not reported as failed."""
+    store = SQLiteJobStore(tmp_path / "leased.sqlite")
+    await store.open()
+    requests = list(prompts(3))
+    await store.record([JobKeyer().spec(requests[0], None)])
+    assert len(await store.claim("other-worker", 1, lease_seconds=3600)) == 1
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=3, job_duration=Fixed(20)
+    ) as server:
+        async with make_client(server) as client:
+            async with client.generate_many(requests, journal=store) as outcomes:
+                results = [o async for o in outcomes]
+                counts = outcomes.counts
+    await store.aclose()
+    assert sorted(o.index for o in results) == [1, 2]
+    assert all(o.ok for o in results)
+    assert counts.skipped == 1
+    assert server.stats.submissions_accepted == 2

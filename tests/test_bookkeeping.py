@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from hailuo_async import HailuoError, TaskResult, TaskStatus, VideoRequest
-from hailuo_async._bookkeeping import BatchBook, BatchJob, LeftRunningJob, left_running_summary
-from hailuo_async._limits import ActiveJobLimit, ActiveJobs, RequestLimiter, RequestLimits
-from hailuo_async._push import InMemoryPushRegistry, PushRegistry
+from hailuo_async import (
+    ActiveJobs,
+    HailuoError,
+    LeftRunningJob,
+    PushRegistry,
+    RequestLimits,
+    TaskResult,
+    TaskStatus,
+    VideoRequest,
+)
+from hailuo_async._bookkeeping import BatchBook, BatchJob, left_running_summary
+from hailuo_async._limits import ActiveJobLimit, RequestLimiter
+from hailuo_async._push import InMemoryPushRegistry
 
 
 def job(index: int) -> BatchJob:

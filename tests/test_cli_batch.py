@@ -28,8 +28,7 @@ from test_cli import (
     threaded_fake,
 )
 
-from hailuo_async import VideoRequest
-from hailuo_async._batch import BatchCounts
+from hailuo_async import BatchCounts, VideoRequest
 from hailuo_async.cli import _app, _batch_run
 from hailuo_async.cli._app import cli
 from hailuo_async.cli._display import BatchView

@@ -24,8 +24,7 @@ from test_cli import (  # _clean_env: each test in its own folder, without HAILU
     threaded_fake,
 )
 
-from hailuo_async import BatchCounts, TaskResult, TaskStatus
-from hailuo_async._bookkeeping import LeftRunningJob
+from hailuo_async import BatchCounts, LeftRunningJob, TaskResult, TaskStatus
 from hailuo_async.cli._app import cli
 from hailuo_async.cli._batch_run import BatchReport, Failure, summary
 from hailuo_async.cli._display import BatchView, JobView

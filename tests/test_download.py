@@ -20,6 +20,7 @@ from yarl import URL
 from hailuo_async import (
     DownloadError,
     HailuoClient,
+    HailuoError,
     InvalidRequestError,
     NotFoundError,
     PollPolicy,
@@ -737,6 +738,8 @@ async def test_whether_the_api_is_on_a_private_address() -> None:
     assert not await is_private_host("api.example", resolve=_stub({"api.example": ["8.8.8.8"]}))
     mixed = _stub({"mixed.example": ["10.0.0.5", "8.8.8.8"]})
     assert not await is_private_host("mixed.example", resolve=mixed)
+    # A name that never resolves is not looked up: the stub would say private.
+    assert not await is_private_host("a.invalid", resolve=_stub({"a.invalid": ["10.0.0.5"]}))
 
 
 async def test_a_download_that_trickles_ends_at_its_deadline(
@@ -760,3 +763,11 @@ async def test_the_client_s_download_deadline_is_timeouts_download(
             with pytest.raises(DownloadError, match=r"within 0\.5 s"):
                 await client.download(Video(url=f"{origin.url}/trickle.mp4"), tmp_path)
     assert _files(tmp_path) == []
+
+
+async def test_download_refuses_bad_options_with_a_typed_error() -> None:
+    """A bad download option raises the library's typed error, not a bare ValueError."""
+    done = TaskResult(task_id="t-1", status=TaskStatus.SUCCEED, raw_status="TASK_STATUS_SUCCEED")
+    async with HailuoClient("test-key", base_url="http://127.0.0.1:9") as client:
+        with pytest.raises(HailuoError):
+            await client.download(done, "out.mp4", max_bytes=0)

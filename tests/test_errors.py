@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from clientutil import Handler, serve
+from clientutil import Handler, answered_by, serve
 from clientutil import client_for as base_client_for
 from clientutil import fake_client as base_fake_client
 
@@ -149,7 +149,7 @@ async def test_every_status_is_mapped(code: int, error: type[APIStatusError], me
 async def test_redirects_are_errors_not_followed(code: int) -> None:
     """A redirect is reported as an APIStatusError, for a poll and for a submit alike."""
     headers = {"Location": "https://elsewhere.example.com/"}
-    async with serve(always(code, {}, headers=headers)) as url, client_for(url) as client:
+    async with answered_by(always(code, {}, headers=headers), client_for) as client:
         with pytest.raises(APIStatusError) as polled:
             await client.get_task("t-1")
         with pytest.raises(APIStatusError) as submitted:
@@ -173,7 +173,7 @@ async def test_redirects_are_errors_not_followed(code: int) -> None:
 )
 async def test_error_bodies_of_any_shape(body: Any, message: str | None) -> None:
     """The service's message is found in the shapes gateways use; other shapes do no harm."""
-    async with serve(always(400, body)) as url, client_for(url) as client:
+    async with answered_by(always(400, body), client_for) as client:
         with pytest.raises(BadRequestError) as info:
             await client.get_task("t-1")
     assert info.value.body == body
@@ -184,7 +184,7 @@ async def test_error_bodies_of_any_shape(body: Any, message: str | None) -> None
 async def test_a_plain_text_error_is_kept_as_text() -> None:
     """An HTML page from a proxy becomes the body as a string."""
     page = "<html><body><h1>502 Bad Gateway</h1></body></html>"
-    async with serve(always(502, text=page)) as url, client_for(url) as client:
+    async with answered_by(always(502, text=page), client_for) as client:
         with pytest.raises(InternalServerError) as info:
             await client.get_task("t-1")
     assert info.value.body == page
@@ -193,11 +193,11 @@ async def test_a_plain_text_error_is_kept_as_text() -> None:
 
 async def test_a_long_error_body_and_message_are_cut() -> None:
     """Bodies over 2000 characters are cut; the message quotes at most 500."""
-    async with serve(always(400, {"message": "m" * 10_000})) as url, client_for(url) as client:
+    async with answered_by(always(400, {"message": "m" * 10_000}), client_for) as client:
         with pytest.raises(BadRequestError) as info:
             await client.get_task("t-1")
     assert len(str(info.value)) < 600
-    async with serve(always(500, text="x" * 50_000)) as url, client_for(url) as client:
+    async with answered_by(always(500, text="x" * 50_000), client_for) as client:
         with pytest.raises(InternalServerError) as failed:
             await client.get_task("t-1")
     assert isinstance(failed.value.body, str)
@@ -214,7 +214,7 @@ async def test_headers_are_kept_without_secrets() -> None:
         "Authorization": "Bearer leaked",
         "Proxy-Authorization": "Basic leaked",
     }
-    async with serve(always(429, {}, headers=headers)) as url, client_for(url) as client:
+    async with answered_by(always(429, {}, headers=headers), client_for) as client:
         with pytest.raises(RateLimitError) as info:
             await client.get_task("t-1")
     kept = {name.lower(): value for name, value in info.value.headers.items()}
@@ -228,7 +228,7 @@ async def test_headers_are_kept_without_secrets() -> None:
 
 async def test_a_2xx_that_is_not_json_is_a_validation_error() -> None:
     """A 200 with an HTML body is an APIResponseValidationError on a poll."""
-    async with serve(always(200, text="<html>hello</html>")) as url, client_for(url) as client:
+    async with answered_by(always(200, text="<html>hello</html>"), client_for) as client:
         with pytest.raises(APIResponseValidationError) as info:
             await client.get_task("t-1")
     assert info.value.status_code == 200
@@ -241,7 +241,7 @@ async def test_a_2xx_that_is_not_json_is_a_validation_error() -> None:
 
 async def test_a_wrong_key_is_an_authentication_error(fake_hailuo: FakeHailuoServer) -> None:
     """The fake's 401 for a wrong key is an AuthenticationError on submit and on poll."""
-    async with client_for(fake_hailuo.url, api_key="not-the-key", max_retries=3) as client:
+    async with base_fake_client(fake_hailuo, api_key="not-the-key", max_retries=3) as client:
         with pytest.raises(AuthenticationError) as submitted:
             await client.submit(REQUEST)
         with pytest.raises(AuthenticationError):

@@ -37,7 +37,9 @@ def prompts(count: int) -> Iterator[VideoRequest]:
 @pytest.fixture
 async def server() -> AsyncIterator[FakeHailuoServer]:
     """A fake whose jobs take 20 to 40 service seconds."""
-    async with FakeHailuoServer(time_scale=SCALE, seed=5, job_duration=Uniform(20, 40)) as fake:
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=5, job_duration=Uniform(20, 40)
+    ) as fake:
         yield fake
 
 

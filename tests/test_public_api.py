@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
 import re
 import sys
@@ -82,6 +83,8 @@ INTENDED = {
     "TaskResult",
     "TaskStatus",
     "Timeouts",
+    "HTTPTransport",
+    "TCPTransport",
     "Video",
     "VideoRequest",
     "WaitTimeoutError",
@@ -180,3 +183,10 @@ def test_every_type_in_a_public_signature_is_exported() -> None:
                 if ours and not _is_public(value):
                     missing.add(f"{identifier} (in {function.__qualname__})")
     assert not missing
+
+
+def test_the_classifiers_claim_asyncio_and_not_anyio() -> None:
+    """The package says it runs on asyncio, not on every anyio backend: aiohttp ties it to one."""
+    classifiers = importlib.metadata.metadata("hailuo-async").get_all("Classifier") or []
+    frameworks = {c for c in classifiers if c.startswith("Framework ::")}
+    assert frameworks == {"Framework :: AsyncIO"}

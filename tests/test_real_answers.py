@@ -149,7 +149,7 @@ def test_the_earlier_of_url_and_ttl_wins(ttl: int, url_seconds: int, wins: str) 
 async def test_captured_profile_answers_in_the_captured_style() -> None:
     """FakeHailuoServer(profile="captured") answers like the verbatim body above."""
     async with (
-        FakeHailuoServer(profile="captured", time_scale=0.001, seed=3) as server,
+        FakeHailuoServer(in_process=True, profile="captured", time_scale=0.001, seed=3) as server,
         fake_client(server) as client,
     ):
         result = await client.generate(VideoRequest(prompt="a fox", duration=6))
@@ -172,7 +172,7 @@ async def test_captured_profile_answers_in_the_captured_style() -> None:
 async def test_captured_profile_download_makes_no_refresh_request(tmp_path: Path) -> None:
     """A download of a captured-style answer GETs no fresh URL and sends no key to storage."""
     async with (
-        FakeHailuoServer(profile="captured", time_scale=0.001, seed=4) as server,
+        FakeHailuoServer(in_process=True, profile="captured", time_scale=0.001, seed=4) as server,
         fake_client(server) as client,
     ):
         result = await client.generate(VideoRequest(prompt="a heron"))

@@ -8,7 +8,7 @@ import random
 import anyio
 import pytest
 
-from hailuo_async import Limits, VideoRequest
+from hailuo_async import Limits, SharedState, VideoRequest
 from hailuo_async._limits import AdaptiveRate, RequestLimiter, _Pacer
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
@@ -114,6 +114,7 @@ async def test_a_short_budget_bound_batch_meets_no_rate_limit() -> None:
     later, and the fake's window (sliding, every request counted) never refuses one."""
     rpm, cap, jobs = 60, 5, 40
     async with FakeHailuoServer(
+        in_process=True,
         time_scale=0.01,
         seed=2,
         job_duration=Fixed(2.0),
@@ -130,3 +131,51 @@ async def test_a_short_budget_bound_batch_meets_no_rate_limit() -> None:
     assert len(done) == jobs
     assert stats.rate_limited == {}
     assert stats.api_requests > rpm  # more than one window's budget: the window bound
+
+
+def test_a_rate_429_pauses_every_kind_that_spends_the_budget() -> None:
+    """A rate 429 on a submit pauses polls too; an active-cap 429 pauses submits only."""
+    limiter = SharedState.in_memory(Limits(max_in_flight=4)).limiter
+    limiter.on_rate_limited("submit", 30.0, rate_exceeded=True)
+    assert limiter.paused_for("poll") > 0
+    assert limiter.paused_for("download") == 0
+    capped = SharedState.in_memory(Limits(max_in_flight=4)).limiter
+    capped.on_rate_limited("submit", 30.0, rate_exceeded=False)
+    assert capped.paused_for("submit") > 0
+    assert capped.paused_for("poll") == 0
+
+
+def test_the_first_rate_429_sets_the_rate_from_the_admitted_requests() -> None:
+    """A first 429 early in the run paces from what was admitted, not what was sent."""
+    rate = AdaptiveRate(window=60.0, known=None)
+    rate.record_sent(0.0)
+    for i in range(12):
+        rate.on_success(0.1 * i)
+    rate.on_rate_limited(2.0)
+    assert rate.value == pytest.approx(12 * 0.75)
+    few = AdaptiveRate(window=60.0, known=None)
+    few.record_sent(0.0)
+    for i in range(3):
+        few.on_success(0.1 * i)
+    few.on_rate_limited(2.0)
+    assert few.value is None  # three answers say too little: the pause alone acts
+
+
+async def test_a_request_waiting_its_turn_respects_a_pause_set_meanwhile() -> None:
+    """A request queued at the pacer when a 429 comes waits for that pause too."""
+    limiter = SharedState.in_memory(Limits(max_in_flight=4, requests_per_minute=600)).limiter
+    async with limiter.slot("poll"):
+        pass  # the pacer's next turn is now 0.1 s away
+    left_at: list[float] = []
+
+    async def request() -> None:
+        async with limiter.slot("poll"):
+            left_at.append(anyio.current_time())
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(request)
+        await anyio.sleep(0.01)  # it waits at the pacer
+        limiter.on_rate_limited("submit", 0.3)
+        paused_at = anyio.current_time()
+    assert left_at
+    assert left_at[0] >= paused_at + 0.3 - 0.01

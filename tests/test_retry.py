@@ -12,7 +12,7 @@ from functools import partial
 import anyio
 import pytest
 from aiohttp import web
-from clientutil import Handler, fake_client, serve
+from clientutil import Handler, answered_by, fake_client, serve
 from clientutil import client_for as base_client_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -186,7 +186,7 @@ def test_missing_retry_after_is_none() -> None:
 async def test_a_poll_retries_transient_statuses(code: int) -> None:
     """429 and 5xx on a GET are retried until an answer comes."""
     script = Script(status(code), status(code), then=answer())
-    async with serve(script) as url, client_for(url) as client:
+    async with answered_by(script, client_for) as client:
         result = await client.get_task("t-1")
     assert result.task_id == "t-1"
     assert script.count("GET") == 3
@@ -219,7 +219,7 @@ async def test_a_poll_retries_unreadable_answers() -> None:
         return web.Response(text='{"task": {', content_type="application/json")
 
     script = Script(truncated, then=answer())
-    async with serve(script) as url, client_for(url) as client:
+    async with answered_by(script, client_for) as client:
         assert (await client.get_task("t-1")).task_id == "t-1"
     assert script.count("GET") == 2
 
@@ -228,7 +228,7 @@ async def test_a_poll_retries_unreadable_answers() -> None:
 async def test_a_poll_gives_up_after_max_retries(max_retries: int) -> None:
     """A GET is tried 1 + max_retries times, then the last error is raised."""
     script = Script(then=status(503))
-    async with serve(script) as url, client_for(url, max_retries=max_retries) as client:
+    async with answered_by(script, client_for, max_retries=max_retries) as client:
         with pytest.raises(InternalServerError):
             await client.get_task("t-1")
     assert script.count("GET") == max_retries + 1
@@ -247,7 +247,7 @@ async def test_a_poll_gives_up_after_max_retries(max_retries: int) -> None:
 async def test_a_poll_never_retries_client_errors(code: int, error: type[Exception]) -> None:
     """400, 401, 403 and a 404 for a task this client did not just submit are not retried."""
     script = Script(then=status(code))
-    async with serve(script) as url, client_for(url) as client:
+    async with answered_by(script, client_for) as client:
         with pytest.raises(error):
             await client.get_task("t-1")
     assert script.count("GET") == 1
@@ -270,7 +270,7 @@ async def test_a_poll_rides_out_the_fakes_faults(fake_hailuo_factory: FakeHailuo
 async def test_a_404_right_after_submit_is_retried() -> None:
     """A task the service does not know yet, just after its submission, is polled again."""
     script = Script(answer("t-new"), status(404), status(404), then=answer("t-new"))
-    async with serve(script) as url, client_for(url) as client:
+    async with answered_by(script, client_for) as client:
         task_id = await client.submit(REQUEST)
         result = await client.get_task(task_id)
     assert result.task_id == "t-new"
@@ -283,8 +283,7 @@ async def test_the_404_grace_is_short() -> None:
     policy = RetryPolicy(initial_delay=0.01, max_delay=0.02, not_found_grace=1.0)
     script = Script(answer("t-new"), then=status(404))
     async with (
-        serve(script) as url,
-        client_for(url, retry_policy=policy, max_retries=200) as client,
+        answered_by(script, client_for, retry_policy=policy, max_retries=200) as client,
     ):
         task_id = await client.submit(REQUEST)
         started = time.monotonic()
@@ -311,7 +310,7 @@ async def test_retry_after_seconds_are_honoured() -> None:
         status(429, {"Retry-After": "0.3"}),
         then=answer("t-new"),
     )
-    async with serve(script) as url, client_for(url) as client:
+    async with answered_by(script, client_for) as client:
         started = time.monotonic()
         await client.submit(REQUEST)
         submitted = time.monotonic()
@@ -327,7 +326,7 @@ async def test_retry_after_http_dates_are_honoured() -> None:
     when = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=2), usegmt=True)
     script = Script(status(429, {"Retry-After": when}), then=answer())
     policy = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_retry_after=5)
-    async with serve(script) as url, client_for(url, retry_policy=policy) as client:
+    async with answered_by(script, client_for, retry_policy=policy) as client:
         started = time.monotonic()
         await client.get_task("t-1")
     assert 0.9 <= time.monotonic() - started < 5.0  # under max_retry_after: the date was read
@@ -353,7 +352,7 @@ async def test_retry_after_is_capped() -> None:
     """An absurd Retry-After is cut to max_retry_after, for the retry and the client's pause."""
     policy = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_retry_after=0.2)
     script = Script(status(429, {"Retry-After": "3600"}), then=answer())
-    async with serve(script) as url, client_for(url, retry_policy=policy) as client:
+    async with answered_by(script, client_for, retry_policy=policy) as client:
         started = time.monotonic()
         with anyio.fail_after(60):
             await client.get_task("t-1")
@@ -363,7 +362,7 @@ async def test_retry_after_is_capped() -> None:
 async def test_a_429_without_retry_after_backs_off_by_the_policy() -> None:
     """With no Retry-After, the waits follow the retry policy's short backoff."""
     script = Script(status(429), status(429), status(429), then=answer())
-    async with serve(script) as url, client_for(url) as client:
+    async with answered_by(script, client_for) as client:
         started = time.monotonic()
         with anyio.fail_after(5):
             await client.get_task("t-1")
@@ -389,7 +388,7 @@ async def test_one_early_429_does_not_throttle_the_client_to_a_crawl() -> None:
 async def test_a_submit_retries_statuses_that_started_nothing(code: int) -> None:
     """429 and 5xx on a POST mean no job started: it is sent again."""
     script = Script(status(code), status(code), then=answer("t-new"))
-    async with serve(script) as url, client_for(url) as client:
+    async with answered_by(script, client_for) as client:
         assert await client.submit(REQUEST) == "t-new"
     assert script.count("POST") == 3
 
@@ -407,7 +406,7 @@ async def test_a_submit_retries_statuses_that_started_nothing(code: int) -> None
 async def test_a_submit_never_retries_client_errors(code: int, error: type[Exception]) -> None:
     """400, 401, 403 (and other 4xx) on a POST raise at once."""
     script = Script(then=status(code))
-    async with serve(script) as url, client_for(url, on_unknown_submission="resubmit") as client:
+    async with answered_by(script, client_for, on_unknown_submission="resubmit") as client:
         with pytest.raises(error):
             await client.submit(REQUEST)
     assert script.count("POST") == 1

@@ -207,7 +207,11 @@ async def test_a_canary_webhook_secret_never_reaches_logs_reprs_or_errors(
     caplog.set_level(logging.DEBUG)
     texts: list[str] = [repr(secret), str(secret)]
     async with FakeHailuoServer(
-        time_scale=0.01, job_duration=Fixed(5.0), faults=Faults(accepted_but_lost=0.3), seed=8
+        in_process=True,
+        time_scale=0.01,
+        job_duration=Fixed(5.0),
+        faults=Faults(accepted_but_lost=0.3),
+        seed=8,
     ) as server:
         async with fake_client(server) as client:
             hook = aiohttp_handler(client, secret=secret)

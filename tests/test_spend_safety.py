@@ -168,7 +168,7 @@ async def test_a_rerun_replays_the_original_task_failure(tmp_path: Path) -> None
     journal = tmp_path / "run.sqlite"
     requests = [VideoRequest(prompt=f"doomed {i}") for i in range(3)]
     async with FakeHailuoServer(
-        time_scale=SCALE, seed=1, job_duration=Uniform(20, 30), failure_rate=1.0
+        in_process=True, time_scale=SCALE, seed=1, job_duration=Uniform(20, 30), failure_rate=1.0
     ) as server:
         async with make_client(server) as client:
             async with client.generate_many(requests, journal=journal) as outcomes:
@@ -233,7 +233,9 @@ async def test_a_journaled_batch_sweeps_its_leftovers_when_it_starts(tmp_path: P
     """A rerun with download_to removes its jobs' .part files and keeps the user's files."""
     journal, videos = tmp_path / "run.sqlite", tmp_path / "videos"
     requests = [VideoRequest(prompt=f"swept {i}") for i in range(2)]
-    async with FakeHailuoServer(time_scale=SCALE, seed=5, job_duration=Uniform(20, 30)) as fake:
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, seed=5, job_duration=Uniform(20, 30)
+    ) as fake:
         async with make_client(fake) as client:
             async with client.generate_many(requests, journal=journal) as outcomes:
                 task_ids = [o.task_id async for o in outcomes]

@@ -10,6 +10,7 @@ import pytest
 from clientutil import make_client
 
 from hailuo_async import (
+    DurationStats,
     JobTimeoutError,
     LeftRunningJob,
     PollPolicy,
@@ -17,7 +18,7 @@ from hailuo_async import (
     TaskStatus,
     VideoRequest,
 )
-from hailuo_async._polling import ETA, DurationStats, PollSchedule
+from hailuo_async._polling import ETA, PollSchedule
 from hailuo_async.journal import JobState, SQLiteJobStore
 from hailuo_async.testing import FakeHailuoServer, Faults, Fixed, Uniform
 
@@ -39,7 +40,7 @@ async def test_a_job_that_never_ends_gets_a_typed_error_after_the_ceiling(tmp_pa
     journal = tmp_path / "batch.db"
     policy = CEILING.scaled(SCALE)
     async with FakeHailuoServer(
-        time_scale=SCALE, job_duration=FOREVER, profile="captured", seed=1
+        in_process=True, time_scale=SCALE, job_duration=FOREVER, profile="captured", seed=1
     ) as server:
         for run in (1, 2):
             async with (
@@ -71,7 +72,7 @@ async def test_an_unknown_status_ends_the_watch_after_the_shorter_setting() -> N
     """A job answering an undocumented status ends as JobTimeoutError(unknown_status=True)."""
     policy = PollPolicy(max_job_duration=None, max_unknown_duration=10.0).scaled(SCALE)
     async with FakeHailuoServer(
-        time_scale=SCALE, job_duration=FOREVER, unknown_status=1.0, seed=2
+        in_process=True, time_scale=SCALE, job_duration=FOREVER, unknown_status=1.0, seed=2
     ) as server:
         async with make_client(server, poll_policy=policy) as client:
             task_id = await client.submit(_request())
@@ -93,7 +94,7 @@ async def test_an_unknown_status_that_ends_in_time_is_a_normal_result() -> None:
     """An undocumented status that turns into an end before the limit yields the result."""
     policy = PollPolicy(max_unknown_duration=1000.0).scaled(SCALE)
     async with FakeHailuoServer(
-        time_scale=SCALE, job_duration=Fixed(20.0), unknown_status=1.0, seed=3
+        in_process=True, time_scale=SCALE, job_duration=Fixed(20.0), unknown_status=1.0, seed=3
     ) as server:
         async with make_client(server, poll_policy=policy) as client:
             result = await client.generate(_request())
@@ -137,7 +138,7 @@ async def test_breaking_out_lists_every_job_whose_outcome_was_not_yielded(
     """After a break, left_running names exactly the created tasks not yielded; one WARNING."""
     requests = [(f"job-{n}", _request(n)) for n in range(4)]
     async with FakeHailuoServer(
-        time_scale=SCALE, job_duration=Uniform(5.0, 3000.0), seed=4
+        in_process=True, time_scale=SCALE, job_duration=Uniform(5.0, 3000.0), seed=4
     ) as server:
         async with make_client(server) as client:
             with caplog.at_level(logging.WARNING, logger="hailuo_async"):
@@ -160,7 +161,7 @@ async def test_posts_landing_during_the_exit_grace_are_listed() -> None:
     """Leaving while POSTs are on the wire: the ids they bring back are in left_running."""
     slow = Faults(slow=1.0, slow_seconds=0.3)  # every answer held back 0.3 s
     async with FakeHailuoServer(
-        time_scale=SCALE, job_duration=FOREVER, faults=slow, seed=5
+        in_process=True, time_scale=SCALE, job_duration=FOREVER, faults=slow, seed=5
     ) as server:
         async with make_client(server) as client:
             async with client.generate_many(
@@ -201,7 +202,9 @@ async def test_leaving_250_running_jobs_logs_one_short_summary(
 
 async def test_a_batch_read_to_its_end_leaves_nothing_running() -> None:
     """A batch whose every outcome was yielded has an empty left_running, and no warning."""
-    async with FakeHailuoServer(time_scale=SCALE, job_duration=Fixed(5.0), seed=6) as server:
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, job_duration=Fixed(5.0), seed=6
+    ) as server:
         async with make_client(server) as client:
             async with client.generate_many([_request(n) for n in range(3)]) as outcomes:
                 ended = [outcome async for outcome in outcomes]

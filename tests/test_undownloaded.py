@@ -32,7 +32,7 @@ def prompts(count: int) -> Iterator[VideoRequest]:
 async def server() -> AsyncIterator[FakeHailuoServer]:
     """A fake whose storage host serves a shell script for every video, until told otherwise."""
     async with FakeHailuoServer(
-        time_scale=SCALE, seed=6, job_duration=Fixed(20), storage_faults=HOSTILE
+        in_process=True, time_scale=SCALE, seed=6, job_duration=Fixed(20), storage_faults=HOSTILE
     ) as fake:
         yield fake
 

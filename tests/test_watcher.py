@@ -8,12 +8,14 @@ from functools import partial
 import anyio
 import anyio.lowlevel
 import pytest
-from clientutil import client_tasks
+from aiohttp import web
+from clientutil import client_for, client_tasks, serve
 from clientutil import make_client as base_make_client
 
 from hailuo_async import (
     AuthenticationError,
     HailuoClient,
+    InvalidRequestError,
     NotFoundError,
     PollPolicy,
     RetryPolicy,
@@ -29,13 +31,14 @@ from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 pytestmark = pytest.mark.anyio
 
 SCALE = 0.01
+KEY = "test-key"
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[FakeHailuoServer]:
     """A fake whose jobs take 30 to 60 service seconds (0.3 to 0.6 s)."""
     async with FakeHailuoServer(
-        time_scale=SCALE, seed=7, job_duration=Uniform(30, 60), eta_error=0.2
+        in_process=True, time_scale=SCALE, seed=7, job_duration=Uniform(30, 60), eta_error=0.2
     ) as fake:
         yield fake
 
@@ -66,7 +69,7 @@ async def test_yields_each_result_once_when_it_ends(server: FakeHailuoServer) ->
 async def test_results_come_in_completion_order() -> None:
     """A job that ends sooner is yielded sooner, whatever order the ids were given in."""
     async with FakeHailuoServer(
-        time_scale=SCALE, seed=1, job_duration=Fixed(100), eta_error=0.05
+        in_process=True, time_scale=SCALE, seed=1, job_duration=Fixed(100), eta_error=0.05
     ) as server:
         async with make_client(server) as client:
             ids = []
@@ -126,7 +129,9 @@ async def test_authentication_failure_is_raised(server: FakeHailuoServer) -> Non
     """A wrong key cannot poll anything: the iteration raises AuthenticationError."""
     async with make_client(server) as good:
         ids = await submit_many(good, 1)
-    bad = HailuoClient("wrong-key", base_url=server.url, max_retries=0)
+    bad = HailuoClient(
+        "wrong-key", base_url=server.url, transport=server.transport(), max_retries=0
+    )
     async with bad:
         with pytest.raises(AuthenticationError):
             async with bad.watch(ids) as watcher:
@@ -262,3 +267,42 @@ async def test_a_pushed_result_reaches_the_watcher_through_the_registry() -> Non
         results = [result async for result in watcher]
     assert [r.task_id for r in results] == ["p"]
     assert not state.push.is_wanted("p")
+
+
+@pytest.mark.parametrize("status", [404, 500])
+async def test_a_poll_failing_after_a_push_ended_the_task_is_harmless(
+    status: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push ends a task while its poll is in flight; the poll's failure is then ignored."""
+    # One transient failure ends a watch, so the 500 takes the "too many failures" branch.
+    monkeypatch.setattr("hailuo_async._watcher.MAX_POLL_FAILURES", 1)
+    poll_started, release = anyio.Event(), anyio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        poll_started.set()
+        await release.wait()
+        return web.json_response({"message": "no"}, status=status)
+
+    async with serve(handler) as url, client_for(url, api_key=KEY, max_retries=0) as client:
+        async with client.watch(["t-1"]) as watcher:
+            await poll_started.wait()
+            assert watcher.deliver(_succeeded("t-1"))
+            release.set()
+            results = [result async for result in watcher]
+            # Let the failed poll finish inside the watcher.
+            await anyio.sleep(0.05)
+    assert [r.task_id for r in results] == ["t-1"]
+    assert "t-1" not in watcher.errors
+
+
+async def test_watcher_add_checks_ids_like_the_client() -> None:
+    """A watcher refuses the ids the client refuses (blank, unprintable, too long)."""
+    async with client_for("http://127.0.0.1:9", api_key=KEY) as client:
+        watcher = client.watch()
+        for bad in ("   ", "a\nb", "x" * 300):
+            with pytest.raises(InvalidRequestError):
+                watcher.add(bad)
+
+
+def _succeeded(task_id: str) -> TaskResult:
+    return TaskResult(task_id=task_id, status=TaskStatus.SUCCEED, raw_status="TASK_STATUS_SUCCEED")

@@ -99,7 +99,9 @@ def test_a_request_repr_hides_the_webhook_path() -> None:
 async def test_forged_deliveries_to_aiohttp_get_404_and_cost_no_get() -> None:
     """A wrong or missing secret: 404, and the fake sees no task-result GET; the right one
     is confirmed with one."""
-    async with FakeHailuoServer(time_scale=SCALE, job_duration=Fixed(1e9), seed=1) as server:
+    async with FakeHailuoServer(
+        in_process=True, time_scale=SCALE, job_duration=Fixed(1e9), seed=1
+    ) as server:
         async with (
             make_client(server) as client,
             client.watch(keep_open=True, backstop_interval=NO_BACKSTOP) as watcher,
@@ -131,7 +133,7 @@ async def test_a_burst_of_deliveries_never_runs_more_than_the_cap_at_once() -> N
     """100 deliveries for watched tasks: at most 8 GETs at once, 64 wait, the rest get 503."""
     burst = 100
     admitted = MAX_CONCURRENT_CONFIRMATIONS + MAX_WAITING_CONFIRMATIONS
-    async with FakeHailuoServer(time_scale=SCALE, seed=3) as server:
+    async with FakeHailuoServer(in_process=True, time_scale=SCALE, seed=3) as server:
         async with (
             make_client(server) as client,
             client.watch(keep_open=True, backstop_interval=NO_BACKSTOP) as watcher,

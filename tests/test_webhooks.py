@@ -26,12 +26,12 @@ from hailuo_async import (
     Limits,
     PollPolicy,
     RetryPolicy,
+    TaskEvent,
     TaskResult,
     TaskStatus,
     VideoRequest,
 )
 from hailuo_async._push import InMemoryPushRegistry
-from hailuo_async._watcher import TaskEvent
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 from hailuo_async.webhooks import (
     MAX_WEBHOOK_BYTES,

@@ -1,6 +1,7 @@
 """A faithful fake of the Hailuo-02 service, over real HTTP, for testing apps offline.
 
-``FakeHailuoServer`` runs the API and a separate storage host on local ports, with seeded job
+``FakeHailuoServer`` runs the API and a separate storage host on local ports (or, with
+``in_process=True``, in memory behind ``server.transport()``: no socket), with seeded job
 timing, a time scale, rate limits and injected faults, and counts what its clients did in
 ``server.stats``. It speaks the gateway's API (API.md) or, with ``provider="minimax"``,
 MiniMax's own v1 video API over the same machinery. The pytest fixtures ``fake_hailuo``,
@@ -20,7 +21,14 @@ from ._config import (
     Uniform,
     parse_duration_model,
 )
-from ._server import RESULT_PATH, SUBMIT_PATH, FakeHailuoServer
+from ._in_process import InProcessTransport
+from ._server import (
+    IN_PROCESS_STORAGE_URL,
+    IN_PROCESS_URL,
+    RESULT_PATH,
+    SUBMIT_PATH,
+    FakeHailuoServer,
+)
 from ._stats import Stats
 from ._storage import sample_video
 from ._tasks import FAILED, PROCESSING, QUEUED, SUCCEED, FakeTask
@@ -29,6 +37,8 @@ from ._validation import SubmitRequest
 __all__ = [
     "DEFAULT_API_KEY",
     "FAILED",
+    "IN_PROCESS_STORAGE_URL",
+    "IN_PROCESS_URL",
     "PROCESSING",
     "QUEUED",
     "RESULT_PATH",
@@ -40,6 +50,7 @@ __all__ = [
     "FakeTask",
     "Faults",
     "Fixed",
+    "InProcessTransport",
     "LogNormal",
     "Stats",
     "StorageFaults",

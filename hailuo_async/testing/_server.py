@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -11,19 +12,35 @@ from typing import Any
 
 import attrs
 from aiohttp import web
+from yarl import URL
 
 from .._client import HailuoClient
 from .._limits import Limits
 from .._polling import PollPolicy
 from ._config import FakeHailuoConfig, Provider, StorageFaults
 from ._gateway import RESULT_PATH, SUBMIT_PATH, GatewayDialect
+from ._in_process import InProcessTransport, ServerEnd
 from ._minimax import MiniMaxDialect
 from ._service import Dialect, FakeService
 from ._stats import Stats
 from ._tasks import FakeTask
 from ._validation import SubmitRequest
 
-__all__ = ["RESULT_PATH", "SUBMIT_PATH", "FakeHailuoServer"]
+__all__ = [
+    "IN_PROCESS_STORAGE_URL",
+    "IN_PROCESS_URL",
+    "RESULT_PATH",
+    "SUBMIT_PATH",
+    "FakeHailuoServer",
+]
+
+# Names reserved never to resolve (RFC 2606): a client without the fake's transport fails to
+# connect instead of reaching anything. https, though nothing is encrypted: nothing leaves
+# the process, and the client sends its key over plain http to loopback hosts only.
+IN_PROCESS_URL = "https://api.fake-hailuo.invalid"
+"""The fake's API URL when it serves in-process."""
+IN_PROCESS_STORAGE_URL = "https://storage.fake-hailuo.invalid"
+"""The fake's storage host when it serves in-process."""
 
 _DIALECTS: dict[Provider, Callable[[FakeService], Dialect]] = {
     "gateway": GatewayDialect,
@@ -40,6 +57,11 @@ class FakeHailuoServer:
     Retry-After) is in real seconds; ``time_scale`` only stretches or squeezes the service.
     ``provider="minimax"`` makes it speak MiniMax's own v1 video API instead of the
     gateway's: the same tasks, limits, faults and counters, in MiniMax's paths and answers.
+
+    ``in_process=True`` binds no port: the fake answers only through :meth:`transport`
+    (which :meth:`client` passes on), in memory, at :data:`IN_PROCESS_URL`. The same
+    HTTP is spoken either way, faults included; what needs a socket (another process, a
+    client other than aiohttp, a port that refuses) needs a fake on ports.
     """
 
     def __init__(
@@ -51,38 +73,14 @@ class FakeHailuoServer:
         port: int = 0,
         storage_port: int = 0,
         access_log: bool = False,
+        in_process: bool = False,
         **knobs: Any,
     ) -> None:
         """Take a :class:`FakeHailuoConfig`, its fields as keywords, or both (keywords win)."""
         base = config if config is not None else FakeHailuoConfig()
         # attrs checks the names and values: an unknown knob is a TypeError naming it.
-        config = attrs.evolve(base, **knobs) if knobs else base
-        self._init(config, host=host, port=port, storage_port=storage_port, access_log=access_log)
-
-    @classmethod
-    def from_config(
-        cls,
-        config: FakeHailuoConfig,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        storage_port: int = 0,
-        access_log: bool = False,
-    ) -> FakeHailuoServer:
-        """A server built from a ready-made config (the same as ``FakeHailuoServer(config)``)."""
-        return cls(config, host=host, port=port, storage_port=storage_port, access_log=access_log)
-
-    def _init(
-        self,
-        config: FakeHailuoConfig,
-        *,
-        host: str,
-        port: int,
-        storage_port: int,
-        access_log: bool,
-    ) -> None:
-        self.config = config
-        self._service = FakeService(config, _DIALECTS[config.provider])
+        self.config = attrs.evolve(base, **knobs) if knobs else base
+        self._service = FakeService(self.config, _DIALECTS[self.config.provider])
         self.seed: int = self._service.seed
         """The seed in use: pass it back as `seed=` to replay a run."""
         self.stats: Stats = self._service.stats
@@ -91,13 +89,23 @@ class FakeHailuoServer:
         self._port = port
         self._storage_port = storage_port
         self._access_log = access_log
+        self._in_process = in_process
         self._runners: list[web.AppRunner] = []
         self._url: str | None = None
+
+    @classmethod
+    def from_config(cls, config: FakeHailuoConfig, **serving: Any) -> FakeHailuoServer:
+        """A server built from a ready-made config (the same as ``FakeHailuoServer(config)``).
+
+        ``serving`` takes the constructor's other keywords: ``host``, ``port``,
+        ``storage_port``, ``access_log`` and ``in_process``.
+        """
+        return cls(config, **serving)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind both ports and start serving."""
+        """Start serving: bind both ports, or (in-process) only get ready to answer."""
         if self._runners:
             raise RuntimeError("FakeHailuoServer is already started")
         service = self._service
@@ -108,23 +116,31 @@ class FakeHailuoServer:
         storage.router.add_get("/videos/{name}", self._storage.handle)
         storage.router.add_get("/prod/{name}", self._storage.handle)  # the "captured" profile
         try:
-            api_port = await self._serve(api, self._port)
-            storage_port = await self._serve(storage, self._storage_port)
+            api_runner = await self._ready(api)
+            storage_runner = await self._ready(storage)
+            if self._in_process:
+                self._url, self._storage.base_url = IN_PROCESS_URL, IN_PROCESS_STORAGE_URL
+            else:
+                api_port = await self._bind(api_runner, self._port)
+                storage_port = await self._bind(storage_runner, self._storage_port)
+                self._url = f"http://{self._url_host()}:{api_port}"
+                self._storage.base_url = f"http://{self._url_host()}:{storage_port}"
         except BaseException:
             await self.close()
             raise
-        self._url = f"http://{self._url_host()}:{api_port}"
-        self._storage.base_url = f"http://{self._url_host()}:{storage_port}"
 
-    async def _serve(self, app: web.Application, port: int) -> int:
+    async def _ready(self, app: web.Application) -> web.AppRunner:
         # A short shutdown timeout: a test's `async with` should not wait on a hung client.
         logger = logging.getLogger("aiohttp.access") if self._access_log else None
         runner = web.AppRunner(app, access_log=logger, shutdown_timeout=1.0)
         await runner.setup()
         self._runners.append(runner)
+        return runner
+
+    async def _bind(self, runner: web.AppRunner, port: int) -> int:
         site = web.TCPSite(runner, self._host, port)
         await site.start()
-        bound: int = runner.addresses[0][1]
+        bound: int = runner.addresses[-1][1]
         return bound
 
     async def close(self) -> None:
@@ -185,16 +201,39 @@ class FakeHailuoServer:
             raise RuntimeError("FakeHailuoServer is not started")
         return self._storage.base_url
 
+    @property
+    def in_process(self) -> bool:
+        """True when the fake binds no port and answers only through :meth:`transport`."""
+        return self._in_process
+
+    def transport(self) -> InProcessTransport:
+        """A transport that reaches this fake's API and storage host in memory, no socket.
+
+        Give it to a client (``HailuoClient(..., transport=server.transport())``); it
+        refuses every other host, and every connection once the fake is closed.
+        """
+        if len(self._runners) != 2:
+            raise RuntimeError("FakeHailuoServer is not started")
+        api, storage = self._runners
+        return InProcessTransport(
+            {
+                _host_and_port(self.url): _server_end(api),
+                _host_and_port(self.storage_url): _server_end(storage),
+            }
+        )
+
     def client(self, **options: Any) -> HailuoClient:
         """A :class:`~hailuo_async.HailuoClient` for this fake, paced to its time scale.
 
         It has the fake's URL, key and provider, a poll policy scaled by ``time_scale`` (a
-        first poll after 10 service seconds comes after 0.1 s at ``time_scale=0.01``) and a
-        rate-limit "minute" as long as the fake's. ``options`` are passed on to
-        ``HailuoClient`` and win over these.
+        first poll after 10 service seconds comes after 0.1 s at ``time_scale=0.01``), a
+        rate-limit "minute" as long as the fake's and, in-process, the fake's
+        :meth:`transport`. ``options`` are passed on to ``HailuoClient`` and win over these.
         """
         scale = self.config.time_scale
         paced: dict[str, Any] = {"base_url": self.url}
+        if self._in_process:
+            paced["transport"] = self.transport()
         if self.provider != "gateway":
             paced["provider"] = self.provider
         if scale != 1.0:
@@ -268,6 +307,21 @@ class FakeHailuoServer:
         where = self._url or "not started"
         tasks = len(self._service.tasks)
         return f"<FakeHailuoServer {where} tasks={tasks} seed={self.seed} {self.provider}>"
+
+
+def _host_and_port(url: str) -> tuple[str, int]:
+    parsed = URL(url)
+    return parsed.host or "", parsed.port or 0
+
+
+def _server_end(runner: web.AppRunner) -> ServerEnd:
+    """The server's end of a new in-process connection, or None once the runner is cleaned up."""
+
+    def accept() -> asyncio.Protocol | None:
+        server = runner.server
+        return server() if server is not None else None
+
+    return accept
 
 
 def _signature() -> inspect.Signature:

@@ -21,7 +21,9 @@ asyncio backend (aiohttp runs on asyncio only; other backends are skipped), e.g.
             ...
 
 ``fake_minimax`` is the same fake speaking MiniMax's own API; the factory makes one with
-``fake_hailuo_factory(provider="minimax", ...)``.
+``fake_hailuo_factory(provider="minimax", ...)``, and one with no port at all, answering in
+memory through ``server.transport()`` (which ``server.client()`` uses), with
+``fake_hailuo_factory(in_process=True, ...)``.
 
 Sessions that never ask for these fixtures are not affected by the plugin.
 """

@@ -15,12 +15,12 @@ from pgutil import DSN
 
 from hailuo_async import TaskFailedError, TaskResult, VideoRequest
 from hailuo_async.journal import (
+    BatchJournal,
     InvalidTransitionError,
     JobState,
     PostgresJobStore,
     job_specs,
 )
-from hailuo_async.journal._batch import BatchJournal
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
 pytestmark = pytest.mark.anyio

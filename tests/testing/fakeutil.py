@@ -134,15 +134,19 @@ class Api:
 
 @asynccontextmanager
 async def open_api(server: FakeHailuoServer) -> AsyncIterator[Api]:
-    """An Api over a fresh client session."""
-    async with aiohttp.ClientSession() as session:
+    """An Api over a fresh client session, through the fake's transport (in-process or not)."""
+    async with _session(server) as session:
         yield Api(server, session)
+
+
+def _session(server: FakeHailuoServer) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=server.transport().connector(limit=0))
 
 
 @asynccontextmanager
 async def running(**knobs: Any) -> AsyncIterator[Api]:
-    """Start a fake (fast and seeded unless told otherwise) and an Api onto it."""
-    knobs = {"time_scale": 0.001, "seed": 0, **knobs}
+    """Start a fake (fast, seeded and in-process unless told otherwise) and an Api onto it."""
+    knobs = {"time_scale": 0.001, "seed": 0, "in_process": True, **knobs}
     async with FakeHailuoServer(**knobs) as server, open_api(server) as api:
         yield api
 
@@ -197,9 +201,10 @@ class MiniMaxApi(Api):
 
 @asynccontextmanager
 async def running_minimax(**knobs: Any) -> AsyncIterator[MiniMaxApi]:
-    """Start a MiniMax-speaking fake (fast and seeded unless told otherwise) and an Api onto it."""
-    knobs = {"time_scale": 0.001, "seed": 0, "provider": "minimax", **knobs}
-    async with FakeHailuoServer(**knobs) as server, aiohttp.ClientSession() as session:
+    """Start a MiniMax-speaking fake (fast, seeded and in-process unless told otherwise) and an
+    Api onto it."""
+    knobs = {"time_scale": 0.001, "seed": 0, "provider": "minimax", "in_process": True, **knobs}
+    async with FakeHailuoServer(**knobs) as server, _session(server) as session:
         yield MiniMaxApi(server, session)
 
 

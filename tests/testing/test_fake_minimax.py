@@ -13,7 +13,7 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
-from fakeutil import MINIMAX_BODY, MiniMaxApi, running, running_minimax, serving
+from fakeutil import MINIMAX_BODY, MiniMaxApi, open_api, running, running_minimax, serving
 
 from hailuo_async.testing import FakeHailuoConfig, FakeHailuoServer, Faults, Fixed, sample_video
 from hailuo_async.testing.__main__ import build_parser, config_from_args
@@ -651,8 +651,8 @@ async def test_fake_minimax_fixture(fake_minimax: FakeHailuoServer) -> None:
     """The fake_minimax fixture is a running MiniMax-speaking fake with the fast defaults."""
     assert fake_minimax.provider == "minimax"
     assert "minimax" in repr(fake_minimax)
-    async with aiohttp.ClientSession() as session:
-        api = MiniMaxApi(fake_minimax, session)
+    async with open_api(fake_minimax) as plain:
+        api = MiniMaxApi(fake_minimax, plain.session)
         done = await _finished(api)
     assert done["status"] == "Success"
     assert fake_minimax.task_status(done["task_id"]) == "Success"

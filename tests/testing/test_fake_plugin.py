@@ -13,6 +13,12 @@ from hailuo_async.testing import FakeHailuoServer, Faults
 from hailuo_async.testing.pytest_plugin import FAST_DEFAULTS, FakeHailuoFactory, _backend_name
 
 
+@pytest.fixture
+def fake_hailuo_factory() -> FakeHailuoFactory:
+    """The plugin's own factory, as users get it: fakes on ports (the suite's are in-process)."""
+    return lambda **knobs: FakeHailuoServer(**{**FAST_DEFAULTS, **knobs})
+
+
 def test_plugin_is_registered_by_entry_point(pytestconfig: pytest.Config) -> None:
     """The installed package's entry point loaded the plugin; no conftest needed."""
     assert pytestconfig.pluginmanager.has_plugin("hailuo_async")

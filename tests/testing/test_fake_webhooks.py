@@ -27,6 +27,8 @@ FAST: dict[str, Any] = {
     # 10 s to answer: a receiver slowed by a busy machine is not retried (the scaled default
     # would be the 50 ms floor); the tests about timeouts set their own.
     "webhook_timeout": 1000.0,
+    # The API in memory; the webhooks still go to receivers on ports.
+    "in_process": True,
 }
 Behaviour = Callable[[int], Awaitable[int]]
 
