@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 from yarl import URL
 
 from ._api import (
@@ -27,6 +28,7 @@ from ._api import (
 )
 from ._batch import JobStream, RequestSource
 from ._callbacks import guarded_call
+from ._checks import Number, check_type
 from ._coordination import Coordination, coordination_from
 from ._download import (
     DEFAULT_MAX_BYTES,
@@ -79,7 +81,9 @@ class HailuoClient:
 
     ``timeout`` (seconds for a whole request, or :class:`Timeouts`), ``limits``
     (:class:`Limits`: in flight, per minute, active jobs), ``retry_policy`` and
-    ``poll_policy`` configure it. ``state`` shares limits, learnt durations and pushed
+    ``poll_policy`` configure it (``max_retries``, when given, sets
+    ``retry_policy.max_retries``); a bad value of any is an :class:`InvalidRequestError`
+    naming it. ``state`` shares limits, learnt durations and pushed
     results with other clients of this process (by default each client has its own, in
     memory).
 
@@ -100,11 +104,11 @@ class HailuoClient:
         api_key: str | None = None,
         *,
         base_url: str | None = None,
-        timeout: float | Timeouts = 60.0,
+        timeout: float | Timeouts | None = 60.0,
         limits: Limits | None = None,
         retry_policy: RetryPolicy | None = None,
         poll_policy: PollPolicy | None = None,
-        max_retries: int = 5,
+        max_retries: int | None = None,
         on_unknown_submission: UnknownSubmissionPolicy = "raise",
         allow_insecure: bool = False,
         max_response_bytes: int = 8 * 1024 * 1024,
@@ -120,17 +124,25 @@ class HailuoClient:
             base_url or os.environ.get("HAILUO_BASE_URL") or self.provider.default_base_url,
             allow_insecure=allow_insecure,
         )
-        if max_retries < 0:
-            raise InvalidRequestError("max_retries", "must be 0 or more")
+        Number(whole=True, optional=True).check("max_retries", max_retries)
         if on_unknown_submission not in ("raise", "resubmit"):
             raise InvalidRequestError("on_unknown_submission", "must be 'raise' or 'resubmit'")
-        if limits is not None and not isinstance(limits, Limits):
-            raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        for field, value, expected in (
+            ("limits", limits, Limits),
+            ("retry_policy", retry_policy, RetryPolicy),
+            ("poll_policy", poll_policy, PollPolicy),
+        ):
+            if value is not None:
+                check_type(field, value, expected)
         if transport is not None and not callable(getattr(transport, "connector", None)):
             raise InvalidRequestError("transport", "must be an HTTPTransport (a connector method)")
+        if not isinstance(timeout, Timeouts):
+            Number(above=True, optional=True).check("timeout", timeout)
         self.timeouts = timeout if isinstance(timeout, Timeouts) else Timeouts(total=timeout)
         self.limits = limits or Limits()
         self.retry_policy = retry_policy or RetryPolicy()
+        if max_retries is not None:
+            self.retry_policy = attrs.evolve(self.retry_policy, max_retries=max_retries)
         self.poll_policy = poll_policy or PollPolicy()
         self._coordinator: PostgresCoordinator | None = None
         if coordination is not None:
@@ -161,7 +173,6 @@ class HailuoClient:
             transport=self._transport,
             limiter=self._state.limiter,
             retry_policy=self.retry_policy,
-            max_retries=max_retries,
             on_unknown_submission=on_unknown_submission,
         )
         self._webhooks = WebhookConfirmer(self._state.push)
@@ -183,8 +194,8 @@ class HailuoClient:
 
     @property
     def max_retries(self) -> int:
-        """How often a failed request is tried again."""
-        return self._api.max_retries
+        """How often a failed request is tried again (``retry_policy.max_retries``)."""
+        return self.retry_policy.max_retries
 
     @property
     def on_unknown_submission(self) -> UnknownSubmissionPolicy:
@@ -384,6 +395,7 @@ class HailuoClient:
             self._state,
             task_ids,
             poll_policy=poll_policy or self.poll_policy,
+            retry_policy=self.retry_policy,
             on_event=on_event,
             keep_open=keep_open,
             max_concurrent_polls=max_concurrent_polls,
@@ -593,7 +605,6 @@ class HailuoClient:
             progress=progress,
             max_bytes=max_bytes,
             retry_policy=self.retry_policy,
-            max_retries=self.max_retries,
             verify=verify,
             connect_timeout=self.timeouts.connect,
             read_timeout=self.timeouts.read,
