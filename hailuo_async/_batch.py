@@ -596,7 +596,13 @@ class JobStream:
             result = record.result
             path = Path(record.path) if record.path is not None else None
             if self._download_to is not None and not _saved_in(path, self._download_to):
-                path, result, error = await self._save_again(job, result, path)
+                try:
+                    path, result, error = await self._save_again(job, result, path)
+                except InvalidTransitionError as exc:
+                    if self._worker is None:
+                        raise
+                    self._left_to_another(job, exc)  # its lease on the video ran out meanwhile
+                    return
             outcome = job.outcome(
                 task_id=record.task_id, result=result, error=error, path=path, replayed=True
             )
@@ -638,25 +644,30 @@ class JobStream:
         # A worker that downloads holds the finished job until its video is saved, so no
         # other worker fetches it meanwhile (see _fetch_undownloaded).
         hold = self._worker.lease if self._worker and self._download_to is not None else None
+        path: Path | None = None
+        download_error: HailuoError | None = None
         try:
             await self._journal.ended(job.key, outcome, hold_for=hold)
+            if isinstance(outcome, TaskResult) and outcome.ok and self._download_to is not None:
+                path, download_error = await self._download(job, outcome)
         except InvalidTransitionError as exc:
             if self._worker is None:
                 raise
             # This worker's lease ran out (it was stopped, or cut off from the database) and
-            # another took the job over: that one reports it, downloads it, once.
-            logger.warning("job %r left to the worker that took it over: %s", job.key, exc)
+            # another took the job over (or its video, while this one downloaded it): that
+            # one reports it, once.
+            self._left_to_another(job, exc)
             self._book.handed_off(task_id)
             self._active.release(submitted=True)
             self._active.on_completed()
-            self._book.finishing -= 1
-            self._close_if_finished()
             return
-        path: Path | None = None
-        download_error: HailuoError | None = None
-        if isinstance(outcome, TaskResult) and outcome.ok and self._download_to is not None:
-            path, download_error = await self._download(job, outcome)
         self._hand_over_ended(job, task_id, outcome, path, download_error)
+
+    def _left_to_another(self, job: BatchJob, reason: InvalidTransitionError) -> None:
+        """A job another worker took over: it reports the job, nothing is yielded here."""
+        logger.warning("job %r left to the worker that took it over: %s", job.key, reason)
+        self._book.finishing -= 1
+        self._close_if_finished()
 
     def _hand_over_ended(
         self,
