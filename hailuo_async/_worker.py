@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from ._checks import Number, field_name
 from ._exceptions import InvalidRequestError
 
 __all__ = ["LeaseClock", "WorkerSettings", "default_worker_id"]
@@ -27,19 +28,11 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise InvalidRequestError(attribute.name, "must be a positive number")
-
-
-def _check_claim(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidRequestError(attribute.name, "must be a whole number, 1 or more")
-
-
-def _check_worker_id(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+def _check_worker_id(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str) or not value or not value.isprintable():
-        raise InvalidRequestError(attribute.name, "must be a non-empty printable string")
+        raise InvalidRequestError(
+            field_name(type(instance), attribute.name), "must be a non-empty printable string"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -54,9 +47,9 @@ class WorkerSettings:
     """
 
     worker_id: str = attrs.field(factory=default_worker_id, validator=_check_worker_id)
-    lease: float = attrs.field(default=30.0, validator=_positive)
-    claim: int = attrs.field(default=10, validator=_check_claim)
-    idle_poll: float = attrs.field(default=1.0, validator=_positive)
+    lease: float = attrs.field(default=30.0, validator=Number(above=True))
+    claim: int = attrs.field(default=10, validator=Number(low=1, whole=True))
+    idle_poll: float = attrs.field(default=1.0, validator=Number(above=True))
 
     def within(self, places_lease: float) -> WorkerSettings:
         """These settings with a lease of at most half ``places_lease`` (the coordination's).

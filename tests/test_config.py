@@ -17,6 +17,7 @@ from hailuo_async import (
     RetryPolicy,
     Timeouts,
     Video,
+    WorkerSettings,
 )
 from hailuo_async._download import StorageAddresses, download_video
 
@@ -49,6 +50,10 @@ BAD_FIELDS: list[tuple[Callable[..., object], dict[str, Any], str]] = [
     (Timeouts, {"connect": 0}, "timeouts.connect"),
     (Timeouts, {"read": math.nan}, "timeouts.read"),
     (Timeouts, {"download": -1}, "timeouts.download"),
+    (WorkerSettings, {"lease": 0}, "worker_settings.lease"),
+    (WorkerSettings, {"claim": 0}, "worker_settings.claim"),
+    (WorkerSettings, {"idle_poll": -1}, "worker_settings.idle_poll"),
+    (WorkerSettings, {"worker_id": ""}, "worker_settings.worker_id"),
     (HailuoClient, {"timeout": -1}, "timeout"),
     (HailuoClient, {"timeout": "60"}, "timeout"),
     (HailuoClient, {"timeout": Timeouts}, "timeout"),
