@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import attrs
 
+from ._checks import Number
 from ._dsn import POSTGRES_SCHEMES, is_postgres_url, mask_dsn
 from ._exceptions import InvalidRequestError
 from ._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout, split_url
@@ -38,8 +39,8 @@ class Coordination:
     dsn: str = attrs.field(validator=_check_dsn, repr=mask_dsn)
     account: str | None = attrs.field(default=None, kw_only=True)
     schema: str = attrs.field(default="hailuo", kw_only=True)
-    lease: float = attrs.field(default=30.0, kw_only=True)
-    give_up_after: float = attrs.field(default=30.0, kw_only=True)
+    lease: float = attrs.field(default=30.0, kw_only=True, validator=Number(above=True))
+    give_up_after: float = attrs.field(default=30.0, kw_only=True, validator=Number())
     round_trip_timeout: float = attrs.field(
         default=DEFAULT_ROUND_TRIP_TIMEOUT, kw_only=True, converter=check_round_trip_timeout
     )

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from hailuo_async import (
+    Coordination,
     HailuoClient,
     InvalidRequestError,
     Limits,
@@ -54,6 +55,8 @@ BAD_FIELDS: list[tuple[Callable[..., object], dict[str, Any], str]] = [
     (WorkerSettings, {"claim": 0}, "worker_settings.claim"),
     (WorkerSettings, {"idle_poll": -1}, "worker_settings.idle_poll"),
     (WorkerSettings, {"worker_id": ""}, "worker_settings.worker_id"),
+    (Coordination, {"dsn": "postgresql://db/x", "lease": 0}, "coordination.lease"),
+    (Coordination, {"dsn": "postgresql://db/x", "give_up_after": -1}, "coordination.give_up_after"),
     (HailuoClient, {"timeout": -1}, "timeout"),
     (HailuoClient, {"timeout": "60"}, "timeout"),
     (HailuoClient, {"timeout": Timeouts}, "timeout"),
