@@ -1,8 +1,7 @@
 """An asyncio-native client for MiniMax's Hailuo video models, through a gateway or MiniMax."""
 
 from ._api import DEFAULT_BASE_URL, SubmissionRecorder
-from ._batch import BatchCounts, BatchItem, JobStream, RequestSource
-from ._bookkeeping import LeftRunningJob
+from ._bookkeeping import BatchCounts, LeftRunningJob
 from ._client import HailuoClient, ProgressCallback
 from ._coordination import Coordination
 from ._download import DownloadProgress
@@ -47,6 +46,7 @@ from ._polling import DurationStats, PollPolicy
 from ._push import PushRegistry, PushSubscriber
 from ._retry import RetryPolicy, UnknownSubmissionPolicy
 from ._state import SharedState
+from ._stream import BatchItem, JobStream, RequestSource
 from ._submitter import SubmitOne
 from ._transport import HTTPTransport, TCPTransport, Timeouts
 from ._version import __version__

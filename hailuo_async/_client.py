@@ -1,7 +1,7 @@
 """HailuoClient: the façade over the API layer, the shared state, watchers and batches.
 
 Submit, poll, wait, watch, run batches, take webhooks, download: each call is delegated to
-the module that does it (:mod:`._api` sends, :mod:`._watcher` polls many, :mod:`._batch`
+the module that does it (:mod:`._api` sends, :mod:`._watcher` polls many, :mod:`._stream`
 runs batches, :mod:`._push` confirms webhooks, :mod:`._download` fetches videos).
 """
 
@@ -25,7 +25,6 @@ from ._api import (
     check_api_key,
     check_base_url,
 )
-from ._batch import JobStream, RequestSource
 from ._callbacks import guarded_call
 from ._coordination import Coordination, coordination_from
 from ._download import (
@@ -42,6 +41,7 @@ from ._polling import PollPolicy, PollSchedule
 from ._push import WebhookConfirmer, WebhookEvent
 from ._retry import RetryPolicy, UnknownSubmissionPolicy
 from ._state import SharedState
+from ._stream import BatchWiring, JobStream, RequestSource, job_stream
 from ._task_ids import check_task_id
 from ._transport import HTTPTransport, TCPTransport, Timeouts, Transport
 from ._watcher import EventCallback, TaskWatcher, change_between
@@ -529,21 +529,24 @@ class HailuoClient:
             if max_active_jobs is None
             else ActiveJobLimit(known=max_active_jobs)
         )
-        return JobStream(
-            requests,
+        wiring = BatchWiring(
             provider=self.provider.name,
             submit=self._api.submit,
             watcher=self.watch(keep_open=True, on_event=on_event),
             active_jobs=active_jobs,
             download=self.download,
             fetch_result=self.get_task,
+            max_submitting=self._state.limiter.max_in_flight,
+        )
+        return job_stream(
+            requests,
+            wiring,
             journal=journal,
             download_to=download_to,
             retry_failed=retry_failed,
             on_unknown_submission=self.on_unknown_submission,
             batch=batch,
             worker=worker,
-            max_submitting=self._state.limiter.max_in_flight,
         )
 
     # -- downloads -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from ._open import store_for
 from ._postgres import PostgresJobStore
 from ._resume import ResumeAction, ResumeEntry, ResumePlan
 from ._sqlite import SQLiteJobStore
-from ._store import JobStore
+from ._store import JobStore, SharedJobStore
 
 __all__ = ["BatchJournal"]
 
@@ -51,6 +51,12 @@ class BatchJournal:
         # A worker of a shared batch submits a job only while it holds the job's lease.
         self.worker_id = worker_id
         self._leases = leases
+        # A worker reports each job's end through the shared store, under its lease.
+        self._shared = (
+            self._store
+            if worker_id is not None and isinstance(self._store, SharedJobStore)
+            else None
+        )
         self._keyer = JobKeyer()
         self._plan = ResumePlan({})
         # The SQLite store this run holds, between start and aclose.
@@ -186,14 +192,14 @@ class BatchJournal:
             # The task could not be watched to its end (an unreadable or unknown id): it may
             # still be running and paid for, so it stays SUBMITTED and a rerun watches it again.
             return
-        store = self._store
-        if self.worker_id is not None and isinstance(store, PostgresJobStore):
+        shared, worker_id = self._shared, self.worker_id
+        if shared is not None:
             # InvalidTransitionError if another worker took the job over meanwhile, or
             # reported it first: of two workers watching the task, one reports it.
             if outcome.ok:
-                await store.mark_finished(key, outcome, worker_id=self.worker_id, hold_for=hold_for)
+                await shared.mark_finished(key, outcome, worker_id=worker_id, hold_for=hold_for)
             else:
-                await store.mark_failed(key, TaskFailedError(outcome), worker_id=self.worker_id)
+                await shared.mark_failed(key, TaskFailedError(outcome), worker_id=worker_id)
         elif outcome.ok:
             await self._store.mark_finished(key, outcome)
         else:
