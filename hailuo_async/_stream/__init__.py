@@ -56,12 +56,11 @@ def job_stream(
             on_unknown_submission=on_unknown_submission,
         )
     if journal is not None:
-        return JournaledStream(
-            requests,
-            wiring,
-            journal=BatchJournal(journal, batch=batch),
-            download_to=folder,
+        resumed = BatchJournal(
+            journal,
+            batch=batch,
             retry_failed=retry_failed,
             on_unknown_submission=on_unknown_submission,
         )
+        return JournaledStream(requests, wiring, journal=resumed, download_to=folder)
     return PlainStream(requests, wiring, journal=BatchJournal(None), download_to=folder)

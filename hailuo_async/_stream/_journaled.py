@@ -19,11 +19,9 @@ from .._bookkeeping import BatchJob
 from .._download import copy_video, sweep_partial_downloads
 from .._exceptions import HailuoError, SubmissionUnknownError
 from .._models import TaskResult
-from .._retry import UnknownSubmissionPolicy
 from ..journal import JobRecord, ResumeAction, error_from_record
-from ..journal._batch import BatchJournal
-from ._core import BatchWiring, JobStream
-from ._source import RequestSource, as_request, lazily
+from ._core import JobStream
+from ._source import as_request, lazily
 
 __all__ = ["JournaledStream"]
 
@@ -33,31 +31,13 @@ logger = logging.getLogger("hailuo_async.batch")
 class JournaledStream(JobStream):
     """A batch of one process whose jobs are recorded in ``journal`` as they go."""
 
-    def __init__(
-        self,
-        requests: RequestSource,
-        wiring: BatchWiring,
-        *,
-        journal: BatchJournal,
-        download_to: Path | None,
-        retry_failed: bool,
-        on_unknown_submission: UnknownSubmissionPolicy,
-    ) -> None:
-        super().__init__(requests, wiring, journal=journal, download_to=download_to)
-        self._retry_failed = retry_failed
-        self._on_unknown_submission: UnknownSubmissionPolicy = on_unknown_submission
-
     async def _setup(self, stack: AsyncExitStack) -> None:
         await self._open_journal(stack)
         await super()._setup(stack)
 
     async def _open_journal(self, stack: AsyncExitStack) -> None:
         """Read what an earlier run left; the journal is closed when the batch is left."""
-        await self._journal.start(
-            retry_failed=self._retry_failed,
-            on_unknown_submission=self._on_unknown_submission,
-            provider=self._provider,
-        )
+        await self._journal.start(provider=self._provider)
         if self._download_to is not None:  # a killed run's half-downloaded videos
             await sweep_partial_downloads(self._download_to, self._journal.task_ids)
         stack.push_async_callback(self._journal.aclose)

@@ -69,15 +69,15 @@ class WorkerStream(JournaledStream):
     ) -> None:
         self._worker = worker
         self._leases = LeaseClock(worker.lease)
-        journal = BatchJournal(store, batch=batch, worker_id=worker.worker_id, leases=self._leases)
-        super().__init__(
-            requests,
-            wiring,
-            journal=journal,
-            download_to=download_to,
+        journal = BatchJournal(
+            store,
+            batch=batch,
+            worker_id=worker.worker_id,
+            leases=self._leases,
             retry_failed=retry_failed,
             on_unknown_submission=on_unknown_submission,
         )
+        super().__init__(requests, wiring, journal=journal, download_to=download_to)
         # The claimed keys, and those whose submission is under way.
         self._held: set[str] = set()
         self._posting: set[str] = set()

@@ -40,6 +40,8 @@ class BatchJournal:
         batch: str = "default",
         worker_id: str | None = None,
         leases: LeaseClock | None = None,
+        retry_failed: bool = False,
+        on_unknown_submission: UnknownSubmissionPolicy = "raise",
     ) -> None:
         self._store: JobStore | None
         self._owned: SQLiteJobStore | PostgresJobStore | None = None
@@ -48,6 +50,9 @@ class BatchJournal:
         else:
             self._store = journal
         self.batch = batch
+        # What a rerun does with the jobs an earlier run failed, or left unknown.
+        self._retry_failed = retry_failed
+        self._on_unknown_submission: UnknownSubmissionPolicy = on_unknown_submission
         # A worker of a shared batch submits a job only while it holds the job's lease.
         self.worker_id = worker_id
         self._leases = leases
@@ -70,13 +75,7 @@ class BatchJournal:
         """The journal's store (None without a journal)."""
         return self._store
 
-    async def start(
-        self,
-        *,
-        retry_failed: bool,
-        on_unknown_submission: UnknownSubmissionPolicy,
-        provider: str = "gateway",
-    ) -> None:
+    async def start(self, *, provider: str = "gateway") -> None:
         """Open the journal if it is ours and read what an earlier run left.
 
         Raises :class:`JournalProviderError` when the batch was started through another
@@ -95,7 +94,9 @@ class BatchJournal:
                 await self._owned.open()
             await self._bind(store, provider)
             self._plan = await store.resume(
-                None, retry_failed=retry_failed, on_unknown_submission=on_unknown_submission
+                None,
+                retry_failed=self._retry_failed,
+                on_unknown_submission=self._on_unknown_submission,
             )
         except BaseException:
             await self.aclose()
