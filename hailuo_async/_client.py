@@ -46,9 +46,10 @@ from ._task_ids import check_task_id
 from ._transport import HTTPTransport, TCPTransport, Timeouts, Transport
 from ._watcher import EventCallback, TaskWatcher, change_between
 from ._worker import WorkerSettings
-from .journal import JobStore, PostgresJobStore
 from .journal._open import is_shared_journal
-from .providers import Provider, parse_webhook, provider_for
+from .journal._store import JobStore, SharedJobStore
+from .providers import parse_webhook, provider_for
+from .providers._protocol import Provider
 
 if TYPE_CHECKING:
     from .postgres._coordinator import PostgresCoordinator
@@ -72,7 +73,7 @@ class HailuoClient:
 
     Use it as an async context manager, or call :meth:`aclose` when done. ``provider`` is the
     service's dialect: ``"gateway"`` (the default), ``"minimax"``, or a
-    :class:`~hailuo_async.providers.Provider` object; by default it comes from the
+    :class:`~hailuo_async.extend.Provider` object; by default it comes from the
     ``HAILUO_PROVIDER`` variable. The key comes from ``api_key`` or the ``HAILUO_API_KEY``
     variable; the base URL from ``base_url``, the ``HAILUO_BASE_URL`` variable, or the
     provider's public host.
@@ -412,7 +413,7 @@ class HailuoClient:
         submissions, and the jobs not sent yet come out with that error, unsent (a rerun
         submits them).
 
-        ``journal`` (a SQLite file path, or an open :class:`~hailuo_async.journal.JobStore`)
+        ``journal`` (a SQLite file path, or an open :class:`~hailuo_async.extend.JobStore`)
         makes the batch durable and resumable: run it again and the jobs an earlier run ended
         are yielded from the journal (``outcome.replayed``) without a request, submitted ones
         watched again, none paid twice; ``retry_failed`` submits failed ones again. A SQLite
@@ -455,7 +456,7 @@ class HailuoClient:
 
     def work(
         self,
-        journal: PostgresJobStore | str,
+        journal: SharedJobStore | str,
         batch: str = "default",
         *,
         download_to: str | os.PathLike[str] | None = None,
@@ -469,7 +470,8 @@ class HailuoClient:
         """Work a shared batch as one more worker; yield the outcomes this worker finished.
 
         ``journal`` is a ``postgresql://`` URL or an open
-        :class:`~hailuo_async.journal.PostgresJobStore` (which names its own batch);
+        :class:`~hailuo_async.journal.PostgresJobStore` (which names its own batch; any
+        :class:`~hailuo_async.extend.SharedJobStore` will do);
         ``batch`` names the batch in the URL's database.
         The worker claims jobs under leases of ``lease`` seconds (at most ``claim`` at a time,
         as places among its active jobs free up), keeps them alive with a heartbeat every

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from .._retry import UnknownSubmissionPolicy
 from .._worker import WorkerSettings
-from ..journal import JobStore
 from ..journal._batch import BatchJournal
-from ..journal._store import SharedJobStore
+from ..journal._store import JobStore, SharedJobStore
 from ._core import BatchWiring, JobStream
 from ._journaled import JournaledStream
 from ._plain import PlainStream

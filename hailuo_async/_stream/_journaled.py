@@ -1,4 +1,4 @@
-"""A batch with a journal of its own (SQLite, or any :class:`~..journal.JobStore`).
+"""A batch with a journal of its own (SQLite, or any :class:`~..extend.JobStore`).
 
 Each job is recorded before its POST and its task id as soon as it is known (the submitter
 writes through :class:`~..journal._batch.BatchJournal`). A rerun skips finished jobs
@@ -19,7 +19,8 @@ from .._bookkeeping import BatchJob
 from .._download import copy_video, sweep_partial_downloads
 from .._exceptions import HailuoError, SubmissionUnknownError
 from .._models import TaskResult
-from ..journal import JobRecord, ResumeAction, error_from_record
+from ..journal import JobRecord, error_from_record
+from ..journal._resume import ResumeAction
 from ._core import JobStream
 from ._source import as_request, lazily
 

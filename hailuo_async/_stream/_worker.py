@@ -1,4 +1,4 @@
-"""One worker of a shared batch (a :class:`~..journal.SharedJobStore`, e.g. PostgreSQL).
+"""One worker of a shared batch (a :class:`~..extend.SharedJobStore`, e.g. PostgreSQL).
 
 The producer first adds the requests to the journal (``client.work`` adds none), then
 claims jobs under leases as places free up: it submits the recorded ones (only while its
@@ -25,16 +25,10 @@ from .._models import TaskResult
 from .._retry import UnknownSubmissionPolicy
 from .._submitter import SUBMISSION_GRACE
 from .._worker import LeaseClock, WorkerSettings
-from ..journal import (
-    InvalidTransitionError,
-    JobKeyer,
-    JobRecord,
-    JobSpec,
-    JobState,
-    JournalError,
-    ResumeAction,
-)
+from ..journal import InvalidTransitionError, JobRecord, JobState, JournalError
 from ..journal._batch import BatchJournal
+from ..journal._keys import JobKeyer, JobSpec
+from ..journal._resume import ResumeAction
 from ..journal._store import SharedJobStore
 from ._core import BatchWiring
 from ._journaled import JournaledStream

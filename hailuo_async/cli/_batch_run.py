@@ -16,7 +16,8 @@ from .._exceptions import HailuoError, NotFoundError, ServiceUnreachableError
 from .._models import JobOutcome
 from .._refusals import refuses_the_account, refuses_the_job
 from .._stream import BatchItem, JobStream
-from ..journal import JobKeyer, JobState, SQLiteJobStore
+from ..journal import JobState, SQLiteJobStore
+from ..journal._keys import JobKeyer
 from ._display import (
     BatchView,
     Ticker,
