@@ -313,22 +313,23 @@ class JobStream:
 
     async def _finish(self, job: BatchJob, task_id: str, outcome: TaskResult | HailuoError) -> None:
         try:
-            if not await self._record_end(job, task_id, outcome):
-                return
-            path: Path | None = None
-            download_error: HailuoError | None = None
-            if isinstance(outcome, TaskResult) and outcome.ok and self._download_to is not None:
-                path, download_error = await self._download(job, outcome)
-            self._hand_over_ended(job, task_id, outcome, path, download_error)
+            await self._finish_ended(job, task_id, outcome)
         finally:
             self._ending.discard(task_id)
 
-    async def _record_end(
+    async def _finish_ended(
         self, job: BatchJob, task_id: str, outcome: TaskResult | HailuoError
-    ) -> bool:
-        """Journal how the job's task ended; False if the job is no longer this run's."""
+    ) -> None:
+        """Journal how the job's task ended, save its video, hand its outcome over."""
+        await self._journal_end(job, outcome)
+        path: Path | None = None
+        download_error: HailuoError | None = None
+        if isinstance(outcome, TaskResult) and outcome.ok and self._download_to is not None:
+            path, download_error = await self._download(job, outcome)
+        self._hand_over_ended(job, task_id, outcome, path, download_error)
+
+    async def _journal_end(self, job: BatchJob, outcome: TaskResult | HailuoError) -> None:
         await self._journal.ended(job.key, outcome)
-        return True
 
     def _hand_over_ended(
         self,

@@ -276,25 +276,37 @@ class WorkerStream(JournaledStream):
         logger.warning("job %r dropped, not submitted: %s", job.key, exc)
         return True
 
-    async def _record_end(
+    async def _finish_ended(
         self, job: BatchJob, task_id: str, outcome: TaskResult | HailuoError
-    ) -> bool:
-        # A worker that downloads holds the finished job until its video is saved, so no
-        # other worker fetches it meanwhile (see _fetch_undownloaded).
-        hold = self._worker.lease if self._download_to is not None else None
+    ) -> None:
         try:
-            await self._journal.ended(job.key, outcome, hold_for=hold)
+            await super()._finish_ended(job, task_id, outcome)
         except InvalidTransitionError as exc:
             # This worker's lease ran out (it was stopped, or cut off from the database) and
-            # another took the job over: that one reports it, downloads it, once.
-            logger.warning("job %r left to the worker that took it over: %s", job.key, exc)
+            # another took the job over (or its video, while this one downloaded it): that
+            # one reports it, once.
+            self._left_to_another(job, exc)
             self._book.handed_off(task_id)
             self._active.release(submitted=True)
             self._active.on_completed()
-            self._book.finishing -= 1
-            self._close_if_finished()
-            return False
-        return True
+
+    async def _journal_end(self, job: BatchJob, outcome: TaskResult | HailuoError) -> None:
+        # A worker that downloads holds the finished job until its video is saved, so no
+        # other worker fetches it meanwhile (see _fetch_undownloaded).
+        hold = self._worker.lease if self._download_to is not None else None
+        await self._journal.ended(job.key, outcome, hold_for=hold)
+
+    async def _replay(self, job: BatchJob, action: ResumeAction, record: JobRecord) -> None:
+        try:
+            await super()._replay(job, action, record)
+        except InvalidTransitionError as exc:  # its lease on the video ran out meanwhile
+            self._left_to_another(job, exc)
+
+    def _left_to_another(self, job: BatchJob, reason: InvalidTransitionError) -> None:
+        """A job another worker took over: it reports the job, nothing is yielded here."""
+        logger.warning("job %r left to the worker that took it over: %s", job.key, reason)
+        self._book.finishing -= 1
+        self._close_if_finished()
 
     async def _download(
         self, job: BatchJob, result: TaskResult

@@ -208,8 +208,16 @@ class BatchJournal:
             await self._store.mark_failed(key, TaskFailedError(outcome))
 
     async def downloaded(self, key: str | None, path: Path) -> None:
-        """Note where the job's video was saved."""
-        if self._store is not None and key is not None:
+        """Note where the job's video was saved.
+
+        A worker of a shared batch whose hold on the finished job ran out while another
+        worker took its video over gets :class:`InvalidTransitionError`: that one reports it.
+        """
+        if self._store is None or key is None:
+            return
+        if self._shared is not None:
+            await self._shared.mark_downloaded(key, path, worker_id=self.worker_id)
+        else:
             await self._store.mark_downloaded(key, path)
 
 

@@ -149,6 +149,13 @@ class SharedJobStore(JobStore, Protocol):
         """Note that the job failed (with ``worker_id``: its watched task failed)."""
         ...
 
+    async def mark_downloaded(
+        self, key: str, path: str | os.PathLike[str], *, worker_id: str | None = None
+    ) -> None:
+        """Note where the finished job's video was saved (with ``worker_id``: only while the
+        job is still that worker's)."""
+        ...
+
     async def claim_undownloaded(
         self, worker_id: str, n: int, lease_seconds: float, *, tried: Iterable[str] = ()
     ) -> list[JobRecord]:
