@@ -36,8 +36,8 @@ from ._models import TaskResult, VideoRequest
 from ._retry import RetryPolicy, UnknownSubmissionPolicy, call_with_retries
 from ._task_ids import check_task_id, is_plain_task_id
 from ._transport import Response, Transport
-from .providers import Call, Provider, Step
 from .providers._gateway import DEFAULT_BASE_URL
+from .providers._protocol import Call, Provider, Step
 
 __all__ = [
     "DEFAULT_BASE_URL",

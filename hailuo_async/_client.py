@@ -1,7 +1,7 @@
 """HailuoClient: the façade over the API layer, the shared state, watchers and batches.
 
 Submit, poll, wait, watch, run batches, take webhooks, download: each call is delegated to
-the module that does it (:mod:`._api` sends, :mod:`._watcher` polls many, :mod:`._batch`
+the module that does it (:mod:`._api` sends, :mod:`._watcher` polls many, :mod:`._stream`
 runs batches, :mod:`._push` confirms webhooks, :mod:`._download` fetches videos).
 """
 
@@ -26,7 +26,6 @@ from ._api import (
     check_api_key,
     check_base_url,
 )
-from ._batch import JobStream, RequestSource
 from ._callbacks import guarded_call
 from ._checks import Number, check_type
 from ._coordination import Coordination, coordination_from
@@ -44,13 +43,15 @@ from ._polling import PollPolicy, PollSchedule
 from ._push import WebhookConfirmer, WebhookEvent
 from ._retry import RetryPolicy, UnknownSubmissionPolicy
 from ._state import SharedState
+from ._stream import BatchWiring, JobStream, RequestSource, job_stream
 from ._task_ids import check_task_id
 from ._transport import HTTPTransport, TCPTransport, Timeouts, Transport
 from ._watcher import EventCallback, TaskWatcher, change_between
 from ._worker import WorkerSettings
-from .journal import JobStore, PostgresJobStore
 from .journal._open import is_shared_journal
-from .providers import Provider, parse_webhook, provider_for
+from .journal._store import JobStore, SharedJobStore
+from .providers import parse_webhook, provider_for
+from .providers._protocol import Provider
 
 if TYPE_CHECKING:
     from .postgres._coordinator import PostgresCoordinator
@@ -74,7 +75,7 @@ class HailuoClient:
 
     Use it as an async context manager, or call :meth:`aclose` when done. ``provider`` is the
     service's dialect: ``"gateway"`` (the default), ``"minimax"``, or a
-    :class:`~hailuo_async.providers.Provider` object; by default it comes from the
+    :class:`~hailuo_async.extend.Provider` object; by default it comes from the
     ``HAILUO_PROVIDER`` variable. The key comes from ``api_key`` or the ``HAILUO_API_KEY``
     variable; the base URL from ``base_url``, the ``HAILUO_BASE_URL`` variable, or the
     provider's public host.
@@ -424,7 +425,7 @@ class HailuoClient:
         submissions, and the jobs not sent yet come out with that error, unsent (a rerun
         submits them).
 
-        ``journal`` (a SQLite file path, or an open :class:`~hailuo_async.journal.JobStore`)
+        ``journal`` (a SQLite file path, or an open :class:`~hailuo_async.extend.JobStore`)
         makes the batch durable and resumable: run it again and the jobs an earlier run ended
         are yielded from the journal (``outcome.replayed``) without a request, submitted ones
         watched again, none paid twice; ``retry_failed`` submits failed ones again. A SQLite
@@ -467,7 +468,7 @@ class HailuoClient:
 
     def work(
         self,
-        journal: PostgresJobStore | str,
+        journal: SharedJobStore | str,
         batch: str = "default",
         *,
         download_to: str | os.PathLike[str] | None = None,
@@ -481,7 +482,8 @@ class HailuoClient:
         """Work a shared batch as one more worker; yield the outcomes this worker finished.
 
         ``journal`` is a ``postgresql://`` URL or an open
-        :class:`~hailuo_async.journal.PostgresJobStore` (which names its own batch);
+        :class:`~hailuo_async.journal.PostgresJobStore` (which names its own batch; any
+        :class:`~hailuo_async.extend.SharedJobStore` will do);
         ``batch`` names the batch in the URL's database.
         The worker claims jobs under leases of ``lease`` seconds (at most ``claim`` at a time,
         as places among its active jobs free up), keeps them alive with a heartbeat every
@@ -541,21 +543,24 @@ class HailuoClient:
             if max_active_jobs is None
             else ActiveJobLimit(known=max_active_jobs)
         )
-        return JobStream(
-            requests,
+        wiring = BatchWiring(
             provider=self.provider.name,
             submit=self._api.submit,
             watcher=self.watch(keep_open=True, on_event=on_event),
             active_jobs=active_jobs,
             download=self.download,
             fetch_result=self.get_task,
+            max_submitting=self._state.limiter.max_in_flight,
+        )
+        return job_stream(
+            requests,
+            wiring,
             journal=journal,
             download_to=download_to,
             retry_failed=retry_failed,
             on_unknown_submission=self.on_unknown_submission,
             batch=batch,
             worker=worker,
-            max_submitting=self._state.limiter.max_in_flight,
         )
 
     # -- downloads -------------------------------------------------------------------------

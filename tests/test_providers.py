@@ -28,12 +28,11 @@ from hailuo_async import (
 )
 from hailuo_async._decoding import DecodeError
 from hailuo_async._transport import Response
+from hailuo_async.extend import Provider, Step
 from hailuo_async.providers import (
     PROVIDERS,
     GatewayProvider,
     MiniMaxProvider,
-    Provider,
-    Step,
     parse_webhook,
     provider_for,
 )

@@ -19,13 +19,13 @@ from hailuo_async import (
     NotFoundError,
     PollPolicy,
     RetryPolicy,
-    SharedState,
     TaskEvent,
     TaskResult,
     TaskStatus,
     TaskWatcher,
     VideoRequest,
 )
+from hailuo_async.extend import SharedState
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 
 pytestmark = pytest.mark.anyio
