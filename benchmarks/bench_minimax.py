@@ -15,11 +15,25 @@ the first request to the last outcome, over ``RPM / 3``; the rate-limit answers 
 code 1002, 2045, 2056); and requests per job (submissions + queries + retrieves). Targets:
 >= 0.95 of the ceiling, 0 refusals, <= 3.1 requests per job.
 
-The client paces to ``max(0.95 x RPM, RPM - 2)`` per window (see ``_Pacer``: the margin
-absorbs requests reaching the service a little earlier or later than they left), so at 20
-RPM it can spend at most 95 % of the budget: the ceiling ratio is reported at 20 (MiniMax's
-paid accounts) and at 120 requests per minute. The fake serves from its own process, its
-time scaled (``time_scale`` per row); the client's policies are scaled by the same factor.
+The client spends the whole budget with no margin: a request leaves only while fewer than
+``RPM`` requests are in flight or were answered within the last window (see ``_Pacer``: the
+service counts a request on arrival, between its leaving and its answer, so no window of
+the service's counts more). The ratio then rests on the requests per job: queries that find
+a job running are submissions lost, and while polls wait for the budget a job is polled
+only once it has run as long as any job seen (``PollSchedule``, ``DurationStats.longest``).
+The fake serves from its own process, its time scaled (``time_scale`` per row); the client's
+policies are scaled by the same factor. The ceiling ratio is reported at 20 (MiniMax's paid
+accounts) and at 120 requests per minute.
+
+Measured (2 cores shared with other sessions' work, loaded), two runs of
+``python -m benchmarks.run --only minimax``:
+
+- RPM 120: {r120}
+- RPM 20: {r20}
+
+The rest of the waste is in the first ~100 jobs at RPM 120: the jobs submitted before polls
+are seen waiting for the budget get their first poll at ``first_poll_delay`` (10 s; MiniMax
+jobs take 30-180 s here) and keep pace with the oldest one polled, each one poll per step.
 """
 
 from __future__ import annotations
@@ -96,6 +110,7 @@ def measure(jobs: int, *, rpm: int, scale: float) -> dict[str, Any]:
         retrieves_per_job=stats["retrieves_total"] / jobs,
         submissions_per_job=stats["submission_attempts"] / jobs,
         accepted=stats["submissions_accepted"],
+        busiest_window=stats["busiest_window"],
         service_minutes=service_minutes,
     )
     return result
@@ -123,6 +138,7 @@ def run(*, quick: bool = False) -> ScenarioResult:
             figures[f"{prefix}_succeeded"] = result["ok"]
             figures[f"{prefix}_submissions_accepted"] = result["accepted"]
             figures[f"{prefix}_error_codes"] = result["error_codes"]
+            figures[f"{prefix}_busiest_window"] = result["busiest_window"]
             figures[f"{prefix}_wall_s"] = result["wall"]
             rows.append(
                 [
@@ -141,14 +157,16 @@ def run(*, quick: bool = False) -> ScenarioResult:
                 notes.append(f"rpm {rpm}: {times} job(s) failed with {failure}")
             notes.append(
                 f"rpm {rpm}: {jobs} jobs in {result['service_minutes']:.1f} service minutes"
-                f" (time scale {scale:g}, {result['wall']:.0f} s real); codes answered"
+                f" (time scale {scale:g}, {result['wall']:.0f} s real); busiest window"
+                f" {result['busiest_window']} of {rpm}; codes answered"
                 f" {result['error_codes'] or '{}'}; the client met {result['client_refused']}."
             )
     notes.insert(
         0,
         "Targets: >= 0.95 of the ceiling (RPM / 3 jobs per minute), 0 rate-limit answers,"
-        " <= 3.1 requests per job. The client spends at most max(0.95 x RPM, RPM - 2) per"
-        " window (at 20 RPM: 95 %, which bounds the ratio).",
+        " <= 3.1 requests per job. The client spends the whole budget (no margin: a request"
+        " counts until its answer is a window old); the busiest window the service saw is"
+        " reported per row.",
     )
     table = markdown_table(
         [
