@@ -15,7 +15,8 @@ import pytest
 from anyio.abc import Process
 
 from hailuo_async import VideoRequest
-from hailuo_async.journal import JobRecord, JobState, PostgresJobStore, job_specs
+from hailuo_async.extend import job_specs
+from hailuo_async.journal import JobRecord, JobState, PostgresJobStore
 from hailuo_async.testing import FakeHailuoServer, Stats
 
 DSN = os.environ.get("HAILUO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -169,5 +170,8 @@ def check_each_job_paid_and_finished_once(
     assert stats.submissions_accepted == len(records)
     assert stats.duplicate_submissions == 0
     assert {record.task_id for record in records.values()} == set(stats.task_ids)
-    assert all(record.attempts == 1 for record in records.values())
+    # One POST per job reached the service. A job may be journaled `submitting` twice: a
+    # worker whose lease ran out before its POST left takes the first back unsent.
+    assert stats.submission_attempts == len(records)
+    assert all(record.attempts >= 1 for record in records.values())
     assert sorted(printed) == sorted(records), f"reported: {sorted(printed)}"

@@ -295,8 +295,11 @@ FROM (SELECT 1) AS one LEFT JOIN before b ON true"""  # noqa: S608
             "(state = 'finished' AND path IS NULL) OR (%(replaying)s AND state = 'failed')",
         ).format(s=s)
         # The video is saved: a lease held for its download is dropped (the owner's name stays).
+        # With a worker, only while the job is still its own: a finisher whose hold ran out
+        # while another worker took the video over (claim_undownloaded) leaves it to that one.
         self.DOWNLOADED = _transition(
-            f"path = %(path)s, downloaded_at = {_NOW}, lease_until = NULL", "state = 'finished'"
+            f"path = %(path)s, downloaded_at = {_NOW}, lease_until = NULL",
+            "state = 'finished' AND (%(worker)s::text IS NULL OR owner = %(worker)s)",
         ).format(s=s)
         # At resume, every submission nobody holds a live lease on was interrupted.
         self.interrupted = (

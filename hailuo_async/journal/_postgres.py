@@ -24,6 +24,7 @@ spent twice).
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -531,6 +532,18 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             "hold": hold_for,
         }
         await self._transition(key, "finished", self._statements.FINISHED, params)
+
+    async def mark_downloaded(
+        self, key: str, path: str | os.PathLike[str], *, worker_id: str | None = None
+    ) -> None:
+        """Note where the finished job's video was saved.
+
+        With ``worker_id``, only while the job is still that worker's: one whose hold ran
+        out while another worker took the video over (:meth:`claim_undownloaded`) gets
+        :class:`InvalidTransitionError`, and leaves the job to that one to report.
+        """
+        params = {"path": os.fspath(path), "worker": worker_id}
+        await self._transition(key, "downloaded", self._statements.DOWNLOADED, params)
 
     async def mark_failed(
         self,

@@ -113,7 +113,19 @@ _SYNC_ACTIVE = (
 # Seconds a holder's server process must stay gone before its places are freed: its own
 # reconnection (a connection dropped while it lives) re-registers it well within them.
 _ABSENT_GRACE = 1.0
-_LEAVE = "DELETE FROM {s}.account_holders WHERE account = %s AND holder = %s"
+# Leaving deletes the holder's row only once no other server process of this holder is
+# left: a round trip cut off at exit (its connection closed) still runs on its own, and its
+# upsert would bring the row back after the DELETE. The answer counts those left.
+_LEAVE = """
+WITH others AS (
+    SELECT count(*) AS n FROM pg_stat_activity
+    WHERE application_name = %(application)s AND pid <> pg_backend_pid()
+), gone AS (
+    DELETE FROM {s}.account_holders
+    WHERE account = %(account)s AND holder = %(holder)s AND (SELECT n FROM others) = 0
+)
+SELECT n FROM others
+"""
 
 
 @attrs.frozen
@@ -579,6 +591,8 @@ class SharedAccountLimits:
         self.max_pause = max_pause
         self.wait_poll_interval = wait_poll_interval
         self.holder = f"{uuid.uuid4().hex[:12]}"
+        # Names this holder's server processes: leaving waits for those cut off (_LEAVE).
+        self._application_name = f"hailuo-limits-{self.holder}"
         self.requests = SharedRequestLimiter(self, max_in_flight=max_in_flight, max_batch=max_batch)
         self.active_jobs = SharedActiveJobLimit(
             self, adaptive=max_active_jobs is None, start=max_active_jobs or 4
@@ -604,7 +618,7 @@ class SharedAccountLimits:
     async def __aenter__(self) -> SharedAccountLimits:
         session = Session(
             self._dsn,
-            application_name=f"hailuo-limits-{self.holder}",
+            application_name=self._application_name,
             give_up_after=self.give_up_after,
             round_trip_timeout=self.round_trip_timeout,
             # Others free this holder's places once its server process is gone for a
@@ -633,13 +647,24 @@ class SharedAccountLimits:
         await self._background.close()
         session, self._session = self._session, None
 
-        async def leave(connection: Connection) -> None:
-            await connection.execute(self._sql_leave, (self.account, self.holder))
+        params = {
+            "account": self.account,
+            "holder": self.holder,
+            "application": self._application_name,
+        }
+
+        async def leave(connection: Connection) -> int:
+            cursor = await connection.execute(self._sql_leave, params)
+            row = await cursor.fetchone()
+            assert row is not None
+            return int(row[0])
 
         try:
             with anyio.move_on_after(5, shield=True):
-                # Leave at once: our places need not wait for the lease to lapse.
-                await session.run("leaving the shared limits", leave)
+                # Leave at once: our places need not wait for the lease to lapse. A round
+                # trip cut off by the exit lands first (see _LEAVE), then the row goes.
+                while await session.run("leaving the shared limits", leave):  # noqa: ASYNC110
+                    await anyio.sleep(0.02)  # another process's state: no event to wait on
         except CoordinationError as error:
             logger.warning("could not leave the shared limits cleanly: %s", error)
         finally:

@@ -13,7 +13,8 @@ import pytest
 from pgutil import DSN, add_jobs, hailuo_work, journal_url, running
 
 from hailuo_async import DownloadError, TaskResult, TaskStatus, VideoRequest
-from hailuo_async.journal import JobState, PostgresJobStore, job_specs
+from hailuo_async.extend import job_specs
+from hailuo_async.journal import InvalidTransitionError, JobState, PostgresJobStore
 from hailuo_async.testing import FakeHailuoServer, Fixed, StorageFaults, sample_video
 
 pytestmark = pytest.mark.anyio
@@ -177,6 +178,28 @@ async def test_a_video_its_finisher_is_saving_is_not_fetched_by_another_worker(
         record = await store.get(saving)
     assert record is not None
     assert (record.owner, record.lease_until, record.path) == ("b", None, "/videos/task-0.mp4")
+
+
+async def test_a_finisher_whose_hold_ran_out_leaves_the_video_to_its_new_holder(
+    pg_schema: str,
+) -> None:
+    """Finisher and fetcher both save the video: only the fetcher holding it journals it."""
+    async with PostgresJobStore(DSN, batch=BATCH, schema=pg_schema) as store:
+        await store.record(job_specs([VideoRequest("a shoveler")]))
+        (key,) = await store.get_many()
+        await store.claim("b", 1, 30.0)
+        await store.mark_submitting(key, worker_id="b")
+        await store.mark_submitted(key, "task-0")
+        await store.mark_finished(key, _done("task-0"), worker_id="b", hold_for=0.001)
+        with anyio.fail_after(30):
+            while not await store.claim_undownloaded("a", 1, 30.0):  # noqa: ASYNC110
+                await anyio.sleep(0.001)  # until b's hold runs out, by the database's clock
+        with pytest.raises(InvalidTransitionError):
+            await store.mark_downloaded(key, "/b/task-0.mp4", worker_id="b")
+        await store.mark_downloaded(key, "/a/task-0.mp4", worker_id="a")
+        record = await store.get(key)
+    assert record is not None
+    assert (record.owner, record.lease_until, record.path) == ("a", None, "/a/task-0.mp4")
 
 
 def _done(task_id: str) -> TaskResult:

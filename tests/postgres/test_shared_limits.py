@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 from anyio import wait_all_tasks_blocked
 from pgutil import DSN, admin
@@ -195,6 +197,59 @@ async def test_behind_a_pooler_only_the_lease_tells_a_holder_dead(pg_schema: str
             )
         ).fetchall()
     assert {str(holder): pid for holder, pid in rows} == {"direct": own, "pooled": None}
+
+
+async def test_a_sync_cut_off_at_exit_lands_before_the_holder_leaves(pg_schema: str) -> None:
+    """A sync cut off mid-way still runs on the server as the holder leaves: no row survives."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    limits = _limits(pg_schema, account, max_active_jobs=2)
+    lock_row = sql.SQL("SELECT 1 FROM {s}.account_limits WHERE account = %s FOR UPDATE").format(
+        s=sql.Identifier(pg_schema)
+    )
+    backends = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+    blocked = backends + " AND wait_event_type = 'Lock'"
+    left = anyio.Event()
+    seen_while_leaving: list[int] = []
+
+    async def until(query: str, count: int) -> None:
+        """Until ``query`` counts ``count`` of the holder's server processes, or it has left."""
+        with anyio.fail_after(60):
+            while not left.is_set() and _count(watcher, query, application) < count:  # noqa: ASYNC110
+                await anyio.sleep(0.01)  # the server's state: polled
+
+    async def unlock_once_leaving() -> None:
+        await until(backends, 2)  # the leaving connection is open beside the cut-off one
+        seen_while_leaving.append(_count(watcher, blocked, application))
+        locker.commit()  # the cut-off sync goes on now
+        with anyio.fail_after(60):
+            while _count(watcher, backends, application):  # noqa: ASYNC110
+                await anyio.sleep(0.01)  # until it has landed and its process is gone
+
+    with admin() as watcher, psycopg.connect(DSN) as locker:
+        async with anyio.create_task_group() as group:
+            async with limits:
+                application = f"hailuo-limits-{limits.holder}"
+                locker.execute(lock_row, (account,))  # every sync waits for it until the commit
+                with anyio.CancelScope() as asking:
+                    group.start_soon(_cancelled_when, until(blocked, 1), asking)
+                    await limits.active_jobs.acquire()
+                group.start_soon(unlock_once_leaving)
+            left.set()
+    assert seen_while_leaving == [1], "no sync was still running when the holder left"
+    assert _fetch(
+        pg_schema, "SELECT count(*) FROM {s}.account_holders WHERE account = %s", account
+    ) == (0,)
+
+
+async def _cancelled_when(condition: Awaitable[None], scope: anyio.CancelScope) -> None:
+    await condition
+    scope.cancel()
+
+
+def _count(connection: psycopg.Connection[Any], query: str, *params: object) -> int:
+    row = connection.execute(query, params).fetchone()
+    assert row is not None
+    return int(str(row[0]))
 
 
 async def test_a_stopped_process_places_return_after_its_lease(pg_schema: str) -> None:
