@@ -395,6 +395,7 @@ async def _fake_serve(conn: multiprocessing.connection.Connection, knobs: dict[s
                     "api_requests": stats.api_requests,
                     "requests_by_second": dict(stats.requests_by_second),
                     "error_codes": dict(stats.error_codes),
+                    "busiest_window": stats.busiest_window,
                 }
             elif command == "polls_by_task":
                 result = dict(server.stats.polls_by_task)

@@ -15,11 +15,29 @@ the first request to the last outcome, over ``RPM / 3``; the rate-limit answers 
 code 1002, 2045, 2056); and requests per job (submissions + queries + retrieves). Targets:
 >= 0.95 of the ceiling, 0 refusals, <= 3.1 requests per job.
 
-The client paces to ``max(0.95 x RPM, RPM - 2)`` per window (see ``_Pacer``: the margin
-absorbs requests reaching the service a little earlier or later than they left), so at 20
-RPM it can spend at most 95 % of the budget: the ceiling ratio is reported at 20 (MiniMax's
-paid accounts) and at 120 requests per minute. The fake serves from its own process, its
-time scaled (``time_scale`` per row); the client's policies are scaled by the same factor.
+The client spends the whole budget with no margin: a request leaves only while fewer than
+``RPM`` requests are in flight or were answered within the last window (see ``_Pacer``: the
+service counts a request on arrival, between its leaving and its answer, so no window of
+the service's counts more). The ratio then rests on the requests per job: queries that find
+a job running are submissions lost, and while polls wait for the budget a job is polled
+only once it has run as long as any job seen (``PollSchedule``, ``DurationStats.longest``).
+The fake serves from its own process, its time scaled (``time_scale`` per row); the client's
+policies are scaled by the same factor. The ceiling ratio is reported at 20 (MiniMax's paid
+accounts) and at 120 requests per minute.
+
+Measured (2 cores shared with other sessions' work, loaded), two runs of
+``python -m benchmarks.run --only minimax``:
+
+- RPM 120: 0.963 and 0.963 of the ceiling, 0 rate-limit answers, 3.112 and 3.114 requests
+  per job (1.11 queries); the busiest window 120 of 120.
+- RPM 20: 0.990 and 0.990, 0 rate-limit answers, 3.021 and 3.024 requests per job; the
+  busiest window 20 of 20.
+
+At RPM 120 the requests per job miss 3.1 by about 0.01: the extra queries are all in the
+first ~100 jobs (the first ten cost 4.9 queries each, jobs 100 on exactly 1.0). Those
+submitted before polls are seen waiting for the budget get their first poll at
+``first_poll_delay`` (10 s; MiniMax jobs take 30-180 s here), and each then keeps pace with
+the oldest one polled, one poll per step.
 """
 
 from __future__ import annotations
@@ -96,6 +114,7 @@ def measure(jobs: int, *, rpm: int, scale: float) -> dict[str, Any]:
         retrieves_per_job=stats["retrieves_total"] / jobs,
         submissions_per_job=stats["submission_attempts"] / jobs,
         accepted=stats["submissions_accepted"],
+        busiest_window=stats["busiest_window"],
         service_minutes=service_minutes,
     )
     return result
@@ -123,6 +142,7 @@ def run(*, quick: bool = False) -> ScenarioResult:
             figures[f"{prefix}_succeeded"] = result["ok"]
             figures[f"{prefix}_submissions_accepted"] = result["accepted"]
             figures[f"{prefix}_error_codes"] = result["error_codes"]
+            figures[f"{prefix}_busiest_window"] = result["busiest_window"]
             figures[f"{prefix}_wall_s"] = result["wall"]
             rows.append(
                 [
@@ -141,14 +161,16 @@ def run(*, quick: bool = False) -> ScenarioResult:
                 notes.append(f"rpm {rpm}: {times} job(s) failed with {failure}")
             notes.append(
                 f"rpm {rpm}: {jobs} jobs in {result['service_minutes']:.1f} service minutes"
-                f" (time scale {scale:g}, {result['wall']:.0f} s real); codes answered"
+                f" (time scale {scale:g}, {result['wall']:.0f} s real); busiest window"
+                f" {result['busiest_window']} of {rpm}; codes answered"
                 f" {result['error_codes'] or '{}'}; the client met {result['client_refused']}."
             )
     notes.insert(
         0,
         "Targets: >= 0.95 of the ceiling (RPM / 3 jobs per minute), 0 rate-limit answers,"
-        " <= 3.1 requests per job. The client spends at most max(0.95 x RPM, RPM - 2) per"
-        " window (at 20 RPM: 95 %, which bounds the ratio).",
+        " <= 3.1 requests per job. The client spends the whole budget (no margin: a request"
+        " counts until its answer is a window old); the busiest window the service saw is"
+        " reported per row.",
     )
     table = markdown_table(
         [

@@ -222,23 +222,22 @@ _CARRY_OVER = 1.0 / 6.0
 
 
 class _Pacer:
-    """Spaces requests evenly at the current rate (GCRA, a leaky bucket).
-
-    It leaves two requests of each window unspent, or ``1 - utilisation`` of the rate if
-    that is more: evenly spaced requests put one more than the window's length over the
-    interval inside a closed sliding window, and requests reach the service a little earlier
-    or later than they leave here, which the second one absorbs. A fixed share would waste
-    several requests a window on a large budget.
+    """Spaces requests evenly at the current rate (GCRA, a leaky bucket), and with a known
+    rate keeps the service's window itself from ever counting more than the limit.
 
     With the rate given, spacing that went unused (nothing asked to leave: at the start of
     a run, say, every place held by a job not yet due for its first poll) is not lost but
     kept, for up to a sixth of the window, and spent later: a request may leave that far
-    ahead of the even schedule. Then the window itself keeps the service's count: a request
-    leaves only while fewer than the account's limit (less one) are in flight or were
-    answered within the last window. An answered request had arrived before its answer came
-    and one in flight may arrive at any moment, so no window of the service's, sliding or
-    fixed, ever counts more than the limit. A discovered rate is spaced alone: its value is
-    the guess.
+    ahead of the even schedule. The window then keeps the count, exactly and with no
+    margin: a request leaves only while fewer than the account's limit are in flight or
+    were answered within the last window. The service counts a request when it arrives,
+    which is after it left here and before its answer came back. Of the requests any
+    window of the service's counts, the last to leave saw every other one either in flight
+    or answered after that window began, so within one window of its leaving: no window,
+    sliding or fixed, counts more than the limit, whatever the latency, and on a quick
+    network the whole budget is spent. (A request abandoned unanswered is taken to have
+    arrived by then.) A discovered rate is spaced alone, at ``utilisation`` of its value
+    (or two requests a window less, if that is less): the value is the guess.
     """
 
     def __init__(self, rate: AdaptiveRate, utilisation: float) -> None:
@@ -256,6 +255,8 @@ class _Pacer:
         rate = self.rate.value
         if rate is None:
             return 0.0
+        if self.counting:
+            return self.rate.window / rate  # the window's count keeps it within the limit
         return self.rate.window / max(rate * self._utilisation, rate - 2.0)
 
     async def acquire(self) -> None:
@@ -301,8 +302,7 @@ class _Pacer:
         while answered and answered[0] + window <= now:
             answered.popleft()
         assert self.rate.value is not None
-        # One request of the account's limit kept in reserve, as the service rounds it.
-        limit = max(1, math.floor(self.rate.value) - 1)
+        limit = max(1, math.floor(self.rate.value))
         excess = self._in_flight + len(answered) + 1 - limit
         if excess <= 0:
             return 0.0

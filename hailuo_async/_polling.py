@@ -17,7 +17,10 @@ An answer without any forecast is placed by the durations the run has seen inste
 poll comes when a share of the jobs seen running as long had ended (a quantile of the
 remaining duration, the Munford-Shahani inspection rule), within ``max_interval``. When the
 service has long sent no forecast, first polls skip the early one that would only bring none.
-Before enough durations are seen, or past the longest, a geometric backoff stands in.
+Before enough durations are seen, or past the longest, a geometric backoff stands in. When
+polls wait long for the request budget, each one that finds a task running costs a job
+started later: a task without forecasts is then polled only once it has run as long as any
+job seen, ended or still running (the ends alone, early in a run, are the quick jobs').
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class PollPolicy:
     comes at ``eta_fraction`` of the service's ``eta``. Without any forecast, a poll comes
     when a share of the jobs seen running as long had ended (durations seen earlier in the
     run), before those are known after a geometric backoff from ``min_interval`` by
-    ``backoff``. Each wait is jittered by +/- ``jitter`` and kept within
+    ``backoff``; while polls wait long for the request budget, not before the task has run
+    as long as any job seen. Each wait is jittered by +/- ``jitter`` and kept within
     [``min_interval``, ``max_interval``], except a wait aimed at an end the forecasts (or,
     for a first poll, the durations) place further out: that one may last up to
     ``max_aimed_interval``.
@@ -182,6 +186,8 @@ class DurationStats:
 
     def __init__(self, *, keep: int = 512) -> None:
         self._durations = _Sample(keep)
+        # Ages at which jobs were seen still running: with the durations, how long a job may run.
+        self._running = _Sample(keep)
         # Sums of the kept durations' logarithms and of their squares, for a log-normal fit.
         self._log_sums = [0.0, 0.0]
         self._misses = {ETA: _Sample(keep), PROGRESS: _Sample(keep)}
@@ -242,6 +248,28 @@ class DurationStats:
             log = math.log(max(oldest, _SHORTEST))
             self._log_sums[0] -= log
             self._log_sums[1] -= log * log
+
+    def observe_running(self, age: float) -> None:
+        """Record that a job was seen still running ``age`` seconds after its submission
+        (and the answer gave no forecast)."""
+        self._running.add(age)
+
+    @property
+    def longest(self) -> float | None:
+        """The longest a job was seen to run: ended (once MIN_DURATIONS have), or still
+        running without a forecast; None before either.
+
+        Unlike the durations alone, not biased short early in a run, when only the quick jobs
+        have ended yet: the slow ones are seen running. A job seen running past twice the
+        longest duration counts as running that long.
+        """
+        ended = self.quantile(1.0)
+        if not self._running:
+            return ended
+        running = self._running.quantile(1.0)
+        # A stuck job is seen running for long: past twice the longest duration, it says
+        # nothing of the others.
+        return running if ended is None else max(ended, min(running, 2 * ended))
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile of the recorded durations, or None before enough were seen."""
@@ -467,11 +495,12 @@ class PollSchedule:
         if self._settings.history is not None:
             # Aim before nearly every finish: an early poll costs one request (and brings
             # forecasts), a late one costs the caller's time. When requests are what limits
-            # the run, a poll costs a job started later: aim after nearly every finish.
+            # the run, a poll costs a job started later: aim after nearly every finish, as
+            # far as the longest a job was seen to run.
             frugal = self._frugal()
             history = self._settings.history
             q = self.FIRST_POLL_QUANTILE
-            typical = history.quantile(1.0) if frugal else history.low_quantile(q)
+            typical = history.longest if frugal else history.low_quantile(q)
             if typical is not None:
                 delay = self._jittered(typical)
                 if history.quiet and not frugal:
@@ -493,11 +522,15 @@ class PollSchedule:
             self._remember(forecasts)
             if self._settings.history is not None:
                 self._settings.history.observe_answer(forecast=bool(forecasts))
+                if self._settings.timed and not forecasts:  # forecasts place polls better
+                    self._settings.history.observe_running(elapsed)
             aimed = self._aimed_delay(elapsed, forecasts)
             if aimed is not None:
                 self._unguided = 0
                 return min(max(aimed, policy.min_interval), policy.max_aimed_interval)
-        learnt = None if remaining is not None else self._learnt_delay(elapsed)
+        learnt = None
+        if remaining is None:
+            learnt = self._unseen_wait(elapsed) or self._learnt_delay(elapsed)
         if learnt is not None:
             return learnt
         if remaining is not None and remaining > policy.min_interval:
@@ -512,6 +545,26 @@ class PollSchedule:
             ):  # past the cap the exponent need not (and must not) grow
                 self._unguided += 1
         return self._clamped(self._jittered(delay))
+
+    def _unseen_wait(self, elapsed: float | None) -> float | None:
+        """When requests are what limits the run, the wait until a task without forecasts has
+        run as long as any job seen (ended, or still running); None when it has, or polls
+        are cheap.
+
+        Each poll that finds a task running then costs a job started later; tasks younger
+        than the oldest seen running wait while the oldest are polled, so the run learns
+        its durations from few requests, and polls stay past nearly every end.
+        """
+        history = self._settings.history
+        if history is None or elapsed is None or not self._settings.timed or not self._frugal():
+            return None
+        longest = history.longest
+        if longest is None or longest <= elapsed + self._settings.policy.min_interval:
+            return None
+        wait = self._jittered(longest - elapsed)
+        return min(
+            max(wait, self._settings.policy.min_interval), self._settings.policy.max_aimed_interval
+        )
 
     def _learnt_delay(self, elapsed: float | None) -> float | None:
         """Without a forecast: the wait until REMAINING_SHARE of the jobs seen running this long

@@ -381,6 +381,65 @@ def test_when_polls_wait_for_the_budget_each_one_is_aimed_past_the_end() -> None
     assert frugal.next_delay(running(eta=20.0), elapsed=65.0) == pytest.approx(30.0)
 
 
+def _frugal_history() -> DurationStats:
+    """A history whose polls wait long for the budget (5 s past the quickest answer)."""
+    history = DurationStats()
+    history.observe_lateness(0.0)  # a quick answer: the floor
+    for _ in range(200):
+        history.observe_lateness(5.0)
+    return history
+
+
+def test_when_polls_are_dear_a_task_without_forecasts_waits_to_be_as_old_as_any_seen() -> None:
+    """With no eta nor progress, and before any job ended: a task younger than the oldest
+    seen running is polled once it is as old, not on a backoff from min_interval."""
+    history = _frugal_history()
+    oldest = PollSchedule(EXACT, history=history)
+    assert oldest.next_delay(running(), elapsed=100.0) == pytest.approx(1.0)  # the backoff
+    younger = PollSchedule(EXACT, history=history)
+    assert younger.next_delay(running(), elapsed=40.0) == pytest.approx(60.0)
+    # A new task's first poll too comes when it is as old as the oldest seen running.
+    assert PollSchedule(EXACT, history=history).first_delay() == pytest.approx(100.0)
+
+
+def test_the_longest_seen_corrects_the_durations_seen_early_in_a_run() -> None:
+    """Early on, only the quick jobs have ended: the slow ones seen running say that jobs
+    run longer, so first polls come after them, not after the quick ones alone."""
+    history = _frugal_history()
+    for seconds in (30.0, 32.0, 35.0, 36.0, 40.0):
+        history.observe(seconds)
+    assert PollSchedule(EXACT, history=history).first_delay() == pytest.approx(40.0)
+    PollSchedule(EXACT, history=history).next_delay(running(), elapsed=70.0)
+    assert history.longest == 70.0
+    assert PollSchedule(EXACT, history=history).first_delay() == pytest.approx(70.0)
+
+
+def test_a_stuck_job_seen_running_holds_polls_back_at_most_twice_the_longest_end() -> None:
+    """A job seen running far past every end counts as running twice the longest end."""
+    history = DurationStats()
+    for seconds in (30.0, 32.0, 35.0, 36.0, 40.0):
+        history.observe(seconds)
+    history.observe_running(900.0)
+    assert history.longest == 80.0
+
+
+def test_polls_answered_at_once_are_not_held_back_by_the_oldest_job() -> None:
+    """Where polls are cheap (answered when aimed), a young task backs off from min_interval
+    as before, however old the oldest job seen running."""
+    history = DurationStats()
+    PollSchedule(EXACT, history=history).next_delay(running(), elapsed=100.0)
+    assert PollSchedule(EXACT, history=history).next_delay(
+        running(), elapsed=40.0
+    ) == pytest.approx(1.0)
+
+
+def test_answers_with_forecasts_teach_no_running_ages() -> None:
+    """An answer with an eta places polls by its forecast: it is not kept as a running age."""
+    history = _frugal_history()
+    PollSchedule(EXACT, history=history).next_delay(running(eta=20.0), elapsed=100.0)
+    assert history.longest is None
+
+
 forecast_values = st.one_of(
     st.none(), st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
 )

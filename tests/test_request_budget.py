@@ -16,7 +16,7 @@ from hailuo_async.testing import FakeHailuoServer, Fixed
 pytestmark = pytest.mark.anyio
 
 WINDOW, RPM = 60.0, 240.0
-SPACING = WINDOW / (RPM - 2.0)  # the even schedule leaves two requests a window unspent
+SPACING = WINDOW / RPM  # a known budget is spaced at its rate: the window keeps the count
 
 
 def _pacer(*, known: float | None = RPM) -> _Pacer:
@@ -88,7 +88,30 @@ def test_no_window_can_count_more_than_the_budget(seed: int) -> None:
         # The service counts a request from when it arrives (between leaving and its
         # answer): at worst every earlier one arrived as late, and this one at once.
         counted = sum(1 for _, answered in sent[: index + 1] if answered + WINDOW > left)
-        assert counted <= RPM - 1
+        assert counted <= RPM
+
+
+def test_the_whole_budget_is_spent_when_answers_come_at_once() -> None:
+    """With no margin kept, a window of steady demand holds exactly the account's limit."""
+    pacer = _pacer()
+    left: list[float] = []
+    now = 0.0
+    while len(left) < 3 * int(RPM):
+        wait = pacer.wait(now)
+        if wait > 0:
+            now += wait
+            continue
+        pacer.depart(now)
+        pacer.answered(now)  # a loopback answer: the request arrived as it left
+        left.append(now)
+    # Every window from the second on (the first is spaced from a standing start).
+    busiest = max(
+        sum(1 for t in left if start - WINDOW < t <= start) for start in left if start >= WINDOW
+    )
+    quietest = min(
+        sum(1 for t in left if start - WINDOW < t <= start) for start in left if start >= WINDOW
+    )
+    assert busiest == quietest == RPM
 
 
 async def test_turns_taken_but_not_used_leave_nothing_in_flight() -> None:
@@ -180,3 +203,27 @@ async def test_a_request_waiting_its_turn_respects_a_pause_set_meanwhile() -> No
         paused_at = anyio.current_time()
     assert left_at
     assert left_at[0] >= paused_at + 0.3 - 0.01
+
+
+async def test_a_budget_bound_batch_spends_the_whole_window_and_meets_no_refusal() -> None:
+    """With no margin kept, a MiniMax batch (submits, queries and retrieves all counted)
+    fills some window of the fake's to the limit exactly, and the fake refuses none."""
+    rpm, jobs = 10, 10
+    async with FakeHailuoServer(
+        provider="minimax",
+        in_process=True,
+        time_scale=0.02,
+        seed=4,
+        job_duration=Fixed(2.0),
+        requests_per_minute=rpm,
+    ) as server:
+        async with server.client(limits=Limits(requests_per_minute=rpm)) as client:
+            requests = (VideoRequest(f"a heron, take {i}") for i in range(jobs))
+            async with client.generate_many(requests) as outcomes:
+                done = [outcome async for outcome in outcomes]
+        stats = server.stats
+    assert [outcome.ok for outcome in done] == [True] * jobs
+    assert stats.rate_limited == {}
+    assert stats.error_codes == {}
+    assert stats.api_requests >= 3 * jobs  # three windows' worth: the window bound acts
+    assert stats.busiest_window == rpm

@@ -178,6 +178,7 @@ class FakeService:
                 admitted[0] + window - now,
             )
         admitted.append(now)
+        self.stats.busiest_window = max(self.stats.busiest_window, len(admitted))
         return key
 
     def check_active_cap(self, key: str) -> None:

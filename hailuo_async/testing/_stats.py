@@ -34,6 +34,9 @@ class Stats:
     requests_by_second: dict[int, int] = attrs.Factory(dict)
     """Every API request (any endpoint, any answer) by the service second it arrived in,
     counted from the server's start: the request rate as the service saw it."""
+    busiest_window: int = 0
+    """The most requests of one key admitted within one sliding window of
+    ``requests_per_minute`` (0 when no such limit is set): how much of the budget was spent."""
     rate_limited: dict[str, int] = attrs.Factory(dict)
     """Rate-limit answers by cause: "rate_window", "active_cap", "injected" or "burst"
     (429s on the gateway; base_resp 1002, 2045 or 2056 on MiniMax)."""
