@@ -23,8 +23,19 @@ Catch :class:`HailuoError` to handle them all. The hierarchy::
     ├── WaitTimeoutError             the job did not end within the caller's timeout
     ├── JobTimeoutError              a watched job ran past max_job_duration (or stayed UNKNOWN)
     ├── DownloadError                a video could not be downloaded completely
-    ├── JournalError                 the journal could not be used (more in hailuo_async.journal)
-    │   └── JournalInUseError            another run holds the SQLite journal (or out folder)
+    ├── JournalError                 the journal could not be used (from hailuo_async.journal)
+    │   ├── JournalInUseError            another run holds the SQLite journal (or out folder)
+    │   ├── JournalClosedError           the store is not open
+    │   ├── JournalConnectionError       the journal's database cannot be reached
+    │   ├── JournalPermissionError       the database refused the role what the journal needs
+    │   ├── JournalSchemaError           tables written by another version of the library
+    │   ├── JournalProviderError         the batch was sent through another provider
+    │   ├── UnknownJobError              no job with this key was recorded
+    │   ├── InvalidTransitionError       a job cannot move from its state to the one asked
+    │   │   └── LeaseLostError               the worker's lease on the job is gone
+    │   └── JobConflictError             keys recorded earlier for a different request
+    ├── CoordinationError            the coordinating PostgreSQL database could not be used
+    │                                (from hailuo_async.postgres)
     └── WebhookError                 (also a ValueError) a webhook body of the wrong shape
 
 MiniMax's own API answers most errors with HTTP 200 and a code in its body

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
+import re
 from functools import partial
 from typing import Any
 
@@ -94,6 +97,56 @@ def test_the_hierarchy_is_as_documented(
         assert issubclass(error, parent)
     assert error.__name__ in hailuo_async.__all__
     assert error.__name__ in (hailuo_async._exceptions.__doc__ or "")
+
+
+def _public_modules() -> list[str]:
+    """The package and every module of it whose dotted path has no private part."""
+    found = ["hailuo_async"]
+    for module in pkgutil.walk_packages(hailuo_async.__path__, "hailuo_async."):
+        if not any(part.startswith("_") for part in module.name.split(".")[1:]):
+            found.append(module.name)
+    return found
+
+
+def _exported_errors() -> dict[str, type[BaseException]]:
+    """Every exception class a public module lists in its ``__all__``, by name."""
+    errors: dict[str, type[BaseException]] = {}
+    for name in _public_modules():
+        module = importlib.import_module(name)
+        for exported in getattr(module, "__all__", ()):
+            value = getattr(module, exported)
+            if isinstance(value, type) and issubclass(value, BaseException):
+                errors[value.__name__] = value
+    return errors
+
+
+def _drawn_parents() -> dict[str, str]:
+    """Each class in the diagram of ``_exceptions``'s docstring, with the class drawn above it."""
+    parents: dict[str, str] = {}
+    chain: list[str] = []
+    for line in (hailuo_async._exceptions.__doc__ or "").splitlines():
+        match = re.match(r"^    ((?:[│ ]   )*)(?:[├└]── )?([A-Z]\w+Error)\b", line)
+        if match is None:
+            continue
+        depth = len(match[1]) // 4 + (1 if "──" in line else 0)
+        del chain[depth:]
+        if chain:
+            parents[match[2]] = chain[-1]
+        chain.append(match[2])
+    return parents
+
+
+def test_every_exported_error_is_in_the_one_tree() -> None:
+    """Every exception a public module exports is a HailuoError drawn under its real parent."""
+    errors = _exported_errors()
+    assert {"JournalError", "CoordinationError", "LeaseLostError", "WebhookError"} <= set(errors)
+    drawn = _drawn_parents()
+    for name, error in errors.items():
+        assert issubclass(error, HailuoError), name
+        if error is HailuoError:
+            continue
+        assert name in drawn, f"{name} is not in the diagram of hailuo_async._exceptions"
+        assert errors[drawn[name]] in error.__mro__[1:], name
 
 
 def test_outcome_errors_are_not_api_errors() -> None:
