@@ -749,16 +749,13 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             counts: dict[JobState, int] = {}
             workers: dict[str, int] = {}
             not_downloaded = ended = 0
-            for by_state, state, holder, n, pathless, recent in session.fetchall(
-                statements.progress, params
-            ):
-                if by_state:
-                    counts[JobState(state)] = int(n)
-                    ended += int(recent)
-                    if state == JobState.FINISHED:
-                        not_downloaded = int(pathless)
-                elif holder is not None:
-                    workers[str(holder)] = int(n)
+            for state, holder, n, pathless, recent in session.fetchall(statements.progress, params):
+                counts[JobState(state)] = counts.get(JobState(state), 0) + int(n)
+                if holder is not None:
+                    workers[str(holder)] = workers.get(str(holder), 0) + int(n)
+                if state == JobState.FINISHED:
+                    not_downloaded += int(pathless)
+                ended += int(recent)
             return BatchProgress(
                 counts, dict(sorted(workers.items())), ended, not_downloaded=not_downloaded
             )
