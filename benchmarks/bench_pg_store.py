@@ -12,13 +12,15 @@ checks: jobs not finished (lost) and jobs submitted more than once (duplicates),
 ``--chunk``, as a batch records), the latency of each of the first 10 claims right after
 (the planner's statistics then describe a table N jobs smaller), the p95 of the next
 ``--claims`` claims by ``--concurrency`` claimers, and what ``hailuo status`` costs at that
-size: :meth:`PostgresJobStore.progress` (its one statement) timed alone and the whole command.
+size: :meth:`PostgresJobStore.progress` timed alone and the whole command. ``--earlier K``
+records (and analyses) an earlier batch of K jobs first, as in a schema already in use.
 
 Needs a PostgreSQL server: ``HAILUO_TEST_POSTGRES`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``); the schemas it makes are dropped after.
 
     python -m benchmarks.bench_pg_store [--jobs 2000] [--claimers 1 2 4] [--claim-size 1 10]
     python -m benchmarks.bench_pg_store --large 1000000 [--concurrency 4] [--claims 400]
+        [--chunk 10000] [--earlier 2000]
 """
 
 from __future__ import annotations
@@ -114,6 +116,13 @@ async def _large(args: argparse.Namespace) -> None:
     try:
         for store in stores:
             await store.open()
+        if args.earlier:
+            # A schema in use: an earlier batch, and planner statistics from before this one.
+            async with PostgresJobStore(DSN, batch="earlier", schema=schema) as earlier:
+                await earlier.record(_specs(args.earlier))
+            with psycopg.connect(DSN, autocommit=True) as connection:
+                connection.execute(f'ANALYZE "{schema}".hailuo_jobs')
+            print(f"an earlier batch of {args.earlier:,} jobs, analysed")
         started = time.perf_counter()
         for first in range(0, jobs, args.chunk):
             await stores[0].record(_specs(min(jobs, first + args.chunk), start=first))
@@ -193,6 +202,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=10_000, help="jobs per record (--large)")
     parser.add_argument("--claims", type=int, default=400, help="claims timed after the first")
     parser.add_argument("--concurrency", type=int, default=4, help="claimers (--large)")
+    parser.add_argument(
+        "--earlier", type=int, default=0, help="jobs of an earlier batch, analysed (--large)"
+    )
     anyio.run(_main, parser.parse_args())
 
 
