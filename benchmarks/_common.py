@@ -174,7 +174,6 @@ def machine_info() -> dict[str, Any]:
         "anyio",
         "attrs",
         "cattrs",
-        "tenacity",
         "httpx",
         "requests",
         "novita-client",

@@ -22,7 +22,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from hailuo_async import TaskResult, TaskStatus, Video
-from hailuo_async.journal import JobSpec, SQLiteJobStore, Synchronous
+from hailuo_async.extend import JobSpec
+from hailuo_async.journal import SQLiteJobStore, Synchronous
 
 TRANSITIONS_PER_JOB = 4
 

@@ -36,7 +36,8 @@ import anyio
 import psycopg
 
 from hailuo_async import TaskResult, TaskStatus
-from hailuo_async.journal import JobSpec, JobState, PostgresJobStore
+from hailuo_async.extend import JobSpec
+from hailuo_async.journal import JobState, PostgresJobStore
 
 DSN = os.environ.get("HAILUO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 BATCH = "bench"

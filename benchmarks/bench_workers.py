@@ -291,7 +291,8 @@ class _Shared:
 def _add_jobs(journal_schema: str, jobs: int) -> None:
     from hailuo_async import VideoRequest
     from hailuo_async._decoding import request_to_json
-    from hailuo_async.journal import JobSpec, PostgresJobStore
+    from hailuo_async.extend import JobSpec
+    from hailuo_async.journal import PostgresJobStore
 
     async def add() -> None:
         async with PostgresJobStore(DSN, batch=BATCH, schema=journal_schema) as store:

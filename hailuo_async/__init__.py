@@ -1,8 +1,11 @@
-"""An asyncio-native client for MiniMax's Hailuo video models, through a gateway or MiniMax."""
+"""An asyncio-native client for MiniMax's Hailuo video models, through a gateway or MiniMax.
 
-from ._api import DEFAULT_BASE_URL, SubmissionRecorder
-from ._batch import BatchCounts, BatchItem, JobStream, RequestSource
-from ._bookkeeping import LeftRunningJob
+Here is what a user calls, catches and annotates; the protocols to implement to plug in a part
+of your own (a provider, a journal, a transport, shared limits) are in :mod:`hailuo_async.extend`.
+"""
+
+from ._api import DEFAULT_BASE_URL
+from ._bookkeeping import BatchCounts, LeftRunningJob
 from ._client import HailuoClient, ProgressCallback
 from ._coordination import Coordination
 from ._download import DownloadProgress
@@ -32,7 +35,7 @@ from ._exceptions import (
     WaitTimeoutError,
     WebhookError,
 )
-from ._limits import ActiveJobs, Limits, RequestKind, RequestLimits
+from ._limits import Limits
 from ._models import (
     Duration,
     JobOutcome,
@@ -43,14 +46,12 @@ from ._models import (
     Video,
     VideoRequest,
 )
-from ._polling import DurationStats, PollPolicy
-from ._push import PushRegistry, PushSubscriber
+from ._polling import PollPolicy
 from ._retry import RetryPolicy, UnknownSubmissionPolicy
-from ._state import SharedState
-from ._submitter import SubmitOne
-from ._transport import HTTPTransport, TCPTransport, Timeouts
+from ._stream import BatchItem, JobStream, RequestSource
+from ._transport import Timeouts
 from ._version import __version__
-from ._watcher import EventCallback, EventKind, PollOne, TaskEvent, TaskWatcher, WatchOutcome
+from ._watcher import EventCallback, EventKind, TaskEvent, TaskWatcher, WatchOutcome
 from ._worker import WorkerSettings
 
 __all__ = [
@@ -60,7 +61,6 @@ __all__ = [
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
-    "ActiveJobs",
     "AuthenticationError",
     "BadRequestError",
     "BatchCounts",
@@ -70,10 +70,8 @@ __all__ = [
     "DownloadError",
     "DownloadProgress",
     "Duration",
-    "DurationStats",
     "EventCallback",
     "EventKind",
-    "HTTPTransport",
     "HailuoClient",
     "HailuoError",
     "InsufficientBalanceError",
@@ -89,23 +87,14 @@ __all__ = [
     "Model",
     "NotFoundError",
     "PermissionDeniedError",
-    "PollOne",
     "PollPolicy",
     "ProgressCallback",
-    "PushRegistry",
-    "PushSubscriber",
     "RateLimitError",
-    "RequestKind",
-    "RequestLimits",
     "RequestSource",
     "Resolution",
     "RetryPolicy",
     "ServiceUnreachableError",
-    "SharedState",
-    "SubmissionRecorder",
     "SubmissionUnknownError",
-    "SubmitOne",
-    "TCPTransport",
     "TaskEvent",
     "TaskFailedError",
     "TaskResult",

@@ -27,22 +27,17 @@ from ._exceptions import (
     APIResponseValidationError,
     APIStatusError,
     InvalidRequestError,
+    NotFoundError,
     RateLimitError,
     SubmissionUnknownError,
 )
 from ._limits import ActiveJobs, RequestLimiter, RequestLimits
 from ._models import TaskResult, VideoRequest
-from ._retry import (
-    RetryPolicy,
-    UnknownSubmissionPolicy,
-    poll_should_retry,
-    retry_after,
-    submit_should_retry,
-)
+from ._retry import RetryPolicy, UnknownSubmissionPolicy, call_with_retries
 from ._task_ids import check_task_id, is_plain_task_id
 from ._transport import Response, Transport
-from .providers import Call, Provider, Step
 from .providers._gateway import DEFAULT_BASE_URL
+from .providers._protocol import Call, Provider, Step
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -79,7 +74,6 @@ class HailuoAPI:
         transport: Transport,
         limiter: RequestLimits,
         retry_policy: RetryPolicy,
-        max_retries: int,
         on_unknown_submission: UnknownSubmissionPolicy,
     ) -> None:
         self._api_key = api_key
@@ -90,7 +84,6 @@ class HailuoAPI:
         # The in-process limiter lends a free place without a coroutine (see _send).
         self._local_limiter = limiter if type(limiter) is RequestLimiter else None
         self.retry_policy = retry_policy
-        self.max_retries = max_retries
         self.on_unknown_submission: UnknownSubmissionPolicy = on_unknown_submission
         # Made once: aiohttp copies a request's headers, so one dict serves every request.
         self._get_headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
@@ -195,9 +188,10 @@ class HailuoAPI:
         readable answer came back, raises :class:`SubmissionUnknownError`, unless the client
         was made with ``on_unknown_submission="resubmit"``. ``recorder`` (a journal) is told
         just before each POST leaves and after each one the service certainly refused.
-        ``retry_rate_limited=False`` hands a rate-limit answer back at once, for a caller
-        that waits for a free place among its active jobs instead (as ``generate_many``
-        does); ``active_jobs`` is the limit the submission was made under.
+        ``retry_rate_limited=False`` hands a rate-limit answer back at once.
+        ``active_jobs`` is the limit the submission was made under, its place taken: a
+        rate-limit answer then gives the place back and waits for a free one before the
+        next try (as ``generate_many`` does), ``retry_policy.rate_limited_waits`` times.
         """
         if not isinstance(request, VideoRequest):
             raise TypeError(f"submit() takes a VideoRequest, not {type(request).__name__}")
@@ -239,10 +233,32 @@ class HailuoAPI:
         active_jobs: ActiveJobs | None,
     ) -> str:
         """Go on from a first attempt that raised ``failure``: retry what may be retried."""
+        policy = self.retry_policy
         resubmit = self.on_unknown_submission == "resubmit"
+
+        def retries(exc: BaseException) -> bool:
+            if isinstance(exc, RateLimitError) and not retry_rate_limited:
+                return False
+            return policy.retries("submit", exc, resubmit=resubmit)
+
+        waits = 0
+
+        async def wait_for_place(exc: Exception) -> bool:
+            # A 429 started nothing: rather than meet more of them at once, give the place
+            # back and wait for a job to end (the limiter's pause spaces the tries too).
+            nonlocal waits
+            if not (isinstance(exc, RateLimitError) and retry_rate_limited):
+                return False
+            if waits >= policy.rate_limited_waits:
+                return False
+            assert active_jobs is not None
+            waits += 1
+            active_jobs.release(submitted=False)
+            await active_jobs.acquire()
+            return True
+
         try:
-            task_id = await retry_after(
-                failure,
+            task_id = await call_with_retries(
                 lambda attempt: self._submit_once(
                     request,
                     call,
@@ -251,11 +267,11 @@ class HailuoAPI:
                     recorder=recorder,
                     active_jobs=active_jobs,
                 ),
-                self.retry_policy,
-                max_retries=self.max_retries,
-                should_retry=submit_should_retry(
-                    resubmit_unknown=resubmit, retry_rate_limited=retry_rate_limited
-                ),
+                policy,
+                "submit",
+                failure=failure,
+                retries=retries,
+                instead_of_waiting=wait_for_place if active_jobs is not None else None,
             )
         except (APIConnectionError, APIResponseValidationError) as exc:
             if isinstance(exc, APIConnectionError) and not exc.request_sent:
@@ -356,17 +372,21 @@ class HailuoAPI:
                 except Exception as exc:
                     failure = exc  # retried outside the handler: no first failure chained
             if failure is not None:
-                outcome = await retry_after(
-                    failure,
+                outcome = await call_with_retries(
                     functools.partial(self._step, step),
                     self.retry_policy,
-                    max_retries=self.max_retries,
-                    should_retry=poll_should_retry(lambda: self._in_not_found_grace(task_id)),
+                    "poll",
+                    failure=failure,
+                    retries=functools.partial(self._poll_retries, task_id),
                 )
                 failure = None
             if not isinstance(outcome, Step):
                 return outcome
             step = outcome
+
+    def _poll_retries(self, task_id: str, exc: BaseException) -> bool:
+        grace = isinstance(exc, NotFoundError) and self._in_not_found_grace(task_id)
+        return self.retry_policy.retries("poll", exc, in_not_found_grace=grace)
 
     async def _step(self, step: Step, attempt: int) -> TaskResult | Step:
         return self._read(step, await self._send(step.call, attempt=attempt))

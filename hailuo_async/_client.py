@@ -1,7 +1,7 @@
 """HailuoClient: the façade over the API layer, the shared state, watchers and batches.
 
 Submit, poll, wait, watch, run batches, take webhooks, download: each call is delegated to
-the module that does it (:mod:`._api` sends, :mod:`._watcher` polls many, :mod:`._batch`
+the module that does it (:mod:`._api` sends, :mod:`._watcher` polls many, :mod:`._stream`
 runs batches, :mod:`._push` confirms webhooks, :mod:`._download` fetches videos).
 """
 
@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 from yarl import URL
 
 from ._api import (
@@ -25,8 +26,8 @@ from ._api import (
     check_api_key,
     check_base_url,
 )
-from ._batch import JobStream, RequestSource
 from ._callbacks import guarded_call
+from ._checks import Number, check_type
 from ._coordination import Coordination, coordination_from
 from ._download import (
     DEFAULT_MAX_BYTES,
@@ -42,13 +43,15 @@ from ._polling import PollPolicy, PollSchedule
 from ._push import WebhookConfirmer, WebhookEvent
 from ._retry import RetryPolicy, UnknownSubmissionPolicy
 from ._state import SharedState
+from ._stream import BatchWiring, JobStream, RequestSource, job_stream
 from ._task_ids import check_task_id
 from ._transport import HTTPTransport, TCPTransport, Timeouts, Transport
 from ._watcher import EventCallback, TaskWatcher, change_between
 from ._worker import WorkerSettings
-from .journal import JobStore, PostgresJobStore
 from .journal._open import is_shared_journal
-from .providers import Provider, parse_webhook, provider_for
+from .journal._store import JobStore, SharedJobStore
+from .providers import parse_webhook, provider_for
+from .providers._protocol import Provider
 
 if TYPE_CHECKING:
     from .postgres._coordinator import PostgresCoordinator
@@ -72,14 +75,16 @@ class HailuoClient:
 
     Use it as an async context manager, or call :meth:`aclose` when done. ``provider`` is the
     service's dialect: ``"gateway"`` (the default), ``"minimax"``, or a
-    :class:`~hailuo_async.providers.Provider` object; by default it comes from the
+    :class:`~hailuo_async.extend.Provider` object; by default it comes from the
     ``HAILUO_PROVIDER`` variable. The key comes from ``api_key`` or the ``HAILUO_API_KEY``
     variable; the base URL from ``base_url``, the ``HAILUO_BASE_URL`` variable, or the
     provider's public host.
 
     ``timeout`` (seconds for a whole request, or :class:`Timeouts`), ``limits``
     (:class:`Limits`: in flight, per minute, active jobs), ``retry_policy`` and
-    ``poll_policy`` configure it. ``state`` shares limits, learnt durations and pushed
+    ``poll_policy`` configure it (``max_retries``, when given, sets
+    ``retry_policy.max_retries``); a bad value of any is an :class:`InvalidRequestError`
+    naming it. ``state`` shares limits, learnt durations and pushed
     results with other clients of this process (by default each client has its own, in
     memory).
 
@@ -100,11 +105,11 @@ class HailuoClient:
         api_key: str | None = None,
         *,
         base_url: str | None = None,
-        timeout: float | Timeouts = 60.0,
+        timeout: float | Timeouts | None = 60.0,
         limits: Limits | None = None,
         retry_policy: RetryPolicy | None = None,
         poll_policy: PollPolicy | None = None,
-        max_retries: int = 5,
+        max_retries: int | None = None,
         on_unknown_submission: UnknownSubmissionPolicy = "raise",
         allow_insecure: bool = False,
         max_response_bytes: int = 8 * 1024 * 1024,
@@ -120,17 +125,25 @@ class HailuoClient:
             base_url or os.environ.get("HAILUO_BASE_URL") or self.provider.default_base_url,
             allow_insecure=allow_insecure,
         )
-        if max_retries < 0:
-            raise InvalidRequestError("max_retries", "must be 0 or more")
+        Number(whole=True, optional=True).check("max_retries", max_retries)
         if on_unknown_submission not in ("raise", "resubmit"):
             raise InvalidRequestError("on_unknown_submission", "must be 'raise' or 'resubmit'")
-        if limits is not None and not isinstance(limits, Limits):
-            raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        for field, value, expected in (
+            ("limits", limits, Limits),
+            ("retry_policy", retry_policy, RetryPolicy),
+            ("poll_policy", poll_policy, PollPolicy),
+        ):
+            if value is not None:
+                check_type(field, value, expected)
         if transport is not None and not callable(getattr(transport, "connector", None)):
             raise InvalidRequestError("transport", "must be an HTTPTransport (a connector method)")
+        if not isinstance(timeout, Timeouts):
+            Number(above=True, optional=True).check("timeout", timeout)
         self.timeouts = timeout if isinstance(timeout, Timeouts) else Timeouts(total=timeout)
         self.limits = limits or Limits()
         self.retry_policy = retry_policy or RetryPolicy()
+        if max_retries is not None:
+            self.retry_policy = attrs.evolve(self.retry_policy, max_retries=max_retries)
         self.poll_policy = poll_policy or PollPolicy()
         self._coordinator: PostgresCoordinator | None = None
         if coordination is not None:
@@ -161,7 +174,6 @@ class HailuoClient:
             transport=self._transport,
             limiter=self._state.limiter,
             retry_policy=self.retry_policy,
-            max_retries=max_retries,
             on_unknown_submission=on_unknown_submission,
         )
         self._webhooks = WebhookConfirmer(self._state.push)
@@ -183,8 +195,8 @@ class HailuoClient:
 
     @property
     def max_retries(self) -> int:
-        """How often a failed request is tried again."""
-        return self._api.max_retries
+        """How often a failed request is tried again (``retry_policy.max_retries``)."""
+        return self.retry_policy.max_retries
 
     @property
     def on_unknown_submission(self) -> UnknownSubmissionPolicy:
@@ -384,6 +396,7 @@ class HailuoClient:
             self._state,
             task_ids,
             poll_policy=poll_policy or self.poll_policy,
+            retry_policy=self.retry_policy,
             on_event=on_event,
             keep_open=keep_open,
             max_concurrent_polls=max_concurrent_polls,
@@ -412,7 +425,7 @@ class HailuoClient:
         submissions, and the jobs not sent yet come out with that error, unsent (a rerun
         submits them).
 
-        ``journal`` (a SQLite file path, or an open :class:`~hailuo_async.journal.JobStore`)
+        ``journal`` (a SQLite file path, or an open :class:`~hailuo_async.extend.JobStore`)
         makes the batch durable and resumable: run it again and the jobs an earlier run ended
         are yielded from the journal (``outcome.replayed``) without a request, submitted ones
         watched again, none paid twice; ``retry_failed`` submits failed ones again. A SQLite
@@ -455,7 +468,7 @@ class HailuoClient:
 
     def work(
         self,
-        journal: PostgresJobStore | str,
+        journal: SharedJobStore | str,
         batch: str = "default",
         *,
         download_to: str | os.PathLike[str] | None = None,
@@ -469,7 +482,8 @@ class HailuoClient:
         """Work a shared batch as one more worker; yield the outcomes this worker finished.
 
         ``journal`` is a ``postgresql://`` URL or an open
-        :class:`~hailuo_async.journal.PostgresJobStore` (which names its own batch);
+        :class:`~hailuo_async.journal.PostgresJobStore` (which names its own batch; any
+        :class:`~hailuo_async.extend.SharedJobStore` will do);
         ``batch`` names the batch in the URL's database.
         The worker claims jobs under leases of ``lease`` seconds (at most ``claim`` at a time,
         as places among its active jobs free up), keeps them alive with a heartbeat every
@@ -529,21 +543,24 @@ class HailuoClient:
             if max_active_jobs is None
             else ActiveJobLimit(known=max_active_jobs)
         )
-        return JobStream(
-            requests,
+        wiring = BatchWiring(
             provider=self.provider.name,
             submit=self._api.submit,
             watcher=self.watch(keep_open=True, on_event=on_event),
             active_jobs=active_jobs,
             download=self.download,
             fetch_result=self.get_task,
+            max_submitting=self._state.limiter.max_in_flight,
+        )
+        return job_stream(
+            requests,
+            wiring,
             journal=journal,
             download_to=download_to,
             retry_failed=retry_failed,
             on_unknown_submission=self.on_unknown_submission,
             batch=batch,
             worker=worker,
-            max_submitting=self._state.limiter.max_in_flight,
         )
 
     # -- downloads -------------------------------------------------------------------------
@@ -593,7 +610,6 @@ class HailuoClient:
             progress=progress,
             max_bytes=max_bytes,
             retry_policy=self.retry_policy,
-            max_retries=self.max_retries,
             verify=verify,
             connect_timeout=self.timeouts.connect,
             read_timeout=self.timeouts.read,

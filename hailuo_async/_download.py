@@ -46,10 +46,18 @@ import attrs
 from yarl import URL
 
 from ._callbacks import call_back
-from ._exceptions import DownloadError, HailuoError, InvalidRequestError
+from ._checks import Number
+from ._exceptions import DownloadError, HailuoError
 from ._limits import RequestLimits
 from ._models import TaskResult, Video
-from ._retry import RetryPolicy, parse_retry_after
+from ._retry import (
+    STORAGE_EXPIRED,
+    STORAGE_RETRIED,
+    RetryPolicy,
+    StorageHiccup,
+    call_with_retries,
+    parse_retry_after,
+)
 from ._transport import USER_AGENT, HTTPTransport, TCPTransport
 
 __all__ = [
@@ -86,9 +94,6 @@ _READ_CHUNK = 256 * 1024
 _WRITE_CHUNK = 1024 * 1024
 _MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-# Answers that may succeed on a later try; 403/404 mean the URL itself is done for.
-_TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-_EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
 # A URL that expires within this many seconds is refreshed before it is tried.
 _EXPIRY_MARGIN = 2.0
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
@@ -118,15 +123,6 @@ _TEMP_TOKEN_BYTES = 6
 _TEMP_FILE = re.compile(rf"\.(?P<name>.+)\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}\.part")
 _QUERY = re.compile(r"\?[^\s'\")>]*")
 _MAX_CAUSE_CHARS = 200
-
-
-class _Retryable(Exception):
-    """A failure another attempt may not meet (connection trouble, 5xx, a short body)."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
 
 
 class _Expired(Exception):
@@ -500,7 +496,7 @@ def _finish(file: IO[bytes], temp: Path, final: Path, *, check_mp4: bool) -> Non
     if check_mp4:
         problem = mp4_problem(temp)
         if problem is not None:
-            raise _Retryable(f"the video is incomplete: {problem}")
+            raise StorageHiccup(f"the video is incomplete: {problem}")
     os.replace(temp, final)
     fsync_directory(final.parent)
 
@@ -594,10 +590,10 @@ async def _stream(
     container: str,
 ) -> None:
     status = response.status
-    if status in _EXPIRED_STATUSES:
+    if status in STORAGE_EXPIRED:
         raise _Expired(status)
-    if status in _TRANSIENT_STATUSES:
-        raise _Retryable(
+    if status in STORAGE_RETRIED:
+        raise StorageHiccup(
             f"the storage host answered {status}",
             retry_after=parse_retry_after(response.headers),
         )
@@ -626,7 +622,7 @@ async def _stream(
             pending.clear()
             await _report(progress, done, declared)
     if declared is not None and done != declared:
-        raise _Retryable(f"the body ended after {done} of {declared} bytes")
+        raise StorageHiccup(f"the body ended after {done} of {declared} bytes")
     if not checked:
         _check_container(container, bytes(pending))
     if pending:
@@ -668,7 +664,7 @@ async def _attempt(
                 finally:
                     response.release()
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
-            raise _Retryable(f"the transfer failed ({_describe(exc)})") from exc
+            raise StorageHiccup(f"the transfer failed ({_describe(exc)})") from exc
         await anyio.to_thread.run_sync(lambda: _finish(file, temp, final, check_mp4=check_mp4))
     except BaseException:
         file.close()
@@ -688,16 +684,15 @@ def _pick(source: TaskResult | Video, task_id: str | None) -> tuple[Video, str |
 
 @attrs.define
 class _Budget:
-    """What is left of a download's retries and URL refreshes, and the current URL."""
+    """The download's current URL, and how many fresh ones it got (its retries are
+    :func:`call_with_retries`'s)."""
 
     video: Video
     task_id: str | None
     refresh: RefreshResult | None
     policy: RetryPolicy
-    max_retries: int
-    max_refreshes: int
-    failures: int = 0
     refreshes: int = 0
+    attempts: int = 0
 
     async def refresh_if_expired(self) -> None:
         """Swap a URL that is known to have expired before it is tried (when possible)."""
@@ -705,35 +700,26 @@ class _Budget:
             self.video.is_expired(margin=_EXPIRY_MARGIN)
             and self.refresh is not None
             and self.task_id is not None
-            and self.refreshes < self.max_refreshes
+            and self.refreshes < self.policy.max_refreshes
         ):
             await self._refresh(self.refresh, self.task_id)
 
-    async def after_expired(self, exc: _Expired) -> None:
-        """Get a fresh URL after the storage host refused this one, or give up."""
+    async def after_expired(self, exc: Exception) -> bool:
+        """Get a fresh URL after the storage host refused this one, or give up; False for
+        another failure (the policy decides)."""
+        if not isinstance(exc, _Expired):
+            return False
         if self.refresh is None or self.task_id is None:
             raise DownloadError(
                 f"{exc}: the video URL has expired, and no way to refresh it was given",
                 url=_redact(self.video.url),
             ) from exc
-        if self.refreshes >= self.max_refreshes:
+        if self.refreshes >= self.policy.max_refreshes:
             raise DownloadError(
                 f"{exc} even after {self.refreshes} fresh URLs", url=_redact(self.video.url)
             ) from exc
         await self._refresh(self.refresh, self.task_id)
-
-    async def after_failure(self, exc: _Retryable) -> None:
-        """Wait before the next attempt, or give up."""
-        self.failures += 1
-        if self.failures > self.max_retries:
-            raise DownloadError(
-                f"{exc.message} (gave up after {self.failures} attempts)",
-                url=_redact(self.video.url),
-            ) from exc
-        wait = self.policy.backoff(self.failures)
-        if exc.retry_after is not None:
-            wait = min(exc.retry_after, self.policy.max_retry_after)
-        await anyio.sleep(wait)
+        return True
 
     async def _refresh(self, refresh: RefreshResult, task_id: str) -> None:
         self.refreshes += 1
@@ -759,8 +745,8 @@ async def download_video(
     progress: DownloadProgress | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     retry_policy: RetryPolicy | None = None,
-    max_retries: int = 5,
-    max_refreshes: int = 3,
+    max_retries: int | None = None,
+    max_refreshes: int | None = None,
     connect_timeout: float | None = 30.0,
     read_timeout: float | None = 60.0,
     verify: bool = True,
@@ -772,35 +758,30 @@ async def download_video(
     ``dest`` is a folder (the file is then named after the task id, made safe) or a file, as
     :func:`is_folder_destination` says: an existing folder, a path ending in a separator or
     a name without a suffix is a folder; a name with a suffix is a file. Missing folders are
-    created. Connection errors, 5xx answers and bodies cut short are retried up to
-    ``max_retries`` times with the policy's capped backoff. A URL that has expired (by its
-    ``expires_at`` or by a 403) is replaced through ``refresh(task_id)``, at most
-    ``max_refreshes`` times. Bodies over ``max_bytes`` are refused. Bodies that do not start
-    as the announced container does (:func:`container_of`) are refused; with ``verify``, an
-    MP4 must also be complete (its boxes fill the file) to count as downloaded. ``progress``
-    gets ``(bytes_done, bytes_total)``; it starts again from 0 on a retry. ``addresses``
-    says where the storage host may be; ``deadline`` bounds the whole download, every
+    created. Connection errors, 5xx answers and bodies cut short are retried as
+    ``retry_policy`` says (:mod:`._retry`). A URL that has expired (by its ``expires_at`` or
+    by a 403) is replaced through ``refresh(task_id)``, at most ``max_refreshes`` times.
+    ``max_retries`` and ``max_refreshes``, when given, override the policy's. Bodies over
+    ``max_bytes`` are refused. Bodies that do not start as the announced container does
+    (:func:`container_of`) are refused; with ``verify``, an MP4 must also be complete (its
+    boxes fill the file) to count as downloaded. ``progress`` gets ``(bytes_done,
+    bytes_total)``; it starts again from 0 on a retry. ``addresses`` says where the storage
+    host may be; ``deadline`` bounds the whole download, every
     attempt and refresh included (None: no bound). ``transport`` opens the connections
     (TCP by default).
 
     Raises :class:`DownloadError` (chained to the cause); no partial file is left behind.
     """
-    if max_bytes < 1 or max_retries < 0 or max_refreshes < 0:
-        raise InvalidRequestError(
-            "download", "max_bytes must be positive, max_retries and max_refreshes not negative"
-        )
+    Number(low=1, whole=True).check("max_bytes", max_bytes)
+    Number(whole=True, optional=True).check("max_retries", max_retries)
+    Number(whole=True, optional=True).check("max_refreshes", max_refreshes)
+    Number(above=True, optional=True).check("deadline", deadline)
+    policy = retry_policy or RetryPolicy()
+    overrides = {"max_retries": max_retries, "max_refreshes": max_refreshes}
+    policy = attrs.evolve(policy, **{k: v for k, v in overrides.items() if v is not None})
     video, task_id = _pick(source, task_id)
     final = _destination(dest, task_id, video)
-    budget = _Budget(
-        video=video,
-        task_id=task_id,
-        refresh=refresh,
-        policy=retry_policy or RetryPolicy(),
-        max_retries=max_retries,
-        max_refreshes=max_refreshes,
-    )
-    if deadline is not None and not deadline > 0:
-        raise InvalidRequestError("deadline", "must be a positive number of seconds, or None")
+    budget = _Budget(video=video, task_id=task_id, refresh=refresh, policy=policy)
     check_mp4 = verify and container_of(video) in _MP4_TYPES
     try:
         with anyio.fail_after(deadline):
@@ -842,30 +823,36 @@ async def _download(
     async with _storage_session(
         addresses, transport, connect_timeout=connect_timeout, read_timeout=read_timeout
     ) as storage:
-        while True:
+
+        async def attempt(number: int) -> None:
+            budget.attempts = number
             await budget.refresh_if_expired()
-            try:
-                await _attempt(
-                    storage,
-                    budget.video,
-                    final,
-                    max_bytes=max_bytes,
-                    progress=progress,
-                    check_mp4=check_mp4,
-                    limiter=limiter,
-                    addresses=addresses,
-                )
-            except _Expired as exc:
-                await budget.after_expired(exc)
-            except _Retryable as exc:
-                await budget.after_failure(exc)
-            except DownloadError as exc:
-                if exc.url is None:
-                    exc.url = _redact(budget.video.url)
-                raise
-            except OSError as exc:
-                raise DownloadError(
-                    f"could not write {os.fspath(final)!r}: {exc}", url=_redact(budget.video.url)
-                ) from exc
-            else:
-                return final
+            await _attempt(
+                storage,
+                budget.video,
+                final,
+                max_bytes=max_bytes,
+                progress=progress,
+                check_mp4=check_mp4,
+                limiter=limiter,
+                addresses=addresses,
+            )
+
+        try:
+            await call_with_retries(
+                attempt, budget.policy, "download", instead_of_waiting=budget.after_expired
+            )
+        except StorageHiccup as exc:
+            raise DownloadError(
+                f"{exc.message} (gave up after {budget.attempts} attempts)",
+                url=_redact(budget.video.url),
+            ) from exc
+        except DownloadError as exc:
+            if exc.url is None:
+                exc.url = _redact(budget.video.url)
+            raise
+        except OSError as exc:
+            raise DownloadError(
+                f"could not write {os.fspath(final)!r}: {exc}", url=_redact(budget.video.url)
+            ) from exc
+        return final

@@ -23,7 +23,7 @@ from typing import Literal, Protocol
 import anyio
 import attrs
 
-from ._exceptions import InvalidRequestError
+from ._checks import Number
 from ._sync import Places, Signal
 
 __all__ = [
@@ -42,15 +42,6 @@ _KINDS: tuple[RequestKind, ...] = ("submit", "poll", "download")
 _BUDGET_KINDS: tuple[RequestKind, ...] = ("submit", "poll")
 
 
-def _positive(name: str, value: float | None, *, whole: bool = False) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
-        raise InvalidRequestError(name, "must be a whole number" if whole else "must be a number")
-    if not value > 0:
-        raise InvalidRequestError(name, "must be more than 0")
-
-
 @attrs.frozen(kw_only=True)
 class Limits:
     """The limits a client keeps: requests in flight, requests per minute, active jobs.
@@ -61,16 +52,14 @@ class Limits:
     seconds: only a time-scaled fake service needs another.
     """
 
-    max_in_flight: int = 64
-    requests_per_minute: float | None = None
-    max_active_jobs: int | None = None
-    rate_window: float = 60.0
-
-    def __attrs_post_init__(self) -> None:
-        _positive("limits.max_in_flight", self.max_in_flight, whole=True)
-        _positive("limits.requests_per_minute", self.requests_per_minute)
-        _positive("limits.max_active_jobs", self.max_active_jobs, whole=True)
-        _positive("limits.rate_window", self.rate_window)
+    max_in_flight: int = attrs.field(default=64, validator=Number(above=True, whole=True))
+    requests_per_minute: float | None = attrs.field(
+        default=None, validator=Number(above=True, optional=True)
+    )
+    max_active_jobs: int | None = attrs.field(
+        default=None, validator=Number(above=True, whole=True, optional=True)
+    )
+    rate_window: float = attrs.field(default=60.0, validator=Number(above=True))
 
 
 class RequestLimits(Protocol):

@@ -29,18 +29,14 @@ import random
 from collections import deque
 from collections.abc import Mapping
 from statistics import NormalDist
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import attrs
 
+from ._checks import Number
 from ._models import TaskResult
 
 __all__ = ["DurationStats", "PollPolicy", "PollSchedule", "PollSchedules"]
-
-
-def _none_or_positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and not (isinstance(value, (int, float)) and value > 0):
-        raise ValueError(f"{attribute.name} must be None or more than 0 seconds, not {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -68,19 +64,19 @@ class PollPolicy:
     ``max_interval``, so a stuck job costs few requests.
     """
 
-    first_poll_delay: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
-    min_interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
-    max_interval: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
-    backoff: float = attrs.field(default=1.5, validator=attrs.validators.ge(1))
-    eta_fraction: float = attrs.field(
-        default=0.7, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
+    first_poll_delay: float = attrs.field(default=10.0, validator=Number())
+    min_interval: float = attrs.field(default=1.0, validator=Number(above=True))
+    max_interval: float = attrs.field(default=30.0, validator=Number(above=True))
+    backoff: float = attrs.field(default=1.5, validator=Number(low=1))
+    eta_fraction: float = attrs.field(default=0.7, validator=Number(above=True, high=1))
+    jitter: float = attrs.field(default=0.1, validator=Number(high=1, below=True))
+    max_aimed_interval: float = attrs.field(default=300.0, validator=Number(above=True))
+    max_job_duration: float | None = attrs.field(
+        default=1800.0, validator=Number(above=True, optional=True)
     )
-    jitter: float = attrs.field(
-        default=0.1, validator=[attrs.validators.ge(0), attrs.validators.lt(1)]
+    max_unknown_duration: float | None = attrs.field(
+        default=300.0, validator=Number(above=True, optional=True)
     )
-    max_aimed_interval: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
-    max_job_duration: float | None = attrs.field(default=1800.0, validator=_none_or_positive)
-    max_unknown_duration: float | None = attrs.field(default=300.0, validator=_none_or_positive)
 
     def scaled(self, factor: float) -> PollPolicy:
         """The same policy with every duration multiplied by ``factor`` (for scaled fakes)."""

@@ -1,32 +1,52 @@
-"""When a failed call is tried again, and after how long.
+"""The one home of retries: which failures are tried again, how often, after how long.
 
-Two policies, because the two calls differ in what a retry can cost:
+:class:`RetryPolicy` owns the counts and the waits; :meth:`RetryPolicy.retries` decides, by
+kind of request and kind of failure, as this table says; :func:`call_with_retries` is the one
+loop every request runs in (API calls, downloads). Nothing else retries on its own.
 
-==========================================  ===========  =========================
-failure                                     poll (GET)   submit (POST)
-==========================================  ===========  =========================
-400, 401, 403                               raise        raise
-404                                         retry during  raise
-                                            the grace
-                                            after submit
-429                                         retry        retry (nothing started)
-500, 502, 503, 504                          retry        retry (answered: refused)
-connection never opened                     retry        retry (nothing sent)
-reset / timeout after sending               retry        SubmissionUnknownError,
-                                                         or retry when the caller
-                                                         chose "resubmit"
-2xx with a body that cannot be read         retry        as reset / timeout
-==========================================  ===========  =========================
+=====================================  ===================  ===============  =================
+failure                                submit (POST)        poll: query,     download
+                                                            retrieve,        (storage host)
+                                                            refresh (GET)
+=====================================  ===================  ===============  =================
+connection never opened                retry (nothing       retry            retry
+                                       sent)
+reset or timeout after sending         unknown outcome:     retry            retry
+                                       see below
+2xx whose body cannot be read          unknown outcome      retry            --
+body cut short                         --                   --               retry
+5xx (408, 425 for a download)          retry (answered:     retry            retry
+                                       nothing started)
+429, or a rate-limit code              retry; in a batch,   retry            retry
+                                       wait for a free
+                                       place instead
+404                                    raise                retry within     a fresh URL
+                                                            not_found_grace
+401, 403 (410 for a download)          raise                raise            a fresh URL
+other 4xx, a refused body              raise                raise            raise
+=====================================  ===================  ===============  =================
 
-Waits are capped exponential backoff with full jitter; a ``Retry-After`` header (seconds or
-an HTTP date) is honoured up to ``max_retry_after``. The loop after a first failure is
-tenacity's.
+**Money rule.** A submission whose outcome is unknown (it left, and no readable answer came
+back) may have started a paid job: it is raised as :class:`SubmissionUnknownError` and never
+sent again, unless the caller chose ``on_unknown_submission="resubmit"``; then it is retried
+as a 5xx is.
 
-One exception to the table, off unless asked for (the CLI asks): with ``unreachable_after``
-set, a connection that never opened to a service that has not answered this client once
-is tried for that many seconds only, then raised as :class:`ServiceUnreachableError`.
-A wrong address says so at once; once the service has answered, a refused connection is
-a blip, and gets the usual retries.
+**Counts.** ``max_retries`` retries per request after its first attempt (a rate-limited POST
+of a batch, which gives its place among the active jobs back and waits for a free one,
+spends ``rate_limited_waits`` instead; a download's fresh URLs spend ``max_refreshes``). A
+watched task whose polls still fail after their retries is polled again on a backoff from
+the poll policy's ``min_interval`` to its ``max_interval``; ``max_failed_polls`` such polls
+in a row end its watch with the last error.
+
+**Waits.** Capped exponential backoff with full jitter; a ``Retry-After`` header (seconds or
+an HTTP date) is honoured up to ``max_retry_after``. A batch's rate-limited POST waits for a
+free place, not for a timer (the limiter's shared pause spaces the tries).
+
+One exception, off unless asked for (the CLI asks): with ``unreachable_after`` set, a
+connection that never opened to a service that has not answered this client once is tried
+for that many seconds only, then raised as :class:`ServiceUnreachableError`. A wrong address
+says so at once; once the service has answered, a refused connection is a blip, and gets
+the usual retries.
 """
 
 from __future__ import annotations
@@ -41,15 +61,8 @@ from typing import Literal, TypeVar
 
 import anyio
 import attrs
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_any,
-)
-from tenacity.stop import stop_base
 
+from ._checks import Number
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
@@ -58,14 +71,16 @@ from ._exceptions import (
     RateLimitError,
     ServiceUnreachableError,
 )
+from ._limits import RequestKind
 
 __all__ = [
+    "STORAGE_EXPIRED",
+    "STORAGE_RETRIED",
     "RetryPolicy",
+    "StorageHiccup",
     "UnknownSubmissionPolicy",
+    "call_with_retries",
     "parse_retry_after",
-    "poll_should_retry",
-    "retry_after",
-    "submit_should_retry",
 ]
 
 T = TypeVar("T")
@@ -73,24 +88,83 @@ T = TypeVar("T")
 UnknownSubmissionPolicy = Literal["raise", "resubmit"]
 """What to do with a submission whose outcome cannot be known: raise, or send it again."""
 
+STORAGE_RETRIED = frozenset({408, 425, 429, 500, 502, 503, 504})
+"""Statuses of a storage host that another attempt may not meet."""
+STORAGE_EXPIRED = frozenset({401, 403, 404, 410})
+"""Statuses of a storage host that say the URL itself is done for: a fresh one is needed."""
+
+
+class StorageHiccup(Exception):
+    """A download attempt's failure that another attempt may not meet (connection trouble,
+    a status in :data:`STORAGE_RETRIED`, a body cut short). Never leaves the download: it
+    ends as a :class:`DownloadError`."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+_RETRIED_READS = (
+    RateLimitError,
+    InternalServerError,
+    APIConnectionError,
+    APIResponseValidationError,
+)
+
 
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
-    """How patiently failed requests are tried again (the client's ``max_retries`` says how often).
+    """How often and how patiently failed requests are tried again (see the module's table).
 
+    ``max_retries`` is how many times one request is tried again after its first attempt.
     ``not_found_grace`` is how long after its submission a task's 404 is taken as the
     service not having caught up yet, rather than as an unknown id. ``unreachable_after``
     (None: off) is how long a connection that never opens is tried while the service has
     not answered this client once; then :class:`ServiceUnreachableError` is raised.
+    ``rate_limited_waits``, ``max_refreshes`` and ``max_failed_polls`` bound a batch's
+    waits for a free place, a download's fresh URLs and a watch's failed polls in a row.
     """
 
-    initial_delay: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
-    max_delay: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
-    max_retry_after: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
-    not_found_grace: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
-    unreachable_after: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
-    )
+    max_retries: int = attrs.field(default=5, validator=Number(whole=True))
+    initial_delay: float = attrs.field(default=0.5, validator=Number())
+    max_delay: float = attrs.field(default=30.0, validator=Number())
+    max_retry_after: float = attrs.field(default=120.0, validator=Number())
+    not_found_grace: float = attrs.field(default=10.0, validator=Number())
+    unreachable_after: float | None = attrs.field(default=None, validator=Number(optional=True))
+    rate_limited_waits: int = attrs.field(default=30, validator=Number(whole=True))
+    max_refreshes: int = attrs.field(default=3, validator=Number(whole=True))
+    max_failed_polls: int = attrs.field(default=8, validator=Number(low=1, whole=True))
+
+    def retries(
+        self,
+        kind: RequestKind,
+        exc: BaseException,
+        *,
+        resubmit: bool = False,
+        in_not_found_grace: bool = False,
+    ) -> bool:
+        """True when the table says ``exc`` ends a ``kind`` request's attempt but not the
+        request. ``resubmit``: the caller chose to send a submission of unknown outcome
+        again; ``in_not_found_grace``: the polled task was submitted moments ago."""
+        if kind == "download":
+            return isinstance(exc, StorageHiccup)
+        if kind == "submit":
+            if isinstance(exc, (RateLimitError, InternalServerError)):
+                return True
+            if isinstance(exc, APIConnectionError):
+                return resubmit or not exc.request_sent
+            return resubmit and isinstance(exc, APIResponseValidationError)
+        if isinstance(exc, NotFoundError):
+            return in_not_found_grace
+        return isinstance(exc, _RETRIED_READS)
+
+    def after_failed_poll(self, failures: int, *, floor: float, cap: float) -> float | None:
+        """Seconds until a watched task is polled again after ``failures`` failed polls in
+        a row (each after its own retries); None once its watch should end."""
+        if failures >= self.max_failed_polls:
+            return None
+        return min(cap, floor * 2.0 ** min(failures, 1000))
 
     def never_reached(self, exc: BaseException | None) -> bool:
         """True for a connection that never opened, to a service that never answered yet,
@@ -114,7 +188,7 @@ class RetryPolicy:
         ``failing_for``: seconds since the call's first failure (a service never reached
         is not waited for past ``unreachable_after``).
         """
-        if isinstance(exc, RateLimitError) and exc.retry_after is not None:
+        if isinstance(exc, (RateLimitError, StorageHiccup)) and exc.retry_after is not None:
             return min(exc.retry_after, self.max_retry_after)
         wait = self.backoff(attempt)
         if self.unreachable_after is not None and self.never_reached(exc):
@@ -161,88 +235,53 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
     return max(0.0, seconds)
 
 
-async def retry_after(
-    failure: Exception,
+async def call_with_retries(
     call: Callable[[int], Awaitable[T]],
     policy: RetryPolicy,
+    kind: RequestKind,
     *,
-    max_retries: int,
-    should_retry: Callable[[BaseException], bool],
+    failure: Exception | None = None,
+    retries: Callable[[BaseException], bool] | None = None,
+    instead_of_waiting: Callable[[Exception], Awaitable[bool]] | None = None,
 ) -> T:
-    """Go on from a first attempt that raised ``failure``: ``await call(attempt)`` until it
-    succeeds, retrying the failures ``should_retry`` allows.
+    """``await call(attempt)`` (attempt 1, 2, ...) until it succeeds or the policy gives up;
+    raise the last failure then.
 
-    Callers make the first attempt themselves, because almost every call succeeds at once
-    and building a retry loop costs more than the request's own bookkeeping; after a first
-    failure tenacity runs the rest. A service never reached ends the call as
+    ``failure``: what a first attempt the caller made itself raised (the API's calls make
+    it inline: nearly every call succeeds at once, and this loop's frame would cost more
+    than the request's bookkeeping); the loop goes on from attempt 2. ``retries`` replaces
+    the policy's decision (a caller that knows the request's context, such as a 404's
+    grace). ``instead_of_waiting(exc)`` is asked first after each failure: True means it
+    made the next attempt worth making at once (a free place taken, a fresh URL got) and
+    spends none of ``max_retries``. A service never reached ends the call as
     :class:`ServiceUnreachableError` (see :meth:`RetryPolicy.gives_up`).
     """
     started = time.monotonic()
-    try:
-        if max_retries == 0 or not should_retry(failure):
+    attempt = 1
+    retried = 0
+    if failure is None:
+        try:
+            return await call(attempt)
+        except Exception as exc:
+            failure = exc  # retried outside the handler: no failure chained to the next
+    should_retry = retries or (lambda exc: policy.retries(kind, exc))
+    while True:
+        failing_for = time.monotonic() - started
+        if instead_of_waiting is not None and await instead_of_waiting(failure):
+            pass
+        elif (
+            retried < policy.max_retries
+            and should_retry(failure)
+            and not policy.gives_up(failure, failing_for)
+        ):
+            retried += 1
+            await anyio.sleep(policy.wait_for(failure, retried, failing_for))
+        elif isinstance(failure, APIConnectionError) and policy.never_reached(failure):
+            raise policy.unreachable(failure, failing_for) from failure
+        else:
             raise failure
-        await anyio.sleep(policy.wait_for(failure, 1))
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            return policy.wait_for(exc, state.attempt_number + 1, time.monotonic() - started)
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(should_retry),
-            stop=stop_any(stop_after_attempt(max_retries), _GivenUp(policy, started)),
-            wait=wait,
-            sleep=anyio.sleep,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await call(attempt.retry_state.attempt_number + 1)
-    except APIConnectionError as exc:
-        if policy.never_reached(exc):
-            raise policy.unreachable(exc, time.monotonic() - started) from exc
-        raise
-    raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
-
-
-class _GivenUp(stop_base):
-    """Tenacity's stop for :meth:`RetryPolicy.gives_up`: a service never reached, long enough."""
-
-    def __init__(self, policy: RetryPolicy, started: float) -> None:
-        self._policy = policy
-        self._started = started
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        outcome = retry_state.outcome
-        exc = outcome.exception() if outcome is not None else None
-        return self._policy.gives_up(exc, time.monotonic() - self._started)
-
-
-def poll_should_retry(retry_not_found: Callable[[], bool]) -> Callable[[BaseException], bool]:
-    """Which poll failures are retried; ``retry_not_found`` says if a 404 is in its grace."""
-
-    def should_retry(exc: BaseException) -> bool:
-        if isinstance(exc, NotFoundError):
-            return retry_not_found()
-        return isinstance(
-            exc,
-            (RateLimitError, InternalServerError, APIConnectionError, APIResponseValidationError),
-        )
-
-    return should_retry
-
-
-def submit_should_retry(
-    *, resubmit_unknown: bool, retry_rate_limited: bool = True
-) -> Callable[[BaseException], bool]:
-    """Which submit failures are retried; an unknown outcome only by the caller's choice."""
-
-    def should_retry(exc: BaseException) -> bool:
-        if isinstance(exc, RateLimitError):
-            return retry_rate_limited
-        if isinstance(exc, InternalServerError):
-            return True
-        if isinstance(exc, APIConnectionError):
-            return resubmit_unknown or not exc.request_sent
-        return resubmit_unknown and isinstance(exc, APIResponseValidationError)
-
-    return should_retry
+        attempt += 1
+        try:
+            return await call(attempt)
+        except Exception as exc:
+            failure = exc

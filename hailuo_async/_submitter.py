@@ -1,10 +1,9 @@
-"""A batch's submissions: patient with 429s, shielded once on the wire, recorded in the journal.
+"""A batch's submissions: shielded once on the wire, recorded in the journal.
 
-A 429 started nothing: the account is at its cap on active jobs (or requests). Retrying at
-once would only meet more 429s, so a refused job gives its place back and waits for a job to
-end (the limiter's pause spaces the tries too) rather than fail a job that was never sent.
-A POST on the wire is shielded from the caller's cancellation, so its task id is learnt and
-journaled; leaving the batch waits ``SUBMISSION_GRACE`` for those, then cancels them.
+Each is made under the batch's active-job limit, so a 429 gives its place back and waits for
+a job to end rather than fail a job that was never sent (:mod:`._retry` decides). A POST on
+the wire is shielded from the caller's cancellation, so its task id is learnt and journaled;
+leaving the batch waits ``SUBMISSION_GRACE`` for those, then cancels them.
 
 Submissions run on a pool of worker tasks rather than on a task each: a task's start and end
 cost more than the submission's own bookkeeping. The pool grows to ``max_workers`` (the
@@ -24,20 +23,16 @@ from anyio.abc import TaskGroup
 
 from ._api import SubmissionRecorder
 from ._bookkeeping import BatchBook, BatchJob
-from ._exceptions import RateLimitError
 from ._limits import ActiveJobs
 from ._models import VideoRequest
 from ._sync import Signal, resolve
 from .journal._batch import BatchJournal
 
-__all__ = ["RATE_LIMITED_ROUNDS", "SUBMISSION_GRACE", "BatchSubmitter", "RunOne", "SubmitOne"]
+__all__ = ["SUBMISSION_GRACE", "BatchSubmitter", "RunOne", "SubmitOne"]
 
 # On leaving a batch, submissions already on the wire get this long to learn their task id:
 # cut short, each would be a job that may have been paid for with no id to show for it.
 SUBMISSION_GRACE = 10.0
-# How many times a batch job refused with 429 waits for a free place before the last try,
-# which has the client's own retries.
-RATE_LIMITED_ROUNDS = 30
 
 
 class SubmitOne(Protocol):
@@ -94,17 +89,6 @@ class BatchSubmitter:
     async def submit(self, job: BatchJob) -> str:
         """Submit the job (its place among the active jobs already taken); return its task id."""
         recorder = self._journal.recorder(job.key) if job.key is not None else None
-        for _ in range(RATE_LIMITED_ROUNDS - 1):
-            try:
-                return await self._submit(
-                    job.request,
-                    recorder=recorder,
-                    retry_rate_limited=False,
-                    active_jobs=self._active,
-                )
-            except RateLimitError:  # noqa: PERF203 - a rare path, and a wait follows anyway
-                self._active.release(submitted=False)
-                await self._active.acquire()
         return await self._submit(job.request, recorder=recorder, active_jobs=self._active)
 
     def start(self, task_group: TaskGroup, job: BatchJob) -> None:

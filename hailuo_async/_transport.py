@@ -16,6 +16,7 @@ import attrs
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from ._checks import Number
 from ._exceptions import APIConnectionError, APIResponseValidationError, APITimeoutError
 from ._version import __version__
 
@@ -47,6 +48,9 @@ USER_AGENT = (
 )
 
 
+_seconds = Number(above=True, optional=True)
+
+
 @attrs.frozen
 class Timeouts:
     """Seconds to wait: for a whole API request, for a connection to open, for a video's bytes.
@@ -58,10 +62,10 @@ class Timeouts:
     hold a job for ever; None for no bound).
     """
 
-    total: float | None = 60.0
-    connect: float | None = 10.0
-    read: float | None = 60.0
-    download: float | None = 600.0
+    total: float | None = attrs.field(default=60.0, validator=_seconds)
+    connect: float | None = attrs.field(default=10.0, validator=_seconds)
+    read: float | None = attrs.field(default=60.0, validator=_seconds)
+    download: float | None = attrs.field(default=600.0, validator=_seconds)
 
 
 class HTTPTransport(Protocol):

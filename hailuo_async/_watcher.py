@@ -24,6 +24,7 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._callbacks import guarded_call
+from ._checks import Number
 from ._exceptions import (
     AuthenticationError,
     BadRequestError,
@@ -36,6 +37,7 @@ from ._exceptions import (
 )
 from ._models import TaskResult, TaskStatus
 from ._polling import PollPolicy, PollSchedule, PollSchedules
+from ._retry import RetryPolicy
 from ._state import SharedState
 from ._sync import Places, Signal, resolve
 from ._task_ids import check_task_id, is_plain_task_id
@@ -64,10 +66,6 @@ PollOne = Callable[[str], Awaitable[TaskResult]]
 WatchOutcome = tuple[str, "TaskResult | HailuoError"]
 """A task that ended: its id, with its result or the error that ended its watch."""
 
-# Polls in a row that may fail (each after the client's own retries) before a task's watch
-# ends with the last error; the task itself may run on, and a journaled batch watches it
-# again when rerun.
-MAX_POLL_FAILURES = 8
 # Errors after which polling this task again cannot help.
 _PERMANENT = (NotFoundError, BadRequestError, InvalidRequestError)
 # Errors after which polling any task cannot help.
@@ -116,7 +114,9 @@ class TaskWatcher:
     ``on_event`` is called (or awaited) with each event; an exception it raises is logged
     with the task id and the watch goes on (a callback must never cost a paid job).
     Usually made by ``client.watch``; ``poll`` is how one id is polled, ``state`` the
-    shared state it learns durations from and receives pushed results through.
+    shared state it learns durations from and receives pushed results through;
+    ``retry_policy`` (the client's) says when a task whose polls keep failing is polled
+    again, and when its watch ends.
     """
 
     def __init__(
@@ -126,6 +126,7 @@ class TaskWatcher:
         task_ids: Iterable[str] = (),
         *,
         poll_policy: PollPolicy,
+        retry_policy: RetryPolicy | None = None,
         on_event: EventCallback | None = None,
         keep_open: bool = False,
         max_concurrent_polls: int | None = None,
@@ -134,10 +135,9 @@ class TaskWatcher:
         self._poll_one = poll
         self._state = state
         self._policy = poll_policy
-        if backstop_interval is not None and not backstop_interval > 0:
-            raise InvalidRequestError("backstop_interval", "must be more than 0 seconds")
-        if max_concurrent_polls is not None and max_concurrent_polls < 1:
-            raise InvalidRequestError("max_concurrent_polls", "must be 1 or more")
+        self._retry = retry_policy or RetryPolicy()
+        Number(above=True, optional=True).check("backstop_interval", backstop_interval)
+        Number(low=1, whole=True, optional=True).check("max_concurrent_polls", max_concurrent_polls)
         self._backstop = backstop_interval or 4 * self._policy.max_interval
         self._schedules = PollSchedules(
             self._policy, history=state.durations, backstop=self._backstop
@@ -405,12 +405,15 @@ class TaskWatcher:
             await self._end_with_error(task_id, watched, watched.last, exc)
             return
         # The client already retried; keep the task and try again later, up to a point:
-        # a task whose every answer fails (unreadable, say) must not be watched forever.
+        # a task whose every answer fails (unreadable, say) must not be watched forever. The
+        # task itself may run on, and a journaled batch watches it again when rerun.
         watched.failures += 1
-        if watched.failures >= MAX_POLL_FAILURES:
+        delay = self._retry.after_failed_poll(
+            watched.failures, floor=self._policy.min_interval, cap=self._policy.max_interval
+        )
+        if delay is None:
             await self._end_with_error(task_id, watched, watched.last, exc)
             return
-        delay = min(self._policy.max_interval, self._policy.min_interval * 2.0**watched.failures)
         self._schedule(task_id, time.monotonic() + delay)
 
     def _answered(

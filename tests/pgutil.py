@@ -15,7 +15,8 @@ import pytest
 from anyio.abc import Process
 
 from hailuo_async import VideoRequest
-from hailuo_async.journal import JobRecord, JobState, PostgresJobStore, job_specs
+from hailuo_async.extend import job_specs
+from hailuo_async.journal import JobRecord, JobState, PostgresJobStore
 from hailuo_async.testing import FakeHailuoServer, Stats
 
 DSN = os.environ.get("HAILUO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

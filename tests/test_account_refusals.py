@@ -29,7 +29,8 @@ from hailuo_async import (
     VideoRequest,
 )
 from hailuo_async._refusals import refuses_the_account, refuses_the_job
-from hailuo_async.journal import JobState, SQLiteJobStore, job_specs
+from hailuo_async.extend import job_specs
+from hailuo_async.journal import JobState, SQLiteJobStore
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
 SCALE = 0.01

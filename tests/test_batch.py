@@ -19,12 +19,11 @@ from hailuo_async import (
     InvalidRequestError,
     JobStream,
     Limits,
-    RequestKind,
-    SharedState,
     TaskEvent,
     TaskFailedError,
     VideoRequest,
 )
+from hailuo_async.extend import RequestKind, SharedState
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 
 pytestmark = pytest.mark.anyio

@@ -14,7 +14,8 @@ from hailuo_async import (
     TaskFailedError,
     VideoRequest,
 )
-from hailuo_async.journal import JobKeyer, JobState, SQLiteJobStore
+from hailuo_async.journal import JobState, SQLiteJobStore
+from hailuo_async.journal._keys import JobKeyer
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform, sample_video
 
 pytestmark = pytest.mark.anyio

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from hailuo_async import (
-    ActiveJobs,
-    HailuoError,
-    LeftRunningJob,
-    PushRegistry,
-    RequestLimits,
-    TaskResult,
-    TaskStatus,
-    VideoRequest,
-)
+from hailuo_async import HailuoError, LeftRunningJob, TaskResult, TaskStatus, VideoRequest
 from hailuo_async._bookkeeping import BatchBook, BatchJob, left_running_summary
 from hailuo_async._limits import ActiveJobLimit, RequestLimiter
 from hailuo_async._push import InMemoryPushRegistry
+from hailuo_async.extend import ActiveJobs, PushRegistry, RequestLimits
 
 
 def job(index: int) -> BatchJob:

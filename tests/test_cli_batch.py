@@ -34,7 +34,8 @@ from hailuo_async.cli._app import cli
 from hailuo_async.cli._display import BatchView
 from hailuo_async.cli._inputs import load_batch
 from hailuo_async.cli._pricing import ESTIMATED_PRICE_PER_JOB_USD, estimate
-from hailuo_async.journal import JobState, SQLiteJobStore, job_specs
+from hailuo_async.extend import job_specs
+from hailuo_async.journal import JobState, SQLiteJobStore
 from hailuo_async.testing import FakeHailuoServer, Uniform
 
 README_MAIN_COMMAND = "hailuo batch examples/prompts.txt --simulate --out videos/"

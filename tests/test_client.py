@@ -26,7 +26,6 @@ from hailuo_async import (
     HailuoClient,
     InternalServerError,
     InvalidRequestError,
-    Limits,
     PollPolicy,
     TaskFailedError,
     TaskResult,
@@ -100,43 +99,6 @@ def test_a_key_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
         HailuoClient()
     assert info.value.field == "api_key"
     assert "HAILUO_API_KEY" in str(info.value)
-
-
-@pytest.mark.parametrize(
-    ("options", "field"),
-    [
-        ({"max_retries": -1}, "max_retries"),
-        ({"on_unknown_submission": "ignore"}, "on_unknown_submission"),
-    ],
-)
-def test_bad_options_are_refused(options: dict[str, Any], field: str) -> None:
-    """Out-of-range options fail at construction, naming the option."""
-    with pytest.raises(InvalidRequestError) as info:
-        HailuoClient("k", **options)
-    assert info.value.field == field
-
-
-@pytest.mark.parametrize(
-    ("options", "field"),
-    [
-        ({"max_in_flight": 0}, "limits.max_in_flight"),
-        ({"max_in_flight": 2.5}, "limits.max_in_flight"),
-        ({"requests_per_minute": 0}, "limits.requests_per_minute"),
-        ({"max_active_jobs": -1}, "limits.max_active_jobs"),
-        ({"rate_window": 0}, "limits.rate_window"),
-    ],
-)
-def test_bad_limits_are_refused(options: dict[str, Any], field: str) -> None:
-    """A Limits with an out-of-range field fails at construction, naming the field."""
-    with pytest.raises(InvalidRequestError) as info:
-        Limits(**options)
-    assert info.value.field == field
-
-
-def test_limits_must_be_a_limits_object() -> None:
-    """The client takes its limits as one Limits object, not a bare number."""
-    with pytest.raises(TypeError, match="Limits"):
-        HailuoClient("k", limits=64)  # type: ignore[arg-type]
 
 
 async def test_the_client_owns_one_session_and_closes_it(fake_hailuo: FakeHailuoServer) -> None:

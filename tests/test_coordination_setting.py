@@ -8,8 +8,9 @@ import textwrap
 
 import pytest
 
-from hailuo_async import Coordination, HailuoClient, InvalidRequestError, SharedState
+from hailuo_async import Coordination, HailuoClient, InvalidRequestError
 from hailuo_async._coordination import coordination_from
+from hailuo_async.extend import SharedState
 from hailuo_async.journal import PostgresJobStore, store_for
 
 

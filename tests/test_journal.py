@@ -27,27 +27,23 @@ from hailuo_async import (
     VideoRequest,
 )
 from hailuo_async._decoding import request_to_json
+from hailuo_async.extend import JobSpec, JobStore, ResumeAction, job_specs
 from hailuo_async.journal import (
-    SCHEMA_VERSION,
     InvalidTransitionError,
     JobConflictError,
-    JobKeyer,
-    JobSpec,
     JobState,
-    JobStore,
     JournalClosedError,
     JournalError,
     LeaseLostError,
     PostgresJobStore,
-    ResumeAction,
     SQLiteJobStore,
     UnknownJobError,
     job_keys,
-    job_specs,
-    result_from_json,
-    result_to_json,
 )
 from hailuo_async.journal._group import GroupCommitter
+from hailuo_async.journal._keys import JobKeyer
+from hailuo_async.journal._records import result_from_json, result_to_json
+from hailuo_async.journal._sql import SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 
@@ -552,7 +548,8 @@ async def test_resume_of_a_large_batch_is_one_scan(open_store: OpenStore) -> Non
 
 _CHILD = """
 import asyncio, sys
-from hailuo_async.journal import JobSpec, SQLiteJobStore
+from hailuo_async.extend import JobSpec
+from hailuo_async.journal import SQLiteJobStore
 
 async def main(path, n):
     store = await SQLiteJobStore(path).open()
@@ -620,7 +617,7 @@ async def test_exit_between_submitting_and_post_reads_as_unknown(tmp_path: Path)
     path = tmp_path / "j.db"
     script = (
         "import asyncio, os, sys\n"
-        "from hailuo_async.journal import JobSpec, SQLiteJobStore\n"
+        "from hailuo_async.extend import JobSpec\nfrom hailuo_async.journal import SQLiteJobStore\n"
         "async def main():\n"
         "    store = await SQLiteJobStore(sys.argv[1]).open()\n"
         "    await store.record([JobSpec(key='k', index=0, payload={}, fingerprint='f')])\n"

@@ -21,19 +21,18 @@ from hailuo_async import (
     InvalidRequestError,
     NotFoundError,
     RateLimitError,
+    RetryPolicy,
     TaskResult,
     TaskStatus,
     VideoRequest,
 )
 from hailuo_async._decoding import DecodeError
-from hailuo_async._retry import submit_should_retry
 from hailuo_async._transport import Response
+from hailuo_async.extend import Provider, Step
 from hailuo_async.providers import (
     PROVIDERS,
     GatewayProvider,
     MiniMaxProvider,
-    Provider,
-    Step,
     parse_webhook,
     provider_for,
 )
@@ -275,7 +274,7 @@ def test_minimax_codes_are_the_library_errors(
     assert isinstance(found, APIStatusError)
     assert (found.code, found.status_code) == (code, 200)
     assert "msg" in str(found)
-    assert submit_should_retry(resubmit_unknown=False)(found) is retried_for_submits
+    assert RetryPolicy().retries("submit", found) is retried_for_submits
 
 
 def test_a_server_fault_with_a_task_id_is_never_resent() -> None:

@@ -11,48 +11,54 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import hailuo_async
+import hailuo_async.extend
 import hailuo_async.journal
 import hailuo_async.providers
+import hailuo_async.testing
 import hailuo_async.webhooks
 
 # Public homes of names: the package, and its public submodules.
 PUBLIC_MODULES = (
     hailuo_async,
+    hailuo_async.extend,
     hailuo_async.journal,
     hailuo_async.providers,
     hailuo_async.webhooks,
 )
 
+# What a user calls, catches or annotates: the client, its requests and results, batches,
+# watchers, configuration and errors.
 INTENDED = {
-    "ActiveJobs",
-    "BatchCounts",
-    "BatchItem",
-    "DownloadProgress",
-    "EventCallback",
-    "JobStream",
-    "Limits",
-    "PollOne",
-    "ProgressCallback",
-    "PushRegistry",
-    "PushSubscriber",
-    "RequestKind",
-    "RequestLimits",
-    "RequestSource",
-    "SharedState",
-    "Coordination",
-    "SubmissionRecorder",
-    "TaskEvent",
-    "TaskWatcher",
-    "UnknownSubmissionPolicy",
+    "DEFAULT_BASE_URL",
+    "__version__",
+    "HailuoClient",
+    "VideoRequest",
+    "TaskResult",
+    "TaskStatus",
+    "Video",
+    "JobOutcome",
     "Duration",
     "Model",
     "Resolution",
-    "DurationStats",
-    "SubmitOne",
+    "JobStream",
+    "BatchCounts",
+    "BatchItem",
+    "RequestSource",
+    "LeftRunningJob",
+    "TaskWatcher",
+    "TaskEvent",
     "EventKind",
+    "EventCallback",
     "WatchOutcome",
+    "ProgressCallback",
+    "DownloadProgress",
+    "Limits",
+    "PollPolicy",
+    "RetryPolicy",
+    "Timeouts",
+    "Coordination",
     "WorkerSettings",
-    "DEFAULT_BASE_URL",
+    "UnknownSubmissionPolicy",
     "APIConnectionError",
     "APIError",
     "APIResponseValidationError",
@@ -62,34 +68,92 @@ INTENDED = {
     "BadRequestError",
     "ContentPolicyError",
     "DownloadError",
-    "HailuoClient",
     "HailuoError",
     "InsufficientBalanceError",
     "InternalServerError",
     "InvalidRequestError",
-    "JobOutcome",
     "JobTimeoutError",
     "JournalError",
     "JournalInUseError",
-    "LeftRunningJob",
     "NotFoundError",
     "PermissionDeniedError",
-    "PollPolicy",
     "RateLimitError",
-    "RetryPolicy",
     "ServiceUnreachableError",
     "SubmissionUnknownError",
     "TaskFailedError",
-    "TaskResult",
-    "TaskStatus",
-    "Timeouts",
-    "HTTPTransport",
-    "TCPTransport",
-    "Video",
-    "VideoRequest",
     "WaitTimeoutError",
     "WebhookError",
-    "__version__",
+}
+
+# Each public submodule's names. ``extend`` holds every extension point (the protocols to
+# implement and the types they speak); the wiring between the client's parts (SubmitOne,
+# PollOne, DurationStats, BatchJournal, JobKeyer...) is exported nowhere.
+SUBMODULE_NAMES = {
+    hailuo_async.extend: {
+        "ActiveJobs",
+        "Call",
+        "HTTPTransport",
+        "JobSpec",
+        "JobStore",
+        "Provider",
+        "PushRegistry",
+        "PushSubscriber",
+        "RequestKind",
+        "RequestLimits",
+        "ResumeAction",
+        "ResumeEntry",
+        "ResumePlan",
+        "SharedJobStore",
+        "SharedState",
+        "Step",
+        "SubmissionRecorder",
+        "TCPTransport",
+        "job_specs",
+    },
+    hailuo_async.journal: {
+        "BatchProgress",
+        "InvalidTransitionError",
+        "JobConflictError",
+        "JobRecord",
+        "JobState",
+        "JournalClosedError",
+        "JournalConnectionError",
+        "JournalError",
+        "JournalInUseError",
+        "JournalPermissionError",
+        "JournalProviderError",
+        "JournalSchemaError",
+        "LeaseLostError",
+        "PostgresJobStore",
+        "SQLiteJobStore",
+        "Synchronous",
+        "UnknownJobError",
+        "error_from_record",
+        "job_keys",
+        "store_for",
+    },
+    hailuo_async.providers: {
+        "GatewayProvider",
+        "MiniMaxProvider",
+        "PROVIDERS",
+        "PROVIDER_ENV",
+        "ProviderName",
+        "parse_webhook",
+        "provider_for",
+    },
+    hailuo_async.testing: {
+        "FakeHailuoConfig",
+        "FakeHailuoServer",
+        "FakeTask",
+        "Faults",
+        "Fixed",
+        "InProcessTransport",
+        "LogNormal",
+        "Stats",
+        "StorageFaults",
+        "Uniform",
+        "sample_video",
+    },
 }
 
 
@@ -97,6 +161,14 @@ def test_all_is_exactly_the_intended_names() -> None:
     """__all__ lists the intended public names, each once."""
     assert len(hailuo_async.__all__) == len(set(hailuo_async.__all__))
     assert set(hailuo_async.__all__) == INTENDED
+
+
+def test_each_public_submodule_exports_exactly_its_names() -> None:
+    """extend, journal, providers and testing list their pinned names, each once."""
+    for module, names in SUBMODULE_NAMES.items():
+        assert len(module.__all__) == len(set(module.__all__)), module.__name__
+        assert set(module.__all__) == names, module.__name__
+        assert all(getattr(module, name) is not None for name in names), module.__name__
 
 
 def test_every_public_name_is_importable() -> None:
@@ -138,6 +210,11 @@ def test_private_modules_do_not_leak_names() -> None:
         assert public <= exported, module_name
 
 
+# Public classes only the client makes (users get them from a call): their constructors take
+# the client's wiring, which is not a user's signature.
+BUILT_BY_THE_CLIENT = {"JobStream", "TaskWatcher"}
+
+
 def _public_callables() -> Iterator[Callable[..., object]]:
     """The package's public functions, and the public methods and properties of its classes."""
     for name in hailuo_async.__all__:
@@ -146,7 +223,9 @@ def _public_callables() -> Iterator[Callable[..., object]]:
             yield value
         elif inspect.isclass(value) and value.__module__.startswith("hailuo_async."):
             for member_name, member in vars(value).items():
-                if member_name.startswith("_") and member_name != "__init__":
+                if member_name.startswith("_") and (
+                    member_name != "__init__" or name in BUILT_BY_THE_CLIENT
+                ):
                     continue
                 if isinstance(member, property) and member.fget is not None:
                     yield member.fget

@@ -8,8 +8,9 @@ import random
 import anyio
 import pytest
 
-from hailuo_async import Limits, SharedState, VideoRequest
+from hailuo_async import Limits, VideoRequest
 from hailuo_async._limits import AdaptiveRate, RequestLimiter, _Pacer
+from hailuo_async.extend import SharedState
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
 pytestmark = pytest.mark.anyio

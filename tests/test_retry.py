@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from functools import partial
@@ -29,6 +29,7 @@ from hailuo_async import (
     Limits,
     NotFoundError,
     PermissionDeniedError,
+    PollPolicy,
     RateLimitError,
     RetryPolicy,
     SubmissionUnknownError,
@@ -548,8 +549,107 @@ async def test_a_submit_reset_on_a_script_is_not_resent() -> None:
         assert await client.submit(REQUEST) == "t-new"
 
 
-def test_policies_are_validated() -> None:
-    """Negative delays are refused when a RetryPolicy is made."""
-    with pytest.raises(ValueError, match="initial_delay"):
-        RetryPolicy(initial_delay=-1)
-    assert math.isclose(RetryPolicy().initial_delay, 0.5)
+# -- the decision table, as the module's docstring draws it ---------------------------------------
+
+
+def _never_opened() -> APIConnectionError:
+    return APIConnectionError("refused", request_sent=False)
+
+
+def _after_sending() -> APIConnectionError:
+    return APIConnectionError("reset", request_sent=True)
+
+
+def _timed_out() -> APITimeoutError:
+    return APITimeoutError("no answer in time", request_sent=True)
+
+
+def _unreadable() -> APIResponseValidationError:
+    return APIResponseValidationError("bad body", status_code=200, body="{")
+
+
+def _answered(error: type[APIStatusError], code: int) -> APIStatusError:
+    return error(f"{code}", status_code=code)
+
+
+TABLE: list[tuple[Callable[[], BaseException], tuple[bool, bool, bool]]] = [
+    # failure: (submit, submit with "resubmit", poll)
+    (_never_opened, (True, True, True)),
+    (_after_sending, (False, True, True)),
+    (_timed_out, (False, True, True)),
+    (_unreadable, (False, True, True)),
+    (partial(_answered, InternalServerError, 503), (True, True, True)),
+    (partial(_answered, RateLimitError, 429), (True, True, True)),
+    (partial(_answered, NotFoundError, 404), (False, False, False)),
+    (partial(_answered, AuthenticationError, 401), (False, False, False)),
+    (partial(_answered, PermissionDeniedError, 403), (False, False, False)),
+    (partial(_answered, BadRequestError, 400), (False, False, False)),
+    (partial(_answered, APIStatusError, 409), (False, False, False)),
+]
+
+
+@pytest.mark.parametrize(("failure", "expected"), TABLE)
+def test_the_decision_table(
+    failure: Callable[[], BaseException], expected: tuple[bool, bool, bool]
+) -> None:
+    """Which failures each kind of API request retries: a possibly paid POST only by choice."""
+    policy = RetryPolicy()
+    exc = failure()
+    assert (
+        policy.retries("submit", exc),
+        policy.retries("submit", exc, resubmit=True),
+        policy.retries("poll", exc),
+    ) == expected
+    # No API error is a storage failure: a download retries only its own.
+    assert not policy.retries("download", exc)
+
+
+def test_a_404_is_retried_only_in_its_grace_and_only_for_reads() -> None:
+    """A 404 right after the submission is the service catching up; never for a POST."""
+    policy, missing = RetryPolicy(), _answered(NotFoundError, 404)
+    assert policy.retries("poll", missing, in_not_found_grace=True)
+    assert not policy.retries("submit", missing, in_not_found_grace=True, resubmit=True)
+
+
+def test_a_watch_backs_off_after_failed_polls_then_ends() -> None:
+    """Failed polls in a row space the next poll out toward the cap, then end the watch."""
+    policy = RetryPolicy(max_failed_polls=4)
+    waits = [policy.after_failed_poll(n, floor=1.0, cap=5.0) for n in range(1, 5)]
+    assert waits == [2.0, 4.0, 5.0, None]
+
+
+def _after_script(*codes: int) -> Script:
+    """An API whose POSTs meet 429s (Retry-After 0) with ``codes``, then an id; whose polls
+    find the task succeeded."""
+
+    async def succeeded(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST":
+            return web.json_response({"task_id": "t-1"})
+        task = {"task_id": "t-1", "status": "TASK_STATUS_SUCCEED"}
+        video = {"video_url": "https://storage.example/v.mp4", "video_type": "mp4"}
+        return web.json_response({"task": task, "videos": [video], "extra": {}})
+
+    return Script(*(status(code, {"Retry-After": "0"}) for code in codes), then=succeeded)
+
+
+async def test_a_batch_waits_for_a_place_after_each_429_not_a_retry() -> None:
+    """In a batch a 429 gives the place back and waits for one: no retry of max_retries spent."""
+    script = _after_script(429, 429, 429)
+    policy = RetryPolicy(max_retries=0, rate_limited_waits=3)
+    polls = PollPolicy(first_poll_delay=0, min_interval=0.01, max_interval=0.05)
+    async with answered_by(script, client_for, retry_policy=policy, poll_policy=polls) as client:
+        async with client.generate_many([REQUEST], max_active_jobs=1) as outcomes:
+            (outcome,) = [outcome async for outcome in outcomes]
+    assert outcome.ok, outcome.error
+    assert script.count("POST") == 4
+
+
+async def test_a_batch_gives_up_once_its_waits_and_retries_are_spent() -> None:
+    """Past ``rate_limited_waits`` a 429 spends ``max_retries``, then the job fails with it."""
+    script = _after_script(429, 429, 429, 429)
+    policy = RetryPolicy(max_retries=1, rate_limited_waits=2, initial_delay=0, max_delay=0)
+    async with answered_by(script, client_for, retry_policy=policy) as client:
+        async with client.generate_many([REQUEST], max_active_jobs=1) as outcomes:
+            (outcome,) = [outcome async for outcome in outcomes]
+    assert isinstance(outcome.error, RateLimitError)
+    assert script.count("POST") == 4

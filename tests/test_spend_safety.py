@@ -23,14 +23,9 @@ from hailuo_async import (
     WaitTimeoutError,
 )
 from hailuo_async._download import safe_filename, sweep_partial_downloads
-from hailuo_async.journal import (
-    SCHEMA_VERSION,
-    JobSpec,
-    JobState,
-    JournalError,
-    SQLiteJobStore,
-    error_from_record,
-)
+from hailuo_async.extend import JobSpec
+from hailuo_async.journal import JobState, JournalError, SQLiteJobStore, error_from_record
+from hailuo_async.journal._sql import SCHEMA_VERSION
 from hailuo_async.testing import FakeHailuoServer, Uniform
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,6 @@ import pytest
 from clientutil import make_client
 
 from hailuo_async import (
-    DurationStats,
     JobTimeoutError,
     LeftRunningJob,
     PollPolicy,
@@ -18,7 +17,7 @@ from hailuo_async import (
     TaskStatus,
     VideoRequest,
 )
-from hailuo_async._polling import ETA, PollSchedule
+from hailuo_async._polling import ETA, DurationStats, PollSchedule
 from hailuo_async.journal import JobState, SQLiteJobStore
 from hailuo_async.testing import FakeHailuoServer, Faults, Fixed, Uniform
 

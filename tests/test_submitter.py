@@ -8,11 +8,12 @@ import anyio
 import pytest
 from anyio.abc import TaskGroup
 
-from hailuo_async import ActiveJobs, SubmissionRecorder, VideoRequest
+from hailuo_async import VideoRequest
 from hailuo_async._bookkeeping import BatchBook, BatchJob
 from hailuo_async._limits import ActiveJobLimit
 from hailuo_async._submitter import BatchSubmitter
-from hailuo_async.journal import BatchJournal
+from hailuo_async.extend import ActiveJobs, SubmissionRecorder
+from hailuo_async.journal._batch import BatchJournal
 
 pytestmark = pytest.mark.anyio
 

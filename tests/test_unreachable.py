@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import socket
+from typing import Any
 
 import pytest
 from clientutil import client_for
@@ -22,7 +23,7 @@ from hailuo_async.testing import FakeHailuoServer, Fixed
 pytestmark = pytest.mark.anyio
 
 # Quick retries, so that a test of the usual schedule ends soon.
-QUICK = {"initial_delay": 0.01, "max_delay": 0.02}
+QUICK: dict[str, Any] = {"initial_delay": 0.01, "max_delay": 0.02}
 
 
 def _closed_port() -> int:

@@ -19,13 +19,13 @@ from hailuo_async import (
     NotFoundError,
     PollPolicy,
     RetryPolicy,
-    SharedState,
     TaskEvent,
     TaskResult,
     TaskStatus,
     TaskWatcher,
     VideoRequest,
 )
+from hailuo_async.extend import SharedState
 from hailuo_async.testing import FakeHailuoServer, Fixed, Uniform
 
 pytestmark = pytest.mark.anyio
@@ -271,11 +271,11 @@ async def test_a_pushed_result_reaches_the_watcher_through_the_registry() -> Non
 
 @pytest.mark.parametrize("status", [404, 500])
 async def test_a_poll_failing_after_a_push_ended_the_task_is_harmless(
-    status: int, monkeypatch: pytest.MonkeyPatch
+    status: int,
 ) -> None:
     """A push ends a task while its poll is in flight; the poll's failure is then ignored."""
     # One transient failure ends a watch, so the 500 takes the "too many failures" branch.
-    monkeypatch.setattr("hailuo_async._watcher.MAX_POLL_FAILURES", 1)
+    policy = RetryPolicy(max_retries=0, max_failed_polls=1)
     poll_started, release = anyio.Event(), anyio.Event()
 
     async def handler(request: web.Request) -> web.Response:
@@ -283,7 +283,7 @@ async def test_a_poll_failing_after_a_push_ended_the_task_is_harmless(
         await release.wait()
         return web.json_response({"message": "no"}, status=status)
 
-    async with serve(handler) as url, client_for(url, api_key=KEY, max_retries=0) as client:
+    async with serve(handler) as url, client_for(url, api_key=KEY, retry_policy=policy) as client:
         async with client.watch(["t-1"]) as watcher:
             await poll_started.wait()
             assert watcher.deliver(_succeeded("t-1"))

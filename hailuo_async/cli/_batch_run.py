@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .._batch import BatchItem, JobStream
 from .._bookkeeping import LeftRunningJob
 from .._exceptions import HailuoError, NotFoundError, ServiceUnreachableError
 from .._models import JobOutcome
 from .._refusals import refuses_the_account, refuses_the_job
-from ..journal import JobKeyer, JobState, SQLiteJobStore
+from .._stream import BatchItem, JobStream
+from ..journal import JobState, SQLiteJobStore
+from ..journal._keys import JobKeyer
 from ._display import (
     BatchView,
     Ticker,

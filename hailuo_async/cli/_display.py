@@ -21,7 +21,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .._batch import BatchCounts
+from .._bookkeeping import BatchCounts
 from .._exceptions import HailuoError
 from .._models import TaskResult, TaskStatus
 from .._watcher import TaskEvent

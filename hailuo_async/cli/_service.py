@@ -15,7 +15,8 @@ from .._dsn import mask_dsn
 from .._limits import Limits
 from .._polling import PollPolicy
 from .._retry import RetryPolicy
-from ..providers import PROVIDER_ENV, PROVIDERS, Provider, provider_for
+from ..providers import PROVIDER_ENV, PROVIDERS, provider_for
+from ..providers._protocol import Provider
 from ..testing import FakeHailuoServer
 from ._errors import InputError
 

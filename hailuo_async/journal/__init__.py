@@ -40,7 +40,6 @@ A failed job keeps its error's class and attributes; :func:`error_from_record` r
 same error when a rerun replays it.
 """
 
-from ._batch import BatchJournal
 from ._errors import (
     InvalidTransitionError,
     JobConflictError,
@@ -55,27 +54,18 @@ from ._errors import (
     UnknownJobError,
 )
 from ._failures import error_from_record
-from ._keys import MAX_KEY_CHARS, JobKeyer, JobSpec, job_keys, job_specs
+from ._keys import job_keys
 from ._open import store_for
 from ._postgres import BatchProgress, PostgresJobStore
-from ._records import JobRecord, JobState, result_from_json, result_to_json
-from ._resume import ResumeAction, ResumeEntry, ResumePlan, classify
-from ._sql import SCHEMA_VERSION
+from ._records import JobRecord, JobState
 from ._sqlite import SQLiteJobStore, Synchronous
-from ._store import JobStore
 
 __all__ = [
-    "MAX_KEY_CHARS",
-    "SCHEMA_VERSION",
-    "BatchJournal",
     "BatchProgress",
     "InvalidTransitionError",
     "JobConflictError",
-    "JobKeyer",
     "JobRecord",
-    "JobSpec",
     "JobState",
-    "JobStore",
     "JournalClosedError",
     "JournalConnectionError",
     "JournalError",
@@ -85,17 +75,10 @@ __all__ = [
     "JournalSchemaError",
     "LeaseLostError",
     "PostgresJobStore",
-    "ResumeAction",
-    "ResumeEntry",
-    "ResumePlan",
     "SQLiteJobStore",
     "Synchronous",
     "UnknownJobError",
-    "classify",
     "error_from_record",
     "job_keys",
-    "job_specs",
-    "result_from_json",
-    "result_to_json",
     "store_for",
 ]

@@ -16,7 +16,7 @@ from ._open import store_for
 from ._postgres import PostgresJobStore
 from ._resume import ResumeAction, ResumeEntry, ResumePlan
 from ._sqlite import SQLiteJobStore
-from ._store import JobStore
+from ._store import JobStore, SharedJobStore
 
 __all__ = ["BatchJournal"]
 
@@ -40,6 +40,8 @@ class BatchJournal:
         batch: str = "default",
         worker_id: str | None = None,
         leases: LeaseClock | None = None,
+        retry_failed: bool = False,
+        on_unknown_submission: UnknownSubmissionPolicy = "raise",
     ) -> None:
         self._store: JobStore | None
         self._owned: SQLiteJobStore | PostgresJobStore | None = None
@@ -48,9 +50,18 @@ class BatchJournal:
         else:
             self._store = journal
         self.batch = batch
+        # What a rerun does with the jobs an earlier run failed, or left unknown.
+        self._retry_failed = retry_failed
+        self._on_unknown_submission: UnknownSubmissionPolicy = on_unknown_submission
         # A worker of a shared batch submits a job only while it holds the job's lease.
         self.worker_id = worker_id
         self._leases = leases
+        # A worker reports each job's end through the shared store, under its lease.
+        self._shared = (
+            self._store
+            if worker_id is not None and isinstance(self._store, SharedJobStore)
+            else None
+        )
         self._keyer = JobKeyer()
         self._plan = ResumePlan({})
         # The SQLite store this run holds, between start and aclose.
@@ -64,13 +75,7 @@ class BatchJournal:
         """The journal's store (None without a journal)."""
         return self._store
 
-    async def start(
-        self,
-        *,
-        retry_failed: bool,
-        on_unknown_submission: UnknownSubmissionPolicy,
-        provider: str = "gateway",
-    ) -> None:
+    async def start(self, *, provider: str = "gateway") -> None:
         """Open the journal if it is ours and read what an earlier run left.
 
         Raises :class:`JournalProviderError` when the batch was started through another
@@ -89,7 +94,9 @@ class BatchJournal:
                 await self._owned.open()
             await self._bind(store, provider)
             self._plan = await store.resume(
-                None, retry_failed=retry_failed, on_unknown_submission=on_unknown_submission
+                None,
+                retry_failed=self._retry_failed,
+                on_unknown_submission=self._on_unknown_submission,
             )
         except BaseException:
             await self.aclose()
@@ -186,14 +193,14 @@ class BatchJournal:
             # The task could not be watched to its end (an unreadable or unknown id): it may
             # still be running and paid for, so it stays SUBMITTED and a rerun watches it again.
             return
-        store = self._store
-        if self.worker_id is not None and isinstance(store, PostgresJobStore):
+        shared, worker_id = self._shared, self.worker_id
+        if shared is not None:
             # InvalidTransitionError if another worker took the job over meanwhile, or
             # reported it first: of two workers watching the task, one reports it.
             if outcome.ok:
-                await store.mark_finished(key, outcome, worker_id=self.worker_id, hold_for=hold_for)
+                await shared.mark_finished(key, outcome, worker_id=worker_id, hold_for=hold_for)
             else:
-                await store.mark_failed(key, TaskFailedError(outcome), worker_id=self.worker_id)
+                await shared.mark_failed(key, TaskFailedError(outcome), worker_id=worker_id)
         elif outcome.ok:
             await self._store.mark_finished(key, outcome)
         else:
@@ -208,11 +215,10 @@ class BatchJournal:
         """
         if self._store is None or key is None:
             return
-        store = self._store
-        if self.worker_id is not None and isinstance(store, PostgresJobStore):
-            await store.mark_downloaded(key, path, worker_id=self.worker_id)
+        if self._shared is not None:
+            await self._shared.mark_downloaded(key, path, worker_id=self.worker_id)
         else:
-            await store.mark_downloaded(key, path)
+            await self._store.mark_downloaded(key, path)
 
 
 class _JobRecorder:

@@ -9,6 +9,7 @@ from .._exceptions import InvalidRequestError
 from .._pg_liveness import split_url
 from ._postgres import PostgresJobStore
 from ._sqlite import SQLiteJobStore
+from ._store import SharedJobStore
 
 __all__ = ["is_shared_journal", "store_for"]
 
@@ -36,7 +37,7 @@ def store_for(
 
 
 def is_shared_journal(journal: object) -> bool:
-    """True for a journal several workers share: a PostgreSQL store or URL."""
-    if isinstance(journal, PostgresJobStore):
+    """True for a journal several workers share: a :class:`SharedJobStore` or a PostgreSQL URL."""
+    if isinstance(journal, SharedJobStore):
         return True
     return is_postgres_url(journal)

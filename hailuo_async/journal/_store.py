@@ -1,9 +1,10 @@
-"""The interface every job store offers; the batch runner is written against it alone."""
+"""The interfaces of job stores: :class:`JobStore` every store offers, and
+:class:`SharedJobStore` a store several workers share (the batch's worker mode needs it)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from .._models import TaskResult
@@ -12,7 +13,7 @@ from ._keys import JobSpec
 from ._records import JobRecord, JobState
 from ._resume import ResumePlan
 
-__all__ = ["JobStore"]
+__all__ = ["JobStore", "SharedJobStore"]
 
 
 @runtime_checkable
@@ -114,4 +115,58 @@ class JobStore(Protocol):
 
     async def aclose(self) -> None:
         """Write what is pending and close."""
+        ...
+
+
+@runtime_checkable
+class SharedJobStore(JobStore, Protocol):
+    """A job store several workers share (PostgreSQL): what a batch's worker mode calls.
+
+    A worker reports a job's end with its ``worker_id``: only while no other worker holds a
+    live lease on the job, and only once (else :class:`InvalidTransitionError`).
+    """
+
+    async def mark_finished(
+        self,
+        key: str,
+        result: TaskResult,
+        *,
+        worker_id: str | None = None,
+        hold_for: float | None = None,
+    ) -> None:
+        """Note the task's final result; ``hold_for``: seconds the worker keeps a lease on
+        the finished job while it saves the video."""
+        ...
+
+    async def mark_failed(
+        self,
+        key: str,
+        error: BaseException | str,
+        *,
+        error_type: str | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        """Note that the job failed (with ``worker_id``: its watched task failed)."""
+        ...
+
+    async def mark_downloaded(
+        self, key: str, path: str | os.PathLike[str], *, worker_id: str | None = None
+    ) -> None:
+        """Note where the finished job's video was saved (with ``worker_id``: only while the
+        job is still that worker's)."""
+        ...
+
+    async def claim_undownloaded(
+        self, worker_id: str, n: int, lease_seconds: float, *, tried: Iterable[str] = ()
+    ) -> list[JobRecord]:
+        """Lease up to ``n`` finished jobs whose video nobody saved (``tried``: skip these)."""
+        ...
+
+    async def requeue(self, attempts: Mapping[str, int]) -> int:
+        """Put failed or unknown jobs back to RECORDED if their attempt count is still the
+        one given; return how many were put back."""
+        ...
+
+    async def work_left(self, worker_id: str) -> int:
+        """Jobs with work left that are not under this worker's lease."""
         ...

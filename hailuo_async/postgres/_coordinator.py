@@ -2,7 +2,7 @@
 
 :class:`PostgresCoordinator` opens a :class:`SharedAccountLimits` and a
 :class:`PostgresPushBus` for one :class:`~hailuo_async.HailuoClient` and gives it a
-:class:`~hailuo_async.SharedState` whose limiter and active-job limit are the shared ones
+:class:`~hailuo_async.extend.SharedState` whose limiter and active-job limit are the shared ones
 and whose push registry is this process's own (its watchers, in memory).
 
 A webhook crosses processes in two steps. The process that receives it publishes the task

@@ -17,17 +17,14 @@ from .._exceptions import InvalidRequestError
 from .._push import WebhookEvent, webhook_data
 from ._gateway import GatewayProvider
 from ._minimax import MiniMaxProvider
-from ._protocol import Call, Provider, Step
+from ._protocol import Provider
 
 __all__ = [
     "PROVIDERS",
     "PROVIDER_ENV",
-    "Call",
     "GatewayProvider",
     "MiniMaxProvider",
-    "Provider",
     "ProviderName",
-    "Step",
     "parse_webhook",
     "provider_for",
 ]

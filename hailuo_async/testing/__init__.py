@@ -11,40 +11,22 @@ from the command line.
 """
 
 from ._config import (
-    DEFAULT_API_KEY,
-    DurationModel,
     FakeHailuoConfig,
     Faults,
     Fixed,
     LogNormal,
     StorageFaults,
     Uniform,
-    parse_duration_model,
 )
 from ._in_process import InProcessTransport
 from ._server import (
-    IN_PROCESS_STORAGE_URL,
-    IN_PROCESS_URL,
-    RESULT_PATH,
-    SUBMIT_PATH,
     FakeHailuoServer,
 )
 from ._stats import Stats
 from ._storage import sample_video
-from ._tasks import FAILED, PROCESSING, QUEUED, SUCCEED, FakeTask
-from ._validation import SubmitRequest
+from ._tasks import FakeTask
 
 __all__ = [
-    "DEFAULT_API_KEY",
-    "FAILED",
-    "IN_PROCESS_STORAGE_URL",
-    "IN_PROCESS_URL",
-    "PROCESSING",
-    "QUEUED",
-    "RESULT_PATH",
-    "SUBMIT_PATH",
-    "SUCCEED",
-    "DurationModel",
     "FakeHailuoConfig",
     "FakeHailuoServer",
     "FakeTask",
@@ -54,8 +36,6 @@ __all__ = [
     "LogNormal",
     "Stats",
     "StorageFaults",
-    "SubmitRequest",
     "Uniform",
-    "parse_duration_model",
     "sample_video",
 ]

@@ -18,7 +18,8 @@ from pgserver import Link
 from pgutil import DSN, require_postgres
 
 from hailuo_async import VideoRequest
-from hailuo_async.journal import JobState, PostgresJobStore, job_specs
+from hailuo_async.extend import job_specs
+from hailuo_async.journal import JobState, PostgresJobStore
 from hailuo_async.postgres import SharedAccountLimits
 
 pytestmark = pytest.mark.anyio

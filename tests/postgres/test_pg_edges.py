@@ -13,7 +13,8 @@ import pytest
 from pgutil import DSN, add_jobs, hailuo_work, journal_url, running
 
 from hailuo_async import DownloadError, TaskResult, TaskStatus, VideoRequest
-from hailuo_async.journal import InvalidTransitionError, JobState, PostgresJobStore, job_specs
+from hailuo_async.extend import job_specs
+from hailuo_async.journal import InvalidTransitionError, JobState, PostgresJobStore
 from hailuo_async.testing import FakeHailuoServer, Fixed, StorageFaults, sample_video
 
 pytestmark = pytest.mark.anyio

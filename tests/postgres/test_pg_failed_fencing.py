@@ -14,13 +14,9 @@ from clientutil import make_client
 from pgutil import DSN
 
 from hailuo_async import TaskFailedError, TaskResult, VideoRequest
-from hailuo_async.journal import (
-    BatchJournal,
-    InvalidTransitionError,
-    JobState,
-    PostgresJobStore,
-    job_specs,
-)
+from hailuo_async.extend import job_specs
+from hailuo_async.journal import InvalidTransitionError, JobState, PostgresJobStore
+from hailuo_async.journal._batch import BatchJournal
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
 pytestmark = pytest.mark.anyio

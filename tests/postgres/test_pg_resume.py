@@ -22,7 +22,8 @@ from hailuo_async import (
     VideoRequest,
     WorkerSettings,
 )
-from hailuo_async.journal import JobState, JobStore, PostgresJobStore, SQLiteJobStore, job_specs
+from hailuo_async.extend import JobStore, job_specs
+from hailuo_async.journal import JobState, PostgresJobStore, SQLiteJobStore
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
 pytestmark = pytest.mark.anyio

@@ -16,9 +16,9 @@ from pgserver import Link
 from pgutil import DSN, admin
 
 from hailuo_async import InvalidRequestError, VideoRequest
+from hailuo_async.extend import JobSpec
 from hailuo_async.journal import (
     InvalidTransitionError,
-    JobSpec,
     JobState,
     JournalConnectionError,
     JournalPermissionError,

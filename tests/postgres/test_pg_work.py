@@ -20,7 +20,8 @@ from hailuo_async import (
     VideoRequest,
     WorkerSettings,
 )
-from hailuo_async.journal import JobState, PostgresJobStore, job_specs
+from hailuo_async.extend import job_specs
+from hailuo_async.journal import JobState, PostgresJobStore
 from hailuo_async.testing import FakeHailuoServer, Fixed
 
 pytestmark = pytest.mark.anyio

@@ -19,7 +19,8 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from pgutil import DSN, admin, running
 
-from hailuo_async.journal import JobRecord, JobSpec, JobState, PostgresJobStore
+from hailuo_async.extend import JobSpec
+from hailuo_async.journal import JobRecord, JobState, PostgresJobStore
 
 pytestmark = pytest.mark.anyio
 

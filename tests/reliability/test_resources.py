@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from hailuo_async import HailuoClient, Limits, PollPolicy, RetryPolicy, Timeouts, VideoRequest
-from hailuo_async._batch import SUBMISSION_GRACE
+from hailuo_async._submitter import SUBMISSION_GRACE
 from hailuo_async.journal import JobState, SQLiteJobStore
 from hailuo_async.testing import FakeHailuoServer, Faults, StorageFaults, Uniform
 

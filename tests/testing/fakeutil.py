@@ -14,7 +14,8 @@ import anyio
 from aiohttp import web
 from clientutil import serve_app
 
-from hailuo_async.testing import RESULT_PATH, SUBMIT_PATH, FakeHailuoServer
+from hailuo_async.testing import FakeHailuoServer
+from hailuo_async.testing._server import RESULT_PATH, SUBMIT_PATH
 
 VALID_BODY: dict[str, Any] = {"prompt": "a red fox trotting through fresh snow"}
 VALID: Any = object()

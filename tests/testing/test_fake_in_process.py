@@ -16,21 +16,14 @@ from hailuo_async import (
     DownloadError,
     HailuoClient,
     HailuoError,
-    HTTPTransport,
     InvalidRequestError,
     RetryPolicy,
     SubmissionUnknownError,
-    TCPTransport,
     VideoRequest,
 )
-from hailuo_async.testing import (
-    IN_PROCESS_URL,
-    FakeHailuoServer,
-    Faults,
-    Fixed,
-    InProcessTransport,
-    StorageFaults,
-)
+from hailuo_async.extend import HTTPTransport, TCPTransport
+from hailuo_async.testing import FakeHailuoServer, Faults, Fixed, InProcessTransport, StorageFaults
+from hailuo_async.testing._server import IN_PROCESS_URL
 
 pytestmark = pytest.mark.anyio
 

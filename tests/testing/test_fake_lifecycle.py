@@ -9,14 +9,8 @@ import anyio
 import pytest
 from fakeutil import VALID_BODY, running
 
-from hailuo_async.testing import (
-    FakeHailuoConfig,
-    FakeHailuoServer,
-    Fixed,
-    LogNormal,
-    Uniform,
-    parse_duration_model,
-)
+from hailuo_async.testing import FakeHailuoConfig, FakeHailuoServer, Fixed, LogNormal, Uniform
+from hailuo_async.testing._config import parse_duration_model
 from hailuo_async.testing._tasks import eta_factor, report_seconds
 
 pytestmark = pytest.mark.anyio

@@ -28,6 +28,7 @@ from hailuo_async import (
     VideoRequest,
 )
 from hailuo_async.journal import PostgresJobStore, SQLiteJobStore, store_for
+from hailuo_async.journal._store import SharedJobStore
 
 
 async def one_job(client: HailuoClient) -> None:
@@ -71,3 +72,8 @@ def configuration() -> None:
     )
     assert_type(client.limits, Limits)
     assert_type(store_for("run.sqlite"), SQLiteJobStore | PostgresJobStore)
+
+
+def shared_store(store: PostgresJobStore) -> SharedJobStore:
+    """The PostgreSQL store is what a batch's worker mode runs on (the protocol, statically)."""
+    return store

@@ -1,0 +1,37 @@
+"""A batch without a journal: read each request, submit it, yield its outcome.
+
+Every job is new: nothing is looked up or recorded, and nothing is left for a rerun to find
+(an early exit lists the jobs left running in ``left_running``).
+"""
+
+from __future__ import annotations
+
+from .._bookkeeping import BatchJob
+from ._core import JobStream
+from ._source import as_request, lazily
+
+__all__ = ["PlainStream"]
+
+
+class PlainStream(JobStream):
+    """A batch of one process, without a journal."""
+
+    async def _produce_jobs(self) -> None:
+        task_group = self._tasks.task_group
+        index = 0
+        async for item in lazily(self._requests):
+            if self._fatal is not None or self._stopping():
+                return
+            request, key = as_request(index, item)
+            job = BatchJob(index, request, key or None)
+            index += 1
+            self._book.read += 1
+            if self._refused is not None:
+                self._leave_unsent(job, self._refused, "none")
+                continue
+            await self._active.acquire()
+            # The reader left, or a fatal error came, while we waited for a place.
+            if self._stopping() or self._fatal is not None:
+                self._active.release(submitted=False)
+                return
+            self._start_submitting(job, task_group)
