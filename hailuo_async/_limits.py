@@ -24,7 +24,6 @@ import anyio
 import attrs
 
 from ._checks import Number
-from ._sync import Places, Signal
 
 __all__ = [
     "ActiveJobLimit",
@@ -345,9 +344,8 @@ class RequestLimiter:
         max_pause: float = 60.0,
     ) -> None:
         self._max_in_flight = max_in_flight
-        # Places, not a CapacityLimiter: no borrower bookkeeping per request, and no extra
-        # turn of the loop on a free place (the request itself yields soon enough).
-        self._in_flight = Places(max_in_flight)
+        # fast_acquire: a free place costs no turn of the loop (the request yields soon enough).
+        self._in_flight = anyio.Semaphore(max_in_flight, fast_acquire=True)
         self._slots = {kind: _Slot(self, kind) for kind in _KINDS}
         self.rate = AdaptiveRate(window=rate_window, known=requests_per_minute)
         self._pacer = _Pacer(self.rate, utilisation)
@@ -379,8 +377,9 @@ class RequestLimiter:
         if paced and self.rate.value is not None:
             return False
         now = time.monotonic()
-        if self._last_pause_end > now or not self._in_flight.try_acquire():
+        if self._last_pause_end > now or not self._in_flight.value:
             return False
+        self._in_flight.acquire_nowait()
         if paced and self.rate.first_sent is None:  # the first request: it dates the window
             self.rate.record_sent(now)
         return True
@@ -496,7 +495,7 @@ class ActiveJobLimit:
         self._active = 0
         self._on_server = 0
         # Made only while a task waits for a place: most releases then have nobody to wake.
-        self._changed: Signal | None = None
+        self._changed: anyio.Event | None = None
 
     @property
     def value(self) -> int:
@@ -517,7 +516,7 @@ class ActiveJobLimit:
         """Wait for a place for one more active job."""
         while self._active >= self._value:
             if self._changed is None:
-                self._changed = Signal()
+                self._changed = anyio.Event()
             await self._changed.wait()
         self._active += 1
 

@@ -13,7 +13,6 @@ and then waits for more; jobs beyond it wait in the queue, in order.
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -25,7 +24,6 @@ from ._api import SubmissionRecorder
 from ._bookkeeping import BatchBook, BatchJob
 from ._limits import ActiveJobs
 from ._models import VideoRequest
-from ._sync import Signal, resolve
 from .journal._batch import BatchJournal
 
 __all__ = ["SUBMISSION_GRACE", "BatchSubmitter", "RunOne", "SubmitOne"]
@@ -77,12 +75,11 @@ class BatchSubmitter:
         self._journal = journal
         self._book = book
         # Made only while wait_and_cancel waits: most landings then have nobody to wake.
-        self._changed: Signal | None = None
+        self._changed: anyio.Event | None = None
         self._scopes: set[anyio.CancelScope] = set()
-        # The pool: jobs not yet taken up, and the workers waiting for some. A worker waits
-        # on a bare future, not a Signal: one is set per job, and the future is the cheaper.
+        # The pool: jobs not yet taken up, and the workers waiting for some.
         self._queue: deque[BatchJob] = deque()
-        self._idle: list[asyncio.Future[None]] = []
+        self._idle: list[anyio.Event] = []
         self._workers = 0
         self._max_workers = max_workers
 
@@ -96,11 +93,9 @@ class BatchSubmitter:
         :meth:`wait_and_cancel`.
         """
         self._queue.append(job)
-        while self._idle:
-            woken = self._idle.pop()
-            if not woken.done():  # done: cancelled by wait_and_cancel while it waited
-                resolve(woken)
-                return
+        if self._idle:
+            self._idle.pop().set()
+            return
         if self._workers < self._max_workers:  # else a busy worker takes it up next
             self._workers += 1
             task_group.start_soon(self._work, task_group.cancel_scope)
@@ -119,7 +114,6 @@ class BatchSubmitter:
                     self._changed = None
 
         run = self._run
-        loop = asyncio.get_running_loop()
         # Shielded for its whole life, not once per submission (a cancel scope costs more
         # than a submission's own bookkeeping): wait_and_cancel ends it, busy or idle.
         with anyio.CancelScope(shield=True) as scope:
@@ -139,9 +133,13 @@ class BatchSubmitter:
                             # no answer is coming to wait for.
                             if not done:
                                 landed()
-                    woken = loop.create_future()
+                    woken = anyio.Event()
                     self._idle.append(woken)  # no await since the queue was found empty
-                    await woken
+                    try:
+                        await woken.wait()
+                    finally:
+                        if not woken.is_set():  # cancelled by wait_and_cancel while it waited
+                            self._idle.remove(woken)
             finally:
                 self._workers -= 1
                 self._scopes.discard(scope)
@@ -152,7 +150,7 @@ class BatchSubmitter:
         with anyio.move_on_after(grace, shield=True):
             while self._book.submitting:
                 if self._changed is None:
-                    self._changed = Signal()
+                    self._changed = anyio.Event()
                 await self._changed.wait()
         for scope in list(self._scopes):
             scope.cancel()

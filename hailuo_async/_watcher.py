@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -39,7 +40,6 @@ from ._models import TaskResult, TaskStatus
 from ._polling import PollPolicy, PollSchedule, PollSchedules
 from ._retry import RetryPolicy
 from ._state import SharedState
-from ._sync import Places, Signal, resolve
 from ._task_ids import check_task_id, is_plain_task_id
 from ._taskgroup import OwnedTaskGroup
 
@@ -144,20 +144,22 @@ class TaskWatcher:
         )
         self._on_event = on_event
         self._keep_open = keep_open
-        # A free slot costs no turn of the loop: the scheduler takes every due poll's slot
-        # at once, rather than yielding once per poll (it yields when it sleeps or runs out).
-        self._poll_slots = Places(max_concurrent_polls or state.limiter.max_in_flight)
+        # fast_acquire: the scheduler takes every due poll's slot at once, rather than
+        # yielding once per poll (it yields when it sleeps or runs out).
+        self._poll_slots = anyio.Semaphore(
+            max_concurrent_polls or state.limiter.max_in_flight, fast_acquire=True
+        )
         self._poll_workers = 0
         self._watched: dict[str, _Watched] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._sequence = itertools.count()
-        # The scheduler's sleep, while it sleeps: a new earliest deadline ends it early. A
-        # bare future, not a Signal: one is made per sleep, and the scheduler looks at the
-        # heap again before each one, so a wake-up while it is awake need not be kept.
-        self._waker: asyncio.Future[None] | None = None
+        # The scheduler's sleep, while it sleeps: a new earliest deadline ends it early. One
+        # is made per sleep, and the scheduler looks at the heap again before each one, so a
+        # wake-up while it is awake need not be kept.
+        self._waker: anyio.Event | None = None
         # Ended tasks wait here for the reader; unbounded because each is a paid result.
         self._ended: deque[WatchOutcome] = deque()
-        self._ended_signal = Signal()
+        self._ended_signal = anyio.Event()
         self._sink: Callable[[str, TaskResult | HailuoError], None] | None = None
         self._subscribers: list[MemoryObjectSendStream[TaskEvent]] = []
         self._tasks = OwnedTaskGroup()
@@ -289,7 +291,7 @@ class TaskWatcher:
             if not self._watched and not self._keep_open:
                 raise StopAsyncIteration
             await self._ended_signal.wait()
-            self._ended_signal = Signal()
+            self._ended_signal = anyio.Event()
         return self._ended.popleft()
 
     # -- scheduling ------------------------------------------------------------------------
@@ -298,7 +300,7 @@ class TaskWatcher:
         first = not self._heap or deadline < self._heap[0][0]
         heapq.heappush(self._heap, (deadline, next(self._sequence), task_id))
         if first and self._waker is not None:
-            resolve(self._waker)
+            self._waker.set()
 
     async def _schedule_polls(self) -> None:
         # Due polls go to a pool of workers, started as needed up to the number of poll
@@ -310,7 +312,7 @@ class TaskWatcher:
         due: deque[tuple[str, _Watched]] = deque()
         # Idle workers' wake-ups (see _poll_worker).
         idle: list[asyncio.Future[bool]] = []
-        room = slots.free
+        room = slots.value
         # Not just the next poll interval: with short intervals the workers would be retired
         # and started again between nearly every two polls, which costs more than waiting.
         soon = max(self._policy.min_interval, _IDLE_HORIZON)
@@ -337,8 +339,7 @@ class TaskWatcher:
             watched = self._watched.get(task_id)
             if watched is None:
                 continue  # ended (by a push) since it was scheduled
-            if not slots.try_acquire():
-                await slots.acquire()
+            await slots.acquire()
             due.append((task_id, watched))
             if not _wake_one(idle, retire=False) and self._poll_workers < room:
                 # Every worker is busy: slots bound the polls, so few more.
@@ -346,16 +347,12 @@ class TaskWatcher:
                 task_group.start_soon(self._poll_worker, due, idle)
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
-        loop = asyncio.get_running_loop()
-        self._waker = waker = loop.create_future()
-        # The timeout wakes it as a new deadline would: a timer, not a cancel scope a sleep.
-        timer = None if timeout is None else loop.call_later(timeout, resolve, waker)
+        self._waker = waker = anyio.Event()
         try:
-            await waker
+            with anyio.move_on_after(math.inf if timeout is None else timeout):
+                await waker.wait()
         finally:
             self._waker = None
-            if timer is not None:
-                timer.cancel()
 
     def _still_watched(self, task_id: str, watched: _Watched) -> bool:
         # False once a pushed result ended the task while its poll was in flight.

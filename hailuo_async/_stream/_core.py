@@ -18,7 +18,6 @@ their end; a rerun once the account is put right submits the unsent ones as if n
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+import anyio
 import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -38,7 +38,6 @@ from .._limits import ActiveJobs
 from .._models import JobOutcome, TaskResult
 from .._refusals import refuses_the_account
 from .._submitter import BatchSubmitter, SubmitOne
-from .._sync import resolve
 from .._taskgroup import OwnedTaskGroup
 from .._watcher import TaskEvent, TaskWatcher
 from ..journal import InvalidTransitionError, JournalError
@@ -106,7 +105,7 @@ class JobStream:
         # Outcomes wait here for the reader, each with the place it gives back once taken: so
         # while the reader lags, no more jobs start (a replayed outcome holds no place).
         self._outcomes: deque[tuple[JobOutcome, Place]] = deque()
-        self._reader_waiting: asyncio.Future[None] | None = None
+        self._reader_waiting: anyio.Event | None = None
         self._ended = False  # every outcome was taken and no more will come
         self._tasks = OwnedTaskGroup()
         self._fatal: Exception | None = None
@@ -199,9 +198,8 @@ class JobStream:
                 if self._fatal is not None:
                     raise self._fatal
                 raise StopAsyncIteration
-            # A bare future, not a Signal: the reader parks once per outcome or so.
-            self._reader_waiting = waiting = asyncio.get_running_loop().create_future()
-            await waiting
+            self._reader_waiting = waiting = anyio.Event()
+            await waiting.wait()
         # No await from here on: a cancelled reader never loses an outcome it was given.
         outcome, place = self._outcomes.popleft()
         self._taken(outcome, place)
@@ -386,7 +384,7 @@ class JobStream:
 
     def _wake_reader(self) -> None:
         if self._reader_waiting is not None:
-            resolve(self._reader_waiting)  # unless a reader cancelled while it waited
+            self._reader_waiting.set()
             self._reader_waiting = None
 
     def _close_if_finished(self) -> None:
