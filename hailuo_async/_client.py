@@ -391,8 +391,7 @@ class HailuoClient:
         See :class:`TaskWatcher`.
         """
         return TaskWatcher(
-            # The API layer's own get_task (what self.get_task calls): a frame less per poll.
-            self._api.get_task,
+            self.get_task,
             self._state,
             task_ids,
             poll_policy=poll_policy or self.poll_policy,

@@ -240,32 +240,28 @@ async def call_with_retries(
     policy: RetryPolicy,
     kind: RequestKind,
     *,
-    failure: Exception | None = None,
     retries: Callable[[BaseException], bool] | None = None,
     instead_of_waiting: Callable[[Exception], Awaitable[bool]] | None = None,
 ) -> T:
     """``await call(attempt)`` (attempt 1, 2, ...) until it succeeds or the policy gives up;
     raise the last failure then.
 
-    ``failure``: what a first attempt the caller made itself raised (the API's calls make
-    it inline: nearly every call succeeds at once, and this loop's frame would cost more
-    than the request's bookkeeping); the loop goes on from attempt 2. ``retries`` replaces
-    the policy's decision (a caller that knows the request's context, such as a 404's
-    grace). ``instead_of_waiting(exc)`` is asked first after each failure: True means it
-    made the next attempt worth making at once (a free place taken, a fresh URL got) and
-    spends none of ``max_retries``. A service never reached ends the call as
+    ``retries`` replaces the policy's decision (a caller that knows the request's context,
+    such as a 404's grace). ``instead_of_waiting(exc)`` is asked first after each failure:
+    True means it made the next attempt worth making at once (a free place taken, a fresh
+    URL got) and spends none of ``max_retries``. A service never reached ends the call as
     :class:`ServiceUnreachableError` (see :meth:`RetryPolicy.gives_up`).
     """
     started = time.monotonic()
-    attempt = 1
+    should_retry = retries or (lambda exc: policy.retries(kind, exc))
+    attempt = 0
     retried = 0
-    if failure is None:
+    while True:
+        attempt += 1
         try:
             return await call(attempt)
         except Exception as exc:
             failure = exc  # retried outside the handler: no failure chained to the next
-    should_retry = retries or (lambda exc: policy.retries(kind, exc))
-    while True:
         failing_for = time.monotonic() - started
         if instead_of_waiting is not None and await instead_of_waiting(failure):
             pass
@@ -280,8 +276,3 @@ async def call_with_retries(
             raise policy.unreachable(failure, failing_for) from failure
         else:
             raise failure
-        attempt += 1
-        try:
-            return await call(attempt)
-        except Exception as exc:
-            failure = exc

@@ -237,9 +237,7 @@ class Transport:
         started = time.monotonic() if logger.isEnabledFor(logging.DEBUG) else None
         status: int | str = "error"
         try:
-            # The session itself, not the property, once open: two calls less per request.
-            session = self._session if self._session is not None else self.session
-            async with session.request(
+            async with self.session.request(
                 method,
                 url,
                 headers=headers,

@@ -363,10 +363,9 @@ class TaskWatcher:
     ) -> None:
         """Make the polls handed over in ``due``, in turn; then wait idle for more.
 
-        Each poll is awaited here, not in a coroutine or method of its own: one frame less
-        on every step of every poll. Idle, a worker waits on a bare future of its own in
-        ``idle``, set to True to retire it. Woken for work, it may find it taken by a busy
-        worker: it waits again, as a new worker would (starting one costs more than the wait).
+        Idle, a worker waits on a bare future of its own in ``idle``, set to True to retire
+        it. Woken for work, it may find it taken by a busy worker: it waits again, as a new
+        worker would (starting one costs more than the wait).
         """
         loop = asyncio.get_running_loop()
         slots = self._poll_slots
@@ -384,7 +383,7 @@ class TaskWatcher:
                     slots.release()
                     raise
                 slots.release()
-                if self._watched.get(task_id) is not watched:  # _still_watched, inline
+                if not self._still_watched(task_id, watched):
                     continue  # a pushed result ended it while this poll was in flight
                 then = self._answered(task_id, watched, result)
                 if then is not None:
