@@ -14,6 +14,7 @@ a 429), so a long run settles just under the real limit.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import deque
@@ -472,7 +473,7 @@ class ActiveJobLimit:
         self._active = 0
         self._on_server = 0
         # Made only while a task waits for a place: most releases then have nobody to wake.
-        self._changed: anyio.Event | None = None
+        self._changed: asyncio.Event | None = None
 
     @property
     def value(self) -> int:
@@ -493,7 +494,7 @@ class ActiveJobLimit:
         """Wait for a place for one more active job."""
         while self._active >= self._value:
             if self._changed is None:
-                self._changed = anyio.Event()
+                self._changed = asyncio.Event()
             await self._changed.wait()
         self._active += 1
 

@@ -13,6 +13,7 @@ and then waits for more; jobs beyond it wait in the queue, in order.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -75,11 +76,11 @@ class BatchSubmitter:
         self._journal = journal
         self._book = book
         # Made only while wait_and_cancel waits: most landings then have nobody to wake.
-        self._changed: anyio.Event | None = None
+        self._changed: asyncio.Event | None = None
         self._scopes: set[anyio.CancelScope] = set()
         # The pool: jobs not yet taken up, and the workers waiting for some.
         self._queue: deque[BatchJob] = deque()
-        self._idle: list[anyio.Event] = []
+        self._idle: list[asyncio.Event] = []
         self._workers = 0
         self._max_workers = max_workers
 
@@ -133,7 +134,7 @@ class BatchSubmitter:
                             # no answer is coming to wait for.
                             if not done:
                                 landed()
-                    woken = anyio.Event()
+                    woken = asyncio.Event()
                     self._idle.append(woken)  # no await since the queue was found empty
                     try:
                         await woken.wait()
@@ -150,7 +151,7 @@ class BatchSubmitter:
         with anyio.move_on_after(grace, shield=True):
             while self._book.submitting:
                 if self._changed is None:
-                    self._changed = anyio.Event()
+                    self._changed = asyncio.Event()
                 await self._changed.wait()
         for scope in list(self._scopes):
             scope.cancel()

@@ -156,10 +156,10 @@ class TaskWatcher:
         # The scheduler's sleep, while it sleeps: a new earliest deadline ends it early. One
         # is made per sleep, and the scheduler looks at the heap again before each one, so a
         # wake-up while it is awake need not be kept.
-        self._waker: anyio.Event | None = None
+        self._waker: asyncio.Event | None = None
         # Ended tasks wait here for the reader; unbounded because each is a paid result.
         self._ended: deque[WatchOutcome] = deque()
-        self._ended_signal = anyio.Event()
+        self._ended_signal = asyncio.Event()
         self._sink: Callable[[str, TaskResult | HailuoError], None] | None = None
         self._subscribers: list[MemoryObjectSendStream[TaskEvent]] = []
         self._tasks = OwnedTaskGroup()
@@ -291,7 +291,7 @@ class TaskWatcher:
             if not self._watched and not self._keep_open:
                 raise StopAsyncIteration
             await self._ended_signal.wait()
-            self._ended_signal = anyio.Event()
+            self._ended_signal = asyncio.Event()
         return self._ended.popleft()
 
     # -- scheduling ------------------------------------------------------------------------
@@ -347,7 +347,7 @@ class TaskWatcher:
                 task_group.start_soon(self._poll_worker, due, idle)
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
-        self._waker = waker = anyio.Event()
+        self._waker = waker = asyncio.Event()
         try:
             with anyio.move_on_after(math.inf if timeout is None else timeout):
                 await waker.wait()

@@ -18,6 +18,7 @@ their end; a rerun once the account is put right submits the unsent ones as if n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -27,7 +28,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-import anyio
 import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -105,7 +105,7 @@ class JobStream:
         # Outcomes wait here for the reader, each with the place it gives back once taken: so
         # while the reader lags, no more jobs start (a replayed outcome holds no place).
         self._outcomes: deque[tuple[JobOutcome, Place]] = deque()
-        self._reader_waiting: anyio.Event | None = None
+        self._reader_waiting: asyncio.Event | None = None
         self._ended = False  # every outcome was taken and no more will come
         self._tasks = OwnedTaskGroup()
         self._fatal: Exception | None = None
@@ -198,7 +198,7 @@ class JobStream:
                 if self._fatal is not None:
                     raise self._fatal
                 raise StopAsyncIteration
-            self._reader_waiting = waiting = anyio.Event()
+            self._reader_waiting = waiting = asyncio.Event()
             await waiting.wait()
         # No await from here on: a cancelled reader never loses an outcome it was given.
         outcome, place = self._outcomes.popleft()
