@@ -182,6 +182,42 @@ class HailuoAPI:
         if not isinstance(request, VideoRequest):
             raise TypeError(f"submit() takes a VideoRequest, not {type(request).__name__}")
         call = self.provider.submit_call(request)
+        raise_unknown = self.on_unknown_submission != "resubmit"
+        try:
+            # The first attempt inline, the retries after it (see call_with_retries).
+            task_id = await self._submit_once(
+                request,
+                call,
+                attempt=1,
+                raise_unknown=raise_unknown,
+                recorder=recorder,
+                active_jobs=active_jobs,
+            )
+        except Exception as exc:
+            failure = exc  # retried outside the handler: no first failure chained to the last
+        else:
+            self._remember_submission(task_id)
+            return task_id
+        return await self._submit_again(
+            failure,
+            request,
+            call,
+            recorder=recorder,
+            retry_rate_limited=retry_rate_limited,
+            active_jobs=active_jobs,
+        )
+
+    async def _submit_again(
+        self,
+        failure: Exception,
+        request: VideoRequest,
+        call: Call,
+        *,
+        recorder: SubmissionRecorder | None,
+        retry_rate_limited: bool,
+        active_jobs: ActiveJobs | None,
+    ) -> str:
+        """Go on from a first attempt that raised ``failure``: retry what may be retried."""
         policy = self.retry_policy
         resubmit = self.on_unknown_submission == "resubmit"
 
@@ -218,6 +254,7 @@ class HailuoAPI:
                 ),
                 policy,
                 "submit",
+                failure=failure,
                 retries=retries,
                 instead_of_waiting=wait_for_place if active_jobs is not None else None,
             )
@@ -289,7 +326,14 @@ class HailuoAPI:
         """
         if type(task_id) is not str or not is_plain_task_id(task_id):
             check_task_id(task_id)
-        return await self._run(self.provider.poll(task_id), task_id)
+        step = self.provider.poll(task_id)
+        try:
+            outcome = self._read(step, await self._send(step.call, attempt=1))
+        except Exception as exc:
+            failure = exc  # retried outside the handler: no first failure chained to the last
+        else:
+            return outcome if not isinstance(outcome, Step) else await self._run(outcome, task_id)
+        return await self._run(step, task_id, failure)
 
     async def refresh_video(self, result: TaskResult) -> TaskResult:
         """A finished task's result with fresh video URLs (for a download whose URL expired).
@@ -298,13 +342,26 @@ class HailuoAPI:
         """
         return await self._run(self.provider.refresh(result), result.task_id)
 
-    async def _run(self, step: Step, task_id: str) -> TaskResult:
-        """Run a poll's steps, each retried on its own, until one gives the result."""
-        retries = functools.partial(self._poll_retries, task_id)
+    async def _run(self, step: Step, task_id: str, failure: Exception | None = None) -> TaskResult:
+        """Run a poll's steps, each retried on its own, until one gives the result.
+
+        ``failure`` is what a first attempt at ``step``, made by the caller, raised.
+        """
         while True:
-            outcome = await call_with_retries(
-                functools.partial(self._step, step), self.retry_policy, "poll", retries=retries
-            )
+            if failure is None:
+                try:
+                    outcome = self._read(step, await self._send(step.call, attempt=1))
+                except Exception as exc:
+                    failure = exc  # retried outside the handler: no first failure chained
+            if failure is not None:
+                outcome = await call_with_retries(
+                    functools.partial(self._step, step),
+                    self.retry_policy,
+                    "poll",
+                    failure=failure,
+                    retries=functools.partial(self._poll_retries, task_id),
+                )
+                failure = None
             if not isinstance(outcome, Step):
                 return outcome
             step = outcome
