@@ -78,9 +78,10 @@ class BatchSubmitter:
         # Made only while wait_and_cancel waits: most landings then have nobody to wake.
         self._changed: asyncio.Event | None = None
         self._scopes: set[anyio.CancelScope] = set()
-        # The pool: jobs not yet taken up, and the workers waiting for some.
+        # The pool: jobs not yet taken up, and the workers waiting for some (on a bare
+        # future: see JobStream.__anext__).
         self._queue: deque[BatchJob] = deque()
-        self._idle: list[asyncio.Event] = []
+        self._idle: list[asyncio.Future[None]] = []
         self._workers = 0
         self._max_workers = max_workers
 
@@ -94,9 +95,11 @@ class BatchSubmitter:
         :meth:`wait_and_cancel`.
         """
         self._queue.append(job)
-        if self._idle:
-            self._idle.pop().set()
-            return
+        while self._idle:
+            woken = self._idle.pop()
+            if not woken.done():  # done: cancelled by wait_and_cancel while it waited
+                woken.set_result(None)
+                return
         if self._workers < self._max_workers:  # else a busy worker takes it up next
             self._workers += 1
             task_group.start_soon(self._work, task_group.cancel_scope)
@@ -134,13 +137,9 @@ class BatchSubmitter:
                             # no answer is coming to wait for.
                             if not done:
                                 landed()
-                    woken = asyncio.Event()
+                    woken = asyncio.get_running_loop().create_future()
                     self._idle.append(woken)  # no await since the queue was found empty
-                    try:
-                        await woken.wait()
-                    finally:
-                        if not woken.is_set():  # cancelled by wait_and_cancel while it waited
-                            self._idle.remove(woken)
+                    await woken
             finally:
                 self._workers -= 1
                 self._scopes.discard(scope)
