@@ -313,8 +313,8 @@ class _Pacer:
 
 
 class _Slot:
-    """A request's place in a :class:`RequestLimiter`, one per kind: it keeps nothing of the
-    request it serves."""
+    """A request's place in a :class:`RequestLimiter`: a class, no generator per request, and
+    one per kind, reused: it keeps nothing of the request it serves."""
 
     __slots__ = ("_kind", "_limiter")
 
@@ -323,7 +323,8 @@ class _Slot:
         self._kind = kind
 
     async def __aenter__(self) -> None:
-        await self._limiter._enter(self._kind)
+        if not self._limiter.take_now(self._kind):
+            await self._limiter._enter(self._kind)
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._limiter.leave(self._kind)
@@ -366,6 +367,23 @@ class RequestLimiter:
         """Hold one request's place: wait out pauses and pacing, then take an in-flight slot."""
         return self._slots[kind]
 
+    def take_now(self, kind: RequestKind) -> bool:
+        """Take a place at once if no pacing, no pause and no queue holds ``kind`` back.
+
+        True when taken: it is given back by :meth:`give_back`. The same as entering
+        :meth:`slot` where nothing waits (most requests, on most runs).
+        """
+        paced = kind != "download"
+        if paced and self.rate.value is not None:
+            return False
+        now = time.monotonic()
+        if self._last_pause_end > now or not self._in_flight.value:
+            return False
+        self._in_flight.acquire_nowait()
+        if paced and self.rate.first_sent is None:  # the first request: it dates the window
+            self.rate.record_sent(now)
+        return True
+
     async def _enter(self, kind: RequestKind) -> None:
         # The common case, no pacing and no pause in force: nothing to wait for but a place.
         if kind == "download" or self.rate.value is None:
@@ -378,6 +396,10 @@ class RequestLimiter:
                     return
                 self._in_flight.release()  # a 429 came while we waited: take the long way
         await self._enter_paced(kind)
+
+    def give_back(self) -> None:
+        """Give back a place taken by :meth:`take_now`."""
+        self._in_flight.release()
 
     def leave(self, kind: RequestKind) -> None:
         """Give back a place taken through :meth:`slot`, its answer read."""

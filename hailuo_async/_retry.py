@@ -249,8 +249,8 @@ async def call_with_retries(
 
     ``failure``: what a first attempt the caller made itself raised; the loop goes on from
     attempt 2. (The API's calls make their first attempt inline, where nearly every call
-    succeeds: 46,000 fewer instructions per job, 3.5 %, by ``python -m benchmarks.profile
-    throughput --instructions``, which the throughput guard needs.) ``retries`` replaces
+    succeeds: 41,000 fewer instructions per job, 3.1 %, by ``python -m benchmarks.profile
+    throughput --instructions``; the CPU-per-job guard needs it.) ``retries`` replaces
     the policy's decision (a caller that knows the request's context, such as a 404's
     grace). ``instead_of_waiting(exc)`` is asked first after each failure: True means it
     made the next attempt worth making at once (a free place taken, a fresh URL got) and
