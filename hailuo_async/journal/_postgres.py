@@ -11,8 +11,10 @@ its own transaction) when it is alone; writes that queue up together share a tra
 (``BEGIN``, one statement each, ``COMMIT``: one WAL flush for all of them).
 
 A lost connection (a restarted server, a terminated backend, a network cut) is reopened and
-the interrupted work retried, for up to ``reconnect_for`` seconds. A connection whose peer went
-silent counts as lost: each call (one statement, or one group's transaction) is cut after
+the interrupted work retried, for up to ``reconnect_for`` seconds (what counts as lost, the
+pauses between tries and the libpq options are those of
+:mod:`hailuo_async.postgres._connection`). A connection whose peer went silent counts as
+lost: each call (one statement, or one group's transaction) is cut after
 ``round_trip_timeout`` seconds, and libpq's TCP keepalives are on. Every write is safe to run
 twice, and a retried ``mark_submitting`` recognises its own first try by a token it wrote: if
 that try was committed and the lease is still live, the submission goes ahead; if the lease
@@ -37,7 +39,7 @@ import attrs
 from .._dsn import POSTGRES_SCHEMES, is_postgres_url, mask_dsn
 from .._exceptions import InvalidRequestError, TaskFailedError
 from .._models import TaskResult
-from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout, with_keepalives
+from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout
 from .._schema_lock import SCHEMA_LOCK
 from . import _pg_sql
 from ._committed import GroupCommittedStore, Rejected, raise_rejected
@@ -83,6 +85,14 @@ def _driver() -> ModuleType:
             " (or 'psycopg[binary]>=3.2')"
         ) from exc
     return psycopg
+
+
+def _layer() -> ModuleType:
+    # The connection layer shared with the coordination (it imports psycopg: after _driver).
+    _driver()
+    from ..postgres import _connection  # noqa: PLC0415
+
+    return _connection
 
 
 def _one_statement(fn: Callable[[_Session], T]) -> Callable[[_Session], T]:
@@ -137,9 +147,8 @@ class _Session:
 
     def run(self, fns: list[_Fn]) -> list[object]:
         """Run ``fns`` atomically; on a lost connection reconnect and run them again."""
-        driver = _driver()
-        deadline = time.monotonic() + self._store.reconnect_for
-        delay = 0.05
+        driver, layer = _driver(), _layer()
+        delays = layer.RECONNECT.delays(self._store.reconnect_for)
         self.replaying = False
         while True:
             try:
@@ -147,10 +156,7 @@ class _Session:
             except driver.errors.DeadlockDetected as exc:
                 error: Exception = exc  # rolled back as a whole: nothing of it was committed
             except driver.Error as exc:
-                # Any class of error can end a connection: a restart (57P01), or the server
-                # ending a transaction left idle (25P03, an InternalError).
-                connection = self.connection
-                if connection is not None and not connection.broken and not connection.closed:
+                if not layer.is_lost(exc, self.connection):
                     raise
                 # The commit may or may not have happened: the retry is a replay.
                 self.replaying = True
@@ -158,13 +164,13 @@ class _Session:
                 error = exc
             except JournalConnectionError as exc:  # reconnecting failed: the server is away
                 error = exc
-            if time.monotonic() >= deadline:
+            delay = next(delays, None)
+            if delay is None:
                 raise JournalConnectionError(
                     f"lost the connection to {self._store.target} and could not"
                     f" reconnect within {self._store.reconnect_for:g} s: {error}"
                 ) from error
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
     def _run_once(self, fns: list[_Fn]) -> list[object]:
         if self.connection is None:
@@ -273,17 +279,14 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
 
     def connect(self) -> psycopg.Connection[Any]:
         """A new connection (autocommit, synchronous commits); JournalConnectionError if none."""
-        driver = _driver()
+        driver, layer = _driver(), _layer()
         try:
-            options = driver.conninfo.conninfo_to_dict(self._dsn)
+            options = layer.libpq_options(self._dsn, connect_timeout=self._connect_timeout)
         except driver.ProgrammingError:
             # Not the driver's words: they may quote a piece of the URL, say its password.
             raise JournalConnectionError(
                 f"the journal URL {self.target} is not valid (libpq cannot read it)"
             ) from None
-        options = with_keepalives(options)
-        options.setdefault("application_name", "hailuo-async")
-        options.setdefault("connect_timeout", max(1, round(self._connect_timeout)))
         try:
             connection: psycopg.Connection[Any] = driver.connect(**options, autocommit=True)
         except driver.Error as exc:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from psycopg import sql
 
 from .._schema_lock import SCHEMA_LOCK
-from ._common import Connection, CoordinationError
+from ._common import CoordinationError
+from ._connection import Connection
 
 __all__ = ["LIMITS_SCHEMA_VERSION", "create_limits_schema", "in_schema"]
 
