@@ -20,7 +20,9 @@ service has long sent no forecast, first polls skip the early one that would onl
 Before enough durations are seen, or past the longest, a geometric backoff stands in. When
 polls wait long for the request budget, each one that finds a task running costs a job
 started later: a task without forecasts is then polled only once it has run as long as any
-job seen, ended or still running (the ends alone, early in a run, are the quick jobs').
+job seen, ended or still running (the ends alone, early in a run, are the quick jobs'), and
+that wait is checked again when the poll's turn comes; the oldest, until durations are
+known, waits as long again as it has run.
 """
 
 from __future__ import annotations
@@ -55,10 +57,10 @@ class PollPolicy:
     when a share of the jobs seen running as long had ended (durations seen earlier in the
     run), before those are known after a geometric backoff from ``min_interval`` by
     ``backoff``; while polls wait long for the request budget, not before the task has run
-    as long as any job seen. Each wait is jittered by +/- ``jitter`` and kept within
-    [``min_interval``, ``max_interval``], except a wait aimed at an end the forecasts (or,
-    for a first poll, the durations) place further out: that one may last up to
-    ``max_aimed_interval``.
+    as long as any job seen (the oldest, as long again as it has run). Each wait is
+    jittered by +/- ``jitter`` and kept within [``min_interval``, ``max_interval``], except
+    a wait aimed at an end the forecasts (or, for a first poll, the durations) place further
+    out: that one may last up to ``max_aimed_interval``.
 
     A watched job that has not ended ``max_job_duration`` seconds after its submission
     (after it was first watched, when its submission time is unknown), or whose status
