@@ -181,11 +181,19 @@ UNION ALL SELECT provider FROM {s}.hailuo_batches WHERE batch = %(batch)s"""  # 
             f"SELECT state, count(*) FROM {s}.hailuo_jobs"  # noqa: S608
             " WHERE batch = %(batch)s GROUP BY state"
         )
-        # Like counts, with the finished jobs whose video no worker has saved yet.
-        self.progress_counts = (
-            f"SELECT state, count(*), count(*) FILTER (WHERE path IS NULL)"  # noqa: S608
-            f" FROM {s}.hailuo_jobs WHERE batch = %(batch)s GROUP BY state"
-        )
+        # Where a batch stands, in one scan of its jobs: counted by state and by the worker
+        # holding a live lease (NULL: nobody), with the jobs whose video nobody saved and
+        # those ended in the last %(window)s seconds. (Plain GROUP BY: it scans in parallel.)
+        self.progress = f"""
+WITH now AS (SELECT {_NOW} AS t)
+SELECT state, CASE WHEN lease_until > (SELECT t FROM now) THEN owner END AS holder, count(*),
+       count(*) FILTER (WHERE path IS NULL),
+       count(*) FILTER (WHERE state IN ('finished', 'failed')
+                        AND finished_at > (SELECT t FROM now) - make_interval(secs => %(window)s))
+FROM {s}.hailuo_jobs WHERE batch = %(batch)s GROUP BY 1, 2"""  # noqa: S608
+        # The planner's statistics, after a large record: without them the first claims
+        # sort the whole batch instead of walking the index in order.
+        self.analyze = f"ANALYZE {s}.hailuo_jobs"
         self.has_jobs = f"SELECT EXISTS (SELECT 1 FROM {s}.hailuo_jobs WHERE batch = %(batch)s)"  # noqa: S608
         self.batches = f"SELECT DISTINCT batch FROM {s}.hailuo_jobs ORDER BY batch"  # noqa: S608
         # Conflicts are read from the statement's snapshot; a job recorded at the same moment
@@ -347,14 +355,4 @@ WHERE j.batch = %(batch)s AND j.key = t.key AND j.attempts = t.attempts
             f"SELECT count(*) FROM {s}.hailuo_jobs"  # noqa: S608
             " WHERE batch = %(batch)s AND state IN ('recorded', 'submitting', 'submitted')"
             f" AND NOT (owner IS NOT NULL AND owner = %(worker)s AND lease_until > {_NOW})"
-        )
-        self.live_leases = (
-            f"SELECT owner, count(*) FROM {s}.hailuo_jobs"  # noqa: S608
-            f" WHERE batch = %(batch)s AND owner IS NOT NULL AND lease_until > {_NOW}"
-            " GROUP BY owner ORDER BY owner"
-        )
-        self.finished_since = (
-            f"SELECT count(*) FROM {s}.hailuo_jobs"  # noqa: S608
-            " WHERE batch = %(batch)s AND state IN ('finished', 'failed')"
-            f" AND finished_at > {_NOW} - make_interval(secs => %(window)s)"
         )

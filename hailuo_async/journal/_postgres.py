@@ -66,6 +66,8 @@ __all__ = ["POSTGRES_SCHEMES", "BatchProgress", "PostgresJobStore"]
 # The server ends such a transaction after this long (milliseconds); the worker's retry,
 # when it wakes, replays it on a new connection.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 5000
+# Jobs recorded in one store after which the table's planner statistics are refreshed.
+ANALYZE_AFTER = 10_000
 T = TypeVar("T")
 _Fn = Callable[["_Session"], Any]
 
@@ -231,6 +233,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         self._limiter: anyio.CapacityLimiter | None = None
         # The token of each job's submission under way from here (see mark_unsent).
         self._tokens: dict[str, str] = {}
+        # Jobs recorded through this store before and since its last ANALYZE (see record).
+        self._analysed = self._unanalysed = 0
 
     def __repr__(self) -> str:
         return f"<PostgresJobStore {self.target} batch={self._batch!r}>"
@@ -463,6 +467,14 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         outcome = await self._write(apply)
         if isinstance(outcome, list):
             raise JobConflictError(outcome)
+        self._unanalysed += outcome
+        if self._unanalysed >= max(ANALYZE_AFTER, self._analysed):
+            # The first claims after a large record would sort the whole batch (0.15 s at
+            # 100,000 jobs, 0.3-0.5 s at 1,000,000) until autovacuum's ANALYZE came by. Again
+            # each time the rows recorded here double: a few ANALYZEs for any batch size.
+            await self._read(lambda session: session.rowcount(self._statements.analyze, {}))
+            self._analysed += self._unanalysed
+            self._unanalysed = 0
         return outcome
 
     async def mark_submitting(self, key: str, *, worker_id: str | None = None) -> int:
@@ -728,22 +740,25 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         return await self._read(read)
 
     async def progress(self) -> BatchProgress:
-        """The batch's counts by state, its workers' live leases and its recent pace."""
+        """The batch's counts by state, its workers' live leases and its recent pace (one
+        statement, one scan of the batch's jobs)."""
         statements = self._statements
         params: dict[str, Any] = {"batch": self._batch, "window": 60.0}
 
         def read(session: _Session) -> BatchProgress:
-            rows = session.fetchall(statements.progress_counts, params)
-            counts = {JobState(state): int(n) for state, n, _ in rows}
-            not_downloaded = sum(
-                int(pathless) for state, _, pathless in rows if state == JobState.FINISHED
+            counts: dict[JobState, int] = {}
+            workers: dict[str, int] = {}
+            not_downloaded = ended = 0
+            for state, holder, n, pathless, recent in session.fetchall(statements.progress, params):
+                counts[JobState(state)] = counts.get(JobState(state), 0) + int(n)
+                if holder is not None:
+                    workers[str(holder)] = workers.get(str(holder), 0) + int(n)
+                if state == JobState.FINISHED:
+                    not_downloaded += int(pathless)
+                ended += int(recent)
+            return BatchProgress(
+                counts, dict(sorted(workers.items())), ended, not_downloaded=not_downloaded
             )
-            workers = {
-                str(owner): int(n) for owner, n in session.fetchall(statements.live_leases, params)
-            }
-            row = session.fetchone(statements.finished_since, params)
-            ended = 0 if row is None else int(row[0])
-            return BatchProgress(counts, workers, ended, not_downloaded=not_downloaded)
 
         return await self._read(read)
 

@@ -35,10 +35,10 @@ from hailuo_async.testing import FakeHailuoServer
 pytestmark = pytest.mark.anyio
 
 
-def _specs(n: int) -> list[JobSpec]:
+def _specs(n: int, *, start: int = 0) -> list[JobSpec]:
     return [
         JobSpec(key=f"job-{i}", index=i, payload={"prompt": f"p{i}"}, fingerprint=f"f{i}")
-        for i in range(n)
+        for i in range(start, n)
     ]
 
 
@@ -376,3 +376,42 @@ async def test_a_batch_with_an_unreachable_journal_submits_nothing() -> None:
                     _ = [o async for o in outcomes]
         assert server.stats.submissions_accepted == 0
         assert server.stats.submission_attempts == 0
+
+
+async def test_progress_counts_states_leases_and_pace_in_one_statement(pg_schema: str) -> None:
+    """progress(): counts by state, unsaved videos, live leases per worker, jobs ended lately."""
+    async with PostgresJobStore(DSN, batch="b", schema=pg_schema) as store:
+        await store.record(_specs(6))
+        await store.claim("w1", 2, 30.0)
+        await store.claim("w2", 1, 30.0)
+        await store.mark_submitting("job-0", worker_id="w1")
+        await store.mark_submitted("job-0", "task-0")
+        await store.mark_finished("job-0", _result("task-0"), worker_id="w1")
+        await store.mark_failed("job-5", "refused")
+        before = store.round_trips
+        progress = await store.progress()
+        assert store.round_trips - before == 3  # one statement, in BEGIN ... COMMIT
+    assert progress.counts == {JobState.RECORDED: 4, JobState.FINISHED: 1, JobState.FAILED: 1}
+    assert progress.not_downloaded == 1
+    assert progress.workers == {"w1": 1, "w2": 1}  # job-0 ended: w1 holds job-1 only
+    assert progress.ended_last_minute == 2
+
+
+async def test_a_large_record_refreshes_the_planner_statistics_as_it_doubles(
+    pg_schema: str,
+) -> None:
+    """ANALYZE once ANALYZE_AFTER jobs are recorded, then only when the rows recorded double."""
+    n = _postgres.ANALYZE_AFTER
+    analyses = (
+        "SELECT analyze_count FROM pg_stat_user_tables"
+        " WHERE schemaname = %s AND relname = 'hailuo_jobs'"
+    )
+    counts = []
+    async with PostgresJobStore(DSN, batch="b", schema=pg_schema) as store:
+        for first in range(0, 2 * n, n // 5):  # recorded in chunks, as a batch records
+            await store.record(_specs(first + n // 5, start=first))
+            with admin() as connection:
+                row = connection.execute(analyses, (pg_schema,)).fetchone()
+            assert row is not None
+            counts.append(int(str(row[0])))
+    assert counts == [0, 0, 0, 0, 1, 1, 1, 1, 1, 2]
