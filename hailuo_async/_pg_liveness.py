@@ -5,14 +5,15 @@ the connection's packets, a host frozen) sends no reset: a round trip waits unti
 kernel gives up, many minutes later. Two guards, for the journal and the shared limits
 alike:
 
-- libpq's keepalives and ``tcp_user_timeout`` (set unless the URL sets them) make the
+- libpq's keepalives and ``tcp_user_timeout`` (set unless the URL sets them, by
+  :func:`hailuo_async.postgres._connection.libpq_options`) make the
   kernel drop a connection whose peer has not acknowledged anything for about half a
   minute;
 - each round trip is bounded by ``round_trip_timeout`` seconds in the library itself: the
   connection is closed and the work replayed on a new one, as after a restart. That also
   catches a peer whose kernel still answers (a stalled proxy, a stopped server process).
 
-This module imports no driver.
+This module imports no driver: it also reads the library's settings out of a URL.
 """
 
 from __future__ import annotations
@@ -27,26 +28,11 @@ __all__ = [
     "DEFAULT_ROUND_TRIP_TIMEOUT",
     "check_round_trip_timeout",
     "split_url",
-    "with_keepalives",
 ]
 
 DEFAULT_ROUND_TRIP_TIMEOUT = 15.0
 """Seconds a round trip may take: well above a slow statement or a lock wait (which the
 journal's idle-in-transaction timeout caps at 5 s), well under a worker's default lease."""
-
-# Probes after 10 s of silence, every 5 s; data unacknowledged for 30 s ends the connection.
-_KEEPALIVES = {
-    "keepalives": "1",
-    "keepalives_idle": "10",
-    "keepalives_interval": "5",
-    "keepalives_count": "3",
-    "tcp_user_timeout": "30000",
-}
-
-
-def with_keepalives(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` (libpq connection parameters) with the TCP liveness settings it lacks."""
-    return {**_KEEPALIVES, **options}
 
 
 def check_round_trip_timeout(value: object) -> float:

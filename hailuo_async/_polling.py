@@ -20,7 +20,9 @@ service has long sent no forecast, first polls skip the early one that would onl
 Before enough durations are seen, or past the longest, a geometric backoff stands in. When
 polls wait long for the request budget, each one that finds a task running costs a job
 started later: a task without forecasts is then polled only once it has run as long as any
-job seen, ended or still running (the ends alone, early in a run, are the quick jobs').
+job seen, ended or still running (the ends alone, early in a run, are the quick jobs'), and
+that wait is checked again when the poll's turn comes; the oldest, until durations are
+known, waits as long again as it has run.
 """
 
 from __future__ import annotations
@@ -55,10 +57,10 @@ class PollPolicy:
     when a share of the jobs seen running as long had ended (durations seen earlier in the
     run), before those are known after a geometric backoff from ``min_interval`` by
     ``backoff``; while polls wait long for the request budget, not before the task has run
-    as long as any job seen. Each wait is jittered by +/- ``jitter`` and kept within
-    [``min_interval``, ``max_interval``], except a wait aimed at an end the forecasts (or,
-    for a first poll, the durations) place further out: that one may last up to
-    ``max_aimed_interval``.
+    as long as any job seen (the oldest, as long again as it has run). Each wait is
+    jittered by +/- ``jitter`` and kept within [``min_interval``, ``max_interval``], except
+    a wait aimed at an end the forecasts (or, for a first poll, the durations) place further
+    out: that one may last up to ``max_aimed_interval``.
 
     A watched job that has not ended ``max_job_duration`` seconds after its submission
     (after it was first watched, when its submission time is unknown), or whose status
@@ -530,7 +532,11 @@ class PollSchedule:
                 return min(max(aimed, policy.min_interval), policy.max_aimed_interval)
         learnt = None
         if remaining is None:
-            learnt = self._unseen_wait(elapsed) or self._learnt_delay(elapsed)
+            learnt = (
+                self._unseen_wait(elapsed)
+                or self._learnt_delay(elapsed)
+                or self._frontier_wait(elapsed)
+            )
         if learnt is not None:
             return learnt
         if remaining is not None and remaining > policy.min_interval:
@@ -555,16 +561,57 @@ class PollSchedule:
         than the oldest seen running wait while the oldest are polled, so the run learns
         its durations from few requests, and polls stay past nearly every end.
         """
+        if elapsed is None:
+            return None
+        left = self._until_longest(elapsed)
+        if left is None:
+            return None
+        wait = self._jittered(left)
+        return min(
+            max(wait, self._settings.policy.min_interval), self._settings.policy.max_aimed_interval
+        )
+
+    def _until_longest(self, elapsed: float) -> float | None:
+        """When requests are what limits the run, the seconds until a timed task has run as long
+        as any job seen; None when it has (within ``min_interval``), or polls are cheap."""
         history = self._settings.history
-        if history is None or elapsed is None or not self._settings.timed or not self._frugal():
+        if history is None or not self._settings.timed or not self._frugal():
             return None
         longest = history.longest
         if longest is None or longest <= elapsed + self._settings.policy.min_interval:
             return None
-        wait = self._jittered(longest - elapsed)
-        return min(
-            max(wait, self._settings.policy.min_interval), self._settings.policy.max_aimed_interval
-        )
+        return longest - elapsed
+
+    def _frontier_wait(self, elapsed: float | None) -> float | None:
+        """When requests are what limits the run, the wait of a task without forecasts that has
+        run as long as any job seen, before the durations place polls: as long as it has run.
+
+        It leads the others (they wait until they are as old): its polls, spaced as its age
+        doubles, are what every younger task's are then spaced by, not a backoff from
+        ``min_interval`` that each would follow in its turn.
+        """
+        if elapsed is None or self._until_longest(elapsed) is not None or not self._frugal():
+            return None
+        if self._settings.history is None or not self._settings.timed:
+            return None
+        policy = self._settings.policy
+        return min(max(elapsed, policy.min_interval), policy.max_aimed_interval)
+
+    def postponed(self, elapsed: float) -> float | None:
+        """Seconds to put a poll off by when its turn comes ``elapsed`` after submission; None
+        to make it now.
+
+        A task without forecasts waits, when requests are what limits the run, until it has
+        run as long as any job seen; polls then wait long for their turn, and the oldest
+        seen running may have grown older meanwhile: the wait is checked again when the
+        poll's turn comes, not only when it was scheduled.
+        """
+        if self._forecasts or self._settings.backstop is not None:
+            return None
+        left = self._until_longest(elapsed)
+        if left is not None:
+            self._due = elapsed + left
+        return left
 
     def _learnt_delay(self, elapsed: float | None) -> float | None:
         """Without a forecast: the wait until REMAINING_SHARE of the jobs seen running this long

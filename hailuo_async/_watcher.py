@@ -335,11 +335,19 @@ class TaskWatcher:
                     _retire_all(idle)
                 await self._sleep_until_woken(delay)
                 continue
-            heapq.heappop(self._heap)
+            # The slot first: a poll that waited for one is checked as its turn comes.
+            await slots.acquire()
+            _, _, task_id = heapq.heappop(self._heap)
             watched = self._watched.get(task_id)
             if watched is None:
+                slots.release()
                 continue  # ended (by a push) since it was scheduled
-            await slots.acquire()
+            now = time.monotonic()
+            later = watched.schedule.postponed(now - watched.started)
+            if later is not None:
+                slots.release()
+                self._schedule(task_id, now + later)
+                continue
             due.append((task_id, watched))
             if not _wake_one(idle, retire=False) and self._poll_workers < room:
                 # Every worker is busy: slots bound the polls, so few more.

@@ -392,14 +392,32 @@ def _frugal_history() -> DurationStats:
 
 def test_when_polls_are_dear_a_task_without_forecasts_waits_to_be_as_old_as_any_seen() -> None:
     """With no eta nor progress, and before any job ended: a task younger than the oldest
-    seen running is polled once it is as old, not on a backoff from min_interval."""
+    seen running is polled once it is as old; the oldest waits as long as it has run, not
+    on a backoff from min_interval."""
     history = _frugal_history()
     oldest = PollSchedule(EXACT, history=history)
-    assert oldest.next_delay(running(), elapsed=100.0) == pytest.approx(1.0)  # the backoff
+    assert oldest.next_delay(running(), elapsed=100.0) == pytest.approx(100.0)
     younger = PollSchedule(EXACT, history=history)
     assert younger.next_delay(running(), elapsed=40.0) == pytest.approx(60.0)
     # A new task's first poll too comes when it is as old as the oldest seen running.
     assert PollSchedule(EXACT, history=history).first_delay() == pytest.approx(100.0)
+
+
+def test_when_polls_are_dear_a_poll_is_put_off_as_its_turn_comes_if_an_older_job_ran_on() -> None:
+    """A task without forecasts whose poll's turn comes while a job older than it was seen
+    running since is put off until it is as old; polls that are cheap never are."""
+    history = _frugal_history()
+    PollSchedule(EXACT, history=history).next_delay(running(), elapsed=100.0)
+    younger = PollSchedule(EXACT, history=history)
+    younger.first_delay()
+    assert younger.postponed(30.0) == pytest.approx(70.0)
+    assert younger.postponed(99.5) is None  # as old, within min_interval
+    with_eta = PollSchedule(EXACT, history=history)
+    with_eta.next_delay(running(eta=50.0), elapsed=20.0)
+    assert with_eta.postponed(30.0) is None  # its forecasts place its polls
+    cheap = DurationStats()
+    PollSchedule(EXACT, history=cheap).next_delay(running(), elapsed=100.0)
+    assert PollSchedule(EXACT, history=cheap).postponed(30.0) is None
 
 
 def test_the_longest_seen_corrects_the_durations_seen_early_in_a_run() -> None:

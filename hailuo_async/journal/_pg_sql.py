@@ -153,6 +153,8 @@ class Statements:
         s = f'"{check_schema_name(schema)}"'
         self.schema = s
         self.version_table = _VERSION_TABLE.format(s=s)
+        self.read_version = f"SELECT max(version) FROM {s}.schema_version"  # noqa: S608
+        self.write_version = f"INSERT INTO {s}.schema_version (version) VALUES (%s)"  # noqa: S608
         self.upgrades = {
             version: tuple(statement.format(s=s) for statement in statements)
             for version, statements in _UPGRADES.items()

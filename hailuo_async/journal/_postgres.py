@@ -11,8 +11,10 @@ its own transaction) when it is alone; writes that queue up together share a tra
 (``BEGIN``, one statement each, ``COMMIT``: one WAL flush for all of them).
 
 A lost connection (a restarted server, a terminated backend, a network cut) is reopened and
-the interrupted work retried, for up to ``reconnect_for`` seconds. A connection whose peer went
-silent counts as lost: each call (one statement, or one group's transaction) is cut after
+the interrupted work retried, for up to ``reconnect_for`` seconds (what counts as lost, the
+pauses between tries and the libpq options are those of
+:mod:`hailuo_async.postgres._connection`). A connection whose peer went silent counts as
+lost: each call (one statement, or one group's transaction) is cut after
 ``round_trip_timeout`` seconds, and libpq's TCP keepalives are on. Every write is safe to run
 twice, and a retried ``mark_submitting`` recognises its own first try by a token it wrote: if
 that try was committed and the lease is still live, the submission goes ahead; if the lease
@@ -37,8 +39,7 @@ import attrs
 from .._dsn import POSTGRES_SCHEMES, is_postgres_url, mask_dsn
 from .._exceptions import InvalidRequestError, TaskFailedError
 from .._models import TaskResult
-from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout, with_keepalives
-from .._schema_lock import SCHEMA_LOCK
+from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout
 from . import _pg_sql
 from ._committed import GroupCommittedStore, Rejected, raise_rejected
 from ._errors import (
@@ -83,6 +84,14 @@ def _driver() -> ModuleType:
             " (or 'psycopg[binary]>=3.2')"
         ) from exc
     return psycopg
+
+
+def _layer() -> ModuleType:
+    # The connection layer shared with the coordination (it imports psycopg: after _driver).
+    _driver()
+    from ..postgres import _connection  # noqa: PLC0415
+
+    return _connection
 
 
 def _one_statement(fn: Callable[[_Session], T]) -> Callable[[_Session], T]:
@@ -137,9 +146,8 @@ class _Session:
 
     def run(self, fns: list[_Fn]) -> list[object]:
         """Run ``fns`` atomically; on a lost connection reconnect and run them again."""
-        driver = _driver()
-        deadline = time.monotonic() + self._store.reconnect_for
-        delay = 0.05
+        driver, layer = _driver(), _layer()
+        delays = layer.RECONNECT.delays(self._store.reconnect_for)
         self.replaying = False
         while True:
             try:
@@ -147,10 +155,7 @@ class _Session:
             except driver.errors.DeadlockDetected as exc:
                 error: Exception = exc  # rolled back as a whole: nothing of it was committed
             except driver.Error as exc:
-                # Any class of error can end a connection: a restart (57P01), or the server
-                # ending a transaction left idle (25P03, an InternalError).
-                connection = self.connection
-                if connection is not None and not connection.broken and not connection.closed:
+                if not layer.is_lost(exc, self.connection):
                     raise
                 # The commit may or may not have happened: the retry is a replay.
                 self.replaying = True
@@ -158,13 +163,13 @@ class _Session:
                 error = exc
             except JournalConnectionError as exc:  # reconnecting failed: the server is away
                 error = exc
-            if time.monotonic() >= deadline:
+            delay = next(delays, None)
+            if delay is None:
                 raise JournalConnectionError(
                     f"lost the connection to {self._store.target} and could not"
                     f" reconnect within {self._store.reconnect_for:g} s: {error}"
                 ) from error
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
     def _run_once(self, fns: list[_Fn]) -> list[object]:
         if self.connection is None:
@@ -265,8 +270,9 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         """Connect, create or upgrade the schema, and return the store."""
         if self._session is not None:
             raise JournalError("the store is already open")
+        await self._migrate()
         self._limiter = anyio.CapacityLimiter(1)
-        connection = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
+        connection = await anyio.to_thread.run_sync(self.connect, limiter=self._limiter)
         self._session = _Session(self, connection)
         self._writer = GroupCommitter(self._session, _Session.group, limiter=self._limiter)
         return self
@@ -275,17 +281,7 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         """A new connection (autocommit, synchronous commits); JournalConnectionError if none."""
         driver = _driver()
         try:
-            options = driver.conninfo.conninfo_to_dict(self._dsn)
-        except driver.ProgrammingError:
-            # Not the driver's words: they may quote a piece of the URL, say its password.
-            raise JournalConnectionError(
-                f"the journal URL {self.target} is not valid (libpq cannot read it)"
-            ) from None
-        options = with_keepalives(options)
-        options.setdefault("application_name", "hailuo-async")
-        options.setdefault("connect_timeout", max(1, round(self._connect_timeout)))
-        try:
-            connection: psycopg.Connection[Any] = driver.connect(**options, autocommit=True)
+            connection: psycopg.Connection[Any] = driver.connect(**self._options(), autocommit=True)
         except driver.Error as exc:
             raise JournalConnectionError(f"cannot connect to {self.target}: {exc}") from None
         try:
@@ -300,56 +296,55 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             raise JournalConnectionError(f"cannot use {self.target}: {exc}") from None
         return connection
 
-    def _open(self) -> psycopg.Connection[Any]:
-        driver = _driver()
-        connection = self.connect()
+    def _options(self) -> dict[str, Any]:
+        driver, layer = _driver(), _layer()
         try:
-            self._create_schema(connection)
-        except driver.errors.InsufficientPrivilege as exc:
-            connection.close()
-            raise JournalPermissionError(
-                f"the role may not create or use the journal's tables in {self.target}: {exc}"
-                " (grant it CREATE on the database, or USAGE and CREATE on the schema)"
+            options: dict[str, Any] = layer.libpq_options(
+                self._dsn, connect_timeout=self._connect_timeout
+            )
+        except driver.ProgrammingError:
+            # Not the driver's words: they may quote a piece of the URL, say its password.
+            raise JournalConnectionError(
+                f"the journal URL {self.target} is not valid (libpq cannot read it)"
             ) from None
-        except driver.Error as exc:
-            connection.close()
-            raise JournalError(f"cannot prepare the journal in {self.target}: {exc}") from exc
-        except BaseException:
-            connection.close()
-            raise
-        return connection
+        return options
 
-    def _create_schema(self, connection: psycopg.Connection[Any]) -> None:
+    async def _migrate(self) -> None:
+        # Through the schema runner that the shared limits use too, on an AsyncConnection of
+        # its own (closed after).
+        driver = _driver()
+        from ..postgres import _schema  # noqa: PLC0415
+
         statements = self._statements
-        with connection.transaction():
-            # One creator at a time: others wait, then find the schema at its version.
-            connection.execute(SCHEMA_LOCK, (self._schema,))
-            exists = connection.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self._schema,)
-            ).fetchone()
-            if exists is None:
-                connection.execute(f"CREATE SCHEMA {statements.schema}")
-            connection.execute(statements.version_table)
-            row = connection.execute(
-                f"SELECT max(version) FROM {statements.schema}.schema_version"  # noqa: S608
-            ).fetchone()
-            found = 0 if row is None or row[0] is None else int(row[0])
-            if found > _pg_sql.SCHEMA_VERSION:
+        plan = _schema.SchemaPlan(
+            version=_pg_sql.SCHEMA_VERSION,
+            tables=[statements.version_table],
+            read_version=statements.read_version,
+            upgrades=statements.upgrades,
+            write_version=statements.write_version,
+        )
+        try:
+            connection = await driver.AsyncConnection.connect(**self._options(), autocommit=True)
+        except driver.Error as exc:
+            raise JournalConnectionError(f"cannot connect to {self.target}: {exc}") from None
+        async with connection:
+            try:
+                await _schema.migrate(connection, self._schema, plan)
+            except _schema.SchemaTooNewError as exc:
                 raise JournalSchemaError(
-                    f"the journal in {self.target} has schema version {found}, newer than"
-                    f" version {_pg_sql.SCHEMA_VERSION} that this hailuo-async reads;"
+                    f"the journal in {self.target} has schema version {exc.found}, newer than"
+                    f" version {exc.supported} that this hailuo-async reads;"
                     " upgrade hailuo-async",
-                    found=found,
-                    supported=_pg_sql.SCHEMA_VERSION,
-                )
-            for version in range(found + 1, _pg_sql.SCHEMA_VERSION + 1):
-                for statement in statements.upgrades[version]:
-                    connection.execute(statement)
-                connection.execute(
-                    f"INSERT INTO {statements.schema}.schema_version (version)"  # noqa: S608
-                    " VALUES (%s)",
-                    (version,),
-                )
+                    found=exc.found,
+                    supported=exc.supported,
+                ) from None
+            except driver.errors.InsufficientPrivilege as exc:
+                raise JournalPermissionError(
+                    f"the role may not create or use the journal's tables in {self.target}: {exc}"
+                    " (grant it CREATE on the database, or USAGE and CREATE on the schema)"
+                ) from None
+            except driver.Error as exc:
+                raise JournalError(f"cannot prepare the journal in {self.target}: {exc}") from exc
 
     def _detach(self) -> Callable[[], object]:
         session, self._session = self._session, None

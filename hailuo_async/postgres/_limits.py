@@ -59,14 +59,8 @@ from psycopg import sql
 from .._exceptions import InvalidRequestError
 from .._limits import RequestKind
 from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout
-from ._common import (
-    Background,
-    Connection,
-    CoordinationError,
-    Session,
-    check_account,
-    check_schema,
-)
+from ._common import Background, CoordinationError, check_account, check_schema
+from ._connection import Connection, Session
 from ._schema import create_limits_schema, in_schema
 
 __all__ = [

@@ -36,15 +36,8 @@ from .._exceptions import InvalidRequestError
 from .._models import TaskStatus
 from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT
 from .._push import WebhookEvent
-from ._common import (
-    Background,
-    Connection,
-    CoordinationError,
-    Session,
-    channel_for,
-    check_account,
-    logger,
-)
+from ._common import Background, CoordinationError, channel_for, check_account, logger
+from ._connection import Connection, Session
 
 __all__ = ["PostgresPushBus", "PushNotice"]
 

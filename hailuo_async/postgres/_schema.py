@@ -1,4 +1,10 @@
-"""The tables and functions behind the shared account limits, created by the library.
+"""The library's schemas in PostgreSQL: the one runner that creates and upgrades them.
+
+:func:`migrate` creates or upgrades one set of tables (a :class:`SchemaPlan`) in a schema,
+under :data:`SCHEMA_LOCK`: the journal's (:mod:`..journal._pg_sql`) and the shared
+limits' (:func:`limits_plan`, below) both go through it, and may share one schema.
+
+The shared limits' tables and functions:
 
 Every change of the limits is one call of a PL/pgSQL function that locks the account's
 row (``FOR UPDATE``) and reads the database's clock (``clock_timestamp()``), so processes
@@ -8,17 +14,96 @@ on fresh data under the lock: one round trip per decision.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
+import attrs
 from psycopg import sql
 
-from .._schema_lock import SCHEMA_LOCK
-from ._common import Connection, CoordinationError
+from ._common import CoordinationError
+from ._connection import Connection
 
-__all__ = ["LIMITS_SCHEMA_VERSION", "create_limits_schema", "in_schema"]
+__all__ = [
+    "LIMITS_SCHEMA_VERSION",
+    "SCHEMA_LOCK",
+    "SchemaPlan",
+    "SchemaTooNewError",
+    "Statement",
+    "create_limits_schema",
+    "in_schema",
+    "limits_plan",
+    "migrate",
+]
+
+Statement = str | sql.Composed
+"""One statement of a :class:`SchemaPlan`: text, or composed with the schema's name."""
+
+SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('hailuo-async schema ' || %s))"
+"""The lock every creator of one of the library's schemas takes first, keyed by its name.
+
+The journal and the shared limits may create the same schema at the same moment (N workers
+starting on an empty database); ``CREATE SCHEMA IF NOT EXISTS`` can still collide, so both
+take this transaction-scoped advisory lock before they look.
+"""
+
+
+class SchemaTooNewError(Exception):
+    """The schema was written by a newer version of the library (its caller says so)."""
+
+    def __init__(self, found: int, supported: int) -> None:
+        super().__init__(f"schema version {found}, newer than {supported}")
+        self.found = found
+        self.supported = supported
+
+
+@attrs.frozen
+class SchemaPlan:
+    """One set of tables, as :func:`migrate` creates and upgrades it."""
+
+    version: int
+    """The version this library writes."""
+    tables: Sequence[Statement]
+    """Run first, every time (``CREATE TABLE IF NOT EXISTS``: at least the version's table)."""
+    read_version: Statement
+    """One row holding the schema's version; no row, or NULL, in a new schema."""
+    upgrades: Mapping[int, Sequence[Statement]]
+    """``upgrades[v]`` takes the tables from version ``v - 1`` to ``v`` (0: none yet)."""
+    write_version: Statement
+    """Notes each version reached (its one parameter)."""
+    refresh: Sequence[Statement] = ()
+    """Run last, every time (``CREATE OR REPLACE FUNCTION``)."""
+
+
+async def migrate(connection: Connection, schema: str, plan: SchemaPlan) -> int:
+    """Create or upgrade ``plan``'s tables in ``schema`` (created if missing); return the
+    version found (0 when new). One transaction; :class:`SchemaTooNewError` changes nothing."""
+    async with connection.transaction():
+        # One creator at a time: others wait, then find the schema at its version.
+        await connection.execute(SCHEMA_LOCK, (schema,))
+        cursor = await connection.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
+        )
+        # Looked up first: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even
+        # when the schema exists.
+        if await cursor.fetchone() is None:
+            await connection.execute(in_schema(schema, "CREATE SCHEMA {s}"))
+        for statement in plan.tables:
+            await connection.execute(statement)
+        row = await (await connection.execute(plan.read_version)).fetchone()
+        found = 0 if row is None or row[0] is None else int(row[0])
+        if found > plan.version:
+            raise SchemaTooNewError(found, plan.version)
+        for version in range(found + 1, plan.version + 1):
+            for statement in plan.upgrades.get(version, ()):
+                await connection.execute(statement)
+            await connection.execute(plan.write_version, (version,))
+        for statement in plan.refresh:
+            await connection.execute(statement)
+    return found
+
 
 LIMITS_SCHEMA_VERSION = 2
 
 _TABLES = """
-CREATE SCHEMA IF NOT EXISTS {s};
 CREATE TABLE IF NOT EXISTS {s}.limits_meta (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version integer NOT NULL
@@ -314,27 +399,31 @@ def in_schema(schema: str, text: str) -> sql.Composed:
     return sql.SQL(text).format(s=sql.Identifier(schema))
 
 
+def limits_plan(schema: str) -> SchemaPlan:
+    """The shared limits' tables and functions in ``schema``."""
+    return SchemaPlan(
+        version=LIMITS_SCHEMA_VERSION,
+        tables=[in_schema(schema, _TABLES)],
+        read_version=in_schema(schema, "SELECT version FROM {s}.limits_meta"),
+        upgrades={2: [in_schema(schema, _UPGRADE_TO_2)]},
+        write_version=in_schema(
+            schema,
+            "INSERT INTO {s}.limits_meta (version) VALUES (%s)"
+            " ON CONFLICT (singleton) DO UPDATE SET version = excluded.version",
+        ),
+        refresh=[
+            in_schema(schema, function)
+            for function in (_LOCK_ACCOUNT, _RESERVE, _RATE_LIMITED, _SYNC_ACTIVE)
+        ],
+    )
+
+
 async def create_limits_schema(connection: Connection, schema: str) -> None:
     """Create or upgrade the limits' tables and functions in ``schema`` (idempotent)."""
-    async with connection.transaction():
-        await connection.execute(SCHEMA_LOCK, (schema,))
-        await connection.execute(in_schema(schema, _TABLES))
-        cursor = await connection.execute(in_schema(schema, "SELECT version FROM {s}.limits_meta"))
-        row = await cursor.fetchone()
-        if row is not None and row[0] > LIMITS_SCHEMA_VERSION:
-            raise CoordinationError(
-                f"schema {schema!r} holds shared limits of version {row[0]}, newer than"
-                f" this library's {LIMITS_SCHEMA_VERSION}: upgrade hailuo-async"
-            )
-        if row is not None and row[0] < 2:
-            await connection.execute(in_schema(schema, _UPGRADE_TO_2))
-        for function in (_LOCK_ACCOUNT, _RESERVE, _RATE_LIMITED, _SYNC_ACTIVE):
-            await connection.execute(in_schema(schema, function))
-        await connection.execute(
-            in_schema(
-                schema,
-                "INSERT INTO {s}.limits_meta (version) VALUES (%s)"
-                " ON CONFLICT (singleton) DO UPDATE SET version = excluded.version",
-            ),
-            (LIMITS_SCHEMA_VERSION,),
-        )
+    try:
+        await migrate(connection, schema, limits_plan(schema))
+    except SchemaTooNewError as exc:
+        raise CoordinationError(
+            f"schema {schema!r} holds shared limits of version {exc.found}, newer than"
+            f" this library's {exc.supported}: upgrade hailuo-async"
+        ) from None
