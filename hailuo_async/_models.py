@@ -215,6 +215,7 @@ def canonical_body(request: VideoRequest) -> dict[str, Any]:
     since only when it is not at its default (under its own name), so a new field leaves the
     keys of every request that does not use it as they were.
     """
+    # Written out rather than taken from the gateway's body: the keys must not follow it.
     body: dict[str, Any] = {"prompt": request.prompt}
     if request.image is not None:
         body["image"] = request.image

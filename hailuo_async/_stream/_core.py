@@ -18,6 +18,7 @@ their end; a rerun once the account is put right submits the unsent ones as if n
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import time
@@ -67,7 +68,7 @@ class BatchWiring:
     max_submitting: int
 
 
-class JobStream:
+class JobStream(abc.ABC):
     """The outcomes of a batch, in completion order; see ``HailuoClient.generate_many``.
 
     Use it as ``async with client.generate_many(requests) as outcomes: async for outcome in
@@ -220,9 +221,25 @@ class JobStream:
         self._book.all_read = True
         self._close_if_finished()
 
+    @abc.abstractmethod
     async def _produce_jobs(self) -> None:
         """Start every job of the batch (each mode says where its jobs come from)."""
-        raise NotImplementedError
+
+    async def _start_new(self, job: BatchJob, task_group: TaskGroup) -> bool:
+        """Submit a job never sent once it has a place; False when the batch stops meanwhile.
+
+        Once the account is refused, the job is left unsent instead.
+        """
+        if self._refused is not None:
+            self._leave_unsent(job, self._refused, "none")
+            return True
+        await self._active.acquire()
+        # The reader left, or a fatal error came, while we waited for a place.
+        if self._stopping() or self._fatal is not None:
+            self._active.release(submitted=False)
+            return False
+        self._start_submitting(job, task_group)
+        return True
 
     def _start_submitting(self, job: BatchJob, task_group: TaskGroup) -> None:
         self._book.submitting += 1

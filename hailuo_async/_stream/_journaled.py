@@ -59,15 +59,9 @@ class JournaledStream(JobStream):
             index += 1
             self._book.read += 1
             match action:
-                case ResumeAction.SUBMIT if self._refused is not None:
-                    self._leave_unsent(job, self._refused, "none")
                 case ResumeAction.SUBMIT:
-                    await self._active.acquire()
-                    # The reader left, or a fatal error came, while we waited for a place.
-                    if self._stopping() or self._fatal is not None:
-                        self._active.release(submitted=False)
+                    if not await self._start_new(job, task_group):
                         return
-                    self._start_submitting(job, task_group)
                 case ResumeAction.WATCH:
                     assert record is not None
                     assert record.task_id is not None

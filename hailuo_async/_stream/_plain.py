@@ -26,12 +26,5 @@ class PlainStream(JobStream):
             job = BatchJob(index, request, key or None)
             index += 1
             self._book.read += 1
-            if self._refused is not None:
-                self._leave_unsent(job, self._refused, "none")
-                continue
-            await self._active.acquire()
-            # The reader left, or a fatal error came, while we waited for a place.
-            if self._stopping() or self._fatal is not None:
-                self._active.release(submitted=False)
+            if not await self._start_new(job, task_group):
                 return
-            self._start_submitting(job, task_group)
