@@ -36,6 +36,7 @@ from ._download import (
     download_video,
     is_private_host,
 )
+from ._dsn import NEEDS_PSYCOPG
 from ._exceptions import InvalidRequestError, TaskFailedError, WaitTimeoutError
 from ._limits import ActiveJobLimit, Limits
 from ._models import TaskResult, TaskStatus, Video, VideoRequest
@@ -622,9 +623,5 @@ def _coordinator(coordination: Coordination, **wiring: Any) -> PostgresCoordinat
     try:
         from .postgres._coordinator import PostgresCoordinator  # noqa: PLC0415
     except ImportError as exc:
-        raise InvalidRequestError(
-            "coordination",
-            "needs psycopg 3: pip install -e '.[postgres]' in the checkout"
-            " (or 'psycopg[binary]>=3.2')",
-        ) from exc
+        raise InvalidRequestError("coordination", NEEDS_PSYCOPG) from exc
     return PostgresCoordinator(coordination, **wiring)

@@ -21,6 +21,7 @@ from typing import TypeGuard
 from ._base_errors import InvalidRequestError
 
 __all__ = [
+    "NEEDS_PSYCOPG",
     "POSTGRES_SCHEMES",
     "check_not_a_dsn",
     "is_postgres_url",
@@ -29,6 +30,11 @@ __all__ = [
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 """The URL schemes of a PostgreSQL journal or coordination database."""
+
+NEEDS_PSYCOPG = (
+    "needs psycopg 3: pip install -e '.[postgres]' in the checkout (or 'psycopg[binary]>=3.2')"
+)
+"""What a PostgreSQL feature says when the ``postgres`` extra is not installed."""
 
 # `user:secret@` in a URL: from the first colon after the user name to the last `@` before
 # any whitespace (a password with an unescaped `/`, `?` or `@` still ends up hidden).

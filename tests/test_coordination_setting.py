@@ -58,7 +58,7 @@ def test_a_url_bounds_the_round_trips_for_the_journal_and_the_limits() -> None:
     )
     store = store_for(url)
     assert isinstance(store, PostgresJobStore)
-    assert (store.schema, store._watchdog.seconds) == ("team_a", 2.5)
+    assert (store.schema, store.round_trip_timeout) == ("team_a", 2.5)
     for bad in ("0", "soon", "inf"):
         with pytest.raises(InvalidRequestError, match="round_trip_timeout"):
             coordination_from(f"postgresql://db/x?round_trip_timeout={bad}")

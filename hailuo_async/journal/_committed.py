@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
@@ -23,7 +23,7 @@ from ._resume import ResumePlan, classify
 
 __all__ = ["GroupCommittedStore", "Rejected", "TransitionStatements", "raise_rejected"]
 
-C = TypeVar("C")
+W = TypeVar("W")
 T = TypeVar("T")
 S = TypeVar("S", bound="GroupCommittedStore[Any]")
 
@@ -65,16 +65,15 @@ def raise_rejected(key: str, target: str, rejected: Rejected) -> NoReturn:
     raise error(key, rejected.state, target, detail=rejected.detail)
 
 
-class GroupCommittedStore(abc.ABC, Generic[C]):
-    """A store whose writes go through a :class:`GroupCommitter` over one connection ``C``.
+class GroupCommittedStore(abc.ABC, Generic[W]):
+    """A store whose writes (functions of its kind ``W``) go through a :class:`GroupCommitter`.
 
     Each transition is one statement of ``_sql``; the store runs it in ``_transition``.
     """
 
     _batch: str
-    _writer: GroupCommitter[C] | None
+    _writer: GroupCommitter[W] | None
     _sql: TransitionStatements
-    _limiter: anyio.CapacityLimiter | None
 
     @property
     def batch(self) -> str:
@@ -101,13 +100,13 @@ class GroupCommittedStore(abc.ABC, Generic[C]):
         """Open the store and return it."""
 
     @abc.abstractmethod
-    def _detach(self) -> Callable[[], object]:
-        """Forget the connection; return what closes it (run on the store's thread)."""
+    async def _close_connection(self) -> None:
+        """Close the connection (the writer is gone: nothing else uses it)."""
 
     async def aclose(self) -> None:
         """Commit writes still due, then close the connection; safe to call twice."""
-        writer, limiter = self._writer, self._limiter
-        if writer is None or limiter is None:
+        writer = self._writer
+        if writer is None:
             return
         # Shielded: closing is what a cancelled batch does on its way out, and the writes still
         # due (of callers that were cancelled) cost one commit.
@@ -116,7 +115,7 @@ class GroupCommittedStore(abc.ABC, Generic[C]):
                 await writer.flush()
             finally:
                 self._writer = None
-                await anyio.to_thread.run_sync(self._detach(), limiter=limiter)
+                await self._close_connection()
 
     async def __aenter__(self: S) -> S:
         return await self.open()
@@ -129,7 +128,8 @@ class GroupCommittedStore(abc.ABC, Generic[C]):
     ) -> None:
         await self.aclose()
 
-    async def _write(self, fn: Callable[[C], T]) -> T:
+    async def _commit(self, fn: W) -> object:
+        """Run a write (of the store's own kind) in the next group commit; its result."""
         if self._writer is None:
             raise JournalClosedError("the journal is not open")
         return await self._writer.write(fn)
@@ -138,12 +138,6 @@ class GroupCommittedStore(abc.ABC, Generic[C]):
     async def _transition(
         self, key: str, target: str, statement: str, params: dict[str, Any]
     ) -> None: ...
-
-    async def _submitting(self, key: str, apply: Callable[[C], int | Rejected]) -> int:
-        outcome = await self._write(apply)
-        if isinstance(outcome, Rejected):
-            raise_rejected(key, "submitting", outcome)
-        return outcome
 
     async def mark_submitted(self, key: str, task_id: str) -> None:
         """Durably note the task id (from SUBMITTING, or UNKNOWN when it turns up later)."""

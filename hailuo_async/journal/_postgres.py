@@ -1,10 +1,11 @@
 """PostgresJobStore: a batch's journal in PostgreSQL, shared by workers on many machines.
 
 Psycopg 3 (the ``postgres`` extra: ``pip install -e '.[postgres]'`` in a checkout) drives
-one connection per store, on a worker thread, one call at a time, exactly as
-:class:`SQLiteJobStore` drives its file: the same :class:`GroupCommitter` shares one commit
-among the writes that wait together, and every ``mark_*`` returns once PostgreSQL has
-committed it (``synchronous_commit`` is forced on).
+one ``AsyncConnection`` per store through the library's one connection layer
+(:class:`hailuo_async.postgres._connection.Session`, the coordination's too), one call at a
+time: the same :class:`GroupCommitter` as :class:`SQLiteJobStore` shares one commit among
+the writes that wait together, and every ``mark_*`` returns once PostgreSQL has committed it
+(``synchronous_commit`` is forced on).
 
 Round trips: each transition, claim, heartbeat and release is one statement (one round trip,
 its own transaction) when it is alone; writes that queue up together share a transaction
@@ -12,31 +13,30 @@ its own transaction) when it is alone; writes that queue up together share a tra
 
 A lost connection (a restarted server, a terminated backend, a network cut) is reopened and
 the interrupted work retried, for up to ``reconnect_for`` seconds (what counts as lost, the
-pauses between tries and the libpq options are those of
-:mod:`hailuo_async.postgres._connection`). A connection whose peer went silent counts as
-lost: each call (one statement, or one group's transaction) is cut after
-``round_trip_timeout`` seconds, and libpq's TCP keepalives are on. Every write is safe to run
-twice, and a retried ``mark_submitting`` recognises its own first try by a token it wrote: if
-that try was committed and the lease is still live, the submission goes ahead; if the lease
-ran out meanwhile, :class:`LeaseLostError` (the POST is not sent, and the job, still
-``submitting``, becomes ``unknown`` when a claim reaps it: a human decides, no money is
-spent twice).
+pauses between tries and the libpq options are the connection layer's). A connection whose
+peer went silent counts as lost: each call (one statement, or one group's transaction) is
+cut after ``round_trip_timeout`` seconds, and libpq's TCP keepalives are on. A group of
+writes, once sent, runs to its end even if its callers are cancelled. Every write is safe to
+run twice, and a retried ``mark_submitting`` recognises its own first try by a token it
+wrote: if that try was committed and the lease is still live, the submission goes ahead; if
+the lease ran out meanwhile, :class:`LeaseLostError` (the POST is not sent, and the job,
+still ``submitting``, becomes ``unknown`` when a claim reaps it: a human decides, no money
+is spent twice).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import attrs
 
-from .._dsn import POSTGRES_SCHEMES, is_postgres_url, mask_dsn
+from .._dsn import NEEDS_PSYCOPG, POSTGRES_SCHEMES, is_postgres_url, mask_dsn
 from .._exceptions import InvalidRequestError, TaskFailedError
 from .._models import TaskResult
 from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout
@@ -55,10 +55,11 @@ from ._group import GroupCommitter
 from ._keys import JobSpec
 from ._records import JobRecord, JobState, dump_result
 from ._sql import to_record
-from ._watchdog import RoundTripWatchdog
 
 if TYPE_CHECKING:
-    import psycopg
+    from psycopg import AsyncCursor
+
+    from ..postgres._connection import Connection, Session
 
 __all__ = ["POSTGRES_SCHEMES", "BatchProgress", "PostgresJobStore"]
 
@@ -69,32 +70,24 @@ __all__ = ["POSTGRES_SCHEMES", "BatchProgress", "PostgresJobStore"]
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 5000
 # Jobs recorded in one store after which the table's planner statistics are refreshed.
 ANALYZE_AFTER = 10_000
+# Set on each new connection: a commit returns only once it is on the server's disk, whatever
+# the server's default (an acknowledged `submitting` must survive a crash of the server).
+_SETUP = "SET synchronous_commit = on; SET idle_in_transaction_session_timeout = {timeout}"
 T = TypeVar("T")
-_Fn = Callable[["_Session"], Any]
-
-
-def _driver() -> ModuleType:
-    # Imported on first use: the rest of the library works without the [postgres] extra.
-    try:
-        import psycopg  # noqa: PLC0415
-        import psycopg.conninfo  # noqa: PLC0415
-    except ImportError as exc:
-        raise JournalError(
-            "a postgresql:// journal needs psycopg: pip install -e '.[postgres]' in the checkout"
-            " (or 'psycopg[binary]>=3.2')"
-        ) from exc
-    return psycopg
+_Fn = Callable[["_Run"], Awaitable[Any]]
 
 
 def _layer() -> ModuleType:
-    # The connection layer shared with the coordination (it imports psycopg: after _driver).
-    _driver()
-    from ..postgres import _connection  # noqa: PLC0415
-
+    # The connection layer imports psycopg: imported on first use, so that the rest of the
+    # library works without the [postgres] extra.
+    try:
+        from ..postgres import _connection  # noqa: PLC0415
+    except ImportError as exc:
+        raise JournalError(f"a postgresql:// journal {NEEDS_PSYCOPG}") from exc
     return _connection
 
 
-def _one_statement(fn: Callable[[_Session], T]) -> Callable[[_Session], T]:
+def _one_statement(fn: Callable[[_Run], Awaitable[T]]) -> Callable[[_Run], Awaitable[T]]:
     # A write of one statement needs no BEGIN/COMMIT of its own when it is alone in a group.
     fn.one_statement = True  # type: ignore[attr-defined]
     return fn
@@ -115,80 +108,32 @@ class BatchProgress:
     rerun of the batch fetch them."""
 
 
-class _Session:
-    """The store's connection, reopened when lost, and the round trips it made."""
+class _Run:
+    """One try of a journal call: its statements, on the try's connection."""
 
-    def __init__(self, store: PostgresJobStore, connection: psycopg.Connection[Any]) -> None:
+    __slots__ = ("_connection", "_store", "replaying")
+
+    def __init__(self, store: PostgresJobStore, connection: Connection, replaying: bool) -> None:
         self._store = store
-        self.connection: psycopg.Connection[Any] | None = connection
-        self.round_trips = 0
-        self.reconnects = 0
-        # True while a retry runs work whose first try may have been committed.
-        self.replaying = False
+        self._connection = connection
+        # True when a try before this one was cut off midway: it may have been committed.
+        self.replaying = replaying
 
-    def fetchone(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        return self._execute(sql, params).fetchone()
+    async def fetchone(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        return await (await self._execute(sql, params)).fetchone()
 
-    def fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        return self._execute(sql, params).fetchall()
+    async def fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return await (await self._execute(sql, params)).fetchall()
 
-    def rowcount(self, sql: str, params: dict[str, Any]) -> int:
-        return self._execute(sql, params).rowcount
+    async def rowcount(self, sql: str, params: dict[str, Any]) -> int:
+        return (await self._execute(sql, params)).rowcount
 
-    def _execute(self, sql: str, params: dict[str, Any]) -> psycopg.Cursor[Any]:
-        assert self.connection is not None
-        self.round_trips += 1
-        return self.connection.execute(sql, params)
-
-    def group(self, writes: list[_Fn]) -> list[object]:
-        """Run a group of writes in one transaction (GroupCommitter's ``apply``)."""
-        return self.run(writes)
-
-    def run(self, fns: list[_Fn]) -> list[object]:
-        """Run ``fns`` atomically; on a lost connection reconnect and run them again."""
-        driver, layer = _driver(), _layer()
-        delays = layer.RECONNECT.delays(self._store.reconnect_for)
-        self.replaying = False
-        while True:
-            try:
-                return self._run_once(fns)
-            except driver.errors.DeadlockDetected as exc:
-                error: Exception = exc  # rolled back as a whole: nothing of it was committed
-            except driver.Error as exc:
-                if not layer.is_lost(exc, self.connection):
-                    raise
-                # The commit may or may not have happened: the retry is a replay.
-                self.replaying = True
-                self.close()
-                error = exc
-            except JournalConnectionError as exc:  # reconnecting failed: the server is away
-                error = exc
-            delay = next(delays, None)
-            if delay is None:
-                raise JournalConnectionError(
-                    f"lost the connection to {self._store.target} and could not"
-                    f" reconnect within {self._store.reconnect_for:g} s: {error}"
-                ) from error
-            time.sleep(delay)
-
-    def _run_once(self, fns: list[_Fn]) -> list[object]:
-        if self.connection is None:
-            self.connection = self._store.connect()
-            self.reconnects += 1
-        with self._store._watchdog.watching(self.connection.pgconn.socket):
-            if len(fns) == 1 and getattr(fns[0], "one_statement", False):
-                return [fns[0](self)]
-            with self.connection.transaction():
-                self.round_trips += 2  # BEGIN and COMMIT
-                return [fn(self) for fn in fns]
-
-    def close(self) -> None:
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            connection.close()
+    async def _execute(self, sql: str, params: dict[str, Any]) -> AsyncCursor[tuple[Any, ...]]:
+        self._store._round_trips += 1
+        return await self._connection.execute(sql, params)
 
 
-class PostgresJobStore(GroupCommittedStore[_Session]):
+class PostgresJobStore(GroupCommittedStore["_Fn"]):
     """A :class:`JobStore` in PostgreSQL; any number of named batches share one schema.
 
     Use ``async with PostgresJobStore("postgresql://...", batch="run-1") as store:``. The
@@ -230,12 +175,14 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         self._schema = schema
         self._connect_timeout = connect_timeout
         self.reconnect_for = reconnect_for
-        self._watchdog = RoundTripWatchdog(check_round_trip_timeout(round_trip_timeout))
+        self._round_trip_timeout = check_round_trip_timeout(round_trip_timeout)
         self.target = _describe(dsn, schema)
         self._sql = self._statements
-        self._session: _Session | None = None
-        self._writer: GroupCommitter[_Session] | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._session: Session | None = None
+        self._writer: GroupCommitter[_Fn] | None = None
+        # One call at a time on the connection: a read never lands inside a group's transaction.
+        self._one_at_a_time = anyio.Lock()
+        self._round_trips = 0
         # The token of each job's submission under way from here (see mark_unsent).
         self._tokens: dict[str, str] = {}
         # Jobs recorded through this store before and since its last ANALYZE (see record).
@@ -250,14 +197,19 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         return self._schema
 
     @property
+    def round_trip_timeout(self) -> float:
+        """Seconds a call may go unanswered before its connection is taken for lost."""
+        return self._round_trip_timeout
+
+    @property
     def round_trips(self) -> int:
         """Statements sent to the server since opening, ``BEGIN`` and ``COMMIT`` included."""
-        return self._session.round_trips if self._session is not None else 0
+        return self._round_trips
 
     @property
     def round_trips_cut(self) -> int:
-        """Calls cut for going unanswered past ``round_trip_timeout`` since creation."""
-        return self._watchdog.cuts
+        """Calls cut for going unanswered past ``round_trip_timeout`` since opening."""
+        return self._session.cuts if self._session is not None else 0
 
     @property
     def reconnects(self) -> int:
@@ -270,49 +222,33 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         """Connect, create or upgrade the schema, and return the store."""
         if self._session is not None:
             raise JournalError("the store is already open")
-        await self._migrate()
-        self._limiter = anyio.CapacityLimiter(1)
-        connection = await anyio.to_thread.run_sync(self.connect, limiter=self._limiter)
-        self._session = _Session(self, connection)
-        self._writer = GroupCommitter(self._session, _Session.group, limiter=self._limiter)
-        return self
-
-    def connect(self) -> psycopg.Connection[Any]:
-        """A new connection (autocommit, synchronous commits); JournalConnectionError if none."""
-        driver = _driver()
+        layer = _layer()
+        session: Session = layer.Session(
+            self._dsn,
+            give_up_after=self.reconnect_for,
+            round_trip_timeout=self._round_trip_timeout,
+            connect_timeout=self._connect_timeout,
+            setup=_SETUP.format(timeout=int(IDLE_IN_TRANSACTION_TIMEOUT_MS)),
+            failure=JournalError,
+            unreachable=JournalConnectionError,
+        )
         try:
-            connection: psycopg.Connection[Any] = driver.connect(**self._options(), autocommit=True)
-        except driver.Error as exc:
+            connection = await session.open()
+        except layer.psycopg.Error as exc:
             raise JournalConnectionError(f"cannot connect to {self.target}: {exc}") from None
         try:
-            # A commit returns only once it is on the server's disk, whatever the server's
-            # default: an acknowledged `submitting` must survive a crash of the server.
-            connection.execute(
-                "SET synchronous_commit = on;"
-                f" SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION_TIMEOUT_MS)}"
-            )
-        except driver.Error as exc:
-            connection.close()
-            raise JournalConnectionError(f"cannot use {self.target}: {exc}") from None
-        return connection
+            await self._migrate(connection)
+        except BaseException:
+            await session.close()
+            raise
+        self._round_trips = 0
+        self._session = session
+        self._writer = GroupCommitter(self._run)
+        return self
 
-    def _options(self) -> dict[str, Any]:
-        driver, layer = _driver(), _layer()
-        try:
-            options: dict[str, Any] = layer.libpq_options(
-                self._dsn, connect_timeout=self._connect_timeout
-            )
-        except driver.ProgrammingError:
-            # Not the driver's words: they may quote a piece of the URL, say its password.
-            raise JournalConnectionError(
-                f"the journal URL {self.target} is not valid (libpq cannot read it)"
-            ) from None
-        return options
-
-    async def _migrate(self) -> None:
-        # Through the schema runner that the shared limits use too, on an AsyncConnection of
-        # its own (closed after).
-        driver = _driver()
+    async def _migrate(self, connection: Connection) -> None:
+        # Through the schema runner that the shared limits use too.
+        layer = _layer()
         from ..postgres import _schema  # noqa: PLC0415
 
         statements = self._statements
@@ -324,51 +260,62 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             write_version=statements.write_version,
         )
         try:
-            connection = await driver.AsyncConnection.connect(**self._options(), autocommit=True)
-        except driver.Error as exc:
-            raise JournalConnectionError(f"cannot connect to {self.target}: {exc}") from None
-        async with connection:
-            try:
-                await _schema.migrate(connection, self._schema, plan)
-            except _schema.SchemaTooNewError as exc:
-                raise JournalSchemaError(
-                    f"the journal in {self.target} has schema version {exc.found}, newer than"
-                    f" version {exc.supported} that this hailuo-async reads;"
-                    " upgrade hailuo-async",
-                    found=exc.found,
-                    supported=exc.supported,
-                ) from None
-            except driver.errors.InsufficientPrivilege as exc:
-                raise JournalPermissionError(
-                    f"the role may not create or use the journal's tables in {self.target}: {exc}"
-                    " (grant it CREATE on the database, or USAGE and CREATE on the schema)"
-                ) from None
-            except driver.Error as exc:
-                raise JournalError(f"cannot prepare the journal in {self.target}: {exc}") from exc
+            await _schema.migrate(connection, self._schema, plan)
+        except _schema.SchemaTooNewError as exc:
+            raise JournalSchemaError(
+                f"the journal in {self.target} has schema version {exc.found}, newer than"
+                f" version {exc.supported} that this hailuo-async reads;"
+                " upgrade hailuo-async",
+                found=exc.found,
+                supported=exc.supported,
+            ) from None
+        except layer.psycopg.errors.InsufficientPrivilege as exc:
+            raise JournalPermissionError(
+                f"the role may not create or use the journal's tables in {self.target}: {exc}"
+                " (grant it CREATE on the database, or USAGE and CREATE on the schema)"
+            ) from None
+        except layer.psycopg.Error as exc:
+            raise JournalError(f"cannot prepare the journal in {self.target}: {exc}") from exc
 
-    def _detach(self) -> Callable[[], object]:
+    async def _close_connection(self) -> None:
         session, self._session = self._session, None
-
-        def close() -> None:
-            self._watchdog.stop()
-            if session is not None:
-                session.close()
-
-        return close
+        if session is not None:
+            await session.close()
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    async def _read(self, fn: Callable[[_Session], T]) -> T:
-        session, limiter = self._session, self._limiter
-        if session is None or limiter is None:
+    async def _run(self, fns: list[_Fn]) -> list[object]:
+        """Run ``fns`` atomically (a read, or a group of writes: the GroupCommitter's apply);
+        on a lost connection, reconnect and run them again."""
+        session = self._session
+        if session is None:
             raise JournalClosedError("the journal is not open")
+
+        async def attempt(connection: Connection) -> list[object]:
+            run = _Run(self, connection, session.replaying)
+            if len(fns) == 1 and getattr(fns[0], "one_statement", False):
+                return [await fns[0](run)]
+            async with connection.transaction():
+                self._round_trips += 2  # BEGIN and COMMIT
+                return [await fn(run) for fn in fns]
+
+        async with self._one_at_a_time:
+            return await session.run(f"the journal in {self.target}", attempt)
+
+    async def _write(self, fn: Callable[[_Run], Awaitable[T]]) -> T:
+        return cast(T, await self._commit(fn))
+
+    async def _read(self, fn: Callable[[_Run], Awaitable[T]]) -> T:
         try:
-            results = await anyio.to_thread.run_sync(session.run, [fn], limiter=limiter)
+            results = await self._run([fn])
         except JournalError:
             raise
         except Exception as exc:
             raise JournalError(f"the journal could not read: {exc}") from exc
         return cast(T, results[0])
+
+    async def _analyze(self, run: _Run) -> int:
+        return await run.rowcount(self._statements.analyze, {})
 
     def _params(self, key: str, **params: Any) -> dict[str, Any]:
         return {"batch": self._batch, "key": key, **params}
@@ -383,9 +330,9 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         }
 
         @_one_statement
-        def apply(session: _Session) -> Rejected | None:
+        async def apply(session: _Run) -> Rejected | None:
             bound["replaying"] = session.replaying
-            row = session.fetchone(statement, bound)
+            row = await session.fetchone(statement, bound)
             assert row is not None
             moved, state = row
             return None if moved else Rejected(state)
@@ -403,8 +350,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         statement = self._statements.bind_provider
 
         @_one_statement
-        def apply(session: _Session) -> str | None:
-            row = session.fetchone(statement, params)
+        async def apply(session: _Run) -> str | None:
+            row = await session.fetchone(statement, params)
             return None if row is None else str(row[0])
 
         recorded = await self._write(apply)
@@ -441,8 +388,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         statements = self._statements
 
         @_one_statement
-        def apply(session: _Session) -> int | list[str]:
-            row = session.fetchone(statements.record, params)
+        async def apply(session: _Run) -> int | list[str]:
+            row = await session.fetchone(statements.record, params)
             assert row is not None
             conflicts, inserted, known = row[0] or [], row[1] or [], row[2] or []
             if conflicts:
@@ -451,7 +398,7 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             if missing:
                 # Recorded by another worker between our snapshot and our insert (or by our
                 # own first try, if this is a retry): compare what it recorded.
-                rows = session.fetchall(
+                rows = await session.fetchall(
                     statements.fingerprints, {"batch": self._batch, "keys": list(missing)}
                 )
                 clash = sorted(key for key, fingerprint in rows if wanted[key] != fingerprint)
@@ -467,7 +414,7 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             # The first claims after a large record would sort the whole batch (0.15 s at
             # 100,000 jobs, 0.3-0.5 s at 1,000,000) until autovacuum's ANALYZE came by. Again
             # each time the rows recorded here double: a few ANALYZEs for any batch size.
-            await self._read(lambda session: session.rowcount(self._statements.analyze, {}))
+            await self._read(self._analyze)
             self._analysed += self._unanalysed
             self._unanalysed = 0
         return outcome
@@ -484,8 +431,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         sql = self._statements.SUBMITTING
 
         @_one_statement
-        def apply(session: _Session) -> int | Rejected:
-            row = session.fetchone(sql, params)
+        async def apply(session: _Run) -> int | Rejected:
+            row = await session.fetchone(sql, params)
             assert row is not None
             attempts, state, owner, live, token, attempts_before = row
             if attempts is not None:
@@ -497,7 +444,9 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
                 return Rejected(state, "lease ran out while reconnecting", lease_lost=True)
             return Rejected.submitting(state, owner, bool(live))
 
-        attempts = await self._submitting(key, apply)
+        attempts = await self._write(apply)
+        if isinstance(attempts, Rejected):
+            raise_rejected(key, "submitting", attempts)
         self._tokens[key] = token
         return attempts
 
@@ -588,8 +537,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         """The job's record, or None if it was never recorded."""
         sql, params = self._statements.select_one, self._params(key)
 
-        def read(session: _Session) -> JobRecord | None:
-            row = session.fetchone(sql, params)
+        async def read(session: _Run) -> JobRecord | None:
+            row = await session.fetchone(sql, params)
             return None if row is None else to_record(row)
 
         return await self._read(read)
@@ -602,8 +551,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             params["keys"] = list(dict.fromkeys(keys))
             sql = self._statements.select_keys
 
-        def read(session: _Session) -> dict[str, JobRecord]:
-            return {row[0]: to_record(row) for row in session.fetchall(sql, params)}
+        async def read(session: _Run) -> dict[str, JobRecord]:
+            return {row[0]: to_record(row) for row in await session.fetchall(sql, params)}
 
         return await self._read(read)
 
@@ -611,8 +560,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         """How many jobs are in each state (zero counts left out)."""
         sql, params = self._statements.counts, {"batch": self._batch}
 
-        def read(session: _Session) -> dict[JobState, int]:
-            return {JobState(state): count for state, count in session.fetchall(sql, params)}
+        async def read(session: _Run) -> dict[JobState, int]:
+            return {JobState(state): count for state, count in await session.fetchall(sql, params)}
 
         return await self._read(read)
 
@@ -620,10 +569,11 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         statements = self._statements
         params = {"batch": self._batch, "lost": _pg_sql.LOST_AT_RESUME}
 
-        def apply(session: _Session) -> dict[str, JobRecord]:
-            session.rowcount(statements.interrupted, params)
+        async def apply(session: _Run) -> dict[str, JobRecord]:
+            await session.rowcount(statements.interrupted, params)
             return {
-                row[0]: to_record(row) for row in session.fetchall(statements.select_all, params)
+                row[0]: to_record(row)
+                for row in await session.fetchall(statements.select_all, params)
             }
 
         return await self._write(apply)
@@ -651,8 +601,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         }
 
         @_one_statement
-        def apply(session: _Session) -> list[JobRecord]:
-            records = [to_record(row) for row in session.fetchall(sql, params)]
+        async def apply(session: _Run) -> list[JobRecord]:
+            records = [to_record(row) for row in await session.fetchall(sql, params)]
             return sorted(records, key=lambda record: record.index)
 
         return await self._write(apply)
@@ -679,8 +629,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         sql = self._statements.heartbeat
 
         @_one_statement
-        def apply(session: _Session) -> int:
-            return session.rowcount(sql, params)
+        async def apply(session: _Run) -> int:
+            return await session.rowcount(sql, params)
 
         return await self._write(apply)
 
@@ -693,8 +643,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
             sql = self._statements.release_keys
 
         @_one_statement
-        def apply(session: _Session) -> int:
-            return session.rowcount(sql, params)
+        async def apply(session: _Run) -> int:
+            return await session.rowcount(sql, params)
 
         return await self._write(apply)
 
@@ -715,8 +665,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         sql = self._statements.requeue
 
         @_one_statement
-        def apply(session: _Session) -> int:
-            return session.rowcount(sql, params)
+        async def apply(session: _Run) -> int:
+            return await session.rowcount(sql, params)
 
         return await self._write(apply)
 
@@ -728,8 +678,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         params = {"batch": self._batch, "worker": worker_id}
         sql = self._statements.work_left
 
-        def read(session: _Session) -> int:
-            row = session.fetchone(sql, params)
+        async def read(session: _Run) -> int:
+            row = await session.fetchone(sql, params)
             return 0 if row is None else int(row[0])
 
         return await self._read(read)
@@ -740,11 +690,13 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         statements = self._statements
         params: dict[str, Any] = {"batch": self._batch, "window": 60.0}
 
-        def read(session: _Session) -> BatchProgress:
+        async def read(session: _Run) -> BatchProgress:
             counts: dict[JobState, int] = {}
             workers: dict[str, int] = {}
             not_downloaded = ended = 0
-            for state, holder, n, pathless, recent in session.fetchall(statements.progress, params):
+            for state, holder, n, pathless, recent in await session.fetchall(
+                statements.progress, params
+            ):
                 counts[JobState(state)] = counts.get(JobState(state), 0) + int(n)
                 if holder is not None:
                     workers[str(holder)] = workers.get(str(holder), 0) + int(n)
@@ -761,8 +713,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         """True when the batch holds at least one job (one indexed lookup)."""
         sql, params = self._statements.has_jobs, {"batch": self._batch}
 
-        def read(session: _Session) -> bool:
-            row = session.fetchone(sql, params)
+        async def read(session: _Run) -> bool:
+            row = await session.fetchone(sql, params)
             return bool(row is not None and row[0])
 
         return await self._read(read)
@@ -771,8 +723,8 @@ class PostgresJobStore(GroupCommittedStore[_Session]):
         """The names of every batch in the schema (a scan of the table: for error messages)."""
         sql = self._statements.batches
 
-        def read(session: _Session) -> list[str]:
-            return [str(name) for (name,) in session.fetchall(sql, {})]
+        async def read(session: _Run) -> list[str]:
+            return [str(name) for (name,) in await session.fetchall(sql, {})]
 
         return await self._read(read)
 

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import anyio
 
@@ -41,7 +41,7 @@ Synchronous = Literal["FULL", "NORMAL"]
 T = TypeVar("T")
 
 
-class SQLiteJobStore(GroupCommittedStore[sqlite3.Connection]):
+class SQLiteJobStore(GroupCommittedStore[Callable[[sqlite3.Connection], Any]]):
     """A :class:`JobStore` in one SQLite file; several batches may share a file.
 
     Use ``async with SQLiteJobStore(path, batch="run-1") as store:``, or ``await
@@ -72,7 +72,7 @@ class SQLiteJobStore(GroupCommittedStore[sqlite3.Connection]):
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._connection: sqlite3.Connection | None = None
-        self._writer: GroupCommitter[sqlite3.Connection] | None = None
+        self._writer: GroupCommitter[Callable[[sqlite3.Connection], Any]] | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._hold: FileHold | None = None
         # A batch run on this store: the hold it took (None if the store was held already).
@@ -146,7 +146,7 @@ class SQLiteJobStore(GroupCommittedStore[sqlite3.Connection]):
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {str(self._path)!r}: {exc}") from exc
         self._connection = connection
-        self._writer = GroupCommitter(connection, sql.transaction, limiter=self._limiter)
+        self._writer = GroupCommitter(self._run_group)
         return self
 
     def _connect(self) -> sqlite3.Connection:
@@ -172,11 +172,24 @@ class SQLiteJobStore(GroupCommittedStore[sqlite3.Connection]):
             raise
         return connection
 
-    def _detach(self) -> Callable[[], object]:
+    async def _close_connection(self) -> None:
         connection, self._connection = self._connection, None
-        return connection.close if connection is not None else lambda: None
+        if connection is not None:
+            await anyio.to_thread.run_sync(connection.close, limiter=self._limiter)
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    async def _run_group(self, writes: list[Callable[[sqlite3.Connection], Any]]) -> list[object]:
+        # The GroupCommitter's apply: one group's writes in one transaction, on the thread.
+        connection = self._connection
+        if connection is None:
+            raise JournalClosedError("the journal is not open")
+        return await anyio.to_thread.run_sync(
+            sql.transaction, connection, writes, limiter=self._limiter
+        )
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return cast(T, await self._commit(fn))
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         connection, limiter = self._connection, self._limiter
@@ -292,7 +305,10 @@ class SQLiteJobStore(GroupCommittedStore[sqlite3.Connection]):
             live = owner is not None and lease_until is not None and lease_until > now
             return Rejected.submitting(state, owner, live)
 
-        return await self._submitting(key, apply)
+        outcome = await self._write(apply)
+        if isinstance(outcome, Rejected):
+            raise_rejected(key, "submitting", outcome)
+        return outcome
 
     async def get(self, key: str) -> JobRecord | None:
         """The job's record, or None if it was never recorded."""

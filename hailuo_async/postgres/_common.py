@@ -19,15 +19,13 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from .._dsn import NEEDS_PSYCOPG, mask_dsn
+
 try:
     import psycopg  # noqa: F401
 except ImportError as exc:  # the package is imported first through here (see __init__)
-    raise ImportError(
-        "hailuo_async.postgres needs psycopg 3: pip install -e '.[postgres]' in the checkout"
-        " (or 'psycopg[binary]>=3.2')"
-    ) from exc
+    raise ImportError(f"hailuo_async.postgres {NEEDS_PSYCOPG}") from exc
 
-from .._dsn import mask_dsn
 from .._exceptions import HailuoError, InvalidRequestError
 
 __all__ = [

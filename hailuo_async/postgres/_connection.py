@@ -1,8 +1,8 @@
 """The one PostgreSQL connection layer: how a connection is opened, lost, and opened again.
 
-Both users of PostgreSQL go through here: the journal (:mod:`..journal._postgres`, a
-blocking connection on a worker thread) and the coordination pieces (:class:`Session`, an
-``AsyncConnection``). The rules, each in one place:
+Both users of PostgreSQL go through here, each with its own :class:`Session` (one
+``AsyncConnection``): the journal (:mod:`..journal._postgres`) and the coordination pieces
+(shared limits, push bus). The rules, each in one place:
 
 - **libpq options** (:func:`libpq_options`): TCP keepalives and ``tcp_user_timeout``
   unless the URL sets them (a silent peer is dropped by the kernel in about half a minute,
@@ -18,9 +18,9 @@ blocking connection on a worker thread) and the coordination pieces (:class:`Ses
 - **The reconnect policy** (:data:`RECONNECT`): tries again after 0.05 s, doubling up to
   1 s between tries, until the caller's bound (the journal's ``reconnect_for``, the
   coordination's ``give_up_after``) would be passed; then the caller raises its own error.
-
-On top of that, each round trip is bounded by ``round_trip_timeout`` (the journal's
-watchdog thread, the coordination's cancel scope): an unanswered one counts as lost.
+- **The retry loop** (:meth:`Session.run`): each try bounded by ``round_trip_timeout``
+  (an unanswered one counts as lost), lost connections and deadlocks tried again, any
+  other error raised as the caller's own error type.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ RECONNECT = ReconnectPolicy()
 
 
 async def patiently(what: str, call: Callable[[], Awaitable[_T]], *, give_up_after: float) -> _T:
-    """Run one round trip, trying again while the database is unreachable.
+    """Run ``call`` (one round trip of its own), trying again while the database is away.
 
     Lost connections (see :func:`is_lost`) are retried under :data:`RECONNECT` for
     ``give_up_after`` seconds, then raised as :class:`CoordinationError`; any other
@@ -139,49 +139,87 @@ async def patiently(what: str, call: Callable[[], Awaitable[_T]], *, give_up_aft
         try:
             return await call()
         except (OSError, psycopg.Error) as exc:
-            name = type(exc).__name__
             if not is_lost(exc):
-                raise CoordinationError(f"{what}: {name}: {exc}") from exc
-            delay = next(delays, None)
-            if delay is None:
-                raise CoordinationError(
-                    f"{what}: the coordination database is unreachable ({name}: {exc})"
-                ) from exc
-            logger.warning("%s: database unreachable (%s), trying again", what, name)
-        await anyio.sleep(delay)
+                raise CoordinationError(f"{what}: {type(exc).__name__}: {exc}") from exc
+            error = exc
+        await _pause(what, error, delays, give_up_after, CoordinationError)
+
+
+async def _pause(
+    what: str,
+    exc: BaseException,
+    delays: Iterator[float],
+    give_up_after: float,
+    unreachable: Callable[[str], Exception],
+) -> None:
+    """Sleep before the next try, or raise ``unreachable`` once the bound is reached."""
+    name = type(exc).__name__
+    delay = next(delays, None)
+    if delay is None:
+        raise unreachable(
+            f"{what}: lost the database and could not reconnect within"
+            f" {give_up_after:g} s ({name}: {exc})"
+        ) from exc
+    logger.warning("%s: database unreachable (%s), trying again", what, name)
+    await anyio.sleep(delay)
 
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
 class Session:
-    """One autocommit connection to the coordination database, reopened when it is lost.
+    """One autocommit connection, reopened when it is lost: the journal's and the coordination's.
 
-    A round trip interrupted midway (cancelled, timed out, or failed inside a
-    transaction) leaves the connection in an unknown state: it is closed, and the next
-    round trip opens another. ``reconnects`` counts the connections opened after the first.
+    :meth:`run` is the one retry loop of the library's PostgreSQL work: each try is bounded
+    by ``round_trip_timeout`` (unanswered: the peer went silent, the try is cut); a lost
+    connection (:func:`is_lost`) or a deadlock (the server rolled the whole try back) is
+    tried again on a new connection under :data:`RECONNECT` for ``give_up_after`` seconds,
+    then raised as ``unreachable``; any other database error is raised at once as
+    ``failure``. A first connection refused for good (a bad address, no such database or
+    role) raises ``unreachable`` at once. A try interrupted midway (cut, cancelled, or
+    failed inside a transaction) leaves the connection in an unknown state: it is closed,
+    and the next try opens another.
+
+    ``setup`` runs on each new connection (the journal's durability settings).
     ``on_discard`` is told each time the connection is closed that way (the shared limits
     then sync at once: their holder is known by its connection's server process).
+    ``reconnects`` counts the connections opened after the first, ``cuts`` the tries cut
+    for going unanswered.
     """
 
     def __init__(
         self,
         dsn: str,
         *,
-        application_name: str,
+        application_name: str | None = None,
         give_up_after: float,
         round_trip_timeout: float = DEFAULT_ROUND_TRIP_TIMEOUT,
+        connect_timeout: float = 10.0,
+        setup: str = "",
         on_discard: Callable[[], None] | None = None,
+        failure: Callable[[str], Exception] = CoordinationError,
+        unreachable: Callable[[str], Exception] = CoordinationError,
     ) -> None:
         self._dsn = dsn
         self._on_discard = on_discard
         self._application_name = application_name
         self._give_up_after = give_up_after
         self._round_trip_timeout = check_round_trip_timeout(round_trip_timeout)
+        self._connect_timeout = min(connect_timeout, max(give_up_after, 1.0))
+        self._setup = setup
+        self._failure = failure
+        self._unreachable = unreachable
         self._connection: Connection | None = None
         self._opening = anyio.Lock()
         self._connected_once = False
         self.reconnects = 0
+        self.cuts = 0
+        self.replaying = False
+
+    @property
+    def round_trip_timeout(self) -> float:
+        """Seconds a try may go unanswered before it is cut."""
+        return self._round_trip_timeout
 
     @property
     def backend_pid(self) -> int | None:
@@ -190,28 +228,49 @@ class Session:
         return None if connection is None or connection.closed else connection.info.backend_pid
 
     async def run(self, what: str, work: Callable[[Connection], Awaitable[_T]]) -> _T:
-        """``work(connection)``, tried again on a new connection while the database is away."""
+        """``work(connection)``, tried again on a new connection while the database is away.
 
-        async def once() -> _T:
-            connection = await self._connected()
+        While a try runs after one whose outcome is unknown (its connection was lost midway:
+        it may have been committed), :attr:`replaying` is true; a caller that runs one call
+        at a time reads it to recognise its own first try.
+        """
+        delays = RECONNECT.delays(self._give_up_after)
+        self.replaying = False
+        while True:
+            connection: Connection | None = None
+            started = False
             try:
+                connection = await self._connected()
+                started = True
                 with anyio.fail_after(self._round_trip_timeout):
                     return await work(connection)
-            except TimeoutError:
-                # Unanswered: the peer went silent. Replayed on a new connection.
-                logger.warning("%s: no answer in %g s", what, self._round_trip_timeout)
-                await self.discard(connection)
-                raise
+            except (OSError, psycopg.Error) as exc:  # TimeoutError (a cut try) is an OSError
+                lost = is_lost(exc, connection)
+                if connection is not None and (lost or _in_transaction(connection)):
+                    await self.discard(connection)
+                if isinstance(exc, TimeoutError):
+                    self.cuts += 1
+                    logger.warning("%s: no answer in %g s", what, self._round_trip_timeout)
+                if lost:
+                    self.replaying = self.replaying or started
+                elif not isinstance(exc, psycopg.errors.DeadlockDetected):
+                    raise self._failure(f"{what}: {type(exc).__name__}: {exc}") from exc
+                await _pause(what, exc, delays, self._give_up_after, self._unreachable)
             except BaseException:
-                if connection.info.transaction_status != pq.TransactionStatus.IDLE:
+                if connection is not None and _in_transaction(connection):
                     await self.discard(connection)
                 raise
-
-        return await patiently(what, once, give_up_after=self._give_up_after)
 
     async def connection(self, what: str) -> Connection:
         """The open connection, opened (patiently) if there is none."""
         return await patiently(what, self._connected, give_up_after=self._give_up_after)
+
+    async def open(self) -> Connection:
+        """Open the connection with one try (a store opening reports a bad address at once).
+
+        Raises ``psycopg.OperationalError`` when the server cannot be reached.
+        """
+        return await self._connected()
 
     async def discard(self, connection: Connection) -> None:
         """Close ``connection`` (if still the session's, it is replaced on next use)."""
@@ -239,21 +298,33 @@ class Session:
         try:
             options = libpq_options(
                 self._dsn,
-                connect_timeout=min(10, self._give_up_after),
+                connect_timeout=self._connect_timeout,
                 application_name=self._application_name,
             )
             connection = await psycopg.AsyncConnection.connect(**options, autocommit=True)
         except psycopg.ProgrammingError:
             # Not the driver's words: they may quote a piece of the URL, say its password.
-            raise CoordinationError(
-                "connecting: bad database address (libpq cannot read it)"
+            raise self._unreachable(
+                "connecting: bad database address (not valid: libpq cannot read it)"
             ) from None
         except psycopg.OperationalError as exc:
             # Once connected, a refusal is the server restarting: it is waited out.
             if refused_for_good(exc) and not self._connected_once:
-                raise CoordinationError(f"connecting: {exc}") from None
+                raise self._unreachable(f"connecting: {exc}") from None
             raise
+        if self._setup:
+            try:
+                await connection.execute(self._setup.encode())
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await connection.close()
+                raise
         if self._connected_once:
             self.reconnects += 1
         self._connected_once = True
         return connection
+
+
+def _in_transaction(connection: Connection) -> bool:
+    """True unless the connection is idle between statements (a try was interrupted midway)."""
+    return connection.info.transaction_status != pq.TransactionStatus.IDLE

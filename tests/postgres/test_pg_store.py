@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from hailuo_async.journal import (
     _postgres,
     store_for,
 )
-from hailuo_async.journal._postgres import _Session
+from hailuo_async.journal._postgres import _Run
 from hailuo_async.testing import FakeHailuoServer
 
 pytestmark = pytest.mark.anyio
@@ -235,17 +234,18 @@ async def test_a_transaction_left_open_by_a_paused_worker_releases_its_rows(
 ) -> None:
     """A worker frozen inside a transaction: the server ends it, others go on, its retry lands."""
     monkeypatch.setattr(_postgres, "IDLE_IN_TRANSACTION_TIMEOUT_MS", 300)
-    woken = threading.Event()
+    woken = anyio.Event()
     stalls: list[bool] = []
     touch = f'UPDATE "{pg_schema}".hailuo_jobs SET error = %(note)s WHERE key = %(key)s'  # noqa: S608
 
-    def frozen_write(session: _Session) -> int:
+    async def frozen_write(run: _Run) -> int:
         # Two statements, so a transaction; frozen between them the first time, as by SIGSTOP.
-        session.rowcount(touch, {"note": "frozen", "key": "job-0"})
+        await run.rowcount(touch, {"note": "frozen", "key": "job-0"})
         if not stalls:
             stalls.append(True)
-            woken.wait(10)
-        return session.rowcount(touch, {"note": "woken", "key": "job-1"})
+            with anyio.move_on_after(10):
+                await woken.wait()
+        return await run.rowcount(touch, {"note": "woken", "key": "job-1"})
 
     async with (
         PostgresJobStore(DSN, schema=pg_schema) as frozen,
@@ -261,7 +261,7 @@ async def test_a_transaction_left_open_by_a_paused_worker_releases_its_rows(
             group.start_soon(write)
             try:
                 with anyio.fail_after(30):
-                    while not stalls:  # noqa: ASYNC110 - a thread sets it
+                    while not stalls:  # noqa: ASYNC110 - the frozen write sets it
                         await anyio.sleep(0.01)
                     # Waits on job-0's lock until the server has ended the frozen transaction.
                     await other.mark_submitting("job-0")
@@ -281,26 +281,23 @@ def lost_answer(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
 
     Append a number of seconds to the yielded list to wait that long before the loss shows.
     """
-    original = _Session._execute
+    original = _Run._execute
     wait: list[float] = []
     fired: list[bool] = []
 
-    def execute(self: _Session, sql: str, params: dict[str, Any]) -> psycopg.Cursor[Any]:
-        cursor = original(self, sql, params)
+    async def execute(self: _Run, sql: str, params: dict[str, Any]) -> psycopg.AsyncCursor[Any]:
+        cursor = await original(self, sql, params)
         if "submit_token" in sql and not fired:
             fired.append(True)
-            assert self.connection is not None
-            pid = self.connection.info.backend_pid
+            pid = self._connection.info.backend_pid
             with admin() as connection:
                 connection.execute("SELECT pg_terminate_backend(%s)", (pid,))
             if wait:
-                import time
-
-                time.sleep(wait[0])
-            self.connection.execute("SELECT 1")  # raises: the answer above counts as lost
+                await anyio.sleep(wait[0])
+            await self._connection.execute("SELECT 1")  # raises: the answer above counts as lost
         return cursor
 
-    monkeypatch.setattr(_Session, "_execute", execute)
+    monkeypatch.setattr(_Run, "_execute", execute)
     yield wait
     assert fired, "the submitting statement never ran"
 
