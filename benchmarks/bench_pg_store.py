@@ -14,6 +14,8 @@ checks: jobs not finished (lost) and jobs submitted more than once (duplicates),
 ``--claims`` claims by ``--concurrency`` claimers, and what ``hailuo status`` costs at that
 size: :meth:`PostgresJobStore.progress` timed alone and the whole command. ``--earlier K``
 records (and analyses) an earlier batch of K jobs first, as in a schema already in use.
+``--open N`` times N opens and closes of a store on a schema that exists (a connection, the
+schema check, the close).
 
 Needs a PostgreSQL server: ``HAILUO_TEST_POSTGRES`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``); the schemas it makes are dropped after.
@@ -21,6 +23,7 @@ Needs a PostgreSQL server: ``HAILUO_TEST_POSTGRES`` (default
     python -m benchmarks.bench_pg_store [--jobs 2000] [--claimers 1 2 4] [--claim-size 1 10]
     python -m benchmarks.bench_pg_store --large 1000000 [--concurrency 4] [--claims 400]
         [--chunk 10000] [--earlier 2000]
+    python -m benchmarks.bench_pg_store --open 100
 """
 
 from __future__ import annotations
@@ -170,7 +173,30 @@ def _since(started: float) -> float:
     return time.perf_counter() - started
 
 
+async def _open_close(times: int) -> None:
+    """Open and close a store ``times`` times on an existing schema; print mean and p95."""
+    schema = f"hailuo_bench_{secrets.token_hex(4)}"
+    try:
+        async with PostgresJobStore(DSN, schema=schema):
+            pass  # the schema is made once, outside the timing
+        seconds = []
+        for _ in range(times):
+            started = time.perf_counter()
+            async with PostgresJobStore(DSN, schema=schema):
+                pass
+            seconds.append(time.perf_counter() - started)
+    finally:
+        with psycopg.connect(DSN, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    seconds.sort()
+    mean, p95 = statistics.fmean(seconds) * 1000, seconds[int(0.95 * (times - 1))] * 1000
+    print(f"open + close of a store, {times} times: mean {mean:.1f} ms, p95 {p95:.1f} ms")
+
+
 async def _main(args: argparse.Namespace) -> None:
+    if args.open:
+        await _open_close(args.open)
+        return
     if args.large:
         await _large(args)
         return
@@ -200,6 +226,7 @@ def main() -> None:
     parser.add_argument("--claimers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--claim-size", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--large", type=int, default=0, metavar="N", help="one batch of N jobs")
+    parser.add_argument("--open", type=int, default=0, metavar="N", help="time N open + close")
     parser.add_argument("--chunk", type=int, default=10_000, help="jobs per record (--large)")
     parser.add_argument("--claims", type=int, default=400, help="claims timed after the first")
     parser.add_argument("--concurrency", type=int, default=4, help="claimers (--large)")

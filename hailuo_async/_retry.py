@@ -2,7 +2,11 @@
 
 :class:`RetryPolicy` owns the counts and the waits; :meth:`RetryPolicy.retries` decides, by
 kind of request and kind of failure, as this table says; :func:`call_with_retries` is the one
-loop every request runs in (API calls, downloads). Nothing else retries on its own.
+loop every request runs in (API calls, downloads). Nothing else retries HTTP requests.
+Database work has one loop of its own, :meth:`hailuo_async.postgres._connection.Session.run`
+(the journal's and the coordination's): a lost connection or a deadlock is tried again on a
+new connection under its ``RECONNECT`` policy for ``reconnect_for`` (journal) or
+``give_up_after`` (coordination) seconds; any other database error is raised at once.
 
 =====================================  ===================  ===============  =================
 failure                                submit (POST)        poll: query,     download

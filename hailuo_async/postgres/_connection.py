@@ -194,7 +194,7 @@ class Session:
         application_name: str | None = None,
         give_up_after: float,
         round_trip_timeout: float = DEFAULT_ROUND_TRIP_TIMEOUT,
-        connect_timeout: float = 10.0,
+        connect_timeout: float | None = None,
         setup: str = "",
         on_discard: Callable[[], None] | None = None,
         failure: Callable[[str], Exception] = CoordinationError,
@@ -205,7 +205,10 @@ class Session:
         self._application_name = application_name
         self._give_up_after = give_up_after
         self._round_trip_timeout = check_round_trip_timeout(round_trip_timeout)
-        self._connect_timeout = min(connect_timeout, max(give_up_after, 1.0))
+        # By default no longer than the caller would wait for the database anyway.
+        self._connect_timeout = (
+            min(10, give_up_after) if connect_timeout is None else connect_timeout
+        )
         self._setup = setup
         self._failure = failure
         self._unreachable = unreachable

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+import anyio.lowlevel
 import psycopg
 import pytest
 from clientutil import make_client
@@ -412,3 +413,33 @@ async def test_a_large_record_refreshes_the_planner_statistics_as_it_doubles(
             assert row is not None
             counts.append(int(str(row[0])))
     assert counts == [0, 0, 0, 0, 1, 1, 1, 1, 1, 2]
+
+
+async def test_a_write_whose_caller_is_cancelled_on_the_wire_still_lands_once(
+    store: PostgresJobStore,
+) -> None:
+    """Cancelled once its statement is sent: the write runs to its end on the same connection."""
+    await store.record(_specs(1))
+    sent = store.round_trips
+    async with anyio.create_task_group() as group:
+        group.start_soon(store.mark_submitting, "job-0")
+        while store.round_trips == sent:
+            await anyio.lowlevel.checkpoint()
+        group.cancel_scope.cancel()
+    record = await store.get("job-0")
+    assert record is not None
+    assert (record.state, record.attempts) == (JobState.SUBMITTING, 1)
+    assert store.reconnects == 0
+
+
+async def test_a_read_cancelled_midway_leaves_the_store_usable(store: PostgresJobStore) -> None:
+    """A read whose caller leaves mid-statement: the next call gets a sound connection."""
+    await store.record(_specs(200))
+    sent = store.round_trips
+    async with anyio.create_task_group() as group:
+        group.start_soon(store.get_many)
+        while store.round_trips == sent:
+            await anyio.lowlevel.checkpoint()
+        group.cancel_scope.cancel()
+    assert len(await store.get_many()) == 200
+    assert await store.mark_submitting("job-7") == 1
