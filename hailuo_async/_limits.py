@@ -79,6 +79,19 @@ class RequestLimits(Protocol):
     def slot(self, kind: RequestKind) -> AbstractAsyncContextManager[None]:
         """Hold one request's place from when it may leave until its answer is read."""
 
+    def take_now(self, kind: RequestKind) -> bool:
+        """Take a place for a request of ``kind`` at once, if nothing would hold it back.
+
+        True only when entering :meth:`slot` would not have waited (no pause, no turn to
+        wait for, a place free in flight) and the place is now held as if it had; it is
+        given back by :meth:`give_back`. False takes nothing: the caller enters
+        :meth:`slot`. An implementation that cannot tell without waiting (a round trip to
+        share a budget, say) answers False.
+        """
+
+    def give_back(self, kind: RequestKind) -> None:
+        """Give back a place :meth:`take_now` took for ``kind``, its answer read."""
+
     def on_success(self, kind: RequestKind) -> None:
         """An answered request that was not rate limited (an adaptive rate may grow)."""
 
@@ -397,8 +410,12 @@ class RequestLimiter:
                 self._in_flight.release()  # a 429 came while we waited: take the long way
         await self._enter_paced(kind)
 
-    def give_back(self) -> None:
-        """Give back a place taken by :meth:`take_now`."""
+    def give_back(self, kind: RequestKind) -> None:
+        """Give back a place taken by :meth:`take_now`.
+
+        Only the in-flight place comes back: a place is taken at once only for a request
+        the window does not count (a download, or any request while the rate is unknown).
+        """
         self._in_flight.release()
 
     def leave(self, kind: RequestKind) -> None:

@@ -128,6 +128,23 @@ async def test_turns_taken_but_not_used_leave_nothing_in_flight() -> None:
     assert len(pacer._answered) == 1
 
 
+async def test_take_now_takes_a_place_only_where_slot_would_not_wait() -> None:
+    """take_now takes free places up to the in-flight cap, and none while paced or paused."""
+    limiter = RequestLimiter(max_in_flight=2)
+    assert [limiter.take_now("poll") for _ in range(3)] == [True, True, False]
+    assert not limiter.take_now("download")  # every place in flight is held
+    limiter.give_back("poll")
+    assert limiter.take_now("submit")
+    limiter.give_back("submit")
+    limiter.give_back("poll")
+    limiter.on_rate_limited("poll", 30.0)
+    assert not limiter.take_now("submit")  # a rate 429 holds back every budget kind
+    paced = RequestLimiter(max_in_flight=2, requests_per_minute=600)
+    assert not paced.take_now("poll")  # a paced request waits its turn in slot
+    assert paced.take_now("download")  # downloads do not spend the budget
+    paced.give_back("download")
+
+
 async def _enter_and_leave(limiter: RequestLimiter) -> None:
     async with limiter.slot("submit"):
         pass

@@ -220,7 +220,10 @@ class SharedRequestLimiter:
 
     def __init__(self, owner: SharedAccountLimits, *, max_in_flight: int, max_batch: int) -> None:
         self._owner = owner
-        self._in_flight = anyio.CapacityLimiter(max_in_flight)
+        self._max_in_flight = max_in_flight
+        # A semaphore, not a capacity limiter: a place taken by take_now is given back by
+        # give_back, which need not know which task took it.
+        self._in_flight = anyio.Semaphore(max_in_flight)
         self._groups = {
             kind: _GroupReservations(functools.partial(owner._reserve, kind), max_batch)
             for kind in _PACED_KINDS
@@ -236,7 +239,7 @@ class SharedRequestLimiter:
     @property
     def max_in_flight(self) -> int:
         """The cap on this process's requests in flight at once (not shared)."""
-        return int(self._in_flight.total_tokens)
+        return self._max_in_flight
 
     async def wait_turn(self, kind: RequestKind) -> dt.datetime | None:
         """Wait until a request of ``kind`` may start; return that moment (database clock).
@@ -264,6 +267,25 @@ class SharedRequestLimiter:
         await self.wait_turn(kind)
         async with self._in_flight:
             yield
+
+    def take_now(self, kind: RequestKind) -> bool:
+        """Take a place at once for a download nothing holds back; never for a submit or poll.
+
+        A submit's or a poll's start time spends the account's shared budget, and only a
+        reservation (a round trip) hands one out, none kept spare: False, so it waits its
+        turn in :meth:`slot`. A download spends none of it: it takes one of this process's
+        places in flight at once, unless a pause holds downloads back or none is free.
+        """
+        if kind in _PACED_KINDS or not self._in_flight.value:
+            return False
+        if self._paused_until[kind] > time.monotonic():
+            return False
+        self._in_flight.acquire_nowait()
+        return True
+
+    def give_back(self, kind: RequestKind) -> None:
+        """Give back a place taken by :meth:`take_now`."""
+        self._in_flight.release()
 
     def on_success(self, kind: RequestKind) -> None:
         """Record an answered request that was not rate limited.

@@ -372,6 +372,43 @@ async def test_a_429_pauses_every_process(pg_schema: str) -> None:
         assert polls_free
 
 
+async def test_take_now_never_grants_a_start_of_the_shared_budget(pg_schema: str) -> None:
+    """take_now spends none of the shared budget; downloads take places up to the cap."""
+    # A submit's or poll's start is a reservation (a round trip), none kept spare: take_now
+    # never grants one. A download spends none of the budget, only a place in flight.
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    async with _limits(pg_schema, account, requests_per_minute=600, max_in_flight=2) as limits:
+        requests = limits.requests
+        round_trips = limits.round_trips
+        assert not any(requests.take_now(kind) for kind in ("submit", "poll") for _ in range(100))
+        assert [requests.take_now("download") for _ in range(3)] == [True, True, False]
+        assert limits.round_trips == round_trips
+        # The places taken at once are the slot's too: a download waits for one to return.
+        entered: list[str] = []
+
+        async def download() -> None:
+            async with requests.slot("download"):
+                entered.append("download")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(download)
+            await wait_all_tasks_blocked()
+            assert entered == []
+            requests.give_back("download")
+        assert entered == ["download"]
+        requests.give_back("download")
+        async with requests.slot("poll"):
+            pass
+        (reserved,) = _fetch(
+            pg_schema, "SELECT window_count FROM {s}.account_limits WHERE account = %s", account
+        )
+        assert reserved == 1  # the slot's start alone: take_now reserved none
+        assert requests.take_now("download")
+        requests.give_back("download")
+        requests.on_rate_limited("download", 30.0)
+        assert not requests.take_now("download")  # a paused kind waits in slot
+
+
 async def test_learnt_limits_are_shared(pg_schema: str) -> None:
     """A cap and rate discovered through 429s in one process are the ones every process uses."""
     account = f"acct-{uuid.uuid4().hex[:8]}"
