@@ -712,7 +712,7 @@ async def test_a_failed_commit_fails_every_write_of_its_group() -> None:
     calls: list[int] = []
 
     async def apply(writes: list[Callable[[], object]]) -> list[object]:
-        await anyio.sleep(0)  # the others queue up behind the first group meanwhile
+        await anyio.lowlevel.checkpoint()  # the others queue up behind the first group meanwhile
         calls.append(len(writes))
         raise sqlite3.OperationalError("disk I/O error")
 
