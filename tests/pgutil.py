@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
@@ -61,16 +63,21 @@ def fresh_schema() -> Iterator[str]:
 
 @asynccontextmanager
 async def running(
-    command: Sequence[str], env: Mapping[str, str] | None = None
+    command: Sequence[str], env: Mapping[str, str] | None = None, *, log: Path | None = None
 ) -> AsyncIterator[Process]:
-    """A child process, killed (if still running) and reaped when the block ends."""
-    async with await anyio.open_process(list(command), env=env) as process:
-        try:
-            yield process
-        finally:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
+    """A child process, killed (if still running) and reaped when the block ends.
+
+    With ``log``, its standard error goes to that file (read by a failed check), not a pipe.
+    """
+    with contextlib.ExitStack() as files:
+        stderr = files.enter_context(log.open("wb")) if log is not None else subprocess.PIPE
+        async with await anyio.open_process(list(command), env=env, stderr=stderr) as process:
+            try:
+                yield process
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                await process.wait()
 
 
 def journal_url(dsn: str, schema: str) -> str:
@@ -90,8 +97,12 @@ def hailuo_work(
     max_active: int = 4,
     rpm: float | None = None,
     extra: Sequence[str] = (),
+    log_stderr: bool = False,
 ) -> AbstractAsyncContextManager[Process]:
-    """A `hailuo work` process named ``name`` working ``batch`` against the fake (+ ``extra``)."""
+    """A `hailuo work` process named ``name`` working ``batch`` against the fake (+ ``extra``).
+
+    With ``log_stderr``, its standard error goes to ``out/<name>.log`` (for a failed check).
+    """
     command = [
         sys.executable,
         "-m",
@@ -114,7 +125,8 @@ def hailuo_work(
     ]
     if rpm is not None:
         command += ["--rpm", str(rpm)]
-    return running([*command, *extra], fake_env(server))
+    log = out / f"{name}.log" if log_stderr else None
+    return running([*command, *extra], fake_env(server), log=log)
 
 
 def fake_env(server: FakeHailuoServer) -> dict[str, str]:
@@ -161,9 +173,16 @@ async def until_mid_batch(dsn: str, schema: str) -> None:
 
 
 def check_each_job_paid_and_finished_once(
-    records: Mapping[str, JobRecord], stats: Stats, printed: Sequence[str]
+    records: Mapping[str, JobRecord],
+    stats: Stats,
+    printed: Sequence[str],
+    *,
+    logs: Path | None = None,
 ) -> None:
-    """Every job finished, its body accepted once, its journaled task the fake's; reported once."""
+    """Every job finished, its body accepted once, its journaled task the fake's; reported once.
+
+    ``logs``: the folder of the workers' standard error (``hailuo_work``), shown on failure.
+    """
     assert {key: record.state for key, record in records.items()} == dict.fromkeys(
         records, JobState.FINISHED
     )
@@ -174,4 +193,7 @@ def check_each_job_paid_and_finished_once(
     # worker whose lease ran out before its POST left takes the first back unsent.
     assert stats.submission_attempts == len(records)
     assert all(record.attempts >= 1 for record in records.values())
-    assert sorted(printed) == sorted(records), f"reported: {sorted(printed)}"
+    assert sorted(printed) == sorted(records), f"reported: {sorted(printed)}" + "".join(
+        f"\n--- {log.name}\n{log.read_text(errors='replace')[-4000:]}"
+        for log in sorted(logs.glob("*.log") if logs is not None else ())
+    )

@@ -80,6 +80,7 @@ async def test_workers_ride_out_a_postgresql_restart(
                         tmp_path,
                         lease=lease,
                         scale=SCALE,
+                        log_stderr=True,
                     )
                 )
                 for i in range(3)
@@ -94,7 +95,9 @@ async def test_workers_ride_out_a_postgresql_restart(
     assert accepted_before < n, "the restart came after the last submission"
     records = await records_of(dsn, schema)
     assert len(records) == n
-    check_each_job_paid_and_finished_once(records, stats, [k for _, keys in finished for k in keys])
+    check_each_job_paid_and_finished_once(
+        records, stats, [k for _, keys in finished for k in keys], logs=tmp_path
+    )
 
 
 # -- coordination across a restart ---------------------------------------------------------

@@ -158,7 +158,16 @@ async def test_workers_wait_out_a_network_fault_to_the_database(
             workers = [
                 await stack.enter_async_context(
                     # Leases far longer than the fault: no job changes hands meanwhile.
-                    hailuo_work(server, url, BATCH, f"w{i}", tmp_path, lease=30, scale=SCALE)
+                    hailuo_work(
+                        server,
+                        url,
+                        BATCH,
+                        f"w{i}",
+                        tmp_path,
+                        lease=30,
+                        scale=SCALE,
+                        log_stderr=True,
+                    )
                 )
                 for i in range(3)
             ]
@@ -175,7 +184,9 @@ async def test_workers_wait_out_a_network_fault_to_the_database(
     assert link.abandoned >= (3 if fault == "silence" else 0)
     records = await _records(pg_schema)
     assert len(records) == n
-    check_each_job_paid_and_finished_once(records, stats, [k for _, keys in finished for k in keys])
+    check_each_job_paid_and_finished_once(
+        records, stats, [k for _, keys in finished for k in keys], logs=tmp_path
+    )
 
 
 def _pause_submissions(schema: str, lock: int) -> None:
