@@ -314,8 +314,17 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
             raise JournalError(f"the journal could not read: {exc}") from exc
         return cast(T, results[0])
 
-    async def _analyze(self, run: _Run) -> int:
-        return await run.rowcount(self._statements.analyze, {})
+    async def _rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of one reading statement."""
+        return await self._read(lambda run: run.fetchall(sql, params))
+
+    async def _row(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of one reading statement."""
+        return await self._read(lambda run: run.fetchone(sql, params))
+
+    async def _rows_written(self, sql: str, params: dict[str, Any]) -> int:
+        """How many rows one writing statement changed, once committed (group-committed)."""
+        return await self._write(_one_statement(lambda run: run.rowcount(sql, params)))
 
     def _params(self, key: str, **params: Any) -> dict[str, Any]:
         return {"batch": self._batch, "key": key, **params}
@@ -330,9 +339,9 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
         }
 
         @_one_statement
-        async def apply(session: _Run) -> Rejected | None:
-            bound["replaying"] = session.replaying
-            row = await session.fetchone(statement, bound)
+        async def apply(run: _Run) -> Rejected | None:
+            bound["replaying"] = run.replaying
+            row = await run.fetchone(statement, bound)
             assert row is not None
             moved, state = row
             return None if moved else Rejected(state)
@@ -350,8 +359,8 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
         statement = self._statements.bind_provider
 
         @_one_statement
-        async def apply(session: _Run) -> str | None:
-            row = await session.fetchone(statement, params)
+        async def apply(run: _Run) -> str | None:
+            row = await run.fetchone(statement, params)
             return None if row is None else str(row[0])
 
         recorded = await self._write(apply)
@@ -388,8 +397,8 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
         statements = self._statements
 
         @_one_statement
-        async def apply(session: _Run) -> int | list[str]:
-            row = await session.fetchone(statements.record, params)
+        async def apply(run: _Run) -> int | list[str]:
+            row = await run.fetchone(statements.record, params)
             assert row is not None
             conflicts, inserted, known = row[0] or [], row[1] or [], row[2] or []
             if conflicts:
@@ -398,13 +407,13 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
             if missing:
                 # Recorded by another worker between our snapshot and our insert (or by our
                 # own first try, if this is a retry): compare what it recorded.
-                rows = await session.fetchall(
+                rows = await run.fetchall(
                     statements.fingerprints, {"batch": self._batch, "keys": list(missing)}
                 )
                 clash = sorted(key for key, fingerprint in rows if wanted[key] != fingerprint)
                 if clash:
                     return clash
-            return 0 if session.replaying else len(inserted)
+            return 0 if run.replaying else len(inserted)
 
         outcome = await self._write(apply)
         if isinstance(outcome, list):
@@ -414,7 +423,7 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
             # The first claims after a large record would sort the whole batch (0.15 s at
             # 100,000 jobs, 0.3-0.5 s at 1,000,000) until autovacuum's ANALYZE came by. Again
             # each time the rows recorded here double: a few ANALYZEs for any batch size.
-            await self._read(self._analyze)
+            await self._read(lambda run: run.rowcount(self._statements.analyze, {}))
             self._analysed += self._unanalysed
             self._unanalysed = 0
         return outcome
@@ -431,8 +440,8 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
         sql = self._statements.SUBMITTING
 
         @_one_statement
-        async def apply(session: _Run) -> int | Rejected:
-            row = await session.fetchone(sql, params)
+        async def apply(run: _Run) -> int | Rejected:
+            row = await run.fetchone(sql, params)
             assert row is not None
             attempts, state, owner, live, token, attempts_before = row
             if attempts is not None:
@@ -535,13 +544,8 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
 
     async def get(self, key: str) -> JobRecord | None:
         """The job's record, or None if it was never recorded."""
-        sql, params = self._statements.select_one, self._params(key)
-
-        async def read(session: _Run) -> JobRecord | None:
-            row = await session.fetchone(sql, params)
-            return None if row is None else to_record(row)
-
-        return await self._read(read)
+        row = await self._row(self._statements.select_one, self._params(key))
+        return None if row is None else to_record(row)
 
     async def get_many(self, keys: Iterable[str] | None = None) -> dict[str, JobRecord]:
         """Records by key (all of the batch when ``keys`` is None), in the batch's order."""
@@ -550,30 +554,21 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
         if keys is not None:
             params["keys"] = list(dict.fromkeys(keys))
             sql = self._statements.select_keys
-
-        async def read(session: _Run) -> dict[str, JobRecord]:
-            return {row[0]: to_record(row) for row in await session.fetchall(sql, params)}
-
-        return await self._read(read)
+        return {row[0]: to_record(row) for row in await self._rows(sql, params)}
 
     async def counts(self) -> dict[JobState, int]:
         """How many jobs are in each state (zero counts left out)."""
-        sql, params = self._statements.counts, {"batch": self._batch}
-
-        async def read(session: _Run) -> dict[JobState, int]:
-            return {JobState(state): count for state, count in await session.fetchall(sql, params)}
-
-        return await self._read(read)
+        rows = await self._rows(self._statements.counts, {"batch": self._batch})
+        return {JobState(state): count for state, count in rows}
 
     async def _interrupt_and_read(self) -> dict[str, JobRecord]:
         statements = self._statements
         params = {"batch": self._batch, "lost": _pg_sql.LOST_AT_RESUME}
 
-        async def apply(session: _Run) -> dict[str, JobRecord]:
-            await session.rowcount(statements.interrupted, params)
+        async def apply(run: _Run) -> dict[str, JobRecord]:
+            await run.rowcount(statements.interrupted, params)
             return {
-                row[0]: to_record(row)
-                for row in await session.fetchall(statements.select_all, params)
+                row[0]: to_record(row) for row in await run.fetchall(statements.select_all, params)
             }
 
         return await self._write(apply)
@@ -601,8 +596,8 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
         }
 
         @_one_statement
-        async def apply(session: _Run) -> list[JobRecord]:
-            records = [to_record(row) for row in await session.fetchall(sql, params)]
+        async def apply(run: _Run) -> list[JobRecord]:
+            records = [to_record(row) for row in await run.fetchall(sql, params)]
             return sorted(records, key=lambda record: record.index)
 
         return await self._write(apply)
@@ -626,13 +621,7 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
         A lease that ran out is not revived: another worker may have claimed the job.
         """
         params = {"batch": self._batch, "worker": worker_id, "lease": float(lease_seconds)}
-        sql = self._statements.heartbeat
-
-        @_one_statement
-        async def apply(session: _Run) -> int:
-            return await session.rowcount(sql, params)
-
-        return await self._write(apply)
+        return await self._rows_written(self._statements.heartbeat, params)
 
     async def release(self, worker_id: str, keys: Iterable[str] | None = None) -> int:
         """Give up the worker's leases (all, or on ``keys``); return how many were released."""
@@ -641,12 +630,7 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
         if keys is not None:
             params["keys"] = list(keys)
             sql = self._statements.release_keys
-
-        @_one_statement
-        async def apply(session: _Run) -> int:
-            return await session.rowcount(sql, params)
-
-        return await self._write(apply)
+        return await self._rows_written(sql, params)
 
     async def requeue(self, attempts: Mapping[str, int]) -> int:
         """Put failed or unknown jobs back to RECORDED, for the batch's workers to submit again.
@@ -662,71 +646,44 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
             "keys": list(attempts),
             "attempts": list(attempts.values()),
         }
-        sql = self._statements.requeue
-
-        @_one_statement
-        async def apply(session: _Run) -> int:
-            return await session.rowcount(sql, params)
-
-        return await self._write(apply)
+        return await self._rows_written(self._statements.requeue, params)
 
     async def work_left(self, worker_id: str) -> int:
         """Jobs with work left (recorded, submitting, submitted) not under this worker's lease.
 
         Zero means a worker with nothing running is done: every other job has ended.
         """
-        params = {"batch": self._batch, "worker": worker_id}
-        sql = self._statements.work_left
-
-        async def read(session: _Run) -> int:
-            row = await session.fetchone(sql, params)
-            return 0 if row is None else int(row[0])
-
-        return await self._read(read)
+        row = await self._row(
+            self._statements.work_left, {"batch": self._batch, "worker": worker_id}
+        )
+        return 0 if row is None else int(row[0])
 
     async def progress(self) -> BatchProgress:
         """The batch's counts by state, its workers' live leases and its recent pace (one
         statement, one scan of the batch's jobs)."""
-        statements = self._statements
-        params: dict[str, Any] = {"batch": self._batch, "window": 60.0}
-
-        async def read(session: _Run) -> BatchProgress:
-            counts: dict[JobState, int] = {}
-            workers: dict[str, int] = {}
-            not_downloaded = ended = 0
-            for state, holder, n, pathless, recent in await session.fetchall(
-                statements.progress, params
-            ):
-                counts[JobState(state)] = counts.get(JobState(state), 0) + int(n)
-                if holder is not None:
-                    workers[str(holder)] = workers.get(str(holder), 0) + int(n)
-                if state == JobState.FINISHED:
-                    not_downloaded += int(pathless)
-                ended += int(recent)
-            return BatchProgress(
-                counts, dict(sorted(workers.items())), ended, not_downloaded=not_downloaded
-            )
-
-        return await self._read(read)
+        rows = await self._rows(self._statements.progress, {"batch": self._batch, "window": 60.0})
+        counts: dict[JobState, int] = {}
+        workers: dict[str, int] = {}
+        not_downloaded = ended = 0
+        for state, holder, n, pathless, recent in rows:
+            counts[JobState(state)] = counts.get(JobState(state), 0) + int(n)
+            if holder is not None:
+                workers[str(holder)] = workers.get(str(holder), 0) + int(n)
+            if state == JobState.FINISHED:
+                not_downloaded += int(pathless)
+            ended += int(recent)
+        return BatchProgress(
+            counts, dict(sorted(workers.items())), ended, not_downloaded=not_downloaded
+        )
 
     async def has_jobs(self) -> bool:
         """True when the batch holds at least one job (one indexed lookup)."""
-        sql, params = self._statements.has_jobs, {"batch": self._batch}
-
-        async def read(session: _Run) -> bool:
-            row = await session.fetchone(sql, params)
-            return bool(row is not None and row[0])
-
-        return await self._read(read)
+        row = await self._row(self._statements.has_jobs, {"batch": self._batch})
+        return bool(row is not None and row[0])
 
     async def batches(self) -> list[str]:
         """The names of every batch in the schema (a scan of the table: for error messages)."""
-        sql = self._statements.batches
-
-        async def read(session: _Run) -> list[str]:
-            return [str(name) for (name,) in await session.fetchall(sql, {})]
-
-        return await self._read(read)
+        return [str(name) for (name,) in await self._rows(self._statements.batches, {})]
 
 
 def _describe(dsn: str, schema: str) -> str:
