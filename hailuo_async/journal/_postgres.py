@@ -141,8 +141,10 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
     written by a newer version raises :class:`JournalSchemaError` when opening. Workers on
     other machines share a batch through :meth:`claim` and leases, with the database's clock.
 
-    ``reconnect_for`` bounds how long a call keeps reopening a lost connection before it
-    raises :class:`JournalConnectionError`. ``round_trip_timeout`` is how long a call's
+    ``reconnect_for`` bounds how long a call (opening too: a server away at the start may be
+    restarting) keeps reopening a lost connection before it raises
+    :class:`JournalConnectionError`; a server that refuses for good (no such database or
+    role, a bad password) raises it at once. ``round_trip_timeout`` is how long a call's
     statements may go unanswered before the connection is taken for lost (a network gone
     silent): it is cut, reopened and the call replayed. Raise it for a batch so large that
     recording it takes longer.
@@ -232,10 +234,8 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
             failure=JournalError,
             unreachable=JournalConnectionError,
         )
-        try:
-            connection = await session.open()
-        except layer.psycopg.Error as exc:
-            raise JournalConnectionError(f"cannot connect to {self.target}: {exc}") from None
+        # Patient as every call is: a worker started while the database is away waits for it.
+        connection = await session.connection(f"cannot connect to {self.target}")
         try:
             await self._migrate(connection)
         except BaseException:

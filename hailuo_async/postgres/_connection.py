@@ -44,7 +44,6 @@ __all__ = [
     "Session",
     "is_lost",
     "libpq_options",
-    "patiently",
     "refused_for_good",
 ]
 
@@ -127,24 +126,6 @@ RECONNECT = ReconnectPolicy()
 """The policy of every PostgreSQL connection of the library."""
 
 
-async def patiently(what: str, call: Callable[[], Awaitable[_T]], *, give_up_after: float) -> _T:
-    """Run ``call`` (one round trip of its own), trying again while the database is away.
-
-    Lost connections (see :func:`is_lost`) are retried under :data:`RECONNECT` for
-    ``give_up_after`` seconds, then raised as :class:`CoordinationError`; any other
-    database error is raised at once, as one.
-    """
-    delays = RECONNECT.delays(give_up_after)
-    while True:
-        try:
-            return await call()
-        except (OSError, psycopg.Error) as exc:
-            if not is_lost(exc):
-                raise CoordinationError(f"{what}: {type(exc).__name__}: {exc}") from exc
-            error = exc
-        await _pause(what, error, delays, give_up_after, CoordinationError)
-
-
 async def _pause(
     what: str,
     exc: BaseException,
@@ -157,8 +138,8 @@ async def _pause(
     delay = next(delays, None)
     if delay is None:
         raise unreachable(
-            f"{what}: lost the database and could not reconnect within"
-            f" {give_up_after:g} s ({name}: {exc})"
+            f"{what}: the database is unreachable (could not reconnect within"
+            f" {give_up_after:g} s): {name}: {exc}"
         ) from exc
     logger.warning("%s: database unreachable (%s), trying again", what, name)
     await anyio.sleep(delay)
@@ -265,15 +246,20 @@ class Session:
                 raise
 
     async def connection(self, what: str) -> Connection:
-        """The open connection, opened (patiently) if there is none."""
-        return await patiently(what, self._connected, give_up_after=self._give_up_after)
+        """The open connection, opened if there is none.
 
-    async def open(self) -> Connection:
-        """Open the connection with one try (a store opening reports a bad address at once).
-
-        Raises ``psycopg.OperationalError`` when the server cannot be reached.
+        A first connection refused for good (a bad address, no such database or role)
+        raises ``unreachable`` at once; a connection that fails for a passing reason (no
+        answer, a server restarting, a network cut) is tried again under :data:`RECONNECT`
+        for ``give_up_after`` seconds, as :meth:`run` does.
         """
-        return await self._connected()
+        delays = RECONNECT.delays(self._give_up_after)
+        while True:
+            try:
+                return await self._connected()
+            except (OSError, psycopg.Error) as exc:
+                error = exc
+            await _pause(what, error, delays, self._give_up_after, self._unreachable)
 
     async def discard(self, connection: Connection) -> None:
         """Close ``connection`` (if still the session's, it is replaced on next use)."""

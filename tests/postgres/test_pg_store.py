@@ -95,7 +95,9 @@ async def test_a_schema_from_a_newer_version_is_refused(pg_schema: str) -> None:
 
 async def test_an_unreachable_server_is_a_connection_error_without_the_password() -> None:
     """A wrong port names the server (not the password) in a JournalConnectionError."""
-    store = PostgresJobStore("postgresql://someone:hunter2@127.0.0.1:1/nowhere", connect_timeout=2)
+    store = PostgresJobStore(
+        "postgresql://someone:hunter2@127.0.0.1:1/nowhere", connect_timeout=2, reconnect_for=0
+    )
     with pytest.raises(JournalConnectionError, match=r"127\.0\.0\.1:1/nowhere") as caught:
         await store.open()
     assert "hunter2" not in str(caught.value)
@@ -362,8 +364,25 @@ async def test_a_network_cut_of_two_seconds_is_waited_out(pg_schema: str) -> Non
     assert all(r.attempts == 1 for r in records.values())
 
 
+async def test_a_store_opened_while_the_network_is_cut_waits_for_it(pg_schema: str) -> None:
+    """Opened during a cut: the store waits (reconnect_for), then opens and works."""
+    link = Link(DSN)
+    async with anyio.create_task_group() as group:
+        await group.start(link.serve)
+        link.cut()
+        group.start_soon(link.restore_after, 1)
+        with anyio.fail_after(30):
+            async with PostgresJobStore(link.dsn(), schema=pg_schema, reconnect_for=20) as store:
+                assert await store.record(_specs(2)) == 2
+        group.cancel_scope.cancel()
+
+
 async def test_a_batch_with_an_unreachable_journal_submits_nothing() -> None:
-    """generate_many with a journal URL no server answers raises before any POST."""
+    """generate_many with a journal URL no server answers raises before any POST.
+
+    After the store's reconnect_for (30 s by default): a server away when a batch starts may
+    be restarting, so it is waited for as it is at any other moment.
+    """
     requests = [VideoRequest(prompt="never sent")]
     async with FakeHailuoServer(time_scale=0.01, seed=1) as server:
         async with make_client(server) as client:
