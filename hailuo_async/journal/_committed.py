@@ -21,7 +21,13 @@ from ._group import GroupCommitter
 from ._records import JobRecord, dump_result
 from ._resume import ResumePlan, classify
 
-__all__ = ["GroupCommittedStore", "Rejected", "TransitionStatements", "raise_rejected"]
+__all__ = [
+    "GroupCommittedStore",
+    "Rejected",
+    "TransitionStatements",
+    "raise_rejected",
+    "submitting_attempts",
+]
 
 W = TypeVar("W")
 T = TypeVar("T")
@@ -63,6 +69,13 @@ def raise_rejected(key: str, target: str, rejected: Rejected) -> NoReturn:
         raise UnknownJobError(key)
     error = LeaseLostError if rejected.lease_lost else InvalidTransitionError
     raise error(key, rejected.state, target, detail=rejected.detail)
+
+
+def submitting_attempts(key: str, outcome: int | Rejected) -> int:
+    """The attempt number a ``mark_submitting`` write returned, or the error of its refusal."""
+    if isinstance(outcome, Rejected):
+        raise_rejected(key, "submitting", outcome)
+    return outcome
 
 
 class GroupCommittedStore(abc.ABC, Generic[W]):

@@ -35,11 +35,10 @@ class _Write:
 class GroupCommitter(Generic[W]):
     """Runs writes (of the store's kind ``W``) in shared transactions.
 
-    ``apply`` gets the group's writes, runs them in one
-    transaction, commits, and returns their results in order (or raises, and then every
-    write of the group fails). A group, once taken, runs to its end even if the writer
-    that took it is cancelled: its other writers wait for it, and what was committed must
-    be known.
+    ``apply`` gets the group's writes, runs them in one transaction, commits, and returns
+    their results in order (or raises, and then every write of the group fails). A group,
+    once taken, runs to its end even if the writer that took it is cancelled: its other
+    writers wait for it, and what was committed must be known.
     """
 
     def __init__(self, apply: Callable[[list[W]], Awaitable[list[object]]]) -> None:

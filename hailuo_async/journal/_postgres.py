@@ -41,7 +41,7 @@ from .._exceptions import InvalidRequestError, TaskFailedError
 from .._models import TaskResult
 from .._pg_liveness import DEFAULT_ROUND_TRIP_TIMEOUT, check_round_trip_timeout
 from . import _pg_sql
-from ._committed import GroupCommittedStore, Rejected, raise_rejected
+from ._committed import GroupCommittedStore, Rejected, raise_rejected, submitting_attempts
 from ._errors import (
     JobConflictError,
     JournalClosedError,
@@ -453,9 +453,7 @@ class PostgresJobStore(GroupCommittedStore["_Fn"]):
                 return Rejected(state, "lease ran out while reconnecting", lease_lost=True)
             return Rejected.submitting(state, owner, bool(live))
 
-        attempts = await self._write(apply)
-        if isinstance(attempts, Rejected):
-            raise_rejected(key, "submitting", attempts)
+        attempts = submitting_attempts(key, await self._write(apply))
         self._tokens[key] = token
         return attempts
 

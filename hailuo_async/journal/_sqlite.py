@@ -25,7 +25,7 @@ from .._download import fsync_directory
 from .._exceptions import InvalidRequestError, JournalInUseError
 from .._lockfile import FileHold, hold_file
 from . import _sql as sql
-from ._committed import GroupCommittedStore, Rejected, raise_rejected
+from ._committed import GroupCommittedStore, Rejected, raise_rejected, submitting_attempts
 from ._errors import (
     JobConflictError,
     JournalClosedError,
@@ -305,10 +305,7 @@ class SQLiteJobStore(GroupCommittedStore[Callable[[sqlite3.Connection], Any]]):
             live = owner is not None and lease_until is not None and lease_until > now
             return Rejected.submitting(state, owner, live)
 
-        outcome = await self._write(apply)
-        if isinstance(outcome, Rejected):
-            raise_rejected(key, "submitting", outcome)
-        return outcome
+        return submitting_attempts(key, await self._write(apply))
 
     async def get(self, key: str) -> JobRecord | None:
         """The job's record, or None if it was never recorded."""

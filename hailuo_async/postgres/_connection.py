@@ -141,7 +141,8 @@ async def _pause(
             f"{what}: the database is unreachable (could not reconnect within"
             f" {give_up_after:g} s): {name}: {exc}"
         ) from exc
-    logger.warning("%s: database unreachable (%s), trying again", what, name)
+    reason = "deadlock" if isinstance(exc, psycopg.errors.DeadlockDetected) else "unreachable"
+    logger.warning("%s: database %s (%s), trying again", what, reason, name)
     await anyio.sleep(delay)
 
 
@@ -229,7 +230,9 @@ class Session:
                 with anyio.fail_after(self._round_trip_timeout):
                     return await work(connection)
             except (OSError, psycopg.Error) as exc:  # TimeoutError (a cut try) is an OSError
-                lost = is_lost(exc, connection)
+                # A connection that could not be opened is a passing failure (a refusal for
+                # good raised `unreachable` already).
+                lost = not started or is_lost(exc, connection)
                 if connection is not None and (lost or _in_transaction(connection)):
                     await self.discard(connection)
                 if isinstance(exc, TimeoutError):
@@ -250,16 +253,9 @@ class Session:
 
         A first connection refused for good (a bad address, no such database or role)
         raises ``unreachable`` at once; a connection that fails for a passing reason (no
-        answer, a server restarting, a network cut) is tried again under :data:`RECONNECT`
-        for ``give_up_after`` seconds, as :meth:`run` does.
+        answer, a server restarting, a network cut) is tried again, by :meth:`run`.
         """
-        delays = RECONNECT.delays(self._give_up_after)
-        while True:
-            try:
-                return await self._connected()
-            except (OSError, psycopg.Error) as exc:
-                error = exc
-            await _pause(what, error, delays, self._give_up_after, self._unreachable)
+        return await self.run(what, _as_is)
 
     async def discard(self, connection: Connection) -> None:
         """Close ``connection`` (if still the session's, it is replaced on next use)."""
@@ -312,6 +308,10 @@ class Session:
             self.reconnects += 1
         self._connected_once = True
         return connection
+
+
+async def _as_is(connection: Connection) -> Connection:
+    return connection
 
 
 def _in_transaction(connection: Connection) -> bool:
